@@ -1,0 +1,44 @@
+"""Name resolution in the style of ``torch_geometric.resolver``.
+
+A name is accepted as a string in any of its spellings (``'graph_conv'``, ``'GraphConv'`` and
+``'graphconv'`` are one name) and resolved against an explicit mapping of choices; there is no
+global mutable registry.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def normalize(name: str) -> str:
+    """Lower-case a name and drop separators: ``'Graph-Conv_'`` -> ``'graphconv'``."""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def resolve(query: str | T, choices: Mapping[str, T], kind: str = "name") -> T:
+    """Return ``choices[query]`` under normalised names.
+
+    Args:
+        query: a name in any spelling, or an object that is already one of the values (it is
+            returned as it is).
+        choices: canonical name -> value.
+        kind: what is being resolved, used in the error message ("dataset", "strategy", ...).
+
+    Raises:
+        ValueError: ``could not resolve 'foo' among choices [...]`` when nothing matches.
+    """
+    if not isinstance(query, str):
+        return query
+    by_key = {normalize(key): value for key, value in choices.items()}
+    key = normalize(query)
+    if key in by_key:
+        return by_key[key]
+    raise ValueError(f"could not resolve {kind} {query!r} among choices {sorted(choices)}")
+
+
+def resolve_name(query: str, choices: Mapping[str, object] | list[str], kind: str = "name") -> str:
+    """Return the canonical spelling of ``query`` among ``choices`` (see :func:`resolve`)."""
+    names = list(choices)
+    return resolve(query, {name: name for name in names}, kind)
