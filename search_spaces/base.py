@@ -46,6 +46,10 @@ class Architecture(abc.ABC):
     def from_json(cls, text: str) -> Architecture:
         return cls.from_dict(json.loads(text))
 
+    def short(self) -> str:
+        """A one-line human summary (default: the start of the hash)."""
+        return self.arch_hash[:12]
+
     @property
     def arch_hash(self) -> str:
         """SHA-256 of the canonical JSON: equal architectures hash equally across processes."""

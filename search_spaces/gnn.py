@@ -3,7 +3,8 @@
 An architecture is a stack of 1-4 message-passing layers, each with its own convolution, width,
 attention heads, activation, neighbourhood aggregation, normalisation and input dropout; a skip
 scheme across layers (none, residual, jumping knowledge); a readout for graph-level tasks; and
-the optimiser's learning rate and weight decay. Every model ends in one linear classifier.
+the optimiser's learning rate and weight decay. Every model ends in one linear classifier, whose
+input is dropped out at the last layer's rate.
 
 Reference: Gao et al., "GraphNAS: Graph Neural Architecture Search with Reinforcement
 Learning", IJCAI 2020 (the per-layer macro space); Xu et al., "Representation Learning on Graphs
@@ -324,6 +325,7 @@ class GNN(nn.Module):
             channels = layer.width
         if arch.skip == "jk_cat":
             channels = sum(layer.width for layer in arch.layers)
+        self.head_dropout = nn.Dropout(arch.layers[-1].dropout)  # the last layer's rate
         self.classifier = nn.Linear(channels, out_channels)
 
     def reset_parameters(self) -> None:
@@ -344,7 +346,7 @@ class GNN(nn.Module):
         return x
 
     def forward(self, x: Tensor, edge_index: Adj, batch: Tensor | None = None) -> Tensor:
-        return self.classifier(self.embed(x, edge_index, batch))
+        return self.classifier(self.head_dropout(self.embed(x, edge_index, batch)))
 
     def __repr__(self) -> str:
         return (

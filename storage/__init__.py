@@ -1,0 +1,14 @@
+"""SQL storage through SQLAlchemy: one engine factory, optuna's trials, our architectures and
+trained weights in the same database."""
+from __future__ import annotations
+
+from storage.engine import (
+    DEFAULT_STORAGE, StorageURLError, create_engine, engine_kwargs, is_sqlite, parse_url, redact,
+)
+from storage.optuna_storage import make_optuna_storage
+from storage.store import ChecksumError, ModelStore, StoredModel
+
+__all__ = [
+    "ChecksumError", "DEFAULT_STORAGE", "ModelStore", "StorageURLError", "StoredModel",
+    "create_engine", "engine_kwargs", "is_sqlite", "make_optuna_storage", "parse_url", "redact",
+]

@@ -1,0 +1,40 @@
+"""Ways to score an architecture, resolved by name (``"train"``, ``"zero-cost:synflow"``)."""
+from __future__ import annotations
+
+from typing import Any
+
+from nas.evaluators._train import TrainEvaluator
+from nas.evaluators.base import Evaluation, Evaluator
+from search_spaces.resolver import resolve
+
+#: canonical evaluator name -> class
+EVALUATORS: dict[str, type[Evaluator]] = {
+    "train": TrainEvaluator,
+}
+
+
+def get_evaluator(name: str | Evaluator, **options: Any) -> Evaluator:
+    """Resolve ``"name"`` or ``"name:variant"`` (the variant goes to the class as ``variant=``);
+    options the class does not take are dropped."""
+    if isinstance(name, Evaluator):
+        return name
+    base, _, variant = name.partition(":")
+    cls = resolve(base, EVALUATORS, "evaluator")
+    accepted = _accepted(cls, {**options, "variant": variant})
+    if variant and "variant" not in accepted:
+        raise ValueError(f"evaluator {base!r} takes no variant, got {name!r}")
+    if not variant:
+        accepted.pop("variant", None)
+    return cls(**accepted)
+
+
+def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    import inspect
+
+    parameters = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return options
+    return {key: value for key, value in options.items() if key in parameters}
+
+
+__all__ = ["EVALUATORS", "Evaluation", "Evaluator", "TrainEvaluator", "get_evaluator"]

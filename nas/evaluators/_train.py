@@ -1,0 +1,54 @@
+"""Score an architecture by training it from scratch with the one training loop."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nas.evaluators.base import Evaluation, Evaluator
+from nas.train import TrainConfig, count_parameters, forward_flops, seed_everything, train_model
+
+if TYPE_CHECKING:
+    from nas.tasks import Task
+    from nas.train import Reporter
+    from search_spaces.base import Architecture, SearchSpace
+
+
+class TrainEvaluator(Evaluator):
+    """Train from scratch (seeded), select the best validation epoch, keep its weights.
+
+    Args:
+        epochs: most training epochs.
+        patience: early-stopping patience in epochs (0: never stop early).
+        batch_size: graphs per mini-batch for graph tasks.
+        progress: show a per-epoch progress bar.
+    """
+
+    name = "train"
+
+    def __init__(
+        self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False
+    ) -> None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
+        self.progress = progress
+
+    def evaluate(
+        self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int = 0,
+        device: str = "cpu", report: Reporter | None = None,
+    ) -> Evaluation:
+        seed_everything(seed)
+        model = space.build(arch, task.num_features, task.num_classes, task.level)
+        config = TrainConfig(
+            **space.training_config(arch), epochs=self.epochs, patience=self.patience,
+            batch_size=self.batch_size, seed=seed, device=device,
+        )
+        result = train_model(model, task, config, report=report, progress=self.progress)
+        return Evaluation(
+            metrics={**result.metrics, "best_epoch": result.best_epoch},
+            num_params=count_parameters(model), flops=forward_flops(model, task, device),
+            state_dict=result.state_dict, seconds=result.seconds, epochs=result.epochs_run,
+            in_channels=task.num_features, out_channels=task.num_classes,
+        )
+
+    def __repr__(self) -> str:
+        return f"TrainEvaluator(epochs={self.epochs}, patience={self.patience})"

@@ -1,0 +1,52 @@
+"""The interface of an evaluator: a way to score an architecture on a task."""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from nas.tasks import Task
+    from nas.train import Reporter
+    from search_spaces.base import Architecture, SearchSpace
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """An evaluator's answer for one architecture.
+
+    ``metrics["val_acc"]`` is what a search selects on; ``metrics["test_acc"]`` is recorded and
+    never used to select. ``state_dict`` (trained weights) is stored when present.
+    """
+
+    metrics: dict[str, float]
+    num_params: int | None = None
+    flops: int | None = None
+    state_dict: dict[str, Tensor] | None = None
+    seconds: float = 0.0
+    epochs: int | None = None
+    in_channels: int | None = None
+    out_channels: int | None = None
+
+
+class Evaluator(abc.ABC):
+    """Scores architectures. Subclasses set :attr:`name` and implement :meth:`evaluate`."""
+
+    name: ClassVar[str]
+    #: whether :meth:`evaluate` reads the task's data (a table lookup does not)
+    needs_data: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def evaluate(
+        self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int = 0,
+        device: str = "cpu", report: Reporter | None = None,
+    ) -> Evaluation:
+        """Score ``arch``; may raise ``optuna.TrialPruned`` through ``report``."""
+
+    def check_space(self, space: SearchSpace) -> None:
+        """Raise ``ValueError`` naming both if this evaluator cannot score ``space``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

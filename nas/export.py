@@ -1,0 +1,111 @@
+"""Load stored models back into modules, and the export format of ``metanas export``.
+
+An exported model is a folder with ``architecture.json`` (space, architecture spec, task
+dimensions, metrics) and ``model.safetensors`` (the weights); no pickle anywhere.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from search_spaces import get_space
+from storage import ModelStore
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+SPEC_FILE = "architecture.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The completed trial with the best first objective (validation accuracy)."""
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not completed:
+        raise KeyError(f"study {study.study_name!r} has no completed trial yet")
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    return max(completed, key=lambda t: (sign * t.values[0], -t.number))
+
+
+def load_trial_model(storage: str, study_name: str, trial_number: int | None = None) -> nn.Module:
+    """Rebuild the module a trial trained, with its stored weights (the best trial by default)."""
+    store = ModelStore(storage)
+    if trial_number is None:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        trial_number = _stored_trial_number(best_trial(study))
+    record = store.get(study_name, trial_number)
+    model = build_module(record.space, json.loads(record.spec), record.in_channels,
+                         record.out_channels, record.level)
+    model.load_state_dict(store.load_state_dict(study_name, trial_number))
+    return model
+
+
+def _stored_trial_number(trial: optuna.trial.FrozenTrial) -> int:
+    """A duplicate trial reuses the weights of the trial it duplicates."""
+    return int(trial.user_attrs.get("duplicate_of", trial.number))
+
+
+def build_module(space: str, spec: dict[str, Any], in_channels: int, out_channels: int,
+                 level: str) -> nn.Module:
+    resolved = get_space(space)
+    return resolved.build(resolved.architecture_from_dict(spec), in_channels, out_channels, level)
+
+
+def export_model(
+    out: str | Path, *, space: str, spec: dict[str, Any], in_channels: int, out_channels: int,
+    level: str, state_dict: dict[str, Tensor], metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write an exported model folder; returns its path."""
+    from safetensors.torch import save_file
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {
+        "format": FORMAT_VERSION, "space": space, "architecture": spec,
+        "in_channels": in_channels, "out_channels": out_channels, "level": level,
+        **(metadata or {}),
+    }
+    (folder / SPEC_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    return folder
+
+
+def export_trial(storage: str, study_name: str, out: str | Path,
+                 trial_number: int | None = None) -> Path:
+    """Export a trial's model (the best by default) with its metrics."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trial = best_trial(study) if trial_number is None else study.trials[trial_number]
+    stored_number = _stored_trial_number(trial)
+    store = ModelStore(storage)
+    record = store.get(study_name, stored_number)
+    return export_model(
+        out, space=record.space, spec=json.loads(record.spec), in_channels=record.in_channels,
+        out_channels=record.out_channels, level=record.level,
+        state_dict=store.load_state_dict(study_name, stored_number),
+        metadata={"dataset": record.dataset, "study": study_name, "trial": trial.number,
+                  "metrics": record.metrics, "num_params": record.num_params},
+    )
+
+
+def read_export(folder: str | Path) -> dict[str, Any]:
+    """The ``architecture.json`` of an exported model (``FileNotFoundError`` naming it)."""
+    path = Path(folder) / SPEC_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not an exported metanas model folder")
+    return json.loads(path.read_text())
+
+
+def load_exported(folder: str | Path) -> nn.Module:
+    """Rebuild an exported model with its weights."""
+    from safetensors.torch import load_file
+
+    document = read_export(folder)
+    model = build_module(document["space"], document["architecture"], document["in_channels"],
+                         document["out_channels"], document["level"])
+    model.load_state_dict(load_file(str(Path(folder) / WEIGHTS_FILE)))
+    return model

@@ -1,0 +1,340 @@
+"""Run a search: an Optuna study on RDB storage whose trials build, score and store architectures.
+
+``run_search`` is what ``metanas search`` calls. Re-running it with the same storage and study
+name continues the study: the budget (``n_trials``) counts the trials the study already finished,
+so a killed search re-run finishes the rest, with every earlier trial intact. A trial left RUNNING
+by a killed worker is failed by its missing heartbeat and retried (same parameters) by whichever
+worker runs next.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from nas.evaluators import Evaluation, Evaluator, get_evaluator
+from nas.samplers import get_sampler
+from nas.tasks import Task, load_task
+from nas.train import resolve_device
+from search_spaces import SearchSpace, get_space
+from storage import DEFAULT_STORAGE, ModelStore, make_optuna_storage, redact
+
+if TYPE_CHECKING:
+    from search_spaces.base import Architecture
+
+#: objective name -> (direction, value from an evaluation)
+OBJECTIVES: dict[str, tuple[str, Callable[[Evaluation], float]]] = {
+    "accuracy": ("maximize", lambda ev: float(ev.metrics["val_acc"])),
+    "params": ("minimize", lambda ev: float(ev.num_params if ev.num_params is not None else math.nan)),
+}
+#: user attribute a trial gets when its objective failed for a reason of its own
+FAIL_REASON = "fail_reason"
+#: trial states that use up budget (FAIL only with a FAIL_REASON: a dead worker's is retried)
+_BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Everything a search needs; what ``metanas search`` parses its options into."""
+
+    dataset: str                           # task name (any spelling, see nas.tasks.DATASETS)
+    space: str = "gnn"                     # search space name
+    strategy: str = "tpe"                  # sampler name (nas.samplers.STRATEGIES)
+    evaluator: str = "train"               # evaluator name (nas.evaluators.EVALUATORS)
+    n_trials: int = 20                     # total trials of the study (finished ones count)
+    timeout: float | None = None           # seconds after which no new trial starts
+    storage: str = DEFAULT_STORAGE         # SQLAlchemy URL
+    study_name: str | None = None          # default: "<dataset>-<space>-<strategy>-<evaluator>"
+    seed: int = 0                          # sampler and training seed
+    device: str = "auto"                   # cpu, cuda or auto
+    data_root: str | None = None           # None: $METANAS_DATA or the per-user cache
+    n_jobs: int = 1                        # worker processes
+    epochs: int = 200                      # most training epochs per trial
+    patience: int = 50                     # early-stopping patience
+    objectives: tuple[str, ...] = ("accuracy",)
+    pruner: str = "none"                   # none | median
+    heartbeat: int = 30                    # seconds between heartbeats of a running trial
+    grace_period: int | None = None        # seconds before a silent RUNNING trial is failed
+    verbose: bool = True                   # one line per trial and a progress bar
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise ValueError(f"--trials must be >= 1, got {self.n_trials}")
+        if self.n_jobs < 1:
+            raise ValueError(f"--n-jobs must be >= 1, got {self.n_jobs}")
+        for name in self.objectives:
+            if name not in OBJECTIVES:
+                raise ValueError(
+                    f"could not resolve objective {name!r} among choices {sorted(OBJECTIVES)}"
+                )
+        if self.study_name is None:
+            self.study_name = f"{self.dataset}-{self.space}-{self.strategy}-{self.evaluator}"
+
+
+class Objective:
+    """Optuna objective: suggest an architecture, score it, store its weights.
+
+    A trial whose architecture (by canonical hash) the study already completed reuses that
+    trial's result instead of training again (``duplicate_of`` user attribute).
+    """
+
+    def __init__(
+        self, space: SearchSpace, task: Task, evaluator: Evaluator, store: ModelStore,
+        config: SearchConfig,
+    ) -> None:
+        self.space, self.task, self.evaluator, self.store = space, task, evaluator, store
+        self.config = config
+        self.device = str(resolve_device(config.device))
+
+    def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
+        arch = self.space.suggest(trial)
+        trial.set_user_attr("arch_hash", arch.arch_hash)
+        trial.set_user_attr("arch", arch.to_json())
+        trial.set_user_attr("summary", arch.short())
+        earlier = _completed_with_hash(trial.study, arch.arch_hash)
+        if earlier is not None:
+            for key, value in earlier.user_attrs.items():
+                if key not in ("arch", "arch_hash"):
+                    trial.set_user_attr(key, value)
+            trial.set_user_attr("duplicate_of", earlier.number)
+            return earlier.values if len(earlier.values) > 1 else earlier.values[0]
+        evaluation = self._evaluate(trial, arch)
+        self._record(trial, arch, evaluation)
+        values = [OBJECTIVES[name][1](evaluation) for name in self.config.objectives]
+        return values if len(values) > 1 else values[0]
+
+    def _evaluate(self, trial: optuna.Trial, arch: Architecture) -> Evaluation:
+        def report(epoch: int, val_acc: float) -> None:
+            if len(self.config.objectives) > 1:
+                return  # optuna prunes single-objective studies only
+            trial.report(val_acc, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} with val_acc {val_acc:.4f}")
+
+        try:
+            return self.evaluator.evaluate(
+                arch, self.space, self.task, seed=self.config.seed + trial.number,
+                device=self.device, report=report,
+            )
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # diverged, out of memory, a bad model: the trial fails, the
+            trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:1000])  # search goes on
+            raise
+
+    def _record(self, trial: optuna.Trial, arch: Architecture, evaluation: Evaluation) -> None:
+        for key, value in evaluation.metrics.items():
+            trial.set_user_attr(key, float(value))
+        trial.set_user_attr("num_params", evaluation.num_params)
+        trial.set_user_attr("flops", evaluation.flops)
+        trial.set_user_attr("seconds", round(evaluation.seconds, 3))
+        trial.set_user_attr("epochs", evaluation.epochs)
+        if evaluation.state_dict is None:
+            return
+        self.store.save_model(
+            study_name=trial.study.study_name, trial_number=trial.number, space=self.space.name,
+            arch_hash=arch.arch_hash, spec=arch.to_json(), dataset=self.task.name,
+            level=self.task.level, in_channels=int(evaluation.in_channels or 0),
+            out_channels=int(evaluation.out_channels or 0),
+            num_params=int(evaluation.num_params or 0), flops=evaluation.flops,
+            metrics={k: float(v) for k, v in evaluation.metrics.items()},
+            state_dict=evaluation.state_dict,
+        )
+
+
+def _completed_with_hash(study: optuna.Study, arch_hash: str) -> optuna.trial.FrozenTrial | None:
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get("arch_hash") == arch_hash:
+            return trial
+    return None
+
+
+def counts_against_budget(trial: optuna.trial.FrozenTrial) -> bool:
+    """Finished trials count; a FAIL only when the objective failed it (a dead worker's trial
+    is retried instead)."""
+    if trial.state in _BUDGET_STATES:
+        return True
+    return trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs
+
+
+def create_or_load_study(config: SearchConfig, task: Task) -> optuna.Study:
+    """Create the study, or load it and check it was made for the same dataset and space."""
+    storage = make_optuna_storage(config.storage, config.heartbeat, config.grace_period)
+    directions = [OBJECTIVES[name][0] for name in config.objectives]
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20)
+        if config.pruner == "median" else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(
+        storage=storage, study_name=config.study_name, directions=directions,
+        load_if_exists=True, pruner=pruner,
+    )
+    _check_or_set_identity(study, config, task)
+    return study
+
+
+def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task) -> None:
+    identity = {
+        "dataset": task.name, "space": get_space(config.space).name,
+        "objectives": list(config.objectives),
+    }
+    stored = {key: study.user_attrs.get(key) for key in identity}
+    if all(value is None for value in stored.values()):
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("task_level", task.level)
+        return
+    for key, value in identity.items():
+        if stored[key] != value:
+            raise ValueError(
+                f"study {config.study_name!r} was created with {key} {stored[key]!r}, not "
+                f"{value!r}; choose another --study name"
+            )
+
+
+def run_search(config: SearchConfig) -> optuna.Study:
+    """Run (or continue) the search described by ``config``; returns the study."""
+    space = get_space(config.space)
+    task = load_task(config.dataset, config.data_root, seed=0)
+    evaluator = get_evaluator(config.evaluator, epochs=config.epochs, patience=config.patience)
+    evaluator.check_space(space)
+    get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
+    space.check_level(task.level)
+    if evaluator.needs_data:
+        task.num_features  # load the data (and fail on missing data) before the first trial
+    study = create_or_load_study(config, task)
+    if config.n_jobs == 1:
+        run_worker(config, worker=0, task=task)
+        return study
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=run_worker, args=(config, i), daemon=False)
+        for i in range(1, config.n_jobs)
+    ]
+    for process in workers:
+        process.start()
+    try:
+        run_worker(config, worker=0, task=task)
+    finally:
+        for process in workers:
+            process.join()
+    return study
+
+
+def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) -> None:
+    """One worker's loop: run trials until the study's budget or the timeout is used up."""
+    if config.n_jobs > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_jobs))
+    space = get_space(config.space)
+    task = task or load_task(config.dataset, config.data_root, seed=0)
+    evaluator = get_evaluator(config.evaluator, epochs=config.epochs, patience=config.patience)
+    study = create_or_load_study(config, task)
+    study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))
+    store = ModelStore(config.storage)
+    objective = Objective(space, task, evaluator, store, config)
+    printer = TrialPrinter(config, worker) if config.verbose else None
+    deadline = time.monotonic() + config.timeout if config.timeout else math.inf
+    while time.monotonic() < deadline:
+        action = _next_action(study, config.n_trials)
+        if action == "done":
+            break
+        if action == "wait":  # the last trials run in other workers (or in dead ones)
+            time.sleep(min(config.heartbeat, 5))
+            continue
+        study.optimize(
+            objective, n_trials=1, catch=(Exception,),
+            callbacks=[printer] if printer else None,
+        )
+    if printer:
+        printer.close(study)
+
+
+def sampler_seed(seed: int, worker: int, study: optuna.Study) -> int:
+    """Distinct per worker and per resumption (a resumed study must not replay the random
+    start-up proposals it already tried), and still a function of the study's state."""
+    return (seed * 1_000_003 + worker * 7_919 + 104_729 * len(study.get_trials(deepcopy=False))) % 2**31
+
+
+def _next_action(study: optuna.Study, n_trials: int) -> str:
+    """``"run"`` another trial, ``"wait"`` for running ones, or ``"done"``."""
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(counts_against_budget(t) for t in trials)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    if finished >= n_trials:
+        return "done"
+    if waiting or finished + running < n_trials:
+        return "run"
+    return "wait"
+
+
+class TrialPrinter:
+    """One concise line per finished trial and a progress bar over the study's budget."""
+
+    def __init__(self, config: SearchConfig, worker: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.config, self.worker = config, worker
+        self.bar = tqdm(
+            total=config.n_trials, desc=f"{config.study_name}", unit="trial",
+            disable=worker > 0 or not sys.stderr.isatty(), leave=False,
+        )
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.bar.n = sum(counts_against_budget(t) for t in study.get_trials(deepcopy=False))
+        self.bar.refresh()
+        self.bar.write(format_trial_line(trial, self.worker if self.config.n_jobs > 1 else None))
+
+    def close(self, study: optuna.Study) -> None:
+        self.bar.close()
+
+
+def format_trial_line(trial: optuna.trial.FrozenTrial, worker: int | None = None) -> str:
+    """``[trial 7] COMPLETE val 0.812 test 0.806 | 92,103 params | 41 ep 3.2s | gcn64-gat128h4``"""
+    prefix = f"[trial {trial.number}{'' if worker is None else f' w{worker}'}]"
+    attrs = trial.user_attrs
+    if trial.state == TrialState.FAIL:
+        return f"{prefix} FAIL {attrs.get(FAIL_REASON, 'worker stopped')}"
+    if trial.state == TrialState.PRUNED:
+        return f"{prefix} PRUNED at epoch {trial.last_step}"
+    parts = [f"{prefix} val {attrs.get('val_acc', math.nan):.4f} test {attrs.get('test_acc', math.nan):.4f}"]
+    if attrs.get("num_params") is not None:
+        parts.append(f"{attrs['num_params']:,} params")
+    if attrs.get("duplicate_of") is not None:
+        parts.append(f"same architecture as trial {attrs['duplicate_of']}")
+    elif attrs.get("seconds") is not None:
+        parts.append(f"{attrs.get('epochs')} ep {attrs['seconds']:.1f}s")
+    parts.append(str(attrs.get("summary", "")))
+    return " | ".join(parts)
+
+
+def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A JSON-ready record of a trial: number, state, values, metrics and the architecture."""
+    import json
+
+    attrs = dict(trial.user_attrs)
+    spec = attrs.pop("arch", None)
+    return {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "values": trial.values,
+        "val_acc": attrs.pop("val_acc", None),
+        "test_acc": attrs.pop("test_acc", None),
+        "num_params": attrs.pop("num_params", None),
+        "architecture": json.loads(spec) if spec else None,
+        **attrs,
+    }
+
+
+def describe_storage(url: str) -> str:
+    return redact(url)

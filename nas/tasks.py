@@ -1,0 +1,299 @@
+"""Tasks: a dataset, its split, its metric and its dimensions, resolved by name through PyG.
+
+``load_task("cora")`` returns a :class:`Task` at once; the data is read on first use, so an
+evaluator that never trains (a benchmark table lookup) never touches the disk.
+
+Data root: ``data_root`` argument, else ``$METANAS_DATA``, else ``~/.cache/metanas/datasets``.
+PyG writes ``processed/`` next to ``raw/``; when the root is read-only (a shared dataset folder)
+the raw files are copied once to a writable mirror under ``$METANAS_CACHE`` (default
+``~/.cache/metanas``) and processed there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch import Tensor
+
+from search_spaces.resolver import normalize
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Data, Dataset
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is neither on disk nor downloadable (offline)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """How to load one dataset with PyG."""
+
+    family: str     # key of LOADERS: planetoid, tu, webkb, actor, airports, amazon, coauthor
+    pyg_name: str   # the name PyG's class takes ("Cora", "MUTAG", ...)
+    level: str      # "node" or "graph"
+    folder: str     # folder under the data root that holds <pyg_name>/raw
+
+
+def _node(family: str, pyg_name: str, folder: str) -> DatasetInfo:
+    return DatasetInfo(family, pyg_name, "node", folder)
+
+
+def _graph(pyg_name: str) -> DatasetInfo:
+    return DatasetInfo("tu", pyg_name, "graph", "TUDataset")
+
+
+#: canonical dataset name -> how to load it
+DATASETS: dict[str, DatasetInfo] = {
+    "cora": _node("planetoid", "Cora", "Planetoid"),
+    "citeseer": _node("planetoid", "CiteSeer", "Planetoid"),
+    "pubmed": _node("planetoid", "PubMed", "Planetoid"),
+    "cornell": _node("webkb", "Cornell", "WebKB"),
+    "texas": _node("webkb", "Texas", "WebKB"),
+    "wisconsin": _node("webkb", "Wisconsin", "WebKB"),
+    "actor": _node("actor", "Actor", "Actor"),
+    "airports-usa": _node("airports", "USA", "Airports"),
+    "airports-brazil": _node("airports", "Brazil", "Airports"),
+    "airports-europe": _node("airports", "Europe", "Airports"),
+    "computers": _node("amazon", "Computers", "Amazon"),
+    "photo": _node("amazon", "Photo", "Amazon"),
+    "cs": _node("coauthor", "CS", "Coauthor"),
+    "physics": _node("coauthor", "Physics", "Coauthor"),
+    **{
+        name.lower(): _graph(name)
+        for name in (
+            "MUTAG", "PROTEINS", "ENZYMES", "NCI1", "NCI109", "DD", "PTC_MR", "COLLAB",
+            "IMDB-BINARY", "IMDB-MULTI", "REDDIT-BINARY",
+        )
+    },
+}
+
+
+def resolve_dataset(name: str) -> str:
+    """Canonical dataset name; ``ValueError`` naming the valid choices otherwise."""
+    by_key = {normalize(key): key for key in DATASETS}
+    key = normalize(name)
+    if key not in by_key:
+        raise ValueError(f"could not resolve dataset {name!r} among choices {sorted(DATASETS)}")
+    return by_key[key]
+
+
+def default_data_root() -> Path:
+    """``$METANAS_DATA`` if set, else the per-user cache folder."""
+    if os.environ.get("METANAS_DATA"):
+        return Path(os.environ["METANAS_DATA"]).expanduser()
+    return cache_dir() / "datasets"
+
+
+def cache_dir() -> Path:
+    """``$METANAS_CACHE``, else ``$XDG_CACHE_HOME/metanas``, else ``~/.cache/metanas``."""
+    if os.environ.get("METANAS_CACHE"):
+        return Path(os.environ["METANAS_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "metanas"
+
+
+def writable_family_root(root: Path, info: DatasetInfo) -> Path:
+    """The folder to hand PyG for ``info``: ``root/<folder>`` or a writable mirror of it.
+
+    If ``root/<folder>/<name>/raw`` exists but cannot be written next to, its raw files are
+    copied to ``cache_dir()/mirror/<folder>/<name>/raw`` (once) and the mirror is returned.
+    """
+    family_root = root / info.folder
+    dataset_dir = family_root / info.pyg_name
+    raw = dataset_dir / "raw"
+    if not raw.is_dir() or _can_write(dataset_dir):
+        return family_root
+    mirror_root = cache_dir() / "mirror" / info.folder
+    mirror_raw = mirror_root / info.pyg_name / "raw"
+    if not mirror_raw.is_dir():
+        tmp = mirror_raw.with_name(f"raw.tmp{os.getpid()}")
+        shutil.copytree(raw, tmp, dirs_exist_ok=True)
+        try:
+            tmp.rename(mirror_raw)
+        except OSError:  # another process finished the copy first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return mirror_root
+
+
+def _can_write(folder: Path) -> bool:
+    """Writable for us: ``os.access`` alone says yes to root even on a read-only folder, so the
+    folder's own write bit is checked too."""
+    processed = folder / "processed"
+    target = processed if processed.exists() else folder
+    return os.access(target, os.W_OK) and bool(target.stat().st_mode & stat.S_IWUSR)
+
+
+def _load_pyg_dataset(name: str, root: Path) -> Dataset:
+    from torch_geometric import datasets as pyg_datasets
+
+    info = DATASETS[name]
+    family_root = writable_family_root(root, info)
+    loaders: dict[str, Callable[[], Dataset]] = {
+        "planetoid": lambda: pyg_datasets.Planetoid(str(family_root), info.pyg_name),
+        "tu": lambda: pyg_datasets.TUDataset(str(family_root), info.pyg_name),
+        "webkb": lambda: pyg_datasets.WebKB(str(family_root), info.pyg_name),
+        "actor": lambda: pyg_datasets.Actor(str(family_root / info.pyg_name)),
+        "airports": lambda: pyg_datasets.Airports(str(family_root), info.pyg_name),
+        "amazon": lambda: pyg_datasets.Amazon(str(family_root), info.pyg_name),
+        "coauthor": lambda: pyg_datasets.Coauthor(str(family_root), info.pyg_name),
+    }
+    try:
+        return loaders[info.family]()
+    except (OSError, RuntimeError) as error:
+        if (family_root / info.pyg_name / "raw").is_dir() and not _looks_like_download(error):
+            raise
+        raise DatasetNotFoundError(
+            f"dataset {name!r} is not in {family_root / info.pyg_name} and could not be "
+            f"downloaded ({type(error).__name__}: {error}). Put its PyG raw files there, or point "
+            f"--data-root / METANAS_DATA at a folder that holds {info.folder}/{info.pyg_name}/raw."
+        ) from error
+
+
+def _looks_like_download(error: BaseException) -> bool:
+    import urllib.error
+
+    text = f"{type(error).__name__} {error}".lower()
+    return isinstance(error, urllib.error.URLError) or any(
+        word in text for word in ("urlopen", "download", "name or service", "network", "resolve")
+    )
+
+
+class Task:
+    """A dataset, its split, its metric and its dimensions.
+
+    Node tasks hold one graph with boolean ``train_mask``/``val_mask``/``test_mask``; graph tasks
+    hold a dataset and index tensors ``splits["train"|"val"|"test"]`` (stratified, by ``seed``).
+    The metric is accuracy; the test split is recorded but never used to select.
+
+    Args:
+        name: dataset name (any spelling, see :data:`DATASETS`).
+        root: data root (see :func:`default_data_root`).
+        seed: split seed for datasets without a fixed public split.
+    """
+
+    metric = "accuracy"
+
+    def __init__(self, name: str, root: str | Path | None = None, seed: int = 0) -> None:
+        self.name = resolve_dataset(name)
+        self.info = DATASETS[self.name]
+        self.level = self.info.level
+        self.root = Path(root).expanduser() if root else default_data_root()
+        self.seed = seed
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        dataset = _load_pyg_dataset(self.name, self.root)
+        if dataset.num_node_features == 0:
+            dataset.transform = DegreeFeatures(_max_degree(dataset))
+        return dataset
+
+    @functools.cached_property
+    def data(self) -> Data:
+        """Node tasks: the graph with its three masks."""
+        if self.level != "node":
+            raise AttributeError(f"{self.name} is a graph task: use .dataset and .splits")
+        data = self.dataset[0]
+        return with_node_split(data, self.seed)
+
+    @functools.cached_property
+    def splits(self) -> dict[str, Tensor]:
+        """Graph tasks: index tensors of the train/val/test graphs (80/10/10, stratified)."""
+        if self.level != "graph":
+            raise AttributeError(f"{self.name} is a node task: use .data and its masks")
+        return stratified_split(self.dataset.y.view(-1), self.seed, (0.8, 0.1, 0.1))
+
+    @property
+    def num_features(self) -> int:
+        return int(self.data.num_features if self.level == "node" else self.dataset[0].num_features)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.dataset.num_classes)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dataset": self.name, "level": self.level, "metric": self.metric, "seed": self.seed,
+            "num_features": self.num_features, "num_classes": self.num_classes,
+        }
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, level={self.level!r}, root={str(self.root)!r})"
+
+
+def load_task(name: str, root: str | Path | None = None, seed: int = 0) -> Task:
+    """Resolve ``name`` and return its :class:`Task` (data is read lazily)."""
+    return Task(name, root, seed)
+
+
+def with_node_split(data: Data, seed: int) -> Data:
+    """Keep the dataset's masks (first split if it ships several); else draw a per-class split
+    of 20 training and 30 validation nodes per class, the rest for test (Shchur et al., 2018)."""
+    if getattr(data, "train_mask", None) is not None:
+        for key in ("train_mask", "val_mask", "test_mask"):
+            mask = data[key]
+            if mask.dim() == 2:  # WebKB / Actor ship ten splits as columns
+                data[key] = mask[:, seed % mask.size(1)]
+        return data
+    y = data.y.view(-1)
+    generator = torch.Generator().manual_seed(seed)
+    train, val = torch.zeros_like(y, dtype=torch.bool), torch.zeros_like(y, dtype=torch.bool)
+    for cls in y.unique():
+        idx = (y == cls).nonzero().view(-1)
+        idx = idx[torch.randperm(idx.numel(), generator=generator)]
+        train[idx[:20]] = True
+        val[idx[20:50]] = True
+    data.train_mask, data.val_mask, data.test_mask = train, val, ~(train | val)
+    return data
+
+
+def stratified_split(
+    y: Tensor, seed: int, fractions: tuple[float, float, float]
+) -> dict[str, Tensor]:
+    """Indices per split, each class divided by ``fractions`` (train, val, test)."""
+    generator = torch.Generator().manual_seed(seed)
+    parts: dict[str, list[Tensor]] = {"train": [], "val": [], "test": []}
+    for cls in y.unique():
+        idx = (y == cls).nonzero().view(-1)
+        idx = idx[torch.randperm(idx.numel(), generator=generator)]
+        n_train = int(round(fractions[0] * idx.numel()))
+        n_val = int(round(fractions[1] * idx.numel()))
+        parts["train"].append(idx[:n_train])
+        parts["val"].append(idx[n_train:n_train + n_val])
+        parts["test"].append(idx[n_train + n_val:])
+    return {key: torch.cat(value).sort().values for key, value in parts.items()}
+
+
+def _max_degree(dataset: Dataset) -> int:
+    from torch_geometric.utils import degree
+
+    top = 0
+    for graph in dataset:
+        if graph.num_edges:
+            top = max(top, int(degree(graph.edge_index[0], graph.num_nodes).max()))
+    return min(top, DegreeFeatures.MAX_DEGREE)
+
+
+class DegreeFeatures:
+    """Node features for featureless graphs: one-hot degree, capped at ``max_degree``."""
+
+    MAX_DEGREE = 128
+
+    def __init__(self, max_degree: int) -> None:
+        self.max_degree = max_degree
+
+    def __call__(self, data: Data) -> Data:
+        from torch_geometric.utils import degree
+
+        deg = degree(data.edge_index[0], data.num_nodes).long().clamp(max=self.max_degree)
+        data.x = torch.nn.functional.one_hot(deg, self.max_degree + 1).float()  # (N, D+1)
+        return data
+
+    def __repr__(self) -> str:
+        return f"DegreeFeatures(max_degree={self.max_degree})"

@@ -1,0 +1,251 @@
+"""The one training and evaluation loop of metanas.
+
+Full batch for node tasks, mini-batches for graph tasks; Adam; early stopping on validation
+accuracy; the state of the best validation epoch is kept and evaluated on the test split (which
+is recorded, never used to select). Intermediate validation accuracies go to a ``report``
+callback so Optuna pruners work.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from nas.tasks import Task
+
+#: ``report(epoch, val_acc)``; may raise (``optuna.TrialPruned``) to stop training
+Reporter = Callable[[int, float], None]
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How to train one model."""
+
+    lr: float = 5e-3              # Adam learning rate
+    weight_decay: float = 5e-4    # Adam weight decay
+    epochs: int = 200             # most epochs
+    patience: int = 50            # stop after this many epochs without a better val accuracy; 0 = never
+    batch_size: int = 64          # graphs per mini-batch (graph tasks)
+    seed: int = 0                 # seeds initialisation, dropout and batch order
+    device: str = "cpu"           # torch device
+    eval_every: int = 1           # epochs between validations
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What training measured; ``state_dict`` holds the best-validation weights (on the CPU)."""
+
+    metrics: dict[str, float]                  # train_acc, val_acc, test_acc, val_loss
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    state_dict: dict[str, Tensor]
+    history: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (epoch, val_acc)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as torch understands it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use cpu or auto")
+    return resolved
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_model(
+    model: nn.Module, task: Task, config: TrainConfig, report: Reporter | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``model`` on ``task`` and return the best-validation weights and metrics.
+
+    Raises:
+        DivergedError: the training loss became NaN or infinite.
+    """
+    device = resolve_device(config.device)
+    model = model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loop = _NodeLoop(task, device) if task.level == "node" else _GraphLoop(task, config, device)
+    start = time.perf_counter()
+    best_acc, best_epoch, best_state = -math.inf, 0, _cpu_state(model)
+    history: list[tuple[int, float]] = []
+    epoch = 0
+    for epoch in _epochs(config.epochs, progress):
+        loss = loop.train_epoch(model, optimizer)
+        if not math.isfinite(loss):
+            raise DivergedError(f"training loss became {loss} at epoch {epoch}")
+        if epoch % config.eval_every and epoch != config.epochs:
+            continue
+        val_acc = loop.evaluate(model, "val")[0]
+        history.append((epoch, val_acc))
+        if val_acc > best_acc:
+            best_acc, best_epoch, best_state = val_acc, epoch, _cpu_state(model)
+        if report is not None:
+            report(epoch, val_acc)
+        if config.patience and epoch - best_epoch >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    metrics = loop.final_metrics(model)
+    return TrainResult(metrics, best_epoch, epoch, time.perf_counter() - start, best_state, history)
+
+
+def _epochs(epochs: int, progress: bool) -> Iterator[int]:
+    if not progress:
+        yield from range(1, epochs + 1)
+        return
+    from tqdm.auto import tqdm
+
+    yield from tqdm(range(1, epochs + 1), desc="epochs", leave=False, unit="ep")
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+
+
+class _NodeLoop:
+    """Full-batch training on one graph with train/val/test masks."""
+
+    def __init__(self, task: Task, device: torch.device) -> None:
+        self.data = task.data.to(device)
+
+    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        out = model(self.data.x, self.data.edge_index)  # (N, C)
+        mask = self.data.train_mask
+        loss = nn.functional.cross_entropy(out[mask], self.data.y[mask])
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
+        model.eval()
+        out = model(self.data.x, self.data.edge_index)
+        return _accuracy_and_loss(out, self.data.y, self.data[f"{split}_mask"])
+
+    @torch.no_grad()
+    def final_metrics(self, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        out = model(self.data.x, self.data.edge_index)
+        metrics = {}
+        for split in SPLITS:
+            acc, loss = _accuracy_and_loss(out, self.data.y, self.data[f"{split}_mask"])
+            metrics[f"{split}_acc"], metrics[f"{split}_loss"] = acc, loss
+        return metrics
+
+
+def _accuracy_and_loss(out: Tensor, y: Tensor, mask: Tensor) -> tuple[float, float]:
+    out, y = out[mask], y[mask]
+    loss = float(nn.functional.cross_entropy(out, y)) if y.numel() else math.nan
+    acc = float((out.argmax(-1) == y).float().mean()) if y.numel() else math.nan
+    return acc, loss
+
+
+class _GraphLoop:
+    """Mini-batch training over the graphs of a TUDataset-style task."""
+
+    def __init__(self, task: Task, config: TrainConfig, device: torch.device) -> None:
+        from torch_geometric.loader import DataLoader
+
+        self.device = device
+        generator = torch.Generator().manual_seed(config.seed)
+        self.loaders = {
+            split: DataLoader(
+                task.dataset[task.splits[split]], batch_size=config.batch_size,
+                shuffle=split == "train", generator=generator if split == "train" else None,
+            )
+            for split in SPLITS
+        }
+
+    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
+        model.train()
+        total, count = 0.0, 0
+        for batch in self.loaders["train"]:
+            batch = batch.to(self.device)
+            optimizer.zero_grad(set_to_none=True)
+            out = model(batch.x, batch.edge_index, batch.batch)  # (B, C)
+            loss = nn.functional.cross_entropy(out, batch.y.view(-1))
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * batch.num_graphs
+            count += batch.num_graphs
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
+        model.eval()
+        correct, loss_sum, count = 0, 0.0, 0
+        for batch in self.loaders[split]:
+            batch = batch.to(self.device)
+            out = model(batch.x, batch.edge_index, batch.batch)
+            y = batch.y.view(-1)
+            correct += int((out.argmax(-1) == y).sum())
+            loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            count += y.numel()
+        if not count:
+            return math.nan, math.nan
+        return correct / count, loss_sum / count
+
+    def final_metrics(self, model: nn.Module) -> dict[str, float]:
+        metrics = {}
+        for split in SPLITS:
+            metrics[f"{split}_acc"], metrics[f"{split}_loss"] = self.evaluate(model, split)
+        return metrics
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy (used to keep an input model untouched)."""
+    return copy.deepcopy(model)
+
+
+@torch.no_grad()
+def forward_flops(model: nn.Module, task: Task, device: str | torch.device = "cpu") -> int | None:
+    """FLOPs of one forward pass (node task: the whole graph; graph task: one training batch),
+    as counted by ``torch.utils.flop_counter`` (dense matrix products; message passing's
+    scatter operations are not counted). ``None`` if counting fails."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    try:
+        if task.level == "node":
+            data = task.data.to(device)
+            inputs: tuple = (data.x, data.edge_index)
+        else:
+            from torch_geometric.data import Batch
+
+            graphs = task.dataset[task.splits["train"][:64]]
+            batch = Batch.from_data_list(list(graphs)).to(device)
+            inputs = (batch.x, batch.edge_index, batch.batch)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(*inputs)
+        return int(counter.get_total_flops())
+    except Exception:  # noqa: BLE001 - FLOPs are informative, never worth failing a trial
+        return None

@@ -1,0 +1,77 @@
+"""One SQLAlchemy engine factory from a URL (SQLite by default, PostgreSQL for many workers)."""
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy.engine import URL, Engine, make_url
+
+DEFAULT_STORAGE = "sqlite:///metanas.db"
+#: seconds a SQLite writer waits for a lock held by another worker before failing
+SQLITE_BUSY_TIMEOUT = 60
+
+
+class StorageURLError(ValueError):
+    """A storage URL that SQLAlchemy cannot use."""
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parse and check a storage URL; :class:`StorageURLError` with a redacted URL otherwise."""
+    if isinstance(url, URL):
+        return url
+    try:
+        parsed = make_url(str(url))
+    except Exception as error:  # SQLAlchemy raises ArgumentError with the raw (secret) text
+        raise StorageURLError(
+            f"malformed storage URL {redact(str(url))!r}: expected dialect://user@host/db, e.g. "
+            f"{DEFAULT_STORAGE!r} or 'postgresql://user@localhost/metanas'"
+        ) from None
+    try:
+        parsed.get_dialect()
+    except Exception:
+        raise StorageURLError(
+            f"storage URL {redact(str(url))!r} names an unknown database dialect "
+            f"{parsed.drivername!r}; use sqlite or postgresql"
+        ) from None
+    return parsed
+
+
+def redact(url: str | URL) -> str:
+    """The URL with any password replaced by ``***`` (safe to print or log)."""
+    try:
+        return make_url(str(url)).render_as_string(hide_password=True)
+    except Exception:
+        text = str(url)
+        if "@" in text and "://" in text:
+            scheme, rest = text.split("://", 1)
+            creds, host = rest.rsplit("@", 1)
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+        return text
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return parse_url(url).get_backend_name() == "sqlite"
+
+
+def engine_kwargs(url: str | URL) -> dict[str, Any]:
+    """Keyword arguments for ``create_engine`` that suit the backend (also given to optuna)."""
+    if is_sqlite(url):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    return {"pool_pre_ping": True}
+
+
+def create_engine(url: str | URL = DEFAULT_STORAGE) -> Engine:
+    """An engine for ``url`` (checked by :func:`parse_url`); SQLite gets WAL journaling so that
+    readers do not block the writer of another worker."""
+    parsed = parse_url(url)
+    engine = sqlalchemy.create_engine(parsed, **engine_kwargs(parsed))
+    if parsed.get_backend_name() == "sqlite":
+        sqlalchemy.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

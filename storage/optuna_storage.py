@@ -1,0 +1,27 @@
+"""Optuna's RDBStorage on the same URL, with heartbeats so a killed worker's trial is failed and
+retried instead of staying RUNNING for ever."""
+from __future__ import annotations
+
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from storage.engine import engine_kwargs, parse_url
+
+#: seconds between a running trial's heartbeats
+HEARTBEAT_INTERVAL = 30
+#: seconds without a heartbeat after which a RUNNING trial counts as dead
+GRACE_PERIOD = 120
+#: how often a trial failed by a dead worker is retried
+MAX_RETRY = 2
+
+
+def make_optuna_storage(
+    url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = None,
+    max_retry: int = MAX_RETRY,
+) -> RDBStorage:
+    """``RDBStorage`` for ``url`` with heartbeats and retries of trials of dead workers."""
+    parse_url(url)
+    grace = grace_period if grace_period is not None else max(GRACE_PERIOD, 2 * heartbeat_interval)
+    return RDBStorage(
+        url, engine_kwargs=engine_kwargs(url), heartbeat_interval=heartbeat_interval,
+        grace_period=grace, heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+    )

@@ -1,0 +1,179 @@
+"""Read and write architectures and trained weights (never through pickle)."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.engine import DEFAULT_STORAGE, create_engine, redact
+from storage.models import ArchitectureModel, BaseModel, TrainedModelModel
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from torch import Tensor
+
+
+class ChecksumError(ValueError):
+    """Stored weights whose bytes no longer match their SHA-256."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredModel:
+    """A trained model's record without its weights."""
+
+    study_name: str
+    trial_number: int
+    space: str
+    arch_hash: str
+    spec: str            # canonical JSON of the architecture
+    dataset: str
+    level: str
+    in_channels: int
+    out_channels: int
+    num_params: int
+    flops: int | None
+    metrics: dict[str, float]
+    weights_nbytes: int
+
+
+def encode_state_dict(state_dict: dict[str, Tensor]) -> bytes:
+    """safetensors bytes of a state_dict (tensors made contiguous, on the CPU)."""
+    from safetensors.torch import save
+
+    tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+    return save(tensors)
+
+
+def decode_state_dict(blob: bytes) -> dict[str, Tensor]:
+    from safetensors.torch import load
+
+    return load(blob)
+
+
+def sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+class ModelStore:
+    """Architectures and trained weights in a SQL database (the same one optuna uses).
+
+    Args:
+        url: SQLAlchemy URL, or an engine.
+    """
+
+    def __init__(self, url: str | Engine = DEFAULT_STORAGE) -> None:
+        self.engine = create_engine(url) if isinstance(url, str) else url
+        BaseModel.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """One scoped session that commits, or rolls back on any error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def save_model(
+        self, *, study_name: str, trial_number: int, space: str, arch_hash: str, spec: str,
+        dataset: str, level: str, in_channels: int, out_channels: int, num_params: int,
+        flops: int | None, metrics: dict[str, float], state_dict: dict[str, Tensor],
+    ) -> None:
+        """Store a trained model (its architecture row is shared with earlier trials)."""
+        blob = encode_state_dict(state_dict)
+        arch_id = self._architecture_id(space, arch_hash, spec)
+        with self.session() as session:
+            session.add(TrainedModelModel(
+                study_name=study_name, trial_number=trial_number, architecture_id=arch_id,
+                dataset=dataset, level=level, in_channels=in_channels, out_channels=out_channels,
+                num_params=num_params, flops=flops, metrics=metrics, weights=blob,
+                weights_sha256=sha256(blob), weights_nbytes=len(blob),
+            ))
+
+    def _architecture_id(self, space: str, arch_hash: str, spec: str) -> int:
+        query = select(ArchitectureModel.architecture_id).filter_by(space=space, arch_hash=arch_hash)
+        with self.session() as session:
+            found = session.scalar(query)
+            if found is not None:
+                return found
+        try:
+            with self.session() as session:
+                row = ArchitectureModel(space=space, arch_hash=arch_hash, spec=spec)
+                session.add(row)
+                session.flush()
+                return row.architecture_id
+        except IntegrityError:  # another worker stored it between our read and write
+            with self.session() as session:
+                return session.scalar(query)
+
+    def _row(self, session: Session, study_name: str, trial_number: int) -> TrainedModelModel:
+        row = session.scalar(
+            select(TrainedModelModel).filter_by(study_name=study_name, trial_number=trial_number)
+        )
+        if row is None:
+            raise KeyError(
+                f"no stored model for trial {trial_number} of study {study_name!r} in "
+                f"{redact(self.engine.url)}"
+            )
+        return row
+
+    def get(self, study_name: str, trial_number: int) -> StoredModel:
+        """The record of a trial's model; ``KeyError`` if the trial stored none."""
+        with self.session() as session:
+            row = self._row(session, study_name, trial_number)
+            return _record(row)
+
+    def load_state_dict(self, study_name: str, trial_number: int) -> dict[str, Tensor]:
+        """The stored weights, checked against their SHA-256 (:class:`ChecksumError`)."""
+        with self.session() as session:
+            row = self._row(session, study_name, trial_number)
+            blob, expected = bytes(row.weights), row.weights_sha256
+        if sha256(blob) != expected:
+            raise ChecksumError(
+                f"weights of trial {trial_number} of study {study_name!r} are corrupt: SHA-256 "
+                f"{sha256(blob)[:16]}... does not match the stored {expected[:16]}..."
+            )
+        return decode_state_dict(blob)
+
+    def list_models(self, study_name: str | None = None) -> list[StoredModel]:
+        """Records of every stored model (of one study, if given), by study and trial number."""
+        query = select(TrainedModelModel).order_by(
+            TrainedModelModel.study_name, TrainedModelModel.trial_number
+        )
+        if study_name is not None:
+            query = query.filter_by(study_name=study_name)
+        with self.session() as session:
+            return [_record(row) for row in session.scalars(query)]
+
+    def trial_numbers(self, study_name: str) -> list[int]:
+        query = select(TrainedModelModel.trial_number).filter_by(study_name=study_name)
+        with self.session() as session:
+            return sorted(session.scalars(query))
+
+    def __repr__(self) -> str:
+        return f"ModelStore({redact(self.engine.url)!r})"
+
+
+def _record(row: TrainedModelModel) -> StoredModel:
+    arch = row.architecture
+    return StoredModel(
+        study_name=row.study_name, trial_number=row.trial_number, space=arch.space,
+        arch_hash=arch.arch_hash, spec=arch.spec, dataset=row.dataset, level=row.level,
+        in_channels=row.in_channels, out_channels=row.out_channels, num_params=row.num_params,
+        flops=row.flops, metrics=dict(row.metrics), weights_nbytes=row.weights_nbytes,
+    )
+
+
+def record_to_dict(record: StoredModel) -> dict[str, Any]:
+    return dataclasses.asdict(record)
