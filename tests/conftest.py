@@ -1,0 +1,78 @@
+"""Shared fixtures: the data root, temporary SQL storages, tiny inline graphs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Point METANAS_DATA at the shared offline datasets (unless set) and METANAS_CACHE at a
+    per-session folder, so processed files never land in the read-only shared folder."""
+    if not os.environ.get("METANAS_DATA") and SHARED_DATASETS.is_dir():
+        os.environ["METANAS_DATA"] = str(SHARED_DATASETS)
+    if not os.environ.get("METANAS_CACHE"):
+        os.environ["METANAS_CACHE"] = str(tmp_path_factory.mktemp("metanas-cache"))
+
+
+def _has_dataset(folder: str) -> bool:
+    root = Path(os.environ.get("METANAS_DATA", SHARED_DATASETS))
+    return (root / folder / "raw").is_dir()
+
+
+@pytest.fixture
+def cora_available() -> None:
+    if not _has_dataset("Planetoid/Cora"):
+        pytest.skip("Cora raw files not found under METANAS_DATA")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'metanas.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh database on the PostgreSQL server named by METANAS_TEST_POSTGRES_URL.
+
+    Skipped when the variable is unset, except under CI (``CI=true``), where a missing server is
+    a failure: CI must not pass by skipping the concurrency tests.
+    """
+    url = os.environ.get("METANAS_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI run without METANAS_TEST_POSTGRES_URL: .ci/run must start PostgreSQL")
+        pytest.skip("set METANAS_TEST_POSTGRES_URL to run PostgreSQL tests")
+    import uuid
+
+    import sqlalchemy
+
+    name = f"metanas_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    base = sqlalchemy.engine.make_url(url)
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def tiny_graph():
+    """A 6-node, 2-component graph with 4 features and 3 classes, with all three masks."""
+    from torch_geometric.data import Data
+
+    edge_index = torch.tensor([[0, 1, 1, 2, 3, 4, 4, 5], [1, 0, 2, 1, 4, 3, 5, 4]])
+    x = torch.arange(24, dtype=torch.float).view(6, 4) / 24
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    masks = {
+        "train_mask": torch.tensor([1, 1, 0, 0, 0, 0], dtype=torch.bool),
+        "val_mask": torch.tensor([0, 0, 1, 1, 0, 0], dtype=torch.bool),
+        "test_mask": torch.tensor([0, 0, 0, 0, 1, 1], dtype=torch.bool),
+    }
+    return Data(x=x, edge_index=edge_index, y=y, **masks)
