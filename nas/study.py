@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -275,7 +276,9 @@ def sampler_seed(seed: int, worker: int, study: optuna.Study) -> int:
 
 def _next_action(study: optuna.Study, n_trials: int) -> str:
     """``"run"`` another trial, ``"wait"`` for running ones, or ``"done"``."""
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():  # experimental since optuna 2.9, and what we need here
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     finished = sum(counts_against_budget(t) for t in trials)
     waiting = sum(t.state == TrialState.WAITING for t in trials)

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from nas.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv, bad, choice",
+    [
+        (["search", "--dataset", "foo"], "'foo'", "'cora'"),
+        (["search", "--dataset", "cora", "--convs", "gcn,foo"], "'foo'", "'sage'"),
+        (["search", "--dataset", "cora", "--strategy", "bar"], "'bar'", "'tpe'"),
+        (["search", "--dataset", "cora", "--evaluator", "baz"], "'baz'", "'train'"),
+        (["search", "--dataset", "cora", "--space", "qux"], "'qux'", "'gnn'"),
+        (["search", "--dataset", "cora", "--objectives", "accuracy,speed"], "'speed'", "'params'"),
+    ],
+)
+def test_bad_names_exit_2_naming_value_and_choices(argv, bad, choice, capsys, sqlite_url) -> None:
+    assert main([*argv, "--storage", sqlite_url]) == 2
+    err = capsys.readouterr().err
+    assert bad in err and choice in err and "Traceback" not in err
+
+
+def test_malformed_storage_url_is_clear_and_secret_free(capsys) -> None:
+    assert main(["best", "--storage", "postgresql://bob:hunter2@:::/db", "--study", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "malformed storage URL" in err and "hunter2" not in err
+
+
+def test_missing_study_lists_existing_ones(capsys, sqlite_url) -> None:
+    assert main(["studies", "--storage", sqlite_url]) == 0
+    assert main(["best", "--storage", sqlite_url, "--study", "nope"]) == 1
+    assert "no study 'nope'" in capsys.readouterr().err
+
+
+def test_search_then_inspect(cora_available: None, capsys, sqlite_url: str, tmp_path: Path) -> None:
+    args = ["--storage", sqlite_url, "--study", "cli"]
+    assert main(["search", "--dataset", "Cora", "--trials", "2", "--epochs", "3", "--convs", "gcn",
+                 "--strategy", "random", "--quiet", *args]) == 0
+    capsys.readouterr()
+    assert main(["best", "--json", *args]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert {"architecture", "val_acc", "test_acc", "num_params", "trial"} <= best.keys()
+    assert best["architecture"]["layers"][0]["conv"] == "gcn"
+    assert main(["trials", "--json", *args]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert main(["studies", "--json", "--storage", sqlite_url]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["dataset"] == "cora"
+    assert main(["export", "--out", str(tmp_path / "exp"), *args]) == 0
+    assert (tmp_path / "exp" / "model.safetensors").is_file()
+    assert main(["report", "--out", str(tmp_path / "rep"), *args]) == 0
+    assert (tmp_path / "rep" / "history.png").stat().st_size > 1000
+
+
+def test_corrupt_weights_fail_export_with_checksum_error(cora_available: None, capsys, sqlite_url: str, tmp_path: Path) -> None:
+    args = ["--storage", sqlite_url, "--study", "c"]
+    assert main(["search", "--dataset", "cora", "--trials", "1", "--epochs", "2", "--convs", "gcn", "--quiet", *args]) == 0
+    engine = sqlalchemy.create_engine(sqlite_url)
+    with engine.begin() as connection:
+        blob = bytearray(connection.execute(sqlalchemy.text("SELECT weights FROM metanas_trained_models")).scalar())
+        blob[-1] ^= 0xFF
+        connection.execute(sqlalchemy.text("UPDATE metanas_trained_models SET weights = :b"), {"b": bytes(blob)})
+    capsys.readouterr()
+    assert main(["export", "--out", str(tmp_path / "x"), *args]) == 1
+    assert "corrupt" in capsys.readouterr().err
+    assert main(["best", *args]) == 0  # the study itself is intact
+
+
+def test_console_script_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "nas.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("search", "best", "trials", "export", "report", "studies"):
+        assert command in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "nas.cli", "search"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--dataset" in bad.stderr

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from nas.evaluators import Evaluation, Evaluator, TrainEvaluator
+from nas.export import load_exported, load_trial_model
+from nas.study import FAIL_REASON, SearchConfig, run_search
+from nas.train import DivergedError
+from storage import ModelStore
+
+FAST = dict(epochs=5, patience=0, convs=("gcn", "sage"), verbose=False)
+
+
+def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def test_cora_search_stores_every_trial_and_its_weights(cora_available: None, sqlite_url: str) -> None:
+    study = run_search(SearchConfig("cora", n_trials=3, storage=sqlite_url, **FAST))
+    trials = _complete(study)
+    assert len(trials) == 3
+    store = ModelStore(sqlite_url)
+    for trial in trials:
+        assert 0.0 < trial.user_attrs["val_acc"] <= 1.0 and "test_acc" in trial.user_attrs
+        source = trial.user_attrs.get("duplicate_of", trial.number)
+        record = store.get(study.study_name, source)
+        assert record.num_params == trial.user_attrs["num_params"] > 0
+    model = load_trial_model(sqlite_url, study.study_name)
+    from nas.tasks import load_task
+
+    data = load_task("cora").data
+    model.eval()
+    acc = float((model(data.x, data.edge_index).argmax(-1) == data.y)[data.val_mask].float().mean())
+    best = max(trials, key=lambda t: t.values[0])
+    assert acc == pytest.approx(best.user_attrs["val_acc"], abs=1e-6)  # the stored weights are the best epoch's
+
+
+def test_mutag_graph_search(sqlite_url: str) -> None:
+    config = SearchConfig("MUTAG", n_trials=2, storage=sqlite_url, strategy="random", **FAST)
+    study = run_search(config)
+    assert len(_complete(study)) == 2
+    assert study.user_attrs["task_level"] == "graph"
+    assert ModelStore(sqlite_url).trial_numbers(study.study_name)
+
+
+class _FlakyEvaluator(Evaluator):
+    """Diverges on every trial whose seed is odd; otherwise a constant score."""
+
+    name = "flaky"
+    needs_data = False
+
+    def evaluate(self, arch, space, task, *, seed=0, device="cpu", report=None) -> Evaluation:
+        if seed % 2:
+            raise DivergedError("training loss became nan at epoch 3")
+        return Evaluation(metrics={"val_acc": 0.5, "test_acc": 0.4}, num_params=1)
+
+
+def test_failing_trials_are_recorded_and_the_search_goes_on(sqlite_url: str) -> None:
+    config = SearchConfig("cora", n_trials=6, storage=sqlite_url, evaluator=_FlakyEvaluator(),
+                          strategy="random", verbose=False)
+    study = run_search(config)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 3 and len(_complete(study)) == 3
+    assert all("DivergedError" in t.user_attrs[FAIL_REASON] for t in failed)
+    run_search(config)  # re-running a finished study runs nothing more
+    assert len(optuna.load_study(study_name=study.study_name, storage=sqlite_url).trials) == 6
+
+
+def test_rerun_continues_the_study(cora_available: None, sqlite_url: str) -> None:
+    first = run_search(SearchConfig("cora", n_trials=2, storage=sqlite_url, **FAST))
+    before = {t.number: (t.values, t.user_attrs["arch_hash"]) for t in _complete(first)}
+    second = run_search(SearchConfig("cora", n_trials=4, storage=sqlite_url, **FAST))
+    after = {t.number: (t.values, t.user_attrs["arch_hash"]) for t in _complete(second)}
+    assert len(after) == 4 and all(after[n] == v for n, v in before.items())
+
+
+def test_study_identity_is_checked(sqlite_url: str) -> None:
+    run_search(SearchConfig("cora", n_trials=1, storage=sqlite_url, study_name="s",
+                            evaluator=_FlakyEvaluator(), verbose=False))
+    with pytest.raises(ValueError, match="created with dataset 'cora', not 'citeseer'"):
+        run_search(SearchConfig("citeseer", n_trials=1, storage=sqlite_url, study_name="s",
+                                evaluator=_FlakyEvaluator(), verbose=False))
+
+
+def _search_command(storage: str, study: str, trials: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "nas.cli", "search", "--dataset", "cora", "--convs", "gcn,sage",
+        "--trials", str(trials), "--epochs", "30", "--patience", "0", "--storage", storage,
+        "--study", study, "--heartbeat", "1", "--grace-period", "3", *extra,
+    ]
+
+
+def _wait_for_completed(storage: str, study: str, count: int, process: subprocess.Popen, limit: float = 240) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if len(_complete(optuna.load_study(study_name=study, storage=storage))) >= count:
+                return
+        except KeyError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{count} trials did not complete in {limit} s")
+
+
+def test_killed_search_resumes_with_earlier_trials_intact(cora_available: None, sqlite_url: str) -> None:
+    process = subprocess.Popen(_search_command(sqlite_url, "k", 5), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_completed(sqlite_url, "k", 2, process)
+        time.sleep(1.0)  # let the next trial start, so the kill leaves it RUNNING
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    killed = optuna.load_study(study_name="k", storage=sqlite_url)
+    before = {t.number: t.values for t in _complete(killed)}
+    weights = {n: ModelStore(sqlite_url).load_state_dict("k", n) for n in before}
+    result = subprocess.run(_search_command(sqlite_url, "k", 5), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    resumed = optuna.load_study(study_name="k", storage=sqlite_url)
+    after = {t.number: t.values for t in _complete(resumed)}
+    assert len(after) == 5
+    assert all(after[n] == v for n, v in before.items())
+    for n, state in weights.items():
+        again = ModelStore(sqlite_url).load_state_dict("k", n)
+        assert all(torch.equal(state[k], again[k]) for k in state)
+    assert not resumed.get_trials(states=(TrialState.RUNNING,))
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgres(cora_available: None, postgres_url: str) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    workers = [
+        subprocess.Popen(_search_command(postgres_url, "pg", 6, "--seed", str(seed)), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for seed in (1, 2)
+    ]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    assert "metanas:metanas@" not in "".join(o for pair in outputs for o in pair)  # no password shown
+    study = optuna.load_study(study_name="pg", storage=postgres_url)
+    complete = _complete(study)
+    assert 6 <= len(complete) <= 7  # two workers may race for the last trial
+    assert len(study.trials) == len(complete)  # nothing failed, nothing lost
+    assert len({t.number for t in complete}) == len(complete)
+    store = ModelStore(postgres_url)
+    stored = set(store.trial_numbers("pg"))
+    for trial in complete:
+        source = trial.user_attrs.get("duplicate_of", trial.number)
+        assert source in stored
+        assert store.load_state_dict("pg", source)
+    lines = [line for out, _ in outputs for line in out.splitlines() if line.startswith("[trial")]
+    assert len(lines) == len(complete)  # each trial reported once, by the worker that ran it
+
+
+def test_export_round_trip(cora_available: None, sqlite_url: str, tmp_path: Path) -> None:
+    from nas.export import export_trial, read_export
+
+    study = run_search(SearchConfig("cora", n_trials=1, storage=sqlite_url, **FAST))
+    folder = export_trial(sqlite_url, study.study_name, tmp_path / "best")
+    document = read_export(folder)
+    assert document["space"] == "gnn" and document["dataset"] == "cora" and document["trial"] == 0
+    a, b = load_exported(folder), load_trial_model(sqlite_url, study.study_name)
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key])
+    assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl"))
+    json.loads((folder / "architecture.json").read_text())
+
+
+def test_train_evaluator_rejects_bad_epochs() -> None:
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        TrainEvaluator(epochs=0)
