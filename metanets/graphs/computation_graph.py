@@ -1,0 +1,2 @@
+OP_TYPES=()
+def to_computation_graph(*a): raise NotImplementedError

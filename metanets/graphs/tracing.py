@@ -1,0 +1,70 @@
+"""Symbolic tracing with ``torch.fx``: which modules are leaves, and shapes of every value."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from metanets.graphs.errors import UntraceableModuleError
+
+
+def _autowrap_functions() -> tuple[Callable[..., Any], ...]:
+    """Functions traced as one call (their insides branch on tensors): PyG's global pools."""
+    from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
+    from search_spaces.gnn import readout
+
+    return (global_add_pool, global_mean_pool, global_max_pool, readout)
+
+
+class GraphTracer(fx.Tracer):
+    """``fx.Tracer`` that keeps converter-known modules (``leaf_types``) and every PyG
+    ``MessagePassing`` layer as leaves, besides torch's own ``torch.nn`` layers.
+
+    Args:
+        leaf_types: module classes not to trace inside.
+    """
+
+    def __init__(self, leaf_types: Iterable[type[nn.Module]] = ()) -> None:
+        super().__init__(autowrap_functions=_autowrap_functions())
+        from torch_geometric.nn import MessagePassing
+
+        self.leaf_types = (MessagePassing, *leaf_types)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, self.leaf_types):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def trace(
+    module: nn.Module, example_inputs: Sequence[Any], leaf_types: Iterable[type[nn.Module]] = ()
+) -> fx.GraphModule:
+    """Trace ``module`` and record every value's shape in ``node.meta["tensor_meta"]``.
+
+    Raises:
+        UntraceableModuleError: if symbolic tracing or the shape pass fails.
+    """
+    tracer = GraphTracer(leaf_types)
+    try:
+        graph = tracer.trace(module)
+        gm = fx.GraphModule(tracer.root, graph, type(module).__name__)
+    except Exception as error:  # noqa: BLE001 - any tracing failure gets the same advice
+        raise UntraceableModuleError(type(module).__name__, error) from error
+    _propagate_shapes(gm, example_inputs)
+    return gm
+
+
+def _propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    """Run the traced network once in eval mode (BatchNorm statistics stay untouched)."""
+    modes = {m: m.training for m in gm.modules()}
+    gm.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
