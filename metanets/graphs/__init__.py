@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from metanets.graphs.computation_graph import OP_TYPES, to_computation_graph
 from metanets.graphs.errors import UnsupportedOperationError, UntraceableModuleError
-from metanets.graphs.features import EdgeFeature, EdgeType, NodeFeature, NodeType, OpFeature
+from metanets.graphs.features import (
+    EdgeFeature,
+    EdgeType,
+    NodeFeature,
+    NodeType,
+    OpEdgeFeature,
+    OpFeature,
+)
 from metanets.graphs.parameter_graph import (
     ModuleHandler,
     load_parameter_graph,
@@ -14,7 +21,7 @@ from metanets.graphs.parameter_graph import (
 )
 
 __all__ = [
-    "OP_TYPES", "EdgeFeature", "EdgeType", "ModuleHandler", "NodeFeature", "NodeType",
+    "OP_TYPES", "EdgeFeature", "EdgeType", "ModuleHandler", "NodeFeature", "NodeType", "OpEdgeFeature",
     "OpFeature", "UnsupportedOperationError", "UntraceableModuleError", "load_parameter_graph",
     "supported_operations", "to_computation_graph", "to_parameter_graph",
 ]

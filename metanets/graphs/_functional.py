@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import fx
+from torch.fx._symbolic_trace import _assert_is_none
 
 from metanets.graphs._values import Group, Pending, Value
 from metanets.graphs.errors import UnsupportedOperationError
@@ -289,6 +290,7 @@ FUNCTIONS: dict[Any, Handler] = {
     torch.permute: permute, torch.transpose: transpose, torch.unsqueeze: unsqueeze,
     torch.squeeze: squeeze, torch.mean: reduce, torch.sum: reduce, torch.amax: reduce,
     operator.getitem: getitem, getattr: no_features,
+    _assert_is_none: no_features,  # fx's guard for optional inputs fixed at None
 }
 
 METHODS: dict[str, Handler] = {

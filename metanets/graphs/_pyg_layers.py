@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from metanets.graphs._builder import DenseBlock, GraphBuilder
-from metanets.graphs._torch_layers import bias, dense_edges, linear_nodes
+from metanets.graphs._torch_layers import bias, dense_edges, linear_nodes, norm_nodes
 from metanets.graphs._values import Group, Value
 from metanets.graphs.errors import UnsupportedOperationError
 from metanets.graphs.features import EdgeType, NodeFeature, NodeType
@@ -161,6 +161,12 @@ def pyg_linear(w: ParameterGraphWalker, node: fx.Node, m: nn.Module, path: str) 
     return Group(linear_nodes(w.builder, m, path, src.nodes), len(shape_of(node)) - 1)
 
 
+def pyg_norm(w: ParameterGraphWalker, node: fx.Node, m: nn.Module, path: str) -> Value:
+    """PyG's ``LayerNorm`` (node or graph mode): NORM neurons with the affine parameters."""
+    src = _input(w, node, path)
+    return Group(norm_nodes(w.builder, m, path, src), 1)
+
+
 def handlers() -> dict[type[nn.Module], Any]:
     """PyG class -> handler."""
     import torch_geometric.nn as pyg
@@ -176,4 +182,5 @@ def handlers() -> dict[type[nn.Module], Any]:
         pyg.TAGConv: _simple(lins, hops=True),
         pyg.GINConv: gin, pyg.GATConv: gat, pyg.GATv2Conv: gatv2,
         pyg.TransformerConv: transformer, pyg.ARMAConv: arma, Linear: pyg_linear,
+        pyg.LayerNorm: pyg_norm,
     }

@@ -85,3 +85,9 @@ class OpFeature(enum.IntEnum):
     KERNEL_W = 4         # kernel width (1 for dense and 1-d kernels)
     HAS_BIAS = 5         # 1 if the op has a bias
     HEADS = 6            # attention heads (1 if none)
+
+
+class OpEdgeFeature(enum.IntEnum):
+    """Columns of a computation graph's ``edge_attr``."""
+
+    DISTANCE = 0         # shortest data-flow path length: 1 = data flow, >1 = virtual edge

@@ -1,6 +1,7 @@
 """Symbolic tracing with ``torch.fx``: which modules are leaves, and shapes of every value."""
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -50,12 +51,21 @@ def trace(
     """
     tracer = GraphTracer(leaf_types)
     try:
-        graph = tracer.trace(module)
+        graph = tracer.trace(module, concrete_args=_defaults_after(module, len(example_inputs)))
         gm = fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as error:  # noqa: BLE001 - any tracing failure gets the same advice
         raise UntraceableModuleError(type(module).__name__, error) from error
     _propagate_shapes(gm, example_inputs)
     return gm
+
+
+def _defaults_after(module: nn.Module, given: int) -> dict[str, Any]:
+    """Optional ``forward`` arguments not among the example inputs are fixed at their defaults
+    (PyG's models branch on ``batch_size is None`` and the like)."""
+    params = list(inspect.signature(module.forward).parameters.values())[given:]
+    return {p.name: p.default for p in params
+            if p.default is not inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None:
