@@ -171,7 +171,7 @@ class GraphBuilder:
     # layers and nodes ------------------------------------------------------------------------
     def new_layer(self, name: str, kernel: tuple[int, ...] = ()) -> int:
         """Open a layer (an operation that creates neurons); returns its index."""
-        self.layer_names.append(name)
+        self.layer_names.append(name.lstrip(".:"))
         self.layer_kernels.append(tuple(kernel))
         return len(self.layer_names) - 1
 
@@ -192,7 +192,7 @@ class GraphBuilder:
                    offset: int = 0) -> None:
         """Write a per-neuron parameter or buffer (``tensor.numel() == len(nodes)``; a slice of
         the state_dict entry ``name`` from flat ``offset`` on)."""
-        flat = tensor.detach().reshape(-1)
+        name, flat = name.lstrip("."), tensor.detach().reshape(-1)
         if flat.numel() != len(nodes) or not _contiguous(nodes):
             raise ValueError(f"{name}: {flat.numel()} values for {len(nodes)} neurons")
         self._node_values.append((nodes, int(column), flat))
@@ -201,7 +201,7 @@ class GraphBuilder:
 
     def dense(self, name: str, block: DenseBlock, offset: int = 0) -> None:
         """Record the edges of a weight (``block.weight`` = entries from ``offset`` on)."""
-        self.slots.append(ParamSlot(name, "edge", self.num_edges, block.count, offset,
+        self.slots.append(ParamSlot(name.lstrip("."), "edge", self.num_edges, block.count, offset,
                                     block.weight.numel(), kernel=block.kernel))
         self._add_block(block)
 
@@ -211,7 +211,7 @@ class GraphBuilder:
 
     def scalar(self, name: str, tensor: Tensor) -> None:
         """A per-layer scalar (stored exactly in float64)."""
-        self.slots.append(ParamSlot(name, "scalar", len(self._scalars), 1, 0, 1))
+        self.slots.append(ParamSlot(name.lstrip("."), "scalar", len(self._scalars), 1, 0, 1))
         self._scalars.append(tensor.detach().reshape(()).item())
 
     def _add_block(self, block: DenseBlock | IdentityBlock) -> None:

@@ -26,10 +26,17 @@ if TYPE_CHECKING:
 Handler = Callable[["ParameterGraphWalker", fx.Node], Value]
 
 
+_MODULE_ALIASES = {
+    "torch.nn.functional": "F", "torch._C._nn": "F", "_operator": "operator", "builtins": "",
+    "torch_geometric.nn.pool.glob": "torch_geometric.nn", "torch._C._VariableFunctions": "torch",
+}
+
+
 def function_name(fn: Any) -> str:
+    """Readable name of a traced function (``F.relu``, ``operator.add``, ``torch.cat``)."""
     module = getattr(fn, "__module__", None) or ""
     name = getattr(fn, "__name__", repr(fn))
-    return f"{module.replace('torch.nn.functional', 'F')}.{name}".lstrip(".")
+    return f"{_MODULE_ALIASES.get(module, module)}.{name}".lstrip(".")
 
 
 def _unsupported(w: ParameterGraphWalker, node: fx.Node, reason: str) -> UnsupportedOperationError:

@@ -20,7 +20,7 @@ from torch_geometric.data import Data
 from metanets.graphs.errors import UnsupportedOperationError
 from metanets.graphs.features import OpEdgeFeature, OpFeature
 from metanets.graphs.parameter_graph import describe, module_handlers, supported_operations
-from metanets.graphs.tracing import trace
+from metanets.graphs.tracing import module_path, trace
 
 #: op-type vocabulary: ``op_type`` indexes it; ``"other"`` is for user ``leaf_modules``
 OP_TYPES: tuple[str, ...] = ("input", "output", *supported_operations(), "other")
@@ -136,7 +136,8 @@ def to_computation_graph(
         x=torch.tensor([_features(m) for m in modules], dtype=torch.float),
         op_type=torch.tensor([_OP_ID[name] for name in names], dtype=torch.long),
         edge_index=edge_index[order].t().contiguous(), edge_attr=distance[order],
-        node_names=[str(n.target) if n.op == "call_module" else n.name for n in nodes],
+        node_names=[module_path(str(n.target)) if n.op == "call_module" else n.name
+                    for n in nodes],
         param_names=[_param_names(n, m) for n, m in zip(nodes, modules)],
         num_nodes=len(nodes),
     )
@@ -144,7 +145,7 @@ def to_computation_graph(
 
 def _path(node: fx.Node) -> str:
     if node.op == "call_module":
-        return str(node.target)
+        return module_path(str(node.target))
     stack = node.meta.get("nn_module_stack") or {}
     return list(stack)[-1] if stack else ""
 
@@ -152,7 +153,8 @@ def _path(node: fx.Node) -> str:
 def _param_names(node: fx.Node, module: nn.Module | None) -> list[str]:
     if module is None:
         return []
-    return [f"{node.target}.{name}" for name in module.state_dict()]
+    path = module_path(str(node.target))
+    return [f"{path}.{name}".lstrip(".") for name in module.state_dict()]
 
 
 __all__ = ["OP_TYPES", "to_computation_graph"]

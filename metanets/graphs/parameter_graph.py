@@ -19,7 +19,7 @@ from metanets.graphs._builder import GraphBuilder
 from metanets.graphs._values import Group, Pending, Value
 from metanets.graphs.errors import UnsupportedOperationError
 from metanets.graphs.features import EdgeFeature, NodeType
-from metanets.graphs.tracing import trace
+from metanets.graphs.tracing import module_path, trace
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
@@ -37,7 +37,8 @@ def supported_operations(extra: Iterable[type[nn.Module]] = ()) -> list[str]:
     """Names of every module, function and method the converters understand."""
     modules = [cls.__name__ for cls in (*module_handlers(), *extra)]
     functions = [_functional.function_name(f) for f in _functional.FUNCTIONS]
-    return sorted({*modules, *functions, *_functional.METHODS})
+    methods = [f"Tensor.{name}" for name in _functional.METHODS]
+    return sorted({*modules, *functions, *methods})
 
 
 class ParameterGraphWalker:
@@ -91,6 +92,10 @@ class ParameterGraphWalker:
         module = self.gm.get_submodule(str(node.target))
         path = self.qualify(str(node.target))
         if isinstance(module, self.passthrough):
+            if next(iter(module.state_dict()), None) is not None:
+                raise UnsupportedOperationError(
+                    type(module).__name__, path, self.supported(),
+                    "a leaf module with parameters needs an entry in handlers=")
             return _functional.passthrough(self, node)
         handler = _resolve_handler(type(module), self.handlers)
         if handler is None:
@@ -136,7 +141,7 @@ class ParameterGraphWalker:
             return value
         found = f"features on axis {value.dim}" if isinstance(value, Group) else "no features"
         raise UnsupportedOperationError(
-            describe(node), self.path_of(node), self.supported(),
+            self.describe(node), self.path_of(node), self.supported(),
             f"expects features on axis {dim} of its input, found {found}")
 
     def _input_group(self, arg: fx.Node, dim: int) -> Group:
@@ -147,6 +152,8 @@ class ParameterGraphWalker:
         return self._input_nodes[key]
 
     def qualify(self, target: str) -> str:
+        """Module path in the converted network of a module target of ``gm``."""
+        target = module_path(target)
         return f"{self.prefix}.{target}" if self.prefix and target else self.prefix or target
 
     def path_of(self, node: fx.Node) -> str:
@@ -155,6 +162,12 @@ class ParameterGraphWalker:
             return self.qualify(str(node.target))
         stack = node.meta.get("nn_module_stack") or {}
         return self.qualify(list(stack)[-1] if stack else "")
+
+    def describe(self, node: fx.Node) -> str:
+        """Name of the op of an fx node (module class, function or ``Tensor.method``)."""
+        if node.op == "call_module":
+            return type(self.gm.get_submodule(str(node.target))).__name__
+        return describe(node)
 
     def supported(self) -> list[str]:
         return supported_operations([*self.handlers, *self.passthrough])

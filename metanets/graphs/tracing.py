@@ -50,6 +50,10 @@ def trace(
         UntraceableModuleError: if symbolic tracing or the shape pass fails.
     """
     tracer = GraphTracer(leaf_types)
+    if tracer.is_leaf_module(module, ""):
+        gm = _leaf_root_graph(module, len(example_inputs))
+        _propagate_shapes(gm, example_inputs)
+        return gm
     try:
         graph = tracer.trace(module, concrete_args=_defaults_after(module, len(example_inputs)))
         gm = fx.GraphModule(tracer.root, graph, type(module).__name__)
@@ -57,6 +61,26 @@ def trace(
         raise UntraceableModuleError(type(module).__name__, error) from error
     _propagate_shapes(gm, example_inputs)
     return gm
+
+
+#: attribute under which a network that is itself a leaf (a bare ``Conv2d``) is traced
+LEAF_ROOT = "leaf_root"
+
+
+def _leaf_root_graph(module: nn.Module, num_inputs: int) -> fx.GraphModule:
+    """A one-op graph for a network that is itself a leaf (see :func:`module_path`)."""
+    graph = fx.Graph()
+    names = list(inspect.signature(module.forward).parameters)[:num_inputs]
+    args = tuple(graph.placeholder(name) for name in names)
+    graph.output(graph.call_module(LEAF_ROOT, args))
+    return fx.GraphModule(nn.ModuleDict({LEAF_ROOT: module}), graph, type(module).__name__)
+
+
+def module_path(target: str) -> str:
+    """Path in the user's network of a traced module target (undoes :func:`_leaf_root_graph`)."""
+    if target == LEAF_ROOT:
+        return ""
+    return target.removeprefix(LEAF_ROOT + ".")
 
 
 def _defaults_after(module: nn.Module, given: int) -> dict[str, Any]:
