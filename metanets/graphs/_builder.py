@@ -82,32 +82,47 @@ class DenseBlock:
         return torch.arange(shape[axis]).view(view).expand(shape).reshape(-1)
 
     def fill(self, out: _EdgeViews, node_head: Tensor) -> None:
-        rows, k, chunks = math.prod(self.row_shape), self.kernel, self.chunks
-        out.attr.view(rows, chunks * self.width)[:, :k] = self.weight.detach().reshape(rows, k)
+        rows, k, chunks, width = math.prod(self.row_shape), self.kernel, self.chunks, self.width
+        attr = out.attr.view(rows, chunks * width)
+        attr[:, :k] = self.weight.detach().reshape(rows, k)
+        attr[:, k:] = 0
+        if chunks > 1:
+            pos = (torch.arange(chunks) * width).repeat(rows)
+            out.kernel_pos.copy_(pos)
+            out.kernel_len.copy_((k - pos).clamp(max=width))
+        else:
+            out.kernel_pos.zero_()
+            out.kernel_len.fill_(k)
+        if self.in_axis == 1 and self.out_axis == 0 and len(self.row_shape) == 2:
+            self._fill_index_fast(out.index, chunks)
+        else:
+            self._fill_index(out.index, chunks)
+        out.fill_meta(self.edge_type, self.layer)
+        self._fill_heads(out, node_head, chunks)
+
+    def _fill_index_fast(self, index: Tensor, chunks: int) -> None:
+        """``(out, in)`` rows (Linear, Conv): broadcast copies, no gathers."""
+        o, i = self.row_shape
+        g = self.groups
+        src = self.src.view(g, 1, i, 1).expand(g, o // g, i, chunks)
+        index[0].view(g, o // g, i, chunks).copy_(src)
+        index[1].view(o, i, chunks).copy_(self.dst.view(o, 1, 1).expand(o, i, chunks))
+
+    def _fill_index(self, index: Tensor, chunks: int) -> None:
         i, o = self._axis_index(self.in_axis), self._axis_index(self.out_axis)
         if self.groups > 1:
             i = i + (o // (len(self.dst) // self.groups)) * self.weight.shape[self.in_axis]
-        src, dst = self.src[i], self.dst[o]
-        if chunks > 1:
-            src, dst = src.repeat_interleave(chunks), dst.repeat_interleave(chunks)
-            pos = (torch.arange(chunks) * self.width).repeat(rows)
-            out.kernel_pos.copy_(pos)
-            out.kernel_len.copy_((k - pos).clamp(max=self.width))
+        index[0].view(-1, chunks).copy_(self.src[i].unsqueeze(1).expand(-1, chunks))
+        index[1].view(-1, chunks).copy_(self.dst[o].unsqueeze(1).expand(-1, chunks))
+
+    def _fill_heads(self, out: _EdgeViews, node_head: Tensor, chunks: int) -> None:
+        if self.head is None or isinstance(self.head, int):
+            out.head.fill_(-1 if self.head is None else self.head)
+        elif self.head == "axis":
+            heads = self._axis_index(self.head_axis)
+            out.head.view(-1, chunks).copy_(heads.unsqueeze(1).expand(-1, chunks))
         else:
-            out.kernel_len.fill_(k)
-        out.index[0], out.index[1] = src, dst
-        out.fill_meta(self.edge_type, self.layer)
-        out.head.copy_(self._heads(src, dst, node_head, chunks))
-
-    def _heads(self, src: Tensor, dst: Tensor, node_head: Tensor, chunks: int) -> Tensor:
-        if self.head == "src":
-            return node_head[src]
-        if self.head == "dst":
-            return node_head[dst]
-        if self.head == "axis":
-            return self._axis_index(self.head_axis).repeat_interleave(chunks)
-        return torch.full_like(src, -1 if self.head is None else self.head)
-
+            out.head.copy_(node_head[out.index[0 if self.head == "src" else 1]])
 
 @dataclasses.dataclass
 class IdentityBlock:
@@ -125,7 +140,9 @@ class IdentityBlock:
 
     def fill(self, out: _EdgeViews, node_head: Tensor) -> None:  # noqa: ARG002
         out.index[0], out.index[1] = self.src, self.dst
+        out.attr.zero_()
         out.attr[:, EdgeFeature.WEIGHT] = self.weight
+        out.kernel_pos.zero_()
         out.kernel_len.fill_(1)
         out.fill_meta(self.edge_type, self.layer)
         out.head.fill_(-1)
@@ -251,8 +268,8 @@ class GraphBuilder:
     def _fill_edges(self, data: Data, node_head: Tensor) -> None:
         e, w = self.num_edges, self.kernel_width
         data.edge_index = torch.empty(2, e, dtype=torch.long)
-        data.edge_attr = torch.zeros(e, w, dtype=self.dtype)
-        data.edge_kernel_pos = torch.zeros(e, dtype=INDEX_DTYPE)
+        data.edge_attr = torch.empty(e, w, dtype=self.dtype)  # every block writes all columns
+        data.edge_kernel_pos = torch.empty(e, dtype=INDEX_DTYPE)
         data.edge_kernel_len = torch.empty(e, dtype=TYPE_DTYPE)
         data.edge_type = torch.empty(e, dtype=TYPE_DTYPE)
         data.edge_layer = torch.empty(e, dtype=INDEX_DTYPE)
