@@ -64,7 +64,7 @@ class ParameterGraphWalker:
         self.passthrough, self.prefix = passthrough, prefix
         self.env: dict[str, Value] = {}
         self._inputs: list[Value] = []
-        self._input_nodes: dict[tuple[str, int], Group] = {}
+        self._input_nodes: dict[tuple[str, tuple[int, ...], int], Group] = {}
         self._called: set[str] = set()
 
     # running ---------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ class ParameterGraphWalker:
         dim = dim % len(shape_of(arg))
         value = self.value(arg)
         if isinstance(value, Pending):
-            return self._input_group(arg, dim)
+            return self._input_group(value, arg, dim)
         if isinstance(value, Group) and value.dim == dim:
             return value
         found = f"features on axis {value.dim}" if isinstance(value, Group) else "no features"
@@ -144,8 +144,9 @@ class ParameterGraphWalker:
             self.describe(node), self.path_of(node), self.supported(),
             f"expects features on axis {dim} of its input, found {found}")
 
-    def _input_group(self, arg: fx.Node, dim: int) -> Group:
-        key = (arg.name, dim)
+    def _input_group(self, value: Pending, arg: fx.Node, dim: int) -> Group:
+        """Input neurons of a network input, shared by all readers that see the same shape."""
+        key = (value.name, tuple(shape_of(arg)), dim)
         if key not in self._input_nodes:
             nodes = self.builder.add_nodes(shape_of(arg)[dim], NodeType.INPUT, 0)
             self._input_nodes[key] = Group(nodes, dim)

@@ -99,17 +99,30 @@ def _propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> None
     """Record every value's shape in ``node.meta["tensor_meta"]`` (with ``.shape``).
 
     Shapes come from fake tensors (no arithmetic, so a 25M-parameter CNN costs a fraction of a
-    second); ops that fake tensors cannot run (PyG's data-dependent sizes) fall back to one real
-    forward pass. Both run in eval mode, so BatchNorm statistics stay untouched.
+    second); networks with PyG layers, whose sizes depend on values, and any op fake tensors
+    cannot run, take one real forward pass. Both run in eval mode, so BatchNorm statistics stay
+    untouched.
     """
     modes = {m: m.training for m in gm.modules()}
     gm.eval()
     try:
         with torch.no_grad():
-            _fake_shapes(gm, example_inputs) or ShapeProp(gm).propagate(*example_inputs)
+            fake = not _data_dependent(gm) and _fake_shapes(gm, example_inputs)
+            fake or ShapeProp(gm).propagate(*example_inputs)
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+def _data_dependent(gm: fx.GraphModule) -> bool:
+    """Whether the graph has PyG ops (message passing, pooling) whose sizes depend on values."""
+    from torch_geometric.nn import MessagePassing
+
+    functions = set(_autowrap_functions())
+    return any(
+        node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), MessagePassing)
+        or node.op == "call_function" and node.target in functions
+        for node in gm.graph.nodes)
 
 
 def _fake_shapes(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> bool:

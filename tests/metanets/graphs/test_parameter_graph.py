@@ -119,12 +119,21 @@ def _same_state(a: nn.Module, b: nn.Module) -> bool:
         sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def _round_trip(factory: Callable[[], nn.Module], inputs: tuple[Tensor, ...]) -> None:
+def _round_trip(factory: Callable[[], nn.Module], inputs: tuple[Tensor, ...]):  # noqa: ANN202
     source, fresh = _build(factory, 0), _build(factory, 1)
     assert not _same_state(source, fresh)  # the load below has something to do
-    load_parameter_graph(fresh, to_parameter_graph(source, inputs))
+    data = to_parameter_graph(source, inputs)
+    load_parameter_graph(fresh, data)
     assert _same_state(source, fresh)
     assert torch.equal(source(*inputs), fresh(*inputs))
+    return data
+
+
+def _connected(data) -> bool:  # noqa: ANN001
+    from scipy.sparse.csgraph import connected_components
+
+    adjacency = to_scipy_sparse_matrix(data.edge_index, num_nodes=data.num_nodes)
+    return connected_components(adjacency, directed=True, connection="weak")[0] == 1
 
 
 # round trips ---------------------------------------------------------------------------------
@@ -137,7 +146,8 @@ def test_round_trip(name: str) -> None:
 def test_round_trip_gnn_space(seed: int) -> None:
     space = search_spaces.get_space("gnn")
     arch, level = space.sample(seed), ("node", "graph")[seed % 2]
-    _round_trip(lambda: space.build(arch, 5, 3, level), (X_GRAPH, EDGE_INDEX, BATCH))
+    data = _round_trip(lambda: space.build(arch, 5, 3, level), (X_GRAPH, EDGE_INDEX, BATCH))
+    assert _connected(data)
 
 
 def test_edited_features_change_the_module() -> None:
@@ -186,12 +196,27 @@ def test_every_parameter_once(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_connected(name: str) -> None:
-    from scipy.sparse.csgraph import connected_components
-
     factory, inputs = NETWORKS[name]
-    data = to_parameter_graph(_build(factory, 0), inputs)
-    adjacency = to_scipy_sparse_matrix(data.edge_index, num_nodes=data.num_nodes)
-    assert connected_components(adjacency, directed=True, connection="weak")[0] == 1
+    assert _connected(to_parameter_graph(_build(factory, 0), inputs))
+
+
+def test_disconnected_graph_is_detected() -> None:
+    data = to_parameter_graph(_build(mlp, 0), NETWORKS["mlp"][1])
+    assert not _connected(data.edge_subgraph(data.edge_layer != 2))  # drop the middle layer
+
+
+def test_input_used_twice_has_one_set_of_neurons() -> None:
+    class Skip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.lin(self.drop(x)) + x
+
+    data = to_parameter_graph(Skip(), (torch.randn(2, 4),))
+    assert int((data.node_type == NodeType.INPUT).sum()) == 4
 
 
 def test_neurons_and_kernels() -> None:
