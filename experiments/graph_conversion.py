@@ -173,7 +173,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
             "| graph / params |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     return head + "\n".join(
         f"| {r['network']} | {r['params']:,} | {r['nodes']:,} | {r['edges']:,} | "
-        f"{r['seconds']:.3f} | {r['cpu_seconds']:.3f} | {r['peak_mb']:.0f} | {r['graph_mb']:.1f} | {r['param_mb']:.1f} | "
+        f"{r['seconds']:.3f} | {r['cpu_seconds']:.3f} | {r['peak_mb']:.0f} | "
+        f"{r['graph_mb']:.1f} | {r['param_mb']:.1f} | "
         f"{r['graph_over_params']:.2f} |" for r in rows)
 
 

@@ -21,7 +21,7 @@ from metanets.graphs.parameter_graph import (
 )
 
 __all__ = [
-    "OP_TYPES", "EdgeFeature", "EdgeType", "ModuleHandler", "NodeFeature", "NodeType", "OpEdgeFeature",
-    "OpFeature", "UnsupportedOperationError", "UntraceableModuleError", "load_parameter_graph",
-    "supported_operations", "to_computation_graph", "to_parameter_graph",
+    "OP_TYPES", "EdgeFeature", "EdgeType", "ModuleHandler", "NodeFeature", "NodeType",
+    "OpEdgeFeature", "OpFeature", "UnsupportedOperationError", "UntraceableModuleError",
+    "load_parameter_graph", "supported_operations", "to_computation_graph", "to_parameter_graph",
 ]

@@ -60,8 +60,17 @@ def _features(module: nn.Module | None) -> list[float]:
     elif params:  # normalisation: per-channel vectors only
         row[OpFeature.OUT_DIM] = float(params[0].numel())
     row[OpFeature.HAS_BIAS] = float(any(n.endswith("bias") for n, _ in module.named_parameters()))
-    row[OpFeature.HEADS] = float(getattr(module, "heads", getattr(module, "num_heads", 1)))
+    row[OpFeature.HEADS] = float(_heads(module))
     return row
+
+
+def _heads(module: nn.Module) -> int:
+    """Attention heads of an op (PyG ``heads``, torch ``num_heads``, also inside encoders)."""
+    for sub in module.modules():
+        heads = getattr(sub, "heads", None) or getattr(sub, "num_heads", None)
+        if isinstance(heads, int):
+            return heads
+    return 1
 
 
 def _keep(node: fx.Node) -> bool:
@@ -129,13 +138,14 @@ def to_computation_graph(
     flow = _flow_edges(nodes)
     triples = _distances(len(nodes), flow, max_distance)
     edge_index = torch.tensor([[u, v] for u, v, _ in triples], dtype=torch.long).view(-1, 2)
-    distance = torch.tensor([d for *_, d in triples], dtype=torch.float).view(-1, 1)
-    order = torch.argsort(distance.view(-1), stable=True)
+    distance = torch.tensor([d for *_, d in triples], dtype=torch.float)
+    order = torch.argsort(distance, stable=True)  # data flow first
+    edge_attr = distance[order].view(-1, len(OpEdgeFeature))  # (E, 1): DISTANCE
     modules = [_module_of(gm, n) for n in nodes]
     return Data(
         x=torch.tensor([_features(m) for m in modules], dtype=torch.float),
         op_type=torch.tensor([_OP_ID[name] for name in names], dtype=torch.long),
-        edge_index=edge_index[order].t().contiguous(), edge_attr=distance[order],
+        edge_index=edge_index[order].t().contiguous(), edge_attr=edge_attr,
         node_names=[module_path(str(n.target)) if n.op == "call_module" else n.name
                     for n in nodes],
         param_names=[_param_names(n, m) for n, m in zip(nodes, modules)],

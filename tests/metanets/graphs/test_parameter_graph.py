@@ -322,7 +322,8 @@ def _graphs_correspond(old, new, mapping: Tensor) -> bool:  # noqa: ANN001
     (mlp, _permute_mlp, [1], 6, (torch.randn(3, 4),)),
     (cnn_bn, _permute_cnn, [1, 2], 4, (IMAGE,)),
 ])
-def test_permutation_symmetry(factory, permute, layers, width, inputs, couple) -> None:  # noqa: ANN001
+def test_permutation_symmetry(  # noqa: ANN001
+        factory, permute, layers, width, inputs, couple) -> None:
     net = _build(factory, 0)
     perm = torch.randperm(width, generator=torch.Generator().manual_seed(3))
     old = to_parameter_graph(net, inputs)
@@ -385,8 +386,6 @@ def test_leaf_modules_make_it_convert() -> None:
 
 def test_handlers_convert_parametric_leaves() -> None:
     def scale(walker, node, module, path):  # noqa: ANN001, ANN202
-        from metanets.graphs._values import Group
-
         group = walker.group(node.args[0], -1, node)
         walker.builder.node_param(f"{path}.scale", module.scale, group.nodes,
                                   NodeFeature.NORM_WEIGHT)
