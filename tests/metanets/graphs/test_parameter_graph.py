@@ -242,6 +242,14 @@ def test_large_kernels_are_chunked() -> None:
     assert torch.equal(data.edge_attr[7], conv.weight[1, 0].reshape(-1)[pos:pos + 9])
 
 
+@pytest.mark.parametrize("width", [1, 4, 9, 49])
+def test_any_kernel_width_round_trips(width: int) -> None:
+    source, fresh = _build(ResNetish, 0), _build(ResNetish, 1)
+    data = to_parameter_graph(source, (IMAGE,), kernel_width=width)
+    assert data.edge_attr.shape[1] == width
+    assert _same_state(source, load_parameter_graph(fresh, data))
+
+
 def test_flatten_spreads_channels_over_positions() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten(), nn.Linear(2 * 9, 1))
     data = to_parameter_graph(net, (torch.randn(1, 1, 3, 3),))
