@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import fx
 from torch.fx._symbolic_trace import _assert_is_none
 
-from metanets.graphs._values import Group, Pending, Value
+from metanets.graphs._values import Group, Pending, Value, shape_of
 from metanets.graphs.errors import UnsupportedOperationError
 from metanets.graphs.features import EdgeType, NodeType
 
@@ -39,9 +39,16 @@ def function_name(fn: Any) -> str:
     return f"{_MODULE_ALIASES.get(module, module)}.{name}".lstrip(".")
 
 
-def _unsupported(w: ParameterGraphWalker, node: fx.Node, reason: str) -> UnsupportedOperationError:
-    from metanets.graphs.parameter_graph import describe
+def describe(node: fx.Node) -> str:
+    """Name of a function or method node's op (``torch.cat``, ``Tensor.view``)."""
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    if node.op == "call_function":
+        return function_name(node.target)
+    return str(node.target)
 
+
+def _unsupported(w: ParameterGraphWalker, node: fx.Node, reason: str) -> UnsupportedOperationError:
     return UnsupportedOperationError(describe(node), w.path_of(node), w.supported(), reason)
 
 
@@ -52,8 +59,6 @@ def _arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
 
 
 def _ndim(arg: Any) -> int:
-    from metanets.graphs.parameter_graph import shape_of
-
     return len(shape_of(arg))
 
 
@@ -138,8 +143,6 @@ def flatten(w: ParameterGraphWalker, node: fx.Node) -> Value:
 def _flatten_group(w: ParameterGraphWalker, node: fx.Node, g: Group, start: int, end: int
                    ) -> Group:
     """Merge axes ``start..end``; a channel spread over positions gets POSITION neurons."""
-    from metanets.graphs.parameter_graph import shape_of
-
     if g.dim < start:
         return g
     if g.dim > end:
@@ -160,8 +163,6 @@ def _flatten_group(w: ParameterGraphWalker, node: fx.Node, g: Group, start: int,
 
 def reshape(w: ParameterGraphWalker, node: fx.Node) -> Value:
     """``view`` / ``reshape`` that keep the feature axis, or flatten trailing axes."""
-    from metanets.graphs.parameter_graph import shape_of
-
     value = w.value(node.args[0])
     if not isinstance(value, Group):
         return value if isinstance(value, Pending) else None
@@ -206,8 +207,6 @@ def unsqueeze(w: ParameterGraphWalker, node: fx.Node) -> Value:
 
 
 def squeeze(w: ParameterGraphWalker, node: fx.Node) -> Value:
-    from metanets.graphs.parameter_graph import shape_of
-
     value = w.value(node.args[0])
     if not isinstance(value, Group):
         return value if isinstance(value, Pending) else None

@@ -13,7 +13,7 @@ from torch import Tensor, fx, nn
 
 from metanets.graphs._builder import DenseBlock, GraphBuilder
 from metanets.graphs._torch_layers import bias, dense_edges, linear_nodes, norm_nodes
-from metanets.graphs._values import Group, Value
+from metanets.graphs._values import Group, Value, shape_of
 from metanets.graphs.errors import UnsupportedOperationError
 from metanets.graphs.features import EdgeType, NodeFeature, NodeType
 
@@ -63,8 +63,6 @@ def _root(m: nn.Module, neighbour: str, root: str) -> dict[str, EdgeType]:
 
 def gin(w: ParameterGraphWalker, node: fx.Node, m: nn.Module, path: str) -> Value:
     """GIN: ``eps`` as a scalar; its MLP converts like any network, on the input neurons."""
-    from metanets.graphs.parameter_graph import shape_of
-
     src = _input(w, node, path)
     w.builder.scalar(f"{path}.eps", m.eps)
     example = torch.zeros(shape_of(node.args[0]))
@@ -155,8 +153,6 @@ def arma(w: ParameterGraphWalker, node: fx.Node, m: nn.Module, path: str) -> Val
 
 
 def pyg_linear(w: ParameterGraphWalker, node: fx.Node, m: nn.Module, path: str) -> Value:
-    from metanets.graphs.parameter_graph import shape_of
-
     src = w.group(node.args[0], -1, node)
     return Group(linear_nodes(w.builder, m, path, src.nodes), len(shape_of(node)) - 1)
 

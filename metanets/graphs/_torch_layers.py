@@ -13,7 +13,7 @@ from torch import Tensor, fx, nn
 
 from metanets.graphs._builder import DenseBlock, GraphBuilder
 from metanets.graphs._functional import _flatten_group, passthrough
-from metanets.graphs._values import Group, Value
+from metanets.graphs._values import Group, Value, shape_of
 from metanets.graphs.errors import UnsupportedOperationError
 from metanets.graphs.features import EdgeType, NodeFeature, NodeType
 
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
 
 def _out_dim(node: fx.Node) -> int:
-    from metanets.graphs.parameter_graph import shape_of
-
     return len(shape_of(node)) - 1
 
 
@@ -132,8 +130,6 @@ def embedding(w: ParameterGraphWalker, node: fx.Node, m: nn.Embedding, path: str
 
 
 def flatten_module(w: ParameterGraphWalker, node: fx.Node, m: nn.Flatten, path: str) -> Value:
-    from metanets.graphs.parameter_graph import shape_of
-
     value = w.value(node.args[0])
     if not isinstance(value, Group):
         return value

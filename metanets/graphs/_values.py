@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Union
 
-from torch import Tensor
+import torch
+from torch import Tensor, fx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,3 +27,11 @@ class Pending:
 
 
 Value = Union[Group, Pending, None, tuple[Any, ...], list[Any], dict[str, Any]]
+
+
+def shape_of(arg: Any) -> torch.Size:
+    """Shape of an fx value, from the shape pass (:func:`~metanets.graphs.tracing.trace`)."""
+    meta = arg.meta.get("tensor_meta") if isinstance(arg, fx.Node) else None
+    if meta is None or not hasattr(meta, "shape"):
+        raise ValueError(f"no tensor shape recorded for {arg}")
+    return meta.shape

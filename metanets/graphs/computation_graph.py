@@ -19,7 +19,8 @@ from torch_geometric.data import Data
 
 from metanets.graphs.errors import UnsupportedOperationError
 from metanets.graphs.features import OpEdgeFeature, OpFeature
-from metanets.graphs.parameter_graph import describe, module_handlers, supported_operations
+from metanets.graphs._functional import describe
+from metanets.graphs.parameter_graph import module_handlers, supported_operations
 from metanets.graphs.tracing import module_path, trace
 
 #: op-type vocabulary: ``op_type`` indexes it; ``"other"`` is for user ``leaf_modules``

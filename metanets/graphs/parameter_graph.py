@@ -16,7 +16,8 @@ from torch import Tensor, fx, nn
 
 from metanets.graphs import _functional, _pyg_layers, _torch_layers
 from metanets.graphs._builder import GraphBuilder
-from metanets.graphs._values import Group, Pending, Value
+from metanets.graphs._functional import describe
+from metanets.graphs._values import Group, Pending, Value, shape_of
 from metanets.graphs.errors import UnsupportedOperationError
 from metanets.graphs.features import EdgeFeature, NodeType
 from metanets.graphs.tracing import module_path, trace
@@ -189,22 +190,6 @@ class ParameterGraphWalker:
                 type(module).__name__, path, self.supported(),
                 "a layer called twice shares its weights, which one graph cannot show")
         self._called.add(path)
-
-
-def shape_of(arg: Any) -> torch.Size:
-    """Shape of an fx value, from the shape pass."""
-    meta = arg.meta.get("tensor_meta") if isinstance(arg, fx.Node) else None
-    if meta is None or not hasattr(meta, "shape"):
-        raise ValueError(f"no tensor shape recorded for {arg}")
-    return meta.shape
-
-
-def describe(node: fx.Node) -> str:
-    if node.op == "call_method":
-        return f"Tensor.{node.target}"
-    if node.op == "call_function":
-        return _functional.function_name(node.target)
-    return str(node.target)
 
 
 def _resolve_handler(cls: type, handlers: Mapping[type, ModuleHandler]) -> ModuleHandler | None:
