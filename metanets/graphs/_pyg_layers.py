@@ -66,7 +66,7 @@ def gin(w: ParameterGraphWalker, node: fx.Node, m: nn.Module, path: str) -> Valu
     src = _input(w, node, path)
     w.builder.scalar(f"{path}.eps", m.eps)
     example = torch.zeros(shape_of(node.args[0]))
-    return w.walk_submodule(m.nn, f"{path}.nn", node, [Group(src, 1)], [example])
+    return w.walk_submodule(m.nn, f"{path}.nn", [Group(src, 1)], [example])
 
 
 def gat(w: ParameterGraphWalker, node: fx.Node, m: nn.Module, path: str) -> Value:

@@ -37,8 +37,9 @@ def module_handlers() -> dict[type[nn.Module], ModuleHandler]:
 def supported_operations(extra: Iterable[type[nn.Module]] = ()) -> list[str]:
     """Names of every module, function and method the converters understand."""
     modules = [cls.__name__ for cls in (*module_handlers(), *extra)]
-    functions = [_functional.function_name(f) for f in _functional.FUNCTIONS]
-    methods = [f"Tensor.{name}" for name in _functional.METHODS]
+    ops = _functional.no_features  # shape queries are no operations
+    functions = [_functional.function_name(f) for f, h in _functional.FUNCTIONS.items() if h != ops]
+    methods = [f"Tensor.{name}" for name, h in _functional.METHODS.items() if h != ops]
     return sorted({*modules, *functions, *methods})
 
 
@@ -174,8 +175,8 @@ class ParameterGraphWalker:
     def supported(self) -> list[str]:
         return supported_operations([*self.handlers, *self.passthrough])
 
-    def walk_submodule(self, module: nn.Module, path: str, node: fx.Node,
-                       inputs: Sequence[Value], example_inputs: Sequence[Any]) -> Value:
+    def walk_submodule(self, module: nn.Module, path: str, inputs: Sequence[Value],
+                       example_inputs: Sequence[Any]) -> Value:
         """Convert a leaf's child network (GIN's MLP) with the same builder."""
         self._check_once(module, path)
         gm = trace(module, example_inputs, leaf_types=tuple(self.handlers))
