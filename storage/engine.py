@@ -1,10 +1,16 @@
 """One SQLAlchemy engine factory from a URL (SQLite by default, PostgreSQL for many workers)."""
 from __future__ import annotations
 
-from typing import Any
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+T = TypeVar("T")
 
 DEFAULT_STORAGE = "sqlite:///metanas.db"
 #: seconds a SQLite writer waits for a lock held by another worker before failing
@@ -68,6 +74,19 @@ def create_engine(url: str | URL = DEFAULT_STORAGE) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         sqlalchemy.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def retry_schema_race(create: Callable[[], T], attempts: int = 5) -> T:
+    """Run ``create`` (which creates tables), retrying when another worker creating the same
+    tables at the same moment makes it fail (PostgreSQL: duplicate type or relation)."""
+    for attempt in range(attempts):
+        try:
+            return create()
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+    raise AssertionError("unreachable")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from storage.engine import engine_kwargs, parse_url
+from storage.engine import engine_kwargs, parse_url, retry_schema_race
 
 #: seconds between a running trial's heartbeats
 HEARTBEAT_INTERVAL = 30
@@ -21,7 +21,8 @@ def make_optuna_storage(
     """``RDBStorage`` for ``url`` with heartbeats and retries of trials of dead workers."""
     parse_url(url)
     grace = grace_period if grace_period is not None else max(GRACE_PERIOD, 2 * heartbeat_interval)
-    return RDBStorage(
+    return retry_schema_race(lambda: RDBStorage(
         url, engine_kwargs=engine_kwargs(url), heartbeat_interval=heartbeat_interval,
-        grace_period=grace, heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-    )
+        grace_period=grace,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+    ))

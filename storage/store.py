@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.engine import DEFAULT_STORAGE, create_engine, redact
+from storage.engine import DEFAULT_STORAGE, create_engine, redact, retry_schema_race
 from storage.models import ArchitectureModel, BaseModel, TrainedModelModel
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class ModelStore:
 
     def __init__(self, url: str | Engine = DEFAULT_STORAGE) -> None:
         self.engine = create_engine(url) if isinstance(url, str) else url
-        BaseModel.metadata.create_all(self.engine)
+        retry_schema_race(lambda: BaseModel.metadata.create_all(self.engine))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.contextmanager

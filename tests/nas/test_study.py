@@ -93,10 +93,10 @@ def test_study_identity_is_checked(sqlite_url: str) -> None:
                                 evaluator=_FlakyEvaluator(), verbose=False))
 
 
-def _search_command(storage: str, study: str, trials: int, *extra: str) -> list[str]:
+def _search_command(storage: str, study: str, trials: int, *extra: str, epochs: int = 30) -> list[str]:
     return [
         sys.executable, "-m", "nas.cli", "search", "--dataset", "cora", "--convs", "gcn,sage",
-        "--trials", str(trials), "--epochs", "30", "--patience", "0", "--storage", storage,
+        "--trials", str(trials), "--epochs", str(epochs), "--patience", "0", "--storage", storage,
         "--study", study, "--heartbeat", "1", "--grace-period", "3", *extra,
     ]
 
@@ -141,7 +141,7 @@ def test_killed_search_resumes_with_earlier_trials_intact(cora_available: None, 
 def test_two_workers_on_postgres(cora_available: None, postgres_url: str) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     workers = [
-        subprocess.Popen(_search_command(postgres_url, "pg", 6, "--seed", str(seed)), env=env,
+        subprocess.Popen(_search_command(postgres_url, "pg", 6, "--seed", str(seed), epochs=5), env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for seed in (1, 2)
     ]
