@@ -169,10 +169,18 @@ def _print_best(study: Any) -> None:
     except KeyError:
         print("no completed trial yet")
         return
+    if best["val_acc"] is None and best.get("score") is not None:  # a training-free evaluator
+        quality = f"score {best['score']:.6g}"
+    else:
+        quality = f"val {_num(best['val_acc'])} test {_num(best['test_acc'])}"
     print(
-        f"best: trial {best['trial']} val {best['val_acc']:.4f} test {best['test_acc']:.4f} "
-        f"params {best['num_params']:,} | {best.get('summary', '')}"
+        f"best: trial {best['trial']} {quality} params {best['num_params'] or 0:,} | "
+        f"{best.get('summary', '')}"
     )
+
+
+def _num(value: float | None) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "null"
 
 
 def _add_best(commands: Any) -> None:
@@ -191,7 +199,9 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(best, sort_keys=True))
         return 0
-    for key in ("trial", "val_acc", "test_acc", "num_params", "summary"):
+    for key in ("trial", "val_acc", "test_acc", "score", "num_params", "summary"):
+        if key == "score" and best.get(key) is None:
+            continue
         print(f"{key:>12}: {best.get(key)}")
     print(f"{'architecture':>12}: {json.dumps(best['architecture'], sort_keys=True)}")
     return 0

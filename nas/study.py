@@ -31,9 +31,10 @@ from storage import DEFAULT_STORAGE, ModelStore, make_optuna_storage, redact
 if TYPE_CHECKING:
     from search_spaces.base import Architecture
 
-#: objective name -> (direction, value from an evaluation)
+#: objective name -> (direction, value from an evaluation); "accuracy" is the validation
+#: accuracy, or a training-free evaluator's score (see Evaluation.accuracy_estimate)
 OBJECTIVES: dict[str, tuple[str, Callable[[Evaluation], float]]] = {
-    "accuracy": ("maximize", lambda ev: float(ev.metrics["val_acc"])),
+    "accuracy": ("maximize", lambda ev: ev.accuracy_estimate()),
     "params": ("minimize", lambda ev: float(ev.num_params if ev.num_params is not None else math.nan)),
 }
 #: user attribute a trial gets when its objective failed for a reason of its own
@@ -316,7 +317,10 @@ def format_trial_line(trial: optuna.trial.FrozenTrial, worker: int | None = None
         return f"{prefix} FAIL {attrs.get(FAIL_REASON, 'worker stopped')}"
     if trial.state == TrialState.PRUNED:
         return f"{prefix} PRUNED at epoch {trial.last_step}"
-    parts = [f"{prefix} val {attrs.get('val_acc', math.nan):.4f} test {attrs.get('test_acc', math.nan):.4f}"]
+    if "val_acc" not in attrs and "score" in attrs:  # a training-free evaluator
+        parts = [f"{prefix} score {attrs['score']:.6g}"]
+    else:
+        parts = [f"{prefix} val {attrs.get('val_acc', math.nan):.4f} test {attrs.get('test_acc', math.nan):.4f}"]
     if attrs.get("num_params") is not None:
         parts.append(f"{attrs['num_params']:,} params")
     if attrs.get("duplicate_of") is not None:
