@@ -109,6 +109,12 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--heartbeat", type=int, default=30, help=argparse.SUPPRESS)
     p.add_argument("--grace-period", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    p.add_argument("--prescreen", default=None, metavar="PROXY",
+                   help="zero-cost proxy (synflow, naswot, ...) that picks the best of --prescreen-k "
+                        "proposals of the strategy before any is evaluated")
+    p.add_argument("--prescreen-k", type=int, default=10, help="proposals per trial (default 10)")
+    p.add_argument("--prescreen-dataset", default=None,
+                   help="dataset the proxy is computed on (default --dataset)")
     p.set_defaults(handler=cmd_search)
 
 
@@ -125,7 +131,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         epochs=args.epochs, patience=args.patience,
         objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),
         pruner=args.pruner, heartbeat=args.heartbeat, grace_period=args.grace_period,
-        verbose=not args.quiet,
+        verbose=not args.quiet, prescreen=args.prescreen, prescreen_candidates=args.prescreen_k,
+        prescreen_dataset=args.prescreen_dataset,
     )
     _validate_names(config)
     print(f"metanas search: study {config.study_name!r} in {redact(config.storage)}", flush=True)

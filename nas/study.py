@@ -22,7 +22,7 @@ import torch
 from optuna.trial import TrialState
 
 from nas.evaluators import Evaluation, Evaluator, get_evaluator
-from nas.samplers import get_sampler
+from nas.samplers import PrescreenSampler, get_sampler, proxy_scorer
 from nas.tasks import Task, load_task
 from nas.train import resolve_device
 from search_spaces import SearchSpace, get_space
@@ -67,6 +67,9 @@ class SearchConfig:
     heartbeat: int = 30                    # seconds between heartbeats of a running trial
     grace_period: int | None = None        # seconds before a silent RUNNING trial is failed
     verbose: bool = True                   # one line per trial and a progress bar
+    prescreen: str | None = None           # zero-cost proxy ranking `prescreen_candidates`
+    prescreen_candidates: int = 10         # base-strategy proposals per trial (PrescreenSampler)
+    prescreen_dataset: str | None = None   # data the proxy sees (default: the search dataset)
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -221,6 +224,8 @@ def run_search(config: SearchConfig) -> optuna.Study:
     space.check_level(task.level)
     if evaluator.needs_data:
         task.num_features  # load the data (and fail on missing data) before the first trial
+    if config.prescreen:
+        prescreen_task(config, task).num_features  # the proxy's data, likewise
     study = create_or_load_study(config, task)
     if config.n_jobs == 1:
         run_worker(config, worker=0, task=task)
@@ -249,6 +254,13 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     evaluator = config.make_evaluator()
     study = create_or_load_study(config, task)
     study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))
+    if config.prescreen:
+        study.sampler = PrescreenSampler(
+            study.sampler, space, proxy_scorer(
+                space, prescreen_task(config, task), config.prescreen, seed=config.seed,
+                device=str(resolve_device(config.device)),
+            ), config.prescreen_candidates,
+        )
     store = ModelStore(config.storage)
     objective = Objective(space, task, evaluator, store, config)
     printer = TrialPrinter(config, worker) if config.verbose else None
@@ -266,6 +278,13 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
         )
     if printer:
         printer.close(study)
+
+
+def prescreen_task(config: SearchConfig, task: Task) -> Task:
+    """The task whose data the pre-screening proxy is computed on."""
+    if config.prescreen_dataset is None:
+        return task
+    return load_task(config.prescreen_dataset, config.data_root, seed=0)
 
 
 def sampler_seed(seed: int, worker: int, study: optuna.Study) -> int:

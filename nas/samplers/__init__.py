@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import optuna
 
+from nas.samplers._prescreen import PrescreenSampler, proxy_scorer
 from search_spaces.resolver import resolve
 
 
@@ -34,4 +35,4 @@ def get_sampler(name: str | optuna.samplers.BaseSampler, seed: int | None = None
     return resolve(name, STRATEGIES, "strategy")(seed)
 
 
-__all__ = ["STRATEGIES", "get_sampler"]
+__all__ = ["PrescreenSampler", "STRATEGIES", "get_sampler", "proxy_scorer"]

@@ -73,3 +73,26 @@ def test_search_with_a_proxy_end_to_end_on_cora(cora_available, sqlite_url, caps
     assert main(["best", "--storage", sqlite_url, "--study", "zc", "--json"]) == 0
     best = json.loads(capsys.readouterr().out)
     assert best["score"] == max(row["score"] for row in rows) and best["test_acc"] is None
+
+
+@pytest.mark.slow
+def test_prescreened_search_end_to_end_on_cora(cora_available, sqlite_url, capsys):
+    from nas.cli import main
+
+    argv = ["search", "--dataset", "cora", "--evaluator", "zero-cost:params", "--strategy", "random",
+            "--prescreen", "NASWOT", "--prescreen-k", "3", "--trials", "2", "--storage", sqlite_url,
+            "--study", "ps", "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    import optuna
+
+    study = optuna.load_study(study_name="ps", storage=sqlite_url)
+    records = [json.loads(t.system_attrs["prescreen"]) for t in study.trials]
+    assert [len(r["scores"]) for r in records] == [3, 3]
+
+
+def test_bad_prescreen_proxy_exits_2(sqlite_url, capsys):
+    from nas.cli import main
+
+    argv = ["search", "--dataset", "cora", "--prescreen", "jacob", "--storage", sqlite_url]
+    assert main(argv) == 2
+    assert "could not resolve zero-cost proxy 'jacob' among choices" in capsys.readouterr().err
