@@ -344,8 +344,8 @@ def format_trial_line(trial: optuna.trial.FrozenTrial, worker: int | None = None
         parts.append(f"{attrs['num_params']:,} params")
     if attrs.get("duplicate_of") is not None:
         parts.append(f"same architecture as trial {attrs['duplicate_of']}")
-    elif attrs.get("seconds") is not None:
-        parts.append(f"{attrs.get('epochs')} ep {attrs['seconds']:.1f}s")
+    elif attrs.get("epochs") is not None:  # a table lookup trains no epochs
+        parts.append(f"{attrs['epochs']} ep {attrs.get('seconds') or 0.0:.1f}s")
     parts.append(str(attrs.get("summary", "")))
     return " | ".join(parts)
 
