@@ -39,13 +39,6 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 #: ``proxy(model, batches, loss_fn) -> score`` (higher: predicted more accurate)
 Proxy = Callable[..., float]
 
-#: activation modules whose input sign is a unit's binary code (NASWOT)
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ELU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.PReLU, nn.SiLU,
-    nn.Mish, nn.SELU, nn.CELU, nn.ReLU6, nn.Hardtanh,
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class ProxyBatch:
     """The inputs of one forward pass and the targets of the outputs that are scored.
@@ -158,9 +151,8 @@ def naswot(model: nn.Module, batches: Sequence[ProxyBatch], loss_fn: LossFn = cr
     inputs into distinct linear regions score higher.
 
     A sample is a scored node (node tasks) or a node of the batch (graph tasks), at most
-    ``max_samples`` of them; a unit is an input coordinate of an activation module (its sign is
-    the ReLU code), or, in a model without activation modules, an output coordinate of a
-    message-passing or linear layer. A ridge of ``1e-3`` keeps :math:`K` invertible when two
+    ``max_samples`` of them; a unit is an output coordinate of a message-passing or linear layer
+    applied to all nodes (its sign is the code of a ReLU that follows it). A ridge of ``1e-3`` keeps :math:`K` invertible when two
     samples share a code.
 
     Mellor et al., "Neural Architecture Search without Training", ICML 2021.
@@ -250,7 +242,8 @@ def _naswot_batch(model: nn.Module, batch: ProxyBatch, max_samples: int) -> floa
         for hook in hooks:
             hook.remove()
     rows = _naswot_rows(batch, max_samples)
-    units = [c[rows].flatten(1) for c in codes if c.dim() >= 2 and c.size(0) > int(rows.max())]
+    num_nodes = batch.inputs[0].size(0)
+    units = [c[rows] for c in codes if isinstance(c, Tensor) and c.dim() == 2 and c.size(0) == num_nodes]
     if not units:
         return 0.0
     c = torch.cat(units, dim=1).double()  # (M, units) in {0, 1}
@@ -267,9 +260,6 @@ def _naswot_rows(batch: ProxyBatch, max_samples: int) -> Tensor:
 
 
 def _code_hooks(model: nn.Module, codes: list[Tensor]) -> list:
-    activations = [m for m in model.modules() if isinstance(m, ACTIVATION_TYPES)]
-    if activations:
-        return [m.register_forward_hook(lambda _m, i, _o: codes.append(i[0] > 0)) for m in activations]
     from torch_geometric.nn import MessagePassing
 
     layers = [m for m in model.modules() if isinstance(m, (MessagePassing, nn.Linear))]

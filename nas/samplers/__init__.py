@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import optuna
 
+from nas.samplers._nac import NACSampler, nac_search
 from nas.samplers._prescreen import PrescreenSampler, proxy_scorer
 from search_spaces.resolver import resolve
 
@@ -21,10 +22,15 @@ def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
     )
 
 
+def _nac(seed: int | None) -> optuna.samplers.BaseSampler:
+    return NACSampler(seed=seed)
+
+
 #: canonical strategy name -> factory taking a seed
 STRATEGIES: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "random": _random,
     "tpe": _tpe,
+    "nac": _nac,  # training-free sparse-coding search of the gnn space (Xu et al. 2023)
 }
 
 
@@ -35,4 +41,4 @@ def get_sampler(name: str | optuna.samplers.BaseSampler, seed: int | None = None
     return resolve(name, STRATEGIES, "strategy")(seed)
 
 
-__all__ = ["PrescreenSampler", "STRATEGIES", "get_sampler", "proxy_scorer"]
+__all__ = ["NACSampler", "PrescreenSampler", "STRATEGIES", "get_sampler", "nac_search", "proxy_scorer"]
