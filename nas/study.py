@@ -203,8 +203,8 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
 
 def run_search(config: SearchConfig) -> optuna.Study:
     """Run (or continue) the search described by ``config``; returns the study."""
-    space = get_space(config.space)
     task = load_task(config.dataset, config.data_root, seed=0)
+    space = get_space(config.space).for_dataset(task.name)
     evaluator = get_evaluator(config.evaluator, epochs=config.epochs, patience=config.patience)
     evaluator.check_space(space)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
@@ -234,8 +234,8 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     """One worker's loop: run trials until the study's budget or the timeout is used up."""
     if config.n_jobs > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_jobs))
-    space = get_space(config.space)
     task = task or load_task(config.dataset, config.data_root, seed=0)
+    space = get_space(config.space).for_dataset(task.name)
     evaluator = get_evaluator(config.evaluator, epochs=config.epochs, patience=config.patience)
     study = create_or_load_study(config, task)
     study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))
