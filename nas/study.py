@@ -207,6 +207,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
     space = get_space(config.space).for_dataset(task.name)
     evaluator = get_evaluator(config.evaluator, epochs=config.epochs, patience=config.patience)
     evaluator.check_space(space)
+    evaluator.check_task(task)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
     space.check_level(task.level)
     if evaluator.needs_data:

@@ -159,3 +159,14 @@ def test_cli_trains_benchmark_architectures_with_the_benchmarks_optimizer(
     arch = NasBenchGraphArchitecture.from_json(trial.user_attrs["arch"])
     assert stored.num_params == trial.user_attrs["num_params"]
     assert abs(stored.num_params - query(arch, "cora").num_params) <= 4 * 2 * 256  # unused BNs
+
+
+def test_cli_refuses_a_dataset_the_benchmark_lacks_before_any_trial(
+    no_data: Path, sqlite_url: str, capsys
+) -> None:
+    argv = ["search", "--space", "nasbench-graph", "--evaluator", "table", "--dataset", "texas",
+            "--trials", "3", "--storage", sqlite_url, "--study", "nbg-texas"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'texas'" in err and "'cora', 'citeseer', 'pubmed'" in err and "'arxiv'" in err
+    assert "nbg-texas" not in optuna.get_all_study_names(sqlite_url)
