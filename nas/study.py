@@ -216,10 +216,11 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
 
 def run_search(config: SearchConfig) -> optuna.Study:
     """Run (or continue) the search described by ``config``; returns the study."""
-    space = config.make_space()
     task = load_task(config.dataset, config.data_root, seed=0)
+    space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     evaluator.check_space(space)
+    evaluator.check_task(task)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
     space.check_level(task.level)
     if evaluator.needs_data:
@@ -249,8 +250,8 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     """One worker's loop: run trials until the study's budget or the timeout is used up."""
     if config.n_jobs > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_jobs))
-    space = config.make_space()
     task = task or load_task(config.dataset, config.data_root, seed=0)
+    space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     study = create_or_load_study(config, task)
     study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))

@@ -202,10 +202,10 @@ class NasBenchGraphSpace(SearchSpace):
     """NAS-Bench-Graph's cell space (node classification only).
 
     Args:
-        dataset: the benchmark dataset whose hyper-parameters models are built and trained with.
-            ``None`` (default): recognised from the input/output sizes at :meth:`build` (every
-            benchmark dataset has distinct ones), else ``"cora"``'s; :meth:`training_config`
-            then uses ``"cora"``'s.
+        dataset: the benchmark dataset whose hyper-parameters models are built and trained with
+            (a search sets it through :meth:`for_dataset`). ``None`` (default): recognised from
+            the input/output sizes at :meth:`build` (every benchmark dataset has distinct ones),
+            else ``"cora"``'s; :meth:`training_config` then uses ``"cora"``'s.
     """
 
     name = "nasbench-graph"
@@ -213,6 +213,12 @@ class NasBenchGraphSpace(SearchSpace):
 
     def __init__(self, dataset: str | None = None) -> None:
         self.dataset = None if dataset is None else benchmark_dataset(dataset)
+
+    def for_dataset(self, dataset: str) -> NasBenchGraphSpace:
+        """This space with ``dataset``'s benchmark hyper-parameters (itself for other datasets)."""
+        if self.dataset is not None or dataset not in BENCHMARK_SETTINGS:
+            return self
+        return NasBenchGraphSpace(dataset)
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> NasBenchGraphArchitecture:
         """``link_pattern`` (0..8) and ``op0``..``op3``, all categorical.

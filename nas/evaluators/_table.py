@@ -108,6 +108,10 @@ class TableEvaluator(Evaluator):
                 f"space {space.name!r}; use space {NasBenchGraphSpace.name!r}"
             )
 
+    def check_task(self, task: Task) -> None:
+        if self.dataset is None:
+            _dataset(task.name)  # ValueError listing the benchmark's datasets
+
     def evaluate(
         self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int = 0,
         device: str = "cpu", report: Reporter | None = None,

@@ -141,3 +141,32 @@ def test_cli_refuses_the_table_for_another_space(sqlite_url: str, capsys) -> Non
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "'table'" in err and "'gnn'" in err
+
+
+@pytest.mark.slow
+def test_cli_trains_benchmark_architectures_with_the_benchmarks_optimizer(
+    cora_available, sqlite_url: str
+) -> None:
+    argv = [
+        "search", "--space", "nasbench-graph", "--evaluator", "train", "--dataset", "cora",
+        "--trials", "1", "--epochs", "2", "--storage", sqlite_url, "--study", "nbg-train",
+        "--device", "cpu",
+    ]
+    assert main(argv) == 0
+    (trial,) = optuna.load_study(study_name="nbg-train", storage=sqlite_url).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["epochs"] == 2
+    (stored,) = ModelStore(sqlite_url).list_models("nbg-train")  # trained weights are stored
+    arch = NasBenchGraphArchitecture.from_json(trial.user_attrs["arch"])
+    assert stored.num_params == trial.user_attrs["num_params"]
+    assert abs(stored.num_params - query(arch, "cora").num_params) <= 4 * 2 * 256  # unused BNs
+
+
+def test_cli_refuses_a_dataset_the_benchmark_lacks_before_any_trial(
+    no_data: Path, sqlite_url: str, capsys
+) -> None:
+    argv = ["search", "--space", "nasbench-graph", "--evaluator", "table", "--dataset", "texas",
+            "--trials", "3", "--storage", sqlite_url, "--study", "nbg-texas"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'texas'" in err and "'cora', 'citeseer', 'pubmed'" in err and "'arxiv'" in err
+    assert "nbg-texas" not in optuna.get_all_study_names(sqlite_url)

@@ -11,7 +11,7 @@ import torch
 from nas_bench_graph.architecture import Arch
 from nas_bench_graph.readbench import light_read
 
-from search_spaces import SPACES, get_space
+from search_spaces import SPACES, GNNSpace, get_space
 from search_spaces.base import RandomTrial
 from search_spaces.nasbench_graph import (
     BENCHMARK_SETTINGS, LINK_PATTERNS, NUM_ARCHITECTURES, OPS, NasBenchGraphArchitecture,
@@ -211,3 +211,13 @@ def test_training_config_is_accepted_by_the_training_loop() -> None:
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.1
     with pytest.raises(ValueError, match=r"'rmsprop' among choices \['adam', 'sgd'\]"):
         make_optimizer(model, TrainConfig(optimizer="rmsprop"))
+
+
+def test_for_dataset_picks_the_benchmarks_setting() -> None:
+    space = get_space("nasbench-graph")
+    citeseer = space.for_dataset("citeseer")
+    assert citeseer.dataset == "citeseer" and space.dataset is None
+    assert citeseer.training_config(space.sample(0))["lr"] == BENCHMARK_SETTINGS["citeseer"].lr
+    assert space.for_dataset("texas") is space  # not a benchmark dataset: shapes decide
+    assert citeseer.for_dataset("cora") is citeseer  # an explicit choice is kept
+    assert GNNSpace().for_dataset("cora").name == "gnn"
