@@ -3,7 +3,9 @@
 Like :class:`optuna.samplers.PartialFixedSampler`, :class:`PrescreenSampler` wraps a base
 sampler. Before each trial it asks the base sampler for ``candidates`` complete proposals (each
 drawn the way ``optuna.Trial`` draws one: the base's relative sample, then its independent sample
-for every remaining parameter), turns each into an architecture with the space's own ``suggest``,
+for every remaining parameter; for the proposing strategies of :mod:`nas.samplers._base`, the
+first is the strategy's own proposal and the others come from its ``propose`` with generators of
+their own), turns each into an architecture with the space's own ``suggest``,
 scores them (a zero-cost proxy, see :func:`proxy_scorer`) and lets the trial take the best one.
 Only that one is evaluated (trained, or looked up in a table); the others cost a proxy each.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,8 @@ from optuna.distributions import (
     _get_single_value,
 )
 from optuna.trial import FrozenTrial, TrialState
+
+from nas.samplers._base import ProposalSampler, ReplayTrial
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -72,7 +77,7 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         self.base.before_trial(study, trial)
         if "fixed_params" in trial.system_attrs:
             return
-        proposals = [self._propose(study, trial) for _ in range(self.candidates)]
+        proposals = [self._propose(study, trial, j) for j in range(self.candidates)]
         proposals = _unseen(study, proposals) or proposals
         scores = [self._safe_score(arch) for _, arch in proposals]
         best = max(range(len(proposals)), key=lambda i: (scores[i], -i))
@@ -95,7 +100,18 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         self._chosen.pop(trial._trial_id, None)
         self.base.after_trial(study, trial, state, values)
 
-    def _propose(self, study: optuna.Study, trial: FrozenTrial) -> tuple[dict[str, Any], Architecture]:
+    def _propose(
+        self, study: optuna.Study, trial: FrozenTrial, j: int
+    ) -> tuple[dict[str, Any], Architecture]:
+        if j > 0 and isinstance(self.base, ProposalSampler):
+            # a proposing strategy (evolution, predictor, reinforce) fixes one proposal per trial
+            # in before_trial; further candidates come from its propose() with their own
+            # generators, derived from the trial's (so a re-run proposes the same candidates)
+            rng = random.Random(f"prescreen:{self.base.trial_rng(trial.number).random()}:{j}")
+            params = self.base.propose(study, self.base.archive(study, trial.number), rng)
+            replay = ReplayTrial(params, rng)
+            arch = self.space.suggest(replay)  # type: ignore[arg-type]
+            return replay.params, arch
         proposal = _ProposalTrial(study, trial, self.base)
         arch = self.space.suggest(proposal)  # type: ignore[arg-type]
         return proposal.params, arch

@@ -34,11 +34,12 @@ def _widths(study: optuna.Study) -> list[float]:
     return [_width(space.suggest(optuna.trial.FixedTrial(t.params))) for t in study.trials]
 
 
-@pytest.mark.parametrize("strategy", ["random", "tpe"])
+@pytest.mark.parametrize("strategy", ["random", "tpe", "evolution", "predictor"])
 def test_prescreen_takes_the_best_scored_proposal(strategy):
     space = get_space("gnn")
-    plain = _run(get_sampler(strategy, seed=0))
-    screened = _run(PrescreenSampler(get_sampler(strategy, seed=0), space, _width, candidates=8))
+    options = {"space": space} if strategy in ("evolution", "predictor") else {}
+    plain = _run(get_sampler(strategy, seed=0, **options))
+    screened = _run(PrescreenSampler(get_sampler(strategy, seed=0, **options), space, _width, candidates=8))
     assert _widths(screened) != _widths(plain)  # the wrapper changes which candidate is evaluated
     assert sum(_widths(screened)) > 1.5 * sum(_widths(plain))
     for trial, width in zip(screened.trials, _widths(screened)):
@@ -47,10 +48,12 @@ def test_prescreen_takes_the_best_scored_proposal(strategy):
         assert width == max(record["scores"]) == record["scores"][record["chosen"]]
 
 
-def test_one_candidate_leaves_the_strategy_unchanged():
+@pytest.mark.parametrize("strategy", ["random", "evolution"])
+def test_one_candidate_leaves_the_strategy_unchanged(strategy):
     space = get_space("gnn")
-    plain = _run(get_sampler("random", seed=3), n_trials=5)
-    screened = _run(PrescreenSampler(get_sampler("random", seed=3), space, _width, candidates=1), n_trials=5)
+    options = {"space": space} if strategy == "evolution" else {}
+    plain = _run(get_sampler(strategy, seed=3, **options), n_trials=5)
+    screened = _run(PrescreenSampler(get_sampler(strategy, seed=3, **options), space, _width, candidates=1), n_trials=5)
     assert [t.params for t in screened.trials] == [t.params for t in plain.trials]
 
 
