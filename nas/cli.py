@@ -109,6 +109,12 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--heartbeat", type=int, default=30, help=argparse.SUPPRESS)
     p.add_argument("--grace-period", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    p.add_argument("--prescreen", default=None, metavar="PROXY",
+                   help="zero-cost proxy (synflow, naswot, ...) that picks the best of --prescreen-k "
+                        "proposals of the strategy before any is evaluated")
+    p.add_argument("--prescreen-k", type=int, default=10, help="proposals per trial (default 10)")
+    p.add_argument("--prescreen-dataset", default=None,
+                   help="dataset the proxy is computed on (default --dataset)")
     p.set_defaults(handler=cmd_search)
 
 
@@ -125,7 +131,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         epochs=args.epochs, patience=args.patience,
         objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),
         pruner=args.pruner, heartbeat=args.heartbeat, grace_period=args.grace_period,
-        verbose=not args.quiet,
+        verbose=not args.quiet, prescreen=args.prescreen, prescreen_candidates=args.prescreen_k,
+        prescreen_dataset=args.prescreen_dataset,
     )
     _validate_names(config)
     print(f"metanas search: study {config.study_name!r} in {redact(config.storage)}", flush=True)
@@ -169,10 +176,18 @@ def _print_best(study: Any) -> None:
     except KeyError:
         print("no completed trial yet")
         return
+    if best["val_acc"] is None and best.get("score") is not None:  # a training-free evaluator
+        quality = f"score {best['score']:.6g}"
+    else:
+        quality = f"val {_num(best['val_acc'])} test {_num(best['test_acc'])}"
     print(
-        f"best: trial {best['trial']} val {best['val_acc']:.4f} test {best['test_acc']:.4f} "
-        f"params {best['num_params']:,} | {best.get('summary', '')}"
+        f"best: trial {best['trial']} {quality} params {best['num_params'] or 0:,} | "
+        f"{best.get('summary', '')}"
     )
+
+
+def _num(value: float | None) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "null"
 
 
 def _add_best(commands: Any) -> None:
@@ -191,7 +206,9 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(best, sort_keys=True))
         return 0
-    for key in ("trial", "val_acc", "test_acc", "num_params", "summary"):
+    for key in ("trial", "val_acc", "test_acc", "score", "num_params", "summary"):
+        if key == "score" and best.get(key) is None:
+            continue
         print(f"{key:>12}: {best.get(key)}")
     print(f"{'architecture':>12}: {json.dumps(best['architecture'], sort_keys=True)}")
     return 0

@@ -23,7 +23,7 @@ import torch
 from optuna.trial import TrialState
 
 from nas.evaluators import Evaluation, Evaluator, get_evaluator
-from nas.samplers import get_sampler
+from nas.samplers import PrescreenSampler, get_sampler, proxy_scorer
 from nas.tasks import Task, load_task
 from nas.train import resolve_device
 from search_spaces import SearchSpace, get_space
@@ -32,9 +32,10 @@ from storage import DEFAULT_STORAGE, ModelStore, make_optuna_storage, redact
 if TYPE_CHECKING:
     from search_spaces.base import Architecture
 
-#: objective name -> (direction, value from an evaluation)
+#: objective name -> (direction, value from an evaluation); "accuracy" is the validation
+#: accuracy, or a training-free evaluator's score (see Evaluation.accuracy_estimate)
 OBJECTIVES: dict[str, tuple[str, Callable[[Evaluation], float]]] = {
-    "accuracy": ("maximize", lambda ev: float(ev.metrics["val_acc"])),
+    "accuracy": ("maximize", lambda ev: ev.accuracy_estimate()),
     "params": ("minimize", lambda ev: float(ev.num_params if ev.num_params is not None else math.nan)),
 }
 #: user attribute a trial gets when its objective failed for a reason of its own
@@ -67,6 +68,9 @@ class SearchConfig:
     heartbeat: int = 30                    # seconds between heartbeats of a running trial
     grace_period: int | None = None        # seconds before a silent RUNNING trial is failed
     verbose: bool = True                   # one line per trial and a progress bar
+    prescreen: str | None = None           # zero-cost proxy ranking `prescreen_candidates`
+    prescreen_candidates: int = 10         # base-strategy proposals per trial (PrescreenSampler)
+    prescreen_dataset: str | None = None   # data the proxy sees (default: the search dataset)
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -213,14 +217,17 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
 
 def run_search(config: SearchConfig) -> optuna.Study:
     """Run (or continue) the search described by ``config``; returns the study."""
-    space = config.make_space()
     task = load_task(config.dataset, config.data_root, seed=0)
+    space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     evaluator.check_space(space)
+    evaluator.check_task(task)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
     space.check_level(task.level)
     if evaluator.needs_data:
         task.num_features  # load the data (and fail on missing data) before the first trial
+    if config.prescreen:
+        prescreen_task(config, task).num_features  # the proxy's data, likewise
     study = create_or_load_study(config, task)
     if config.n_jobs == 1:
         run_worker(config, worker=0, task=task)
@@ -244,11 +251,18 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     """One worker's loop: run trials until the study's budget or the timeout is used up."""
     if config.n_jobs > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_jobs))
-    space = config.make_space()
     task = task or load_task(config.dataset, config.data_root, seed=0)
+    space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     study = create_or_load_study(config, task)
     study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))
+    if config.prescreen:
+        study.sampler = PrescreenSampler(
+            study.sampler, space, proxy_scorer(
+                space, prescreen_task(config, task), config.prescreen, seed=config.seed,
+                device=str(resolve_device(config.device)),
+            ), config.prescreen_candidates,
+        )
     store = ModelStore(config.storage)
     objective = Objective(space, task, evaluator, store, config)
     printer = TrialPrinter(config, worker) if config.verbose else None
@@ -266,6 +280,13 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
         )
     if printer:
         printer.close(study)
+
+
+def prescreen_task(config: SearchConfig, task: Task) -> Task:
+    """The task whose data the pre-screening proxy is computed on."""
+    if config.prescreen_dataset is None:
+        return task
+    return load_task(config.prescreen_dataset, config.data_root, seed=0)
 
 
 def sampler_seed(seed: int, worker: int, study: optuna.Study) -> int:
@@ -319,13 +340,16 @@ def format_trial_line(trial: optuna.trial.FrozenTrial, worker: int | None = None
         return f"{prefix} FAIL {attrs.get(FAIL_REASON, 'worker stopped')}"
     if trial.state == TrialState.PRUNED:
         return f"{prefix} PRUNED at epoch {trial.last_step}"
-    parts = [f"{prefix} val {attrs.get('val_acc', math.nan):.4f} test {attrs.get('test_acc', math.nan):.4f}"]
+    if "val_acc" not in attrs and "score" in attrs:  # a training-free evaluator
+        parts = [f"{prefix} score {attrs['score']:.6g}"]
+    else:
+        parts = [f"{prefix} val {attrs.get('val_acc', math.nan):.4f} test {attrs.get('test_acc', math.nan):.4f}"]
     if attrs.get("num_params") is not None:
         parts.append(f"{attrs['num_params']:,} params")
     if attrs.get("duplicate_of") is not None:
         parts.append(f"same architecture as trial {attrs['duplicate_of']}")
-    elif attrs.get("seconds") is not None:
-        parts.append(f"{attrs.get('epochs')} ep {attrs['seconds']:.1f}s")
+    elif attrs.get("epochs") is not None:  # a table lookup trains no epochs
+        parts.append(f"{attrs['epochs']} ep {attrs.get('seconds') or 0.0:.1f}s")
     parts.append(str(attrs.get("summary", "")))
     return " | ".join(parts)
 

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from nas.evaluators._table import TableEvaluator
 from nas.evaluators._train import TrainEvaluator
+from nas.evaluators._zero_cost import ZeroCostEvaluator
 from nas.evaluators.base import Evaluation, Evaluator
 from search_spaces.resolver import resolve
 
 #: canonical evaluator name -> class
 EVALUATORS: dict[str, type[Evaluator]] = {
     "train": TrainEvaluator,
+    "table": TableEvaluator,
+    "zero-cost": ZeroCostEvaluator,
 }
 
 
@@ -37,4 +41,7 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key in parameters}
 
 
-__all__ = ["EVALUATORS", "Evaluation", "Evaluator", "TrainEvaluator", "get_evaluator"]
+__all__ = [
+    "EVALUATORS", "Evaluation", "Evaluator", "TableEvaluator", "TrainEvaluator",
+    "ZeroCostEvaluator", "get_evaluator",
+]

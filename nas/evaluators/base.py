@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -18,7 +19,9 @@ class Evaluation:
     """An evaluator's answer for one architecture.
 
     ``metrics["val_acc"]`` is what a search selects on; ``metrics["test_acc"]`` is recorded and
-    never used to select. ``state_dict`` (trained weights) is stored when present.
+    never used to select. A training-free evaluator has neither and instead returns
+    ``metrics["score"]``, an estimate that ranks like accuracy (higher: predicted more accurate;
+    not comparable to an accuracy). ``state_dict`` (trained weights) is stored when present.
     """
 
     metrics: dict[str, float]
@@ -29,6 +32,12 @@ class Evaluation:
     epochs: int | None = None
     in_channels: int | None = None
     out_channels: int | None = None
+
+    def accuracy_estimate(self) -> float:
+        """What the "accuracy" objective maximises: ``val_acc`` when the evaluation has one,
+        else a training-free ``score``; NaN when it has neither."""
+        value = self.metrics.get("val_acc", self.metrics.get("score", math.nan))
+        return float(value)
 
 
 class Evaluator(abc.ABC):
@@ -47,6 +56,10 @@ class Evaluator(abc.ABC):
 
     def check_space(self, space: SearchSpace) -> None:
         """Raise ``ValueError`` naming both if this evaluator cannot score ``space``."""
+
+    def check_task(self, task: Task) -> None:
+        """Raise ``ValueError`` if this evaluator cannot score architectures on ``task`` (must not
+        load the task's data)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -1,0 +1,247 @@
+"""NAC: training-free search of the GNN space by sparse coding on a randomly initialised supernet.
+
+Xu et al., "Do Not Train It: A Linear Neural Architecture Search of Graph Neural Networks",
+ICML 2023. A supernet holds, in every layer, one instance of every candidate convolution; a
+layer's output is a weighted sum of its candidates' outputs with architecture weights
+:math:`\\alpha`. The convolutions keep their random initial weights (never trained); only
+:math:`\\alpha` is fitted, by sparse coding: least squares between the (frozen, random) classifier's
+outputs on the training nodes and the one-hot labels, plus an L1 penalty that makes each layer
+choose few candidates, minimised by proximal gradient steps (ISTA). Each candidate's output is
+scaled to unit root-mean-square (the unit-norm atoms of a sparse-coding dictionary), so that
+:math:`\\alpha` compares operations rather than their initial output scales. The architecture is
+the candidate of largest :math:`|\\alpha|` in each layer.
+
+As an optuna strategy (:class:`NACSampler`, ``--strategy nac``): before each trial it runs the
+search on a supernet initialised with ``seed + trial number`` and hands the derived
+architecture's parameters to the trial, so the study's normal objective trains, scores and
+stores it like any other trial. Several trials are restarts from different random
+initialisations (an architecture derived twice is not trained twice: the objective reuses the
+earlier trial's result); the study keeps the one with the best validation accuracy.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import torch
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+from torch import Tensor, nn
+
+from search_spaces.gnn import (
+    ATTENTION_CONVS, AGGREGATING_CONVS, WIDTHS, GNNArchitecture, LayerSpec, make_conv, readout,
+)
+
+if TYPE_CHECKING:
+    from nas.proxies import ProxyBatch
+    from nas.tasks import Task
+
+#: system attribute of a trial: the fitted architecture weights and the candidate names
+NAC_ATTR = "nac"
+#: candidate convolutions of the supernet (the space's convs that take no extra hyper-parameter)
+NAC_CONVS: tuple[str, ...] = (
+    "gcn", "gat", "gatv2", "sage", "gin", "graph", "cheb", "arma", "sg", "tag", "transformer",
+    "linear",
+)
+
+
+class Supernet(nn.Module):
+    """Every candidate convolution in every layer, mixed by architecture weights ``alpha``.
+
+    Args:
+        in_channels: input node features.
+        out_channels: classes.
+        convs: candidate convolutions (names of :data:`search_spaces.gnn.CONVS`).
+        depth: message-passing layers.
+        width: channels of every candidate.
+        level: ``"node"`` or ``"graph"`` (mean readout before the classifier).
+
+    Shapes:
+        - input: ``x (N, in_channels)``, ``edge_index (2, E)``, ``batch (N,)`` for graph tasks
+        - output: ``(N or B, out_channels)``
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, convs: Sequence[str], depth: int = 2,
+        width: int = 64, level: str = "node",
+    ) -> None:
+        super().__init__()
+        self.convs_names, self.level = tuple(convs), level
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                make_conv(LayerSpec(conv, width, dropout=0.0), in_channels if i == 0 else width)
+                for conv in self.convs_names
+            )
+            for i in range(depth)
+        )
+        self.classifier = nn.Linear(width, out_channels)
+        self.alpha = nn.Parameter(torch.full((depth, len(self.convs_names)), 1.0 / len(self.convs_names)))
+
+    def atoms(self, layer: int, x: Tensor, edge_index: Tensor) -> Tensor:
+        """Unit-RMS outputs of layer ``layer``'s candidates: ``(num_convs, N, width)``."""
+        outs = torch.stack([conv(x, edge_index) for conv in self.layers[layer]])
+        return outs / outs.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)
+
+    def forward(
+        self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None,
+        first_atoms: Tensor | None = None,
+    ) -> Tensor:
+        for i in range(len(self.layers)):
+            atoms = first_atoms if i == 0 and first_atoms is not None else self.atoms(i, x, edge_index)
+            x = torch.einsum("o,onf->nf", self.alpha[i], atoms).relu()  # (N, width)
+        if self.level == "graph":
+            x = readout(x, batch, "mean")  # (B, width)
+        return self.classifier(x)
+
+    def derive(self) -> tuple[str, ...]:
+        """The candidate of largest ``|alpha|`` in every layer."""
+        return tuple(self.convs_names[int(i)] for i in self.alpha.detach().abs().argmax(dim=1))
+
+
+def nac_search(
+    batches: Sequence[ProxyBatch], in_channels: int, out_channels: int, level: str = "node", *,
+    convs: Sequence[str] = NAC_CONVS, depth: int = 2, width: int = 64, steps: int = 50,
+    step_size: float = 0.1, l1: float = 1e-3, seed: int = 0,
+) -> tuple[tuple[str, ...], Tensor]:
+    """Fit the architecture weights of a randomly initialised, frozen supernet by sparse coding.
+
+    Args:
+        batches: training data (see :func:`nas.proxies.proxy_batches`).
+        in_channels, out_channels, level: the task's dimensions and level.
+        convs: candidate convolutions per layer.
+        depth, width: supernet depth and channels.
+        steps: proximal gradient (ISTA) steps.
+        step_size: gradient step on ``alpha``.
+        l1: weight of the L1 penalty (the soft threshold is ``step_size * l1``).
+        seed: initialisation of the supernet's (frozen) weights.
+
+    Returns:
+        The chosen convolution of every layer and the fitted ``alpha`` ``(depth, len(convs))``.
+    """
+    torch.manual_seed(seed)
+    net = Supernet(in_channels, out_channels, convs, depth, width, level)
+    for name, parameter in net.named_parameters():
+        parameter.requires_grad_(name == "alpha")
+    net.eval()
+    with torch.no_grad():  # the first layer's atoms do not depend on alpha: computed once
+        first = [net.atoms(0, b.inputs[0], b.inputs[1]) for b in batches]
+    for _ in range(steps):
+        loss = sum(_least_squares(net, b, f, out_channels) for b, f in zip(batches, first))
+        (grad,) = torch.autograd.grad(loss, [net.alpha])
+        with torch.no_grad():  # ISTA: gradient step, then soft threshold (the L1 proximal map)
+            alpha = net.alpha - step_size * grad
+            net.alpha.copy_(alpha.sign() * (alpha.abs() - step_size * l1).clamp_min(0.0))
+    return net.derive(), net.alpha.detach().clone()
+
+
+def _least_squares(net: Supernet, batch: ProxyBatch, first: Tensor, classes: int) -> Tensor:
+    out = batch.scored(net(*batch.inputs, first_atoms=first))  # (M, C)
+    target = nn.functional.one_hot(batch.targets, classes).to(out.dtype)
+    return (out - target).pow(2).sum(dim=1).mean()
+
+
+def architecture_params(arch: GNNArchitecture) -> dict[str, Any]:
+    """The trial parameters under which ``GNNSpace.suggest`` returns ``arch``."""
+    params: dict[str, Any] = {"depth": arch.depth}
+    for i, layer in enumerate(arch.layers):
+        params[f"l{i}_conv"] = layer.conv
+        if layer.conv in ATTENTION_CONVS:
+            params[f"l{i}_heads"] = layer.heads
+        if layer.conv in AGGREGATING_CONVS:
+            params[f"l{i}_aggregation"] = layer.aggregation
+        params.update({
+            f"l{i}_width": layer.width, f"l{i}_activation": layer.activation,
+            f"l{i}_norm": layer.norm, f"l{i}_dropout": layer.dropout,
+        })
+    if arch.depth > 1:
+        params["skip"] = arch.skip
+    params.update(readout=arch.readout, lr=arch.lr, weight_decay=arch.weight_decay)
+    return params
+
+
+class NACSampler(optuna.samplers.BaseSampler):
+    """NAC as a strategy of the GNN space: every trial evaluates the architecture a fresh
+    sparse-coding search derives (see the module docstring).
+
+    The task is the study's (``study.user_attrs["dataset"]``, read from the default data root)
+    unless one is given. Layers of the derived architecture take the space's defaults for what
+    NAC does not search (width ``width``, ReLU, no norm, dropout 0.5, one head, add aggregation,
+    no skip, mean readout, lr 5e-3, weight decay 5e-4).
+
+    Args:
+        seed: base seed; trial ``n`` initialises its supernet with ``seed + n``.
+        depth, width, steps, step_size, l1: see :func:`nac_search`.
+        task: the task to search on (default: the study's dataset).
+    """
+
+    def __init__(
+        self, seed: int | None = None, depth: int = 2, width: int = 64, steps: int = 50,
+        step_size: float = 0.1, l1: float = 1e-3, task: Task | None = None,
+    ) -> None:
+        if width not in WIDTHS:
+            raise ValueError(f"NAC width {width} is not among the space's widths {list(WIDTHS)}")
+        self.seed = 0 if seed is None else seed
+        self.options = dict(depth=depth, width=width, steps=steps, step_size=step_size, l1=l1)
+        self.task = task
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        self._chosen: dict[int, dict[str, Any]] = {}
+
+    def reseed_rng(self) -> None:
+        self._fallback.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "fixed_params" in trial.system_attrs:
+            return
+        space = study.user_attrs.get("space", "gnn")
+        if space != "gnn":
+            raise ValueError(f"strategy 'nac' searches space 'gnn', not {space!r}")
+        arch, alpha = self.derive(self._task(study), seed=self.seed + trial.number)
+        self._chosen[trial._trial_id] = architecture_params(arch)
+        record = {"convs": list(NAC_CONVS), "alpha": [[round(float(a), 6) for a in row] for row in alpha]}
+        study._storage.set_trial_system_attr(trial._trial_id, NAC_ATTR, json.dumps(record))
+
+    def derive(self, task: Task, seed: int = 0) -> tuple[GNNArchitecture, Tensor]:
+        """Run NAC on ``task`` and return the derived architecture and the fitted ``alpha``."""
+        from nas.proxies import proxy_batches
+
+        batches = proxy_batches(task, seed=seed)
+        convs, alpha = nac_search(
+            batches, task.num_features, task.num_classes, task.level, seed=seed, **self.options
+        )
+        width = self.options["width"]
+        layers = tuple(LayerSpec(conv, width) for conv in convs)
+        return GNNArchitecture(layers=layers), alpha
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        chosen = self._chosen.get(trial._trial_id, {})
+        if param_name in chosen:
+            return chosen[param_name]
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None,
+    ) -> None:
+        self._chosen.pop(trial._trial_id, None)
+
+    def _task(self, study: optuna.Study) -> Task:
+        if self.task is None:
+            from nas.tasks import load_task
+
+            if "dataset" not in study.user_attrs:
+                raise ValueError("strategy 'nac' needs the study's dataset (run it with metanas search)")
+            self.task = load_task(study.user_attrs["dataset"])
+        return self.task
+
+    def __repr__(self) -> str:
+        return f"NACSampler(seed={self.seed}, {self.options})"

@@ -1,0 +1,98 @@
+"""The zero-cost evaluator: resolution by name, evaluations, and a search that trains nothing."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from nas.evaluators import Evaluation, ZeroCostEvaluator, get_evaluator
+from nas.study import OBJECTIVES
+from search_spaces import get_space
+
+
+class _TinyTask:
+    """A node task around the ``tiny_graph`` fixture."""
+
+    name, level, num_features, num_classes = "tiny", "node", 4, 3
+
+    def __init__(self, data) -> None:
+        self.data = data
+
+
+@pytest.mark.parametrize("query, proxy", [
+    ("zero-cost:synflow", "synflow"), ("zero-cost:SynFlow", "synflow"),
+    ("ZeroCost:grad-norm", "grad_norm"), ("zero_cost:NASWOT", "naswot"),
+])
+def test_get_evaluator_passes_the_proxy_as_variant(query, proxy):
+    evaluator = get_evaluator(query, epochs=5, patience=2)
+    assert isinstance(evaluator, ZeroCostEvaluator)
+    assert evaluator.proxy_name == proxy
+
+
+@pytest.mark.parametrize("query, match", [
+    ("zero-cost:jacob", r"could not resolve zero-cost proxy 'jacob' among choices \[.*'synflow'"),
+    ("zero-cost", r"needs a proxy.*'gradsign'"),
+])
+def test_bad_proxy_names_the_choices(query, match):
+    with pytest.raises(ValueError, match=match):
+        get_evaluator(query)
+
+
+def test_evaluation_has_a_score_and_no_accuracy(tiny_graph):
+    space = get_space("gnn")
+    arch = space.sample(0)
+    evaluation = get_evaluator("zero-cost:snip").evaluate(arch, space, _TinyTask(tiny_graph), seed=1)
+    assert set(evaluation.metrics) == {"score"}
+    assert math.isfinite(evaluation.metrics["score"]) and evaluation.num_params > 0
+    assert evaluation.state_dict is None
+    again = get_evaluator("zero-cost:snip").evaluate(arch, space, _TinyTask(tiny_graph), seed=1)
+    assert again.metrics == evaluation.metrics
+
+
+def test_accuracy_objective_uses_val_acc_else_the_score():
+    accuracy = OBJECTIVES["accuracy"][1]
+    assert accuracy(Evaluation(metrics={"val_acc": 0.5, "test_acc": 0.4})) == 0.5
+    assert accuracy(Evaluation(metrics={"score": 123.0})) == 123.0
+    assert math.isnan(accuracy(Evaluation(metrics={})))
+
+
+@pytest.mark.slow
+def test_search_with_a_proxy_end_to_end_on_cora(cora_available, sqlite_url, capsys):
+    from nas.cli import main
+
+    argv = ["search", "--dataset", "cora", "--evaluator", "zero-cost:synflow", "--strategy",
+            "random", "--trials", "3", "--storage", sqlite_url, "--study", "zc", "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "best: trial" in out and "score" in out
+    assert main(["trials", "--storage", sqlite_url, "--study", "zc", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3 and all(row["state"] == "COMPLETE" for row in rows)
+    assert all(row["values"][0] == row["score"] and row["val_acc"] is None for row in rows)
+    assert main(["best", "--storage", sqlite_url, "--study", "zc", "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["score"] == max(row["score"] for row in rows) and best["test_acc"] is None
+
+
+@pytest.mark.slow
+def test_prescreened_search_end_to_end_on_cora(cora_available, sqlite_url, capsys):
+    from nas.cli import main
+
+    argv = ["search", "--dataset", "cora", "--evaluator", "zero-cost:params", "--strategy", "random",
+            "--prescreen", "NASWOT", "--prescreen-k", "3", "--trials", "2", "--storage", sqlite_url,
+            "--study", "ps", "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    import optuna
+
+    study = optuna.load_study(study_name="ps", storage=sqlite_url)
+    records = [json.loads(t.system_attrs["prescreen"]) for t in study.trials]
+    assert [len(r["scores"]) for r in records] == [3, 3]
+
+
+def test_bad_prescreen_proxy_exits_2(sqlite_url, capsys):
+    from nas.cli import main
+
+    argv = ["search", "--dataset", "cora", "--prescreen", "jacob", "--storage", sqlite_url]
+    assert main(argv) == 2
+    assert "could not resolve zero-cost proxy 'jacob' among choices" in capsys.readouterr().err
