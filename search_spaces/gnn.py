@@ -387,7 +387,7 @@ class GNN(nn.Module):
             outputs.append(x)
         if self.arch.skip == "jk_cat":
             x = torch.cat(outputs, dim=-1)  # (N, sum of widths)
-        return self.classifier(self.head_dropout(x))
+        return self.classifier(input_dropout(x, self.head_dropout.p, self.training))
 
     def __repr__(self) -> str:
         return (
