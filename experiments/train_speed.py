@@ -207,12 +207,21 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def write_markdown(result: dict, path: Path) -> None:
-    s = result["summary"]
     lines = [
         "# Training speed: `train_model` vs a plain PyG script (Cora)", "",
         f"- date: {result['date']}", f"- machine: {result['machine']}",
         f"- load average at start: {result['load_start']}, at end: {result['load_end']}",
         f"- command: `{result['command']}`", f"- torch threads: {result['threads']}", "",
+    ]
+    if "summary" in result:
+        lines += _comparison_lines(result)
+    _study_lines(result, lines)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _comparison_lines(result: dict) -> list[str]:
+    s = result["summary"]
+    lines = [
         "| | plain PyG | ours |", "|---|---|---|",
         f"| median s / architecture | {s['plain_median_s']:.2f} | {s['ours_median_s']:.2f} |",
         f"| architectures / min (1 / median) | {s['plain_arch_per_min']:.1f} | {s['ours_arch_per_min']:.1f} |",
@@ -226,6 +235,10 @@ def write_markdown(result: dict, path: Path) -> None:
     for i, r in enumerate(result["rows"], 1):
         lines.append(f"| {i} | {r['arch']} | {r['plain']['seconds']:.2f} | {r['ours']['seconds']:.2f} "
                      f"| {r['speedup']:.1f} | {r['plain']['test_acc']:.3f} | {r['ours']['test_acc']:.3f} |")
+    return lines
+
+
+def _study_lines(result: dict, lines: list[str]) -> None:
     if result.get("threads_study"):
         lines += ["", "## Threads (fast path, interleaved)", ""]
         for key, value in result["threads_study"].items():
@@ -239,7 +252,6 @@ def write_markdown(result: dict, path: Path) -> None:
         for key, value in result["search_study"].items():
             lines.append(f"- {key}: {value['trials']} trials in {value['seconds']:.1f} s = "
                          f"{value['arch_per_min']:.2f} arch/min (rc {value['returncode']})")
-    path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,20 +277,28 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     space, task = GNNSpace(), load_task("cora")
     task.data  # load before timing
-    result["rows"] = compare(args, space, task)
-    result["summary"] = summarise(result["rows"])
-    print(json.dumps(result["summary"], indent=1), flush=True)
-    if args.thread_archs:
-        result["threads_study"] = thread_study(args, space, task)
-    if args.compile:
-        result["compile_study"] = compile_study(args, space, task)
-    if args.search_trials:
-        result["search_study"] = search_study(args)
-    result["load_end"] = [round(v, 2) for v in os.getloadavg()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    write_markdown(result, out.with_suffix(".md"))
+
+    def save() -> None:  # after every stage, so a long run leaves its results so far
+        result["load_end"] = [round(v, 2) for v in os.getloadavg()]
+        out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+        write_markdown(result, out.with_suffix(".md"))
+
+    if args.archs:
+        result["rows"] = compare(args, space, task)
+        result["summary"] = summarise(result["rows"])
+        print(json.dumps(result["summary"], indent=1), flush=True)
+        save()
+    if args.search_trials:
+        result["search_study"] = search_study(args)
+        save()
+    if args.thread_archs:
+        result["threads_study"] = thread_study(args, space, task)
+        save()
+    if args.compile:
+        result["compile_study"] = compile_study(args, space, task)
+        save()
     print(f"wrote {out.with_suffix('.json')} and .md", flush=True)
     return 0
 
