@@ -75,30 +75,31 @@ def plain_pyg_train(model: nn.Module, data, lr: float, weight_decay: float, epoc
 
 
 def time_plain(space: GNNSpace, arch, task, seed: int, epochs: int, patience: int) -> dict:  # noqa: ANN001
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     seed_everything(seed)
     model = space.build(arch, task.num_features, task.num_classes, task.level)
     test, val, epochs_run = plain_pyg_train(
         model, task.data, arch.lr, arch.weight_decay, epochs, patience)
     return {"seconds": time.perf_counter() - start, "test_acc": test, "val_acc": val,
-            "epochs": epochs_run}
+            "epochs": epochs_run, "cpu_seconds": time.process_time() - cpu_start}
 
 
 def time_ours(space: GNNSpace, arch, task, seed: int, epochs: int, patience: int) -> dict:  # noqa: ANN001
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     seed_everything(seed)
     model = space.build(arch, task.num_features, task.num_classes, task.level)
     config = TrainConfig(**space.training_config(arch), epochs=epochs, patience=patience, seed=seed)
     result = train_model(model, task, config)
     return {"seconds": time.perf_counter() - start, "test_acc": result.metrics["test_acc"],
-            "val_acc": result.metrics["val_acc"], "epochs": result.epochs_run}
+            "val_acc": result.metrics["val_acc"], "epochs": result.epochs_run,
+            "cpu_seconds": time.process_time() - cpu_start}
 
 
-def compare(args: argparse.Namespace, space: GNNSpace, task) -> list[dict]:  # noqa: ANN001
+def compare(args: argparse.Namespace, space: GNNSpace, task, save=None) -> list[dict]:  # noqa: ANN001
     rows = []
-    for i in range(args.archs):
+    for i in range(args.first, args.first + args.archs):
         arch = space.sample(args.seed + i)
-        row = {"arch": arch.short(), "arch_json": arch.to_json()}
+        row = {"index": i, "arch": arch.short(), "arch_json": arch.to_json()}
         # alternate which implementation goes first, so slow drifts of the load cancel out
         order = ("plain", "ours") if i % 2 == 0 else ("ours", "plain")
         for name in order:
@@ -106,6 +107,8 @@ def compare(args: argparse.Namespace, space: GNNSpace, task) -> list[dict]:  # n
             row[name] = timer(space, arch, task, args.seed, args.epochs, args.patience)
         row["speedup"] = row["plain"]["seconds"] / row["ours"]["seconds"]
         rows.append(row)
+        if save is not None:
+            save(rows)
         print(f"{i + 1:3d} {row['arch']:<45s} plain {row['plain']['seconds']:7.2f}s "
               f"{row['plain']['test_acc']:.3f} | ours {row['ours']['seconds']:6.2f}s "
               f"{row['ours']['test_acc']:.3f} | x{row['speedup']:.1f}  load {os.getloadavg()[0]:.1f}",
@@ -193,7 +196,14 @@ def search_study(args: argparse.Namespace) -> dict:
 def summarise(rows: list[dict]) -> dict:
     plain = [r["plain"]["seconds"] for r in rows]
     ours = [r["ours"]["seconds"] for r in rows]
+    cpu = {}
+    if all("cpu_seconds" in r["plain"] for r in rows):  # process CPU time: robust to shared load
+        plain_cpu = statistics.median(r["plain"]["cpu_seconds"] for r in rows)
+        ours_cpu = statistics.median(r["ours"]["cpu_seconds"] for r in rows)
+        cpu = {"plain_median_cpu_s": plain_cpu, "ours_median_cpu_s": ours_cpu,
+               "cpu_speedup_of_medians": plain_cpu / ours_cpu}
     return {
+        **cpu,
         "archs": len(rows),
         "plain_median_s": statistics.median(plain), "ours_median_s": statistics.median(ours),
         "speedup_of_medians": statistics.median(plain) / statistics.median(ours),
@@ -228,7 +238,10 @@ def _comparison_lines(result: dict) -> list[str]:
         f"| mean test accuracy | {100 * s['plain_mean_test_acc']:.2f} | {100 * s['ours_mean_test_acc']:.2f} |",
         "", f"Speed-up: {s['speedup_of_medians']:.1f}x (ratio of medians), "
         f"{s['median_speedup']:.1f}x (median of per-architecture ratios), "
-        f"{s['total_speedup']:.1f}x (total time), over {s['archs']} architectures.", "",
+        f"{s['total_speedup']:.1f}x (total time), over {s['archs']} architectures."
+        + (f" Process CPU time: median {s['plain_median_cpu_s']:.2f} s vs "
+           f"{s['ours_median_cpu_s']:.2f} s = {s['cpu_speedup_of_medians']:.1f}x."
+           if "cpu_speedup_of_medians" in s else ""), "",
         "| # | architecture | plain s | ours s | speed-up | plain test | ours test |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -254,6 +267,26 @@ def _study_lines(result: dict, lines: list[str]) -> None:
                          f"{value['arch_per_min']:.2f} arch/min (rc {value['returncode']})")
 
 
+def merge(args: argparse.Namespace, result: dict, out: Path, save) -> int:  # noqa: ANN001
+    """Combine the rows and side studies of several runs (e.g. slices run side by side)."""
+    parts = [json.loads(Path(path).read_text()) for path in args.merge]
+    rows = sorted((row for part in parts for row in part.get("rows", [])),
+                  key=lambda row: row["index"])
+    result.update({
+        "rows": rows, "summary": summarise(rows), "parts": [
+            {key: part[key] for key in ("date", "command", "load_start", "load_end", "threads")}
+            for part in parts],
+        "load_start": [part["load_start"] for part in parts],
+    })
+    for part in parts:
+        for key in ("threads_study", "compile_study", "search_study"):
+            if key in part:
+                result[key] = part[key]
+    save()
+    print(json.dumps(result["summary"], indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", type=int, default=30)
@@ -264,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thread-archs", type=int, default=6, help="0: skip the thread study")
     parser.add_argument("--compile", action="store_true", help="run the torch.compile study")
     parser.add_argument("--search-trials", type=int, default=10, help="0: skip the search study")
+    parser.add_argument("--first", type=int, default=0,
+                        help="index of the first architecture (to split a run over processes)")
+    parser.add_argument("--merge", nargs="*", default=None,
+                        help="merge these result .json files (rows and side studies) into --out")
     parser.add_argument("--out", default=str(RESULTS / "train_speed"))
     args = parser.parse_args(argv)
 
@@ -285,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
         write_markdown(result, out.with_suffix(".md"))
 
+    if args.merge:
+        return merge(args, result, out, save)
     if args.archs:
-        result["rows"] = compare(args, space, task)
+        result["rows"] = compare(
+            args, space, task, lambda rows: (result.__setitem__("rows", rows), save()))
         result["summary"] = summarise(result["rows"])
         print(json.dumps(result["summary"], indent=1), flush=True)
         save()
