@@ -45,6 +45,7 @@ class TrainConfig:
     device: str = "cpu"           # torch device
     eval_every: int = 1           # epochs between validations
     optimizer: str = "adam"       # "adam" or "sgd" (plain SGD, as NAS-Bench-Graph trains some datasets)
+    fixed_graph: bool = True      # node tasks: use the model's ``fixed_graph_forward`` if it has one
 
 
 @dataclasses.dataclass
@@ -92,7 +93,10 @@ def train_model(
     device = resolve_device(config.device)
     model = model.to(device)
     optimizer = make_optimizer(model, config)
-    loop = _NodeLoop(task, device) if task.level == "node" else _GraphLoop(task, config, device)
+    if task.level == "node":
+        loop: _NodeLoop | _GraphLoop = _NodeLoop(task, model, device, config.fixed_graph)
+    else:
+        loop = _GraphLoop(task, config, device)
     start = time.perf_counter()
     best_acc, best_epoch, best_state = -math.inf, 0, _cpu_state(model)
     history: list[tuple[int, float]] = []
@@ -147,15 +151,27 @@ def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 class _NodeLoop:
-    """Full-batch training on one graph with train/val/test masks."""
+    """Full-batch training on one graph with train/val/test masks.
 
-    def __init__(self, task: Task, device: torch.device) -> None:
+    The graph never changes, so a model that offers ``fixed_graph_forward(x, edge_index) ->
+    Callable[[], Tensor]`` (see :meth:`search_spaces.gnn.GNN.fixed_graph_forward`) computes its
+    graph-only work (sparse features, normalised adjacency) once here, not once per epoch.
+    """
+
+    def __init__(
+        self, task: Task, model: nn.Module, device: torch.device, fixed_graph: bool = True
+    ) -> None:
         self.data = task.data.to(device)
+        x, edge_index = self.data.x, self.data.edge_index
+        prepare = getattr(model, "fixed_graph_forward", None) if fixed_graph else None
+        self.forward: Callable[[], Tensor] = (
+            prepare(x, edge_index) if callable(prepare) else lambda: model(x, edge_index)
+        )
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        out = model(self.data.x, self.data.edge_index)  # (N, C)
+        out = self.forward()  # (N, C)
         mask = self.data.train_mask
         loss = nn.functional.cross_entropy(out[mask], self.data.y[mask])
         loss.backward()
@@ -165,13 +181,13 @@ class _NodeLoop:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
         model.eval()
-        out = model(self.data.x, self.data.edge_index)
+        out = self.forward()
         return _accuracy_and_loss(out, self.data.y, self.data[f"{split}_mask"])
 
     @torch.no_grad()
     def final_metrics(self, model: nn.Module) -> dict[str, float]:
         model.eval()
-        out = model(self.data.x, self.data.edge_index)
+        out = self.forward()
         metrics = {}
         for split in SPLITS:
             acc, loss = _accuracy_and_loss(out, self.data.y, self.data[f"{split}_mask"])

@@ -13,13 +13,16 @@ with Jumping Knowledge Networks", ICML 2018.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from search_spaces.base import Architecture, SearchSpace, TaskLevel
 from search_spaces.resolver import resolve_name
+from search_spaces.static_graph import (
+    StaticGraph, input_dropout, sparse_features, static_conv_forward,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -292,6 +295,16 @@ class GNNLayer(nn.Module):
             h = h + self.res(x)
         return h
 
+    def forward_static(self, x: Tensor, graph: StaticGraph) -> Tensor:
+        """:meth:`forward` on a fixed graph with cached propagation; ``x`` may be sparse (CSR),
+        in which case dropout draws only over its stored values (see
+        :mod:`search_spaces.static_graph`). Same parameters, same function."""
+        dropped = input_dropout(x, self.dropout.p, self.training)
+        h = self.act(self.norm(static_conv_forward(self.conv, self.spec, dropped, graph)))
+        if self.res is not None:
+            h = h + self.res(x)
+        return h
+
     def __repr__(self) -> str:
         return f"GNNLayer({self.conv}, norm={self.spec.norm}, act={self.spec.activation})"
 
@@ -347,6 +360,34 @@ class GNN(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Adj, batch: Tensor | None = None) -> Tensor:
         return self.classifier(self.head_dropout(self.embed(x, edge_index, batch)))
+
+    def fixed_graph_forward(self, x: Tensor, edge_index: Tensor) -> Callable[[], Tensor]:
+        """A function computing ``self(x, edge_index)`` (node tasks) for repeated calls on one
+        fixed graph, with everything that depends only on the graph computed once: sparse input
+        features when mostly zero, cached normalised propagation matrices.
+
+        The result follows the model's train/eval mode and current parameters at each call;
+        with dropout off it equals ``self(x, edge_index)`` up to float rounding. Only valid while
+        ``x`` and ``edge_index`` do not change (transductive node tasks).
+
+        Shapes:
+            - input: ``x (N, in_channels)``, ``edge_index (2, E)``
+            - output of the returned function: ``(N, out_channels)``
+        """
+        if self.level != "node":
+            raise ValueError(f"fixed_graph_forward is for node-level models, not {self.level!r}")
+        graph = StaticGraph(edge_index, x.size(0))
+        inputs = sparse_features(x)
+        return lambda: self._forward_static(inputs, graph)
+
+    def _forward_static(self, x: Tensor, graph: StaticGraph) -> Tensor:
+        outputs = []
+        for layer in self.layers:
+            x = layer.forward_static(x, graph)  # (N, width)
+            outputs.append(x)
+        if self.arch.skip == "jk_cat":
+            x = torch.cat(outputs, dim=-1)  # (N, sum of widths)
+        return self.classifier(input_dropout(x, self.head_dropout.p, self.training))
 
     def __repr__(self) -> str:
         return (
