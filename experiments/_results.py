@@ -1,0 +1,41 @@
+"""Write a benchmark's results with the machine, its load, the command and the date."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def write_results(name: str, payload: dict[str, Any], table_md: str) -> Path:
+    """``experiments/results/<name>.json`` and ``.md``; returns the JSON path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    header = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
+    document = {**header, **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    meta = "\n".join(f"- {key}: `{value}`" for key, value in header.items() if key != "machine")
+    mach = "\n".join(f"- {key}: `{value}`" for key, value in header["machine"].items())
+    (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{meta}\n{mach}\n\n{table_md}\n")
+    return path
