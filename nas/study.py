@@ -65,6 +65,7 @@ class SearchConfig:
     heartbeat: int = 30                    # seconds between heartbeats of a running trial
     grace_period: int | None = None        # seconds before a silent RUNNING trial is failed
     verbose: bool = True                   # one line per trial and a progress bar
+    supernet: str | None = None            # checkpoint folder for evaluator "supernet"
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -201,11 +202,18 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
             )
 
 
+def make_evaluator(config: SearchConfig) -> Evaluator:
+    """The configured evaluator; each takes the options it understands (``get_evaluator``)."""
+    return get_evaluator(
+        config.evaluator, epochs=config.epochs, patience=config.patience, supernet=config.supernet,
+    )
+
+
 def run_search(config: SearchConfig) -> optuna.Study:
     """Run (or continue) the search described by ``config``; returns the study."""
     space = get_space(config.space)
     task = load_task(config.dataset, config.data_root, seed=0)
-    evaluator = get_evaluator(config.evaluator, epochs=config.epochs, patience=config.patience)
+    evaluator = make_evaluator(config)
     evaluator.check_space(space)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
     space.check_level(task.level)
@@ -236,7 +244,7 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_jobs))
     space = get_space(config.space)
     task = task or load_task(config.dataset, config.data_root, seed=0)
-    evaluator = get_evaluator(config.evaluator, epochs=config.epochs, patience=config.patience)
+    evaluator = make_evaluator(config)
     study = create_or_load_study(config, task)
     study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))
     store = ModelStore(config.storage)

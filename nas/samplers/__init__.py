@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import optuna
 
+from nas.samplers._gradient import GradientSampler
 from search_spaces.resolver import resolve
 
 
@@ -20,10 +21,15 @@ def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
     )
 
 
+def _gradient(seed: int | None) -> optuna.samplers.BaseSampler:
+    return GradientSampler(seed=seed)
+
+
 #: canonical strategy name -> factory taking a seed
 STRATEGIES: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "random": _random,
     "tpe": _tpe,
+    "gradient": _gradient,
 }
 
 
@@ -34,4 +40,4 @@ def get_sampler(name: str | optuna.samplers.BaseSampler, seed: int | None = None
     return resolve(name, STRATEGIES, "strategy")(seed)
 
 
-__all__ = ["STRATEGIES", "get_sampler"]
+__all__ = ["GradientSampler", "STRATEGIES", "get_sampler"]

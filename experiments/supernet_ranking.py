@@ -1,0 +1,113 @@
+"""Ranking quality of the supernet: inherited-weight accuracy against from-scratch accuracy.
+
+GNN space on a node task (default Cora): trains a supernet with SPOS (or reuses ``--supernet``),
+draws ``--archs`` architectures uniformly from the supernet's covered sub-space (seeded; lr and
+weight decay fixed at 5e-3 / 5e-4), scores each with inherited weights (BatchNorm recalibrated)
+and trains each from scratch with the ``train`` evaluator (``--epochs`` / ``--patience``).
+Reports Kendall tau between the inherited validation accuracy (what a search selects on) and the
+from-scratch validation and test accuracies, and writes every row (reused by supernet_cost.py).
+
+    python experiments/supernet_ranking.py --dataset cora --archs 50 --supernet-epochs 500
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+
+from experiments._supernet_common import kendall_tau, machine, write_results
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    info = machine()
+    from nas.evaluators import SupernetEvaluator, TrainEvaluator
+    from nas.supernet import SupernetTrainConfig, build_supernet, has_checkpoint, train_supernet
+    from nas.tasks import load_task
+
+    task = load_task(args.dataset)
+    task.num_features
+    folder = Path(args.supernet or f"/tmp/metanas-supernet-{args.dataset}-{args.seed}")
+    supernet = build_supernet("gnn", task, max_depth=args.max_depth, widths=(args.width,))
+    config = SupernetTrainConfig(epochs=args.supernet_epochs, seed=args.seed, device=args.device)
+    trained = train_supernet(supernet, task, config, out=folder)
+    print(f"supernet: {trained.epochs} epochs in {trained.seconds:.1f}s ({supernet})", flush=True)
+    rng = random.Random(args.seed + 1)
+    archs = _distinct(supernet, rng, args.archs)
+    scorer = SupernetEvaluator(str(folder))
+    trainer = TrainEvaluator(epochs=args.epochs, patience=args.patience)
+    rows = []
+    for i, arch in enumerate(archs):
+        inherited = scorer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
+        scratch = trainer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
+        rows.append(_row(arch, inherited, scratch))
+        print(f"[{i + 1}/{len(archs)}] {arch.short():40s} inherited val {inherited.metrics['val_acc']:.3f} "
+              f"scratch val {scratch.metrics['val_acc']:.3f} test {scratch.metrics['test_acc']:.3f} "
+              f"({inherited.seconds:.2f}s / {scratch.seconds:.1f}s)", flush=True)
+    _report(args, info, trained, rows)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="cora")
+    p.add_argument("--archs", type=int, default=50)
+    p.add_argument("--supernet", default=None, help="checkpoint folder (trained/resumed there)")
+    p.add_argument("--supernet-epochs", type=int, default=500)
+    p.add_argument("--max-depth", type=int, default=2)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=100, help="from-scratch epochs")
+    p.add_argument("--patience", type=int, default=20, help="from-scratch early-stopping patience")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--name", default="supernet_ranking")
+    return p
+
+
+def _distinct(supernet, rng: random.Random, n: int) -> list:
+    seen, out = set(), []
+    while len(out) < n:
+        arch = supernet.sample(rng)
+        if arch.arch_hash not in seen:
+            seen.add(arch.arch_hash)
+            out.append(arch)
+    return out
+
+
+def _row(arch, inherited, scratch) -> dict:
+    return {
+        "arch": arch.to_dict(), "summary": arch.short(),
+        "inherited_val": inherited.metrics["val_acc"], "inherited_test": inherited.metrics["test_acc"],
+        "inherited_seconds": inherited.seconds,
+        "scratch_val": scratch.metrics["val_acc"], "scratch_test": scratch.metrics["test_acc"],
+        "scratch_seconds": scratch.seconds, "scratch_epochs": scratch.epochs,
+    }
+
+
+def _report(args, info, trained, rows) -> None:
+    col = lambda key: [r[key] for r in rows]  # noqa: E731
+    taus = {
+        "inherited_val~scratch_val": kendall_tau(col("inherited_val"), col("scratch_val")),
+        "inherited_val~scratch_test": kendall_tau(col("inherited_val"), col("scratch_test")),
+    }
+    score_s = sum(col("inherited_seconds"))
+    throughput = {
+        "supernet_epochs_per_s_cpu": trained.epochs / max(trained.seconds, 1e-9),
+        "archs_scored_per_s_cpu": len(rows) / max(score_s, 1e-9),
+        "gpu": "not measured: no GPU" if info["gpu"] is None else info["gpu"],
+    }
+    payload = {"machine": info, "args": vars(args), "kendall_tau": taus, "throughput": throughput,
+               "supernet_seconds": trained.seconds, "supernet_epochs": trained.epochs, "rows": rows}
+    md = [f"# Supernet ranking on {args.dataset} (GNN space)", "",
+          f"- machine: {info['platform']}, {info['cpu_count']} CPUs, load at start {info['loadavg_at_start']}",
+          f"- command: `{info['command']}`", f"- date: {info['date']}",
+          f"- supernet: max_depth {args.max_depth}, width {args.width}, {trained.epochs} SPOS epochs, "
+          f"{trained.seconds:.0f}s", f"- from scratch: {args.epochs} epochs, patience {args.patience}",
+          "", "| measure | value |", "|---|---|"]
+    md += [f"| Kendall tau {k} ({len(rows)} archs) | {v:.3f} |" for k, v in taus.items()]
+    md += [f"| {k} | {v if isinstance(v, str) else f'{v:.3f}'} |" for k, v in throughput.items()]
+    write_results(args.name, payload, "\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
