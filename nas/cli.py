@@ -94,6 +94,7 @@ def _add_search(commands: Any) -> None:
     p = commands.add_parser("search", help="search architectures for a dataset")
     p.add_argument("--dataset", required=True, help="dataset name, e.g. cora, citeseer, mutag")
     p.add_argument("--space", default="gnn", help="search space (default gnn)")
+    p.add_argument("--convs", default=None, help="comma-separated convolutions to search over (gnn space)")
     p.add_argument("--strategy", default="tpe", help="search strategy (default tpe)")
     p.add_argument("--evaluator", default="train", help="how to score an architecture (default train)")
     p.add_argument("--trials", type=int, default=20, help="trials in the study, finished ones included")
@@ -129,6 +130,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     parse_url(args.storage)
     config = SearchConfig(
         dataset=args.dataset, space=args.space, strategy=args.strategy, evaluator=args.evaluator,
+        convs=tuple(c.strip() for c in args.convs.split(",")) if args.convs else None,
         n_trials=args.trials, timeout=args.timeout, storage=args.storage, study_name=args.study,
         seed=args.seed, device=args.device, data_root=args.data_root, n_jobs=args.n_jobs,
         epochs=args.epochs, patience=args.patience,
@@ -159,15 +161,13 @@ def _final_train(config: Any) -> None:
 
 def _validate_names(config: Any) -> None:
     """Resolve every name before any work, so bad input exits 2 at once."""
-    from nas.evaluators import get_evaluator
     from nas.samplers import get_sampler
     from nas.tasks import resolve_dataset
-    from search_spaces import get_space
 
     resolve_dataset(config.dataset)
-    get_space(config.space)
+    config.make_space()
     get_sampler(config.strategy)
-    get_evaluator(config.evaluator)
+    config.make_evaluator()
 
 
 def _load_study(args: argparse.Namespace) -> Any:

@@ -47,9 +47,10 @@ class SearchConfig:
     """Everything a search needs; what ``metanas search`` parses its options into."""
 
     dataset: str                           # task name (any spelling, see nas.tasks.DATASETS)
-    space: str = "gnn"                     # search space name
+    space: str | SearchSpace = "gnn"       # search space name (or a space)
     strategy: str = "tpe"                  # sampler name (nas.samplers.STRATEGIES)
-    evaluator: str = "train"               # evaluator name (nas.evaluators.EVALUATORS)
+    evaluator: str | Evaluator = "train"   # evaluator name (nas.evaluators.EVALUATORS) or one
+    convs: tuple[str, ...] | None = None   # restrict the GNN space to these convolutions
     n_trials: int = 20                     # total trials of the study (finished ones count)
     timeout: float | None = None           # seconds after which no new trial starts
     storage: str = DEFAULT_STORAGE         # SQLAlchemy URL
@@ -78,7 +79,18 @@ class SearchConfig:
                     f"could not resolve objective {name!r} among choices {sorted(OBJECTIVES)}"
                 )
         if self.study_name is None:
-            self.study_name = f"{self.dataset}-{self.space}-{self.strategy}-{self.evaluator}"
+            space = getattr(self.space, "name", self.space)
+            evaluator = getattr(self.evaluator, "name", self.evaluator)
+            self.study_name = f"{self.dataset}-{space}-{self.strategy}-{evaluator}"
+
+    def make_space(self) -> SearchSpace:
+        return get_space(self.space, convs=self.convs)
+
+    def make_evaluator(self) -> Evaluator:
+        # each evaluator takes the options it understands (see get_evaluator)
+        return get_evaluator(
+            self.evaluator, epochs=self.epochs, patience=self.patience, supernet=self.supernet,
+        )
 
 
 class Objective:
@@ -185,7 +197,7 @@ def create_or_load_study(config: SearchConfig, task: Task) -> optuna.Study:
 
 def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task) -> None:
     identity = {
-        "dataset": task.name, "space": get_space(config.space).name,
+        "dataset": task.name, "space": config.make_space().name,
         "objectives": list(config.objectives),
     }
     stored = {key: study.user_attrs.get(key) for key in identity}
@@ -202,18 +214,11 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
             )
 
 
-def make_evaluator(config: SearchConfig) -> Evaluator:
-    """The configured evaluator; each takes the options it understands (``get_evaluator``)."""
-    return get_evaluator(
-        config.evaluator, epochs=config.epochs, patience=config.patience, supernet=config.supernet,
-    )
-
-
 def run_search(config: SearchConfig) -> optuna.Study:
     """Run (or continue) the search described by ``config``; returns the study."""
-    space = get_space(config.space)
+    space = config.make_space()
     task = load_task(config.dataset, config.data_root, seed=0)
-    evaluator = make_evaluator(config)
+    evaluator = config.make_evaluator()
     evaluator.check_space(space)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
     space.check_level(task.level)
@@ -242,9 +247,9 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     """One worker's loop: run trials until the study's budget or the timeout is used up."""
     if config.n_jobs > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_jobs))
-    space = get_space(config.space)
+    space = config.make_space()
     task = task or load_task(config.dataset, config.data_root, seed=0)
-    evaluator = make_evaluator(config)
+    evaluator = config.make_evaluator()
     study = create_or_load_study(config, task)
     study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))
     store = ModelStore(config.storage)

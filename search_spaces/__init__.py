@@ -1,6 +1,8 @@
 """What can be built: search spaces, their architectures and the models built from them."""
 from __future__ import annotations
 
+from typing import Any
+
 from search_spaces.base import Architecture, RandomTrial, SearchSpace
 from search_spaces.gnn import GNNArchitecture, GNNSpace, LayerSpec
 from search_spaces.resolver import normalize, resolve, resolve_name
@@ -11,11 +13,19 @@ SPACES: dict[str, type[SearchSpace]] = {
 }
 
 
-def get_space(name: str | SearchSpace) -> SearchSpace:
-    """Resolve a space by name (any spelling) or return a given space as it is."""
+def get_space(name: str | SearchSpace, **options: Any) -> SearchSpace:
+    """Resolve a space by name (any spelling) and build it with ``options`` (e.g. ``convs`` of
+    the GNN space); a given space is returned as it is."""
     if isinstance(name, SearchSpace):
         return name
-    return resolve(name, SPACES, "space")()
+    cls = resolve(name, SPACES, "space")
+    options = {key: value for key, value in options.items() if value is not None}
+    try:
+        return cls(**options)
+    except TypeError:
+        raise ValueError(
+            f"space {cls.name!r} takes no option(s) {sorted(options)}"
+        ) from None
 
 
 __all__ = [

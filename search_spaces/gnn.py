@@ -145,7 +145,7 @@ class GNNSpace(SearchSpace):
         if not 1 <= max_depth <= MAX_DEPTH:
             raise ValueError(f"max_depth {max_depth} must lie in [1, {MAX_DEPTH}]")
         self.max_depth = max_depth
-        self.convs = tuple(resolve_name(c, CONVS, "conv") for c in (convs or CONVS))
+        self.convs = tuple(resolve_name(c, CONVS, "conv", suffix="conv") for c in (convs or CONVS))
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> GNNArchitecture:
         depth = trial.suggest_int("depth", 1, self.max_depth)

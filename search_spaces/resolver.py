@@ -6,7 +6,7 @@ global mutable registry.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -17,7 +17,7 @@ def normalize(name: str) -> str:
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
-def resolve(query: str | T, choices: Mapping[str, T], kind: str = "name") -> T:
+def resolve(query: str | T, choices: Mapping[str, T], kind: str = "name", suffix: str = "") -> T:
     """Return ``choices[query]`` under normalised names.
 
     Args:
@@ -25,6 +25,8 @@ def resolve(query: str | T, choices: Mapping[str, T], kind: str = "name") -> T:
             returned as it is).
         choices: canonical name -> value.
         kind: what is being resolved, used in the error message ("dataset", "strategy", ...).
+        suffix: a class-name suffix that may be dropped, as PyG does (``"GraphConv"`` resolves
+            to ``"graph"`` with ``suffix="conv"``).
 
     Raises:
         ValueError: ``could not resolve 'foo' among choices [...]`` when nothing matches.
@@ -35,10 +37,14 @@ def resolve(query: str | T, choices: Mapping[str, T], kind: str = "name") -> T:
     key = normalize(query)
     if key in by_key:
         return by_key[key]
+    if suffix and key.endswith(normalize(suffix)) and key[: -len(normalize(suffix))] in by_key:
+        return by_key[key[: -len(normalize(suffix))]]
     raise ValueError(f"could not resolve {kind} {query!r} among choices {sorted(choices)}")
 
 
-def resolve_name(query: str, choices: Mapping[str, object] | list[str], kind: str = "name") -> str:
+def resolve_name(
+    query: str, choices: Mapping[str, object] | Iterable[str], kind: str = "name", suffix: str = ""
+) -> str:
     """Return the canonical spelling of ``query`` among ``choices`` (see :func:`resolve`)."""
     names = list(choices)
-    return resolve(query, {name: name for name in names}, kind)
+    return resolve(query, {name: name for name in names}, kind, suffix)

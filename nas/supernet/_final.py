@@ -33,11 +33,10 @@ def final_train(config: SearchConfig) -> optuna.trial.FrozenTrial:
     from nas.export import best_trial
     from nas.study import counts_against_budget, create_or_load_study, run_search
     from nas.tasks import load_task
-    from search_spaces import get_space
 
     source = optuna.load_study(study_name=config.study_name, storage=config.storage)
     best = best_trial(source)
-    space = get_space(config.space)
+    space = config.make_space()
     arch = space.architecture_from_dict(json.loads(best.user_attrs["arch"]))
     params = _trial_params(config, arch)
     name = f"{config.study_name}{FINAL_SUFFIX}"

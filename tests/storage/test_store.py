@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+import sqlalchemy
+import torch
+
+from storage import ChecksumError, ModelStore, StorageURLError, parse_url, redact
+from storage.models import ArchitectureModel, TrainedModelModel
+
+
+def _save(store: ModelStore, trial: int, arch_hash: str = "a" * 64, state=None) -> dict:
+    state = state or {"w": torch.randn(3, 4), "b": torch.arange(3.0), "n": torch.tensor(7)}
+    store.save_model(
+        study_name="s", trial_number=trial, space="gnn", arch_hash=arch_hash, spec="{}",
+        dataset="cora", level="node", in_channels=4, out_channels=3, num_params=15, flops=100,
+        metrics={"val_acc": 0.5}, state_dict=state,
+    )
+    return state
+
+
+def test_weights_round_trip_bit_identical(sqlite_url: str) -> None:
+    store = ModelStore(sqlite_url)
+    state = _save(store, 0)
+    loaded = store.load_state_dict("s", 0)
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype for k in state)
+    record = store.get("s", 0)
+    assert (record.space, record.num_params, record.metrics) == ("gnn", 15, {"val_acc": 0.5})
+
+
+def test_architecture_row_is_shared_and_trial_unique(sqlite_url: str) -> None:
+    store = ModelStore(sqlite_url)
+    _save(store, 0)
+    _save(store, 1)
+    with store.session() as session:
+        assert session.scalar(sqlalchemy.select(sqlalchemy.func.count()).select_from(ArchitectureModel)) == 1
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        _save(store, 1)
+    assert store.trial_numbers("s") == [0, 1]  # the failed write left nothing behind
+
+
+def test_corrupt_blob_raises_checksum_error(sqlite_url: str) -> None:
+    store = ModelStore(sqlite_url)
+    _save(store, 0)
+    with store.session() as session:
+        row = session.scalar(sqlalchemy.select(TrainedModelModel))
+        blob = bytearray(row.weights)
+        blob[-1] ^= 0xFF
+        row.weights = bytes(blob)
+    with pytest.raises(ChecksumError, match="corrupt"):
+        store.load_state_dict("s", 0)
+
+
+def test_missing_model_is_a_clear_key_error(sqlite_url: str) -> None:
+    with pytest.raises(KeyError, match="no stored model for trial 3 of study 'x'"):
+        ModelStore(sqlite_url).load_state_dict("x", 3)
+
+
+def test_failed_write_rolls_back(sqlite_url: str) -> None:
+    store = ModelStore(sqlite_url)
+    with pytest.raises(RuntimeError):
+        with store.session() as session:
+            session.add(ArchitectureModel(space="gnn", arch_hash="b" * 64, spec="{}"))
+            session.flush()
+            raise RuntimeError("boom")
+    with store.session() as session:
+        assert session.scalar(sqlalchemy.select(ArchitectureModel)) is None
+
+
+@pytest.mark.parametrize("url", ["nonsense", "sqlite//x.db", "postgresql://u:pw@host:notaport/db", "oracle+nope://x"])
+def test_malformed_urls_are_clear_and_hide_passwords(url: str) -> None:
+    with pytest.raises(StorageURLError) as info:
+        parse_url(url)
+    assert "pw" not in str(info.value)
+
+
+def test_redact_hides_the_password() -> None:
+    assert redact("postgresql://alice:s3cret@db:5432/metanas") == "postgresql://alice:***@db:5432/metanas"
+    assert "s3cret" not in repr(ModelStore.__new__(ModelStore).__class__)  # no password in class repr
+
+
+@pytest.mark.postgres
+def test_postgres_round_trip(postgres_url: str) -> None:
+    store = ModelStore(postgres_url)
+    state = _save(store, 0)
+    assert torch.equal(store.load_state_dict("s", 0)["w"], state["w"])
+    assert "metanas:metanas" not in repr(store)
