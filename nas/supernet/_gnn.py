@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from nas.supernet._base import Gates, Supernet
 from search_spaces.gnn import (
     ACTIVATIONS, AGGREGATING_CONVS, AGGREGATIONS, ATTENTION_CONVS, CONVS, DEFAULT_AGGREGATION,
-    DROPOUTS, HEADS, NORMS, READOUTS, SKIPS, GNNArchitecture, GNNSpace, LayerSpec,
+    DROPOUTS, HEADS, NORMS, READOUTS, SKIPS, WIDTHS, GNNArchitecture, GNNSpace, LayerSpec,
     make_activation, make_conv, make_norm, readout,
 )
 from search_spaces.resolver import resolve_name
@@ -88,8 +88,9 @@ class GNNSupernet(Supernet):
         self.max_depth = max_depth
         self.widths = tuple(sorted({int(w) for w in widths}))
         self.heads = tuple(sorted({int(h) for h in heads}))
-        if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"widths {list(widths)} must be positive integers")
+        for w in self.widths or (None,):
+            if w not in WIDTHS:  # every covered architecture is a point of the space
+                raise ValueError(f"width {w} is not among the choices {list(WIDTHS)}")
         for h in self.heads:
             if h not in HEADS:
                 raise ValueError(f"heads {h} is not among the choices {list(HEADS)}")
