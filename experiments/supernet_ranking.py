@@ -22,6 +22,9 @@ from experiments._supernet_common import kendall_tau, machine, write_results
 def main() -> None:
     args = _parser().parse_args()
     info = machine()
+    from nas.train import resolve_device
+
+    args.device = str(resolve_device(args.device))
     from nas.evaluators import SupernetEvaluator, TrainEvaluator
     from nas.supernet import SupernetTrainConfig, build_supernet, has_checkpoint, train_supernet
     from nas.tasks import load_task

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from nas.evaluators.base import Evaluation, Evaluator
-from nas.train import TrainConfig, count_parameters, seed_everything, train_model
+from nas.train import TrainConfig, count_parameters, resolve_device, seed_everything, train_model
 
 if TYPE_CHECKING:
     from nas.supernet import Supernet
@@ -81,6 +81,7 @@ class SupernetEvaluator(Evaluator):
         device: str = "cpu", report: Reporter | None = None,
     ) -> Evaluation:
         start = time.perf_counter()
+        device = str(resolve_device(device))
         self._check_task(task)
         supernet = self.supernet(device)
         projected = supernet.project(arch, strict=self.strict)

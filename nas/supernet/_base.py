@@ -68,6 +68,10 @@ class Supernet(nn.Module, abc.ABC):
         """Logits of the path ``arch`` (which must be covered: see :meth:`project`)."""
 
     @abc.abstractmethod
+    def path_modules(self, arch: Architecture) -> list[nn.Module]:
+        """The modules (with parameters) that the path ``arch`` runs."""
+
+    @abc.abstractmethod
     def extract(self, arch: Architecture) -> nn.Module:
         """The space's own model of ``project(arch)`` with the supernet's weights copied in."""
 

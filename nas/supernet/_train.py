@@ -133,8 +133,19 @@ def _step(
         logits = out[batch.select] if batch.select is not None else out
         loss = nn.functional.cross_entropy(logits.float(), batch.y, reduction="sum") * batch.scale
     loss.backward()
+    if model is not supernet:
+        _drop_off_path_grads(supernet, arch)
     optimizer.step()
     return float(loss.detach()) / batch.scale / max(batch.y.numel(), 1)
+
+
+def _drop_off_path_grads(supernet: Supernet, arch: Any) -> None:
+    """DDP hands parameters off the path zero gradients once they have had one; Adam would
+    still move them (momentum, weight decay), which single-process training does not."""
+    used = {id(p) for module in supernet.path_modules(arch) for p in module.parameters()}
+    for param in supernet.parameters():
+        if id(param) not in used:
+            param.grad = None
 
 
 def _autocast(config: SupernetTrainConfig, device: torch.device) -> Any:
