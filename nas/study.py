@@ -216,10 +216,11 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
 
 def run_search(config: SearchConfig) -> optuna.Study:
     """Run (or continue) the search described by ``config``; returns the study."""
-    space = config.make_space()
     task = load_task(config.dataset, config.data_root, seed=0)
+    space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     evaluator.check_space(space)
+    evaluator.check_task(task)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
     space.check_level(task.level)
     if evaluator.needs_data:
@@ -247,8 +248,8 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     """One worker's loop: run trials until the study's budget or the timeout is used up."""
     if config.n_jobs > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_jobs))
-    space = config.make_space()
     task = task or load_task(config.dataset, config.data_root, seed=0)
+    space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     study = create_or_load_study(config, task)
     study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))
@@ -325,8 +326,8 @@ def format_trial_line(trial: optuna.trial.FrozenTrial, worker: int | None = None
         parts.append(f"{attrs['num_params']:,} params")
     if attrs.get("duplicate_of") is not None:
         parts.append(f"same architecture as trial {attrs['duplicate_of']}")
-    elif attrs.get("seconds") is not None:
-        parts.append(f"{attrs.get('epochs')} ep {attrs['seconds']:.1f}s")
+    elif attrs.get("epochs") is not None:  # a table lookup trains no epochs
+        parts.append(f"{attrs['epochs']} ep {attrs.get('seconds') or 0.0:.1f}s")
     parts.append(str(attrs.get("summary", "")))
     return " | ".join(parts)
 

@@ -1,6 +1,6 @@
 """The one training and evaluation loop of metanas.
 
-Full batch for node tasks, mini-batches for graph tasks; Adam; early stopping on validation
+Full batch for node tasks, mini-batches for graph tasks; Adam (or plain SGD); early stopping on validation
 accuracy; the state of the best validation epoch is kept and evaluated on the test split (which
 is recorded, never used to select). Intermediate validation accuracies go to a ``report``
 callback so Optuna pruners work.
@@ -36,14 +36,15 @@ class DivergedError(RuntimeError):
 class TrainConfig:
     """How to train one model."""
 
-    lr: float = 5e-3              # Adam learning rate
-    weight_decay: float = 5e-4    # Adam weight decay
+    lr: float = 5e-3              # learning rate
+    weight_decay: float = 5e-4    # L2 weight decay
     epochs: int = 200             # most epochs
     patience: int = 50            # stop after this many epochs without a better val accuracy; 0 = never
     batch_size: int = 64          # graphs per mini-batch (graph tasks)
     seed: int = 0                 # seeds initialisation, dropout and batch order
     device: str = "cpu"           # torch device
     eval_every: int = 1           # epochs between validations
+    optimizer: str = "adam"       # "adam" or "sgd" (plain SGD, as NAS-Bench-Graph trains some datasets)
 
 
 @dataclasses.dataclass
@@ -90,7 +91,7 @@ def train_model(
     """
     device = resolve_device(config.device)
     model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     loop = _NodeLoop(task, device) if task.level == "node" else _GraphLoop(task, config, device)
     start = time.perf_counter()
     best_acc, best_epoch, best_state = -math.inf, 0, _cpu_state(model)
@@ -113,6 +114,23 @@ def train_model(
     model.load_state_dict(best_state)
     metrics = loop.final_metrics(model)
     return TrainResult(metrics, best_epoch, epoch, time.perf_counter() - start, best_state, history)
+
+
+#: optimiser name -> class (``TrainConfig.optimizer``)
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+}
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``config`` names; ``ValueError`` listing the choices otherwise."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"could not resolve optimizer {config.optimizer!r} among choices {sorted(OPTIMIZERS)}"
+        )
+    cls = OPTIMIZERS[config.optimizer]
+    return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _epochs(epochs: int, progress: bool) -> Iterator[int]:

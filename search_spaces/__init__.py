@@ -5,11 +5,13 @@ from typing import Any
 
 from search_spaces.base import Architecture, RandomTrial, SearchSpace
 from search_spaces.gnn import GNNArchitecture, GNNSpace, LayerSpec
+from search_spaces.nasbench_graph import NasBenchGraphArchitecture, NasBenchGraphSpace
 from search_spaces.resolver import normalize, resolve, resolve_name
 
 #: canonical space name -> class; extend by adding a line, not by registering at import time
 SPACES: dict[str, type[SearchSpace]] = {
     "gnn": GNNSpace,
+    "nasbench-graph": NasBenchGraphSpace,
 }
 
 
@@ -29,6 +31,7 @@ def get_space(name: str | SearchSpace, **options: Any) -> SearchSpace:
 
 
 __all__ = [
-    "Architecture", "GNNArchitecture", "GNNSpace", "LayerSpec", "RandomTrial", "SPACES",
+    "Architecture", "GNNArchitecture", "GNNSpace", "LayerSpec", "NasBenchGraphArchitecture",
+    "NasBenchGraphSpace", "RandomTrial", "SPACES",
     "SearchSpace", "get_space", "normalize", "resolve", "resolve_name",
 ]

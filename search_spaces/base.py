@@ -85,6 +85,14 @@ class SearchSpace(abc.ABC):
         """Optimiser settings that belong to the architecture (learning rate, weight decay)."""
         return {"lr": float(arch.lr), "weight_decay": float(arch.weight_decay)}  # type: ignore[attr-defined]
 
+    def for_dataset(self, dataset: str) -> SearchSpace:
+        """The space as it builds and trains models for ``dataset`` (a canonical task name).
+
+        Most spaces do not depend on the dataset and return themselves; a benchmark space
+        returns one configured with that dataset's fixed hyper-parameters.
+        """
+        return self
+
     def check_level(self, level: str) -> None:
         if level not in self.levels:
             raise ValueError(

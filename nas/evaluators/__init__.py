@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from nas.evaluators._supernet import SupernetEvaluator
+from nas.evaluators._table import TableEvaluator
 from nas.evaluators._train import TrainEvaluator
 from nas.evaluators.base import Evaluation, Evaluator
 from search_spaces.resolver import resolve
@@ -11,6 +12,7 @@ from search_spaces.resolver import resolve
 #: canonical evaluator name -> class
 EVALUATORS: dict[str, type[Evaluator]] = {
     "train": TrainEvaluator,
+    "table": TableEvaluator,
     "supernet": SupernetEvaluator,
 }
 
@@ -40,5 +42,6 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "EVALUATORS", "Evaluation", "Evaluator", "SupernetEvaluator", "TrainEvaluator", "get_evaluator",
+    "EVALUATORS", "Evaluation", "Evaluator", "SupernetEvaluator", "TableEvaluator", "TrainEvaluator",
+    "get_evaluator",
 ]

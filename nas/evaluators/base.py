@@ -48,5 +48,9 @@ class Evaluator(abc.ABC):
     def check_space(self, space: SearchSpace) -> None:
         """Raise ``ValueError`` naming both if this evaluator cannot score ``space``."""
 
+    def check_task(self, task: Task) -> None:
+        """Raise ``ValueError`` if this evaluator cannot score architectures on ``task`` (must not
+        load the task's data)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

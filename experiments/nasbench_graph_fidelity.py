@@ -1,0 +1,207 @@
+"""Do our NAS-Bench-Graph models match the benchmark's? Train table architectures, rank-correlate.
+
+Architectures are drawn with a fixed seed, one per quantile stratum of the table's test
+accuracy (so they spread over the table's range the way the table itself is spread), trained
+with the one training loop (``nas.train.train_model``) under the benchmark's hyper-parameters
+for the dataset (optimizer, learning rate, weight decay, dropout, widths; the best-validation
+epoch is kept, no early stopping), and our test accuracy is compared with the table's ``perf``
+by Spearman and Kendall rank correlation (validation accuracy with ``valid_perf`` likewise).
+
+Writes ``experiments/results/nasbench_graph_fidelity.{json,md}``; partial results are written
+after every architecture, so an interrupted run keeps what it measured.
+
+Usage::
+
+    METANAS_DATA=/work/shared/datasets METANAS_CACHE=/tmp/$USER-cache \\
+        python -m experiments.nasbench_graph_fidelity --archs 30 --epochs 100
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NAME = "nasbench_graph_fidelity"
+#: the benchmark's tuning datasets (the only ones we may tune on)
+TUNING_DATASETS = ("cora", "citeseer", "pubmed")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="cora", choices=TUNING_DATASETS)
+    p.add_argument("--archs", type=int, default=30, help="architectures (one per stratum)")
+    p.add_argument("--seed", type=int, default=0, help="architecture choice and training seed")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: the benchmark's for the dataset)")
+    p.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    p.add_argument("--workers", type=int, default=1, help="architectures trained at once")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def choose_architectures(dataset: str, n: int, seed: int) -> list[Any]:
+    """One architecture per equal-count stratum of the table's test accuracy, drawn by ``seed``."""
+    from nas.evaluators._table import query
+    from search_spaces.nasbench_graph import NasBenchGraphSpace
+
+    archs = NasBenchGraphSpace().all_architectures()
+    archs.sort(key=lambda a: (query(a, dataset).test_acc, a.bench_hash))
+    rng = random.Random(seed)
+    bounds = [round(i * len(archs) / n) for i in range(n + 1)]
+    chosen = [archs[rng.randrange(lo, hi)] for lo, hi in zip(bounds, bounds[1:])]
+    rng.shuffle(chosen)  # train in random order: an interrupted run still spans the range
+    return chosen
+
+
+def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, seed: int) -> dict:
+    from nas.evaluators._table import query
+    from nas.train import TrainConfig, count_parameters, seed_everything, train_model
+    from search_spaces.nasbench_graph import NasBenchGraphSpace
+
+    space = NasBenchGraphSpace(dataset)
+    seed_everything(seed)
+    model = space.build(arch, task.num_features, task.num_classes)
+    config = TrainConfig(
+        **space.training_config(arch), epochs=epochs, patience=0, seed=seed, device="cpu",
+        eval_every=eval_every,
+    )
+    result = train_model(model, task, config)
+    row = query(arch, dataset)
+    return {
+        "arch": arch.to_dict(), "short": arch.short(), "bench_hash": arch.bench_hash,
+        "val_acc": result.metrics["val_acc"], "test_acc": result.metrics["test_acc"],
+        "table_val_acc": row.val_acc, "table_test_acc": row.test_acc,
+        "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
+        "num_params": count_parameters(model), "table_num_params": row.num_params,
+    }
+
+
+def correlations(rows: list[dict]) -> dict[str, float]:
+    from scipy import stats
+
+    if len(rows) < 3:
+        return {}
+    ours_t, table_t = [r["test_acc"] for r in rows], [r["table_test_acc"] for r in rows]
+    ours_v, table_v = [r["val_acc"] for r in rows], [r["table_val_acc"] for r in rows]
+    return {
+        "spearman_test": float(stats.spearmanr(ours_t, table_t).statistic),
+        "kendall_test": float(stats.kendalltau(ours_t, table_t).statistic),
+        "spearman_val": float(stats.spearmanr(ours_v, table_v).statistic),
+        "kendall_val": float(stats.kendalltau(ours_v, table_v).statistic),
+        "mean_abs_test_gap": sum(abs(a - b) for a, b in zip(ours_t, table_t)) / len(rows),
+    }
+
+
+def command() -> str:
+    """The command line as typed (``python -m experiments...`` when run as a module)."""
+    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ("METANAS_DATA",) if k in os.environ)
+    spec = globals().get("__spec__")
+    entry = ["python", "-m", spec.name] if spec is not None else ["python", sys.argv[0]]
+    return " ".join([env, *entry, *map(shlex.quote, sys.argv[1:])]).strip()
+
+
+def header(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
+    from search_spaces.nasbench_graph import BENCHMARK_SETTINGS
+
+    return {
+        "experiment": NAME,
+        "command": command(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "loadavg_start": list(os.getloadavg()),
+        "dataset": args.dataset, "seed": args.seed, "epochs": epochs,
+        "eval_every": args.eval_every, "torch_threads": args.threads, "workers": args.workers,
+        "setting": vars(BENCHMARK_SETTINGS[args.dataset]) | {"epochs_used": epochs},
+    }
+
+
+def write(out: Path, head: dict, rows: list[dict], done: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**head, "complete": done, "n_archs": len(rows), **correlations(rows), "rows": rows}
+    (out / f"{NAME}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"{NAME}.md").write_text(markdown(record))
+
+
+def markdown(record: dict) -> str:
+    lines = [
+        f"# NAS-Bench-Graph fidelity on {record['dataset']}", "",
+        f"- command: `{record['command']}`",
+        f"- date: {record['date']}; machine: {record['machine']['platform']}, "
+        f"{record['machine']['cpu_count']} CPUs; load average at start: "
+        f"{', '.join(f'{x:.2f}' for x in record['loadavg_start'])}",
+        f"- setting: {record['setting']}",
+        f"- architectures: {record['n_archs']} (seed {record['seed']}, one per quantile stratum "
+        f"of the table's test accuracy); complete: {record['complete']}",
+        "",
+    ]
+    if "spearman_test" in record:
+        lines += [
+            "| ours vs table | Spearman | Kendall |", "|---|---|---|",
+            f"| test accuracy | {record['spearman_test']:.3f} | {record['kendall_test']:.3f} |",
+            f"| validation accuracy | {record['spearman_val']:.3f} | {record['kendall_val']:.3f} |",
+            "", f"Mean |our test - table test|: {record['mean_abs_test_gap']:.4f}", "",
+        ]
+    lines += [
+        "| # | architecture | table val | table test | our val | our test | best epoch | s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(record["rows"]):
+        lines.append(
+            f"| {i} | {r['short']} | {r['table_val_acc']:.4f} | {r['table_test_acc']:.4f} | "
+            f"{r['val_acc']:.4f} | {r['test_acc']:.4f} | {r['best_epoch']} | {r['seconds']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_job(job: tuple[int, dict, str, int, int, int]) -> tuple[int, dict]:
+    from nas.tasks import load_task
+    from search_spaces.nasbench_graph import NasBenchGraphArchitecture
+
+    index, spec, dataset, epochs, eval_every, seed = job
+    arch = NasBenchGraphArchitecture.from_dict(spec)
+    return index, train_one(arch, dataset, load_task(dataset), epochs, eval_every, seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import multiprocessing
+
+    from search_spaces.nasbench_graph import BENCHMARK_SETTINGS
+
+    args = parse_args(argv)
+    epochs = args.epochs or BENCHMARK_SETTINGS[args.dataset].epochs
+    head = header(args, epochs)
+    archs = choose_architectures(args.dataset, args.archs, args.seed)
+    jobs = [(i, a.to_dict(), args.dataset, epochs, args.eval_every, args.seed) for i, a in enumerate(archs)]
+    done: dict[int, dict] = {}
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.workers, initializer=_worker_init, initargs=(args.threads,)) as pool:
+        for index, r in pool.imap_unordered(_train_job, jobs):
+            done[index] = r
+            print(f"[{len(done)}/{len(archs)}] {r['short']:<40} table test {r['table_test_acc']:.4f} "
+                  f"ours {r['test_acc']:.4f} ({r['seconds']:.0f}s, "
+                  f"{time.perf_counter() - start:.0f}s total)", flush=True)
+            write(args.out, head, [done[i] for i in sorted(done)], done=False)
+    write(args.out, head, [done[i] for i in sorted(done)], done=True)
+    print(markdown(json.loads((args.out / f"{NAME}.json").read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
