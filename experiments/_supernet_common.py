@@ -26,11 +26,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
+def write_results(name: str, payload: dict[str, Any], markdown: str, quiet: bool = False) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, sort_keys=True))
     (RESULTS / f"{name}.md").write_text(markdown)
-    print(markdown)
+    if not quiet:
+        print(markdown)
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:

@@ -25,6 +25,9 @@ def main() -> None:
     from nas.train import resolve_device
 
     args.device = str(resolve_device(args.device))
+    import torch
+
+    torch.set_num_threads(args.threads)
     from nas.evaluators import SupernetEvaluator, TrainEvaluator
     from nas.supernet import SupernetTrainConfig, build_supernet, has_checkpoint, train_supernet
     from nas.tasks import load_task
@@ -45,6 +48,8 @@ def main() -> None:
         inherited = scorer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
         scratch = trainer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
         rows.append(_row(arch, inherited, scratch))
+        if len(rows) >= 3:  # results so far, in case the run is cut short
+            _report(args, info, trained, rows, quiet=True)
         print(f"[{i + 1}/{len(archs)}] {arch.short():40s} inherited val {inherited.metrics['val_acc']:.3f} "
               f"scratch val {scratch.metrics['val_acc']:.3f} test {scratch.metrics['test_acc']:.3f} "
               f"({inherited.seconds:.2f}s / {scratch.seconds:.1f}s)", flush=True)
@@ -59,11 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--supernet-epochs", type=int, default=500)
     p.add_argument("--max-depth", type=int, default=2)
     p.add_argument("--width", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=100, help="from-scratch epochs")
-    p.add_argument("--patience", type=int, default=20, help="from-scratch early-stopping patience")
+    p.add_argument("--epochs", type=int, default=40, help="from-scratch epochs")
+    p.add_argument("--patience", type=int, default=10, help="from-scratch early-stopping patience")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--name", default="supernet_ranking")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: best on a shared CPU)")
     return p
 
 
@@ -87,7 +93,7 @@ def _row(arch, inherited, scratch) -> dict:
     }
 
 
-def _report(args, info, trained, rows) -> None:
+def _report(args, info, trained, rows, quiet: bool = False) -> None:
     col = lambda key: [r[key] for r in rows]  # noqa: E731
     taus = {
         "inherited_val~scratch_val": kendall_tau(col("inherited_val"), col("scratch_val")),
@@ -109,7 +115,7 @@ def _report(args, info, trained, rows) -> None:
           "", "| measure | value |", "|---|---|"]
     md += [f"| Kendall tau {k} ({len(rows)} archs) | {v:.3f} |" for k, v in taus.items()]
     md += [f"| {k} | {v if isinstance(v, str) else f'{v:.3f}'} |" for k, v in throughput.items()]
-    write_results(args.name, payload, "\n".join(md) + "\n")
+    write_results(args.name, payload, "\n".join(md) + "\n", quiet=quiet)
 
 
 if __name__ == "__main__":
