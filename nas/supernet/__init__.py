@@ -14,6 +14,7 @@ from nas.supernet._checkpoint import has_checkpoint, read_meta
 from nas.supernet._final import FINAL_SUFFIX, final_train
 from nas.supernet._gradient import GradientConfig, GradientResult, derive, gradient_search
 from nas.supernet._gnn import GNNSupernet, gnn_trial_params
+from nas.supernet._nasbench import NasBenchGraphSupernet, nasbench_trial_params
 from nas.supernet._train import SupernetTrainConfig, SupernetTrainResult, path_rng, train_supernet
 from search_spaces.resolver import resolve
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 #: canonical space name -> supernet class; extend by adding a line
 SUPERNETS: dict[str, type[Supernet]] = {
     "gnn": GNNSupernet,
+    "nasbench-graph": NasBenchGraphSupernet,
 }
 
 
@@ -59,7 +61,7 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 __all__ = [
-    "GNNSupernet", "Gates", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SupernetTrainConfig", "SupernetTrainResult",
+    "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SupernetTrainConfig", "SupernetTrainResult",
     "FINAL_SUFFIX", "build_supernet", "final_train", "gnn_trial_params", "has_checkpoint", "load_supernet", "path_rng",
     "read_meta", "train_supernet",
 ]

@@ -201,7 +201,10 @@ def _weight_step(
     else:
         choices, gates = alphas.sample(tau)
         gates = {k: v.detach() for k, v in gates.items()}
-    loss = _loss(supernet, supernet.from_decisions(choices), batch, gates)
+    arch = _arch_or_none(supernet, choices)
+    if arch is None:
+        return
+    loss = _loss(supernet, arch, batch, gates)
     loss.backward()
     optimizer.step()
 
@@ -213,12 +216,24 @@ def _arch_step(
     supernet.train()
     optimizer.zero_grad(set_to_none=True)
     choices, gates = alphas.sample(tau)
-    loss = _loss(supernet, supernet.from_decisions(choices), batch, gates)
+    arch = _arch_or_none(supernet, choices)
+    if arch is None:
+        return
+    loss = _loss(supernet, arch, batch, gates)
     if penalty:
         loss = loss + penalty * alphas.shortcut_mass(shortcuts)
     loss.backward()
     supernet.zero_grad(set_to_none=True)  # the weights move in the weight step only
     optimizer.step()
+
+
+def _arch_or_none(supernet: Supernet, choices: dict[str, Any]) -> Architecture | None:
+    """The path of ``choices``; ``None`` for a combination the space excludes (NAS-Bench-Graph's
+    all-skip cell), whose step is skipped."""
+    try:
+        return supernet.from_decisions(choices)
+    except ValueError:
+        return None
 
 
 def _loss(supernet: Supernet, arch: Architecture, batch: tuple, gates: dict[str, Tensor] | None) -> Tensor:
