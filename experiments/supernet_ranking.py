@@ -1,11 +1,15 @@
 """Ranking quality of the supernet: inherited-weight accuracy against from-scratch accuracy.
 
-GNN space on a node task (default Cora): trains a supernet with SPOS (or reuses ``--supernet``),
+``--space gnn`` on a node task (default Cora): trains a supernet with SPOS (or reuses ``--supernet``),
 draws ``--archs`` architectures uniformly from the supernet's covered sub-space (seeded; lr and
 weight decay fixed at 5e-3 / 5e-4), scores each with inherited weights (BatchNorm recalibrated)
 and trains each from scratch with the ``train`` evaluator (``--epochs`` / ``--patience``).
 Reports Kendall tau between the inherited validation accuracy (what a search selects on) and the
 from-scratch validation and test accuracies, and writes every row (reused by supernet_cost.py).
+
+``--space nasbench-graph``: the supernet over NAS-Bench-Graph's cells with the dataset's benchmark
+setting; the reference accuracy is the benchmark table's (mean over its runs), nothing is trained
+from scratch.
 
     python experiments/supernet_ranking.py --dataset cora --archs 50 --supernet-epochs 500
 """
@@ -22,6 +26,8 @@ from experiments._supernet_common import kendall_tau, machine, write_results
 def main() -> None:
     args = _parser().parse_args()
     info = machine()
+    if args.merge:
+        return _merge(args, info)
     from nas.train import resolve_device
 
     args.device = str(resolve_device(args.device))
@@ -34,19 +40,24 @@ def main() -> None:
 
     task = load_task(args.dataset)
     task.num_features
-    folder = Path(args.supernet or f"/tmp/metanas-supernet-{args.dataset}-{args.seed}")
-    supernet = build_supernet("gnn", task, max_depth=args.max_depth, widths=(args.width,))
+    folder = Path(args.supernet or f"/tmp/metanas-supernet-{args.space}-{args.dataset}-{args.seed}")
+    options = {"max_depth": args.max_depth, "widths": (args.width,)} if args.space == "gnn" else {}
+    supernet = build_supernet(args.space, task, **options)
     config = SupernetTrainConfig(epochs=args.supernet_epochs, seed=args.seed, device=args.device)
     trained = train_supernet(supernet, task, config, out=folder)
+    args.supernet_repr = repr(supernet)
     print(f"supernet: {trained.epochs} epochs in {trained.seconds:.1f}s ({supernet})", flush=True)
     rng = random.Random(args.seed + 1)
-    archs = _distinct(supernet, rng, args.archs)
+    archs = _distinct(supernet, rng, args.archs)[args.start:]
     scorer = SupernetEvaluator(str(folder))
     trainer = TrainEvaluator(epochs=args.epochs, patience=args.patience)
     rows = []
     for i, arch in enumerate(archs):
         inherited = scorer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
-        scratch = trainer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
+        scratch = (
+            trainer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
+            if args.space == "gnn" else _table(arch, args.dataset)
+        )
         rows.append(_row(arch, inherited, scratch))
         if len(rows) >= 3:  # results so far, in case the run is cut short
             _report(args, info, trained, rows, quiet=True)
@@ -56,9 +67,36 @@ def main() -> None:
     _report(args, info, trained, rows)
 
 
+def _merge(args, info) -> None:
+    """Rows of several shard runs (same seed, same supernet) reported as one run."""
+    import json
+    import types
+
+    from experiments._supernet_common import RESULTS
+
+    parts = [json.loads((RESULTS / f"{name}.json").read_text()) for name in args.merge]
+    rows = [row for part in parts for row in part["rows"]]
+    first = parts[0]
+    for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed"):
+        setattr(args, key, first["args"].get(key, "gnn" if key == "space" else None))
+    args.supernet_repr = first["args"].get("supernet_repr", "see shards")
+    info["shards"] = [p["machine"] for p in parts]
+    trained = types.SimpleNamespace(epochs=first["supernet_epochs"], seconds=first["supernet_seconds"])
+    _report(args, info, trained, rows)
+
+
+def _table(arch, dataset: str):
+    from nas.evaluators import Evaluation
+    from nas.evaluators._table import query
+
+    row = query(arch, dataset)
+    return Evaluation(metrics={"val_acc": row.val_acc, "test_acc": row.test_acc}, epochs=0)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="cora")
+    p.add_argument("--space", default="gnn", choices=["gnn", "nasbench-graph"])
     p.add_argument("--archs", type=int, default=50)
     p.add_argument("--supernet", default=None, help="checkpoint folder (trained/resumed there)")
     p.add_argument("--supernet-epochs", type=int, default=500)
@@ -69,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--name", default="supernet_ranking")
+    p.add_argument("--start", type=int, default=0, help="skip the first START architectures (a shard)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="NAME",
+                   help="only merge the rows of these result files into --name and report")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: best on a shared CPU)")
     return p
 
@@ -107,11 +148,12 @@ def _report(args, info, trained, rows, quiet: bool = False) -> None:
     }
     payload = {"machine": info, "args": vars(args), "kendall_tau": taus, "throughput": throughput,
                "supernet_seconds": trained.seconds, "supernet_epochs": trained.epochs, "rows": rows}
-    md = [f"# Supernet ranking on {args.dataset} (GNN space)", "",
+    reference = "from scratch" if args.space == "gnn" else "NAS-Bench-Graph table"
+    md = [f"# Supernet ranking on {args.dataset} ({args.space} space; reference: {reference})", "",
           f"- machine: {info['platform']}, {info['cpu_count']} CPUs, load at start {info['loadavg_at_start']}",
           f"- command: `{info['command']}`", f"- date: {info['date']}",
-          f"- supernet: max_depth {args.max_depth}, width {args.width}, {trained.epochs} SPOS epochs, "
-          f"{trained.seconds:.0f}s", f"- from scratch: {args.epochs} epochs, patience {args.patience}",
+          f"- supernet: {args.supernet_repr}, {trained.epochs} SPOS epochs, "
+          f"{trained.seconds:.0f}s", f"- reference: {reference}" + (f", {args.epochs} epochs, patience {args.patience}" if args.space == "gnn" else ""),
           "", "| measure | value |", "|---|---|"]
     md += [f"| Kendall tau {k} ({len(rows)} archs) | {v:.3f} |" for k, v in taus.items()]
     md += [f"| {k} | {v if isinstance(v, str) else f'{v:.3f}'} |" for k, v in throughput.items()]

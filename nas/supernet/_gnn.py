@@ -11,11 +11,13 @@ slicing):
   input width, output width) where the two differ; one classifier per classifier input layout;
 - widths: only those in ``widths`` (default ``(64,)``), each with its own weights.
 
-Mapping rule for architectures outside it (:meth:`GNNSupernet.project`): a width not in
-``widths`` is replaced by the nearest covered width (ties to the larger), heads by the nearest
-covered head count that divides that width; learning rate and weight decay are kept (inherited
-weights do not depend on them). A conv the supernet was not built with, or a depth above
-``max_depth``, is an error; ``strict=True`` makes any change an error.
+Mapping rule for architectures outside it (:meth:`GNNSupernet.project`): only the first
+``max_depth`` layers are kept (skip becomes none if one layer remains); a width not in ``widths``
+is replaced by the nearest covered width (ties to the larger), heads by the nearest covered head
+count that divides that width; learning rate and weight decay are kept (inherited weights do not
+depend on them). A conv the supernet was not built with is an error; ``strict=True`` makes any
+change an error. The evaluator records ``mapped = 1.0`` for a mapped architecture, and
+``--final-train`` trains the mapped architecture (the one that was scored).
 
 Sharing: two architectures that use the same operation at the same position use the same module
 (the same tensors), whatever they choose elsewhere.
@@ -162,12 +164,9 @@ class GNNSupernet(Supernet):
     def project(self, arch: Architecture, strict: bool = False) -> GNNArchitecture:
         if not isinstance(arch, GNNArchitecture):
             raise TypeError(f"the gnn supernet scores GNNArchitecture, not {type(arch).__name__}")
-        if arch.depth > self.max_depth:
-            raise ValueError(
-                f"depth {arch.depth} is above the supernet's max_depth {self.max_depth}"
-            )
-        layers = tuple(self._project_layer(layer) for layer in arch.layers)
-        projected = dataclasses.replace(arch, layers=layers)
+        layers = tuple(self._project_layer(layer) for layer in arch.layers[: self.max_depth])
+        skip = arch.skip if len(layers) > 1 else "none"
+        projected = dataclasses.replace(arch, layers=layers, skip=skip)
         if strict and projected != arch:
             raise ValueError(
                 f"architecture {arch.short()} is not covered by the supernet (widths "

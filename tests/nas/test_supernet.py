@@ -101,8 +101,9 @@ def test_project_maps_widths_and_heads_and_rejects_what_it_cannot_cover() -> Non
     assert [(l.width, l.heads) for l in projected.layers] == [(64, 4), (32, 1)]
     with pytest.raises(ValueError, match="not covered"):
         supernet.project(arch, strict=True)
-    with pytest.raises(ValueError, match="max_depth 2"):
-        supernet.project(_arch(*[LayerSpec()] * 3))
+    deep = supernet.project(_arch(*[LayerSpec("gcn", 64)] * 3, skip="residual"))
+    assert deep.depth == 2 and deep.skip == "residual"
+    assert supernet.project(_arch(*[LayerSpec("gcn", 64)] * 3, skip="jk_cat")).depth == 2
     narrow = GNNSupernet(4, 3, convs=("gcn",), widths=(16,))
     with pytest.raises(ValueError, match="conv 'sage' is not in the supernet"):
         narrow.project(_arch(LayerSpec("sage", 16)))
