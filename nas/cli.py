@@ -339,15 +339,15 @@ def _add_supernet(commands: Any) -> None:
 
 
 def cmd_supernet_train(args: argparse.Namespace) -> int:
-    from nas.supernet import SupernetTrainConfig, build_supernet, train_supernet
+    from nas.supernet import SupernetTrainConfig, build_supernet, init_distributed, train_supernet
     from nas.tasks import load_task
-    from nas.train import resolve_device
 
+    device = init_distributed(args.device)  # joins torchrun's process group, if any
     task = load_task(args.dataset, args.data_root)
     supernet = build_supernet(args.space, task, **_supernet_options(args.option))
     config = SupernetTrainConfig(
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-        batch_size=args.batch_size, seed=args.seed, device=str(resolve_device(args.device)),
+        batch_size=args.batch_size, seed=args.seed, device=device,
         checkpoint_every=args.checkpoint_every, amp=args.amp,
     )
     print(f"metanas supernet train: {supernet} on {task.name} ({config.device})", flush=True)

@@ -15,7 +15,9 @@ from nas.supernet._final import FINAL_SUFFIX, final_train
 from nas.supernet._gradient import GradientConfig, GradientResult, derive, gradient_search
 from nas.supernet._gnn import GNNSupernet, gnn_trial_params
 from nas.supernet._nasbench import NasBenchGraphSupernet, nasbench_trial_params
-from nas.supernet._train import SupernetTrainConfig, SupernetTrainResult, path_rng, train_supernet
+from nas.supernet._train import (
+    SupernetTrainConfig, SupernetTrainResult, init_distributed, path_rng, train_supernet,
+)
 from search_spaces.resolver import resolve
 
 if TYPE_CHECKING:
@@ -62,6 +64,6 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
 
 __all__ = [
     "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SupernetTrainConfig", "SupernetTrainResult",
-    "FINAL_SUFFIX", "build_supernet", "final_train", "gnn_trial_params", "has_checkpoint", "load_supernet", "path_rng",
+    "FINAL_SUFFIX", "build_supernet", "final_train", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "path_rng",
     "read_meta", "train_supernet",
 ]

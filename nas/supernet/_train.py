@@ -217,6 +217,26 @@ class _GraphSteps:
         return out
 
 
+def init_distributed(device: str = "auto") -> str:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment):
+    NCCL with one GPU per process (``cuda:LOCAL_RANK``) when CUDA is used, gloo on the CPU.
+    Returns the device this process trains on; without torchrun, ``device`` resolved."""
+    import os
+
+    import torch.distributed as dist
+
+    resolved = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return str(resolved)
+    if resolved.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return f"cuda:{local}"
+    dist.init_process_group("gloo")
+    return "cpu"
+
+
 def _maybe_distributed(supernet: nn.Module, device: torch.device) -> nn.Module:
     _, world = _world()
     if world == 1:

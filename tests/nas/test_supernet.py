@@ -160,3 +160,25 @@ def test_checkpoint_holds_no_pickle(tiny_graph, tmp_path) -> None:
     _train(TinyTask(tiny_graph), tmp_path, epochs=2)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["optimizer.safetensors", "supernet.json", "supernet.safetensors"]
+
+
+def test_nasbench_supernet_paths_equal_the_benchmark_models(tiny_graph) -> None:
+    from nas.supernet import NasBenchGraphSupernet
+    from search_spaces.nasbench_graph import NasBenchGraphArchitecture, NasBenchGraphSpace
+
+    torch.manual_seed(0)
+    supernet = NasBenchGraphSupernet(4, 3, dataset="computers").eval()  # dim 64, pre 1, post 1
+    space, rng = NasBenchGraphSpace("computers"), random.Random(0)
+    for _ in range(20):
+        arch = supernet.sample(rng)
+        out = supernet(tiny_graph.x, tiny_graph.edge_index, arch=arch)
+        model = supernet.extract(arch).eval()
+        torch.testing.assert_close(out, model(tiny_graph.x, tiny_graph.edge_index), msg=arch.short())
+        suggested = space.suggest(optuna.trial.FixedTrial(supernet.trial_params(arch)))
+        assert suggested.arch_hash == arch.arch_hash
+    a = NasBenchGraphArchitecture((0, 0, 1, 1), ("gcn", "sage", "gat", "fc"))
+    b = NasBenchGraphArchitecture((0, 0, 2, 2), ("sage", "gcn", "gat", "fc"))  # isomorphic to a
+    assert a.arch_hash == b.arch_hash
+    assert [id(m) for m in supernet.path_modules(a)] == [id(m) for m in supernet.path_modules(b)]
+    with pytest.raises(ValueError, match="all-skip"):
+        supernet.from_decisions({"link_pattern": 0, **{f"op{i}": "skip" for i in range(4)}})
