@@ -28,6 +28,8 @@ def main() -> None:
     info = machine()
     if args.merge:
         return _merge(args, info)
+    if args.rescore:
+        return _rescore(args, info)
     from nas.train import resolve_device
 
     args.device = str(resolve_device(args.device))
@@ -48,7 +50,7 @@ def main() -> None:
     args.supernet_repr = repr(supernet)
     print(f"supernet: {trained.epochs} epochs in {trained.seconds:.1f}s ({supernet})", flush=True)
     rng = random.Random(args.seed + 1)
-    archs = _distinct(supernet, rng, args.archs)[args.start:]
+    archs = _distinct(supernet, rng, args.archs)[args.start:args.stop]
     scorer = SupernetEvaluator(str(folder))
     trainer = TrainEvaluator(epochs=args.epochs, patience=args.patience)
     rows = []
@@ -75,7 +77,11 @@ def _merge(args, info) -> None:
     from experiments._supernet_common import RESULTS
 
     parts = [json.loads((RESULTS / f"{name}.json").read_text()) for name in args.merge]
-    rows = [row for part in parts for row in part["rows"]]
+    unique: dict[str, dict] = {}
+    for part in parts:
+        for row in part["rows"]:
+            unique.setdefault(json.dumps(row["arch"], sort_keys=True), row)
+    rows = list(unique.values())
     first = parts[0]
     for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed"):
         setattr(args, key, first["args"].get(key, "gnn" if key == "space" else None))
@@ -83,6 +89,46 @@ def _merge(args, info) -> None:
     info["shards"] = [p["machine"] for p in parts]
     trained = types.SimpleNamespace(epochs=first["supernet_epochs"], seconds=first["supernet_seconds"])
     _report(args, info, trained, rows)
+
+
+def _rescore(args, info) -> None:
+    """Kendall tau of evaluator variants (BatchNorm recalibration off/on, fine-tuning epochs)
+    over the from-scratch rows of an earlier run: only the inherited scoring is recomputed."""
+    import json
+
+    import torch
+
+    from experiments._supernet_common import RESULTS
+    from nas.evaluators import SupernetEvaluator
+    from nas.tasks import load_task
+    from search_spaces import GNNArchitecture, GNNSpace
+
+    torch.set_num_threads(args.threads)
+    source = json.loads((RESULTS / f"{args.rescore}.json").read_text())
+    rows, task, space = source["rows"], load_task(args.dataset), GNNSpace()
+    variants = [(False, 0)] + [(True, k) for k in args.finetune_epochs]
+    out = []
+    for recalibrate, epochs in variants:
+        scorer = SupernetEvaluator(args.supernet, recalibrate=recalibrate, finetune_epochs=epochs)
+        scores, seconds = [], 0.0
+        for row in rows:
+            ev = scorer.evaluate(GNNArchitecture.from_dict(row["arch"]), space, task, seed=args.seed, device=args.device)
+            scores.append(ev.metrics["val_acc"])
+            seconds += ev.seconds
+        out.append({
+            "recalibrate": recalibrate, "finetune_epochs": epochs, "seconds_per_arch": seconds / len(rows),
+            "tau_val": kendall_tau(scores, [r["scratch_val"] for r in rows]),
+            "tau_test": kendall_tau(scores, [r["scratch_test"] for r in rows]),
+        })
+        print(out[-1], flush=True)
+    md = [f"# Supernet ranking on {args.dataset}: evaluator variants ({len(rows)} archs of `{args.rescore}`)", "",
+          f"- machine: {info['platform']}, {info['cpu_count']} CPUs, load at start {info['loadavg_at_start']}",
+          f"- command: `{info['command']}`", f"- date: {info['date']}", "",
+          "| BN recalibration | fine-tuning epochs | s / arch | tau vs scratch val | tau vs scratch test |",
+          "|---|---|---|---|---|"]
+    md += [f"| {o['recalibrate']} | {o['finetune_epochs']} | {o['seconds_per_arch']:.2f} | "
+           f"{o['tau_val']:.3f} | {o['tau_test']:.3f} |" for o in out]
+    write_results(args.name, {"machine": info, "args": vars(args), "variants": out}, "\n".join(md) + "\n")
 
 
 def _table(arch, dataset: str):
@@ -108,8 +154,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--name", default="supernet_ranking")
     p.add_argument("--start", type=int, default=0, help="skip the first START architectures (a shard)")
+    p.add_argument("--stop", type=int, default=None, help="stop before architecture STOP (a shard)")
     p.add_argument("--merge", nargs="+", default=None, metavar="NAME",
                    help="only merge the rows of these result files into --name and report")
+    p.add_argument("--rescore", default=None, metavar="NAME",
+                   help="re-score the rows of result NAME with inherited weights only (evaluator variants)")
+    p.add_argument("--finetune-epochs", type=int, nargs="+", default=[0],
+                   help="with --rescore: fine-tuning epochs to compare")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: best on a shared CPU)")
     return p
 
