@@ -38,7 +38,7 @@ def cora_supernet(tmp_path_factory) -> Path:
 @pytest.mark.timeout(600)
 def test_inherited_weights_score_cora_above_chance(cora_available, cora_supernet) -> None:
     task, space = load_task("cora"), GNNSpace(convs=("gcn", "sage"))
-    evaluator = SupernetEvaluator(str(cora_supernet))
+    evaluator = SupernetEvaluator(str(cora_supernet), finetune_epochs=0)
     evaluator.check_space(space)
     arch = GNNArchitecture(layers=(LayerSpec("gcn", 64, dropout=0.5),))
     result = evaluator.evaluate(arch, space, task, device="cpu")
@@ -56,7 +56,7 @@ def test_supernet_search_then_final_training_from_scratch(
 ) -> None:
     code = main([
         "search", "--dataset", "cora", "--evaluator", "supernet", "--supernet", str(cora_supernet),
-        "--strategy", "random", "--convs", "gcn,sage", "--trials", "4", "--storage", sqlite_url,
+        "--strategy", "random", "--convs", "gcn,sage", "--trials", "3", "--storage", sqlite_url,
         "--study", "s", "--final-train", "--epochs", "5", "--patience", "0", "--device", "cpu",
         "--quiet",
     ])
@@ -71,6 +71,15 @@ def test_supernet_search_then_final_training_from_scratch(
     trained = GNNArchitecture.from_json(trial.user_attrs["arch"])
     assert trained.depth == 1 and trained.layers[0].width == 64  # the mapped (scored) architecture
     assert 0.0 < trial.user_attrs["test_acc"] <= 1.0
+
+
+def test_supernet_evaluator_variant_sets_fine_tuning() -> None:
+    from nas.evaluators import get_evaluator
+
+    assert get_evaluator("supernet:ft0").finetune_epochs == 0
+    assert get_evaluator("supernet", supernet="x").finetune_epochs == 5
+    with pytest.raises(ValueError, match="must be ft<N>"):
+        get_evaluator("supernet:fast")
 
 
 def test_supernet_evaluator_needs_a_checkpoint(tmp_path) -> None:
