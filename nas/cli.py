@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metanas", description="Neural architecture search with every trial stored in SQL.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies):
+    for add in (
+        _add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies,
+        _add_supernet,
+    ):
         add(commands)
     return parser
 
@@ -115,6 +118,14 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--prescreen-k", type=int, default=10, help="proposals per trial (default 10)")
     p.add_argument("--prescreen-dataset", default=None,
                    help="dataset the proxy is computed on (default --dataset)")
+    p.add_argument(
+        "--supernet", default=None, metavar="PATH",
+        help="trained supernet checkpoint folder, for --evaluator supernet",
+    )
+    p.add_argument(
+        "--final-train", action="store_true",
+        help="afterwards train the best architecture from scratch as a trial of study <study>-final",
+    )
     p.set_defaults(handler=cmd_search)
 
 
@@ -132,13 +143,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),
         pruner=args.pruner, heartbeat=args.heartbeat, grace_period=args.grace_period,
         verbose=not args.quiet, prescreen=args.prescreen, prescreen_candidates=args.prescreen_k,
-        prescreen_dataset=args.prescreen_dataset,
+        prescreen_dataset=args.prescreen_dataset, supernet=args.supernet,
     )
     _validate_names(config)
     print(f"metanas search: study {config.study_name!r} in {redact(config.storage)}", flush=True)
     study = run_search(config)
     _print_best(study)
+    if args.final_train:
+        _final_train(config)
     return 0
+
+
+def _final_train(config: Any) -> None:
+    from nas.supernet import final_train
+
+    trial = final_train(config)
+    attrs = trial.user_attrs
+    print(
+        f"from scratch: trial {attrs['source_trial']} of {config.study_name!r} -> trial "
+        f"{trial.number} of {config.study_name + '-final'!r}: val {attrs.get('val_acc', 0):.4f} "
+        f"test {attrs.get('test_acc', 0):.4f} | {attrs.get('summary', '')}"
+    )
 
 
 def _validate_names(config: Any) -> None:
@@ -300,6 +325,71 @@ def cmd_studies(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['study']}  ({row['trials']} trials, dataset {row['dataset']}, space {row['space']})")
     return 0
+
+
+# -- metanas supernet ---------------------------------------------------------------------------
+
+
+def _add_supernet(commands: Any) -> None:
+    p = commands.add_parser("supernet", help="weight-sharing supernets (train one)")
+    sub = p.add_subparsers(dest="supernet_command", required=True, metavar="SUBCOMMAND")
+    t = sub.add_parser(
+        "train", help="train a single-path one-shot supernet; resumes from --out's checkpoint",
+    )
+    t.add_argument("--dataset", required=True, help="dataset name, e.g. cora")
+    t.add_argument("--space", default="gnn", help="search space (default gnn)")
+    t.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds one)")
+    t.add_argument("--epochs", type=int, default=300, help="training epochs (default 300)")
+    t.add_argument("--lr", type=float, default=5e-3)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--batch-size", type=int, default=64, help="graphs per batch (graph tasks)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
+    t.add_argument("--checkpoint-every", type=int, default=50, help="epochs between checkpoints")
+    t.add_argument("--data-root", default=None)
+    t.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="supernet option, e.g. max_depth=3, widths=32,64, convs=gcn,gat (gnn space)",
+    )
+    t.set_defaults(handler=cmd_supernet_train)
+
+
+def cmd_supernet_train(args: argparse.Namespace) -> int:
+    from nas.supernet import SupernetTrainConfig, build_supernet, init_distributed, train_supernet
+    from nas.tasks import load_task
+
+    device = init_distributed(args.device)  # joins torchrun's process group, if any
+    task = load_task(args.dataset, args.data_root)
+    supernet = build_supernet(args.space, task, **_supernet_options(args.option))
+    config = SupernetTrainConfig(
+        epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+        batch_size=args.batch_size, seed=args.seed, device=device,
+        checkpoint_every=args.checkpoint_every, amp=args.amp,
+    )
+    print(f"metanas supernet train: {supernet} on {task.name} ({config.device})", flush=True)
+    result = train_supernet(supernet, task, config, out=args.out)
+    resumed = f", resumed from epoch {result.resumed_from}" if result.resumed_from else ""
+    loss = f"{result.history[-1]:.4f}" if result.history else "-"
+    print(
+        f"trained {result.epochs} epochs ({result.steps} steps, {result.seconds:.1f}s{resumed}); "
+        f"last loss {loss}; checkpoint in {args.out}"
+    )
+    return 0
+
+
+def _supernet_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["max_depth=3", "widths=32,64"]`` -> ``{"max_depth": 3, "widths": (32, 64)}``."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--option {pair!r} must look like KEY=VALUE")
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        parsed = [int(v) if v.lstrip("-").isdigit() else v for v in items]
+        multi = key.strip() in ("widths", "convs", "heads", "ops") or len(parsed) > 1
+        options[key.strip().replace("-", "_")] = tuple(parsed) if multi else parsed[0]
+    return options
 
 
 if __name__ == "__main__":

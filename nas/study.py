@@ -71,6 +71,7 @@ class SearchConfig:
     prescreen: str | None = None           # zero-cost proxy ranking `prescreen_candidates`
     prescreen_candidates: int = 10         # base-strategy proposals per trial (PrescreenSampler)
     prescreen_dataset: str | None = None   # data the proxy sees (default: the search dataset)
+    supernet: str | None = None            # checkpoint folder for evaluator "supernet"
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -91,7 +92,10 @@ class SearchConfig:
         return get_space(self.space, convs=self.convs)
 
     def make_evaluator(self) -> Evaluator:
-        return get_evaluator(self.evaluator, epochs=self.epochs, patience=self.patience)
+        # each evaluator takes the options it understands (see get_evaluator)
+        return get_evaluator(
+            self.evaluator, epochs=self.epochs, patience=self.patience, supernet=self.supernet,
+        )
 
 
 class Objective:

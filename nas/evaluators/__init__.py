@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nas.evaluators._supernet import SupernetEvaluator
 from nas.evaluators._table import TableEvaluator
 from nas.evaluators._train import TrainEvaluator
 from nas.evaluators._zero_cost import ZeroCostEvaluator
@@ -14,6 +15,7 @@ EVALUATORS: dict[str, type[Evaluator]] = {
     "train": TrainEvaluator,
     "table": TableEvaluator,
     "zero-cost": ZeroCostEvaluator,
+    "supernet": SupernetEvaluator,
 }
 
 
@@ -42,6 +44,6 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "EVALUATORS", "Evaluation", "Evaluator", "TableEvaluator", "TrainEvaluator",
-    "ZeroCostEvaluator", "get_evaluator",
+    "EVALUATORS", "Evaluation", "Evaluator", "SupernetEvaluator", "TableEvaluator",
+    "TrainEvaluator", "ZeroCostEvaluator", "get_evaluator",
 ]

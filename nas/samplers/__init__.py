@@ -8,6 +8,7 @@ import optuna
 
 from nas.samplers._base import ProposalSampler, space_distributions
 from nas.samplers._evolution import EvolutionSampler
+from nas.samplers._gradient import GradientSampler
 from nas.samplers._nac import NACSampler, nac_search
 from nas.samplers._predictor import PredictorSampler
 from nas.samplers._prescreen import PrescreenSampler, proxy_scorer
@@ -29,6 +30,11 @@ def _tpe(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler
     options.pop("space", None)
     settings = dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
     return optuna.samplers.TPESampler(seed=seed, **{**settings, **options})
+
+
+def _gradient(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
+    options.pop("space", None)
+    return GradientSampler(seed=seed, **options)
 
 
 def _gp(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
@@ -73,6 +79,7 @@ STRATEGIES: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "reinforce": _reinforce,
     "predictor": _predictor,
     "nac": _nac,  # training-free sparse-coding search of the gnn space (Xu et al. 2023)
+    "gradient": _gradient,  # GDAS over the weight-sharing supernet
 }
 
 #: strategies that handle studies of one objective only

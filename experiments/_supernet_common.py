@@ -1,0 +1,40 @@
+"""Shared bits of the experiment entry points: machine record and result files."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """Machine, load and command, recorded with every result."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "loadavg_at_start": list(os.getloadavg()), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "gpu": gpu,
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str, quiet: bool = False) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, sort_keys=True))
+    (RESULTS / f"{name}.md").write_text(markdown)
+    if not quiet:
+        print(markdown)
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)

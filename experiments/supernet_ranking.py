@@ -1,0 +1,215 @@
+"""Ranking quality of the supernet: inherited-weight accuracy against from-scratch accuracy.
+
+``--space gnn`` on a node task (default Cora): trains a supernet with SPOS (or reuses ``--supernet``),
+draws ``--archs`` architectures uniformly from the supernet's covered sub-space (seeded; lr and
+weight decay fixed at 5e-3 / 5e-4), scores each with inherited weights (BatchNorm recalibrated)
+and trains each from scratch with the ``train`` evaluator (``--epochs`` / ``--patience``).
+Reports Kendall tau between the inherited validation accuracy (what a search selects on) and the
+from-scratch validation and test accuracies, and writes every row (reused by supernet_cost.py).
+
+``--space nasbench-graph``: the supernet over NAS-Bench-Graph's cells with the dataset's benchmark
+setting; the reference accuracy is the benchmark table's (mean over its runs), nothing is trained
+from scratch.
+
+    python experiments/supernet_ranking.py --dataset cora --archs 50 --supernet-epochs 500
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+
+from experiments._supernet_common import kendall_tau, machine, write_results
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    info = machine()
+    if args.merge:
+        return _merge(args, info)
+    if args.rescore:
+        return _rescore(args, info)
+    from nas.train import resolve_device
+
+    args.device = str(resolve_device(args.device))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from nas.evaluators import SupernetEvaluator, TrainEvaluator
+    from nas.supernet import SupernetTrainConfig, build_supernet, has_checkpoint, train_supernet
+    from nas.tasks import load_task
+
+    task = load_task(args.dataset)
+    task.num_features
+    folder = Path(args.supernet or f"/tmp/metanas-supernet-{args.space}-{args.dataset}-{args.seed}")
+    options = {"max_depth": args.max_depth, "widths": (args.width,)} if args.space == "gnn" else {}
+    supernet = build_supernet(args.space, task, **options)
+    config = SupernetTrainConfig(epochs=args.supernet_epochs, seed=args.seed, device=args.device)
+    trained = train_supernet(supernet, task, config, out=folder)
+    args.supernet_repr = repr(supernet)
+    print(f"supernet: {trained.epochs} epochs in {trained.seconds:.1f}s ({supernet})", flush=True)
+    rng = random.Random(args.seed + 1)
+    archs = _distinct(supernet, rng, args.archs)[args.start:args.stop]
+    scorer = SupernetEvaluator(str(folder))
+    trainer = TrainEvaluator(epochs=args.epochs, patience=args.patience)
+    rows = []
+    for i, arch in enumerate(archs):
+        inherited = scorer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
+        scratch = (
+            trainer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
+            if args.space == "gnn" else _table(arch, args.dataset)
+        )
+        rows.append(_row(arch, inherited, scratch))
+        if len(rows) >= 3:  # results so far, in case the run is cut short
+            _report(args, info, trained, rows, quiet=True)
+        print(f"[{i + 1}/{len(archs)}] {arch.short():40s} inherited val {inherited.metrics['val_acc']:.3f} "
+              f"scratch val {scratch.metrics['val_acc']:.3f} test {scratch.metrics['test_acc']:.3f} "
+              f"({inherited.seconds:.2f}s / {scratch.seconds:.1f}s)", flush=True)
+    _report(args, info, trained, rows)
+
+
+def _merge(args, info) -> None:
+    """Rows of several shard runs (same seed, same supernet) reported as one run."""
+    import json
+    import types
+
+    from experiments._supernet_common import RESULTS
+
+    parts = [json.loads((RESULTS / f"{name}.json").read_text()) for name in args.merge]
+    unique: dict[str, dict] = {}
+    for part in parts:
+        for row in part["rows"]:
+            unique.setdefault(json.dumps(row["arch"], sort_keys=True), row)
+    rows = list(unique.values())
+    first = parts[0]
+    for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed"):
+        setattr(args, key, first["args"].get(key, "gnn" if key == "space" else None))
+    args.supernet_repr = first["args"].get("supernet_repr", "see shards")
+    info["shards"] = [p["machine"] for p in parts]
+    trained = types.SimpleNamespace(epochs=first["supernet_epochs"], seconds=first["supernet_seconds"])
+    _report(args, info, trained, rows)
+
+
+def _rescore(args, info) -> None:
+    """Kendall tau of evaluator variants (BatchNorm recalibration off/on, fine-tuning epochs)
+    over the from-scratch rows of an earlier run: only the inherited scoring is recomputed."""
+    import json
+
+    import torch
+
+    from experiments._supernet_common import RESULTS
+    from nas.evaluators import SupernetEvaluator
+    from nas.tasks import load_task
+    from search_spaces import GNNArchitecture, GNNSpace
+
+    torch.set_num_threads(args.threads)
+    source = json.loads((RESULTS / f"{args.rescore}.json").read_text())
+    rows, task, space = source["rows"], load_task(args.dataset), GNNSpace()
+    variants = [(False, 0)] + [(True, k) for k in args.finetune_epochs]
+    out = []
+    for recalibrate, epochs in variants:
+        scorer = SupernetEvaluator(args.supernet, recalibrate=recalibrate, finetune_epochs=epochs)
+        scores, seconds = [], 0.0
+        for row in rows:
+            ev = scorer.evaluate(GNNArchitecture.from_dict(row["arch"]), space, task, seed=args.seed, device=args.device)
+            scores.append(ev.metrics["val_acc"])
+            seconds += ev.seconds
+        out.append({
+            "recalibrate": recalibrate, "finetune_epochs": epochs, "seconds_per_arch": seconds / len(rows),
+            "tau_val": kendall_tau(scores, [r["scratch_val"] for r in rows]),
+            "tau_test": kendall_tau(scores, [r["scratch_test"] for r in rows]),
+        })
+        print(out[-1], flush=True)
+    md = [f"# Supernet ranking on {args.dataset}: evaluator variants ({len(rows)} archs of `{args.rescore}`)", "",
+          f"- machine: {info['platform']}, {info['cpu_count']} CPUs, load at start {info['loadavg_at_start']}",
+          f"- command: `{info['command']}`", f"- date: {info['date']}", "",
+          "| BN recalibration | fine-tuning epochs | s / arch | tau vs scratch val | tau vs scratch test |",
+          "|---|---|---|---|---|"]
+    md += [f"| {o['recalibrate']} | {o['finetune_epochs']} | {o['seconds_per_arch']:.2f} | "
+           f"{o['tau_val']:.3f} | {o['tau_test']:.3f} |" for o in out]
+    write_results(args.name, {"machine": info, "args": vars(args), "variants": out}, "\n".join(md) + "\n")
+
+
+def _table(arch, dataset: str):
+    from nas.evaluators import Evaluation
+    from nas.evaluators._table import query
+
+    row = query(arch, dataset)
+    return Evaluation(metrics={"val_acc": row.val_acc, "test_acc": row.test_acc}, epochs=0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="cora")
+    p.add_argument("--space", default="gnn", choices=["gnn", "nasbench-graph"])
+    p.add_argument("--archs", type=int, default=50)
+    p.add_argument("--supernet", default=None, help="checkpoint folder (trained/resumed there)")
+    p.add_argument("--supernet-epochs", type=int, default=500)
+    p.add_argument("--max-depth", type=int, default=2)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=40, help="from-scratch epochs")
+    p.add_argument("--patience", type=int, default=10, help="from-scratch early-stopping patience")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--name", default="supernet_ranking")
+    p.add_argument("--start", type=int, default=0, help="skip the first START architectures (a shard)")
+    p.add_argument("--stop", type=int, default=None, help="stop before architecture STOP (a shard)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="NAME",
+                   help="only merge the rows of these result files into --name and report")
+    p.add_argument("--rescore", default=None, metavar="NAME",
+                   help="re-score the rows of result NAME with inherited weights only (evaluator variants)")
+    p.add_argument("--finetune-epochs", type=int, nargs="+", default=[0],
+                   help="with --rescore: fine-tuning epochs to compare")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: best on a shared CPU)")
+    return p
+
+
+def _distinct(supernet, rng: random.Random, n: int) -> list:
+    seen, out = set(), []
+    while len(out) < n:
+        arch = supernet.sample(rng)
+        if arch.arch_hash not in seen:
+            seen.add(arch.arch_hash)
+            out.append(arch)
+    return out
+
+
+def _row(arch, inherited, scratch) -> dict:
+    return {
+        "arch": arch.to_dict(), "summary": arch.short(),
+        "inherited_val": inherited.metrics["val_acc"], "inherited_test": inherited.metrics["test_acc"],
+        "inherited_seconds": inherited.seconds,
+        "scratch_val": scratch.metrics["val_acc"], "scratch_test": scratch.metrics["test_acc"],
+        "scratch_seconds": scratch.seconds, "scratch_epochs": scratch.epochs,
+    }
+
+
+def _report(args, info, trained, rows, quiet: bool = False) -> None:
+    col = lambda key: [r[key] for r in rows]  # noqa: E731
+    taus = {
+        "inherited_val~scratch_val": kendall_tau(col("inherited_val"), col("scratch_val")),
+        "inherited_val~scratch_test": kendall_tau(col("inherited_val"), col("scratch_test")),
+    }
+    score_s = sum(col("inherited_seconds"))
+    throughput = {
+        "supernet_epochs_per_s_cpu": trained.epochs / max(trained.seconds, 1e-9),
+        "archs_scored_per_s_cpu": len(rows) / max(score_s, 1e-9),
+        "gpu": "not measured: no GPU" if info["gpu"] is None else info["gpu"],
+    }
+    payload = {"machine": info, "args": vars(args), "kendall_tau": taus, "throughput": throughput,
+               "supernet_seconds": trained.seconds, "supernet_epochs": trained.epochs, "rows": rows}
+    reference = "from scratch" if args.space == "gnn" else "NAS-Bench-Graph table"
+    md = [f"# Supernet ranking on {args.dataset} ({args.space} space; reference: {reference})", "",
+          f"- machine: {info['platform']}, {info['cpu_count']} CPUs, load at start {info['loadavg_at_start']}",
+          f"- command: `{info['command']}`", f"- date: {info['date']}",
+          f"- supernet: {args.supernet_repr}, {trained.epochs} SPOS epochs, "
+          f"{trained.seconds:.0f}s", f"- reference: {reference}" + (f", {args.epochs} epochs, patience {args.patience}" if args.space == "gnn" else ""),
+          "", "| measure | value |", "|---|---|"]
+    md += [f"| Kendall tau {k} ({len(rows)} archs) | {v:.3f} |" for k, v in taus.items()]
+    md += [f"| {k} | {v if isinstance(v, str) else f'{v:.3f}'} |" for k, v in throughput.items()]
+    write_results(args.name, payload, "\n".join(md) + "\n", quiet=quiet)
+
+
+if __name__ == "__main__":
+    main()

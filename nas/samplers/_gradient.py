@@ -1,0 +1,148 @@
+"""The gradient strategy as an Optuna sampler: GDAS over the study's space, then its proposals.
+
+On its first trial in a study the sampler runs a GDAS search (:mod:`nas.supernet._gradient`) on
+the study's dataset and space and stores the result (logits, derived architecture, guard) as the
+study user attribute ``gradient_search``; every later trial, worker or resumption reads it from
+there, so the strategy's state lives in the study's storage. Proposals:
+
+- the first trial that this sampler proposes in a study gets the *derived* architecture (argmax
+  of the logits after the collapse guard), user attribute ``gradient_proposal = "derived"``;
+- every further trial draws an architecture from the softmax of the logits (``"sampled"``;
+  the study's duplicate check reuses a repeated architecture's result).
+
+Each proposal is trained by the study's evaluator (from scratch with the default ``train``), so
+its accuracy compares directly with every other strategy's trials. Parameters the proposal does
+not fix (none for the GNN space) fall back to random sampling.
+"""
+from __future__ import annotations
+
+import json
+import random
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.samplers import BaseSampler, RandomSampler
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial
+
+    from nas.supernet._gradient import GradientConfig, GradientResult
+
+RESULT_ATTR = "gradient_search"
+PROPOSAL_ATTR = "gradient_proposal"
+
+
+class GradientSampler(BaseSampler):
+    """Propose architectures found by GDAS over the study's supernet (see the module docstring).
+
+    Args:
+        seed: seeds the search and the sampled proposals.
+        config: GDAS settings (default :class:`nas.supernet.GradientConfig` with ``seed``).
+        supernet_options: keyword arguments of the space's supernet (e.g. ``max_depth``).
+        data_root: dataset folder (default ``$METANAS_DATA``).
+    """
+
+    def __init__(
+        self, seed: int | None = None, config: GradientConfig | None = None,
+        supernet_options: dict[str, Any] | None = None, data_root: str | None = None,
+    ) -> None:
+        self.seed = 0 if seed is None else seed
+        self.config, self.options, self.data_root = config, supernet_options or {}, data_root
+        self._fallback = RandomSampler(seed=seed)
+        self._proposals: dict[int, dict[str, Any]] = {}
+
+    def reseed_rng(self) -> None:
+        self._fallback.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        if trial.system_attrs.get("fixed_params"):  # an enqueued trial: not ours to propose
+            return
+        result = self.result(study)
+        derived_taken = any(
+            t.user_attrs.get(PROPOSAL_ATTR) == "derived" and t.number != trial.number
+            for t in study.get_trials(deepcopy=False)
+        )
+        kind = "sampled" if derived_taken else "derived"
+        params = result["derived_params"] if kind == "derived" else self._sampled(study, result, trial.number)
+        study._storage.set_trial_user_attr(trial._trial_id, PROPOSAL_ATTR, kind)
+        self._proposals[trial.number] = params
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution,
+    ) -> Any:
+        params = self._proposals.get(trial.number, {})
+        if param_name in params and _contains(param_distribution, params[param_name]):
+            return params[param_name]
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: Any, values: Any) -> None:
+        self._proposals.pop(trial.number, None)
+
+    # -- the search, once per study -----------------------------------------------------------
+
+    def result(self, study: Study) -> dict[str, Any]:
+        """The stored search result of ``study``, running the search if there is none yet."""
+        stored = study.user_attrs.get(RESULT_ATTR)
+        if stored is None:
+            stored = self._search(study)
+            study.set_user_attr(RESULT_ATTR, stored)
+        return stored
+
+    def _search(self, study: Study) -> dict[str, Any]:
+        from nas.supernet import build_supernet
+        from nas.supernet._gradient import GradientConfig, gradient_search
+        from nas.tasks import load_task
+
+        dataset, space = study.user_attrs.get("dataset"), study.user_attrs.get("space")
+        if dataset is None or space is None:
+            raise ValueError("the gradient strategy needs a study made by run_search (dataset and space attributes)")
+        task = load_task(dataset, self.data_root)
+        supernet = build_supernet(space, task, **self.options)
+        config = self.config or GradientConfig(seed=self.seed)
+        result: GradientResult = gradient_search(supernet, task, config)
+        payload = result.to_json_dict()
+        payload["derived_params"] = supernet.trial_params(result.derived)
+        payload["supernet"] = supernet.config()
+        return json.loads(json.dumps(payload))  # JSON-clean (tuples -> lists)
+
+    def _sampled(self, study: Study, result: dict[str, Any], number: int) -> dict[str, Any]:
+        from nas.supernet import build_supernet
+        from nas.supernet._gradient import sample_from_logits
+        from nas.tasks import load_task
+
+        rng = random.Random(f"gradient-{self.seed}-{number}")
+        picked = sample_from_logits(result["logits"], result["choices"], rng)
+        task = load_task(study.user_attrs["dataset"], self.data_root)
+        supernet = _cached_supernet(study.user_attrs["space"], task, result["supernet"])
+        return supernet.trial_params(supernet.from_decisions(picked))
+
+
+_SUPERNETS: dict[str, Any] = {}
+
+
+def _cached_supernet(space: str, task: Any, config: dict[str, Any]) -> Any:
+    """A supernet of the stored configuration (its decisions only are used; built once)."""
+    from nas.supernet import SUPERNETS
+    from search_spaces.resolver import resolve
+
+    key = json.dumps([space, config], sort_keys=True)
+    if key not in _SUPERNETS:
+        _SUPERNETS[key] = resolve(space, SUPERNETS, "supernet space")(**config)
+    return _SUPERNETS[key]
+
+
+def _contains(distribution: BaseDistribution, value: Any) -> bool:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,69 @@
+"""Weight-sharing supernets (single-path one-shot) and the gradient-based strategy over them.
+
+``SUPERNETS`` maps a space name to its supernet class; :func:`build_supernet` makes one for a
+task, :func:`train_supernet` trains it (SPOS, checkpointed, resumable, torch.distributed-aware)
+and :func:`load_supernet` reads a checkpoint folder back.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas.supernet._base import Gates, Supernet
+from nas.supernet._checkpoint import has_checkpoint, read_meta
+from nas.supernet._final import FINAL_SUFFIX, final_train
+from nas.supernet._gradient import GradientConfig, GradientResult, derive, gradient_search
+from nas.supernet._gnn import GNNSupernet, gnn_trial_params
+from nas.supernet._nasbench import NasBenchGraphSupernet, nasbench_trial_params
+from nas.supernet._train import (
+    SupernetTrainConfig, SupernetTrainResult, init_distributed, path_rng, train_supernet,
+)
+from search_spaces.resolver import resolve
+
+if TYPE_CHECKING:
+    import torch
+
+    from nas.tasks import Task
+
+#: canonical space name -> supernet class; extend by adding a line
+SUPERNETS: dict[str, type[Supernet]] = {
+    "gnn": GNNSupernet,
+    "nasbench-graph": NasBenchGraphSupernet,
+}
+
+
+def build_supernet(space: str, task: Task, **options: Any) -> Supernet:
+    """A fresh supernet over ``space`` (any spelling) for ``task``'s dimensions and level.
+
+    Options go to the supernet class (e.g. ``max_depth``, ``widths``, ``convs`` for ``gnn``).
+    """
+    import inspect
+
+    cls = resolve(space, SUPERNETS, "supernet space")
+    accepted = set(inspect.signature(cls.__init__).parameters) - {
+        "self", "in_channels", "out_channels", "level",
+    }
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} of the {space!r} supernet; valid: {sorted(accepted)}"
+        )
+    return cls(task.num_features, task.num_classes, task.level, **options)
+
+
+def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:
+    """The trained supernet of a checkpoint folder (on ``device``) and its JSON metadata."""
+    from nas.supernet._checkpoint import load_weights
+
+    meta = read_meta(folder)
+    cls = resolve(meta["space"], SUPERNETS, "supernet space")
+    supernet = cls(**meta["supernet"])
+    supernet.load_state_dict(load_weights(folder, "cpu"))
+    return supernet.to(device).eval(), meta
+
+
+__all__ = [
+    "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SupernetTrainConfig", "SupernetTrainResult",
+    "FINAL_SUFFIX", "build_supernet", "final_train", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "path_rng",
+    "read_meta", "train_supernet",
+]

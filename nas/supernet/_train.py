@@ -1,0 +1,281 @@
+"""Single-path one-shot (SPOS) training of a supernet, checkpointed and resumable.
+
+Guo et al., "Single Path One-Shot Neural Architecture Search with Uniform Sampling", ECCV 2020:
+each optimisation step runs one path drawn uniformly from the covered sub-space, so every
+candidate's weights are trained in the context of random others.
+
+Why a loop of its own beside :func:`nas.train.train_model` (the one loop for *stand-alone*
+models): a supernet step draws a new path, the run must checkpoint and resume with its optimizer
+state, and it may run under ``torch.distributed``; none of this exists for a single model, and
+model selection by validation accuracy (what ``train_model`` does) is meaningless for a supernet.
+Stand-alone models (fine-tuning, from-scratch training) still go through ``train_model``.
+
+Determinism: the path and the dropout masks of step ``t`` are functions of ``(seed, t)`` and
+graph batches of ``(seed, epoch)``, so a resumed run continues exactly as an uninterrupted one,
+and every process of a distributed run draws the same path.
+
+Distributed: when ``torch.distributed`` is initialised (``torchrun``), the supernet is wrapped in
+``DistributedDataParallel`` (``find_unused_parameters=True``: a step uses one path), each process
+takes a strided share of the training nodes (node tasks) or of each mini-batch's graphs (graph
+tasks), its loss is scaled by ``world_size / total`` so averaged gradients equal single-process
+gradients, and only rank 0 writes checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from nas.supernet._checkpoint import (
+    has_checkpoint, load_optimizer_state, load_weights, read_meta, save_checkpoint,
+)
+from nas.train import resolve_device
+
+if TYPE_CHECKING:
+    from nas.supernet._base import Supernet
+    from nas.tasks import Task
+
+
+@dataclasses.dataclass
+class SupernetTrainConfig:
+    """How to train a supernet."""
+
+    epochs: int = 300             # passes over the training data (node tasks: one step each)
+    lr: float = 5e-3              # Adam learning rate
+    weight_decay: float = 5e-4    # Adam weight decay
+    batch_size: int = 64          # graphs per mini-batch (graph tasks)
+    seed: int = 0                 # seeds initialisation, paths, dropout and batch order
+    device: str = "auto"          # cpu, cuda or auto
+    checkpoint_every: int = 50    # epochs between checkpoints (and one at the end)
+    amp: bool = False             # bfloat16 autocast on CUDA (ignored on the CPU)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+
+@dataclasses.dataclass
+class SupernetTrainResult:
+    """What a (possibly resumed) run did."""
+
+    epochs: int                   # epochs finished in total
+    steps: int                    # optimisation steps in total
+    seconds: float                # training time in total, over all resumptions
+    resumed_from: int             # epoch the run resumed from (0: fresh)
+    history: list[float]          # mean training loss per epoch
+
+
+def path_rng(seed: int, step: int) -> random.Random:
+    """The generator that draws step ``step``'s path (same in every process)."""
+    return random.Random(f"supernet-path-{seed}-{step}")
+
+
+def train_supernet(
+    supernet: Supernet, task: Task, config: SupernetTrainConfig, out: str | Path | None = None,
+    dataset: str | None = None,
+) -> SupernetTrainResult:
+    """Train ``supernet`` with SPOS; checkpoint into ``out`` and resume from it if present.
+
+    Args:
+        supernet: a freshly built supernet (its weights are replaced by a checkpoint's).
+        task: the task (node level: ``.data`` with masks; graph level: ``.dataset``/``.splits``).
+        config: training settings.
+        out: checkpoint folder; ``None`` trains without checkpoints.
+        dataset: dataset name recorded in the checkpoint (default ``task.name``).
+
+    Raises:
+        ValueError: ``out`` holds a checkpoint of another space, supernet or dataset.
+    """
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    supernet.to(device)
+    optimizer = torch.optim.Adam(supernet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    meta = _meta(supernet, task, config, dataset)
+    start_epoch, step, seconds, history = 0, 0, 0.0, []
+    if out is not None and has_checkpoint(out):
+        start_epoch, step, seconds, history = _resume(out, supernet, optimizer, meta, device)
+    model = _maybe_distributed(supernet, device)
+    loop = _NodeSteps(task, device) if task.level == "node" else _GraphSteps(task, config, device)
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        began = time.perf_counter()
+        losses = []
+        for batch in loop.batches(epoch, config.seed):
+            losses.append(_step(model, supernet, optimizer, batch, config, step, device))
+            step += 1
+        history.append(sum(losses) / max(len(losses), 1))
+        seconds += time.perf_counter() - began
+        if not math.isfinite(history[-1]):
+            raise FloatingPointError(f"supernet training loss became {history[-1]} at epoch {epoch}")
+        if out is not None and (epoch % config.checkpoint_every == 0 or epoch == config.epochs):
+            _save(out, supernet, optimizer, meta, epoch, step, seconds, history)
+    return SupernetTrainResult(max(start_epoch, config.epochs), step, seconds, start_epoch, history)
+
+
+def _step(
+    model: nn.Module, supernet: Supernet, optimizer: torch.optim.Optimizer, batch: _Batch,
+    config: SupernetTrainConfig, step: int, device: torch.device,
+) -> float:
+    arch = supernet.sample(path_rng(config.seed, step))
+    torch.manual_seed(config.seed * 1_000_003 + step)  # dropout masks of this step
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(config, device):
+        out = model(batch.x, batch.edge_index, batch.batch, arch=arch)  # (N or B, C)
+        logits = out[batch.select] if batch.select is not None else out
+        loss = nn.functional.cross_entropy(logits.float(), batch.y, reduction="sum") * batch.scale
+    loss.backward()
+    if model is not supernet:
+        _drop_off_path_grads(supernet, arch)
+    optimizer.step()
+    return float(loss.detach()) / batch.scale / max(batch.y.numel(), 1)
+
+
+def _drop_off_path_grads(supernet: Supernet, arch: Any) -> None:
+    """DDP hands parameters off the path zero gradients once they have had one; Adam would
+    still move them (momentum, weight decay), which single-process training does not."""
+    used = {id(p) for module in supernet.path_modules(arch) for p in module.parameters()}
+    for param in supernet.parameters():
+        if id(param) not in used:
+            param.grad = None
+
+
+def _autocast(config: SupernetTrainConfig, device: torch.device) -> Any:
+    if config.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@dataclasses.dataclass
+class _Batch:
+    """One step's input: the graph(s), which outputs count, their labels, the loss scale."""
+
+    x: Tensor
+    edge_index: Tensor
+    batch: Tensor | None
+    select: Tensor | None   # node indices whose loss counts (node tasks)
+    y: Tensor
+    scale: float            # world_size / examples in the global batch
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without torch.distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _NodeSteps:
+    """Full batch: one step per epoch over this process's share of the training nodes."""
+
+    def __init__(self, task: Task, device: torch.device) -> None:
+        rank, world = _world()
+        self.data = task.data.to(device)
+        train = self.data.train_mask.nonzero().view(-1)
+        self.select = train[rank::world]
+        self.scale = world / max(train.numel(), 1)
+
+    def batches(self, epoch: int, seed: int) -> list[_Batch]:  # noqa: ARG002 - one full batch
+        d = self.data
+        return [_Batch(d.x, d.edge_index, None, self.select, d.y[self.select], self.scale)]
+
+
+class _GraphSteps:
+    """Mini-batches of training graphs, shuffled by ``(seed, epoch)``; each process takes a
+    strided share of each batch."""
+
+    def __init__(self, task: Task, config: SupernetTrainConfig, device: torch.device) -> None:
+        self.dataset, self.train = task.dataset, task.splits["train"]
+        self.batch_size, self.device = config.batch_size, device
+
+    def batches(self, epoch: int, seed: int) -> list[_Batch]:
+        from torch_geometric.data import Batch
+
+        rank, world = _world()
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = self.train[torch.randperm(self.train.numel(), generator=generator)]
+        out = []
+        for chunk in order.split(self.batch_size):
+            mine = chunk[rank::world]
+            if mine.numel() == 0:
+                continue
+            graphs = Batch.from_data_list([self.dataset[int(i)] for i in mine]).to(self.device)
+            out.append(_Batch(
+                graphs.x, graphs.edge_index, graphs.batch, None, graphs.y.view(-1),
+                world / chunk.numel(),
+            ))
+        return out
+
+
+def init_distributed(device: str = "auto") -> str:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment):
+    NCCL with one GPU per process (``cuda:LOCAL_RANK``) when CUDA is used, gloo on the CPU.
+    Returns the device this process trains on; without torchrun, ``device`` resolved."""
+    import os
+
+    import torch.distributed as dist
+
+    resolved = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return str(resolved)
+    if resolved.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return f"cuda:{local}"
+    dist.init_process_group("gloo")
+    return "cpu"
+
+
+def _maybe_distributed(supernet: nn.Module, device: torch.device) -> nn.Module:
+    _, world = _world()
+    if world == 1:
+        return supernet
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index or 0] if device.type == "cuda" else None
+    return DistributedDataParallel(supernet, device_ids=ids, find_unused_parameters=True)
+
+
+def _meta(supernet: Supernet, task: Task, config: SupernetTrainConfig, dataset: str | None) -> dict[str, Any]:
+    return {
+        "space": supernet.space_name, "supernet": supernet.config(),
+        "dataset": dataset or task.name, "level": task.level,
+        "train": dataclasses.asdict(config),
+    }
+
+
+def _resume(
+    out: str | Path, supernet: nn.Module, optimizer: torch.optim.Optimizer,
+    meta: dict[str, Any], device: torch.device,
+) -> tuple[int, int, float, list[float]]:
+    saved = read_meta(out)
+    for key in ("space", "supernet", "dataset"):
+        if saved[key] != meta[key]:
+            raise ValueError(
+                f"{out} holds a supernet checkpoint with {key} {saved[key]!r}, not {meta[key]!r}; "
+                "choose another --out folder"
+            )
+    supernet.load_state_dict(load_weights(out, device))
+    optimizer.load_state_dict(load_optimizer_state(out, saved))
+    return int(saved["epoch"]), int(saved["step"]), float(saved["seconds"]), list(saved["history"])
+
+
+def _save(
+    out: str | Path, supernet: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any],
+    epoch: int, step: int, seconds: float, history: list[float],
+) -> None:
+    if _world()[0] != 0:
+        return
+    state = {**meta, "epoch": epoch, "step": step, "seconds": seconds, "history": history}
+    save_checkpoint(out, supernet, optimizer, state)

@@ -1,0 +1,184 @@
+"""The GNN-space supernet: every path runs, weights are shared, checkpoints resume exactly."""
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import optuna
+import pytest
+import torch
+
+from nas.supernet import (
+    GNNSupernet, SupernetTrainConfig, build_supernet, has_checkpoint, load_supernet, read_meta,
+    train_supernet,
+)
+from search_spaces.gnn import (
+    ACTIVATIONS, NORMS, SKIPS, GNNArchitecture, GNNSpace, LayerSpec,
+)
+
+
+@dataclasses.dataclass
+class TinyTask:
+    """The part of :class:`nas.tasks.Task` the supernet code reads, over an inline graph."""
+
+    data: object
+    name: str = "tiny"
+    level: str = "node"
+    num_features: int = 4
+    num_classes: int = 3
+
+
+def _arch(*layers: LayerSpec, skip: str = "none") -> GNNArchitecture:
+    return GNNArchitecture(layers=layers, skip=skip)
+
+
+def _supernet(**options) -> GNNSupernet:
+    torch.manual_seed(0)
+    return GNNSupernet(4, 3, "node", **{"max_depth": 2, "widths": (16,), **options})
+
+
+def test_every_candidate_path_runs_and_matches_the_extracted_model(tiny_graph) -> None:
+    supernet = _supernet(widths=(16,)).eval()
+    d = tiny_graph
+    for op in supernet.ops:
+        for width in supernet.widths:
+            if width % op.heads:
+                continue
+            layer = LayerSpec(op.conv, width, op.heads, aggregation=op.aggregation, norm="batch")
+            for arch in (_arch(layer), _arch(LayerSpec("gcn", 16), layer, skip="residual")):
+                out = supernet(d.x, d.edge_index, arch=arch)
+                assert out.shape == (6, 3) and torch.isfinite(out).all(), op.name
+                expected = supernet.extract(arch).eval()(d.x, d.edge_index)
+                torch.testing.assert_close(out, expected, msg=f"{op.name} {arch.short()}")
+
+
+@pytest.fixture(scope="module")
+def small_supernet() -> GNNSupernet:
+    return _supernet(widths=(16, 32), convs=("gcn", "gat", "sage")).eval()
+
+
+@pytest.mark.parametrize("skip", SKIPS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_skips_norms_and_activations_match_the_stand_alone_model(
+    tiny_graph, small_supernet, skip, norm,
+) -> None:
+    supernet = small_supernet
+    for activation in ACTIVATIONS:
+        arch = _arch(LayerSpec("sage", 16, norm=norm, activation=activation),
+                     LayerSpec("gat", 32, 2, norm=norm), skip=skip)
+        out = supernet(tiny_graph.x, tiny_graph.edge_index, arch=arch)
+        model = supernet.extract(arch).eval()
+        torch.testing.assert_close(out, model(tiny_graph.x, tiny_graph.edge_index))
+
+
+def test_gradients_reach_only_the_path(tiny_graph) -> None:
+    supernet = _supernet()
+    arch = _arch(LayerSpec("gcn", 16), LayerSpec("gin", 16, aggregation="max"))
+    supernet(tiny_graph.x, tiny_graph.edge_index, arch=arch).sum().backward()
+    used = {id(p) for m in supernet.path_modules(arch) for p in m.parameters()}
+    for name, param in supernet.named_parameters():
+        assert (param.grad is not None) == (id(param) in used), name
+
+
+def test_architectures_sharing_an_op_share_its_module_and_tensors(tiny_graph) -> None:
+    supernet = _supernet()
+    a = _arch(LayerSpec("gcn", 16, activation="relu"), LayerSpec("sage", 16))
+    b = _arch(LayerSpec("gcn", 16, activation="tanh", dropout=0.1), LayerSpec("gat", 16, 2), skip="jk_cat")
+    assert supernet.path_modules(a)[0] is supernet.path_modules(b)[0]
+    assert supernet.path_modules(a)[1] is not supernet.path_modules(b)[1]
+    before = supernet.extract(b).layers[0].conv.lin.weight.clone()
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.5)
+    supernet(tiny_graph.x, tiny_graph.edge_index, arch=a).square().sum().backward()
+    optimizer.step()
+    after = supernet.extract(b).layers[0].conv.lin.weight
+    assert not torch.equal(before, after)  # training a's path moved b's first layer
+
+
+def test_project_maps_widths_and_heads_and_rejects_what_it_cannot_cover() -> None:
+    supernet = _supernet(widths=(32, 64), heads=(1, 4))
+    arch = _arch(LayerSpec("gat", 128, 8), LayerSpec("gcn", 16))
+    projected = supernet.project(arch)
+    assert [(l.width, l.heads) for l in projected.layers] == [(64, 4), (32, 1)]
+    with pytest.raises(ValueError, match="not covered"):
+        supernet.project(arch, strict=True)
+    deep = supernet.project(_arch(*[LayerSpec("gcn", 64)] * 3, skip="residual"))
+    assert deep.depth == 2 and deep.skip == "residual"
+    assert supernet.project(_arch(*[LayerSpec("gcn", 64)] * 3, skip="jk_cat")).depth == 2
+    narrow = GNNSupernet(4, 3, convs=("gcn",), widths=(16,))
+    with pytest.raises(ValueError, match="conv 'sage' is not in the supernet"):
+        narrow.project(_arch(LayerSpec("sage", 16)))
+
+
+def test_samples_are_covered_and_trial_params_round_trip() -> None:
+    supernet = _supernet(widths=(16, 32), max_depth=3)
+    space = GNNSpace(max_depth=3)
+    rng = random.Random(0)
+    for _ in range(50):
+        arch = supernet.sample(rng)
+        assert supernet.project(arch, strict=True) == arch
+        assert space.suggest(optuna.trial.FixedTrial(supernet.trial_params(arch))) == arch
+        assert supernet.from_decisions(supernet.to_decisions(arch)).layers[0].conv == arch.layers[0].conv
+
+
+def test_build_supernet_names_bad_options() -> None:
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['depth'\].*max_depth"):
+        build_supernet("gnn", TinyTask(None), depth=2)
+    with pytest.raises(ValueError, match="could not resolve supernet space 'cnn'"):
+        build_supernet("cnn", TinyTask(None))
+
+
+def _train(task, out, epochs: int):
+    supernet = _supernet(widths=(16,), convs=("gcn", "gat", "sage", "linear"))
+    config = SupernetTrainConfig(epochs=epochs, seed=3, device="cpu", checkpoint_every=2)
+    return supernet, train_supernet(supernet, task, config, out=out)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_graph, tmp_path) -> None:
+    task = TinyTask(tiny_graph)
+    straight, result = _train(task, tmp_path / "a", epochs=6)
+    _train(task, tmp_path / "b", epochs=3)
+    resumed, again = _train(task, tmp_path / "b", epochs=6)
+    assert again.resumed_from == 3 and again.epochs == 6 and again.steps == result.steps == 6
+    assert again.history == pytest.approx(result.history, abs=0)
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    loaded, meta = load_supernet(tmp_path / "b")
+    assert meta["epoch"] == 6 and meta["dataset"] == "tiny"
+    for p, q in zip(straight.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+def test_resume_refuses_another_supernet(tiny_graph, tmp_path) -> None:
+    _train(TinyTask(tiny_graph), tmp_path, epochs=1)
+    assert has_checkpoint(tmp_path) and read_meta(tmp_path)["supernet"]["widths"] == [16]
+    other = GNNSupernet(4, 3, widths=(32,), convs=("gcn", "gat", "sage", "linear"))
+    with pytest.raises(ValueError, match="holds a supernet checkpoint with supernet"):
+        train_supernet(other, TinyTask(tiny_graph), SupernetTrainConfig(epochs=2, device="cpu"), out=tmp_path)
+
+
+def test_checkpoint_holds_no_pickle(tiny_graph, tmp_path) -> None:
+    _train(TinyTask(tiny_graph), tmp_path, epochs=2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["optimizer.safetensors", "supernet.json", "supernet.safetensors"]
+
+
+def test_nasbench_supernet_paths_equal_the_benchmark_models(tiny_graph) -> None:
+    from nas.supernet import NasBenchGraphSupernet
+    from search_spaces.nasbench_graph import NasBenchGraphArchitecture, NasBenchGraphSpace
+
+    torch.manual_seed(0)
+    supernet = NasBenchGraphSupernet(4, 3, dataset="computers").eval()  # dim 64, pre 1, post 1
+    space, rng = NasBenchGraphSpace("computers"), random.Random(0)
+    for _ in range(20):
+        arch = supernet.sample(rng)
+        out = supernet(tiny_graph.x, tiny_graph.edge_index, arch=arch)
+        model = supernet.extract(arch).eval()
+        torch.testing.assert_close(out, model(tiny_graph.x, tiny_graph.edge_index), msg=arch.short())
+        suggested = space.suggest(optuna.trial.FixedTrial(supernet.trial_params(arch)))
+        assert suggested.arch_hash == arch.arch_hash
+    a = NasBenchGraphArchitecture((0, 0, 1, 1), ("gcn", "sage", "gat", "fc"))
+    b = NasBenchGraphArchitecture((0, 0, 2, 2), ("sage", "gcn", "gat", "fc"))  # isomorphic to a
+    assert a.arch_hash == b.arch_hash
+    assert [id(m) for m in supernet.path_modules(a)] == [id(m) for m in supernet.path_modules(b)]
+    with pytest.raises(ValueError, match="all-skip"):
+        supernet.from_decisions({"link_pattern": 0, **{f"op{i}": "skip" for i in range(4)}})

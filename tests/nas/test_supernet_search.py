@@ -1,0 +1,120 @@
+"""End to end on Cora: train a supernet, score with inherited weights, search, train the best
+from scratch; the gradient strategy records its derived architecture as a trained trial."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from nas.cli import main
+from nas.evaluators import SupernetEvaluator
+from nas.tasks import load_task
+from search_spaces.gnn import GNNArchitecture, GNNSpace, LayerSpec
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cora_supernet(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("supernet") / "cora"
+    code = main([
+        "supernet", "train", "--dataset", "cora", "--out", str(out), "--epochs", "30",
+        "--device", "cpu", "--option", "convs=gcn,sage", "--option", "max_depth=1",
+        "--checkpoint-every", "10",
+    ])
+    assert code == 0
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_inherited_weights_score_cora_above_chance(cora_available, cora_supernet) -> None:
+    task, space = load_task("cora"), GNNSpace(convs=("gcn", "sage"))
+    evaluator = SupernetEvaluator(str(cora_supernet), finetune_epochs=0)
+    evaluator.check_space(space)
+    arch = GNNArchitecture(layers=(LayerSpec("gcn", 64, dropout=0.5),))
+    result = evaluator.evaluate(arch, space, task, device="cpu")
+    assert result.metrics["val_acc"] > 0.45 and result.metrics["mapped"] == 0.0  # chance: ~0.14
+    assert result.state_dict is None and result.num_params == 1433 * 64 + 64 + 64 * 7 + 7
+    wide = GNNArchitecture(layers=(LayerSpec("gcn", 256), LayerSpec("sage", 16)))
+    assert evaluator.evaluate(wide, space, task, device="cpu").metrics["mapped"] == 1.0
+    with pytest.raises(ValueError, match="trained on dataset 'cora', not 'citeseer'"):
+        evaluator.evaluate(arch, space, load_task("citeseer"), device="cpu")
+
+
+@pytest.mark.timeout(600)
+def test_supernet_search_then_final_training_from_scratch(
+    cora_available, cora_supernet, sqlite_url, capsys,
+) -> None:
+    code = main([
+        "search", "--dataset", "cora", "--evaluator", "supernet", "--supernet", str(cora_supernet),
+        "--strategy", "random", "--convs", "gcn,sage", "--trials", "3", "--storage", sqlite_url,
+        "--study", "s", "--final-train", "--epochs", "5", "--patience", "0", "--device", "cpu",
+        "--quiet",
+    ])
+    assert code == 0, capsys.readouterr().err
+    assert "from scratch: trial" in capsys.readouterr().out
+    searched = optuna.load_study(study_name="s", storage=sqlite_url)
+    final = optuna.load_study(study_name="s-final", storage=sqlite_url)
+    assert searched.user_attrs["final_study"] == "s-final"
+    (trial,) = final.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    best = max(searched.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.value)
+    assert trial.user_attrs["source_trial"] == best.number and trial.user_attrs["epochs"] == 5
+    trained = GNNArchitecture.from_json(trial.user_attrs["arch"])
+    assert trained.depth == 1 and trained.layers[0].width == 64  # the mapped (scored) architecture
+    assert 0.0 < trial.user_attrs["test_acc"] <= 1.0
+
+
+def test_supernet_evaluator_variant_sets_fine_tuning() -> None:
+    from nas.evaluators import get_evaluator
+
+    assert get_evaluator("supernet:ft0").finetune_epochs == 0
+    assert get_evaluator("supernet", supernet="x").finetune_epochs == 5
+    with pytest.raises(ValueError, match="must be ft<N>"):
+        get_evaluator("supernet:fast")
+
+
+def test_supernet_evaluator_needs_a_checkpoint(tmp_path) -> None:
+    with pytest.raises(ValueError, match="--supernet PATH"):
+        SupernetEvaluator().check_space(GNNSpace())
+    with pytest.raises(FileNotFoundError, match="no supernet checkpoint"):
+        SupernetEvaluator(str(tmp_path)).check_space(GNNSpace())
+
+
+def test_supernet_train_rejects_unknown_options(capsys) -> None:
+    code = main(["supernet", "train", "--dataset", "cora", "--out", "/nonexistent", "--option", "depth=3"])
+    assert code == 2 and "valid: ['convs', 'heads', 'max_depth', 'widths']" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(600)
+def test_gradient_strategy_records_its_derived_architecture_as_a_trained_trial(
+    cora_available, sqlite_url,
+) -> None:
+    from nas.samplers import GradientSampler
+    from nas.study import SearchConfig, run_search
+    from nas.supernet import GradientConfig
+
+    sampler = GradientSampler(
+        seed=0, config=GradientConfig(epochs=8, warmup_epochs=3, device="cpu"),
+        supernet_options={"max_depth": 1, "convs": ("gcn", "linear")},
+    )
+    config = SearchConfig(
+        dataset="cora", strategy=sampler, convs=("gcn", "linear"), n_trials=2, storage=sqlite_url,
+        study_name="g", epochs=5, patience=0, device="cpu", verbose=False,
+    )
+    study = run_search(config)
+    stored = study.user_attrs["gradient_search"]
+    assert stored["guard"] == {"shortcut_penalty": 0.5, "max_shortcuts": 1, "warmup_epochs": 3}
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    derived = [t for t in trials if t.user_attrs.get("gradient_proposal") == "derived"]
+    assert len(derived) == 1 and len(trials) == 2
+    assert json.loads(derived[0].user_attrs["arch"]) == stored["derived"]
+    assert derived[0].user_attrs["epochs"] == 5 and 0.0 < derived[0].user_attrs["test_acc"] <= 1.0
