@@ -22,7 +22,7 @@ import torch
 from optuna.trial import TrialState
 
 from nas.evaluators import Evaluation, Evaluator, get_evaluator
-from nas.samplers import get_sampler
+from nas.samplers import check_strategy, get_sampler
 from nas.tasks import Task, load_task
 from nas.train import resolve_device
 from search_spaces import SearchSpace, get_space
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 OBJECTIVES: dict[str, tuple[str, Callable[[Evaluation], float]]] = {
     "accuracy": ("maximize", lambda ev: float(ev.metrics["val_acc"])),
     "params": ("minimize", lambda ev: float(ev.num_params if ev.num_params is not None else math.nan)),
+    # seconds of one inference pass: measured after training, or the benchmark table's
+    "latency": ("minimize", lambda ev: float(ev.metrics.get("latency", math.nan))),
 }
 #: user attribute a trial gets when its objective failed for a reason of its own
 FAIL_REASON = "fail_reason"
@@ -209,6 +211,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
     evaluator.check_space(space)
     evaluator.check_task(task)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
+    check_strategy(config.strategy, space, config.objectives)
     space.check_level(task.level)
     if evaluator.needs_data:
         task.num_features  # load the data (and fail on missing data) before the first trial
@@ -239,7 +242,9 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     space = get_space(config.space).for_dataset(task.name)
     evaluator = get_evaluator(config.evaluator, epochs=config.epochs, patience=config.patience)
     study = create_or_load_study(config, task)
-    study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))
+    study.sampler = get_sampler(
+        config.strategy, seed=sampler_seed(config.seed, worker, study), space=space
+    )
     store = ModelStore(config.storage)
     objective = Objective(space, task, evaluator, store, config)
     printer = TrialPrinter(config, worker) if config.verbose else None
