@@ -16,11 +16,13 @@ prints mean +- std per (dataset, strategy, budget) and writes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import multiprocessing
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds-for", default="", help="fewer seeds for slow strategies, e.g. gp=5")
     parser.add_argument("--max-budget-for", default="", help="smaller largest budget, e.g. gp=100")
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "nasbench_graph"))
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
 
     from nas.samplers import strategy_name
@@ -165,19 +168,21 @@ def main(argv: list[str] | None = None) -> int:
         if seed < fewer.get(s, args.seeds)
     ]
     meta = {
-        "command": "python " + " ".join([Path(sys.argv[0]).relative_to(REPO).as_posix() if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
+        "command": " ".join(["python experiments/nasbench_graph.py", *map(shlex.quote, argv)]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.platform(), "cpus": os.cpu_count(),
         "load": [round(x, 2) for x in os.getloadavg()], "processes": args.processes,
     }
     jobs.sort(key=lambda job: (job[0] in fewer, job[2]))  # reduced-seed (slow) strategies last
     start, runs = time.perf_counter(), []
-    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-        for i, run in enumerate(pool.imap_unordered(_search, jobs), 1):
+    pool = multiprocessing.get_context("spawn").Pool(args.processes) if args.processes > 1 else None
+    results = pool.imap_unordered(_search, jobs) if pool else map(_search, jobs)
+    with pool or contextlib.nullcontext():
+        for i, run in enumerate(results, 1):
             runs.append(run)
             print(f"[{i}/{len(jobs)}] {run['strategy']:>9} {run['dataset']:>9} seed {run['seed']:>2} "
                   f"{run['scores']} ({run['seconds']:.1f}s)", file=sys.stderr, flush=True)
-            if i % 50 == 0:  # a partial result survives an interrupted benchmark
+            if i % 10 == 0:  # a partial result survives an interrupted benchmark
                 write(runs, budgets, {**meta, "partial": f"{i} of {len(jobs)} runs"}, start, args.out)
     print(write(runs, budgets, meta, start, args.out))
     return 0
