@@ -172,7 +172,10 @@ def space_distributions(space: SearchSpace, samples: int = 64, seed: int = 0) ->
     found: dict[str, BaseDistribution] = {}
     for _ in range(samples):
         trial = ReplayTrial({}, rng)
-        space.suggest(trial)  # type: ignore[arg-type]
+        try:
+            space.suggest(trial)  # type: ignore[arg-type]
+        except optuna.TrialPruned:  # a refused combination still asked for its parameters
+            pass
         found.update(trial.distributions)
     return found
 
@@ -254,6 +257,7 @@ class ProposalSampler(optuna.samplers.BaseSampler, abc.ABC):
         self._proposals: dict[int, Params] = {}
         self._rngs: dict[int, random.Random] = {}
         self._keys: dict[tuple[int, int], str] = {}  # (study id, trial number) -> key, finished trials
+        self._distributions: dict[str, BaseDistribution] = {}  # known to the latest archive
         self._completed: dict[str, tuple[Params, str]] = {}  # complete() of full parameter sets
         self._lock = threading.RLock()
 
@@ -329,8 +333,11 @@ class ProposalSampler(optuna.samplers.BaseSampler, abc.ABC):
     def complete(self, study: Study, params: Params, rng: random.Random) -> tuple[Params, str]:
         """The parameters a trial proposed ``params`` really gets, and its architecture key."""
         space = self.space(study)
-        if space is None:
-            return dict(params), json.dumps(params, sort_keys=True, default=str)
+        if space is None:  # draw the known parameters the proposal lacks; the trial asks for
+            # those it needs (duplicates compare on a trial's own parameters, see is_taken)
+            missing = {n: d for n, d in sorted(self._distributions.items()) if n not in params}
+            params = {**random_params(missing, rng), **params}
+            return params, json.dumps(params, sort_keys=True, default=str)
         text = json.dumps(params, sort_keys=True, default=str)
         if text in self._completed:
             return dict(self._completed[text][0]), self._completed[text][1]
@@ -347,7 +354,9 @@ class ProposalSampler(optuna.samplers.BaseSampler, abc.ABC):
 
     def archive(self, study: Study, current: int) -> Archive:
         trials = study.get_trials(deepcopy=False)
-        return Archive(study, trials, lambda params, trial: self._key(study, params, trial), current)
+        archive = Archive(study, trials, lambda params, trial: self._key(study, params, trial), current)
+        self._distributions = archive.distributions
+        return archive
 
     def is_taken(self, study: Study, archive: Archive, params: Params, key: str) -> bool:
         """Whether a trial of the study already has (or was proposed) this architecture.

@@ -215,8 +215,10 @@ def test_beats_random_search(name: str) -> None:
         study = optuna.create_study(direction="maximize", sampler=sampler)
         return run(study, 60).best_value
 
-    seeds = range(3)
-    guided = statistics.mean(best(make_sampler(name, s)) for s in seeds)
+    seeds = range(4)
+    options = {"evolution": {"population_size": 10, "tournament_size": 3},
+               "predictor": {"n_startup_trials": 10, "epochs": 30}}[name]
+    guided = statistics.mean(best(get_sampler(name, s, space=SPACE, **options)) for s in seeds)
     baseline = statistics.mean(best(get_sampler("random", s)) for s in seeds)
     assert guided > baseline + 0.05
 
