@@ -95,7 +95,10 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--dataset", required=True, help="dataset name, e.g. cora, citeseer, mutag")
     p.add_argument("--space", default="gnn", help="search space (default gnn)")
     p.add_argument("--convs", default=None, help="comma-separated convolutions to search over (gnn space)")
-    p.add_argument("--strategy", default="tpe", help="search strategy (default tpe)")
+    p.add_argument(
+        "--strategy", default="tpe",
+        help="search strategy: random, tpe, gp, nsga2, evolution, reinforce, predictor (default tpe)",
+    )
     p.add_argument("--evaluator", default="train", help="how to score an architecture (default train)")
     p.add_argument("--trials", type=int, default=20, help="trials in the study, finished ones included")
     p.add_argument("--timeout", type=float, default=None, help="seconds after which no trial starts")
@@ -107,7 +110,7 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--n-jobs", type=int, default=1, help="worker processes")
     p.add_argument("--epochs", type=int, default=200, help="most epochs per trial")
     p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs")
-    p.add_argument("--objectives", default="accuracy", help="comma-separated: accuracy, params")
+    p.add_argument("--objectives", default="accuracy", help="comma-separated: accuracy, params, latency")
     p.add_argument("--pruner", default="none", choices=["none", "median"])
     p.add_argument("--heartbeat", type=int, default=30, help=argparse.SUPPRESS)
     p.add_argument("--grace-period", type=int, default=None, help=argparse.SUPPRESS)
@@ -175,6 +178,9 @@ def _validate_names(config: Any) -> None:
     config.make_space()
     get_sampler(config.strategy)
     config.make_evaluator()
+    from nas.samplers import check_strategy
+
+    check_strategy(config.strategy, config.make_space(), config.objectives)
 
 
 def _load_study(args: argparse.Namespace) -> Any:
@@ -228,6 +234,8 @@ def cmd_best(args: argparse.Namespace) -> int:
 
     study = _load_study(args)
     best = trial_summary(best_trial(study))
+    if len(study.directions) > 1:
+        return _print_pareto_front(study, best, args.json)
     if args.json:
         print(json.dumps(best, sort_keys=True))
         return 0
@@ -236,6 +244,28 @@ def cmd_best(args: argparse.Namespace) -> int:
             continue
         print(f"{key:>12}: {best.get(key)}")
     print(f"{'architecture':>12}: {json.dumps(best['architecture'], sort_keys=True)}")
+    return 0
+
+
+def _print_pareto_front(study: Any, best: dict[str, Any], as_json: bool) -> int:
+    """A multi-objective study's Pareto front (trials no other trial beats on every objective),
+    by the first objective; JSON: the best-by-first-objective fields plus ``pareto_front``."""
+    from nas.study import trial_summary
+
+    objectives = study.user_attrs.get("objectives") or [f"objective{i}" for i in range(len(study.directions))]
+    directions = [d.name.lower() for d in study.directions]
+    front = sorted(study.best_trials, key=lambda t: (-t.values[0] if directions[0] == "maximize" else t.values[0], t.number))
+    rows = [trial_summary(t) for t in front]
+    if as_json:
+        print(json.dumps({**best, "objectives": objectives, "directions": directions,
+                          "pareto_front": rows}, sort_keys=True))
+        return 0
+    names = [f"{name} ({direction[:3]})" for name, direction in zip(objectives, directions)]
+    print(f"Pareto front of {study.study_name!r}: {len(rows)} trials")
+    print(f"{'trial':>5}  " + "  ".join(f"{n:>16}" for n in names) + f"  {'test_acc':>8}  architecture")
+    for row in rows:
+        values = "  ".join(f"{v:>16.6g}" for v in row["values"])
+        print(f"{row['trial']:>5}  {values}  {_fmt(row['test_acc'])}  {row.get('summary', '')}")
     return 0
 
 

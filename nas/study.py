@@ -23,7 +23,7 @@ import torch
 from optuna.trial import TrialState
 
 from nas.evaluators import Evaluation, Evaluator, get_evaluator
-from nas.samplers import PrescreenSampler, get_sampler, proxy_scorer
+from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
 from nas.tasks import Task, load_task
 from nas.train import resolve_device
 from search_spaces import SearchSpace, get_space
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 OBJECTIVES: dict[str, tuple[str, Callable[[Evaluation], float]]] = {
     "accuracy": ("maximize", lambda ev: ev.accuracy_estimate()),
     "params": ("minimize", lambda ev: float(ev.num_params if ev.num_params is not None else math.nan)),
+    # seconds of one inference pass: measured after training, or the benchmark table's
+    "latency": ("minimize", lambda ev: float(ev.metrics.get("latency", math.nan))),
 }
 #: user attribute a trial gets when its objective failed for a reason of its own
 FAIL_REASON = "fail_reason"
@@ -227,6 +229,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
     evaluator.check_space(space)
     evaluator.check_task(task)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
+    check_strategy(config.strategy, space, config.objectives)
     space.check_level(task.level)
     if evaluator.needs_data:
         task.num_features  # load the data (and fail on missing data) before the first trial
@@ -259,7 +262,9 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     study = create_or_load_study(config, task)
-    study.sampler = get_sampler(config.strategy, seed=sampler_seed(config.seed, worker, study))
+    study.sampler = get_sampler(
+        config.strategy, seed=sampler_seed(config.seed, worker, study), space=space
+    )
     if config.prescreen:
         study.sampler = PrescreenSampler(
             study.sampler, space, proxy_scorer(

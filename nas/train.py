@@ -260,6 +260,44 @@ def clone_model(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
+def _forward_inputs(task: Task, device: str | torch.device) -> tuple:
+    """A forward pass's inputs: the whole graph (node task) or one training batch of 64 graphs."""
+    if task.level == "node":
+        data = task.data.to(device)
+        return (data.x, data.edge_index)
+    from torch_geometric.data import Batch
+
+    graphs = task.dataset[task.splits["train"][:64]]
+    batch = Batch.from_data_list(list(graphs)).to(device)
+    return (batch.x, batch.edge_index, batch.batch)
+
+
+def forward_latency(
+    model: nn.Module, task: Task, device: str | torch.device = "cpu", repeats: int = 5
+) -> float | None:
+    """Median seconds of one inference forward pass (the inputs of :func:`forward_flops`), after
+    one warm-up pass. ``None`` if the pass fails."""
+    import statistics
+    import time
+
+    model.eval()
+    try:
+        inputs = _forward_inputs(task, device)
+        times = []
+        with torch.no_grad():
+            for _ in range(repeats + 1):
+                if torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                model(*inputs)
+                if torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+    except Exception:  # noqa: BLE001 - a timing is informative, never worth failing a trial
+        return None
+
+
 def forward_flops(model: nn.Module, task: Task, device: str | torch.device = "cpu") -> int | None:
     """FLOPs of one forward pass (node task: the whole graph; graph task: one training batch),
     as counted by ``torch.utils.flop_counter`` (dense matrix products; message passing's
@@ -268,15 +306,7 @@ def forward_flops(model: nn.Module, task: Task, device: str | torch.device = "cp
 
     model.eval()
     try:
-        if task.level == "node":
-            data = task.data.to(device)
-            inputs: tuple = (data.x, data.edge_index)
-        else:
-            from torch_geometric.data import Batch
-
-            graphs = task.dataset[task.splits["train"][:64]]
-            batch = Batch.from_data_list(list(graphs)).to(device)
-            inputs = (batch.x, batch.edge_index, batch.batch)
+        inputs = _forward_inputs(task, device)
         counter = FlopCounterMode(display=False)
         with counter:
             model(*inputs)

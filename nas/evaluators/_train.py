@@ -4,7 +4,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nas.evaluators.base import Evaluation, Evaluator
-from nas.train import TrainConfig, count_parameters, forward_flops, seed_everything, train_model
+from nas.train import (
+    TrainConfig,
+    count_parameters,
+    forward_flops,
+    forward_latency,
+    seed_everything,
+    train_model,
+)
 
 if TYPE_CHECKING:
     from nas.tasks import Task
@@ -44,7 +51,10 @@ class TrainEvaluator(Evaluator):
         )
         result = train_model(model, task, config, report=report, progress=self.progress)
         return Evaluation(
-            metrics={**result.metrics, "best_epoch": result.best_epoch},
+            metrics={
+                **result.metrics, "best_epoch": result.best_epoch,
+                **_latency(forward_latency(model, task, device)),
+            },
             num_params=count_parameters(model), flops=forward_flops(model, task, device),
             state_dict=result.state_dict, seconds=result.seconds, epochs=result.epochs_run,
             in_channels=task.num_features, out_channels=task.num_classes,
@@ -52,3 +62,8 @@ class TrainEvaluator(Evaluator):
 
     def __repr__(self) -> str:
         return f"TrainEvaluator(epochs={self.epochs}, patience={self.patience})"
+
+
+def _latency(seconds: float | None) -> dict[str, float]:
+    """``{"latency": seconds}`` of one inference pass (the table evaluator's key), if measured."""
+    return {} if seconds is None else {"latency": seconds}

@@ -22,6 +22,7 @@ spelling (NAS-Bench-Graph has many parameter sets per architecture).
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import math
 import random
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 #: trial system attribute holding the proposed parameters (JSON)
 PROPOSAL_ATTR = "metanas:proposal"
+#: key prefix of a parameter set the space refuses to build
+INVALID = "invalid:"
 #: how often a duplicate proposal is redrawn before it is accepted anyway
 MAX_REDRAWS = 64
 
@@ -131,6 +134,7 @@ class ReplayTrial:
         self.given, self.rng = params, rng
         self.params: Params = {}
         self.distributions: dict[str, BaseDistribution] = {}
+        self.drew = False  # whether a value had to be drawn at random
 
     def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
         if name in self.params:
@@ -138,11 +142,12 @@ class ReplayTrial:
         value = self.given.get(name, _MISSING)
         if value is _MISSING or not contains(distribution, value):
             value = random_value(distribution, self.rng)
+            self.drew = True
         self.params[name], self.distributions[name] = value, distribution
         return value
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self._suggest(name, CategoricalDistribution(tuple(choices)))
+        return self._suggest(name, _categorical(tuple(choices)))
 
     def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
         return self._suggest(name, IntDistribution(low, high, log=log, step=step))
@@ -156,13 +161,21 @@ class ReplayTrial:
 _MISSING = object()
 
 
+@functools.lru_cache(maxsize=1024)
+def _categorical(choices: tuple[Any, ...]) -> CategoricalDistribution:
+    return CategoricalDistribution(choices)
+
+
 def space_distributions(space: SearchSpace, samples: int = 64, seed: int = 0) -> dict[str, BaseDistribution]:
     """The distributions of every parameter ``space`` asks for, over ``samples`` random draws."""
     rng = random.Random(seed)
     found: dict[str, BaseDistribution] = {}
     for _ in range(samples):
         trial = ReplayTrial({}, rng)
-        space.suggest(trial)  # type: ignore[arg-type]
+        try:
+            space.suggest(trial)  # type: ignore[arg-type]
+        except optuna.TrialPruned:  # a refused combination still asked for its parameters
+            pass
         found.update(trial.distributions)
     return found
 
@@ -244,6 +257,8 @@ class ProposalSampler(optuna.samplers.BaseSampler, abc.ABC):
         self._proposals: dict[int, Params] = {}
         self._rngs: dict[int, random.Random] = {}
         self._keys: dict[tuple[int, int], str] = {}  # (study id, trial number) -> key, finished trials
+        self._distributions: dict[str, BaseDistribution] = {}  # known to the latest archive
+        self._completed: dict[str, tuple[Params, str]] = {}  # complete() of full parameter sets
         self._lock = threading.RLock()
 
     # optuna's interface ---------------------------------------------------------------------
@@ -318,15 +333,30 @@ class ProposalSampler(optuna.samplers.BaseSampler, abc.ABC):
     def complete(self, study: Study, params: Params, rng: random.Random) -> tuple[Params, str]:
         """The parameters a trial proposed ``params`` really gets, and its architecture key."""
         space = self.space(study)
-        if space is None:
-            return dict(params), json.dumps(params, sort_keys=True, default=str)
+        if space is None:  # draw the known parameters the proposal lacks; the trial asks for
+            # those it needs (duplicates compare on a trial's own parameters, see is_taken)
+            missing = {n: d for n, d in sorted(self._distributions.items()) if n not in params}
+            params = {**random_params(missing, rng), **params}
+            return params, json.dumps(params, sort_keys=True, default=str)
+        text = json.dumps(params, sort_keys=True, default=str)
+        if text in self._completed:
+            return dict(self._completed[text][0]), self._completed[text][1]
         replay = ReplayTrial(params, rng)
-        arch = space.suggest(replay)  # type: ignore[arg-type]
-        return replay.params, arch.arch_hash
+        try:
+            key = space.suggest(replay).arch_hash  # type: ignore[arg-type]
+        except optuna.TrialPruned:  # a combination the space refuses (NAS-Bench-Graph's all-skip cell)
+            key = INVALID + json.dumps(replay.params, sort_keys=True, default=str)
+        if not replay.drew:  # the answer depends on the parameters alone: remember it
+            if len(self._completed) > 100_000:
+                self._completed.clear()
+            self._completed[text] = (replay.params, key)
+        return dict(replay.params), key
 
     def archive(self, study: Study, current: int) -> Archive:
         trials = study.get_trials(deepcopy=False)
-        return Archive(study, trials, lambda params, trial: self._key(study, params, trial), current)
+        archive = Archive(study, trials, lambda params, trial: self._key(study, params, trial), current)
+        self._distributions = archive.distributions
+        return archive
 
     def is_taken(self, study: Study, archive: Archive, params: Params, key: str) -> bool:
         """Whether a trial of the study already has (or was proposed) this architecture.
@@ -335,6 +365,8 @@ class ProposalSampler(optuna.samplers.BaseSampler, abc.ABC):
         when it agrees on all of that trial's parameters: a space asks for its parameters in an
         order decided by the values given, so it would ask for exactly those again.
         """
+        if key.startswith(INVALID):
+            return True
         if self.space(study) is not None:
             return key in archive.taken
         return any(

@@ -14,16 +14,20 @@ The encoding (:class:`Encoder`) is built from the parameters' optuna distributio
 block per discrete choice, a scaled value per continuous one, zeros for a parameter the
 architecture does not have; plus, for every family of parameters that differ only by an index
 (``l0_conv``, ``l1_conv``, ... or one op per cell node), how often each choice occurs, an
-order-free summary of the graph's operations. A space can add its own features (such as a
-cell's adjacency and paths) by giving its architectures a ``graph_features()`` method.
+order-free summary of the graph's operations. For NAS-Bench-Graph cells, graph features of the
+canonical cell are added (:func:`cell_features`: operations per node and per leaf, the inputs'
+adjacency, and the input-to-output paths as sequences of operations, as BANANAS encodes paths),
+so isomorphic cells, spelt differently in parameters, are encoded alike.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
 from typing import TYPE_CHECKING, Any
 
+import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
 from nas.samplers._base import (
@@ -43,6 +47,35 @@ if TYPE_CHECKING:
 
 ACQUISITIONS: tuple[str, ...] = ("its", "ucb", "mean")
 _ONE_HOT_LIMIT = 64
+
+
+def cell_features(arch: Any) -> list[float]:
+    """Graph encoding of a NAS-Bench-Graph cell (zeros for ``None``), of its canonical form:
+    the one-hot op of each node, the one-hot input of each node (adjacency), how often each op
+    occurs on a leaf (an output node), and how many input-to-output paths end in each pair of
+    ops (the last two operations of each path; a path of one op pairs it with the input)."""
+    from search_spaces.nasbench_graph import NUM_NODES, OPS
+
+    n_ops = len(OPS)
+    size = NUM_NODES * n_ops + NUM_NODES * (NUM_NODES + 1) + n_ops + (n_ops + 1) * n_ops
+    if arch is None:
+        return [0.0] * size
+    arch = arch.canonical()
+    links, ops = arch.links, arch.ops
+    nodes = [0.0] * (NUM_NODES * n_ops)
+    inputs = [0.0] * (NUM_NODES * (NUM_NODES + 1))
+    for i, (link, op) in enumerate(zip(links, ops)):
+        nodes[i * n_ops + OPS.index(op)] = 1.0
+        inputs[i * (NUM_NODES + 1) + link] = 1.0
+    leaves = [i for i in range(NUM_NODES) if (i + 1) not in links]
+    leaf_ops = [0.0] * n_ops
+    pairs = [0.0] * ((n_ops + 1) * n_ops)
+    for leaf in leaves:
+        leaf_ops[OPS.index(ops[leaf])] += 1.0
+        parent = links[leaf]
+        before = n_ops if parent == 0 else OPS.index(ops[parent - 1])  # n_ops: the cell input
+        pairs[before * n_ops + OPS.index(ops[leaf])] += 1.0
+    return nodes + inputs + leaf_ops + pairs
 
 
 class Encoder:
@@ -181,7 +214,7 @@ class PredictorSampler(ProposalSampler):
     def __init__(
         self, n_startup_trials: int = 10, members: int = 5, top_k: int = 10,
         mutations_per_parent: int = 20, random_candidates: int = 20, acquisition: str = "its",
-        epochs: int = 100, refit_every: int = 1, *, seed: int | None = None, space: SearchSpace | None = None,
+        epochs: int = 100, refit_every: int = 5, *, seed: int | None = None, space: SearchSpace | None = None,
     ) -> None:
         if acquisition not in ACQUISITIONS:
             raise ValueError(
@@ -197,6 +230,7 @@ class PredictorSampler(ProposalSampler):
         self.mutations_per_parent, self.random_candidates = mutations_per_parent, random_candidates
         self.acquisition, self.epochs, self.refit_every = acquisition, epochs, max(1, refit_every)
         self._space_distributions: dict[str, BaseDistribution] | None = None
+        self._features: dict[str, list[float]] = {}  # cell features by parameters
         self._fitted: dict[tuple[int, tuple[int, ...]], tuple[Encoder, Ensemble]] = {}
 
     def propose(self, study: Study, archive: Archive, rng: random.Random) -> Params:
@@ -240,10 +274,18 @@ class PredictorSampler(ProposalSampler):
     def encoder(self, study: Study, archive: Archive) -> Encoder:
         space = self.space(study)
         extra = None
-        if space is not None and hasattr(space.sample(0), "graph_features"):
+        if space is not None and getattr(space, "name", None) == "nasbench-graph":
+            cache = self._features
+
             def extra(params: Params) -> list[float]:
-                replay = ReplayTrial(params, random.Random(0))
-                return list(space.suggest(replay).graph_features())  # type: ignore[arg-type, attr-defined]
+                key = json.dumps(params, sort_keys=True, default=str)
+                if key not in cache:
+                    replay = ReplayTrial(params, random.Random(0))
+                    try:
+                        cache[key] = cell_features(space.suggest(replay))  # type: ignore[arg-type]
+                    except optuna.TrialPruned:
+                        cache[key] = cell_features(None)
+                return cache[key]
         distributions = dict(archive.distributions)
         if space is not None:
             if self._space_distributions is None:

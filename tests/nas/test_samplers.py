@@ -211,12 +211,16 @@ def test_no_duplicates_until_space_is_exhausted(name: str, with_space: bool, sql
 def test_beats_random_search(name: str) -> None:
     """On an objective with a known optimum, guided search finds better architectures than
     random search within the same budget (mean over seeds)."""
+    budget = {"evolution": 120, "predictor": 60}[name]  # in-memory storage: fast trials
+
     def best(sampler: optuna.samplers.BaseSampler) -> float:
         study = optuna.create_study(direction="maximize", sampler=sampler)
-        return run(study, 60).best_value
+        return run(study, budget).best_value
 
-    seeds = range(3)
-    guided = statistics.mean(best(make_sampler(name, s)) for s in seeds)
+    seeds = range(4)
+    options = {"evolution": {"population_size": 10, "tournament_size": 3},
+               "predictor": {"n_startup_trials": 10, "epochs": 30}}[name]
+    guided = statistics.mean(best(get_sampler(name, s, space=SPACE, **options)) for s in seeds)
     baseline = statistics.mean(best(get_sampler("random", s)) for s in seeds)
     assert guided > baseline + 0.05
 

@@ -1,0 +1,48 @@
+"""The strategy benchmark's protocol on NAS-Bench-Graph's tables (tiny budgets)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from nas.evaluators._table import load_table
+
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "nasbench_graph.py"
+
+
+def benchmark():
+    spec = importlib.util.spec_from_file_location("nasbench_graph_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution"])
+def test_score_is_the_test_accuracy_of_the_best_validation_architecture(strategy: str) -> None:
+    run = benchmark().search(strategy, "citeseer", seed=1, budgets=(5, 12))
+    assert run["unique"] == 12 and run["trials"] >= 12 and set(run["scores"]) == {5, 12}
+    table = load_table("citeseer")
+    tests = {round(100 * row.test_acc, 6) for row in table.values()}
+    assert all(round(score, 6) in tests for score in run["scores"].values())
+    again = benchmark().search(strategy, "citeseer", seed=1, budgets=(5, 12))
+    assert again["scores"] == run["scores"]  # seeded
+
+
+def test_unknown_dataset_lists_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no dataset 'texas'.*'cora'.*'arxiv'"):
+        benchmark().main(["--datasets", "texas", "--out", str(tmp_path / "x")])
+
+
+def test_results_files_record_machine_load_command_and_date(tmp_path: Path) -> None:
+    out = tmp_path / "nbg"
+    assert benchmark().main([
+        "--strategies", "random,evolution", "--datasets", "cora", "--seeds", "2",
+        "--budgets", "4,8", "--processes", "1", "--out", str(out),
+    ]) == 0
+    document = json.loads(out.with_suffix(".json").read_text())
+    assert {"machine", "cpus", "load", "command", "date"} <= set(document["meta"])
+    assert document["summary"]["cora"]["evolution"]["8"]["n"] == 2
+    text = out.with_suffix(".md").read_text()
+    assert "| random |" in text and "@8" in text and "command:" in text
