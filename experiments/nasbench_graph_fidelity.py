@@ -104,7 +104,9 @@ def correlations(rows: list[dict]) -> dict[str, float]:
 
 def command() -> str:
     """The command line as typed (``python -m experiments...`` when run as a module)."""
-    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ("METANAS_DATA",) if k in os.environ)
+    env = " ".join(
+        f"{key}={shlex.quote(os.environ[key])}" for key in ("METANAS_DATA",) if key in os.environ
+    )
     spec = globals().get("__spec__")
     entry = ["python", "-m", spec.name] if spec is not None else ["python", sys.argv[0]]
     return " ".join([env, *entry, *map(shlex.quote, sys.argv[1:])]).strip()
@@ -187,15 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     epochs = args.epochs or BENCHMARK_SETTINGS[args.dataset].epochs
     head = header(args, epochs)
     archs = choose_architectures(args.dataset, args.archs, args.seed)
-    jobs = [(i, a.to_dict(), args.dataset, epochs, args.eval_every, args.seed) for i, a in enumerate(archs)]
+    jobs = [
+        (i, arch.to_dict(), args.dataset, epochs, args.eval_every, args.seed)
+        for i, arch in enumerate(archs)
+    ]
     done: dict[int, dict] = {}
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.workers, initializer=_worker_init, initargs=(args.threads,)) as pool:
         for index, r in pool.imap_unordered(_train_job, jobs):
             done[index] = r
-            print(f"[{len(done)}/{len(archs)}] {r['short']:<40} table test {r['table_test_acc']:.4f} "
-                  f"ours {r['test_acc']:.4f} ({r['seconds']:.0f}s, "
+            print(f"[{len(done)}/{len(archs)}] {r['short']:<40} "
+                  f"table test {r['table_test_acc']:.4f} ours {r['test_acc']:.4f} ({r['seconds']:.0f}s, "
                   f"{time.perf_counter() - start:.0f}s total)", flush=True)
             write(args.out, head, [done[i] for i in sorted(done)], done=False)
     write(args.out, head, [done[i] for i in sorted(done)], done=True)
