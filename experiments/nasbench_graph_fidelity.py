@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
     p.add_argument("--workers", type=int, default=1, help="architectures trained at once")
     p.add_argument("--indices", default=None,
-                   help="train only the chosen architectures START:STOP (to split a run)")
+                   help="train only these chosen architectures: START:STOP or I,J,K")
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="instead of training, merge the JSON results of split runs into --out")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -69,7 +69,9 @@ def choose_architectures(dataset: str, n: int, seed: int) -> list[Any]:
 
 def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, seed: int) -> dict:
     from nas.evaluators._table import query
-    from nas.train import TrainConfig, count_parameters, seed_everything, train_model
+    from nas.train import (
+        DivergedError, TrainConfig, count_parameters, seed_everything, train_model,
+    )
     from search_spaces.nasbench_graph import NasBenchGraphSpace
 
     space = NasBenchGraphSpace(dataset)
@@ -79,8 +81,14 @@ def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, 
         **space.training_config(arch), epochs=epochs, patience=0, seed=seed, device="cpu",
         eval_every=eval_every,
     )
-    result = train_model(model, task, config)
     row = query(arch, dataset)
+    try:
+        result = train_model(model, task, config)
+    except DivergedError as error:  # recorded, left out of the correlations
+        return {
+            "arch": arch.to_dict(), "short": arch.short(), "bench_hash": arch.bench_hash,
+            "diverged": str(error), "table_val_acc": row.val_acc, "table_test_acc": row.test_acc,
+        }
     return {
         "arch": arch.to_dict(), "short": arch.short(), "bench_hash": arch.bench_hash,
         "val_acc": result.metrics["val_acc"], "test_acc": result.metrics["test_acc"],
@@ -93,6 +101,7 @@ def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, 
 def correlations(rows: list[dict]) -> dict[str, float]:
     from scipy import stats
 
+    rows = [r for r in rows if "diverged" not in r]
     if len(rows) < 3:
         return {}
     ours_t, table_t = [r["test_acc"] for r in rows], [r["table_test_acc"] for r in rows]
@@ -165,6 +174,10 @@ def markdown(record: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(record["rows"]):
+        if "diverged" in r:
+            lines.append(f"| {i} | {r['short']} | {r['table_val_acc']:.4f} | "
+                         f"{r['table_test_acc']:.4f} | diverged | {r['diverged']} | | |")
+            continue
         lines.append(
             f"| {i} | {r['short']} | {r['table_val_acc']:.4f} | {r['table_test_acc']:.4f} | "
             f"{r['val_acc']:.4f} | {r['test_acc']:.4f} | {r['best_epoch']} | {r['seconds']} |"
@@ -219,12 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     epochs = args.epochs or BENCHMARK_SETTINGS[args.dataset].epochs
     head = header(args, epochs)
     archs = choose_architectures(args.dataset, args.archs, args.seed)
-    start_index, stop_index = 0, len(archs)
-    if args.indices:
+    wanted = set(range(len(archs)))
+    if args.indices and ":" in args.indices:
         start_index, stop_index = (int(i) for i in args.indices.split(":"))
+        wanted = set(range(start_index, stop_index))
+    elif args.indices:
+        wanted = {int(i) for i in args.indices.split(",")}
     jobs = [
         (i, arch.to_dict(), args.dataset, epochs, args.eval_every, args.seed)
-        for i, arch in enumerate(archs) if start_index <= i < stop_index
+        for i, arch in enumerate(archs) if i in wanted
     ]
     done: dict[int, dict] = {}
     start = time.perf_counter()
@@ -233,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         for index, r in pool.imap_unordered(_train_job, jobs):
             done[index] = {"index": index, **r}
             print(f"[{len(done)}/{len(jobs)}] #{index} {r['short']:<40} "
-                  f"table test {r['table_test_acc']:.4f} ours {r['test_acc']:.4f} "
-                  f"({r['seconds']:.0f}s, {time.perf_counter() - start:.0f}s total)", flush=True)
+                  f"table test {r['table_test_acc']:.4f} ours {r.get('test_acc', 'diverged')} "
+                  f"({time.perf_counter() - start:.0f}s total)", flush=True)
             write(args.out, head, [done[i] for i in sorted(done)], done=False)
     write(args.out, head, [done[i] for i in sorted(done)], done=True)
     print(markdown(json.loads((args.out / f"{NAME}.json").read_text())))
