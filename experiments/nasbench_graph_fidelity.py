@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
     p.add_argument("--workers", type=int, default=1, help="architectures trained at once")
+    p.add_argument("--indices", default=None,
+                   help="train only these chosen architectures: START:STOP or I,J,K")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="instead of training, merge the JSON results of split runs into --out")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -65,7 +69,9 @@ def choose_architectures(dataset: str, n: int, seed: int) -> list[Any]:
 
 def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, seed: int) -> dict:
     from nas.evaluators._table import query
-    from nas.train import TrainConfig, count_parameters, seed_everything, train_model
+    from nas.train import (
+        DivergedError, TrainConfig, count_parameters, seed_everything, train_model,
+    )
     from search_spaces.nasbench_graph import NasBenchGraphSpace
 
     space = NasBenchGraphSpace(dataset)
@@ -75,8 +81,14 @@ def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, 
         **space.training_config(arch), epochs=epochs, patience=0, seed=seed, device="cpu",
         eval_every=eval_every,
     )
-    result = train_model(model, task, config)
     row = query(arch, dataset)
+    try:
+        result = train_model(model, task, config)
+    except DivergedError as error:  # recorded, left out of the correlations
+        return {
+            "arch": arch.to_dict(), "short": arch.short(), "bench_hash": arch.bench_hash,
+            "diverged": str(error), "table_val_acc": row.val_acc, "table_test_acc": row.test_acc,
+        }
     return {
         "arch": arch.to_dict(), "short": arch.short(), "bench_hash": arch.bench_hash,
         "val_acc": result.metrics["val_acc"], "test_acc": result.metrics["test_acc"],
@@ -89,6 +101,7 @@ def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, 
 def correlations(rows: list[dict]) -> dict[str, float]:
     from scipy import stats
 
+    rows = [r for r in rows if "diverged" not in r]
     if len(rows) < 3:
         return {}
     ours_t, table_t = [r["test_acc"] for r in rows], [r["table_test_acc"] for r in rows]
@@ -104,7 +117,9 @@ def correlations(rows: list[dict]) -> dict[str, float]:
 
 def command() -> str:
     """The command line as typed (``python -m experiments...`` when run as a module)."""
-    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ("METANAS_DATA",) if k in os.environ)
+    env = " ".join(
+        f"{key}={shlex.quote(os.environ[key])}" for key in ("METANAS_DATA",) if key in os.environ
+    )
     spec = globals().get("__spec__")
     entry = ["python", "-m", spec.name] if spec is not None else ["python", sys.argv[0]]
     return " ".join([env, *entry, *map(shlex.quote, sys.argv[1:])]).strip()
@@ -142,6 +157,9 @@ def markdown(record: dict) -> str:
         f"- setting: {record['setting']}",
         f"- architectures: {record['n_archs']} (seed {record['seed']}, one per quantile stratum "
         f"of the table's test accuracy); complete: {record['complete']}",
+        f"- ours: one training seed ({record['seed']}), {record['epochs']} epochs, validation "
+        f"every {record['eval_every']}, best-validation epoch kept; the table: the mean of three "
+        f"seeds trained {record['setting']['epochs']} epochs",
         "",
     ]
     if "spearman_test" in record:
@@ -156,6 +174,10 @@ def markdown(record: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(record["rows"]):
+        if "diverged" in r:
+            lines.append(f"| {i} | {r['short']} | {r['table_val_acc']:.4f} | "
+                         f"{r['table_test_acc']:.4f} | diverged | {r['diverged']} | | |")
+            continue
         lines.append(
             f"| {i} | {r['short']} | {r['table_val_acc']:.4f} | {r['table_test_acc']:.4f} | "
             f"{r['val_acc']:.4f} | {r['test_acc']:.4f} | {r['best_epoch']} | {r['seconds']} |"
@@ -178,25 +200,57 @@ def _train_job(job: tuple[int, dict, str, int, int, int]) -> tuple[int, dict]:
     return index, train_one(arch, dataset, load_task(dataset), epochs, eval_every, seed)
 
 
+def merge(paths: list[Path], out: Path) -> int:
+    """Join split runs (same dataset, seed and epochs): one row per architecture, ordered by the
+    table's test accuracy."""
+    records = [json.loads(path.read_text()) for path in paths]
+    keys = ("dataset", "seed", "epochs", "eval_every")
+    if any(tuple(r[k] for k in keys) != tuple(records[0][k] for k in keys) for r in records):
+        raise ValueError(f"cannot merge runs with different {keys}")
+    rows = {row["bench_hash"]: row for record in records for row in record["rows"]}
+    head = {k: v for k, v in records[0].items() if k not in ("rows", "complete", "n_archs")}
+    head = {k: v for k, v in head.items() if not k.startswith(("spearman", "kendall", "mean_"))}
+    head["parts"] = [
+        {"command": r["command"], "date": r["date"], "loadavg_start": r["loadavg_start"],
+         "rows": len(r["rows"])} for r in records
+    ]
+    head["command"] = " && ".join(r["command"] for r in records) + " && " + command()
+    ordered = sorted(rows.values(), key=lambda row: (row["table_test_acc"], row["bench_hash"]))
+    write(out, head, ordered, done=True)
+    print(markdown(json.loads((out / f"{NAME}.json").read_text())))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import multiprocessing
 
     from search_spaces.nasbench_graph import BENCHMARK_SETTINGS
 
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     epochs = args.epochs or BENCHMARK_SETTINGS[args.dataset].epochs
     head = header(args, epochs)
     archs = choose_architectures(args.dataset, args.archs, args.seed)
-    jobs = [(i, a.to_dict(), args.dataset, epochs, args.eval_every, args.seed) for i, a in enumerate(archs)]
+    wanted = set(range(len(archs)))
+    if args.indices and ":" in args.indices:
+        start_index, stop_index = (int(i) for i in args.indices.split(":"))
+        wanted = set(range(start_index, stop_index))
+    elif args.indices:
+        wanted = {int(i) for i in args.indices.split(",")}
+    jobs = [
+        (i, arch.to_dict(), args.dataset, epochs, args.eval_every, args.seed)
+        for i, arch in enumerate(archs) if i in wanted
+    ]
     done: dict[int, dict] = {}
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.workers, initializer=_worker_init, initargs=(args.threads,)) as pool:
         for index, r in pool.imap_unordered(_train_job, jobs):
-            done[index] = r
-            print(f"[{len(done)}/{len(archs)}] {r['short']:<40} table test {r['table_test_acc']:.4f} "
-                  f"ours {r['test_acc']:.4f} ({r['seconds']:.0f}s, "
-                  f"{time.perf_counter() - start:.0f}s total)", flush=True)
+            done[index] = {"index": index, **r}
+            print(f"[{len(done)}/{len(jobs)}] #{index} {r['short']:<40} "
+                  f"table test {r['table_test_acc']:.4f} ours {r.get('test_acc', 'diverged')} "
+                  f"({time.perf_counter() - start:.0f}s total)", flush=True)
             write(args.out, head, [done[i] for i in sorted(done)], done=False)
     write(args.out, head, [done[i] for i in sorted(done)], done=True)
     print(markdown(json.loads((args.out / f"{NAME}.json").read_text())))

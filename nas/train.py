@@ -1,8 +1,8 @@
 """The one training and evaluation loop of metanas.
 
-Full batch for node tasks, mini-batches for graph tasks; Adam (or plain SGD); early stopping on validation
-accuracy; the state of the best validation epoch is kept and evaluated on the test split (which
-is recorded, never used to select). Intermediate validation accuracies go to a ``report``
+Full batch for node tasks, mini-batches for graph tasks; Adam (or plain SGD); early stopping on
+validation accuracy; the state of the best validation epoch is kept and evaluated on the test
+split (which is recorded, never used to select). Intermediate validation accuracies go to a ``report``
 callback so Optuna pruners work.
 """
 from __future__ import annotations

@@ -83,7 +83,8 @@ def test_unknown_benchmark_dataset_lists_the_valid_ones() -> None:
     assert list(BENCHMARK_DATASETS) == VALID
     with pytest.raises(ValueError, match=r"no dataset 'texas'.*\['cora', 'citeseer', 'pubmed', "
                        r"'cs', 'physics', 'photo', 'computers', 'arxiv', 'proteins'\]"):
-        TableEvaluator().evaluate(NasBenchGraphSpace().sample(0), NasBenchGraphSpace(), load_task("texas"))
+        space = NasBenchGraphSpace()
+        TableEvaluator().evaluate(space.sample(0), space, load_task("texas"))
     with pytest.raises(ValueError, match="no dataset 'ogbn'"):
         TableEvaluator("ogbn")
 

@@ -176,8 +176,8 @@ def test_every_pattern_runs_every_op_forward_and_backward(tiny_graph, pattern: i
 @pytest.mark.parametrize("pattern", range(len(LINK_PATTERNS)))
 def test_skip_chains_from_the_raw_input(tiny_graph, pattern: int) -> None:
     """Skips that pass the raw input on keep its width; the op reading them takes that width."""
-    model = NasBenchGraphNet(Arch_.from_pattern(pattern, ("skip", "skip", "skip", "gin")), 4, 3, TINY)
-    _check_forward_backward(model, tiny_graph)
+    arch = Arch_.from_pattern(pattern, ("skip", "skip", "skip", "gin"))
+    _check_forward_backward(NasBenchGraphNet(arch, 4, 3, TINY), tiny_graph)
 
 
 def test_models_have_the_benchmarks_parameter_counts() -> None:
