@@ -22,6 +22,8 @@ from metanets.gmn import GMN, GMNConfig, collate, prepare_graph
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
+    from metanets.zoo import Zoo
+
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
@@ -148,3 +150,21 @@ def predict(model: GMN, graphs: Sequence[Data], batch_size: int = 256) -> Tensor
     prepared = _prepared(graphs)
     outs = [model(collate(prepared[i:i + batch_size])) for i in range(0, len(prepared), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0, model.config.out_graph)
+
+
+def train_accuracy_predictor(
+    zoo: Zoo, config: FitConfig = FitConfig(), target: str = "test_acc",
+    val_fraction: float = 0.1, verbose: bool = False,
+) -> FitResult:
+    """Fit a GMN on a whole zoo (``val_fraction`` of its runs held out to select the epoch),
+    what ``metanas metanet train`` does."""
+    from metanets.zoo import split_by_run
+
+    if len(set(zoo.runs)) < 3:
+        raise ValueError(f"a zoo of {len(set(zoo.runs))} runs is too small to train on (need >= 3)")
+    split = split_by_run(zoo, (1 - val_fraction, val_fraction, 0.0), seed=config.seed)
+    if not split["val"]:
+        split["val"] = split["train"][-1:]
+    train, val = zoo.subset(split["train"]), zoo.subset(split["val"])
+    return fit_gmn(train.graphs(), train.targets(target), val.graphs(), val.targets(target),
+                   config, verbose=verbose)

@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies, _add_zoo,
+        _add_metanet,
     ):
         add(commands)
     return parser
@@ -363,6 +364,108 @@ def cmd_zoo_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         print(" ".join(f"{key}={value}" for key, value in info.items()))
+    return 0
+
+
+
+# metanetworks ---------------------------------------------------------------------------------
+def _add_metanet(commands: Any) -> None:
+    p = commands.add_parser("metanet", help="metanetworks: predict accuracy from weights")
+    sub = p.add_subparsers(dest="metanet_command", required=True, metavar="METANET_COMMAND")
+    t = sub.add_parser("train", help="fit a graph metanetwork on zoos; writes safetensors + JSON")
+    t.add_argument("--zoo", required=True, help="storage URL of the zoo(s)")
+    t.add_argument("--study", required=True, action="append", help="zoo/study name (repeatable)")
+    t.add_argument("--out", required=True, help="folder to write the metanetwork into")
+    t.add_argument("--target", default="test_acc", help="metric to predict (default test_acc)")
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--hidden", type=int, default=64)
+    t.add_argument("--layers", type=int, default=3)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--kernel-width", type=int, default=9, help="edge feature columns (kernel entries)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-checkpoints", action="store_true", help="final weights only, not every epoch")
+    t.add_argument("--verbose", action="store_true")
+    t.set_defaults(handler=cmd_metanet_train)
+    q = sub.add_parser("predict", help="predict for stored or exported networks")
+    q.add_argument("--model", required=True, help="folder written by `metanet train`")
+    q.add_argument("--zoo", default=None, help="storage URL of stored networks")
+    q.add_argument("--study", default=None, help="study whose networks to predict for (with --zoo)")
+    q.add_argument("--model-dir", action="append", default=[],
+                   help="exported model folder (`metanas export`), repeatable")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_metanet_predict)
+
+
+def cmd_metanet_train(args: argparse.Namespace) -> int:
+    from metanets.accuracy import FitConfig, train_accuracy_predictor
+    from metanets.gmn import save_gmn
+    from metanets.zoo import Zoo, load_zoo
+    from storage import parse_url
+
+    parse_url(args.zoo)
+    zoo = Zoo([])
+    for study in args.study:
+        zoo = zoo + load_zoo(args.zoo, study, checkpoints=not args.no_checkpoints,
+                             kernel_width=args.kernel_width, keep_state_dicts=False)
+    missing = [e.trial for e in zoo if args.target not in e.metrics]
+    if missing:
+        raise UsageError(f"--target {args.target!r} was not measured for trials {missing[:5]}; "
+                         f"metrics there: {sorted(zoo[0].metrics)}")
+    config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       hidden=args.hidden, layers=args.layers)
+    result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose)
+    best = max((h for h in result.history if h[0] == result.best_epoch), default=(0, 0.0, float("nan")))
+    save_gmn(result.model, args.out, metadata={
+        "target": args.target, "studies": args.study, "networks": len(zoo),
+        "runs": len(set(zoo.runs)), "best_epoch": result.best_epoch, "val_tau": best[2],
+        "fit": dataclasses_asdict(config), "seconds": round(result.seconds, 1),
+    })
+    print(f"metanet: {len(zoo)} networks ({len(set(zoo.runs))} runs), best epoch "
+          f"{result.best_epoch}, val tau {best[2]:.4f}, {result.seconds:.0f}s -> {args.out}")
+    return 0
+
+
+def dataclasses_asdict(obj: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
+
+
+def cmd_metanet_predict(args: argparse.Namespace) -> int:
+    from metanets.accuracy import predict
+    from metanets.gmn import load_gmn
+    from metanets.zoo import load_zoo, network_graph
+
+    model, metadata = load_gmn(args.model)
+    rows: list[dict[str, Any]] = []
+    if args.zoo or args.study:
+        if not (args.zoo and args.study):
+            raise UsageError("--zoo and --study go together")
+        zoo = load_zoo(args.zoo, args.study, kernel_width=model.config.kernel_width,
+                       keep_state_dicts=False)
+        preds = predict(model, zoo.graphs())[:, 0].tolist()
+        for entry, value in zip(zoo, preds):
+            rows.append({"study": entry.study, "trial": entry.trial, "epoch": entry.epoch,
+                         "prediction": value, "measured": entry.metrics.get(metadata.get("target", "test_acc"))})
+    for folder in args.model_dir:
+        from nas.export import load_exported, read_export
+
+        document = read_export(folder)
+        module = load_exported(folder)
+        graph = network_graph(module, document["level"], document["in_channels"],
+                              document.get("dataset", ""), model.config.kernel_width)
+        rows.append({"model_dir": folder, "prediction": predict(model, [graph])[0, 0].item()})
+    if not rows:
+        raise UsageError("nothing to predict: give --zoo and --study, or --model-dir")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        target = metadata.get("target", "value")
+        for row in rows:
+            where = row.get("model_dir") or f"{row['study']} trial {row['trial']} epoch {row['epoch']}"
+            measured = "" if row.get("measured") is None else f" (measured {row['measured']:.4f})"
+            print(f"{where}: predicted {target} {row['prediction']:.4f}{measured}")
     return 0
 
 
