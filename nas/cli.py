@@ -302,6 +302,8 @@ def _add_zoo(commands: Any) -> None:
                    help="comma-separated epochs whose weights and accuracies are stored (default: every epoch)")
     b.add_argument("--batch-size", type=int, default=128)
     b.add_argument("--max-depth", type=int, default=None, help="most conv blocks (cnn space, 1..3)")
+    b.add_argument("--space-options", default=None,
+                   help='JSON options of the space, e.g. \'{"min_depth": 2, "widths": [8]}\'')
     _storage_option(b)
     b.add_argument("--study", default=None, help="zoo (study) name (default zoo-<dataset>-<space>)")
     b.add_argument("--seed", type=int, default=0)
@@ -325,6 +327,21 @@ def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
         raise UsageError(f"{option} takes comma-separated integers, got {text!r}") from None
 
 
+def _space_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.space_options:
+        try:
+            options = json.loads(args.space_options)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"--space-options is not JSON: {error}") from None
+        if not isinstance(options, dict):
+            raise UsageError(f"--space-options must be a JSON object, got {args.space_options!r}")
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    if args.max_depth:
+        options["max_depth"] = args.max_depth
+    return options
+
+
 def cmd_zoo_build(args: argparse.Namespace) -> int:
     from nas.zoo import ZooConfig, build_zoo
     from storage import parse_url, redact
@@ -335,7 +352,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
         checkpoint_epochs=_int_list(args.checkpoints, "--checkpoints"), batch_size=args.batch_size,
         storage=args.storage, study_name=args.study, seed=args.seed, n_jobs=args.n_jobs,
         data_root=args.data_root, timeout=args.timeout, verbose=not args.quiet,
-        space_options={"max_depth": args.max_depth} if args.max_depth else {},
+        space_options=_space_options(args),
     )
     search = config.search_config()
     _validate_names(search)

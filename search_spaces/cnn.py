@@ -98,10 +98,16 @@ class CNNArchitecture(Architecture):
 class CNNSpace(SearchSpace):
     """Small image CNNs for model zoos (see the module docstring).
 
+    Every choice can be narrowed, down to one architecture whose training hyper-parameters
+    alone vary (a fixed-architecture zoo: ``min_depth=max_depth=2, widths=(8,),
+    kernel_sizes=(3,), activations=("relu",), norms=("none",), residuals=(False,)``).
+
     Args:
         max_depth: most conv blocks (1..3).
         widths: channel counts to choose from per block.
         train_fractions: training-data fractions to choose from.
+        min_depth: fewest conv blocks.
+        kernel_sizes, activations, norms, residuals: the choices of those fields.
     """
 
     name = "cnn"
@@ -109,10 +115,23 @@ class CNNSpace(SearchSpace):
 
     def __init__(
         self, max_depth: int = MAX_DEPTH, widths: tuple[int, ...] = WIDTHS,
-        train_fractions: tuple[float, ...] = TRAIN_FRACTIONS,
+        train_fractions: tuple[float, ...] = TRAIN_FRACTIONS, min_depth: int = 1,
+        kernel_sizes: tuple[int, ...] = KERNELS, activations: tuple[str, ...] = ACTIVATIONS,
+        norms: tuple[str, ...] = NORMS, residuals: tuple[bool, ...] = (False, True),
     ) -> None:
-        if not 1 <= max_depth <= MAX_DEPTH:
-            raise ValueError(f"max_depth must be in 1..{MAX_DEPTH}, got {max_depth}")
+        if not 1 <= min_depth <= max_depth <= MAX_DEPTH:
+            raise ValueError(
+                f"depths must satisfy 1 <= min_depth ({min_depth}) <= max_depth ({max_depth}) "
+                f"<= {MAX_DEPTH}")
+        for field, values, choices in (
+            ("kernel_sizes", kernel_sizes, KERNELS), ("activations", activations, ACTIVATIONS),
+            ("norms", norms, NORMS), ("residuals", residuals, (False, True)),
+        ):
+            if not values or any(v not in choices for v in values):
+                raise ValueError(f"{field} {list(values)!r} must be a non-empty subset of {list(choices)}")
+        self.min_depth, self.kernel_sizes = min_depth, tuple(kernel_sizes)
+        self.activations, self.norms = tuple(activations), tuple(norms)
+        self.residuals = tuple(bool(r) for r in residuals)
         if not widths or min(widths) < 1:
             raise ValueError(f"widths {widths!r} must be positive channel counts")
         if not train_fractions or not all(0 < f <= 1 for f in train_fractions):
@@ -121,13 +140,13 @@ class CNNSpace(SearchSpace):
         self.train_fractions = tuple(train_fractions)
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> CNNArchitecture:
-        depth = trial.suggest_int("depth", 1, self.max_depth)
+        depth = trial.suggest_int("depth", self.min_depth, self.max_depth)
         return CNNArchitecture(
             widths=tuple(trial.suggest_categorical(f"l{i}_width", self.widths) for i in range(depth)),
-            kernel_size=trial.suggest_categorical("kernel_size", KERNELS),
-            activation=trial.suggest_categorical("activation", ACTIVATIONS),
-            norm=trial.suggest_categorical("norm", NORMS),
-            residual=trial.suggest_categorical("residual", (False, True)),
+            kernel_size=trial.suggest_categorical("kernel_size", self.kernel_sizes),
+            activation=trial.suggest_categorical("activation", self.activations),
+            norm=trial.suggest_categorical("norm", self.norms),
+            residual=trial.suggest_categorical("residual", self.residuals),
             lr=trial.suggest_float("lr", *LR_RANGE, log=True),
             weight_decay=trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True),
             train_fraction=trial.suggest_categorical("train_fraction", self.train_fractions),
@@ -151,7 +170,9 @@ class CNNSpace(SearchSpace):
 
     def __repr__(self) -> str:
         return (
-            f"CNNSpace(max_depth={self.max_depth}, widths={list(self.widths)}, "
+            f"CNNSpace(depth={self.min_depth}..{self.max_depth}, widths={list(self.widths)}, "
+            f"kernels={list(self.kernel_sizes)}, activations={list(self.activations)}, "
+            f"norms={list(self.norms)}, residuals={list(self.residuals)}, "
             f"train_fractions={list(self.train_fractions)})"
         )
 
