@@ -37,6 +37,7 @@ class FitConfig:
     hidden: int = 64            # GMN feature size
     layers: int = 3             # GMN layers
     eval_every: int = 2         # epochs between validations
+    max_inputs: int = 0         # summarise networks with more inputs (GMNConfig.max_inputs)
 
 
 @dataclasses.dataclass
@@ -86,12 +87,12 @@ def fit_gmn(
     """
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    train = _prepared(train_graphs)
-    val = _prepared(val_graphs)
+    train = _prepared(train_graphs, config.max_inputs)
+    val = _prepared(val_graphs, config.max_inputs)
     y = train_targets.float().view(len(train), -1)
     kernel_width = train[0].edge_attr.size(1)
     model = GMN(GMNConfig(hidden=config.hidden, layers=config.layers, out_graph=y.size(1),
-                          kernel_width=kernel_width))
+                          kernel_width=kernel_width, max_inputs=config.max_inputs))
     model.scaler.fit(train)
     model.target_mean.copy_(y.mean(0))
     model.target_std.copy_(y.std(0).clamp(min=1e-6) if len(y) > 1 else torch.ones(y.size(1)))
@@ -117,8 +118,8 @@ def fit_gmn(
     return FitResult(model, best[1], history, time.perf_counter() - start)
 
 
-def _prepared(graphs: Sequence[Data]) -> list[Data]:
-    return [g if "node_struct" in g else prepare_graph(g) for g in graphs]
+def _prepared(graphs: Sequence[Data], max_inputs: int = 0) -> list[Data]:
+    return [g if "node_struct" in g else prepare_graph(g, max_inputs) for g in graphs]
 
 
 def _train_epoch(
@@ -147,7 +148,7 @@ def _train_epoch(
 def predict(model: GMN, graphs: Sequence[Data], batch_size: int = 256) -> Tensor:
     """Predictions ``(N, out_graph)`` for parameter graphs (raw or prepared)."""
     model.eval()
-    prepared = _prepared(graphs)
+    prepared = _prepared(graphs, model.config.max_inputs)
     outs = [model(collate(prepared[i:i + batch_size])) for i in range(0, len(prepared), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0, model.config.out_graph)
 

@@ -42,18 +42,25 @@ MAX_LAYERS = 16
 NUM_NODE_TYPES = len(NodeType)
 NUM_EDGE_TYPES = len(EdgeType)
 NODE_COLUMNS = len(NodeFeature)
+#: structure columns of prepared nodes: log in/out degree, relative layer, dropped-input mean/RMS
+STRUCT_COLUMNS = 5
 CONFIG_FILE, WEIGHTS_FILE = "metanet.json", "metanet.safetensors"
 
 
-def prepare_graph(data: Data) -> Data:
+def prepare_graph(data: Data, max_inputs: int = 0) -> Data:
     """The tensors a :class:`GMN` reads from a parameter graph, with per-graph structure
     features precomputed (log in/out degree, relative layer position, kernel mask); prepare
     every graph once and batch the results.
 
+    Networks with very many inputs (a GNN on Cora's 1,433 bag-of-words features: 1,433 x width
+    first-layer edges) are summarised when ``max_inputs`` is set and exceeded: the input neurons
+    and their edges are dropped and each neuron they fed gets the mean and root mean square of
+    its dropped incoming weights as features (still invariant to hidden-neuron permutations).
+
     Shapes:
         ``x`` ``(N, NODE_COLUMNS)``, ``node_type``/``node_layer`` ``(N,)`` int64, ``node_struct``
-        ``(N, 3)``; ``edge_attr`` ``(E, K)``, ``edge_type``/``edge_layer`` ``(E,)`` int64,
-        ``edge_struct`` ``(E, 2)``.
+        ``(N, STRUCT_COLUMNS)``; ``edge_attr`` ``(E, K)``, ``edge_type``/``edge_layer`` ``(E,)``
+        int64, ``edge_struct`` ``(E, 2)``.
     """
     from torch_geometric.data import Data
 
@@ -63,7 +70,12 @@ def prepare_graph(data: Data) -> Data:
     log_out = torch.log1p(degree(src, n))
     node_layer = data.node_layer.long()
     depth = max(int(node_layer.max()), 1) if n else 1
-    node_struct = torch.stack([log_in, log_out, node_layer.float() / depth], dim=1)  # (N, 3)
+    dropped = torch.zeros(n, 2)  # mean and RMS of dropped incoming input weights
+    is_input = data.node_type == NodeType.INPUT
+    if max_inputs and int(is_input.sum()) > max_inputs:
+        return _summarise_inputs(data, is_input, log_in, log_out, depth)
+    node_struct = torch.cat(
+        [torch.stack([log_in, log_out, node_layer.float() / depth], dim=1), dropped], 1)
     kernel_len = data.edge_kernel_len.float()
     edge_struct = torch.stack([kernel_len / data.edge_attr.size(1),
                                data.edge_layer.float() / depth], dim=1)  # (E, 2)
@@ -72,6 +84,36 @@ def prepare_graph(data: Data) -> Data:
         node_struct=node_struct, edge_index=data.edge_index, edge_attr=data.edge_attr.float(),
         edge_type=data.edge_type.long(), edge_layer=data.edge_layer.long(),
         edge_struct=edge_struct, num_nodes=n,
+    )
+
+
+def _summarise_inputs(data: Data, is_input: Tensor, log_in: Tensor, log_out: Tensor,
+                      depth: int) -> Data:
+    from torch_geometric.data import Data
+
+    n = int(data.num_nodes)
+    src, dst = data.edge_index
+    from_input = is_input[src]
+    w = data.edge_attr[from_input, EdgeFeature.WEIGHT].float()
+    target = dst[from_input]
+    mean = scatter(w, target, 0, dim_size=n, reduce="mean")
+    rms = scatter(w.pow(2), target, 0, dim_size=n, reduce="mean").sqrt()
+    keep = ~is_input
+    new_id = torch.full((n,), -1, dtype=torch.long)
+    new_id[keep] = torch.arange(int(keep.sum()))
+    edges = ~from_input
+    node_layer = data.node_layer.long()
+    node_struct = torch.stack(
+        [log_in, log_out, node_layer.float() / depth, mean, rms], dim=1)[keep]
+    edge_attr = data.edge_attr[edges].float()
+    return Data(
+        x=data.x[keep].float(), node_type=data.node_type[keep].long(),
+        node_layer=node_layer[keep], node_struct=node_struct,
+        edge_index=new_id[data.edge_index[:, edges]], edge_attr=edge_attr,
+        edge_type=data.edge_type[edges].long(), edge_layer=data.edge_layer[edges].long(),
+        edge_struct=torch.stack([data.edge_kernel_len[edges].float() / edge_attr.size(1),
+                                 data.edge_layer[edges].float() / depth], dim=1),
+        num_nodes=int(keep.sum()),
     )
 
 
@@ -199,6 +241,7 @@ class GMNConfig:
     out_edge: int = 0         # outputs of the equivariant per-edge head (0: no head)
     kernel_width: int = 9     # edge_attr columns of the graphs it reads
     dropout: float = 0.0      # dropout before the readout MLP
+    max_inputs: int = 0       # summarise networks with more input neurons (0: never), see prepare_graph
 
 
 class GMN(nn.Module):
@@ -222,7 +265,7 @@ class GMN(nn.Module):
         self.edge_type_emb = nn.Embedding(NUM_EDGE_TYPES, d)
         self.node_layer_emb = nn.Embedding(MAX_LAYERS, d)
         self.edge_layer_emb = nn.Embedding(MAX_LAYERS, d)
-        self.node_in = nn.Linear(NODE_COLUMNS + 3, d)
+        self.node_in = nn.Linear(NODE_COLUMNS + STRUCT_COLUMNS, d)
         self.edge_in = nn.Linear(config.kernel_width + 2, d)
         self.layers = nn.ModuleList(GMNLayer(d) for _ in range(config.layers))
         self.readout = nn.Sequential(
@@ -291,11 +334,13 @@ def _masked_mean(h: Tensor, mask: Tensor, index: Tensor, size: int) -> Tensor:
     return total / count
 
 
-def collate(graphs: Sequence[Data]) -> Batch:
-    """Batch prepared graphs of any architectures."""
+def collate(graphs: Sequence[Data], max_inputs: int = 0) -> Batch:
+    """Batch graphs of any architectures (prepared with :func:`prepare_graph` if they are not
+    yet)."""
     from torch_geometric.data import Batch
 
-    return Batch.from_data_list(list(graphs))
+    return Batch.from_data_list(
+        [g if "node_struct" in g else prepare_graph(g, max_inputs) for g in graphs])
 
 
 # saving -------------------------------------------------------------------------------------
