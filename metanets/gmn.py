@@ -44,6 +44,8 @@ NUM_EDGE_TYPES = len(EdgeType)
 NODE_COLUMNS = len(NodeFeature)
 #: structure columns of prepared nodes: log in/out degree, relative layer, dropped-input mean/RMS
 STRUCT_COLUMNS = 5
+#: global weight statistics the readout sees besides the pooled features (see GMN.global_stats)
+GLOBAL_STATS = 4
 CONFIG_FILE, WEIGHTS_FILE = "metanet.json", "metanet.safetensors"
 
 
@@ -269,7 +271,8 @@ class GMN(nn.Module):
         self.edge_in = nn.Linear(config.kernel_width + 2, d)
         self.layers = nn.ModuleList(GMNLayer(d) for _ in range(config.layers))
         self.readout = nn.Sequential(
-            nn.Dropout(config.dropout), nn.Linear(5 * d, d), nn.SiLU(), nn.Linear(d, config.out_graph))
+            nn.Dropout(config.dropout), nn.Linear(5 * d + GLOBAL_STATS, d), nn.SiLU(),
+            nn.Linear(d, config.out_graph))
         self.edge_head = (
             nn.Sequential(nn.Linear(3 * d, d), nn.SiLU(), nn.Linear(d, config.out_edge))
             if config.out_edge else None
@@ -308,6 +311,26 @@ class GMN(nn.Module):
         ]
         return torch.cat(parts, dim=-1)
 
+    def global_stats(self, batch: Batch) -> Tensor:
+        """``(B, GLOBAL_STATS)`` permutation-invariant statistics of the raw weights: log mean
+        square of all, of convolution and of dense weights, and of the per-neuron biases (the
+        weight norm alone ranks partly trained networks well; the readout gets it directly)."""
+        size = int(batch.num_graphs)
+        edge_graph = batch.batch[batch.edge_index[0]]
+        mask = self.scaler._kernel_mask(batch)
+        sq = (batch.edge_attr.pow(2) * mask).sum(1)
+        count = mask.sum(1)
+        stats = []
+        for keep in (torch.ones_like(sq, dtype=torch.bool), batch.edge_type == EdgeType.CONV,
+                     batch.edge_type == EdgeType.DENSE):
+            total = scatter(sq * keep, edge_graph, 0, dim_size=size, reduce="sum")
+            n = scatter(count * keep, edge_graph, 0, dim_size=size, reduce="sum")
+            stats.append(torch.log(total / n.clamp(min=1) + 1e-8))
+        bias = scatter(batch.x[:, NodeFeature.BIAS].pow(2), batch.batch, 0, dim_size=size,
+                       reduce="mean")
+        stats.append(torch.log(bias + 1e-8))
+        return torch.stack(stats, dim=1)
+
     def forward(self, batch: Batch) -> Tensor:
         """Per-network predictions ``(B, out_graph)`` in target units."""
         return self.forward_all(batch)[0]
@@ -315,7 +338,8 @@ class GMN(nn.Module):
     def forward_all(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """``(per-network (B, out_graph), per-edge (E, out_edge) or None)``."""
         h, e = self.encode(batch)
-        graph_out = self.readout(self.pool(batch, h, e)) * self.target_std + self.target_mean
+        pooled = torch.cat([self.pool(batch, h, e), self.global_stats(batch)], dim=-1)
+        graph_out = self.readout(pooled) * self.target_std + self.target_mean
         edge_out = None
         if self.edge_head is not None:
             src, dst = batch.edge_index
