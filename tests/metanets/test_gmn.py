@@ -176,3 +176,28 @@ def test_save_and_load_round_trip(tmp_path) -> None:  # noqa: ANN001
     assert not list(tmp_path.glob("m/*.pt")) and not list(tmp_path.glob("m/*.pkl"))
     with pytest.raises(FileNotFoundError, match="metanet.json"):
         load_gmn(tmp_path / "missing")
+
+
+def test_wide_input_layers_are_summarised_and_stay_invariant() -> None:
+    from search_spaces import GNNArchitecture, GNNSpace, LayerSpec
+
+    torch.manual_seed(0)
+    arch = GNNArchitecture(layers=(LayerSpec("gcn", 6, dropout=0.0), LayerSpec("gcn", 4, dropout=0.0)))
+    gnn = GNNSpace().build(arch, 40, 3, "node").eval()
+    ring = torch.tensor([[0, 1, 2, 3, 1, 2, 3, 0], [1, 2, 3, 0, 0, 1, 2, 3]])
+    graph = to_parameter_graph(gnn, (torch.randn(4, 40), ring))
+    small = prepare_graph(graph, max_inputs=16)
+    assert int((small.node_type == NodeType.INPUT).sum()) == 0
+    assert small.num_nodes == graph.num_nodes - 40
+    assert small.edge_index.max() < small.num_nodes
+    assert small.node_struct[:, 3:].abs().sum() > 0  # dropped weights summarised
+    with torch.no_grad():  # permuting the first layer's hidden neurons changes nothing
+        perm = torch.tensor([2, 0, 1, 5, 3, 4])
+        conv0, conv1 = gnn.layers[0].conv, gnn.layers[1].conv
+        conv0.lin.weight.copy_(conv0.lin.weight[perm])
+        conv0.bias.copy_(conv0.bias[perm])
+        conv1.lin.weight.copy_(conv1.lin.weight[:, perm])
+    permuted = prepare_graph(to_parameter_graph(gnn, (torch.randn(4, 40), ring)), max_inputs=16)
+    gmn = GMN(GMNConfig(hidden=8, layers=2, max_inputs=16)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(gmn(collate([permuted])), gmn(collate([small])), atol=1e-5, rtol=1e-4)
