@@ -400,5 +400,5 @@ def load_gmn(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
 
 __all__ = [
     "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "collate", "load_gmn", "prepare_graph",
-    "save_gmn", "EdgeFeature",
+    "save_gmn",
 ]

@@ -139,7 +139,6 @@ def fill_parameter_graph(template: Data, state_dict: dict[str, Tensor]) -> Data:
     of ``state_dict``: the inverse of :func:`metanets.graphs.load_parameter_graph`, without
     tracing again."""
     data = template.clone()
-    width = data.edge_attr.size(1)
     for slot in data.param_slots:
         values = state_dict[slot.name].reshape(-1)[slot.offset:slot.offset + slot.numel]
         values = values.to(data.x.dtype)
@@ -152,7 +151,6 @@ def fill_parameter_graph(template: Data, state_dict: dict[str, Tensor]) -> Data:
             attr = data.edge_attr[slot.start:slot.start + slot.count, EdgeFeature.WEIGHT:]
             chunked = attr.reshape(rows, -1)  # (rows, chunks * width): a view (full rows)
             chunked[:, :slot.kernel] = values.reshape(rows, slot.kernel)
-    del width
     return data
 
 

@@ -436,14 +436,14 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     save_gmn(result.model, args.out, metadata={
         "target": args.target, "studies": args.study, "networks": len(zoo),
         "runs": len(set(zoo.runs)), "best_epoch": result.best_epoch, "val_tau": best[2],
-        "fit": dataclasses_asdict(config), "seconds": round(result.seconds, 1),
+        "fit": _asdict(config), "seconds": round(result.seconds, 1),
     })
     print(f"metanet: {len(zoo)} networks ({len(set(zoo.runs))} runs), best epoch "
           f"{result.best_epoch}, val tau {best[2]:.4f}, {result.seconds:.0f}s -> {args.out}")
     return 0
 
 
-def dataclasses_asdict(obj: Any) -> dict[str, Any]:
+def _asdict(obj: Any) -> dict[str, Any]:
     import dataclasses
 
     return dataclasses.asdict(obj)
