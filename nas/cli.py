@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies,
-        _add_supernet,
+        _add_supernet, _add_zoo, _add_metanet,
     ):
         add(commands)
     return parser
@@ -420,6 +420,204 @@ def _supernet_options(pairs: Sequence[str]) -> dict[str, Any]:
         multi = key.strip() in ("widths", "convs", "heads", "ops") or len(parsed) > 1
         options[key.strip().replace("-", "_")] = tuple(parsed) if multi else parsed[0]
     return options
+
+
+
+# model zoos -----------------------------------------------------------------------------------
+def _add_zoo(commands: Any) -> None:
+    p = commands.add_parser("zoo", help="model zoos: many trained networks for metanetworks")
+    zoo = p.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
+    b = zoo.add_parser("build", help="train (the rest of) a zoo of small CNNs; resumable")
+    b.add_argument("--dataset", default="mnist14", help="image dataset (default mnist14: 14x14 MNIST)")
+    b.add_argument("--space", default="cnn", help="search space of the networks (default cnn)")
+    b.add_argument("--size", type=int, required=True, help="training runs in the zoo, finished ones included")
+    b.add_argument("--epochs", type=int, default=3, help="epochs of every run (default 3)")
+    b.add_argument("--checkpoints", default=None,
+                   help="comma-separated epochs whose weights and accuracies are stored (default: every epoch)")
+    b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--max-depth", type=int, default=None, help="most conv blocks (cnn space, 1..3)")
+    b.add_argument("--space-options", default=None,
+                   help='JSON options of the space, e.g. \'{"min_depth": 2, "widths": [8]}\'')
+    _storage_option(b)
+    b.add_argument("--study", default=None, help="zoo (study) name (default zoo-<dataset>-<space>)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--n-jobs", type=int, default=1, help="worker processes")
+    b.add_argument("--timeout", type=float, default=None, help="seconds after which no run starts")
+    b.add_argument("--data-root", default=None)
+    b.add_argument("--quiet", action="store_true", help="no per-run lines")
+    b.set_defaults(handler=cmd_zoo_build)
+    i = zoo.add_parser("info", help="size and accuracy range of a zoo")
+    _study_options(i)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(handler=cmd_zoo_info)
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+def _space_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.space_options:
+        try:
+            options = json.loads(args.space_options)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"--space-options is not JSON: {error}") from None
+        if not isinstance(options, dict):
+            raise UsageError(f"--space-options must be a JSON object, got {args.space_options!r}")
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    if args.max_depth:
+        options["max_depth"] = args.max_depth
+    return options
+
+
+def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from nas.zoo import ZooConfig, build_zoo
+    from storage import parse_url, redact
+
+    parse_url(args.storage)
+    config = ZooConfig(
+        dataset=args.dataset, space=args.space, size=args.size, epochs=args.epochs,
+        checkpoint_epochs=_int_list(args.checkpoints, "--checkpoints"), batch_size=args.batch_size,
+        storage=args.storage, study_name=args.study, seed=args.seed, n_jobs=args.n_jobs,
+        data_root=args.data_root, timeout=args.timeout, verbose=not args.quiet,
+        space_options=_space_options(args),
+    )
+    search = config.search_config()
+    _validate_names(search)
+    print(f"metanas zoo build: zoo {config.study_name!r} in {redact(config.storage)}", flush=True)
+    build_zoo(config)
+    return cmd_zoo_info(argparse.Namespace(storage=args.storage, study=config.study_name, json=False))
+
+
+def cmd_zoo_info(args: argparse.Namespace) -> int:
+    from storage import ModelStore, parse_url
+
+    parse_url(args.storage)
+    store = ModelStore(args.storage)
+    models = store.list_models(args.study)
+    if not models:
+        raise KeyError(f"no stored networks in zoo/study {args.study!r}")
+    checkpoints = store.list_checkpoints(args.study)
+    accs = sorted(m.metrics.get("test_acc", float("nan")) for m in models)
+    info = {
+        "study": args.study, "runs": len(models), "checkpoints": len(checkpoints),
+        "epochs": sorted({c.epoch for c in checkpoints}), "space": models[0].space,
+        "dataset": models[0].dataset, "test_acc_min": accs[0], "test_acc_median": accs[len(accs) // 2],
+        "test_acc_max": accs[-1],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(" ".join(f"{key}={value}" for key, value in info.items()))
+    return 0
+
+
+
+# metanetworks ---------------------------------------------------------------------------------
+def _add_metanet(commands: Any) -> None:
+    p = commands.add_parser("metanet", help="metanetworks: predict accuracy from weights")
+    sub = p.add_subparsers(dest="metanet_command", required=True, metavar="METANET_COMMAND")
+    t = sub.add_parser("train", help="fit a graph metanetwork on zoos; writes safetensors + JSON")
+    t.add_argument("--zoo", required=True, help="storage URL of the zoo(s)")
+    t.add_argument("--study", required=True, action="append", help="zoo/study name (repeatable)")
+    t.add_argument("--out", required=True, help="folder to write the metanetwork into")
+    t.add_argument("--target", default="test_acc", help="metric to predict (default test_acc)")
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--hidden", type=int, default=64)
+    t.add_argument("--layers", type=int, default=3)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--kernel-width", type=int, default=9, help="edge feature columns (kernel entries)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-checkpoints", action="store_true", help="final weights only, not every epoch")
+    t.add_argument("--verbose", action="store_true")
+    t.set_defaults(handler=cmd_metanet_train)
+    q = sub.add_parser("predict", help="predict for stored or exported networks")
+    q.add_argument("--model", required=True, help="folder written by `metanet train`")
+    q.add_argument("--zoo", default=None, help="storage URL of stored networks")
+    q.add_argument("--study", default=None, help="study whose networks to predict for (with --zoo)")
+    q.add_argument("--model-dir", action="append", default=[],
+                   help="exported model folder (`metanas export`), repeatable")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_metanet_predict)
+
+
+def cmd_metanet_train(args: argparse.Namespace) -> int:
+    from metanets.accuracy import FitConfig, train_accuracy_predictor
+    from metanets.gmn import save_gmn
+    from metanets.zoo import Zoo, load_zoo
+    from storage import parse_url
+
+    parse_url(args.zoo)
+    zoo = Zoo([])
+    for study in args.study:
+        zoo = zoo + load_zoo(args.zoo, study, checkpoints=not args.no_checkpoints,
+                             kernel_width=args.kernel_width, keep_state_dicts=False)
+    missing = [e.trial for e in zoo if args.target not in e.metrics]
+    if missing:
+        raise UsageError(f"--target {args.target!r} was not measured for trials {missing[:5]}; "
+                         f"metrics there: {sorted(zoo[0].metrics)}")
+    config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       hidden=args.hidden, layers=args.layers)
+    result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose)
+    best = max((h for h in result.history if h[0] == result.best_epoch), default=(0, 0.0, float("nan")))
+    save_gmn(result.model, args.out, metadata={
+        "target": args.target, "studies": args.study, "networks": len(zoo),
+        "runs": len(set(zoo.runs)), "best_epoch": result.best_epoch, "val_tau": best[2],
+        "fit": _asdict(config), "seconds": round(result.seconds, 1),
+    })
+    print(f"metanet: {len(zoo)} networks ({len(set(zoo.runs))} runs), best epoch "
+          f"{result.best_epoch}, val tau {best[2]:.4f}, {result.seconds:.0f}s -> {args.out}")
+    return 0
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
+
+
+def cmd_metanet_predict(args: argparse.Namespace) -> int:
+    from metanets.accuracy import predict
+    from metanets.gmn import load_gmn
+    from metanets.zoo import load_zoo, network_graph
+
+    model, metadata = load_gmn(args.model)
+    rows: list[dict[str, Any]] = []
+    if args.zoo or args.study:
+        if not (args.zoo and args.study):
+            raise UsageError("--zoo and --study go together")
+        zoo = load_zoo(args.zoo, args.study, kernel_width=model.config.kernel_width,
+                       keep_state_dicts=False)
+        preds = predict(model, zoo.graphs())[:, 0].tolist()
+        for entry, value in zip(zoo, preds):
+            rows.append({"study": entry.study, "trial": entry.trial, "epoch": entry.epoch,
+                         "prediction": value, "measured": entry.metrics.get(metadata.get("target", "test_acc"))})
+    for folder in args.model_dir:
+        from nas.export import load_exported, read_export
+
+        document = read_export(folder)
+        module = load_exported(folder)
+        graph = network_graph(module, document["level"], document["in_channels"],
+                              document.get("dataset", ""), model.config.kernel_width)
+        rows.append({"model_dir": folder, "prediction": predict(model, [graph])[0, 0].item()})
+    if not rows:
+        raise UsageError("nothing to predict: give --zoo and --study, or --model-dir")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        target = metadata.get("target", "value")
+        for row in rows:
+            where = row.get("model_dir") or f"{row['study']} trial {row['trial']} epoch {row['epoch']}"
+            measured = "" if row.get("measured") is None else f" (measured {row['measured']:.4f})"
+            print(f"{where}: predicted {target} {row['prediction']:.4f}{measured}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from search_spaces.base import Architecture, RandomTrial, SearchSpace
+from search_spaces.cnn import CNNArchitecture, CNNSpace
 from search_spaces.gnn import GNNArchitecture, GNNSpace, LayerSpec
 from search_spaces.nasbench_graph import NasBenchGraphArchitecture, NasBenchGraphSpace
 from search_spaces.resolver import normalize, resolve, resolve_name
@@ -12,6 +13,7 @@ from search_spaces.resolver import normalize, resolve, resolve_name
 SPACES: dict[str, type[SearchSpace]] = {
     "gnn": GNNSpace,
     "nasbench-graph": NasBenchGraphSpace,
+    "cnn": CNNSpace,
 }
 
 
@@ -33,5 +35,6 @@ def get_space(name: str | SearchSpace, **options: Any) -> SearchSpace:
 __all__ = [
     "Architecture", "GNNArchitecture", "GNNSpace", "LayerSpec", "NasBenchGraphArchitecture",
     "NasBenchGraphSpace", "RandomTrial", "SPACES",
+    "Architecture", "CNNArchitecture", "CNNSpace", "GNNArchitecture", "GNNSpace", "LayerSpec", "RandomTrial", "SPACES",
     "SearchSpace", "get_space", "normalize", "resolve", "resolve_name",
 ]

@@ -33,6 +33,12 @@ def cora_available() -> None:
 
 
 @pytest.fixture
+def mnist_available() -> None:
+    if not (Path(os.environ.get("METANAS_DATA", SHARED_DATASETS)) / "MNIST" / "raw").is_dir():
+        pytest.skip("MNIST raw files not found under METANAS_DATA")
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'metanas.db'}"
 

@@ -32,6 +32,8 @@ class Evaluation:
     epochs: int | None = None
     in_channels: int | None = None
     out_channels: int | None = None
+    #: epoch -> (metrics of every split, weights) after that epoch, when asked for (model zoos)
+    checkpoints: dict[int, tuple[dict[str, float], dict[str, Tensor]]] | None = None
 
     def accuracy_estimate(self) -> float:
         """What the "accuracy" objective maximises: ``val_acc`` when the evaluation has one,

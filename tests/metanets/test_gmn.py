@@ -1,0 +1,203 @@
+"""The graph metanetwork: permutation invariance of its readout, equivariance of its edge head,
+mixed-architecture batches, saving."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from metanets.gmn import GMN, GMNConfig, collate, load_gmn, prepare_graph, save_gmn
+from metanets.graphs import NodeType, to_parameter_graph
+from search_spaces.cnn import CNNArchitecture, CNNSpace
+
+IMAGE = (torch.zeros(2, 1, 12, 12),)
+
+
+def _cnn(seed: int = 0, **arch: object) -> nn.Module:
+    torch.manual_seed(seed)
+    spec = {"widths": (6, 6), "norm": "batch", "residual": True, **arch}
+    model = CNNSpace().build(CNNArchitecture(**spec), 1, 10)
+    for module in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _mlp(seed: int = 0, hidden: int = 8) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.Tanh(),
+                         nn.Linear(hidden, 3)).eval()
+
+
+def _gmn(out_edge: int = 0, kernel_width: int = 9) -> GMN:
+    torch.manual_seed(0)
+    model = GMN(GMNConfig(hidden=16, layers=2, out_edge=out_edge, kernel_width=kernel_width))
+    return model.eval()
+
+
+@torch.no_grad()
+def _permute_cnn_block(model: nn.Module, block: int, perm: torch.Tensor) -> None:
+    """Permute the output channels of conv block ``block`` (and every consumer's input)."""
+    b = model.blocks[block]
+    for tensor in (b.conv.weight, b.conv.bias):
+        tensor.copy_(tensor[perm])
+    if b.norm is not None:
+        for tensor in (b.norm.weight, b.norm.bias, b.norm.running_mean, b.norm.running_var):
+            tensor.copy_(tensor[perm])
+    if isinstance(b.shortcut, nn.Conv2d):
+        b.shortcut.weight.copy_(b.shortcut.weight[perm])
+    consumer = model.blocks[block + 1] if block + 1 < len(model.blocks) else None
+    if consumer is None:
+        model.classifier.weight.copy_(model.classifier.weight[:, perm])
+        return
+    consumer.conv.weight.copy_(consumer.conv.weight[:, perm])
+    if isinstance(consumer.shortcut, nn.Conv2d):
+        consumer.shortcut.weight.copy_(consumer.shortcut.weight[:, perm])
+
+
+@torch.no_grad()
+def _permute_mlp(model: nn.Sequential, perm: torch.Tensor) -> None:
+    first, second = model[0], model[2]
+    first.weight.copy_(first.weight[perm])
+    first.bias.copy_(first.bias[perm])
+    second.weight.copy_(second.weight[:, perm])
+
+
+def _predict(gmn: GMN, graphs: list) -> torch.Tensor:
+    with torch.no_grad():
+        return gmn(collate([prepare_graph(g) for g in graphs]))
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("block", [0, 1])
+def test_readout_is_invariant_to_hidden_channel_permutations_of_a_cnn(block: int, residual: bool) -> None:
+    model = _cnn(residual=residual, widths=(6, 4))  # an identity shortcut would tie the blocks
+    x = torch.randn(3, 1, 12, 12)
+    before_out = model(x)
+    graph = to_parameter_graph(model, IMAGE)
+    width = model.blocks[block].conv.out_channels
+    _permute_cnn_block(model, block, torch.randperm(width, generator=torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(model(x), before_out, atol=1e-5, rtol=1e-5)  # same function
+    permuted = to_parameter_graph(model, IMAGE)
+    assert not torch.equal(permuted.edge_attr, graph.edge_attr)  # different weights layout
+    gmn = _gmn()
+    gmn.scaler.fit([prepare_graph(graph)])
+    torch.testing.assert_close(_predict(gmn, [permuted]), _predict(gmn, [graph]), atol=1e-5, rtol=1e-4)
+
+
+def test_readout_is_invariant_for_an_mlp_and_sees_the_weights() -> None:
+    model = _mlp()
+    graph = to_parameter_graph(model, (torch.zeros(1, 5),))
+    _permute_mlp(model, torch.tensor([3, 1, 7, 0, 2, 6, 4, 5]))
+    permuted = to_parameter_graph(model, (torch.zeros(1, 5),))
+    other = to_parameter_graph(_mlp(seed=1), (torch.zeros(1, 5),))
+    gmn = _gmn()
+    same, moved, different = (_predict(gmn, [g]) for g in (graph, permuted, other))
+    torch.testing.assert_close(moved, same, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(different, same, atol=1e-4)  # not blind to the weights
+
+
+def _relabel(graph, perm_nodes: torch.Tensor, perm_edges: torch.Tensor):  # noqa: ANN001, ANN202
+    """The same graph with nodes renumbered (new id ``i`` is old node ``perm_nodes[i]``) and the
+    edges listed in the order ``perm_edges``."""
+    data = prepare_graph(graph)
+    inverse = torch.empty_like(perm_nodes)
+    inverse[perm_nodes] = torch.arange(perm_nodes.numel())
+    out = data.clone()
+    for key in ("x", "node_type", "node_layer", "node_struct"):
+        out[key] = data[key][perm_nodes]
+    for key in ("edge_attr", "edge_type", "edge_layer", "edge_struct"):
+        out[key] = data[key][perm_edges]
+    out.edge_index = inverse[data.edge_index[:, perm_edges]]
+    return out
+
+
+def test_edge_head_is_equivariant_and_readout_invariant_under_graph_relabelling() -> None:
+    graph = to_parameter_graph(_cnn(), IMAGE)
+    generator = torch.Generator().manual_seed(0)
+    hidden = (graph.node_type != NodeType.INPUT) & (graph.node_type != NodeType.OUTPUT)
+    perm_nodes = torch.arange(graph.num_nodes)
+    idx = hidden.nonzero().view(-1)
+    perm_nodes[idx] = idx[torch.randperm(idx.numel(), generator=generator)]
+    perm_edges = torch.randperm(graph.edge_index.size(1), generator=generator)
+    gmn = _gmn(out_edge=2)
+    with torch.no_grad():
+        g_out, e_out = gmn.forward_all(collate([prepare_graph(graph)]))
+        g_perm, e_perm = gmn.forward_all(collate([_relabel(graph, perm_nodes, perm_edges)]))
+    assert e_out.shape == (graph.edge_index.size(1), 2)
+    torch.testing.assert_close(e_perm, e_out[perm_edges], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(g_perm, g_out, atol=1e-5, rtol=1e-4)
+
+
+def test_mixed_architectures_batch_like_one_by_one() -> None:
+    from search_spaces import GNNArchitecture, GNNSpace, LayerSpec
+
+    arch = GNNArchitecture(layers=(LayerSpec("gcn", 8, dropout=0.0), LayerSpec("sage", 4, dropout=0.0)))
+    gnn = GNNSpace().build(arch, 5, 3, "node").eval()
+    ring = torch.tensor([[0, 1, 2, 3, 1, 2, 3, 0], [1, 2, 3, 0, 0, 1, 2, 3]])
+    graphs = [
+        to_parameter_graph(_cnn(widths=(4,), residual=False), IMAGE),
+        to_parameter_graph(_cnn(seed=2, widths=(4, 8, 6), kernel_size=5), IMAGE),
+        to_parameter_graph(_mlp(hidden=6), (torch.zeros(1, 5),)),
+        to_parameter_graph(gnn, (torch.randn(4, 5), ring)),
+    ]
+    gmn = _gmn(out_edge=1)
+    with torch.no_grad():
+        together, edges = gmn.forward_all(collate([prepare_graph(g) for g in graphs]))
+        alone = [gmn.forward_all(collate([prepare_graph(g)])) for g in graphs]
+    assert together.shape == (4, 1)
+    torch.testing.assert_close(together, torch.cat([a[0] for a in alone]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(edges, torch.cat([a[1] for a in alone]), atol=1e-5, rtol=1e-4)
+
+
+def test_scaler_normalises_each_layer_and_falls_back_for_unseen_layers() -> None:
+    graphs = [prepare_graph(to_parameter_graph(_cnn(seed=s), IMAGE)) for s in range(3)]
+    gmn = _gmn()
+    gmn.scaler.fit(graphs)
+    x, w = gmn.scaler(collate(graphs))
+    mask = gmn.scaler._kernel_mask(collate(graphs)).bool()
+    assert w[mask].pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=0.05)
+    deep = prepare_graph(to_parameter_graph(_cnn(widths=(4, 4, 4)), IMAGE))
+    x_deep, w_deep = gmn.scaler(collate([deep]))  # a layer index never fitted: finite values
+    assert torch.isfinite(x_deep).all() and torch.isfinite(w_deep).all()
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:  # noqa: ANN001
+    graphs = [to_parameter_graph(_mlp(seed=s), (torch.zeros(1, 5),)) for s in range(2)]
+    gmn = _gmn(out_edge=1)
+    gmn.scaler.fit([prepare_graph(g) for g in graphs])
+    gmn.target_mean.fill_(0.5)
+    save_gmn(gmn, tmp_path / "m", metadata={"target": "test_acc"})
+    loaded, metadata = load_gmn(tmp_path / "m")
+    assert metadata == {"target": "test_acc"}
+    assert loaded.config == gmn.config
+    torch.testing.assert_close(_predict(loaded, graphs), _predict(gmn, graphs))
+    assert not list(tmp_path.glob("m/*.pt")) and not list(tmp_path.glob("m/*.pkl"))
+    with pytest.raises(FileNotFoundError, match="metanet.json"):
+        load_gmn(tmp_path / "missing")
+
+
+def test_wide_input_layers_are_summarised_and_stay_invariant() -> None:
+    from search_spaces import GNNArchitecture, GNNSpace, LayerSpec
+
+    torch.manual_seed(0)
+    arch = GNNArchitecture(layers=(LayerSpec("gcn", 6, dropout=0.0), LayerSpec("gcn", 4, dropout=0.0)))
+    gnn = GNNSpace().build(arch, 40, 3, "node").eval()
+    ring = torch.tensor([[0, 1, 2, 3, 1, 2, 3, 0], [1, 2, 3, 0, 0, 1, 2, 3]])
+    graph = to_parameter_graph(gnn, (torch.randn(4, 40), ring))
+    small = prepare_graph(graph, max_inputs=16)
+    assert int((small.node_type == NodeType.INPUT).sum()) == 0
+    assert small.num_nodes == graph.num_nodes - 40
+    assert small.edge_index.max() < small.num_nodes
+    assert small.node_struct[:, 3:].abs().sum() > 0  # dropped weights summarised
+    with torch.no_grad():  # permuting the first layer's hidden neurons changes nothing
+        perm = torch.tensor([2, 0, 1, 5, 3, 4])
+        conv0, conv1 = gnn.layers[0].conv, gnn.layers[1].conv
+        conv0.lin.weight.copy_(conv0.lin.weight[perm])
+        conv0.bias.copy_(conv0.bias[perm])
+        conv1.lin.weight.copy_(conv1.lin.weight[:, perm])
+    permuted = prepare_graph(to_parameter_graph(gnn, (torch.randn(4, 40), ring)), max_inputs=16)
+    gmn = GMN(GMNConfig(hidden=8, layers=2, max_inputs=16)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(gmn(collate([permuted])), gmn(collate([small])), atol=1e-5, rtol=1e-4)

@@ -1,0 +1,116 @@
+"""Model zoos: checkpoints in storage, graphs refilled without tracing, splits by run, and a
+tiny MNIST zoo built and learned end to end."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metanets.graphs import to_parameter_graph
+from metanets.zoo import Zoo, ZooEntry, fill_parameter_graph, split_by_architecture, split_by_run
+from search_spaces.cnn import CNNArchitecture, CNNSpace
+from storage import ChecksumError, ModelStore
+
+IMAGE = (torch.zeros(2, 1, 12, 12),)
+
+
+def _cnn(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    arch = CNNArchitecture(widths=(4, 6), kernel_size=5, norm="batch", residual=True)
+    model = CNNSpace().build(arch, 1, 10)
+    model.blocks[0].norm.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_filled_graph_equals_a_fresh_conversion() -> None:
+    template = to_parameter_graph(_cnn(0), IMAGE)
+    other = _cnn(1)
+    filled = fill_parameter_graph(template, other.state_dict())
+    fresh = to_parameter_graph(other, IMAGE)
+    for key in ("x", "edge_attr", "scalars", "edge_index"):
+        assert torch.equal(filled[key], fresh[key]), key
+    assert not torch.equal(template.edge_attr, filled.edge_attr)  # the template is untouched
+
+
+def _entry(trial: int, epoch: int, depth: int) -> ZooEntry:
+    return ZooEntry("z", trial, epoch, "cnn", {"widths": [4] * depth}, "mnist14", "image", 1, 10,
+                    {"test_acc": 0.1 * epoch}, None, {})  # type: ignore[arg-type]
+
+
+def test_split_by_run_keeps_every_checkpoint_of_a_run_together() -> None:
+    zoo = Zoo([_entry(t, e, 1 + t % 3) for t in range(30) for e in (1, 3)])
+    split = split_by_run(zoo, (0.6, 0.2, 0.2), seed=1)
+    runs = {k: {zoo[i].trial for i in v} for k, v in split.items()}
+    assert sum(map(len, runs.values())) == 30 and len(split["test"]) == 12
+    assert not (runs["train"] & runs["test"]) and not (runs["train"] & runs["val"])
+    assert split_by_run(zoo, (0.6, 0.2, 0.2), seed=1) == split
+    assert split_by_run(zoo, (0.6, 0.2, 0.2), seed=2) != split
+
+
+def test_architecture_split_holds_out_the_deep_networks() -> None:
+    zoo = Zoo([_entry(t, e, 1 + t % 3) for t in range(30) for e in (1, 3)])
+    split = split_by_architecture(zoo, lambda a: len(a["widths"]) == 3)
+    assert {len(zoo[i].architecture["widths"]) for i in split["test"]} == {3}
+    assert {len(zoo[i].architecture["widths"]) for i in split["train"] + split["val"]} == {1, 2}
+    with pytest.raises(ValueError, match="both need at least one"):
+        split_by_architecture(zoo, lambda a: len(a["widths"]) == 7)
+
+
+def test_checkpoints_round_trip_and_detect_corruption(sqlite_url: str) -> None:
+    from sqlalchemy import update
+
+    from storage.models import ZooCheckpointModel
+
+    store = ModelStore(sqlite_url)
+    state = {"w": torch.arange(6.0).view(2, 3)}
+    store.save_checkpoints("zoo", 4, {1: ({"test_acc": 0.5}, state), 3: ({"test_acc": 0.7}, state)})
+    records = store.list_checkpoints("zoo")
+    assert [(r.trial_number, r.epoch, r.metrics["test_acc"]) for r in records] == [(4, 1, 0.5), (4, 3, 0.7)]
+    assert torch.equal(store.load_checkpoint("zoo", 4, 3)["w"], state["w"])
+    with pytest.raises(KeyError, match="epoch 2 of trial 4"):
+        store.load_checkpoint("zoo", 4, 2)
+    with store.session() as session:
+        session.execute(update(ZooCheckpointModel).where(ZooCheckpointModel.epoch == 1)
+                        .values(weights=b"broken"))
+    with pytest.raises(ChecksumError):
+        store.load_checkpoint("zoo", 4, 1)
+
+
+def test_zoo_build_refuses_graph_datasets(sqlite_url: str) -> None:
+    from nas.zoo import ZooConfig, build_zoo
+
+    with pytest.raises(ValueError, match="image"):
+        build_zoo(ZooConfig(dataset="cora", size=2, storage=sqlite_url))
+    with pytest.raises(ValueError, match="--size"):
+        ZooConfig(size=0)
+
+
+@pytest.mark.usefixtures("mnist_available", "_metanet_one_thread")
+def test_tiny_zoo_is_built_resumed_and_learned_end_to_end(sqlite_url: str, tmp_path, capsys) -> None:  # noqa: ANN001
+    from metanets.accuracy import FitConfig, fit_gmn, predict
+    from metanets.zoo import load_zoo
+    from nas.cli import main
+    from nas.zoo import ZooConfig, build_zoo
+
+    options = {"max_depth": 2, "widths": (4,), "train_fractions": (0.01,)}
+    config = ZooConfig(size=4, epochs=2, storage=sqlite_url, study_name="tiny", verbose=False,
+                       space_options=options)
+    build_zoo(config)
+    config.size = 6  # resuming trains only the missing runs
+    build_zoo(config)
+    zoo = load_zoo(sqlite_url, "tiny")
+    assert len(set(zoo.runs)) == 6 and len(zoo) == 12
+    assert {e.epoch for e in zoo} == {1, 2}
+    assert all(0.0 <= e.metrics["test_acc"] <= 1.0 for e in zoo)
+    y = zoo.targets()
+    result = fit_gmn(zoo.graphs(), y, zoo.graphs(), y,
+                     FitConfig(epochs=25, hidden=16, layers=1, batch_size=4, eval_every=5, lr=1e-2))
+    losses = [loss for _, loss, _ in result.history]
+    assert losses[-1] < losses[0]
+    assert predict(result.model, zoo.graphs()).shape == (12, 1)
+    out = tmp_path / "gmn"
+    assert main(["metanet", "train", "--zoo", sqlite_url, "--study", "tiny", "--out", str(out),
+                 "--epochs", "2", "--hidden", "8", "--layers", "1"]) == 0
+    assert main(["metanet", "predict", "--model", str(out), "--zoo", sqlite_url, "--study", "tiny",
+                 "--json"]) == 0
+    rows = __import__("json").loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert len(rows) == 12 and all(isinstance(r["prediction"], float) for r in rows)
