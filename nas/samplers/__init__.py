@@ -84,9 +84,10 @@ STRATEGIES: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
 
 #: strategies that handle studies of one objective only
 SINGLE_OBJECTIVE_ONLY: frozenset[str] = frozenset({"evolution", "reinforce", "predictor"})
-#: strategies that read the study's task data themselves (NAC fits its supernet on it), so they
-#: run only in studies made by ``metanas search`` (``study.user_attrs["dataset"]``)
-DATA_BOUND: frozenset[str] = frozenset({"nac"})
+#: strategies that read the study's task data themselves (NAC and the gradient strategy fit a
+#: supernet on it), so they run only in studies made by ``metanas search``
+#: (``study.user_attrs["dataset"]``)
+DATA_BOUND: frozenset[str] = frozenset({"nac", "gradient"})
 #: strategies that need every parameter to have finitely many values
 DISCRETE_ONLY: frozenset[str] = frozenset({"reinforce"})
 
@@ -110,8 +111,14 @@ def strategy_name(name: str) -> str:
     return next(key for key, value in STRATEGIES.items() if value is factory)
 
 
-def check_strategy(name: str, space: SearchSpace | None = None, objectives: tuple[str, ...] = ("accuracy",)) -> None:
-    """Raise ``ValueError`` naming the strategy and the space or objectives it cannot handle."""
+def check_strategy(
+    name: str | optuna.samplers.BaseSampler, space: SearchSpace | None = None,
+    objectives: tuple[str, ...] = ("accuracy",),
+) -> None:
+    """Raise ``ValueError`` naming the strategy and the space or objectives it cannot handle.
+    A sampler given as an object is the caller's responsibility and is not checked."""
+    if isinstance(name, optuna.samplers.BaseSampler):
+        return
     canonical = strategy_name(name)
     if len(objectives) > 1 and canonical in SINGLE_OBJECTIVE_ONLY:
         multi = sorted(set(STRATEGIES) - SINGLE_OBJECTIVE_ONLY)
