@@ -42,7 +42,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metanets.graphs import OP_TYPES, OpEdgeFeature, OpFeature, to_computation_graph
+from metanets.graphs import (
+    OP_TYPES,
+    OpEdgeFeature,
+    OpFeature,
+    UnsupportedOperationError,
+    to_computation_graph,
+)
 
 #: ``pretrained:<name>`` checkpoints shipped with the package (see experiments/train_hypernets.py)
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -276,6 +282,8 @@ class GraphHyperNetwork(nn.Module):
         d, r = config.hidden, config.rank
         self._op_ids = {name: i for i, name in enumerate(config.op_types)}
         self._role_ids = {name: i for i, name in enumerate(config.roles)}
+        #: layer types with parameters that this GHN decodes
+        self.layers = tuple(sorted({role.split(":", 1)[0] for role in config.roles}))
         self.op_embed = nn.Embedding(len(config.op_types), d)
         self.shape_embed = nn.Sequential(
             nn.Linear(len(OpFeature) + 2, d), nn.ReLU(), nn.Linear(d, d)
@@ -312,7 +320,11 @@ class GraphHyperNetwork(nn.Module):
         cfg = self.config
         if inputs is None:
             inputs = example_inputs(cfg.level, cfg.in_channels)
-        graph = to_computation_graph(model, inputs, max_distance=cfg.max_distance)
+        try:
+            graph = to_computation_graph(model, inputs, max_distance=cfg.max_distance)
+        except UnsupportedOperationError as error:
+            raise UnsupportedLayerError(error.op, error.path, [], self.layers,
+                                        "no computation-graph conversion") from error
         modules = dict(model.named_modules())
         params = dict(model.named_parameters())
         names = [OP_TYPES[int(t)] for t in graph.op_type]
@@ -330,7 +342,7 @@ class GraphHyperNetwork(nn.Module):
             if name not in self._op_ids:
                 if owned[i]:
                     raise UnsupportedLayerError(name, graph.node_names[i], owned[i],
-                                                supported_layers(), "unknown operation")
+                                                self.layers, "unknown operation")
                 name = "other"
             op_index.append(self._op_ids[name])
         slots = []
@@ -349,7 +361,7 @@ class GraphHyperNetwork(nn.Module):
         if missing:
             path = missing[0].rpartition(".")[0]
             raise UnsupportedLayerError(_op_name(modules.get(path, model)), path, missing,
-                                        supported_layers(), "parameters outside any graph op")
+                                        self.layers, "parameters outside any graph op")
         features = graph.x.clone()
         features = torch.log1p(features.clamp_min(0))
         flags = torch.tensor([input_facing, output_facing], dtype=torch.float).t()
@@ -369,7 +381,7 @@ class GraphHyperNetwork(nn.Module):
         if role not in self._role_ids:
             raise UnsupportedLayerError(op, name.rpartition(".")[0] if not local else
                                         name[: len(name) - len(local) - 1], [name],
-                                        supported_layers(), f"no decoder for {role!r}")
+                                        self.layers, f"no decoder for {role!r}")
         shape = tuple(param.shape)
         slot = _Slot(name, node, self._role_ids[role], min(index, cfg.max_index - 1), shape, "")
         if _is_matrix_module(parent) and param.dim() >= 2:
@@ -391,7 +403,7 @@ class GraphHyperNetwork(nn.Module):
         if slot.kind == "matrix":
             if slot.positions > cfg.max_positions:
                 raise UnsupportedLayerError(
-                    op, name.rpartition(".")[0], [name], supported_layers(),
+                    op, name.rpartition(".")[0], [name], self.layers,
                     f"{slot.positions} kernel positions, at most {cfg.max_positions}",
                 )
             slot.fan = slot.cols * slot.positions
@@ -402,7 +414,7 @@ class GraphHyperNetwork(nn.Module):
         for size, table in ((slot.rows, slot.row_table), (slot.cols, slot.col_table)):
             if table == "hidden" and size > cfg.basis_size:
                 raise UnsupportedLayerError(
-                    op, name.rpartition(".")[0], [name], supported_layers(),
+                    op, name.rpartition(".")[0], [name], self.layers,
                     f"{size} channels, at most {cfg.basis_size}",
                 )
         return slot
@@ -506,8 +518,14 @@ class GraphHyperNetwork(nn.Module):
         from safetensors.torch import load_file
 
         resolved = resolve_checkpoint(path)
-        with safe_open(str(resolved), framework="pt") as handle:
-            header = handle.metadata() or {}
+        try:
+            with safe_open(str(resolved), framework="pt") as handle:
+                header = handle.metadata() or {}
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(
+                f"{resolved} is not a safetensors GHN checkpoint ({type(error).__name__}: "
+                f"{error}); checkpoints are never unpickled"
+            ) from error
         if "config" not in header:
             raise ValueError(f"{resolved} is not a metanas GHN checkpoint (no config metadata)")
         ghn = cls(GHNConfig.from_dict(json.loads(header["config"])))

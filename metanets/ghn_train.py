@@ -250,7 +250,8 @@ def train_hypernet(
                                 max_depth=config.max_depth, max_width=config.max_width)
     cache = _ArchCache(ghn, space, task, device)
     batches = TaskBatches(task, device, config.seed, config.batch_size)
-    optimizer = torch.optim.AdamW(ghn.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(ghn.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  foreach=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
     rng = random.Random(config.seed)
@@ -319,8 +320,30 @@ def check_task(ghn: GraphHyperNetwork, task: Task) -> None:
         )
 
 
+# --------------------------------------------------------------------------- loading by name
+_LOADED: dict[str, GraphHyperNetwork] = {}
+
+
+def default_hypernet(space: SearchSpace | str, task: Task | str) -> str:
+    """``pretrained:<space>-<dataset>``: the shipped GHN for a space and task."""
+    space_name = getattr(space, "name", space)
+    task_name = getattr(task, "name", task)
+    return f"pretrained:{space_name}-{task_name}"
+
+
+def load_hypernet(path: str, task: Task | None = None) -> GraphHyperNetwork:
+    """Load (once per process) a GHN checkpoint or ``pretrained:<name>``, checked against
+    ``task``'s dimensions when given."""
+    if path not in _LOADED:
+        _LOADED[path] = GraphHyperNetwork.load(path)
+    ghn = _LOADED[path]
+    if task is not None:
+        check_task(ghn, task)
+    return ghn
+
+
 __all__ = [
     "HypernetTrainConfig", "HypernetTrainResult", "TaskBatches", "accuracy", "arch_depth",
-    "arch_widths", "check_task", "in_range", "predicted_model", "sample_architectures",
-    "train_hypernet",
+    "arch_widths", "check_task", "default_hypernet", "in_range", "load_hypernet", "predicted_model",
+    "sample_architectures", "train_hypernet",
 ]

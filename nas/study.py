@@ -67,6 +67,10 @@ class SearchConfig:
     heartbeat: int = 30                    # seconds between heartbeats of a running trial
     grace_period: int | None = None        # seconds before a silent RUNNING trial is failed
     verbose: bool = True                   # one line per trial and a progress bar
+    # graph hypernetwork (metanets.ghn): "train" evaluator's init ("random" | "hypernet") and
+    # the GHN checkpoint of init="hypernet" and of the "hypernet" evaluator (None: pretrained)
+    init: str = "random"
+    hypernet: str | None = None
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -87,7 +91,8 @@ class SearchConfig:
         return get_space(self.space, convs=self.convs)
 
     def make_evaluator(self) -> Evaluator:
-        return get_evaluator(self.evaluator, epochs=self.epochs, patience=self.patience)
+        return get_evaluator(self.evaluator, epochs=self.epochs, patience=self.patience,
+                             init=self.init, hypernet=self.hypernet)
 
 
 class Objective:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nas.evaluators._hypernet import HypernetEvaluator
 from nas.evaluators._train import TrainEvaluator
 from nas.evaluators.base import Evaluation, Evaluator
 from search_spaces.resolver import resolve
@@ -10,6 +11,7 @@ from search_spaces.resolver import resolve
 #: canonical evaluator name -> class
 EVALUATORS: dict[str, type[Evaluator]] = {
     "train": TrainEvaluator,
+    "hypernet": HypernetEvaluator,
 }
 
 
@@ -37,4 +39,6 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key in parameters}
 
 
-__all__ = ["EVALUATORS", "Evaluation", "Evaluator", "TrainEvaluator", "get_evaluator"]
+__all__ = [
+    "EVALUATORS", "Evaluation", "Evaluator", "HypernetEvaluator", "TrainEvaluator", "get_evaluator",
+]

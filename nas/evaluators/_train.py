@@ -7,9 +7,14 @@ from nas.evaluators.base import Evaluation, Evaluator
 from nas.train import TrainConfig, count_parameters, forward_flops, seed_everything, train_model
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from nas.tasks import Task
     from nas.train import Reporter
     from search_spaces.base import Architecture, SearchSpace
+
+#: how :class:`TrainEvaluator` initialises a model before training
+INITS: tuple[str, ...] = ("random", "hypernet")
 
 
 class TrainEvaluator(Evaluator):
@@ -20,24 +25,34 @@ class TrainEvaluator(Evaluator):
         patience: early-stopping patience in epochs (0: never stop early).
         batch_size: graphs per mini-batch for graph tasks.
         progress: show a per-epoch progress bar.
+        init: ``"random"`` (the layers' own initialisation) or ``"hypernet"``: start from
+            parameters predicted by a graph hypernetwork (:mod:`metanets.ghn`).
+        hypernet: GHN checkpoint for ``init="hypernet"`` (default ``pretrained:<space>-<dataset>``).
     """
 
     name = "train"
 
     def __init__(
-        self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False
+        self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False,
+        init: str = "random", hypernet: str | None = None,
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
         self.progress = progress
+        if init not in INITS:
+            raise ValueError(f"could not resolve init {init!r} among choices {list(INITS)}")
+        self.init, self.hypernet = init, hypernet
 
     def evaluate(
         self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int = 0,
         device: str = "cpu", report: Reporter | None = None,
     ) -> Evaluation:
         seed_everything(seed)
-        model = space.build(arch, task.num_features, task.num_classes, task.level)
+        model = (
+            self._predicted(arch, space, task) if self.init == "hypernet"
+            else space.build(arch, task.num_features, task.num_classes, task.level)
+        )
         config = TrainConfig(
             **space.training_config(arch), epochs=self.epochs, patience=self.patience,
             batch_size=self.batch_size, seed=seed, device=device,
@@ -50,5 +65,13 @@ class TrainEvaluator(Evaluator):
             in_channels=task.num_features, out_channels=task.num_classes,
         )
 
+    def _predicted(self, arch: Architecture, space: SearchSpace, task: Task) -> nn.Module:
+        """The model with GHN-predicted parameters (BatchNorm statistics from training data)."""
+        from metanets.ghn_train import default_hypernet, load_hypernet, predicted_model
+
+        ghn = load_hypernet(self.hypernet or default_hypernet(space, task), task)
+        return predicted_model(ghn, space, arch, task).train()
+
     def __repr__(self) -> str:
-        return f"TrainEvaluator(epochs={self.epochs}, patience={self.patience})"
+        init = "" if self.init == "random" else f", init={self.init!r}"
+        return f"TrainEvaluator(epochs={self.epochs}, patience={self.patience}{init})"
