@@ -28,6 +28,9 @@ class TrainEvaluator(Evaluator):
         init: ``"random"`` (the layers' own initialisation) or ``"hypernet"``: start from
             parameters predicted by a graph hypernetwork (:mod:`metanets.ghn`).
         hypernet: GHN checkpoint for ``init="hypernet"`` (default ``pretrained:<space>-<dataset>``).
+        checkpoint_epochs: epochs after which metrics and weights are kept as well
+            (``Evaluation.checkpoints``; a search stores them as model-zoo checkpoints).
+        batch_size applies to graph and image tasks (graphs or images per mini-batch).
     """
 
     name = "train"
@@ -35,6 +38,7 @@ class TrainEvaluator(Evaluator):
     def __init__(
         self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False,
         init: str = "random", hypernet: str | None = None,
+        checkpoint_epochs: tuple[int, ...] = (),
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -43,6 +47,10 @@ class TrainEvaluator(Evaluator):
         if init not in INITS:
             raise ValueError(f"could not resolve init {init!r} among choices {list(INITS)}")
         self.init, self.hypernet = init, hypernet
+        bad = [e for e in checkpoint_epochs if not 1 <= e <= epochs]
+        if bad:
+            raise ValueError(f"checkpoint epochs {bad} are outside 1..{epochs} (the epochs)")
+        self.checkpoint_epochs = tuple(sorted(set(int(e) for e in checkpoint_epochs)))
 
     def evaluate(
         self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int = 0,
@@ -56,6 +64,7 @@ class TrainEvaluator(Evaluator):
         config = TrainConfig(
             **space.training_config(arch), epochs=self.epochs, patience=self.patience,
             batch_size=self.batch_size, seed=seed, device=device,
+            checkpoint_epochs=self.checkpoint_epochs,
         )
         result = train_model(model, task, config, report=report, progress=self.progress)
         return Evaluation(
@@ -63,6 +72,7 @@ class TrainEvaluator(Evaluator):
             num_params=count_parameters(model), flops=forward_flops(model, task, device),
             state_dict=result.state_dict, seconds=result.seconds, epochs=result.epochs_run,
             in_channels=task.num_features, out_channels=task.num_classes,
+            checkpoints=result.checkpoints or None,
         )
 
     def _predicted(self, arch: Architecture, space: SearchSpace, task: Task) -> nn.Module:
