@@ -201,6 +201,7 @@ class _Slot:
     row_table: str = "hidden"   # "hidden" | "class"
     col_table: str = "hidden"   # "hidden" | "feature"
     fan: int = 1                # fan-in used to normalise
+    col_segments: tuple[int, ...] = ()  # hidden input read from a concatenation: its parts
 
 
 @dataclasses.dataclass
@@ -252,6 +253,32 @@ def _flow_closure(num_nodes: int, edges: list[tuple[int, int]], marked: list[boo
             reached[v] = True
             stack.extend(succ[v])
     return reached
+
+
+def _segments(model: nn.Module, num_nodes: int, flow: list[tuple[int, int]], names: list[str],
+               owned: list[list[str]], mixing: list[bool]) -> list[tuple[int, ...]]:
+    """Per node, the channel blocks of its input: ``(width,)`` normally, one entry per part
+    after ``torch.cat`` of hidden features (jumping knowledge), so the reader of a concatenation
+    decodes each part's columns with the rows its producer used. Nodes are in fx (topological)
+    order; ``()`` where unknown."""
+    preds: list[list[int]] = [[] for _ in range(num_nodes)]
+    for u, v in flow:
+        preds[v].append(u)
+    produced: list[tuple[int, ...]] = [()] * num_nodes  # output blocks of each node
+    inputs: list[tuple[int, ...]] = [()] * num_nodes
+    for v in range(num_nodes):
+        first = produced[preds[v][0]] if preds[v] else ()
+        inputs[v] = first
+        if mixing[v]:
+            rows = [param.shape[0] if _is_matrix_module(_parent(model, p)) else param.shape[-1]
+                    for p in owned[v] if (param := model.get_parameter(p)).dim() >= 2]
+            produced[v] = (int(max(rows)),) if rows else ()
+        elif names[v] in ("torch.cat", "torch.concat"):
+            parts = [produced[u] for u in preds[v]]
+            produced[v] = sum(parts, ()) if all(parts) else ()
+        else:
+            produced[v] = first
+    return inputs
 
 
 def _parent(model: nn.Module, name: str) -> nn.Module:
@@ -337,6 +364,7 @@ class GraphHyperNetwork(nn.Module):
         input_facing = [not a for a in after_mixing]
         output_facing = [not b for b in before_mixing]
 
+        segments = _segments(model, graph.num_nodes, flow, names, owned, mixing)
         op_index = []
         for i, name in enumerate(names):
             if name not in self._op_ids:
@@ -354,8 +382,13 @@ class GraphHyperNetwork(nn.Module):
             module = modules[path]
             for pname in owned[i]:
                 local = pname[len(path) + 1:] if path else pname
-                slots.append(self._slot(i, module, local, pname, params[pname],
-                                        _parent(model, pname), input_facing[i], output_facing[i]))
+                slot = self._slot(i, module, local, pname, params[pname], _parent(model, pname),
+                                  input_facing[i], output_facing[i])
+                parts = segments[i]
+                if slot.kind == "matrix" and slot.col_table == "hidden" and len(parts) > 1 \
+                        and sum(parts) == slot.cols:
+                    slot.col_segments = parts
+                slots.append(slot)
                 covered.add(pname)
         missing = sorted(set(params) - covered)
         if missing:
@@ -437,6 +470,12 @@ class GraphHyperNetwork(nn.Module):
             h = self.node_norm(self.update(messages, h))
         return h
 
+    def _columns(self, slot: _Slot) -> Tensor:
+        """Input-channel rows: a concatenation reads each part with the rows its producer wrote."""
+        if slot.col_segments:
+            return torch.cat([self.basis[:size] for size in slot.col_segments])
+        return self._table(slot.col_table, slot.cols)
+
     def _table(self, kind: str, size: int) -> Tensor:
         if kind == "feature":
             return self.feature_table[:size]
@@ -473,7 +512,7 @@ class GraphHyperNetwork(nn.Module):
 
     def _matrix(self, slot: _Slot, m: Tensor) -> Tensor:
         rows = self._table(slot.row_table, slot.rows)  # (out, r)
-        cols = self._table(slot.col_table, slot.cols)  # (in, r)
+        cols = self._columns(slot)  # (in, r)
         r = self.config.rank
         scale = math.sqrt(r / slot.fan) if slot.col_table == "feature" else r / slot.fan
         w = torch.einsum("oa,pab,ib->poi", rows, m, cols) * scale  # (P, out, in)

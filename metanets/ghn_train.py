@@ -47,6 +47,11 @@ class HypernetTrainConfig:
         device: torch device.
         log_every: steps between log lines.
         hidden, rank, rounds: GHN sizes (see :class:`~metanets.ghn.GHNConfig`).
+        select_every: every this many steps, score the GHN by the mean validation accuracy of
+            ``select_archs`` pool architectures with predicted parameters and keep the best
+            state (0: keep the last). Selection sees training architectures only.
+        select_archs: pool architectures used for selection.
+        select_items: most validation images / graphs per selection (node tasks: all nodes).
     """
 
     steps: int = 600
@@ -64,6 +69,9 @@ class HypernetTrainConfig:
     hidden: int = 64
     rank: int = 32
     rounds: int = 3
+    select_every: int = 0
+    select_archs: int = 8
+    select_items: int = 2000
 
     def __post_init__(self) -> None:
         for field in ("steps", "archs_per_step", "pool_size", "batch_size", "log_every"):
@@ -71,6 +79,9 @@ class HypernetTrainConfig:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.select_every % self.log_every:
+            raise ValueError(f"select_every {self.select_every} must be a multiple of log_every "
+                             f"{self.log_every} (selection happens at log steps)")
 
 
 @dataclasses.dataclass
@@ -81,6 +92,7 @@ class HypernetTrainResult:
     train_hashes: list[str]
     history: list[dict[str, float]]
     seconds: float
+    best_step: int = 0                 # step whose state was kept
 
 
 # --------------------------------------------------------------------------- architectures
@@ -180,30 +192,33 @@ class TaskBatches:
             return [(self.data.x, self.data.edge_index)]
         return [self.train_batch()[0] for _ in range(batches)]
 
-    def eval_batches(self, split: str) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
-        """All of ``split`` in batches: ``(forward args, targets)``."""
+    def eval_batches(self, split: str, max_items: int | None = None
+                     ) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        """All of ``split`` (the first ``max_items`` images/graphs) in batches:
+        ``(forward args, targets, node mask or None)``."""
         if self.level == "node":
             mask = self.data[f"{split}_mask"]
             yield (self.data.x, self.data.edge_index), self.data.y, mask  # type: ignore[misc]
             return
         if self.level == "image":
-            x, y = self.task.dataset.x[split], self.task.dataset.y[split]
+            x, y = self.task.dataset.x[split][:max_items], self.task.dataset.y[split][:max_items]
             for start in range(0, y.numel(), 2048):
                 yield (x[start:start + 2048].to(self.device),), y[start:start + 2048].to(self.device), None  # type: ignore[misc]
             return
         from torch_geometric.loader import DataLoader
 
-        for batch in DataLoader(self.task.dataset[self.task.splits[split]], batch_size=256):
+        for batch in DataLoader(self.task.dataset[self.task.splits[split][:max_items]], batch_size=256):
             batch = batch.to(self.device)
             yield (batch.x, batch.edge_index, batch.batch), batch.y.view(-1), None  # type: ignore[misc]
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: TaskBatches, split: str) -> float:
-    """Accuracy of ``model`` (eval mode) on a split."""
+def accuracy(model: nn.Module, batches: TaskBatches, split: str, max_items: int | None = None
+             ) -> float:
+    """Accuracy of ``model`` (eval mode) on a split (its first ``max_items`` images/graphs)."""
     model.eval()
     correct, count = 0, 0
-    for args, y, mask in batches.eval_batches(split):  # type: ignore[misc]
+    for args, y, mask in batches.eval_batches(split, max_items):  # type: ignore[misc]
         pred = model(*args).argmax(-1)
         if mask is not None:
             pred, y = pred[mask], y[mask]
@@ -258,6 +273,7 @@ def train_hypernet(
     order: list[Architecture] = []
     history: list[dict[str, float]] = []
     window_loss, window_acc, window_n = 0.0, 0.0, 0
+    best_score, best_state, best_step = -math.inf, None, 0
     start = time.perf_counter()
     for step in range(1, config.steps + 1):
         optimizer.zero_grad(set_to_none=True)
@@ -286,13 +302,37 @@ def train_hypernet(
         if step % config.log_every == 0 or step == config.steps:
             entry = {"step": step, "loss": window_loss / window_n, "train_acc": window_acc / window_n,
                      "seconds": time.perf_counter() - start}
+            if config.select_every and (step % config.select_every == 0 or step == config.steps):
+                score = _selection_score(ghn, pool[:config.select_archs], cache, batches,
+                                         config.select_items)
+                entry["select_val_acc"] = score
+                if score > best_score:
+                    best_score, best_step = score, step
+                    best_state = {k: v.detach().clone() for k, v in ghn.state_dict().items()}
+                ghn.train()
             history.append(entry)
             if log is not None:
                 log(step, entry)
             window_loss, window_acc, window_n = 0.0, 0.0, 0
+    if best_state is not None:
+        ghn.load_state_dict(best_state)
     ghn.eval()
     return HypernetTrainResult(ghn.cpu(), [a.arch_hash for a in pool], history,
-                               time.perf_counter() - start)
+                               time.perf_counter() - start, best_step or config.steps)
+
+
+@torch.no_grad()
+def _selection_score(ghn: GraphHyperNetwork, archs: list[Architecture], cache: _ArchCache,
+                     batches: TaskBatches, max_items: int) -> float:
+    """Mean validation accuracy of training architectures with predicted parameters."""
+    ghn.eval()
+    scores = []
+    for arch in archs:
+        model, plan = cache.get(arch)  # the module's own tensors are unused by training
+        model.load_state_dict({**ghn(plan), **plan.buffers}, strict=False)
+        calibrate_batchnorm(model, batches.calibration_inputs())
+        scores.append(accuracy(model, batches, "val", max_items))
+    return sum(scores) / len(scores)
 
 
 # --------------------------------------------------------------------------- using a GHN

@@ -287,3 +287,64 @@ def test_batchnorm_calibration_uses_the_batch_statistics() -> None:
     h = model[0](x).detach()
     assert torch.allclose(model[1].running_mean, h.mean(0), atol=1e-5)
     assert model[1].momentum == 0.1 and model.training
+
+
+# the evaluator, --init hypernet and the CLI ----------------------------------------------------
+@pytest.fixture
+def saved(trained, tmp_path: Path) -> tuple[Path, types.SimpleNamespace]:
+    ghn, _, task = trained
+    return ghn.save(tmp_path / "tiny.safetensors"), task
+
+
+def test_hypernet_evaluator_scores_with_predicted_parameters(saved) -> None:
+    from nas.evaluators import get_evaluator
+
+    path, task = saved
+    evaluator = get_evaluator(f"hypernet:{path}")
+    evaluation = evaluator.evaluate(UNSEEN[1], GNNSpace(), task)
+    assert evaluation.epochs == 0 and evaluation.metrics["val_acc"] > 0.5
+    model = GNNSpace().build(UNSEEN[1], 6, 3)
+    model.load_state_dict(evaluation.state_dict)  # the predicted parameters are what is stored
+    assert evaluation.num_params == sum(p.numel() for p in model.parameters())
+
+
+def test_train_evaluator_starts_from_predicted_parameters(saved) -> None:
+    from nas.evaluators import get_evaluator
+
+    path, task = saved
+    evaluator = get_evaluator("train", epochs=1, patience=0, init="hypernet", hypernet=str(path))
+    evaluation = evaluator.evaluate(UNSEEN[1], GNNSpace(), task)
+    assert evaluation.metrics["test_acc"] > 0.5  # one epoch from random init is near chance
+    with pytest.raises(ValueError, match="could not resolve init 'zeros'"):
+        get_evaluator("train", init="zeros")
+
+
+def test_predict_params_cli_writes_a_loadable_export(saved, tmp_path: Path, capsys) -> None:
+    from nas.cli import main
+    from nas.export import load_exported
+
+    path, _ = saved
+    spec = tmp_path / "arch.json"
+    spec.write_text(UNSEEN[0].to_json())
+    assert main(["predict-params", "--hypernet", str(path), "--arch", str(spec),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "exported to" in capsys.readouterr().out
+    model = load_exported(tmp_path / "out")
+    reference = GNNSpace().build(UNSEEN[0], 6, 3)
+    reference.load_state_dict(GraphHyperNetwork.load(path).predict(reference))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 reference.state_dict().values()))
+
+
+def test_predict_params_cli_names_bad_input(saved, tmp_path: Path, capsys) -> None:
+    from nas.cli import main
+
+    path, _ = saved
+    spec = tmp_path / "arch.json"
+    spec.write_text(json.dumps({"layers": [{"conv": "gcnn", "width": 8}]}))
+    assert main(["predict-params", "--hypernet", str(path), "--arch", str(spec),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "gcnn" in capsys.readouterr().err
+    assert main(["predict-params", "--hypernet", "pretrained:nope", "--arch", str(spec),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "could not resolve pretrained hypernetwork 'nope'" in capsys.readouterr().err
