@@ -348,3 +348,18 @@ def test_predict_params_cli_names_bad_input(saved, tmp_path: Path, capsys) -> No
     assert main(["predict-params", "--hypernet", "pretrained:nope", "--arch", str(spec),
                  "--out", str(tmp_path / "out")]) == 2
     assert "could not resolve pretrained hypernetwork 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_hypernet_train_cli_on_cora_writes_a_checkpoint(cora_available: None, tmp_path: Path,
+                                                        capsys) -> None:
+    from nas.cli import main
+
+    out = tmp_path / "ghn.safetensors"
+    assert main(["hypernet", "train", "--space", "gnn", "--dataset", "cora", "--out", str(out),
+                 "--steps", "2", "--pool-size", "2", "--archs-per-step", "1",
+                 "--max-depth", "1", "--max-width", "16"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    ghn = GraphHyperNetwork.load(out)
+    assert (ghn.config.in_channels, ghn.config.out_channels, ghn.config.dataset) == (1433, 7, "cora")
+    assert len(ghn.metadata["train_hashes"]) == 2
