@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies,
-        _add_supernet, _add_zoo, _add_metanet,
+        _add_supernet, _add_zoo, _add_metanet, _add_hypernet, _add_predict_params,
     ):
         add(commands)
     return parser
@@ -129,6 +129,11 @@ def _add_search(commands: Any) -> None:
         "--final-train", action="store_true",
         help="afterwards train the best architecture from scratch as a trial of study <study>-final",
     )
+    p.add_argument("--init", default="random", choices=["random", "hypernet"],
+                   help="train evaluator: start from random or hypernetwork-predicted parameters")
+    p.add_argument("--hypernet", default=None,
+                   help="GHN checkpoint for --init hypernet / --evaluator hypernet "
+                        "(default pretrained:<space>-<dataset>)")
     p.set_defaults(handler=cmd_search)
 
 
@@ -146,7 +151,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),
         pruner=args.pruner, heartbeat=args.heartbeat, grace_period=args.grace_period,
         verbose=not args.quiet, prescreen=args.prescreen, prescreen_candidates=args.prescreen_k,
-        prescreen_dataset=args.prescreen_dataset, supernet=args.supernet,
+        prescreen_dataset=args.prescreen_dataset, supernet=args.supernet, init=args.init,
+        hypernet=args.hypernet,
     )
     _validate_names(config)
     print(f"metanas search: study {config.study_name!r} in {redact(config.storage)}", flush=True)
@@ -617,6 +623,114 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
             where = row.get("model_dir") or f"{row['study']} trial {row['trial']} epoch {row['epoch']}"
             measured = "" if row.get("measured") is None else f" (measured {row['measured']:.4f})"
             print(f"{where}: predicted {target} {row['prediction']:.4f}{measured}")
+    return 0
+
+
+# graph hypernetworks (metanets.ghn) --------------------------------------------------------
+def _add_hypernet(commands: Any) -> None:
+    p = commands.add_parser("hypernet", help="graph hypernetworks: train one for a space and task")
+    sub = p.add_subparsers(dest="hypernet_command", required=True, metavar="ACTION")
+    t = sub.add_parser("train", help="train a GHN over architectures sampled from a space")
+    t.add_argument("--space", default="gnn", help="search space (default gnn)")
+    t.add_argument("--dataset", required=True, help="task, e.g. cora or mnist")
+    t.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    t.add_argument("--steps", type=int, default=600, help="optimisation steps")
+    t.add_argument("--archs-per-step", type=int, default=2, help="architectures per step")
+    t.add_argument("--pool-size", type=int, default=200, help="distinct training architectures")
+    t.add_argument("--max-depth", type=int, default=None, help="deepest training architecture")
+    t.add_argument("--max-width", type=int, default=None, help="widest training layer")
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--batch-size", type=int, default=128, help="images/graphs per step")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--data-root", default=None, help="dataset folder")
+    t.set_defaults(handler=cmd_hypernet_train)
+
+
+def cmd_hypernet_train(args: argparse.Namespace) -> int:
+    from metanets.ghn_train import HypernetTrainConfig, train_hypernet
+    from nas.tasks import load_task
+    from nas.train import resolve_device
+    from search_spaces import get_space
+
+    space = get_space(args.space)
+    task = load_task(args.dataset, root=args.data_root, seed=args.seed)
+    space.check_level(task.level)
+    config = HypernetTrainConfig(
+        steps=args.steps, archs_per_step=args.archs_per_step, pool_size=args.pool_size,
+        max_depth=args.max_depth, max_width=args.max_width, lr=args.lr,
+        weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
+        device=str(resolve_device(args.device)),
+    )
+
+    def log(step: int, entry: dict[str, float]) -> None:
+        print(f"step {step:5d}  loss {entry['loss']:.4f}  train acc {entry['train_acc']:.3f}  "
+              f"{entry['seconds']:.0f}s", flush=True)
+
+    result = train_hypernet(space, task, config, log=log)
+    path = result.ghn.save(args.out, {"train_hashes": result.train_hashes,
+                                      "train_config": vars(args) | {"handler": None}})
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {result.seconds:.0f}s)")
+    return 0
+
+
+def _add_predict_params(commands: Any) -> None:
+    p = commands.add_parser(
+        "predict-params", help="predict all parameters of an architecture with a GHN and export "
+                               "the model (same format as metanas export)")
+    p.add_argument("--hypernet", required=True, help="GHN checkpoint or pretrained:<name>")
+    p.add_argument("--arch", required=True,
+                   help="architecture JSON: a spec, or an exported architecture.json")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--space", default=None, help="space of the spec (default: the GHN's)")
+    p.add_argument("--dataset", default=None,
+                   help="recompute BatchNorm statistics on this task's training data "
+                        "(default: keep running statistics at 0/1)")
+    p.add_argument("--data-root", default=None, help="dataset folder")
+    p.set_defaults(handler=cmd_predict_params)
+
+
+def cmd_predict_params(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from metanets.ghn import GraphHyperNetwork, calibrate_batchnorm
+    from nas.export import export_model
+    from search_spaces import get_space
+
+    start, cpu = time.perf_counter(), time.process_time()
+    ghn = GraphHyperNetwork.load(args.hypernet)
+    path = Path(args.arch)
+    if not path.is_file():
+        raise FileNotFoundError(f"architecture file {path} not found")
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path} is not JSON: {error}") from error
+    spec = document.get("architecture", document) if isinstance(document, dict) else document
+    space = get_space(args.space or document.get("space") or ghn.config.space)
+    arch = space.architecture_from_dict(spec)
+    cfg = ghn.config
+    model = space.build(arch, cfg.in_channels, cfg.out_channels, cfg.level)
+    model.load_state_dict(ghn.predict(model))
+    if args.dataset:
+        from metanets.ghn_train import TaskBatches, check_task
+        from nas.tasks import load_task
+
+        task = load_task(args.dataset, root=args.data_root)
+        check_task(ghn, task)
+        calibrate_batchnorm(model, TaskBatches(task).calibration_inputs())
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    folder = export_model(
+        args.out, space=space.name, spec=arch.to_dict(), in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels, level=cfg.level, state_dict=model.state_dict(),
+        metadata={"dataset": args.dataset or cfg.dataset, "hypernet": str(args.hypernet),
+                  "predicted_parameters": True},
+    )
+    print(f"predicted {sum(p.numel() for p in model.parameters())} parameters of "
+          f"{arch.short()} in {seconds:.2f}s ({cpu:.2f}s CPU, GHN loading and graph tracing "
+          f"included); exported to {folder}")
     return 0
 
 

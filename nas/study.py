@@ -74,6 +74,10 @@ class SearchConfig:
     prescreen_candidates: int = 10         # base-strategy proposals per trial (PrescreenSampler)
     prescreen_dataset: str | None = None   # data the proxy sees (default: the search dataset)
     supernet: str | None = None            # checkpoint folder for evaluator "supernet"
+    # graph hypernetwork (metanets.ghn): "train" evaluator's init ("random" | "hypernet") and
+    # the GHN checkpoint of init="hypernet" and of the "hypernet" evaluator (None: pretrained)
+    init: str = "random"
+    hypernet: str | None = None
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -97,6 +101,7 @@ class SearchConfig:
         # each evaluator takes the options it understands (see get_evaluator)
         return get_evaluator(
             self.evaluator, epochs=self.epochs, patience=self.patience, supernet=self.supernet,
+            init=self.init, hypernet=self.hypernet,
         )
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nas.evaluators._hypernet import HypernetEvaluator
 from nas.evaluators._supernet import SupernetEvaluator
 from nas.evaluators._table import TableEvaluator
 from nas.evaluators._train import TrainEvaluator
@@ -16,6 +17,7 @@ EVALUATORS: dict[str, type[Evaluator]] = {
     "table": TableEvaluator,
     "zero-cost": ZeroCostEvaluator,
     "supernet": SupernetEvaluator,
+    "hypernet": HypernetEvaluator,
 }
 
 
@@ -44,6 +46,6 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "EVALUATORS", "Evaluation", "Evaluator", "SupernetEvaluator", "TableEvaluator",
-    "TrainEvaluator", "ZeroCostEvaluator", "get_evaluator",
+    "EVALUATORS", "Evaluation", "Evaluator", "HypernetEvaluator", "SupernetEvaluator",
+    "TableEvaluator", "TrainEvaluator", "ZeroCostEvaluator", "get_evaluator",
 ]

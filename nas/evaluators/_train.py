@@ -14,9 +14,14 @@ from nas.train import (
 )
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from nas.tasks import Task
     from nas.train import Reporter
     from search_spaces.base import Architecture, SearchSpace
+
+#: how :class:`TrainEvaluator` initialises a model before training
+INITS: tuple[str, ...] = ("random", "hypernet")
 
 
 class TrainEvaluator(Evaluator):
@@ -27,6 +32,9 @@ class TrainEvaluator(Evaluator):
         patience: early-stopping patience in epochs (0: never stop early).
         batch_size: graphs per mini-batch for graph tasks.
         progress: show a per-epoch progress bar.
+        init: ``"random"`` (the layers' own initialisation) or ``"hypernet"``: start from
+            parameters predicted by a graph hypernetwork (:mod:`metanets.ghn`).
+        hypernet: GHN checkpoint for ``init="hypernet"`` (default ``pretrained:<space>-<dataset>``).
         checkpoint_epochs: epochs after which metrics and weights are kept as well
             (``Evaluation.checkpoints``; a search stores them as model-zoo checkpoints).
         batch_size applies to graph and image tasks (graphs or images per mini-batch).
@@ -36,12 +44,16 @@ class TrainEvaluator(Evaluator):
 
     def __init__(
         self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False,
+        init: str = "random", hypernet: str | None = None,
         checkpoint_epochs: tuple[int, ...] = (),
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
         self.progress = progress
+        if init not in INITS:
+            raise ValueError(f"could not resolve init {init!r} among choices {list(INITS)}")
+        self.init, self.hypernet = init, hypernet
         bad = [e for e in checkpoint_epochs if not 1 <= e <= epochs]
         if bad:
             raise ValueError(f"checkpoint epochs {bad} are outside 1..{epochs} (the epochs)")
@@ -52,7 +64,10 @@ class TrainEvaluator(Evaluator):
         device: str = "cpu", report: Reporter | None = None,
     ) -> Evaluation:
         seed_everything(seed)
-        model = space.build(arch, task.num_features, task.num_classes, task.level)
+        model = (
+            self._predicted(arch, space, task) if self.init == "hypernet"
+            else space.build(arch, task.num_features, task.num_classes, task.level)
+        )
         config = TrainConfig(
             **space.training_config(arch), epochs=self.epochs, patience=self.patience,
             batch_size=self.batch_size, seed=seed, device=device,
@@ -70,8 +85,16 @@ class TrainEvaluator(Evaluator):
             checkpoints=result.checkpoints or None,
         )
 
+    def _predicted(self, arch: Architecture, space: SearchSpace, task: Task) -> nn.Module:
+        """The model with GHN-predicted parameters (BatchNorm statistics from training data)."""
+        from metanets.ghn_train import default_hypernet, load_hypernet, predicted_model
+
+        ghn = load_hypernet(self.hypernet or default_hypernet(space, task), task)
+        return predicted_model(ghn, space, arch, task).train()
+
     def __repr__(self) -> str:
-        return f"TrainEvaluator(epochs={self.epochs}, patience={self.patience})"
+        init = "" if self.init == "random" else f", init={self.init!r}"
+        return f"TrainEvaluator(epochs={self.epochs}, patience={self.patience}{init})"
 
 
 def _latency(seconds: float | None) -> dict[str, float]:

@@ -1,0 +1,243 @@
+"""Graph hypernetworks on held-out architectures: accuracy with predicted parameters and no
+training against random initialisation and SGD training; Kendall tau between predicted-parameter
+and trained accuracy; epochs of training to reach 95% of the trained accuracy from predicted
+against random initialisation.
+
+Held-out architectures are never in the GHN's training pool (hashes stored in the checkpoint):
+``in-range`` (same depth/width range as training), ``deeper`` (more layers than any training
+architecture) and ``wider`` (a layer wider than any training layer).
+
+    python -m experiments.hypernet_eval --setup gnn-cora   # from the root; or cnn-mnist
+
+Writes ``experiments/results/hypernet_eval.{json,md}`` (one section per setup) after every
+architecture.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.train_hypernets import SETUPS
+from metanets.ghn_train import (
+    TaskBatches,
+    accuracy,
+    arch_depth,
+    arch_widths,
+    load_hypernet,
+    predicted_model,
+    sample_architectures,
+)
+from nas.tasks import load_task
+from nas.train import TrainConfig, seed_everything, train_model
+from search_spaces import get_space
+
+RESULTS = Path(__file__).parent / "results"
+
+#: setup -> (held-out counts per kind, training epochs, patience)
+PLAN: dict[str, tuple[dict[str, int], int]] = {
+    "gnn-cora": ({"in-range": 4, "deeper": 3, "wider": 3}, 60),
+    "cnn-mnist": ({"in-range": 3, "deeper": 2, "wider": 2}, 5),
+}
+
+
+def held_out(name: str) -> list[tuple[str, Any]]:
+    space_name, _, config = SETUPS[name]
+    space = get_space(space_name)
+    pool = sample_architectures(space, config.pool_size, config.seed,
+                                max_depth=config.max_depth, max_width=config.max_width)
+    exclude = {a.arch_hash for a in pool}
+    counts, _ = PLAN[name]
+    d, w = config.max_depth, config.max_width
+    kinds = {
+        "in-range": lambda a: True,
+        "deeper": lambda a: arch_depth(a) > d and max(arch_widths(a)) <= w,
+        "wider": lambda a: arch_depth(a) <= d and max(arch_widths(a)) > w,
+    }
+    out = []
+    for i, (kind, n) in enumerate(counts.items()):
+        rng_max_depth = d if kind == "in-range" else None
+        rng_max_width = w if kind == "in-range" else None
+        archs = sample_architectures(space, n, 1000 + i, max_depth=rng_max_depth,
+                                     max_width=rng_max_width, exclude=exclude,
+                                     predicate=kinds[kind])
+        out += [(kind, a) for a in archs]
+    return out
+
+
+def _train(space: Any, arch: Any, task: Any, epochs: int, model: torch.nn.Module) -> dict[str, Any]:
+    cfg = TrainConfig(**space.training_config(arch), epochs=epochs, patience=0, seed=0)
+    result = train_model(model, task, cfg)
+    return {"test_acc": result.metrics["test_acc"], "val_acc": result.metrics["val_acc"],
+            "history": [v for _, v in result.history], "seconds": round(result.seconds, 2)}
+
+
+def run_baseline(name: str, archs: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
+    space_name, dataset, _ = SETUPS[name]
+    space, task = get_space(space_name), load_task(dataset)
+    batches = TaskBatches(task)
+    _, epochs = PLAN[name]
+    rows = {}
+    for kind, arch in archs if archs is not None else held_out(name):
+        seed_everything(0)
+        model = space.build(arch, task.num_features, task.num_classes, task.level)
+        row = {"kind": kind, "arch": arch.to_dict(), "short": arch.short(),
+               "random_test_acc": accuracy(model, batches, "test"),
+               "random_val_acc": accuracy(model, batches, "val")}
+        row["trained"] = _train(space, arch, task, epochs, model)
+        rows[arch.arch_hash] = row
+        print(name, "baseline", kind, arch.short(), row["random_test_acc"],
+              row["trained"]["test_acc"], flush=True)
+    return rows
+
+
+def run_ghn(name: str, rows: dict[str, Any], hypernet: str) -> None:
+    space_name, dataset, _ = SETUPS[name]
+    space, task = get_space(space_name), load_task(dataset)
+    ghn = load_hypernet(hypernet, task)
+    train_hashes = set(ghn.metadata.get("train_hashes", []))
+    batches = TaskBatches(task)
+    _, epochs = PLAN[name]
+    for arch_hash, row in rows.items():
+        assert arch_hash not in train_hashes, f"{row['short']} was in the GHN's training pool"
+        arch = space.architecture_from_dict(row["arch"])
+        start = time.perf_counter()
+        model = predicted_model(ghn, space, arch, task, batches)
+        row["predict_seconds"] = round(time.perf_counter() - start, 3)
+        row["predicted_test_acc"] = accuracy(model, batches, "test")
+        row["predicted_val_acc"] = accuracy(model, batches, "val")
+        seed_everything(0)
+        row["from_predicted"] = _train(space, arch, task, epochs, model.train())
+        print(name, "ghn", row["kind"], row["short"], row["predicted_test_acc"],
+              row["from_predicted"]["test_acc"], flush=True)
+
+
+def epochs_to(history: list[float], start: float, target: float) -> int | None:
+    """Epochs until the validation accuracy first reaches ``target`` (0 if it starts there)."""
+    if start >= target:
+        return 0
+    return next((i + 1 for i, v in enumerate(history) if v >= target), None)
+
+
+def summarise(rows: dict[str, Any]) -> dict[str, Any]:
+    from scipy.stats import kendalltau
+
+    done = [r for r in rows.values() if "predicted_test_acc" in r]
+    for r in done:
+        target = 0.95 * max(r["trained"]["history"])
+        r["target_val_acc"] = target
+        r["epochs_random"] = epochs_to(r["trained"]["history"], r["random_val_acc"], target)
+        r["epochs_predicted"] = epochs_to(r["from_predicted"]["history"], r["predicted_val_acc"], target)
+    summary: dict[str, Any] = {}
+    for kind in ("all", "in-range", "deeper", "wider"):
+        sel = [r for r in done if kind == "all" or r["kind"] == kind]
+        if not sel:
+            continue
+        mean = lambda xs: round(statistics.mean(xs), 4)  # noqa: E731
+        pred = [r["predicted_test_acc"] for r in sel]
+        trained = [r["trained"]["test_acc"] for r in sel]
+        er = [r["epochs_random"] for r in sel]
+        ep = [r["epochs_predicted"] for r in sel]
+        budget = len(sel[0]["trained"]["history"])
+        cap = lambda xs: [budget + 1 if x is None else x for x in xs]  # noqa: E731
+        summary[kind] = {
+            "n": len(sel), "predicted_test_acc": mean(pred),
+            "random_test_acc": mean([r["random_test_acc"] for r in sel]),
+            "trained_test_acc": mean(trained),
+            "from_predicted_trained_test_acc": mean([r["from_predicted"]["test_acc"] for r in sel]),
+            "predicted_over_trained": round(statistics.mean(pred) / statistics.mean(trained), 4),
+            "kendall_tau": round(float(kendalltau(pred, trained).statistic), 4) if len(sel) > 2 else None,
+            "epochs_to_95_random_mean": mean(cap(er)),
+            "epochs_to_95_predicted_mean": mean(cap(ep)),
+            "epochs_to_95_random_median": statistics.median(cap(er)),
+            "epochs_to_95_predicted_median": statistics.median(cap(ep)),
+            "never_reached_random": sum(x is None for x in er),
+            "never_reached_predicted": sum(x is None for x in ep),
+            "predict_seconds_mean": mean([r["predict_seconds"] for r in sel]),
+        }
+    return summary
+
+
+def write_md(record: dict[str, Any]) -> None:
+    lines = ["# Graph hypernetworks on held-out architectures", "",
+             "Accuracy on the task's test split with GHN-predicted parameters and no training, "
+             "against the same architecture with random initialisation (no training) and trained "
+             "with Adam (the one training loop, the architecture's lr/weight decay, fixed epochs, "
+             "best-validation epoch). Epochs to 95%: first epoch whose validation accuracy reaches "
+             "95% of the best validation accuracy of training from random initialisation (0: the "
+             "predicted parameters already do; not reached counts as budget + 1). BatchNorm "
+             "statistics of predicted models are recomputed on training data.", ""]
+    for name, section in record["setups"].items():
+        lines += [f"## {name}", "",
+                  f"Machine: {section['machine']}, {section['cpu_count']} CPUs, load at start "
+                  f"{section['load_at_start']}; date {section['date']}; GHN `{section['hypernet']}`; "
+                  f"training epochs {section['epochs']}.", "",
+                  f"Command: `{section['command']}`", "",
+                  "| held-out | n | predicted (no training) | random init | trained | predicted/trained "
+                  "| Kendall tau | epochs to 95% random (mean/median) | predicted (mean/median) | "
+                  "trained from predicted |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for kind, s in section["summary"].items():
+            lines.append(
+                f"| {kind} | {s['n']} | {s['predicted_test_acc']:.3f} | {s['random_test_acc']:.3f} | "
+                f"{s['trained_test_acc']:.3f} | {s['predicted_over_trained']:.2f} | {s['kendall_tau']} | "
+                f"{s['epochs_to_95_random_mean']:.1f} / {s['epochs_to_95_random_median']} | "
+                f"{s['epochs_to_95_predicted_mean']:.1f} / {s['epochs_to_95_predicted_median']} | "
+                f"{s['from_predicted_trained_test_acc']:.3f} |")
+        lines += ["", "| kind | architecture | predicted | random | trained | epochs random | epochs predicted |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in section["rows"].values():
+            if "predicted_test_acc" in r:
+                lines.append(f"| {r['kind']} | {r['short']} | {r['predicted_test_acc']:.3f} | "
+                             f"{r['random_test_acc']:.3f} | {r['trained']['test_acc']:.3f} | "
+                             f"{r['epochs_random']} | {r['epochs_predicted']} |")
+        lines.append("")
+    (RESULTS / "hypernet_eval.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setup", required=True, choices=list(PLAN))
+    parser.add_argument("--hypernet", default=None, help="default pretrained:<setup>")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    hypernet = args.hypernet or f"pretrained:{args.setup}"
+    header = _header(args)
+    rows: dict[str, Any] = {}
+    for kind, arch in held_out(args.setup):
+        rows.update(run_baseline(args.setup, [(kind, arch)]))
+        run_ghn(args.setup, {arch.arch_hash: rows[arch.arch_hash]}, hypernet)
+        _write(args.setup, header, hypernet, rows)  # after every architecture
+    print(json.dumps(summarise(rows), indent=1))
+
+
+def _write(name: str, header: dict[str, Any], hypernet: str, rows: dict[str, Any]) -> None:
+    out = RESULTS / "hypernet_eval.json"
+    record = json.loads(out.read_text()) if out.is_file() else {"setups": {}}
+    record["setups"][name] = {**header, "hypernet": hypernet, "epochs": PLAN[name][1],
+                              "summary": summarise(rows), "rows": rows}
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    write_md(record)
+
+
+def _header(args: argparse.Namespace) -> dict[str, Any]:
+    return {"machine": platform.platform(), "cpu_count": os.cpu_count(),
+            "load_at_start": [round(x, 1) for x in os.getloadavg()],
+            "command": "python -m experiments.hypernet_eval " + " ".join(sys.argv[1:]),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+if __name__ == "__main__":
+    main()

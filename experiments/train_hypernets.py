@@ -1,0 +1,116 @@
+"""Train the pretrained graph hypernetworks shipped in ``metanets/pretrained/``.
+
+- ``gnn-cora``: the GNN macro space on Cora (node classification), trained on architectures of
+  depth <= 2 and widths <= 64 (deeper and wider ones stay unseen for experiments/hypernet_eval).
+- ``cnn-mnist``: the CNN space on MNIST, trained on architectures of depth <= 2 and widths <= 8.
+
+    python -m experiments.train_hypernets [--only gnn-cora] [--steps N]   # from the root
+
+Writes the checkpoints (safetensors, config and training-pool hashes in the metadata) and
+``experiments/results/train_hypernets.{json,md}`` with machine, load, command and date.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from metanets.ghn import PRETRAINED_DIR
+from metanets.ghn_train import HypernetTrainConfig, train_hypernet
+from nas.tasks import load_task
+from search_spaces import get_space
+
+RESULTS = Path(__file__).parent / "results"
+
+#: name -> (space, dataset, training config)
+SETUPS: dict[str, tuple[str, str, HypernetTrainConfig]] = {
+    "gnn-cora": ("gnn", "cora", HypernetTrainConfig(
+        steps=300, archs_per_step=2, pool_size=100, max_depth=2, max_width=64, lr=2e-3,
+        weight_decay=5e-4, log_every=50)),
+    "cnn-mnist": ("cnn", "mnist", HypernetTrainConfig(
+        steps=400, archs_per_step=2, pool_size=100, max_depth=2, max_width=8, lr=2e-3,
+        weight_decay=5e-4, batch_size=128, log_every=25, select_every=50, select_archs=6,
+        select_items=2000)),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="comma-separated names of SETUPS")
+    parser.add_argument("--steps", type=int, default=None, help="override the steps")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.only.split(",") if args.only else list(SETUPS)
+    record = {"machine": platform.platform(), "cpu_count": os.cpu_count(),
+              "load_at_start": os.getloadavg(), "command": " ".join(["python -m experiments.train_hypernets", *sys.argv[1:]]),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "runs": {}}
+    out_json = RESULTS / "train_hypernets.json"
+    for name in names:
+        space_name, dataset, config = SETUPS[name]
+        if args.steps:
+            import dataclasses
+
+            config = dataclasses.replace(config, steps=args.steps)
+        space, task = get_space(space_name), load_task(dataset)
+        cpu = time.process_time()
+        result = train_hypernet(space, task, config, log=lambda s, e: print(name, e, flush=True))
+        path = result.ghn.save(PRETRAINED_DIR / f"{name}.safetensors", {
+            "train_hashes": result.train_hashes, "train_config": dataclasses_asdict(config),
+            "space": space_name, "dataset": dataset})
+        record["runs"][name] = {
+            "space": space_name, "dataset": dataset, "config": dataclasses_asdict(config),
+            "seconds": round(result.seconds, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
+            "best_step": result.best_step, "history": result.history,
+            "file": str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path),
+            "megabytes": round(path.stat().st_size / 1e6, 2),
+            "ghn_parameters": sum(p.numel() for p in result.ghn.parameters()),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "load_at_start": record["load_at_start"],
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        if out_json.is_file():  # runs of other names (possibly written by a parallel process)
+            earlier = json.loads(out_json.read_text()).get("runs", {})
+            record["runs"] = {**{k: v for k, v in earlier.items() if k != name}, **record["runs"]}
+        out_json.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {path} ({record['runs'][name]['megabytes']} MB)", flush=True)
+    _write_md(json.loads(out_json.read_text()) if out_json.is_file() else record)
+
+
+def dataclasses_asdict(config: HypernetTrainConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def _write_md(record: dict) -> None:
+    lines = ["# Pretrained graph hypernetworks", "",
+             f"Machine: {record['machine']}, {record['cpu_count']} CPUs, load at start "
+             f"{tuple(round(x, 1) for x in record['load_at_start'])}; date {record['date']}.", "",
+             f"Command: `{record['command']}`", "",
+             "| name | space | dataset | steps | pool | range | wall s | CPU s | best step | "
+             "last loss | selection val acc (train archs) | MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, run in record["runs"].items():
+        c, h = run["config"], run["history"]
+        best = max((e["select_val_acc"] for e in h if "select_val_acc" in e), default=float("nan"))
+        lines.append(
+            f"| {name} | {run['space']} | {run['dataset']} | {c['steps']} | {c['pool_size']} | "
+            f"depth<={c['max_depth']}, width<={c['max_width']} | {run['seconds']} | "
+            f"{run.get('cpu_seconds', '-')} | {run['best_step']} | {h[-1]['loss']:.3f} | {best:.3f} | "
+            f"{run['megabytes']} |")
+    notes = [f"- {name}: {run['note']}" for name, run in record["runs"].items() if run.get("note")]
+    lines += ["", *notes] if notes else []
+    (RESULTS / "train_hypernets.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,629 @@
+"""Graph hypernetwork: all parameters of an unseen architecture in one forward pass.
+
+A :class:`GraphHyperNetwork` (GHN) reads the computation graph of a network
+(:func:`metanets.graphs.to_computation_graph`: a node per operation, data-flow edges and virtual
+shortest-path edges) and predicts every parameter tensor of every supported layer, as in GHN-2
+(Knyazev et al., "Parameter Prediction for Unseen Deep Architectures", NeurIPS 2021).
+
+Encoder: node embeddings from the op type, the log of the op's weight shape and two structural
+flags (the op reads the raw task input / feeds the output without another weight in between);
+then ``rounds`` rounds of gated message passing along all edges, forward and backward, each edge
+gated by a learned function of its shortest-path distance (GHN-2's virtual edges: distance 1 is
+data flow, ``2..max_distance`` are shortcuts), a GRU update and layer normalisation of the
+embeddings (GHN-2's normalisation).
+
+Decoder (low rank, as in LoGAH, Zhou et al. 2024, so its size does not grow with width): every
+parameter tensor is ``R · M · Cᵀ`` per kernel position, where ``M`` is a ``rank x rank`` matrix
+decoded from the op's embedding plus an embedding of the tensor's role (``GATConv:att_src``,
+``TAGConv:lins.#.weight`` with the hop index, kernel position), and ``R``/``C`` are row tables
+indexed by channel: a fixed random basis for hidden channels (so any width works and channel ``i``
+of one layer is read consistently by the next), learned tables for the task's input features
+and classes. Vectors (biases, norm scales, attention vectors) are ``R · u``. Predicted weights
+are normalised by fan-in (GHN-2's weight normalisation): ``sqrt(rank / fan_in)`` where the input
+is raw task features (Kaiming scale at initialisation) and ``rank / fan_in`` between hidden
+layers (the mean over channels of a low-rank signal, the same for every width).
+
+Buffers (BatchNorm running statistics, GIN's ``eps``) are not predicted: they keep the built
+module's values; :func:`calibrate_batchnorm` recomputes running statistics from a batch.
+
+Checkpoints are one safetensors file with the JSON config in its metadata (no pickle).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metanets.graphs import (
+    OP_TYPES,
+    OpEdgeFeature,
+    OpFeature,
+    UnsupportedOperationError,
+    to_computation_graph,
+)
+
+#: ``pretrained:<name>`` checkpoints shipped with the package (see experiments/train_hypernets.py)
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+CHECKPOINT_FORMAT = 1
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+_DIGITS = re.compile(r"\d+")
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer of the network has a parameter the hypernetwork cannot produce.
+
+    Args:
+        op: the layer's type (``"Bilinear"``).
+        path: its module path (``"layers.1.conv"``).
+        params: the parameter names it cannot produce.
+        supported: the layer types the hypernetwork produces.
+    """
+
+    def __init__(self, op: str, path: str, params: Sequence[str], supported: Sequence[str],
+                 reason: str = "") -> None:
+        self.op, self.path, self.params = op, path, list(params)
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"the hypernetwork cannot produce layer {op!r} at '{path}' (parameters "
+            f"{list(params)}){why}; layers it produces: {sorted(supported)}"
+        )
+
+
+# --------------------------------------------------------------------------- supported layers
+def _example_layers() -> list[nn.Module]:
+    """One or more instances of every layer type the hypernetwork decodes."""
+    from search_spaces.gnn import ATTENTION_CONVS, CONVS, LayerSpec, make_conv
+
+    layers: list[nn.Module] = [
+        make_conv(LayerSpec(conv=c, width=8, heads=2 if c in ATTENTION_CONVS else 1), 4)
+        for c in CONVS
+    ]
+    layers += [
+        nn.Linear(4, 8), nn.Linear(4, 8, bias=False), nn.Conv1d(4, 8, 3), nn.Conv2d(4, 8, 3),
+        nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm1d(8), nn.BatchNorm2d(8), nn.LayerNorm(8),
+        nn.GroupNorm(2, 8),
+    ]
+    return layers
+
+
+def role_key(op: str, local_name: str) -> tuple[str, int]:
+    """``("TAGConv", "lins.2.weight") -> ("TAGConv:lins.#.weight", 2)``: a tensor's role and the
+    index (hop, sub-layer) its name carries (0 if none)."""
+    digits = _DIGITS.findall(local_name)
+    return f"{op}:{_DIGITS.sub('#', local_name)}", int(digits[0]) if digits else 0
+
+
+def _op_name(module: nn.Module) -> str:
+    return type(module).__name__
+
+
+@lru_cache(maxsize=1)
+def supported_roles() -> tuple[str, ...]:
+    """Every tensor role (``"<layer type>:<parameter name>"``) the hypernetwork decodes."""
+    roles = set()
+    for layer in _example_layers():
+        for name, _ in layer.named_parameters():
+            roles.add(role_key(_op_name(layer), name)[0])
+    return tuple(sorted(roles))
+
+
+def supported_layers() -> tuple[str, ...]:
+    """Layer types with parameters that the hypernetwork produces."""
+    return tuple(sorted({role.split(":", 1)[0] for role in supported_roles()}))
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclasses.dataclass(frozen=True)
+class GHNConfig:
+    """Shape of a graph hypernetwork and the task it predicts parameters for.
+
+    Args:
+        in_channels: task input features (node features; image channels).
+        out_channels: task classes.
+        level: task level (``"node"``, ``"graph"``, ``"image"``).
+        space: search space the GHN was trained on (informative; any network with supported
+            layers can be decoded).
+        dataset: task it was trained on.
+        hidden: node-embedding size.
+        rank: rank of the decoded weight blocks.
+        rounds: message-passing rounds.
+        max_distance: longest virtual edge (shortest-path length) of the computation graph.
+        max_index: distinct hop / sub-layer indices embedded (larger ones share the last).
+        max_positions: most kernel positions of a convolution (8x8 for 2-d kernels).
+        basis_size: most channels of one hidden dimension.
+        op_types: op vocabulary (embedding rows).
+        roles: tensor-role vocabulary (embedding rows); see :func:`supported_roles`.
+        seed: seed of the fixed hidden-channel basis.
+    """
+
+    in_channels: int
+    out_channels: int
+    level: str = "node"
+    space: str = "gnn"
+    dataset: str = ""
+    hidden: int = 64
+    rank: int = 32
+    rounds: int = 3
+    max_distance: int = 50
+    max_index: int = 8
+    max_positions: int = 64
+    basis_size: int = 4096
+    op_types: tuple[str, ...] = OP_TYPES
+    roles: tuple[str, ...] = dataclasses.field(default_factory=supported_roles)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "op_types", tuple(self.op_types))
+        object.__setattr__(self, "roles", tuple(self.roles))
+        for field in ("in_channels", "out_channels", "hidden", "rank", "rounds", "max_distance",
+                      "max_index", "max_positions", "basis_size"):
+            if int(getattr(self, field)) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["op_types"], data["roles"] = list(self.op_types), list(self.roles)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GHNConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown GHN config fields {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- plans
+@dataclasses.dataclass
+class _Slot:
+    """One parameter tensor to decode."""
+
+    name: str                   # state_dict key
+    node: int                   # computation-graph node that owns it
+    role: int                   # role embedding row
+    index: int                  # hop / sub-layer index embedding row
+    shape: tuple[int, ...]
+    kind: str                   # "matrix" | "bias" | "scale" | "vector"
+    layout: str = "out_in"      # matrix: "out_in" (Linear, ConvNd) or "in_out" (x @ W params)
+    rows: int = 0               # matrix: output channels; vector: length
+    cols: int = 0               # matrix: input channels
+    positions: int = 1          # matrix: kernel positions (or leading stack dims)
+    row_table: str = "hidden"   # "hidden" | "class"
+    col_table: str = "hidden"   # "hidden" | "feature"
+    fan: int = 1                # fan-in used to normalise
+    col_segments: tuple[int, ...] = ()  # hidden input read from a concatenation: its parts
+
+
+@dataclasses.dataclass
+class HyperPlan:
+    """What the GHN needs to decode one network: its computation graph and the tensors to fill.
+
+    Built once per architecture by :meth:`GraphHyperNetwork.plan` (cache it by arch hash).
+    """
+
+    op_index: Tensor            # (N,) row of the op embedding
+    features: Tensor            # (N, len(OpFeature) + 2) log shape features and the two flags
+    edge_index: Tensor          # (2, E)
+    distance: Tensor            # (E,) long, 1..max_distance
+    slots: list[_Slot]
+    buffers: dict[str, Tensor]  # buffers of the built module (kept, not predicted)
+
+    def to(self, device: torch.device | str) -> HyperPlan:
+        return dataclasses.replace(
+            self, op_index=self.op_index.to(device), features=self.features.to(device),
+            edge_index=self.edge_index.to(device), distance=self.distance.to(device),
+            buffers={k: v.to(device) for k, v in self.buffers.items()},
+        )
+
+
+def example_inputs(level: str, in_channels: int) -> tuple[Tensor, ...]:
+    """Small inputs to trace a model of a task level (shapes only matter)."""
+    if level == "image":
+        return (torch.zeros(2, in_channels, 16, 16),)
+    x = torch.zeros(4, in_channels)
+    edge_index = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]])
+    if level == "graph":
+        return (x, edge_index, torch.zeros(4, dtype=torch.long))
+    return (x, edge_index)
+
+
+def _flow_closure(num_nodes: int, edges: list[tuple[int, int]], marked: list[bool],
+                  reverse: bool) -> list[bool]:
+    """For each node: whether some marked node lies strictly upstream (downstream if reverse)."""
+    succ: list[list[int]] = [[] for _ in range(num_nodes)]
+    for u, v in edges:
+        if reverse:
+            u, v = v, u
+        succ[u].append(v)
+    reached = [False] * num_nodes
+    stack = [v for u in range(num_nodes) if marked[u] for v in succ[u]]
+    while stack:
+        v = stack.pop()
+        if not reached[v]:
+            reached[v] = True
+            stack.extend(succ[v])
+    return reached
+
+
+def _segments(model: nn.Module, num_nodes: int, flow: list[tuple[int, int]], names: list[str],
+               owned: list[list[str]], mixing: list[bool]) -> list[tuple[int, ...]]:
+    """Per node, the channel blocks of its input: ``(width,)`` normally, one entry per part
+    after ``torch.cat`` of hidden features (jumping knowledge), so the reader of a concatenation
+    decodes each part's columns with the rows its producer used. Nodes are in fx (topological)
+    order; ``()`` where unknown."""
+    preds: list[list[int]] = [[] for _ in range(num_nodes)]
+    for u, v in flow:
+        preds[v].append(u)
+    produced: list[tuple[int, ...]] = [()] * num_nodes  # output blocks of each node
+    inputs: list[tuple[int, ...]] = [()] * num_nodes
+    for v in range(num_nodes):
+        first = produced[preds[v][0]] if preds[v] else ()
+        inputs[v] = first
+        if mixing[v]:
+            rows = [param.shape[0] if _is_matrix_module(_parent(model, p)) else param.shape[-1]
+                    for p in owned[v] if (param := model.get_parameter(p)).dim() >= 2]
+            produced[v] = (int(max(rows)),) if rows else ()
+        elif names[v] in ("torch.cat", "torch.concat"):
+            parts = [produced[u] for u in preds[v]]
+            produced[v] = sum(parts, ()) if all(parts) else ()
+        else:
+            produced[v] = first
+    return inputs
+
+
+def _parent(model: nn.Module, name: str) -> nn.Module:
+    return model.get_submodule(name.rpartition(".")[0])
+
+
+def _is_matrix_module(module: nn.Module) -> bool:
+    from torch_geometric.nn.dense.linear import Linear as PygLinear
+
+    return isinstance(module, (nn.Linear, PygLinear, nn.modules.conv._ConvNd))
+
+
+# --------------------------------------------------------------------------- the hypernetwork
+class GraphHyperNetwork(nn.Module):
+    """Predicts all parameters of a network from its computation graph (module docstring).
+
+    Args:
+        config: sizes and the task (:class:`GHNConfig`).
+
+    Shapes:
+        - :meth:`forward`: a :class:`HyperPlan` of a network with ``N`` ops ->
+          ``{parameter name: tensor of the parameter's shape}``
+    """
+
+    def __init__(self, config: GHNConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, r = config.hidden, config.rank
+        self._op_ids = {name: i for i, name in enumerate(config.op_types)}
+        self._role_ids = {name: i for i, name in enumerate(config.roles)}
+        #: layer types with parameters that this GHN decodes
+        self.layers = tuple(sorted({role.split(":", 1)[0] for role in config.roles}))
+        self.op_embed = nn.Embedding(len(config.op_types), d)
+        self.shape_embed = nn.Sequential(
+            nn.Linear(len(OpFeature) + 2, d), nn.ReLU(), nn.Linear(d, d)
+        )
+        self.distance_gate = nn.Embedding(config.max_distance + 1, d)
+        self.message_forward = nn.Linear(d, d)
+        self.message_backward = nn.Linear(d, d)
+        self.update = nn.GRUCell(2 * d, d)
+        self.node_norm = nn.LayerNorm(d)
+        self.role_embed = nn.Embedding(len(config.roles), d)
+        self.index_embed = nn.Embedding(config.max_index, d)
+        self.position_embed = nn.Embedding(config.max_positions, d)
+        self.decoder = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d), nn.ReLU())
+        self.matrix_head = nn.Linear(d, r * r)
+        self.vector_head = nn.Linear(d, r)
+        with torch.no_grad():
+            self.vector_head.weight.mul_(0.1)
+            self.vector_head.bias.zero_()
+        self.feature_table = nn.Parameter(torch.randn(config.in_channels, r) / math.sqrt(r))
+        self.class_table = nn.Parameter(torch.randn(config.out_channels, r) / math.sqrt(r))
+        generator = torch.Generator().manual_seed(config.seed)
+        self.register_buffer(
+            "basis", torch.randn(config.basis_size, r, generator=generator) / math.sqrt(r)
+        )
+
+    # ----------------------------------------------------------------- planning
+    def plan(self, model: nn.Module, inputs: Sequence[Tensor] | None = None) -> HyperPlan:
+        """Computation graph of ``model`` and the tensors to decode.
+
+        Raises:
+            UnsupportedLayerError: a layer with a parameter the GHN has no decoder for.
+            UnsupportedOperationError: an operation the graph conversion does not know.
+        """
+        cfg = self.config
+        if inputs is None:
+            inputs = example_inputs(cfg.level, cfg.in_channels)
+        try:
+            graph = to_computation_graph(model, inputs, max_distance=cfg.max_distance)
+        except UnsupportedOperationError as error:
+            raise UnsupportedLayerError(error.op, error.path, [], self.layers,
+                                        "no computation-graph conversion") from error
+        modules = dict(model.named_modules())
+        params = dict(model.named_parameters())
+        names = [OP_TYPES[int(t)] for t in graph.op_type]
+        owned = [[p for p in graph.param_names[i] if p in params] for i in range(graph.num_nodes)]
+        mixing = [any(params[p].dim() >= 2 for p in owned[i]) for i in range(graph.num_nodes)]
+        flow_mask = graph.edge_attr[:, OpEdgeFeature.DISTANCE] == 1
+        flow = [tuple(e) for e in graph.edge_index[:, flow_mask].t().tolist()]
+        after_mixing = _flow_closure(graph.num_nodes, flow, mixing, reverse=False)
+        before_mixing = _flow_closure(graph.num_nodes, flow, mixing, reverse=True)
+        input_facing = [not a for a in after_mixing]
+        output_facing = [not b for b in before_mixing]
+
+        segments = _segments(model, graph.num_nodes, flow, names, owned, mixing)
+        op_index = []
+        for i, name in enumerate(names):
+            if name not in self._op_ids:
+                if owned[i]:
+                    raise UnsupportedLayerError(name, graph.node_names[i], owned[i],
+                                                self.layers, "unknown operation")
+                name = "other"
+            op_index.append(self._op_ids[name])
+        slots = []
+        covered: set[str] = set()
+        for i in range(graph.num_nodes):
+            if not owned[i]:
+                continue
+            path = graph.node_names[i]
+            module = modules[path]
+            for pname in owned[i]:
+                local = pname[len(path) + 1:] if path else pname
+                slot = self._slot(i, module, local, pname, params[pname], _parent(model, pname),
+                                  input_facing[i], output_facing[i])
+                parts = segments[i]
+                if slot.kind == "matrix" and slot.col_table == "hidden" and len(parts) > 1 \
+                        and sum(parts) == slot.cols:
+                    slot.col_segments = parts
+                slots.append(slot)
+                covered.add(pname)
+        missing = sorted(set(params) - covered)
+        if missing:
+            path = missing[0].rpartition(".")[0]
+            raise UnsupportedLayerError(_op_name(modules.get(path, model)), path, missing,
+                                        self.layers, "parameters outside any graph op")
+        features = graph.x.clone()
+        features = torch.log1p(features.clamp_min(0))
+        flags = torch.tensor([input_facing, output_facing], dtype=torch.float).t()
+        distance = graph.edge_attr[:, OpEdgeFeature.DISTANCE].long()
+        buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+        return HyperPlan(
+            op_index=torch.tensor(op_index, dtype=torch.long),
+            features=torch.cat([features, flags], dim=1),
+            edge_index=graph.edge_index, distance=distance, slots=slots, buffers=buffers,
+        )
+
+    def _slot(self, node: int, module: nn.Module, local: str, name: str, param: Tensor,
+              parent: nn.Module, input_facing: bool, output_facing: bool) -> _Slot:
+        cfg = self.config
+        op = _op_name(module)
+        role, index = role_key(op, local)
+        if role not in self._role_ids:
+            raise UnsupportedLayerError(op, name.rpartition(".")[0] if not local else
+                                        name[: len(name) - len(local) - 1], [name],
+                                        self.layers, f"no decoder for {role!r}")
+        shape = tuple(param.shape)
+        slot = _Slot(name, node, self._role_ids[role], min(index, cfg.max_index - 1), shape, "")
+        if _is_matrix_module(parent) and param.dim() >= 2:
+            slot.kind, slot.layout = "matrix", "out_in"
+            slot.rows, slot.cols = shape[0], shape[1]
+            slot.positions = math.prod(shape[2:])
+        elif param.dim() >= 2 and param.numel() > max(shape) and not local.startswith("att"):
+            slot.kind, slot.layout = "matrix", "in_out"
+            slot.rows, slot.cols = shape[-1], shape[-2]
+            slot.positions = math.prod(shape[:-2])
+        else:
+            slot.rows = param.numel()
+            if local.endswith("bias"):
+                slot.kind = "bias"
+            elif isinstance(parent, _NORMS):
+                slot.kind = "scale"
+            else:
+                slot.kind, slot.fan = "vector", shape[-1]
+        if slot.kind == "matrix":
+            if slot.positions > cfg.max_positions:
+                raise UnsupportedLayerError(
+                    op, name.rpartition(".")[0], [name], self.layers,
+                    f"{slot.positions} kernel positions, at most {cfg.max_positions}",
+                )
+            slot.fan = slot.cols * slot.positions
+            if input_facing and slot.cols == cfg.in_channels:
+                slot.col_table = "feature"
+        if output_facing and slot.rows == cfg.out_channels:
+            slot.row_table = "class"
+        for size, table in ((slot.rows, slot.row_table), (slot.cols, slot.col_table)):
+            if table == "hidden" and size > cfg.basis_size:
+                raise UnsupportedLayerError(
+                    op, name.rpartition(".")[0], [name], self.layers,
+                    f"{size} channels, at most {cfg.basis_size}",
+                )
+        return slot
+
+    # ----------------------------------------------------------------- encoding and decoding
+    def encode(self, plan: HyperPlan) -> Tensor:
+        """Node embeddings ``(N, hidden)`` after message passing."""
+        h = self.op_embed(plan.op_index) + self.shape_embed(plan.features)  # (N, d)
+        h = self.node_norm(h)
+        src, dst = plan.edge_index
+        gate = torch.sigmoid(self.distance_gate(plan.distance.clamp_max(self.config.max_distance)))
+        n = h.shape[0]
+        ones = torch.ones_like(src, dtype=h.dtype)
+        deg_in = torch.zeros(n, dtype=h.dtype, device=h.device).index_add(0, dst, ones).clamp_min(1)
+        deg_out = torch.zeros(n, dtype=h.dtype, device=h.device).index_add(0, src, ones).clamp_min(1)
+        for _ in range(self.config.rounds):
+            forward = torch.zeros_like(h).index_add(0, dst, gate * self.message_forward(h)[src])
+            backward = torch.zeros_like(h).index_add(0, src, gate * self.message_backward(h)[dst])
+            messages = torch.cat([forward / deg_in[:, None], backward / deg_out[:, None]], dim=1)
+            h = self.node_norm(self.update(messages, h))
+        return h
+
+    def _columns(self, slot: _Slot) -> Tensor:
+        """Input-channel rows: a concatenation reads each part with the rows its producer wrote."""
+        if slot.col_segments:
+            return torch.cat([self.basis[:size] for size in slot.col_segments])
+        return self._table(slot.col_table, slot.cols)
+
+    def _table(self, kind: str, size: int) -> Tensor:
+        if kind == "feature":
+            return self.feature_table[:size]
+        if kind == "class":
+            return self.class_table[:size]
+        return self.basis[:size]
+
+    def forward(self, plan: HyperPlan) -> dict[str, Tensor]:
+        """Every parameter of the planned network, differentiable w.r.t. the GHN's weights."""
+        h = self.encode(plan)
+        r = self.config.rank
+        matrix_rows, matrix_slots, vector_rows, vector_slots = [], [], [], []
+        dev = h.device
+        for slot in plan.slots:
+            base = h[slot.node] + self.role_embed.weight[slot.role] + self.index_embed.weight[slot.index]
+            if slot.kind == "matrix":
+                pos = torch.arange(slot.positions, device=dev).clamp_max(self.config.max_positions - 1)
+                matrix_rows.append(base + self.position_embed(pos))  # (P, d)
+                matrix_slots.append(slot)
+            else:
+                vector_rows.append(base)
+                vector_slots.append(slot)
+        out: dict[str, Tensor] = {}
+        if matrix_rows:
+            counts = [m.shape[0] for m in matrix_rows]
+            decoded = self.matrix_head(self.decoder(torch.cat(matrix_rows)))  # (sum P, r*r)
+            for slot, m in zip(matrix_slots, decoded.split(counts)):
+                out[slot.name] = self._matrix(slot, m.view(-1, r, r) / math.sqrt(r))
+        if vector_rows:
+            decoded = self.vector_head(self.decoder(torch.stack(vector_rows)))  # (V, r)
+            for slot, u in zip(vector_slots, decoded):
+                out[slot.name] = self._vector(slot, u)
+        return out
+
+    def _matrix(self, slot: _Slot, m: Tensor) -> Tensor:
+        rows = self._table(slot.row_table, slot.rows)  # (out, r)
+        cols = self._columns(slot)  # (in, r)
+        r = self.config.rank
+        scale = math.sqrt(r / slot.fan) if slot.col_table == "feature" else r / slot.fan
+        w = torch.einsum("oa,pab,ib->poi", rows, m, cols) * scale  # (P, out, in)
+        if slot.layout == "out_in":  # (out, in, *kernel)
+            return w.permute(1, 2, 0).reshape(slot.shape)
+        return w.transpose(1, 2).reshape(slot.shape)  # (*stack, in, out)
+
+    def _vector(self, slot: _Slot, u: Tensor) -> Tensor:
+        v = self._table(slot.row_table, slot.rows) @ u  # (len,)
+        if slot.kind == "scale":
+            v = 1.0 + v
+        elif slot.kind == "vector":
+            v = v * (self.config.rank / slot.fan)
+        return v.reshape(slot.shape)
+
+    # ----------------------------------------------------------------- convenience
+    def predict(self, model: nn.Module, plan: HyperPlan | None = None) -> dict[str, Tensor]:
+        """A full ``state_dict`` for ``model``: predicted parameters and the module's buffers."""
+        plan = plan if plan is not None else self.plan(model)
+        with torch.no_grad():
+            params = self(plan.to(next(self.parameters()).device))
+        state = {k: v.detach().cpu() for k, v in params.items()}
+        state.update({k: v.detach().cpu() for k, v in plan.buffers.items()})
+        return {k: state[k] for k in model.state_dict()}
+
+    def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+        """Write a safetensors checkpoint with the config (and ``metadata``) as JSON."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        header = {"format": str(CHECKPOINT_FORMAT), "config": json.dumps(self.config.to_dict()),
+                  "metadata": json.dumps(metadata or {})}
+        save_file(tensors, str(path), metadata=header)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> GraphHyperNetwork:
+        """Load a checkpoint written by :meth:`save` (or ``"pretrained:<name>"``)."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        resolved = resolve_checkpoint(path)
+        try:
+            with safe_open(str(resolved), framework="pt") as handle:
+                header = handle.metadata() or {}
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(
+                f"{resolved} is not a safetensors GHN checkpoint ({type(error).__name__}: "
+                f"{error}); checkpoints are never unpickled"
+            ) from error
+        if "config" not in header:
+            raise ValueError(f"{resolved} is not a metanas GHN checkpoint (no config metadata)")
+        ghn = cls(GHNConfig.from_dict(json.loads(header["config"])))
+        ghn.load_state_dict(load_file(str(resolved)))
+        ghn.metadata = json.loads(header.get("metadata", "{}"))
+        return ghn.to(device).eval()
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"space={c.space}, dataset={c.dataset}, hidden={c.hidden}, rank={c.rank}, "
+                f"rounds={c.rounds}, params={sum(p.numel() for p in self.parameters())}")
+
+
+def pretrained_names() -> list[str]:
+    """Names usable as ``pretrained:<name>``."""
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint path, or ``pretrained:<name>`` -> the shipped file (clear errors)."""
+    text = str(path)
+    if text.startswith("pretrained:"):
+        name = text.split(":", 1)[1]
+        candidate = PRETRAINED_DIR / f"{name}.safetensors"
+        if not candidate.is_file():
+            raise ValueError(
+                f"could not resolve pretrained hypernetwork {name!r} among choices {pretrained_names()}"
+            )
+        return candidate
+    resolved = Path(text)
+    if not resolved.is_file():
+        raise FileNotFoundError(f"hypernetwork checkpoint {resolved} not found")
+    return resolved
+
+
+def calibrate_batchnorm(model: nn.Module, inputs: Sequence[Tensor] | list[Sequence[Tensor]]) -> None:
+    """Recompute BatchNorm running statistics from ``inputs`` (one tuple of forward arguments
+    or a list of them), as a cumulative average; dropout stays off. No-op without BatchNorm."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    batches = inputs if isinstance(inputs, list) else [inputs]
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for args in batches:
+            model(*args)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+__all__ = [
+    "GHNConfig", "GraphHyperNetwork", "HyperPlan", "UnsupportedLayerError", "calibrate_batchnorm",
+    "example_inputs", "pretrained_names", "resolve_checkpoint", "role_key", "supported_layers",
+    "supported_roles",
+]

@@ -1,0 +1,389 @@
+"""Train a graph hypernetwork over architectures of a search space on a task (GHN-2 style), and
+score architectures with predicted parameters.
+
+Each step draws architectures from a fixed pool sampled from the space (restricted to a training
+range of depths and widths, so that deeper and wider ones stay unseen), decodes all their
+parameters with the GHN, runs each network functionally with those parameters
+(``torch.func.functional_call``) on a batch of the task's training split (node tasks: the whole
+graph) with dropout on, and backpropagates the classification loss into the GHN.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from metanets.ghn import GHNConfig, GraphHyperNetwork, HyperPlan, calibrate_batchnorm
+
+if TYPE_CHECKING:
+    from nas.tasks import Task
+    from search_spaces.base import Architecture, SearchSpace
+
+#: ``log(step, metrics)`` after every ``log_every`` steps
+Logger = Callable[[int, dict[str, float]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class HypernetTrainConfig:
+    """How to train a GHN.
+
+    Args:
+        steps: optimisation steps.
+        archs_per_step: architectures per step (meta-batch); their losses are averaged.
+        pool_size: distinct training architectures, sampled once from the training range.
+        max_depth: deepest training architecture (``None``: any).
+        max_width: widest layer of a training architecture (``None``: any).
+        lr: Adam learning rate (cosine-decayed to 0).
+        weight_decay: Adam weight decay.
+        batch_size: images / graphs per architecture and step (node tasks: the whole graph).
+        grad_clip: gradient-norm clip.
+        seed: seeds the pool, batches and GHN initialisation.
+        device: torch device.
+        log_every: steps between log lines.
+        hidden, rank, rounds: GHN sizes (see :class:`~metanets.ghn.GHNConfig`).
+        select_every: every this many steps, score the GHN by the mean validation accuracy of
+            ``select_archs`` pool architectures with predicted parameters and keep the best
+            state (0: keep the last). Selection sees training architectures only.
+        select_archs: pool architectures used for selection.
+        select_items: most validation images / graphs per selection (node tasks: all nodes).
+    """
+
+    steps: int = 600
+    archs_per_step: int = 2
+    pool_size: int = 200
+    max_depth: int | None = None
+    max_width: int | None = None
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 128
+    grad_clip: float = 5.0
+    seed: int = 0
+    device: str = "cpu"
+    log_every: int = 50
+    hidden: int = 64
+    rank: int = 32
+    rounds: int = 3
+    select_every: int = 0
+    select_archs: int = 8
+    select_items: int = 2000
+
+    def __post_init__(self) -> None:
+        for field in ("steps", "archs_per_step", "pool_size", "batch_size", "log_every"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.select_every % self.log_every:
+            raise ValueError(f"select_every {self.select_every} must be a multiple of log_every "
+                             f"{self.log_every} (selection happens at log steps)")
+
+
+@dataclasses.dataclass
+class HypernetTrainResult:
+    """A trained GHN, the training pool's hashes and the loss curve."""
+
+    ghn: GraphHyperNetwork
+    train_hashes: list[str]
+    history: list[dict[str, float]]
+    seconds: float
+    best_step: int = 0                 # step whose state was kept
+
+
+# --------------------------------------------------------------------------- architectures
+def arch_widths(arch: Architecture) -> list[int]:
+    """Every layer width of an architecture (fields named ``width`` or ``widths``)."""
+    found: list[int] = []
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, k)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, key)
+        elif key in ("width", "widths") and isinstance(value, int):
+            found.append(value)
+
+    walk(arch.to_dict())
+    return found
+
+
+def arch_depth(arch: Architecture) -> int:
+    return int(getattr(arch, "depth", 1))
+
+
+def in_range(arch: Architecture, max_depth: int | None, max_width: int | None) -> bool:
+    """Whether ``arch`` lies in a training range (``None``: unbounded)."""
+    if max_depth is not None and arch_depth(arch) > max_depth:
+        return False
+    return max_width is None or max(arch_widths(arch), default=0) <= max_width
+
+
+def sample_architectures(
+    space: SearchSpace, n: int, seed: int = 0, *, max_depth: int | None = None,
+    max_width: int | None = None, exclude: set[str] | frozenset[str] = frozenset(),
+    predicate: Callable[[Architecture], bool] | None = None, max_tries: int = 100_000,
+) -> list[Architecture]:
+    """``n`` distinct architectures of ``space`` within a range, none of whose hash is in
+    ``exclude`` (rejection sampling)."""
+    rng = random.Random(seed)
+    found: dict[str, Architecture] = {}
+    for _ in range(max_tries):
+        if len(found) == n:
+            break
+        arch = space.sample(rng)
+        if arch.arch_hash in exclude or arch.arch_hash in found:
+            continue
+        if in_range(arch, max_depth, max_width) and (predicate is None or predicate(arch)):
+            found[arch.arch_hash] = arch
+    if len(found) < n:
+        raise ValueError(f"found only {len(found)} of {n} architectures in the requested range")
+    return list(found.values())
+
+
+# --------------------------------------------------------------------------- task batches
+class TaskBatches:
+    """Forward arguments, targets and loss masks of a task, per split.
+
+    Node tasks: the whole graph and a split mask; graph tasks: PyG mini-batches; image tasks:
+    image mini-batches.
+    """
+
+    def __init__(self, task: Task, device: torch.device | str = "cpu", seed: int = 0,
+                 batch_size: int = 128) -> None:
+        self.task, self.level, self.device = task, task.level, torch.device(device)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        if self.level == "node":
+            self.data = task.data.to(self.device)
+
+    def train_batch(self) -> tuple[tuple[Tensor, ...], Tensor]:
+        """``(forward args, targets)`` of one random training batch (logits indexed for node
+        tasks by :meth:`select`)."""
+        if self.level == "node":
+            return (self.data.x, self.data.edge_index), self.data.y
+        if self.level == "image":
+            x, y = self.task.dataset.x["train"], self.task.dataset.y["train"]
+            idx = torch.randint(0, y.numel(), (self.batch_size,), generator=self.generator)
+            return (x[idx].to(self.device),), y[idx].to(self.device)
+        from torch_geometric.data import Batch
+
+        split = self.task.splits["train"]
+        idx = split[torch.randint(0, split.numel(), (self.batch_size,), generator=self.generator)]
+        batch = Batch.from_data_list([self.task.dataset[int(i)] for i in idx]).to(self.device)
+        return (batch.x, batch.edge_index, batch.batch), batch.y.view(-1)
+
+    def select(self, logits: Tensor, split: str = "train") -> Tensor:
+        """Rows of ``logits`` that belong to ``split`` (node tasks); all rows otherwise."""
+        return logits[self.data[f"{split}_mask"]] if self.level == "node" else logits
+
+    def targets(self, y: Tensor, split: str = "train") -> Tensor:
+        return y[self.data[f"{split}_mask"]] if self.level == "node" else y
+
+    def calibration_inputs(self, batches: int = 4) -> list[tuple[Tensor, ...]]:
+        """Forward arguments to recompute BatchNorm statistics from (training split)."""
+        if self.level == "node":
+            return [(self.data.x, self.data.edge_index)]
+        return [self.train_batch()[0] for _ in range(batches)]
+
+    def eval_batches(self, split: str, max_items: int | None = None
+                     ) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        """All of ``split`` (the first ``max_items`` images/graphs) in batches:
+        ``(forward args, targets, node mask or None)``."""
+        if self.level == "node":
+            mask = self.data[f"{split}_mask"]
+            yield (self.data.x, self.data.edge_index), self.data.y, mask  # type: ignore[misc]
+            return
+        if self.level == "image":
+            x, y = self.task.dataset.x[split][:max_items], self.task.dataset.y[split][:max_items]
+            for start in range(0, y.numel(), 2048):
+                yield (x[start:start + 2048].to(self.device),), y[start:start + 2048].to(self.device), None  # type: ignore[misc]
+            return
+        from torch_geometric.loader import DataLoader
+
+        for batch in DataLoader(self.task.dataset[self.task.splits[split][:max_items]], batch_size=256):
+            batch = batch.to(self.device)
+            yield (batch.x, batch.edge_index, batch.batch), batch.y.view(-1), None  # type: ignore[misc]
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: TaskBatches, split: str, max_items: int | None = None
+             ) -> float:
+    """Accuracy of ``model`` (eval mode) on a split (its first ``max_items`` images/graphs)."""
+    model.eval()
+    correct, count = 0, 0
+    for args, y, mask in batches.eval_batches(split, max_items):  # type: ignore[misc]
+        pred = model(*args).argmax(-1)
+        if mask is not None:
+            pred, y = pred[mask], y[mask]
+        correct += int((pred == y).sum())
+        count += int(y.numel())
+    return correct / max(count, 1)
+
+
+# --------------------------------------------------------------------------- training
+class _ArchCache:
+    """Built module and plan per architecture hash (conversion is the slow part)."""
+
+    def __init__(self, ghn: GraphHyperNetwork, space: SearchSpace, task: Task, device: torch.device):
+        self.ghn, self.space, self.task, self.device = ghn, space, task, device
+        self.entries: dict[str, tuple[nn.Module, HyperPlan]] = {}
+
+    def get(self, arch: Architecture) -> tuple[nn.Module, HyperPlan]:
+        key = arch.arch_hash
+        if key not in self.entries:
+            model = self.space.build(arch, self.task.num_features, self.task.num_classes,
+                                     self.task.level)
+            plan = self.ghn.plan(model)
+            self.entries[key] = (model.to(self.device), plan.to(self.device))
+        return self.entries[key]
+
+
+def train_hypernet(
+    space: SearchSpace, task: Task, config: HypernetTrainConfig, log: Logger | None = None,
+    ghn: GraphHyperNetwork | None = None,
+) -> HypernetTrainResult:
+    """Train a GHN for ``task`` over architectures of ``space`` (see the module docstring)."""
+    from torch.func import functional_call
+
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    if ghn is None:
+        ghn = GraphHyperNetwork(GHNConfig(
+            in_channels=task.num_features, out_channels=task.num_classes, level=task.level,
+            space=space.name, dataset=task.name, hidden=config.hidden, rank=config.rank,
+            rounds=config.rounds, seed=config.seed,
+        ))
+    ghn = ghn.to(device).train()
+    pool = sample_architectures(space, config.pool_size, config.seed,
+                                max_depth=config.max_depth, max_width=config.max_width)
+    cache = _ArchCache(ghn, space, task, device)
+    batches = TaskBatches(task, device, config.seed, config.batch_size)
+    optimizer = torch.optim.AdamW(ghn.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  foreach=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
+    rng = random.Random(config.seed)
+    order: list[Architecture] = []
+    history: list[dict[str, float]] = []
+    window_loss, window_acc, window_n = 0.0, 0.0, 0
+    best_score, best_state, best_step = -math.inf, None, 0
+    start = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=device)
+        for _ in range(config.archs_per_step):
+            if not order:
+                order = pool[:]
+                rng.shuffle(order)
+            model, plan = cache.get(order.pop())
+            params = ghn(plan)
+            args, y = batches.train_batch()
+            model.train()
+            logits = batches.select(functional_call(model, params, args))
+            target = batches.targets(y)
+            loss = nn.functional.cross_entropy(logits, target)
+            total = total + loss / config.archs_per_step
+            window_acc += float((logits.argmax(-1) == target).float().mean())
+            window_n += 1
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"GHN training loss became {float(total)} at step {step}")
+        total.backward()
+        nn.utils.clip_grad_norm_(ghn.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        window_loss += float(total.detach()) * config.archs_per_step
+        if step % config.log_every == 0 or step == config.steps:
+            entry = {"step": step, "loss": window_loss / window_n, "train_acc": window_acc / window_n,
+                     "seconds": time.perf_counter() - start}
+            if config.select_every and (step % config.select_every == 0 or step == config.steps):
+                score = _selection_score(ghn, pool[:config.select_archs], cache, batches,
+                                         config.select_items)
+                entry["select_val_acc"] = score
+                if score > best_score:
+                    best_score, best_step = score, step
+                    best_state = {k: v.detach().clone() for k, v in ghn.state_dict().items()}
+                ghn.train()
+            history.append(entry)
+            if log is not None:
+                log(step, entry)
+            window_loss, window_acc, window_n = 0.0, 0.0, 0
+    if best_state is not None:
+        ghn.load_state_dict(best_state)
+    ghn.eval()
+    return HypernetTrainResult(ghn.cpu(), [a.arch_hash for a in pool], history,
+                               time.perf_counter() - start, best_step or config.steps)
+
+
+@torch.no_grad()
+def _selection_score(ghn: GraphHyperNetwork, archs: list[Architecture], cache: _ArchCache,
+                     batches: TaskBatches, max_items: int) -> float:
+    """Mean validation accuracy of training architectures with predicted parameters."""
+    ghn.eval()
+    scores = []
+    for arch in archs:
+        model, plan = cache.get(arch)  # the module's own tensors are unused by training
+        model.load_state_dict({**ghn(plan), **plan.buffers}, strict=False)
+        calibrate_batchnorm(model, batches.calibration_inputs())
+        scores.append(accuracy(model, batches, "val", max_items))
+    return sum(scores) / len(scores)
+
+
+# --------------------------------------------------------------------------- using a GHN
+def predicted_model(ghn: GraphHyperNetwork, space: SearchSpace, arch: Architecture, task: Task,
+                    batches: TaskBatches | None = None) -> nn.Module:
+    """The model of ``arch`` with GHN-predicted parameters; BatchNorm statistics recomputed on
+    training data (when the model has BatchNorm)."""
+    check_task(ghn, task)
+    model = space.build(arch, task.num_features, task.num_classes, task.level)
+    model.load_state_dict(ghn.predict(model))
+    batches = batches or TaskBatches(task)
+    calibrate_batchnorm(model, batches.calibration_inputs())
+    return model.eval()
+
+
+def check_task(ghn: GraphHyperNetwork, task: Task) -> None:
+    """``ValueError`` if the GHN predicts for other task dimensions than ``task``'s."""
+    cfg = ghn.config
+    if (cfg.in_channels, cfg.out_channels, cfg.level) != (task.num_features, task.num_classes, task.level):
+        raise ValueError(
+            f"hypernetwork trained for {cfg.level} tasks with {cfg.in_channels} features and "
+            f"{cfg.out_channels} classes ({cfg.dataset or 'unknown dataset'}), but task "
+            f"{task.name!r} has {task.num_features} features and {task.num_classes} classes "
+            f"({task.level})"
+        )
+
+
+# --------------------------------------------------------------------------- loading by name
+_LOADED: dict[str, GraphHyperNetwork] = {}
+
+
+def default_hypernet(space: SearchSpace | str, task: Task | str) -> str:
+    """``pretrained:<space>-<dataset>``: the shipped GHN for a space and task."""
+    space_name = getattr(space, "name", space)
+    task_name = getattr(task, "name", task)
+    return f"pretrained:{space_name}-{task_name}"
+
+
+def load_hypernet(path: str, task: Task | None = None) -> GraphHyperNetwork:
+    """Load (once per process) a GHN checkpoint or ``pretrained:<name>``, checked against
+    ``task``'s dimensions when given."""
+    if path not in _LOADED:
+        _LOADED[path] = GraphHyperNetwork.load(path)
+    ghn = _LOADED[path]
+    if task is not None:
+        check_task(ghn, task)
+    return ghn
+
+
+__all__ = [
+    "HypernetTrainConfig", "HypernetTrainResult", "TaskBatches", "accuracy", "arch_depth",
+    "arch_widths", "check_task", "default_hypernet", "in_range", "load_hypernet", "predicted_model",
+    "sample_architectures", "train_hypernet",
+]

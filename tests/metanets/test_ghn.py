@@ -1,0 +1,365 @@
+"""Graph hypernetwork: a tensor of the right shape for every parameter of every supported layer,
+unseen networks far better than chance on a tiny task, pickle-free checkpoints, clear errors."""
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from metanets.ghn import (
+    GHNConfig,
+    GraphHyperNetwork,
+    UnsupportedLayerError,
+    calibrate_batchnorm,
+    resolve_checkpoint,
+    role_key,
+    supported_layers,
+    supported_roles,
+)
+from metanets.ghn_train import (
+    HypernetTrainConfig,
+    TaskBatches,
+    accuracy,
+    predicted_model,
+    sample_architectures,
+    train_hypernet,
+)
+from search_spaces.gnn import ATTENTION_CONVS, CONVS, GNNArchitecture, GNNSpace, LayerSpec
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _ghn(in_channels: int = 6, out_channels: int = 3, level: str = "node", **sizes) -> GraphHyperNetwork:
+    torch.manual_seed(0)
+    return GraphHyperNetwork(GHNConfig(in_channels, out_channels, level, hidden=16, rank=8, **sizes))
+
+
+def _assert_complete(model: nn.Module, predicted: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    assert set(predicted) >= set(params)
+    for name, param in params.items():
+        assert predicted[name].shape == param.shape, name
+        assert torch.isfinite(predicted[name]).all(), name
+        assert predicted[name].std() > 0 or param.numel() == 1 or name.endswith("bias"), name
+    model.load_state_dict(predicted)  # strict: every key, right shapes
+
+
+# every GNN-space convolution, with every normalisation, inside a real model of the space ------
+@pytest.mark.parametrize("conv", CONVS)
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_every_conv_of_the_gnn_space_gets_every_parameter(conv: str, norm: str) -> None:
+    heads = 2 if conv in ATTENTION_CONVS else 1
+    arch = GNNArchitecture(
+        layers=(LayerSpec(conv=conv, width=16, heads=heads, norm=norm),
+                LayerSpec(conv=conv, width=8, heads=heads, norm=norm)),
+        skip="residual",  # a residual projection (Linear without bias) too
+    )
+    model = GNNSpace().build(arch, 6, 3)
+    ghn = _ghn()
+    predicted = ghn.predict(model)
+    _assert_complete(model, predicted)
+    out = model.eval()(torch.randn(5, 6), torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]]))
+    assert out.shape == (5, 3) and torch.isfinite(out).all()
+
+
+class _TorchLayers(nn.Module):
+    """Conv1d, Conv2d (with and without bias), BatchNorm1d/2d, GroupNorm, LayerNorm, Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 12, 1, bias=False)
+        self.gn = nn.GroupNorm(4, 12)
+        self.conv1d = nn.Conv1d(12, 6, 5, padding=2)
+        self.bn1d = nn.BatchNorm1d(6)
+        self.ln = nn.LayerNorm(6)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.gn(self.conv2(torch.relu(self.bn(self.conv(x)))))  # (B, 12, H, W)
+        h = self.bn1d(self.conv1d(h.flatten(2)))                    # (B, 6, H*W)
+        return self.fc(self.ln(h.mean(-1)))                         # (B, 4)
+
+
+def test_every_torch_layer_gets_every_parameter() -> None:
+    model = _TorchLayers()
+    ghn = _ghn(3, 4, "image")
+    predicted = ghn.predict(model)
+    _assert_complete(model, predicted)
+    # kernel positions get different weights; the class rows come from the class table
+    assert not torch.allclose(predicted["conv.weight"][..., 0, 0], predicted["conv.weight"][..., 1, 1])
+    assert model.eval()(torch.randn(2, 3, 8, 8)).shape == (2, 4)
+
+
+def test_every_supported_role_is_covered_by_the_tests_above() -> None:
+    roles = set()
+    for conv in CONVS:
+        from search_spaces.gnn import make_conv
+
+        layer = make_conv(LayerSpec(conv=conv, width=8, heads=2 if conv in ATTENTION_CONVS else 1), 4)
+        roles |= {role_key(type(layer).__name__, n)[0] for n, _ in layer.named_parameters()}
+    for module in _TorchLayers().modules():
+        roles |= {role_key(type(module).__name__, n)[0]
+                  for n, _ in module.named_parameters(recurse=False)}
+    assert roles == set(supported_roles())
+    assert {"GATConv", "TransformerConv", "Conv2d", "BatchNorm1d"} <= set(supported_layers())
+
+
+def test_wider_and_deeper_than_anything_still_get_right_shapes() -> None:
+    arch = GNNArchitecture(layers=tuple(LayerSpec(conv="gat", width=256, heads=8) for _ in range(4)),
+                           skip="jk_cat")
+    model = GNNSpace().build(arch, 6, 3)
+    _assert_complete(model, _ghn().predict(model))
+
+
+def test_hidden_weights_are_fan_in_normalised_across_widths() -> None:
+    """Pre-activations keep their scale when a layer gets 8x wider (GHN-2's weight
+    normalisation; here the low-rank mean over channels)."""
+    ghn = _ghn()
+    x, edge_index = torch.randn(40, 6), torch.randint(0, 40, (2, 120))
+    scales = []
+    for width in (32, 256):
+        arch = GNNArchitecture(layers=(LayerSpec("linear", width, dropout=0.0, activation="tanh"),
+                                       LayerSpec("linear", width, dropout=0.0, activation="linear")))
+        model = GNNSpace().build(arch, 6, 3)
+        model.load_state_dict(ghn.predict(model))
+        with torch.no_grad():
+            scales.append(float(model.eval().embed(x, edge_index).std()))
+    assert 0.5 < scales[1] / scales[0] < 2.0
+
+
+# training on a tiny task; an unseen network far better than chance ---------------------------
+def _tiny_task(seed: int = 0) -> types.SimpleNamespace:
+    """120 nodes, 3 classes, 6 noisy features, homophilous edges; 60/30/30 split."""
+    from torch_geometric.data import Data
+
+    g = torch.Generator().manual_seed(seed)
+    n, classes = 120, 3
+    y = torch.arange(n) % classes
+    x = torch.randn(n, 6, generator=g)
+    x[:, :classes] += 2.0 * nn.functional.one_hot(y, classes)
+    src = torch.randint(0, n, (600,), generator=g)
+    dst = torch.randint(0, n, (600,), generator=g)
+    keep = (y[src] == y[dst]) | (torch.rand(600, generator=g) < 0.2)
+    edge_index = torch.cat([torch.stack([src[keep], dst[keep]]), torch.stack([dst[keep], src[keep]])], 1)
+    perm = torch.randperm(n, generator=g)
+    masks = {name: torch.zeros(n, dtype=torch.bool) for name in ("train_mask", "val_mask", "test_mask")}
+    masks["train_mask"][perm[:60]] = True
+    masks["val_mask"][perm[60:90]] = True
+    masks["test_mask"][perm[90:]] = True
+    return types.SimpleNamespace(name="tiny", level="node", num_features=6, num_classes=classes,
+                                 data=Data(x=x, edge_index=edge_index, y=y, **masks))
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[GraphHyperNetwork, list[str], types.SimpleNamespace]:
+    """A GHN trained for 100 steps (about a CPU second) on 8 architectures of depth <= 2 and
+    width <= 32 with gcn, sage, graph and linear convolutions."""
+    task = _tiny_task()
+    space = GNNSpace(convs=("gcn", "sage", "graph", "linear"))
+    config = HypernetTrainConfig(steps=100, archs_per_step=1, pool_size=8, max_depth=2,
+                                 max_width=32, lr=5e-3, hidden=32, rank=8, rounds=2, log_every=20)
+    result = train_hypernet(space, task, config)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    return result.ghn, result.train_hashes, task
+
+
+#: never in the training pool: wider than any training architecture, other activations,
+#: normalisations, aggregations and skips
+UNSEEN = (
+    GNNArchitecture(layers=(LayerSpec("gcn", 64, dropout=0.2, norm="batch"),
+                            LayerSpec("sage", 48, activation="elu", dropout=0.2)), skip="residual"),
+    GNNArchitecture(layers=(LayerSpec("graph", 48, activation="tanh", aggregation="mean"),
+                            LayerSpec("linear", 64, norm="layer"))),
+    GNNArchitecture(layers=(LayerSpec("sage", 32, activation="leaky_relu", aggregation="max"),
+                            LayerSpec("gcn", 64, dropout=0.4)), skip="jk_cat"),
+)
+
+
+def test_unseen_wider_networks_get_parameters_far_better_than_chance(trained) -> None:
+    ghn, train_hashes, task = trained
+    space = GNNSpace()
+    assert not {arch.arch_hash for arch in UNSEEN} & set(train_hashes)
+    batches = TaskBatches(task)
+    predicted = [accuracy(predicted_model(ghn, space, arch, task, batches), batches, "test")
+                 for arch in UNSEEN]
+    torch.manual_seed(0)
+    random_init = [accuracy(space.build(arch, 6, 3), batches, "test") for arch in UNSEEN]
+    mean, chance = sum(predicted) / len(predicted), 1 / 3
+    assert mean > chance + 0.25, (predicted, random_init)
+    assert mean > sum(random_init) / len(random_init) + 0.25, (predicted, random_init)
+
+
+def test_sampled_pool_respects_the_training_range_and_exclusions() -> None:
+    space = GNNSpace()
+    pool = sample_architectures(space, 6, 1, max_depth=2, max_width=32)
+    assert all(a.depth <= 2 and max(l.width for l in a.layers) <= 32 for a in pool)
+    again = sample_architectures(space, 6, 2, max_depth=2, max_width=32,
+                                 exclude={a.arch_hash for a in pool})
+    assert not {a.arch_hash for a in pool} & {a.arch_hash for a in again}
+
+
+# checkpoints --------------------------------------------------------------------------------
+def test_checkpoint_round_trip_is_safetensors_without_pickle(tmp_path: Path) -> None:
+    ghn = _ghn()
+    model = GNNSpace().build(GNNArchitecture(), 6, 3)
+    path = ghn.save(tmp_path / "ghn.safetensors", {"note": "x"})
+    raw = path.read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])  # a safetensors file: JSON header, raw tensors
+    assert json.loads(header["__metadata__"]["config"])["in_channels"] == 6
+    assert b"\x80\x04" not in raw[:2] and not raw.startswith(b"PK")  # no pickle, no zip
+    loaded = GraphHyperNetwork.load(path)
+    assert loaded.metadata == {"note": "x"}
+    before, after = ghn.predict(model), loaded.predict(model)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_pickle_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ghn.pt"
+    torch.save(_ghn().state_dict(), path)
+    with pytest.raises(ValueError, match="not a safetensors GHN checkpoint"):
+        GraphHyperNetwork.load(path)
+
+
+def test_unknown_pretrained_name_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="could not resolve pretrained hypernetwork 'nope'"):
+        resolve_checkpoint("pretrained:nope")
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        resolve_checkpoint("missing.safetensors")
+
+
+# bad input ------------------------------------------------------------------------------------
+class _WithEmbedding(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(10, 6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.tokens(x).mean(1))
+
+
+class _WithBilinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Bilinear(6, 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mix(x, x)
+
+
+def test_a_layer_without_decoder_is_named_with_its_path() -> None:
+    with pytest.raises(UnsupportedLayerError, match=r"'Embedding' at 'tokens'.*tokens.weight") as info:
+        _ghn().plan(_WithEmbedding(), (torch.zeros(2, 4, dtype=torch.long),))
+    assert info.value.op == "Embedding" and "GATConv" in str(info.value)
+
+
+def test_a_layer_without_graph_conversion_is_named() -> None:
+    with pytest.raises(UnsupportedLayerError, match=r"'Bilinear' at 'mix'"):
+        _ghn().plan(_WithBilinear(), (torch.zeros(2, 6),))
+
+
+def test_wrong_task_dimensions_are_refused(trained) -> None:
+    ghn, _, task = trained
+    other = types.SimpleNamespace(**{**vars(task), "num_classes": 5, "name": "other"})
+    with pytest.raises(ValueError, match="3 classes.*'other' has 6 features and 5 classes"):
+        predicted_model(ghn, GNNSpace(), GNNArchitecture(), other)
+
+
+def test_batchnorm_calibration_uses_the_batch_statistics() -> None:
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Dropout(0.5))
+    x = torch.randn(64, 4) * 3 + 2
+    calibrate_batchnorm(model, (x,))
+    h = model[0](x).detach()
+    assert torch.allclose(model[1].running_mean, h.mean(0), atol=1e-5)
+    assert model[1].momentum == 0.1 and model.training
+
+
+# the evaluator, --init hypernet and the CLI ----------------------------------------------------
+@pytest.fixture
+def saved(trained, tmp_path: Path) -> tuple[Path, types.SimpleNamespace]:
+    ghn, _, task = trained
+    return ghn.save(tmp_path / "tiny.safetensors"), task
+
+
+def test_hypernet_evaluator_scores_with_predicted_parameters(saved) -> None:
+    from nas.evaluators import get_evaluator
+
+    path, task = saved
+    evaluator = get_evaluator(f"hypernet:{path}")
+    evaluation = evaluator.evaluate(UNSEEN[1], GNNSpace(), task)
+    assert evaluation.epochs == 0 and evaluation.metrics["val_acc"] > 0.5
+    model = GNNSpace().build(UNSEEN[1], 6, 3)
+    model.load_state_dict(evaluation.state_dict)  # the predicted parameters are what is stored
+    assert evaluation.num_params == sum(p.numel() for p in model.parameters())
+
+
+def test_train_evaluator_starts_from_predicted_parameters(saved) -> None:
+    from nas.evaluators import get_evaluator
+
+    path, task = saved
+    evaluator = get_evaluator("train", epochs=1, patience=0, init="hypernet", hypernet=str(path))
+    evaluation = evaluator.evaluate(UNSEEN[1], GNNSpace(), task)
+    assert evaluation.metrics["test_acc"] > 0.5  # one epoch from random init is near chance
+    with pytest.raises(ValueError, match="could not resolve init 'zeros'"):
+        get_evaluator("train", init="zeros")
+
+
+def test_predict_params_cli_writes_a_loadable_export(saved, tmp_path: Path, capsys) -> None:
+    from nas.cli import main
+    from nas.export import load_exported
+
+    path, _ = saved
+    spec = tmp_path / "arch.json"
+    spec.write_text(UNSEEN[0].to_json())
+    assert main(["predict-params", "--hypernet", str(path), "--arch", str(spec),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "exported to" in capsys.readouterr().out
+    model = load_exported(tmp_path / "out")
+    reference = GNNSpace().build(UNSEEN[0], 6, 3)
+    reference.load_state_dict(GraphHyperNetwork.load(path).predict(reference))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 reference.state_dict().values()))
+
+
+def test_predict_params_cli_names_bad_input(saved, tmp_path: Path, capsys) -> None:
+    from nas.cli import main
+
+    path, _ = saved
+    spec = tmp_path / "arch.json"
+    spec.write_text(json.dumps({"layers": [{"conv": "gcnn", "width": 8}]}))
+    assert main(["predict-params", "--hypernet", str(path), "--arch", str(spec),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "gcnn" in capsys.readouterr().err
+    assert main(["predict-params", "--hypernet", "pretrained:nope", "--arch", str(spec),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "could not resolve pretrained hypernetwork 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_hypernet_train_cli_on_cora_writes_a_checkpoint(cora_available: None, tmp_path: Path,
+                                                        capsys) -> None:
+    from nas.cli import main
+
+    out = tmp_path / "ghn.safetensors"
+    assert main(["hypernet", "train", "--space", "gnn", "--dataset", "cora", "--out", str(out),
+                 "--steps", "2", "--pool-size", "2", "--archs-per-step", "1",
+                 "--max-depth", "1", "--max-width", "16"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    ghn = GraphHyperNetwork.load(out)
+    assert (ghn.config.in_channels, ghn.config.out_channels, ghn.config.dataset) == (1433, 7, "cora")
+    assert len(ghn.metadata["train_hashes"]) == 2
