@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metanas", description="Neural architecture search with every trial stored in SQL.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies):
+    for add in (
+        _add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies, _add_zoo,
+    ):
         add(commands)
     return parser
 
@@ -282,6 +284,85 @@ def cmd_studies(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         print(f"{row['study']}  ({row['trials']} trials, dataset {row['dataset']}, space {row['space']})")
+    return 0
+
+
+
+# model zoos -----------------------------------------------------------------------------------
+def _add_zoo(commands: Any) -> None:
+    p = commands.add_parser("zoo", help="model zoos: many trained networks for metanetworks")
+    zoo = p.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
+    b = zoo.add_parser("build", help="train (the rest of) a zoo of small CNNs; resumable")
+    b.add_argument("--dataset", default="mnist14", help="image dataset (default mnist14: 14x14 MNIST)")
+    b.add_argument("--space", default="cnn", help="search space of the networks (default cnn)")
+    b.add_argument("--size", type=int, required=True, help="training runs in the zoo, finished ones included")
+    b.add_argument("--epochs", type=int, default=3, help="epochs of every run (default 3)")
+    b.add_argument("--checkpoints", default=None,
+                   help="comma-separated epochs whose weights and accuracies are stored (default: every epoch)")
+    b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--max-depth", type=int, default=None, help="most conv blocks (cnn space, 1..3)")
+    _storage_option(b)
+    b.add_argument("--study", default=None, help="zoo (study) name (default zoo-<dataset>-<space>)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--n-jobs", type=int, default=1, help="worker processes")
+    b.add_argument("--timeout", type=float, default=None, help="seconds after which no run starts")
+    b.add_argument("--data-root", default=None)
+    b.add_argument("--quiet", action="store_true", help="no per-run lines")
+    b.set_defaults(handler=cmd_zoo_build)
+    i = zoo.add_parser("info", help="size and accuracy range of a zoo")
+    _study_options(i)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(handler=cmd_zoo_info)
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from nas.zoo import ZooConfig, build_zoo
+    from storage import parse_url, redact
+
+    parse_url(args.storage)
+    config = ZooConfig(
+        dataset=args.dataset, space=args.space, size=args.size, epochs=args.epochs,
+        checkpoint_epochs=_int_list(args.checkpoints, "--checkpoints"), batch_size=args.batch_size,
+        storage=args.storage, study_name=args.study, seed=args.seed, n_jobs=args.n_jobs,
+        data_root=args.data_root, timeout=args.timeout, verbose=not args.quiet,
+        space_options={"max_depth": args.max_depth} if args.max_depth else {},
+    )
+    search = config.search_config()
+    _validate_names(search)
+    print(f"metanas zoo build: zoo {config.study_name!r} in {redact(config.storage)}", flush=True)
+    build_zoo(config)
+    return cmd_zoo_info(argparse.Namespace(storage=args.storage, study=config.study_name, json=False))
+
+
+def cmd_zoo_info(args: argparse.Namespace) -> int:
+    from storage import ModelStore, parse_url
+
+    parse_url(args.storage)
+    store = ModelStore(args.storage)
+    models = store.list_models(args.study)
+    if not models:
+        raise KeyError(f"no stored networks in zoo/study {args.study!r}")
+    checkpoints = store.list_checkpoints(args.study)
+    accs = sorted(m.metrics.get("test_acc", float("nan")) for m in models)
+    info = {
+        "study": args.study, "runs": len(models), "checkpoints": len(checkpoints),
+        "epochs": sorted({c.epoch for c in checkpoints}), "space": models[0].space,
+        "dataset": models[0].dataset, "test_acc_min": accs[0], "test_acc_median": accs[len(accs) // 2],
+        "test_acc_max": accs[-1],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(" ".join(f"{key}={value}" for key, value in info.items()))
     return 0
 
 

@@ -159,6 +159,8 @@ class Objective:
             metrics={k: float(v) for k, v in evaluation.metrics.items()},
             state_dict=evaluation.state_dict,
         )
+        if evaluation.checkpoints:  # model zoos: weights and metrics at several epochs
+            self.store.save_checkpoints(trial.study.study_name, trial.number, evaluation.checkpoints)
 
 
 def _completed_with_hash(study: optuna.Study, arch_hash: str) -> optuna.trial.FrozenTrial | None:

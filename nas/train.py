@@ -44,6 +44,10 @@ class TrainConfig:
     seed: int = 0                 # seeds initialisation, dropout and batch order
     device: str = "cpu"           # torch device
     eval_every: int = 1           # epochs between validations
+    train_fraction: float = 1.0   # image tasks: fraction of the training images used (seeded subset)
+    #: epochs after which the metrics (all splits) and weights are recorded in
+    #: ``TrainResult.checkpoints`` (model zoos store them: accuracy at several epochs)
+    checkpoint_epochs: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -56,6 +60,9 @@ class TrainResult:
     seconds: float
     state_dict: dict[str, Tensor]
     history: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (epoch, val_acc)
+    #: epoch -> (metrics of every split, CPU weights) after that epoch, for config.checkpoint_epochs
+    checkpoints: dict[int, tuple[dict[str, float], dict[str, Tensor]]] = dataclasses.field(
+        default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -91,18 +98,22 @@ def train_model(
     device = resolve_device(config.device)
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loop = _NodeLoop(task, device) if task.level == "node" else _GraphLoop(task, config, device)
+    loop = _NodeLoop(task, device) if task.level == "node" else _GraphLoop(task, config, device) \
+        if task.level == "graph" else _ImageLoop(task, config, device)
     start = time.perf_counter()
     best_acc, best_epoch, best_state = -math.inf, 0, _cpu_state(model)
     history: list[tuple[int, float]] = []
+    checkpoints: dict[int, tuple[dict[str, float], dict[str, Tensor]]] = {}
     epoch = 0
     for epoch in _epochs(config.epochs, progress):
         loss = loop.train_epoch(model, optimizer)
         if not math.isfinite(loss):
             raise DivergedError(f"training loss became {loss} at epoch {epoch}")
+        if epoch in config.checkpoint_epochs:
+            checkpoints[epoch] = (loop.final_metrics(model), _cpu_state(model))
         if epoch % config.eval_every and epoch != config.epochs:
             continue
-        val_acc = loop.evaluate(model, "val")[0]
+        val_acc = checkpoints[epoch][0]["val_acc"] if epoch in checkpoints else loop.evaluate(model, "val")[0]
         history.append((epoch, val_acc))
         if val_acc > best_acc:
             best_acc, best_epoch, best_state = val_acc, epoch, _cpu_state(model)
@@ -112,7 +123,8 @@ def train_model(
             break
     model.load_state_dict(best_state)
     metrics = loop.final_metrics(model)
-    return TrainResult(metrics, best_epoch, epoch, time.perf_counter() - start, best_state, history)
+    return TrainResult(
+        metrics, best_epoch, epoch, time.perf_counter() - start, best_state, history, checkpoints)
 
 
 def _epochs(epochs: int, progress: bool) -> Iterator[int]:
@@ -237,6 +249,8 @@ def forward_flops(model: nn.Module, task: Task, device: str | torch.device = "cp
         if task.level == "node":
             data = task.data.to(device)
             inputs: tuple = (data.x, data.edge_index)
+        elif task.level == "image":  # one training mini-batch of 64 images
+            inputs = (task.dataset.x["train"][:64].to(device),)
         else:
             from torch_geometric.data import Batch
 
@@ -249,3 +263,58 @@ def forward_flops(model: nn.Module, task: Task, device: str | torch.device = "cp
         return int(counter.get_total_flops())
     except Exception:  # noqa: BLE001 - FLOPs are informative, never worth failing a trial
         return None
+
+
+class _ImageLoop:
+    """Mini-batches of an in-memory image task (:class:`nas.tasks.ImageDataset`); the model is
+    called as ``model(images)``. Trains on a seeded ``config.train_fraction`` of the training
+    images; the train metrics are measured on that subset."""
+
+    EVAL_BATCH = 4096
+
+    def __init__(self, task: Task, config: TrainConfig, device: torch.device) -> None:
+        data = task.dataset
+        n_train = int(data.y["train"].numel())
+        if not 0.0 < config.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction {config.train_fraction} must be in (0, 1]")
+        keep = max(1, round(config.train_fraction * n_train))
+        self.generator = torch.Generator().manual_seed(config.seed)
+        subset = torch.randperm(n_train, generator=self.generator)[:keep].sort().values
+        self.x = {"train": data.x["train"][subset], "val": data.x["val"], "test": data.x["test"]}
+        self.y = {"train": data.y["train"][subset], "val": data.y["val"], "test": data.y["test"]}
+        self.x = {split: x.to(device) for split, x in self.x.items()}  # (N, C, H, W)
+        self.y = {split: y.to(device) for split, y in self.y.items()}  # (N,)
+        self.batch_size = config.batch_size
+
+    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
+        model.train()
+        x, y = self.x["train"], self.y["train"]
+        order = torch.randperm(y.numel(), generator=self.generator).to(y.device)
+        total = 0.0
+        for batch in order.split(self.batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * batch.numel()
+        return total / max(y.numel(), 1)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str) -> tuple[float, float]:
+        model.eval()
+        x, y = self.x[split], self.y[split]
+        if not y.numel():
+            return math.nan, math.nan
+        correct, loss_sum = 0, 0.0
+        for start in range(0, y.numel(), self.EVAL_BATCH):
+            out = model(x[start:start + self.EVAL_BATCH])
+            target = y[start:start + self.EVAL_BATCH]
+            correct += int((out.argmax(-1) == target).sum())
+            loss_sum += float(nn.functional.cross_entropy(out, target, reduction="sum"))
+        return correct / y.numel(), loss_sum / y.numel()
+
+    def final_metrics(self, model: nn.Module) -> dict[str, float]:
+        metrics = {}
+        for split in SPLITS:
+            metrics[f"{split}_acc"], metrics[f"{split}_loss"] = self.evaluate(model, split)
+        return metrics

@@ -4,12 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from search_spaces.base import Architecture, RandomTrial, SearchSpace
+from search_spaces.cnn import CNNArchitecture, CNNSpace
 from search_spaces.gnn import GNNArchitecture, GNNSpace, LayerSpec
 from search_spaces.resolver import normalize, resolve, resolve_name
 
 #: canonical space name -> class; extend by adding a line, not by registering at import time
 SPACES: dict[str, type[SearchSpace]] = {
     "gnn": GNNSpace,
+    "cnn": CNNSpace,
 }
 
 
@@ -29,6 +31,6 @@ def get_space(name: str | SearchSpace, **options: Any) -> SearchSpace:
 
 
 __all__ = [
-    "Architecture", "GNNArchitecture", "GNNSpace", "LayerSpec", "RandomTrial", "SPACES",
+    "Architecture", "CNNArchitecture", "CNNSpace", "GNNArchitecture", "GNNSpace", "LayerSpec", "RandomTrial", "SPACES",
     "SearchSpace", "get_space", "normalize", "resolve", "resolve_name",
 ]

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     import optuna
     from torch import nn
 
-TaskLevel = Literal["node", "graph"]
+TaskLevel = Literal["node", "graph", "image"]
+#: levels a space supports unless it says otherwise (image spaces set ``levels = ("image",)``)
 TASK_LEVELS: tuple[str, ...] = ("node", "graph")
 
 

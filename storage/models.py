@@ -63,3 +63,26 @@ class TrainedModelModel(BaseModel):
     created: Mapped[datetime.datetime] = mapped_column(DateTime, default=datetime.datetime.utcnow)
 
     architecture: Mapped[ArchitectureModel] = relationship(back_populates="models")
+
+
+class ZooCheckpointModel(BaseModel):
+    """A trial's weights and measured metrics after one epoch of its training (model zoos).
+
+    A zoo is a study: the trial's architecture and final (best-validation) model live in
+    :class:`TrainedModelModel`; this table adds the network at every checkpoint epoch, so a
+    metanetwork learns from networks at several stages of training. Splits of a zoo must be by
+    trial (training run), never by checkpoint.
+    """
+
+    __tablename__ = "metanas_zoo_checkpoints"
+    __table_args__ = (UniqueConstraint("study_name", "trial_number", "epoch"),)
+
+    checkpoint_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict] = mapped_column(JSON)           # train/val/test accuracy and losses
+    weights: Mapped[bytes] = mapped_column(LargeBinary)   # safetensors bytes of the state_dict
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    weights_nbytes: Mapped[int] = mapped_column(BigInteger)
+    created: Mapped[datetime.datetime] = mapped_column(DateTime, default=datetime.datetime.utcnow)

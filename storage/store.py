@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.engine import DEFAULT_STORAGE, create_engine, redact
-from storage.models import ArchitectureModel, BaseModel, TrainedModelModel
+from storage.models import ArchitectureModel, BaseModel, TrainedModelModel, ZooCheckpointModel
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -38,6 +38,17 @@ class StoredModel:
     out_channels: int
     num_params: int
     flops: int | None
+    metrics: dict[str, float]
+    weights_nbytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredCheckpoint:
+    """A zoo checkpoint's record without its weights."""
+
+    study_name: str
+    trial_number: int
+    epoch: int
     metrics: dict[str, float]
     weights_nbytes: int
 
@@ -161,6 +172,57 @@ class ModelStore:
         with self.session() as session:
             return sorted(session.scalars(query))
 
+    # model-zoo checkpoints ---------------------------------------------------------------------
+    def save_checkpoints(
+        self, study_name: str, trial_number: int,
+        checkpoints: dict[int, tuple[dict[str, float], dict[str, Tensor]]],
+    ) -> None:
+        """Store a trial's ``{epoch: (metrics, state_dict)}`` in one transaction."""
+        with self.session() as session:
+            for epoch, (metrics, state_dict) in sorted(checkpoints.items()):
+                blob = encode_state_dict(state_dict)
+                session.add(ZooCheckpointModel(
+                    study_name=study_name, trial_number=trial_number, epoch=int(epoch),
+                    metrics={k: float(v) for k, v in metrics.items()}, weights=blob,
+                    weights_sha256=sha256(blob), weights_nbytes=len(blob),
+                ))
+
+    def list_checkpoints(self, study_name: str) -> list[StoredCheckpoint]:
+        """Records of a study's checkpoints, by trial and epoch."""
+        query = select(ZooCheckpointModel).filter_by(study_name=study_name).order_by(
+            ZooCheckpointModel.trial_number, ZooCheckpointModel.epoch)
+        with self.session() as session:
+            return [
+                StoredCheckpoint(row.study_name, row.trial_number, row.epoch, dict(row.metrics),
+                                 row.weights_nbytes)
+                for row in session.scalars(query)
+            ]
+
+    def load_checkpoint(self, study_name: str, trial_number: int, epoch: int) -> dict[str, Tensor]:
+        """A checkpoint's weights, checked against their SHA-256 (:class:`ChecksumError`)."""
+        query = select(ZooCheckpointModel).filter_by(
+            study_name=study_name, trial_number=trial_number, epoch=epoch)
+        with self.session() as session:
+            row = session.scalar(query)
+            if row is None:
+                raise KeyError(
+                    f"no checkpoint at epoch {epoch} of trial {trial_number} of study "
+                    f"{study_name!r} in {redact(self.engine.url)}")
+            blob, expected = bytes(row.weights), row.weights_sha256
+        return _checked(blob, expected, f"checkpoint {epoch} of trial {trial_number} of study {study_name!r}")
+
+    def iter_checkpoint_weights(self, study_name: str) -> Iterator[tuple[int, int, dict[str, Tensor]]]:
+        """``(trial, epoch, state_dict)`` of every checkpoint of a study (checked), streamed."""
+        query = select(
+            ZooCheckpointModel.trial_number, ZooCheckpointModel.epoch, ZooCheckpointModel.weights,
+            ZooCheckpointModel.weights_sha256,
+        ).filter_by(study_name=study_name).order_by(
+            ZooCheckpointModel.trial_number, ZooCheckpointModel.epoch)
+        with self.session() as session:
+            rows = session.execute(query).all()
+        for trial, epoch, blob, expected in rows:
+            yield trial, epoch, _checked(bytes(blob), expected, f"checkpoint {epoch} of trial {trial}")
+
     def __repr__(self) -> str:
         return f"ModelStore({redact(self.engine.url)!r})"
 
@@ -177,3 +239,12 @@ def _record(row: TrainedModelModel) -> StoredModel:
 
 def record_to_dict(record: StoredModel) -> dict[str, Any]:
     return dataclasses.asdict(record)
+
+
+def _checked(blob: bytes, expected: str, what: str) -> dict[str, Tensor]:
+    if sha256(blob) != expected:
+        raise ChecksumError(
+            f"weights of {what} are corrupt: SHA-256 {sha256(blob)[:16]}... does not match the "
+            f"stored {expected[:16]}..."
+        )
+    return decode_state_dict(blob)

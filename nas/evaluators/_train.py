@@ -20,17 +20,25 @@ class TrainEvaluator(Evaluator):
         patience: early-stopping patience in epochs (0: never stop early).
         batch_size: graphs per mini-batch for graph tasks.
         progress: show a per-epoch progress bar.
+        checkpoint_epochs: epochs after which metrics and weights are kept as well
+            (``Evaluation.checkpoints``; a search stores them as model-zoo checkpoints).
+        batch_size applies to graph and image tasks (graphs or images per mini-batch).
     """
 
     name = "train"
 
     def __init__(
-        self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False
+        self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False,
+        checkpoint_epochs: tuple[int, ...] = (),
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
         self.progress = progress
+        bad = [e for e in checkpoint_epochs if not 1 <= e <= epochs]
+        if bad:
+            raise ValueError(f"checkpoint epochs {bad} are outside 1..{epochs} (the epochs)")
+        self.checkpoint_epochs = tuple(sorted(set(int(e) for e in checkpoint_epochs)))
 
     def evaluate(
         self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int = 0,
@@ -41,6 +49,7 @@ class TrainEvaluator(Evaluator):
         config = TrainConfig(
             **space.training_config(arch), epochs=self.epochs, patience=self.patience,
             batch_size=self.batch_size, seed=seed, device=device,
+            checkpoint_epochs=self.checkpoint_epochs,
         )
         result = train_model(model, task, config, report=report, progress=self.progress)
         return Evaluation(
@@ -48,6 +57,7 @@ class TrainEvaluator(Evaluator):
             num_params=count_parameters(model), flops=forward_flops(model, task, device),
             state_dict=result.state_dict, seconds=result.seconds, epochs=result.epochs_run,
             in_channels=task.num_features, out_channels=task.num_classes,
+            checkpoints=result.checkpoints or None,
         )
 
     def __repr__(self) -> str:

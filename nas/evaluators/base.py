@@ -29,6 +29,8 @@ class Evaluation:
     epochs: int | None = None
     in_channels: int | None = None
     out_channels: int | None = None
+    #: epoch -> (metrics of every split, weights) after that epoch, when asked for (model zoos)
+    checkpoints: dict[int, tuple[dict[str, float], dict[str, Tensor]]] | None = None
 
 
 class Evaluator(abc.ABC):

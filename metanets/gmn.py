@@ -1,0 +1,335 @@
+"""A graph metanetwork (GMN): message passing over parameter graphs that updates node and edge
+features, with an invariant readout (one prediction per network: e.g. its test accuracy) and
+an equivariant per-edge head (one output per weight: e.g. a pruning score).
+
+Parameter graphs (:func:`metanets.graphs.to_parameter_graph`) put a node per neuron / channel
+and an edge per weight (a convolution's kernel on its channel edge). Permuting the hidden
+neurons of a network permutes the nodes and edges of its graph and changes nothing else, so a
+message-passing network over the graph is equivariant to those permutations by construction,
+and a pooled readout is invariant. Networks of different architectures are batched with
+``torch_geometric.data.Batch`` like any graphs.
+
+Inputs are normalised per layer: weights are divided by a scale fitted on the training zoo for
+each (edge type, layer index) and node features standardised per (node type, layer index, column)
+(:class:`FeatureScaler`), so that weights of wide and narrow layers, convolutions and
+classifiers are on one scale; the network sees the layer index and type as embeddings and the
+log in/out degree (fan-in, fan-out) of every neuron.
+
+References: Lim et al., "Graph Metanetworks for Processing Diverse Neural Architectures", ICLR
+2024; Kofinas et al., "Graph Neural Networks for Learning Equivariant Representations of Neural
+Networks", ICLR 2024 (neural graphs, the 0.934 Kendall tau on CIFAR10-GS).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import degree, scatter
+
+from metanets.graphs.features import EdgeFeature, EdgeType, NodeFeature, NodeType
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Batch, Data
+
+#: layer indices at or above this share one embedding and one normalisation slot
+MAX_LAYERS = 16
+NUM_NODE_TYPES = len(NodeType)
+NUM_EDGE_TYPES = len(EdgeType)
+NODE_COLUMNS = len(NodeFeature)
+CONFIG_FILE, WEIGHTS_FILE = "metanet.json", "metanet.safetensors"
+
+
+def prepare_graph(data: Data) -> Data:
+    """The tensors a :class:`GMN` reads from a parameter graph, with per-graph structure
+    features precomputed (log in/out degree, relative layer position, kernel mask); prepare
+    every graph once and batch the results.
+
+    Shapes:
+        ``x`` ``(N, NODE_COLUMNS)``, ``node_type``/``node_layer`` ``(N,)`` int64, ``node_struct``
+        ``(N, 3)``; ``edge_attr`` ``(E, K)``, ``edge_type``/``edge_layer`` ``(E,)`` int64,
+        ``edge_struct`` ``(E, 2)``.
+    """
+    from torch_geometric.data import Data
+
+    n = int(data.num_nodes)
+    src, dst = data.edge_index
+    log_in = torch.log1p(degree(dst, n))
+    log_out = torch.log1p(degree(src, n))
+    node_layer = data.node_layer.long()
+    depth = max(int(node_layer.max()), 1) if n else 1
+    node_struct = torch.stack([log_in, log_out, node_layer.float() / depth], dim=1)  # (N, 3)
+    kernel_len = data.edge_kernel_len.float()
+    edge_struct = torch.stack([kernel_len / data.edge_attr.size(1),
+                               data.edge_layer.float() / depth], dim=1)  # (E, 2)
+    return Data(
+        x=data.x.float(), node_type=data.node_type.long(), node_layer=node_layer,
+        node_struct=node_struct, edge_index=data.edge_index, edge_attr=data.edge_attr.float(),
+        edge_type=data.edge_type.long(), edge_layer=data.edge_layer.long(),
+        edge_struct=edge_struct, num_nodes=n,
+    )
+
+
+def _slot(types: Tensor, layers: Tensor) -> Tensor:
+    return types * MAX_LAYERS + layers.clamp(0, MAX_LAYERS - 1)
+
+
+class FeatureScaler(nn.Module):
+    """Per-layer normalisation of parameter-graph features, fitted on training graphs.
+
+    Edge weights are divided by their root mean square per (edge type, layer index); node
+    features are standardised per (node type, layer index, column). Slots never seen in
+    fitting fall back to the statistics over all slots. The statistics are buffers: they are
+    saved with the model.
+
+    Args:
+        kernel_width: ``edge_attr`` columns.
+    """
+
+    def __init__(self, kernel_width: int = 9) -> None:
+        super().__init__()
+        self.register_buffer("edge_scale", torch.ones(NUM_EDGE_TYPES * MAX_LAYERS))
+        self.register_buffer("node_mean", torch.zeros(NUM_NODE_TYPES * MAX_LAYERS, NODE_COLUMNS))
+        self.register_buffer("node_std", torch.ones(NUM_NODE_TYPES * MAX_LAYERS, NODE_COLUMNS))
+        self.kernel_width = kernel_width
+
+    @torch.no_grad()
+    def fit(self, graphs: Sequence[Data]) -> FeatureScaler:
+        """Fit on prepared graphs (:func:`prepare_graph`)."""
+        from torch_geometric.data import Batch
+
+        batch = Batch.from_data_list(list(graphs))
+        eslot = _slot(batch.edge_type, batch.edge_layer)
+        mask = self._kernel_mask(batch)
+        sq = (batch.edge_attr.pow(2) * mask).sum(1)
+        count = mask.sum(1)
+        sums = scatter(sq, eslot, 0, dim_size=self.edge_scale.numel(), reduce="sum")
+        counts = scatter(count, eslot, 0, dim_size=self.edge_scale.numel(), reduce="sum")
+        global_rms = (sq.sum() / count.sum().clamp(min=1)).sqrt().clamp(min=1e-6)
+        rms = (sums / counts.clamp(min=1)).sqrt()
+        self.edge_scale.copy_(torch.where((counts > 0) & (rms > 1e-8), rms, global_rms))
+        nslot = _slot(batch.node_type, batch.node_layer)
+        size = self.node_mean.size(0)
+        mean = scatter(batch.x, nslot, 0, dim_size=size, reduce="mean")
+        sq_mean = scatter(batch.x.pow(2), nslot, 0, dim_size=size, reduce="mean")
+        std = (sq_mean - mean.pow(2)).clamp(min=0).sqrt()
+        seen = scatter(torch.ones_like(nslot, dtype=torch.float), nslot, 0, dim_size=size) > 0
+        g_mean, g_std = batch.x.mean(0), batch.x.std(0).clamp(min=1e-6)
+        self.node_mean.copy_(torch.where(seen[:, None], mean, g_mean))
+        self.node_std.copy_(torch.where(seen[:, None] & (std > 1e-6), std, g_std))
+        return self
+
+    def _kernel_mask(self, batch: Data) -> Tensor:
+        """``(E, K)``: 1 where an ``edge_attr`` column holds a weight (not padding)."""
+        width = batch.edge_attr.size(1)
+        kernel_len = (batch.edge_struct[:, 0] * width).round()
+        cols = torch.arange(width, device=kernel_len.device)
+        return (cols[None, :] < kernel_len[:, None]).float()
+
+    def forward(self, batch: Data) -> tuple[Tensor, Tensor]:
+        """``(normalised node features (N, F), normalised weights (E, K))``."""
+        nslot = _slot(batch.node_type, batch.node_layer)
+        x = (batch.x - self.node_mean[nslot]) / self.node_std[nslot]
+        w = batch.edge_attr / self.edge_scale[_slot(batch.edge_type, batch.edge_layer)][:, None]
+        return x.clamp(-10, 10), w.clamp(-10, 10)
+
+
+class _DirectedMessages(MessagePassing):
+    """Mean of ``MLP([h_j, e_ij])`` over the edges arriving at each node (PyG message passing);
+    the backward direction runs on the flipped edges."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__(aggr="mean")
+        self.lin = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> Tensor:
+        return self.propagate(edge_index, h=h, e=e)
+
+    def message(self, h_j: Tensor, e: Tensor) -> Tensor:  # (E, d)
+        return self.lin(torch.cat([h_j, e], dim=-1))
+
+
+class GMNLayer(nn.Module):
+    """One GMN layer: edges updated from their two endpoint neurons, neurons from the mean
+    message of their incoming (forward) and outgoing (backward) edges; residual + LayerNorm.
+
+    Args:
+        hidden: feature size of nodes and edges.
+
+    Shapes:
+        ``(h (N, d), e (E, d), edge_index (2, E)) -> (h (N, d), e (E, d))``.
+    """
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.edge_mlp = nn.Sequential(
+            nn.Linear(3 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.forward_messages = _DirectedMessages(hidden)
+        self.backward_messages = _DirectedMessages(hidden)
+        self.node_mlp = nn.Sequential(
+            nn.Linear(3 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.edge_norm, self.node_norm = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+
+    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+        src, dst = edge_index
+        e = self.edge_norm(e + self.edge_mlp(torch.cat([h[src], h[dst], e], dim=-1)))
+        incoming = self.forward_messages(h, edge_index, e)
+        outgoing = self.backward_messages(h, edge_index.flip(0), e)
+        h = self.node_norm(h + self.node_mlp(torch.cat([h, incoming, outgoing], dim=-1)))
+        return h, e
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+
+@dataclasses.dataclass(frozen=True)
+class GMNConfig:
+    """Hyper-parameters of a :class:`GMN` (saved as JSON next to its weights)."""
+
+    hidden: int = 64          # node and edge feature size
+    layers: int = 3           # GMN layers
+    out_graph: int = 1        # outputs of the invariant readout per network
+    out_edge: int = 0         # outputs of the equivariant per-edge head (0: no head)
+    kernel_width: int = 9     # edge_attr columns of the graphs it reads
+    dropout: float = 0.0      # dropout before the readout MLP
+
+
+class GMN(nn.Module):
+    """Graph metanetwork over (batches of) parameter graphs; see the module docstring.
+
+    Args:
+        config: hyper-parameters (:class:`GMNConfig`).
+
+    Shapes:
+        ``forward(batch)``: prepared graphs (:func:`prepare_graph`) batched with
+        ``Batch.from_data_list`` -> ``(B, out_graph)``; ``forward_all`` also returns the per-edge
+        outputs ``(E, out_edge)`` in the batch's edge order.
+    """
+
+    def __init__(self, config: GMNConfig = GMNConfig()) -> None:
+        super().__init__()
+        self.config = config
+        d = config.hidden
+        self.scaler = FeatureScaler(config.kernel_width)
+        self.node_type_emb = nn.Embedding(NUM_NODE_TYPES, d)
+        self.edge_type_emb = nn.Embedding(NUM_EDGE_TYPES, d)
+        self.node_layer_emb = nn.Embedding(MAX_LAYERS, d)
+        self.edge_layer_emb = nn.Embedding(MAX_LAYERS, d)
+        self.node_in = nn.Linear(NODE_COLUMNS + 3, d)
+        self.edge_in = nn.Linear(config.kernel_width + 2, d)
+        self.layers = nn.ModuleList(GMNLayer(d) for _ in range(config.layers))
+        self.readout = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(5 * d, d), nn.SiLU(), nn.Linear(d, config.out_graph))
+        self.edge_head = (
+            nn.Sequential(nn.Linear(3 * d, d), nn.SiLU(), nn.Linear(d, config.out_edge))
+            if config.out_edge else None
+        )
+        # targets are standardised for training; predictions are mapped back with these
+        self.register_buffer("target_mean", torch.zeros(config.out_graph))
+        self.register_buffer("target_std", torch.ones(config.out_graph))
+
+    def encode(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Node and edge features after the GMN layers: ``(N, d)``, ``(E, d)``."""
+        x, w = self.scaler(batch)
+        layer_n = batch.node_layer.clamp(0, MAX_LAYERS - 1)
+        layer_e = batch.edge_layer.clamp(0, MAX_LAYERS - 1)
+        h = self.node_in(torch.cat([x, batch.node_struct], -1))
+        h = h + self.node_type_emb(batch.node_type) + self.node_layer_emb(layer_n)
+        e = self.edge_in(torch.cat([w, batch.edge_struct], -1))
+        e = e + self.edge_type_emb(batch.edge_type) + self.edge_layer_emb(layer_e)
+        for layer in self.layers:
+            h, e = layer(h, e, batch.edge_index)
+        return h, e
+
+    def pool(self, batch: Batch, h: Tensor, e: Tensor) -> Tensor:
+        """Invariant summary per network ``(B, 5d)``: mean and max over neurons, mean over
+        weights, mean over the output neurons and over the input neurons."""
+        size = int(batch.num_graphs)
+        node_graph = batch.batch
+        edge_graph = node_graph[batch.edge_index[0]]
+        out_mask = (batch.node_type == NodeType.OUTPUT).float()[:, None]
+        in_mask = (batch.node_type == NodeType.INPUT).float()[:, None]
+        parts = [
+            scatter(h, node_graph, 0, dim_size=size, reduce="mean"),
+            scatter(h, node_graph, 0, dim_size=size, reduce="max"),
+            scatter(e, edge_graph, 0, dim_size=size, reduce="mean"),
+            _masked_mean(h, out_mask, node_graph, size),
+            _masked_mean(h, in_mask, node_graph, size),
+        ]
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Per-network predictions ``(B, out_graph)`` in target units."""
+        return self.forward_all(batch)[0]
+
+    def forward_all(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """``(per-network (B, out_graph), per-edge (E, out_edge) or None)``."""
+        h, e = self.encode(batch)
+        graph_out = self.readout(self.pool(batch, h, e)) * self.target_std + self.target_mean
+        edge_out = None
+        if self.edge_head is not None:
+            src, dst = batch.edge_index
+            edge_out = self.edge_head(torch.cat([e, h[src], h[dst]], dim=-1))
+        return graph_out, edge_out
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"GMN(hidden={c.hidden}, layers={c.layers}, out_graph={c.out_graph}, "
+                f"out_edge={c.out_edge})")
+
+
+def _masked_mean(h: Tensor, mask: Tensor, index: Tensor, size: int) -> Tensor:
+    total = scatter(h * mask, index, 0, dim_size=size, reduce="sum")
+    count = scatter(mask, index, 0, dim_size=size, reduce="sum").clamp(min=1)
+    return total / count
+
+
+def collate(graphs: Sequence[Data]) -> Batch:
+    """Batch prepared graphs of any architectures."""
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list(list(graphs))
+
+
+# saving -------------------------------------------------------------------------------------
+def save_gmn(model: GMN, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``metanet.json`` (config + metadata) and ``metanet.safetensors`` into ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    config = {"kind": "gmn", "config": dataclasses.asdict(model.config), "metadata": metadata or {}}
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    return folder
+
+
+def load_gmn(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
+    """A saved GMN (never unpickles) and its metadata; ``FileNotFoundError`` naming the folder."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a saved metanetwork: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+    spec = json.loads((folder / CONFIG_FILE).read_text())
+    if spec.get("kind") != "gmn":
+        raise ValueError(f"{folder / CONFIG_FILE} holds a {spec.get('kind')!r}, not a 'gmn'")
+    model = GMN(GMNConfig(**spec["config"]))
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    model.eval()
+    return model, spec.get("metadata", {})
+
+
+__all__ = [
+    "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "collate", "load_gmn", "prepare_graph",
+    "save_gmn", "EdgeFeature",
+]
