@@ -77,9 +77,7 @@ def example_inputs(task: Task, count: int = 64) -> tuple[Any, ...]:
 
 
 def _image_inputs(task: Task, count: int) -> tuple[Any, ...]:
-    images = task.dataset[task.splits["train"][:count]]
-    x = images[0] if isinstance(images, (tuple, list)) else images
-    return (x,)
+    return (task.dataset.x["train"][:count],)  # (count, C, H, W)
 
 
 def evaluate(model: nn.Module, task: Task, device: str = "cpu") -> dict[str, float]:
