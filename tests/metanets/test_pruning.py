@@ -191,3 +191,45 @@ def test_cli_prunes_an_exported_cnn(tmp_path: Path) -> None:
     assert count_macs(model, _images()) / count_macs(loaded, _images()) >= 2.0
     assert main(["prune", "--model", str(source), "--dataset", "mnist14", "--speedup", "500",
                  "--out", str(tmp_path / "x"), "--finetune-epochs", "0"]) == 2
+
+
+# the metanetwork ---------------------------------------------------------------------------
+def _tiny_zoo() -> list[nn.Module]:
+    zoo = []
+    for seed, residual in ((0, True), (1, False)):
+        torch.manual_seed(seed)
+        zoo.append(CNN(CNNArchitecture(widths=(4, 4), residual=residual), 1, 3).eval())
+    return zoo
+
+
+def test_untrained_metanet_is_the_identity() -> None:
+    from metanets.pruning.metanet import PruningMetanet
+
+    model = _tiny_zoo()[0]
+    rewritten = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).transform(copy.deepcopy(model))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 rewritten.state_dict().values(), strict=True))
+
+
+def test_metanet_rewrite_increases_group_sparsity(tmp_path: Path) -> None:
+    from metanets.pruning.metanet import (
+        MetanetTrainConfig,
+        group_lasso,
+        load_pruning_metanet,
+        train_pruning_metanet,
+    )
+
+    zoo = _tiny_zoo()
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(64, 1, 8, 8, generator=generator), torch.randint(0, 3, (64,))
+    config = MetanetTrainConfig(lam=20.0, steps=25, lr=2e-2, batch_size=16, hidden=8, layers=1)
+    metanet = train_pruning_metanet(zoo, images, labels, (torch.zeros(2, 1, 8, 8),), config)
+    model = zoo[0]
+    rewritten = metanet.transform(copy.deepcopy(model))
+    lasso = [float(group_lasso(g, g.edge_attr.float()))
+             for g in (metanet.graph_of(model), metanet.graph_of(rewritten))]
+    assert lasso[1] < 0.9 * lasso[0]
+    loaded = load_pruning_metanet(metanet.save(tmp_path / "metanet"))
+    again = loaded.transform(copy.deepcopy(model))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(
+        rewritten.state_dict().values(), again.state_dict().values(), strict=True))
