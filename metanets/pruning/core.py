@@ -36,7 +36,7 @@ class PruneResult:
     params_before: int
     params_after: int
     removed_fraction: float          # fraction of prunable channels removed
-    widths_before: tuple[int, ...]   # channels of every prunable group
+    widths_before: tuple[int, ...]   # channels of every prunable group (per head: attention)
     widths_after: tuple[int, ...]
 
     @property
