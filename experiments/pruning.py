@@ -58,49 +58,59 @@ def train_zoo(task, size: int, epochs: int) -> list[torch.nn.Module]:
     return zoo
 
 
-def run(quick: bool) -> dict:
-    rows, log = [], []
-    scale = dict(train=2 if quick else 4, tune=1 if quick else 2, zoo=4 if quick else 6,
-                 steps=30 if quick else 100, gnn=60 if quick else 100, gnn_tune=20 if quick else 30)
+def run(quick: bool, save) -> dict:
+    """Baselines first, then the metanetwork (its zoo is the slowest part), then the GCN;
+    ``save(result)`` is called after every row so a partial table survives an interruption."""
+    result: dict = {"rows": [], "metanet_log": [], "metanet_seconds": None}
+    scale = dict(train=2 if quick else 4, tune=1 if quick else 2, zoo=3 if quick else 6,
+                 zoo_epochs=1 if quick else 3, steps=40 if quick else 100,
+                 gnn=60 if quick else 100, gnn_tune=20 if quick else 30)
+    result["scale"] = scale
     mnist = load_task("mnist14")
+    models = {}
+    for name, residual in (("CNN", False), ("ResNet-style CNN", True)):
+        models[name] = cnn(residual)
+        train_model(models[name], mnist, image_config(scale["train"]))
+        models[name].eval()
+    tune = image_config(scale["tune"])
+    for name, model in models.items():
+        for speedup in SPEEDUPS:
+            for method in ("magnitude", "random"):
+                _row(result, save, name, "mnist14", mnist, model, speedup, method, tune, None)
     print(f"zoo of {scale['zoo']} CNNs ...", flush=True)
-    zoo = train_zoo(mnist, scale["zoo"], scale["train"])
-    images = mnist.dataset.x["train"][:10000]
-    labels = mnist.dataset.y["train"][:10000]
+    zoo = train_zoo(mnist, scale["zoo"], scale["zoo_epochs"])
     start = time.perf_counter()
     metanet = train_pruning_metanet(
-        zoo, images, labels, (torch.zeros(2, 1, 14, 14),),
-        MetanetTrainConfig(lam=1.0, steps=scale["steps"], batch_size=128),
-        log=lambda s, t, g: log.append({"step": s, "task_loss": t, "relative_lasso": g}))
-    metanet_seconds = time.perf_counter() - start
-    print(f"metanetwork trained in {metanet_seconds:.0f}s: {log[-1]}", flush=True)
-    cora = load_task("cora")
-    gcn = GNN(GNNArchitecture(layers=(LayerSpec("gcn", 64, dropout=0.5),
-                                      LayerSpec("gcn", 64, dropout=0.5))),
-              cora.num_features, cora.num_classes)
-    subjects = [
-        ("CNN", "mnist14", mnist, cnn(False), image_config(scale["train"]),
-         image_config(scale["tune"]), True),
-        ("ResNet-style CNN", "mnist14", mnist, cnn(True), image_config(scale["train"]),
-         image_config(scale["tune"]), True),
-        ("GCN", "cora", cora, gcn, TrainConfig(epochs=scale["gnn"], patience=0),
-         TrainConfig(epochs=scale["gnn_tune"], patience=0), False),
-    ]
-    for name, dataset, task, model, train_cfg, tune_cfg, use_metanet in subjects:
-        seed_everything(0)
-        train_model(model, task, train_cfg)
-        model.eval()
+        zoo, mnist.dataset.x["train"][:10000], mnist.dataset.y["train"][:10000],
+        (torch.zeros(2, 1, 14, 14),), MetanetTrainConfig(lam=1.0, steps=scale["steps"]),
+        log=lambda s, t, g: result["metanet_log"].append(
+            {"step": s, "task_loss": t, "relative_lasso": g}))
+    result["metanet_seconds"] = time.perf_counter() - start
+    print(f"metanetwork: {result['metanet_log'][-1]}", flush=True)
+    for name, model in models.items():
         for speedup in SPEEDUPS:
-            methods = ("metanet", "magnitude", "random") if use_metanet else ("magnitude", "random")
-            for method in methods:
-                outcome = prune_and_finetune(model, task, speedup, method, tune_cfg,
-                                             metanet.transform if method == "metanet" else None)
-                row = {"model": name, "dataset": dataset, "target": speedup,
-                       "finetune_epochs": tune_cfg.epochs, **outcome.summary()}
-                rows.append(row)
-                print(_line(row), flush=True)
-    return {"rows": rows, "metanet_log": log, "metanet_seconds": metanet_seconds,
-            "scale": scale}
+            _row(result, save, name, "mnist14", mnist, model, speedup, "metanet", tune,
+                 metanet.transform)
+    cora = load_task("cora")
+    seed_everything(0)
+    gcn = GNN(GNNArchitecture(layers=(LayerSpec("gcn", 64), LayerSpec("gcn", 64))),
+              cora.num_features, cora.num_classes)
+    train_model(gcn, cora, TrainConfig(epochs=scale["gnn"], patience=0))
+    gcn.eval()
+    for speedup in SPEEDUPS:
+        for method in ("magnitude", "random"):
+            _row(result, save, "GCN", "cora", cora, gcn, speedup, method,
+                 TrainConfig(epochs=scale["gnn_tune"], patience=0), None)
+    return result
+
+
+def _row(result, save, name, dataset, task, model, speedup, method, tune, transform) -> None:
+    outcome = prune_and_finetune(model, task, speedup, method, tune, transform)
+    row = {"model": name, "dataset": dataset, "target": speedup,
+           "finetune_epochs": tune.epochs, **outcome.summary()}
+    result["rows"].append(row)
+    print(_line(row), flush=True)
+    save(result)
 
 
 def _line(row: dict) -> str:
@@ -116,7 +126,7 @@ def markdown(result: dict) -> str:
         "# Structured pruning: metanetwork-guided vs magnitude vs random", "",
         f"Date: {result['date']}  ", f"Machine: {result['machine']}  ",
         f"Load average at start: {result['load']}  ", f"Command: `{result['command']}`  ",
-        f"Scale: {result['scale']}; metanetwork training {result['metanet_seconds']:.0f}s", "",
+        f"Scale: {result['scale']}; metanetwork training {result['metanet_seconds']} s", "",
         "Test accuracy (MNIST = mnist14; Cora = Planetoid split). MACs: dense products "
         "(flop counter / 2) on one forward pass (64 images; the whole Cora graph).", "",
         "| model | target | method | speed-up | MACs before -> after | params before -> after "
@@ -145,12 +155,17 @@ def main() -> None:
         "load": [round(x, 2) for x in os.getloadavg()],
         "command": " ".join(["python", *sys.argv]),
     }
-    result = {**header, **run(args.quick)}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pruning.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "pruning.md").write_text(markdown(result))
-    print(markdown(result))
+
+    def save(partial: dict) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        document = {**header, **partial}
+        (out / "pruning.json").write_text(json.dumps(document, indent=2) + "\n")
+        (out / "pruning.md").write_text(markdown(document))
+
+    result = run(args.quick, save)
+    save(result)
+    print(markdown({**header, **result}))
 
 
 if __name__ == "__main__":

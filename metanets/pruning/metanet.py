@@ -200,7 +200,7 @@ def train_pruning_metanet(
         optimizer.step()
         if log is not None and (step % 20 == 0 or step == 1):
             log(step, float(task.detach()), float(lasso.detach()))
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"metanetwork loss became {float(loss)} at step {step}")
     metanet.eval()
     return metanet
