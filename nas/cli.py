@@ -367,10 +367,6 @@ def cmd_zoo_info(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _add_prune(commands: Any) -> None:
     p = commands.add_parser(
         "prune", help="prune an exported model to a MACs speed-up, fine-tune it and export it")
@@ -402,3 +398,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(format_outcome(outcome))
         print(f"pruned model written to {folder}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
