@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies,
-        _add_supernet, _add_zoo, _add_metanet, _add_hypernet, _add_predict_params,
+        _add_supernet, _add_zoo, _add_metanet, _add_hypernet, _add_predict_params, _add_prune,
     ):
         add(commands)
     return parser
@@ -731,6 +731,39 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
     print(f"predicted {sum(p.numel() for p in model.parameters())} parameters of "
           f"{arch.short()} in {seconds:.2f}s ({cpu:.2f}s CPU, GHN loading and graph tracing "
           f"included); exported to {folder}")
+    return 0
+
+
+def _add_prune(commands: Any) -> None:
+    p = commands.add_parser(
+        "prune", help="prune an exported model to a MACs speed-up, fine-tune it and export it")
+    p.add_argument("--model", required=True, help="exported model folder (never modified)")
+    p.add_argument("--dataset", required=True, help="task to fine-tune and measure accuracy on")
+    p.add_argument("--speedup", type=float, required=True, help="MACs before / after, e.g. 2.0")
+    p.add_argument("--out", required=True, help="folder to write the pruned model into")
+    p.add_argument("--method", default="magnitude",
+                   help="metanet, magnitude (L2 group norm, default) or random")
+    p.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs (0: none)")
+    p.add_argument("--metanet", default=None, help="trained pruning metanetwork (method metanet)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    p.set_defaults(handler=cmd_prune)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from nas.prune import PruneJob, format_outcome, run_prune
+
+    if args.finetune_epochs < 0:
+        raise UsageError(f"--finetune-epochs {args.finetune_epochs} must be >= 0")
+    job = PruneJob(args.model, args.dataset, args.speedup, args.out, args.method,
+                   args.finetune_epochs, args.metanet, args.seed, args.device)
+    outcome, folder = run_prune(job)
+    if args.json:
+        print(json.dumps({**outcome.summary(), "out": str(folder)}))
+    else:
+        print(format_outcome(outcome))
+        print(f"pruned model written to {folder}")
     return 0
 
 

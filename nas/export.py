@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
 SPEC_FILE = "architecture.json"
+#: optional key of a pruned model: ``{"attributes": {module path: {attribute: value}}, ...}``;
+#: ``architecture`` then names the unpruned architecture, whose modules the pruned weights
+#: narrow (see :mod:`metanets.pruning.shapes`)
+PRUNED_KEY = "pruned"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 
@@ -107,5 +111,10 @@ def load_exported(folder: str | Path) -> nn.Module:
     document = read_export(folder)
     model = build_module(document["space"], document["architecture"], document["in_channels"],
                          document["out_channels"], document["level"])
-    model.load_state_dict(load_file(str(Path(folder) / WEIGHTS_FILE)))
+    state = load_file(str(Path(folder) / WEIGHTS_FILE))
+    if PRUNED_KEY in document:
+        from metanets.pruning.shapes import resize_to_pruned
+
+        resize_to_pruned(model, state, document[PRUNED_KEY]["attributes"])
+    model.load_state_dict(state)
     return model

@@ -1,0 +1,299 @@
+"""Channel pruning of models of the GNN space (:class:`search_spaces.gnn.GNN`).
+
+torch-pruning's dependency graph traces ``grad_fn`` chains and does not know PyG's message
+passing (scatter, attention softmax, polynomial filters), so GNN-space models get this small
+routine instead: the model's structure is known from its architecture, and every PyG
+convolution of the space has a table saying which axis of each of its tensors indexes output
+and input channels.
+
+Pruning units: a layer's output channels; for an attention conv with ``H`` heads a unit is one
+channel *per head* (all ``H`` copies go together, so every head keeps the same width). Coupled
+channels: a residual connection without projection (``Identity``) adds layer ``i - 1``'s output
+to layer ``i``'s, so both layers form one group and lose the same channels; jumping-knowledge
+concatenation maps each layer's channels to its own slice of the classifier's input. The
+classifier's outputs (classes) and the network inputs are never pruned.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from metanets.pruning.errors import UnsupportedLayerError
+
+#: conv class -> {tensor name: (output axes, input axes)}; ``"heads"`` marks a (1, H, C) tensor
+_LINEAR = {"weight": ((0,), (1,)), "bias": ((0,), ())}
+_CONV_TABLES: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]] | str]] = {
+    "GCNConv": {"bias": ((0,), ()), "lin.weight": ((0,), (1,))},
+    "GATConv": {"att_src": "heads", "att_dst": "heads", "bias": ((0,), ()),
+                "lin.weight": ((0,), (1,))},
+    "GATv2Conv": {"att": "heads", "bias": ((0,), ()), "lin_l.weight": ((0,), (1,)),
+                  "lin_l.bias": ((0,), ()), "lin_r.weight": ((0,), (1,)),
+                  "lin_r.bias": ((0,), ())},
+    "TransformerConv": {f"lin_{n}.{p}": _LINEAR[p] for n in ("key", "query", "value", "skip")
+                        for p in ("weight", "bias")},
+    "SAGEConv": {"lin_l.weight": ((0,), (1,)), "lin_l.bias": ((0,), ()),
+                 "lin_r.weight": ((0,), (1,))},
+    "GraphConv": {"lin_rel.weight": ((0,), (1,)), "lin_rel.bias": ((0,), ()),
+                  "lin_root.weight": ((0,), (1,))},
+    # GIN's MLP keeps its hidden width; only its input and output channels are pruned
+    "GINConv": {"eps": ((), ()), "nn.0.weight": ((), (1,)), "nn.0.bias": ((), ()),
+                "nn.2.weight": ((0,), ()), "nn.2.bias": ((0,), ())},
+    "ChebConv": {"bias": ((0,), ()), "lins.*.weight": ((0,), (1,))},
+    "TAGConv": {"bias": ((0,), ()), "lins.*.weight": ((0,), (1,))},
+    "SGConv": {"lin.weight": ((0,), (1,)), "lin.bias": ((0,), ())},
+    "ARMAConv": {"weight": ((2, 3), ()), "init_weight": ((2,), (1,)),
+                 "root_weight": ((3,), (2,)), "bias": ((3,), ())},
+    "LinearConv": {"lin.weight": ((0,), (1,)), "lin.bias": ((0,), ())},
+}
+_NORM_TABLE = {"weight": ((0,), ()), "bias": ((0,), ()), "running_mean": ((0,), ()),
+               "running_var": ((0,), ()), "num_batches_tracked": ((), ())}
+
+
+def supported_convs() -> list[str]:
+    """Conv classes the GNN channel pruner handles."""
+    return sorted(_CONV_TABLES)
+
+
+@dataclasses.dataclass
+class _Slot:
+    """One tensor touched by a channel group: ``module.name`` along ``axes``."""
+
+    module: nn.Module
+    name: str
+    axes: tuple[int, ...]
+    heads: int = 1          # >1: the axis is flat (head, channel) and units are per-head channels
+    offset: int = 0         # start of the group's channels on the axis (jk_cat slices)
+    per_head: bool = False  # the tensor is (1, H, C): index axis 2 by unit
+
+
+@dataclasses.dataclass
+class _Group:
+    """Coupled output channels of one or more layers."""
+
+    layers: list[int]
+    units: int
+    heads: int
+    out_slots: list[_Slot]
+    in_slots: list[_Slot]
+
+
+def _table_entry(table: dict, name: str) -> tuple | str | None:
+    if name in table:
+        return table[name]
+    parts = name.split(".")
+    for key, value in table.items():
+        pattern = key.split(".")
+        if len(pattern) == len(parts) and all(p in ("*", q) for p, q in zip(pattern, parts)):
+            return value
+    return None
+
+
+def _conv_slots(conv: nn.Module, path: str, heads: int) -> tuple[list[_Slot], list[_Slot]]:
+    """Output- and input-channel slots of a conv (``UnsupportedLayerError`` if unknown)."""
+    table = _CONV_TABLES.get(type(conv).__name__)
+    if table is None:
+        raise UnsupportedLayerError(type(conv).__name__, path, supported_convs())
+    outs, ins = [], []
+    for name, _ in _named_tensors(conv):
+        entry = _table_entry(table, name)
+        if entry is None:
+            raise UnsupportedLayerError(
+                f"{type(conv).__name__} tensor {name!r}", path, supported_convs())
+        owner, leaf = _owner(conv, name)
+        if entry == "heads":
+            outs.append(_Slot(owner, leaf, (2,), heads, per_head=True))
+            continue
+        out_axes, in_axes = entry
+        if out_axes:
+            outs.append(_Slot(owner, leaf, out_axes, heads))
+        if in_axes:
+            ins.append(_Slot(owner, leaf, in_axes))
+    return outs, ins
+
+
+def _named_tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
+    return [(n, t) for n, t in module.state_dict(keep_vars=True).items()]
+
+
+def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, leaf = name.rpartition(".")
+    return (module.get_submodule(path) if path else module), leaf
+
+
+def _module_slots(module: nn.Module, table: dict) -> list[_Slot]:
+    slots = []
+    for name, _ in _named_tensors(module):
+        out_axes, _ = table[name]
+        if out_axes:
+            slots.append(_Slot(*_owner(module, name), out_axes))
+    return slots
+
+
+def build_groups(model: nn.Module) -> list[_Group]:
+    """The prunable channel groups of a GNN-space model, in layer order."""
+    arch = model.arch
+    outs, ins, heads = [], [], []
+    for i, layer in enumerate(model.layers):
+        h = layer.spec.heads
+        o, n = _conv_slots(layer.conv, f"layers.{i}.conv", h)
+        if isinstance(layer.norm, (nn.BatchNorm1d, nn.LayerNorm)):
+            o += [dataclasses.replace(s, heads=h) for s in _module_slots(layer.norm, _NORM_TABLE)]
+        if isinstance(layer.res, nn.Linear):
+            o.append(_Slot(layer.res, "weight", (0,), h))
+            n.append(_Slot(layer.res, "weight", (1,)))
+        outs.append(o)
+        ins.append(n)  # input slots of layer i consume layer i-1's output
+        heads.append(h)
+    classifier_in = _classifier_slots(model)
+    members = _coupled_layers(model)
+    groups = []
+    for layers in members:
+        group_heads = {heads[i] for i in layers} - {1}
+        if len(group_heads) > 1:
+            continue  # residual-coupled layers with different head counts: left unpruned
+        h = group_heads.pop() if group_heads else 1
+        width = arch.layers[layers[0]].width
+        out_slots = [dataclasses.replace(s, heads=h) for i in layers for s in outs[i]]
+        in_slots = [dataclasses.replace(s, heads=h) for i in layers
+                    for s in (ins[i + 1] if i + 1 < len(ins) else []) + classifier_in.get(i, [])]
+        groups.append(_Group(layers, width // h, h, out_slots, in_slots))
+    return groups
+
+
+def _coupled_layers(model: nn.Module) -> list[list[int]]:
+    """Layers whose outputs are added without projection (identity residuals) share channels."""
+    members: list[list[int]] = []
+    for i, layer in enumerate(model.layers):
+        if i > 0 and isinstance(layer.res, nn.Identity):
+            members[-1].append(i)
+        else:
+            members.append([i])
+    return members
+
+
+def _classifier_slots(model: nn.Module) -> dict[int, list[_Slot]]:
+    """Layer index -> the classifier-input slot its channels feed."""
+    widths = [layer.width for layer in model.arch.layers]
+    if model.arch.skip == "jk_cat":
+        offsets = [sum(widths[:i]) for i in range(len(widths))]
+        return {i: [_Slot(model.classifier, "weight", (1,), offset=offsets[i])]
+                for i in range(len(widths))}
+    return {len(widths) - 1: [_Slot(model.classifier, "weight", (1,))]}
+
+
+def _flat_index(units: Tensor, group: _Group) -> Tensor:
+    """Flat channel indices (head-major, as PyG lays out ``H * C``) of per-head units."""
+    per_head = group.units
+    return torch.cat([units + h * per_head for h in range(group.heads)]).sort().values
+
+
+def unit_scores(groups: list[_Group]) -> list[Tensor]:
+    """L2 norm of every unit's parameters over all tensors of its group (tp's group norm)."""
+    scores = []
+    for group in groups:
+        total = torch.zeros(group.units)
+        for slot in (*group.out_slots, *group.in_slots):
+            total += _slot_sq_norms(slot, group)
+        scores.append(total.sqrt())
+    return scores
+
+
+def _slot_sq_norms(slot: _Slot, group: _Group) -> Tensor:
+    tensor = getattr(slot.module, slot.name).detach().float()
+    if slot.per_head:  # (1, H, C)
+        return tensor.pow(2).sum(dim=(0, 1))  # (C,)
+    total = torch.zeros(group.units)
+    size = group.units * group.heads
+    for axis in slot.axes:
+        moved = tensor.narrow(axis, slot.offset, size).movedim(axis, 0).reshape(size, -1)
+        per_channel = moved.pow(2).sum(dim=1).view(group.heads, group.units)  # head-major
+        total += per_channel.sum(dim=0)
+    return total
+
+
+def prune_groups(model: nn.Module, groups: list[_Group], drops: list[Tensor]) -> None:
+    """Remove the ``drops`` units of every group from ``model`` (in place; offsets of
+    jk_cat slices are handled from the last layer backwards)."""
+    order = sorted(range(len(groups)), key=lambda g: -groups[g].layers[0])
+    for g in order:
+        group, drop = groups[g], drops[g]
+        if not len(drop):
+            continue
+        keep_units = _complement(drop, group.units)
+        for slot in (*group.out_slots, *group.in_slots):
+            _slice(slot, keep_units, group)
+    _refresh_attributes(model)
+
+
+def _complement(drop: Tensor, size: int) -> Tensor:
+    mask = torch.ones(size, dtype=torch.bool)
+    mask[drop] = False
+    return mask.nonzero().view(-1)
+
+
+def _slice(slot: _Slot, keep_units: Tensor, group: _Group) -> None:
+    tensor = getattr(slot.module, slot.name)
+    data = tensor.data
+    if slot.per_head:
+        data = data.index_select(2, keep_units)
+    else:
+        keep = _flat_index(keep_units, group)
+        for axis in slot.axes:
+            size = data.shape[axis]
+            index = torch.cat([torch.arange(slot.offset), keep + slot.offset,
+                               torch.arange(slot.offset + group.units * group.heads, size)])
+            data = data.index_select(axis, index)
+    _replace(slot.module, slot.name, data.contiguous())
+
+
+def _replace(module: nn.Module, name: str, data: Tensor) -> None:
+    if name in module._parameters:
+        old = module._parameters[name]
+        module._parameters[name] = nn.Parameter(data, requires_grad=old.requires_grad)
+    else:
+        module._buffers[name] = data
+
+
+def _refresh_attributes(model: nn.Module) -> None:
+    """Update width attributes of every layer to its (pruned) tensors, and the architecture."""
+    from torch_geometric.nn.dense.linear import Linear as PyGLinear
+
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
+        elif isinstance(module, PyGLinear):
+            module.out_channels, module.in_channels = module.weight.shape
+        elif isinstance(module, nn.BatchNorm1d):
+            module.num_features = module.running_mean.shape[0]
+        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            module.normalized_shape = tuple(module.weight.shape)
+    widths = []
+    for i, layer in enumerate(model.layers):
+        width = _conv_width(layer.conv)
+        _set_conv_channels(layer.conv, _layer_input(model, i), width // layer.spec.heads)
+        layer.spec = dataclasses.replace(layer.spec, width=width)
+        widths.append(layer.spec)
+    model.arch = dataclasses.replace(model.arch, layers=tuple(widths))
+
+
+def _conv_width(conv: nn.Module) -> int:
+    """Output channels of a pruned conv, read from its first output-axis tensor."""
+    table = _CONV_TABLES[type(conv).__name__]
+    for name, tensor in _named_tensors(conv):
+        entry = _table_entry(table, name)
+        if entry != "heads" and entry[0]:
+            return tensor.shape[entry[0][0]]
+    raise AssertionError(f"{type(conv).__name__} has no output tensor")
+
+
+def _layer_input(model: nn.Module, i: int) -> int:
+    return model.in_channels if i == 0 else model.layers[i - 1].spec.width
+
+
+def _set_conv_channels(conv: nn.Module, in_channels: int, out_channels: int) -> None:
+    if hasattr(conv, "in_channels"):
+        conv.in_channels = in_channels
+    if hasattr(conv, "out_channels"):
+        conv.out_channels = out_channels

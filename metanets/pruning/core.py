@@ -1,0 +1,159 @@
+"""Structured channel pruning to a target MACs speed-up.
+
+Every backend splits a model into groups of coupled channels and gives each channel an L2
+group-norm importance (the norm of all weights that go when the channel goes). Importances are
+divided by their group's mean so that groups of different sizes rank together (torch-pruning's
+``normalizer="mean"``), and the lowest-ranked channels of all groups are removed together, every
+group keeping at least one channel, in small steps until the measured MACs reach the target.
+
+MACs: half the FLOPs ``torch.utils.flop_counter`` counts for one forward pass on the example
+inputs: dense matrix products and convolutions; normalisation, activations and message passing's
+scatter operations are not counted (for a GNN the dense products dominate).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from metanets.pruning.errors import UnreachableSpeedupError
+
+Importance = Literal["magnitude", "random"]
+IMPORTANCES: tuple[str, ...] = ("magnitude", "random")
+STEP = 0.01  # fraction of all prunable channels removed per MACs measurement
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneResult:
+    """A pruned copy of a model and what pruning changed."""
+
+    model: nn.Module                 # the pruned model (the input is never modified)
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    removed_fraction: float          # fraction of prunable channels removed
+    widths_before: tuple[int, ...]   # channels of every prunable group (per head: attention)
+    widths_after: tuple[int, ...]
+
+    @property
+    def speedup(self) -> float:
+        return self.macs_before / max(self.macs_after, 1)
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, inputs: tuple[Any, ...]) -> int:
+    """Multiply-accumulates of one forward pass (see the module docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(*inputs)
+    model.train(was_training)
+    return int(counter.get_total_flops()) // 2
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def backend_for(model: nn.Module, inputs: tuple[Any, ...]) -> Any:
+    """The GNN pruner for GNN-space models, torch-pruning's dependency graph otherwise."""
+    from search_spaces.gnn import GNN
+
+    if isinstance(model, GNN):
+        from metanets.pruning._gnn_backend import GNNBackend
+
+        return GNNBackend()
+    from metanets.pruning._torch import TorchBackend
+
+    return TorchBackend(inputs)
+
+
+def channel_scores(backend: Any, model: nn.Module, importance: str, seed: int) -> list[Tensor]:
+    """Mean-normalised importance of every channel of every group."""
+    if importance not in IMPORTANCES:
+        raise ValueError(f"could not resolve importance {importance!r} among choices "
+                         f"{list(IMPORTANCES)}")
+    raw = backend.scores(model)
+    if importance == "random":
+        generator = torch.Generator().manual_seed(seed)
+        return [torch.rand(len(s), generator=generator) for s in raw]
+    return [s / s.mean().clamp_min(1e-12) for s in raw]
+
+
+def removal_order(scores: list[Tensor]) -> list[tuple[int, int]]:
+    """``(group, channel)`` pairs, least important first, over all groups together; the most
+    important channel of every group is never listed (each group keeps one)."""
+    ranked = []
+    for g, s in enumerate(scores):
+        order = s.argsort(descending=True)
+        ranked += [(float(s[i]), g, int(i)) for i in order[1:]]
+    ranked.sort()
+    return [(g, i) for _, g, i in ranked]
+
+
+def _positions(batch: list[tuple[int, int]], alive: list[list[int]]) -> list[Tensor]:
+    """Current positions of the original channels in ``batch``; updates ``alive``."""
+    drops: list[list[int]] = [[] for _ in alive]
+    for g, i in batch:
+        drops[g].append(i)
+    positions = []
+    for g, dropped in enumerate(drops):
+        gone = set(dropped)
+        positions.append(torch.tensor([p for p, c in enumerate(alive[g]) if c in gone],
+                                      dtype=torch.long))
+        alive[g] = [c for c in alive[g] if c not in gone]
+    return positions
+
+
+def prune_model(
+    model: nn.Module, inputs: tuple[Any, ...], speedup: float,
+    importance: Importance = "magnitude", seed: int = 0, step: float = STEP,
+) -> PruneResult:
+    """Remove channels of a copy of ``model`` until its MACs drop by ``speedup``.
+
+    Channels are removed in order of (mean-normalised) importance over all groups, ``step`` of
+    all prunable channels at a time, measuring MACs after every step; the first step that
+    reaches the target ends it (the speed-up reached lies at most one step above the target).
+
+    Args:
+        model: a trained model (not modified).
+        inputs: example inputs of one forward pass (MACs are measured on them).
+        speedup: target ratio MACs before / MACs after (> 1).
+        importance: ``"magnitude"`` (L2 group norm) or ``"random"`` (seeded).
+        seed: seed of the random importance.
+        step: fraction of all prunable channels removed between two MACs measurements.
+
+    Raises:
+        UnreachableSpeedupError: even one channel per group is not fast enough (names the
+            largest reachable speed-up).
+        UnsupportedLayerError: a layer the pruner cannot handle (names it).
+    """
+    if not speedup > 1.0:
+        raise ValueError(f"speed-up {speedup} must be > 1")
+    backend = backend_for(model, inputs)
+    scores = channel_scores(backend, model, importance, seed)
+    sizes = [len(s) for s in scores]
+    before = count_macs(model, inputs)
+    pruned = copy.deepcopy(model)
+    order = removal_order(scores)
+    alive = [list(range(n)) for n in sizes]
+    chunk = max(1, int(step * sum(sizes)))
+    macs, removed = before, 0
+    while removed < len(order) and before / max(macs, 1) < speedup:
+        batch = order[removed:removed + chunk]
+        backend.apply(pruned, _positions(batch, alive))
+        removed += len(batch)
+        macs = count_macs(pruned, inputs)
+    if before / max(macs, 1) < speedup:
+        raise UnreachableSpeedupError(speedup, before / max(macs, 1))
+    return PruneResult(
+        pruned, before, macs, count_params(model), count_params(pruned),
+        removed / max(sum(sizes), 1), tuple(sizes), tuple(len(a) for a in alive),
+    )

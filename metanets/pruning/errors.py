@@ -1,0 +1,33 @@
+"""Errors of structured pruning (both are ``ValueError``: bad input, exit code 2 in the CLI)."""
+from __future__ import annotations
+
+
+class UnreachableSpeedupError(ValueError):
+    """The requested MACs speed-up exceeds what pruning every group to one channel gives.
+
+    Attributes:
+        requested: the requested speed-up.
+        largest: the largest reachable speed-up.
+    """
+
+    def __init__(self, requested: float, largest: float) -> None:
+        self.requested, self.largest = requested, largest
+        super().__init__(
+            f"speed-up {requested:g}x cannot be reached: the largest reachable speed-up is "
+            f"{largest:.3f}x (every prunable channel group at one channel)"
+        )
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer the channel pruner (torch-pruning's dependency graph or the GNN pruner) cannot
+    handle.
+
+    Attributes:
+        layer: the layer's class (or class and tensor).
+        path: its module path in the model.
+    """
+
+    def __init__(self, layer: str, path: str, supported: list[str] | None = None) -> None:
+        self.layer, self.path = layer, path
+        hint = f"; supported layers: {supported}" if supported else ""
+        super().__init__(f"cannot prune layer {layer} at {path or '<root>'!r}{hint}")

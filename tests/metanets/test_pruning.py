@@ -1,0 +1,235 @@
+"""Structured pruning: speed-up reached with coupled channels kept consistent, input untouched,
+clear errors, export round trip, and the metanetwork's sparsifying rewrite."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from metanets.pruning import (
+    UnreachableSpeedupError,
+    UnsupportedLayerError,
+    count_macs,
+    prune_model,
+)
+from metanets.pruning.shapes import pruned_attributes
+from nas.export import PRUNED_KEY, export_model, load_exported
+from search_spaces.cnn import CNN, CNNArchitecture
+from search_spaces.gnn import GNN, GNNArchitecture, LayerSpec
+
+STEP = 0.05  # coarse steps keep the tests fast
+
+
+def _cnn(residual: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    return CNN(CNNArchitecture(widths=(8, 8, 16), norm="batch", residual=residual), 1, 10).eval()
+
+
+def _images() -> tuple[torch.Tensor]:
+    return (torch.randn(4, 1, 14, 14),)
+
+
+def _graph() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(20, 6, generator=generator), torch.randint(0, 20, (2, 60),
+                                                                   generator=generator)
+
+
+def _gnn(conv: str, skip: str) -> GNN:
+    torch.manual_seed(0)
+    heads = 2 if conv in ("gat", "transformer") else 1
+    layers = (LayerSpec(conv, 16, heads, norm="batch"), LayerSpec(conv, 16, heads, norm="layer"),
+              LayerSpec("gcn", 32))
+    return GNN(GNNArchitecture(layers=layers, skip=skip), 6, 3).eval()
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("speedup", [2.0, 3.0])
+def test_residual_cnn_reaches_speedup_and_runs(speedup: float) -> None:
+    model, inputs = _cnn(), _images()
+    before = _state(model)
+    result = prune_model(model, inputs, speedup, step=STEP)
+    assert result.speedup >= speedup
+    assert count_macs(result.model, inputs) == result.macs_after
+    assert result.model(*inputs).shape == (4, 10)
+    blocks = result.model.blocks
+    # identity shortcut of block 1 couples its output channels with block 0's
+    assert blocks[0].conv.out_channels == blocks[1].conv.out_channels
+    assert result.params_after < result.params_before
+    assert model.blocks[0].conv.out_channels == 8  # input untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(("conv", "skip"), [
+    ("gcn", "residual"), ("gat", "jk_cat"), ("gin", "none"), ("arma", "residual"),
+    ("transformer", "none"), ("cheb", "jk_cat"),
+])
+def test_gnn_space_model_reaches_speedup(conv: str, skip: str) -> None:
+    model, inputs = _gnn(conv, skip), _graph()
+    before = _state(model)
+    result = prune_model(model, inputs, 2.0, step=STEP)
+    assert result.speedup >= 2.0
+    assert result.model(*inputs).shape == (20, 3)
+    assert sum(result.widths_after) < sum(result.widths_before)
+    for layer, spec in zip(result.model.layers, result.model.arch.layers, strict=True):
+        assert spec.width % spec.heads == 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.arch.layers[0].width == 16
+
+
+def test_magnitude_keeps_the_large_channels() -> None:
+    model, inputs = _gnn("linear", "none"), _graph()
+    with torch.no_grad():
+        model.layers[0].conv.lin.weight[:8].mul_(100.0)  # channels 0-7 of layer 0 dominate
+    result = prune_model(model, inputs, 1.5, step=STEP)
+    kept = result.model.layers[0].conv.lin.weight
+    assert kept.shape[0] < 16
+    assert kept.abs().mean(dim=1).min() > 1.0  # only scaled-up rows survived
+
+
+def test_random_importance_is_seeded() -> None:
+    model, inputs = _gnn("gcn", "none"), _graph()
+    a = prune_model(model, inputs, 2.0, importance="random", seed=1, step=STEP)
+    b = prune_model(model, inputs, 2.0, importance="random", seed=1, step=STEP)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(),
+                                                  b.model.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="could not resolve importance 'l1'"):
+        prune_model(model, inputs, 2.0, importance="l1")  # type: ignore[arg-type]
+
+
+def test_unreachable_speedup_names_the_largest() -> None:
+    model, inputs = _cnn(), _images()
+    with pytest.raises(UnreachableSpeedupError, match=r"largest reachable speed-up is") as info:
+        prune_model(model, inputs, 1000.0, step=0.2)
+    assert 1.0 < info.value.largest < 1000.0
+    assert f"{info.value.largest:.3f}x" in str(info.value)
+    with pytest.raises(ValueError, match="must be > 1"):
+        prune_model(model, inputs, 0.5)
+
+
+class _Scale(nn.Module):
+    """A layer with a parameter torch-pruning has no pruning function for."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def test_unsupported_torch_layer_is_named() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), _Scale(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 10))
+    with pytest.raises(UnsupportedLayerError, match=r"_Scale at '1'"):
+        prune_model(model, _images(), 2.0)
+
+
+class _Conv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(16, 6))
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.t()
+
+
+def test_unsupported_gnn_conv_is_named() -> None:
+    model = _gnn("gcn", "none")
+    model.layers[0].conv = _Conv()
+    with pytest.raises(UnsupportedLayerError, match=r"_Conv at 'layers.0.conv'"):
+        prune_model(model, _graph(), 2.0)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "gnn"])
+def test_export_round_trip_of_pruned_model(kind: str, tmp_path: Path) -> None:
+    if kind == "cnn":
+        model, inputs, space, level = _cnn(), _images(), "cnn", "image"
+        spec, dims = model.arch.to_dict(), (1, 10)
+    else:
+        model, inputs, space, level = _gnn("gat", "residual"), _graph(), "gnn", "node"
+        spec, dims = model.arch.to_dict(), (6, 3)
+    result = prune_model(model, inputs, 2.0, step=STEP)
+    folder = export_model(
+        tmp_path / "pruned", space=space, spec=spec, in_channels=dims[0], out_channels=dims[1],
+        level=level, state_dict=result.model.state_dict(),
+        metadata={PRUNED_KEY: {"attributes": pruned_attributes(model, result.model)}},
+    )
+    loaded = load_exported(folder).eval()
+    assert torch.allclose(loaded(*inputs), result.model.eval()(*inputs), atol=1e-6)
+    assert count_macs(loaded, inputs) == result.macs_after
+    document = json.loads((folder / "architecture.json").read_text())
+    assert document["architecture"] == json.loads(json.dumps(spec))  # the unpruned architecture the modules come from
+
+
+def test_cli_prunes_an_exported_cnn(tmp_path: Path) -> None:
+    from nas.tasks import default_data_root
+
+    root = default_data_root() / "MNIST" / "raw"
+    if not root.is_dir():
+        pytest.skip("MNIST raw files not found under METANAS_DATA")
+    from nas.cli import main
+
+    model = _cnn()
+    arch = CNNArchitecture(widths=(8, 8, 16), norm="batch", residual=True, train_fraction=0.01)
+    source = export_model(tmp_path / "model", space="cnn", spec=arch.to_dict(), in_channels=1,
+                          out_channels=10, level="image", state_dict=model.state_dict())
+    files = {p.name: p.read_bytes() for p in source.iterdir()}
+    out = tmp_path / "pruned"
+    code = main(["prune", "--model", str(source), "--dataset", "mnist14", "--speedup", "2",
+                 "--out", str(out), "--finetune-epochs", "1", "--json"])
+    assert code == 0
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == files  # input untouched
+    loaded = load_exported(out)
+    assert count_macs(model, _images()) / count_macs(loaded, _images()) >= 2.0
+    assert main(["prune", "--model", str(source), "--dataset", "mnist14", "--speedup", "500",
+                 "--out", str(tmp_path / "x"), "--finetune-epochs", "0"]) == 2
+
+
+# the metanetwork ---------------------------------------------------------------------------
+def _tiny_zoo() -> list[nn.Module]:
+    zoo = []
+    for seed, residual in ((0, True), (1, False)):
+        torch.manual_seed(seed)
+        zoo.append(CNN(CNNArchitecture(widths=(4, 4), residual=residual), 1, 3).eval())
+    return zoo
+
+
+def test_untrained_metanet_is_the_identity() -> None:
+    from metanets.pruning.metanet import PruningMetanet
+
+    model = _tiny_zoo()[0]
+    rewritten = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).transform(copy.deepcopy(model))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 rewritten.state_dict().values(), strict=True))
+
+
+def test_metanet_rewrite_increases_group_sparsity(tmp_path: Path) -> None:
+    from metanets.pruning.metanet import (
+        MetanetTrainConfig,
+        group_lasso,
+        load_pruning_metanet,
+        train_pruning_metanet,
+    )
+
+    zoo = _tiny_zoo()
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(64, 1, 8, 8, generator=generator), torch.randint(0, 3, (64,))
+    config = MetanetTrainConfig(lam=20.0, steps=25, lr=2e-2, batch_size=16, hidden=8, layers=1)
+    metanet = train_pruning_metanet(zoo, images, labels, (torch.zeros(2, 1, 8, 8),), config)
+    model = zoo[0]
+    rewritten = metanet.transform(copy.deepcopy(model))
+    lasso = [float(group_lasso(g, g.edge_attr.float()))
+             for g in (metanet.graph_of(model), metanet.graph_of(rewritten))]
+    assert lasso[1] < 0.9 * lasso[0]
+    loaded = load_pruning_metanet(metanet.save(tmp_path / "metanet"))
+    again = loaded.transform(copy.deepcopy(model))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(
+        rewritten.state_dict().values(), again.state_dict().values(), strict=True))
