@@ -161,6 +161,26 @@ class GNNSpace(SearchSpace):
             weight_decay=trial.suggest_categorical("weight_decay", WEIGHT_DECAYS),
         )
 
+    @staticmethod
+    def trial_params(arch: GNNArchitecture) -> dict[str, Any]:
+        """The trial parameters under which :meth:`suggest` returns ``arch`` (its inverse):
+        ``suggest(optuna.trial.FixedTrial(trial_params(arch))) == arch``."""
+        params: dict[str, Any] = {"depth": arch.depth}
+        for i, layer in enumerate(arch.layers):
+            params[f"l{i}_conv"] = layer.conv
+            if layer.conv in ATTENTION_CONVS:
+                params[f"l{i}_heads"] = layer.heads
+            if layer.conv in AGGREGATING_CONVS:
+                params[f"l{i}_aggregation"] = layer.aggregation
+            params.update({
+                f"l{i}_width": layer.width, f"l{i}_activation": layer.activation,
+                f"l{i}_norm": layer.norm, f"l{i}_dropout": layer.dropout,
+            })
+        if arch.depth > 1:
+            params["skip"] = arch.skip
+        params.update(readout=arch.readout, lr=arch.lr, weight_decay=arch.weight_decay)
+        return params
+
     def _suggest_layer(self, trial: optuna.trial.BaseTrial, i: int) -> LayerSpec:
         conv = trial.suggest_categorical(f"l{i}_conv", self.convs)
         heads = trial.suggest_categorical(f"l{i}_heads", HEADS) if conv in ATTENTION_CONVS else 1

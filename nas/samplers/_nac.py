@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import Tensor, nn
 
 from search_spaces.gnn import (
-    ATTENTION_CONVS, AGGREGATING_CONVS, WIDTHS, GNNArchitecture, LayerSpec, make_conv, readout,
+    WIDTHS, GNNArchitecture, GNNSpace, LayerSpec, make_conv, readout,
 )
 
 if TYPE_CHECKING:
@@ -144,21 +144,7 @@ def _least_squares(net: Supernet, batch: ProxyBatch, first: Tensor, classes: int
 
 def architecture_params(arch: GNNArchitecture) -> dict[str, Any]:
     """The trial parameters under which ``GNNSpace.suggest`` returns ``arch``."""
-    params: dict[str, Any] = {"depth": arch.depth}
-    for i, layer in enumerate(arch.layers):
-        params[f"l{i}_conv"] = layer.conv
-        if layer.conv in ATTENTION_CONVS:
-            params[f"l{i}_heads"] = layer.heads
-        if layer.conv in AGGREGATING_CONVS:
-            params[f"l{i}_aggregation"] = layer.aggregation
-        params.update({
-            f"l{i}_width": layer.width, f"l{i}_activation": layer.activation,
-            f"l{i}_norm": layer.norm, f"l{i}_dropout": layer.dropout,
-        })
-    if arch.depth > 1:
-        params["skip"] = arch.skip
-    params.update(readout=arch.readout, lr=arch.lr, weight_decay=arch.weight_decay)
-    return params
+    return GNNSpace.trial_params(arch)
 
 
 class NACSampler(optuna.samplers.BaseSampler):

@@ -348,21 +348,7 @@ class GNNSupernet(Supernet):
 
 def gnn_trial_params(arch: GNNArchitecture) -> dict[str, Any]:
     """The Optuna parameters :meth:`GNNSpace.suggest` reads back as ``arch``."""
-    params: dict[str, Any] = {"depth": arch.depth}
-    for i, layer in enumerate(arch.layers):
-        params[f"l{i}_conv"] = layer.conv
-        if layer.conv in ATTENTION_CONVS:
-            params[f"l{i}_heads"] = layer.heads
-        if layer.conv in AGGREGATING_CONVS:
-            params[f"l{i}_aggregation"] = layer.aggregation
-        params.update({
-            f"l{i}_width": layer.width, f"l{i}_activation": layer.activation,
-            f"l{i}_norm": layer.norm, f"l{i}_dropout": layer.dropout,
-        })
-    if arch.depth > 1:
-        params["skip"] = arch.skip
-    params.update({"readout": arch.readout, "lr": arch.lr, "weight_decay": arch.weight_decay})
-    return params
+    return GNNSpace.trial_params(arch)
 
 
 _ACTIVATIONS: dict[str, nn.Module] = {name: make_activation(name) for name in ACTIVATIONS}

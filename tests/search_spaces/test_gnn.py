@@ -125,3 +125,13 @@ def test_repr_is_readable() -> None:
     assert repr(model) == "GNN(gat64h8-gcn16 residual, in=10, out=3, level=node)"
     with pytest.raises(ValueError, match="graph"):
         get_space("gnn").check_level("edge")
+
+
+def test_trial_params_inverts_suggest() -> None:
+    space = GNNSpace()
+    for seed in range(100):
+        arch = space.sample(seed)
+        params = space.trial_params(arch)
+        assert space.suggest(optuna.trial.FixedTrial(params)) == arch
+    gcn = GNNArchitecture(layers=(LayerSpec("gcn", 16),))
+    assert "l0_heads" not in space.trial_params(gcn) and "skip" not in space.trial_params(gcn)
