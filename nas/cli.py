@@ -97,9 +97,14 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--convs", default=None, help="comma-separated convolutions to search over (gnn space)")
     p.add_argument(
         "--strategy", default="tpe",
-        help="search strategy: random, tpe, gp, nsga2, evolution, reinforce, predictor (default tpe)",
+        help="search strategy: random, tpe, gp, nsga2, evolution, reinforce, predictor, gradient, "
+             "nac (default tpe)",
     )
-    p.add_argument("--evaluator", default="train", help="how to score an architecture (default train)")
+    p.add_argument(
+        "--evaluator", default="train",
+        help="how to score an architecture: train, table, supernet[:ftN], hypernet[:PATH], "
+             "zero-cost:PROXY (default train)",
+    )
     p.add_argument("--trials", type=int, default=20, help="trials in the study, finished ones included")
     p.add_argument("--timeout", type=float, default=None, help="seconds after which no trial starts")
     _storage_option(p)
