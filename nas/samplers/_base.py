@@ -122,6 +122,30 @@ def mutable(distribution: BaseDistribution) -> bool:
 # --- replaying a proposal through a space ------------------------------------------------------
 
 
+class ChosenParams:
+    """Parameters a sampler fixes for a trial in ``before_trial`` and answers from in
+    ``sample_independent`` (anything the trial asks beyond them goes to ``fallback``), until
+    ``after_trial`` forgets them."""
+
+    def __init__(self) -> None:
+        self._by_trial: dict[int, dict[str, Any]] = {}
+
+    def set(self, trial: FrozenTrial, params: dict[str, Any]) -> None:
+        self._by_trial[trial._trial_id] = params
+
+    def sample(
+        self, fallback: optuna.samplers.BaseSampler, study: Study, trial: FrozenTrial,
+        param_name: str, param_distribution: BaseDistribution,
+    ) -> Any:
+        chosen = self._by_trial.get(trial._trial_id, {})
+        if param_name in chosen:
+            return chosen[param_name]
+        return fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def forget(self, trial: FrozenTrial) -> None:
+        self._by_trial.pop(trial._trial_id, None)
+
+
 class ReplayTrial:
     """The ``suggest_*`` part of a trial, answered from given parameters where they fit and at
     random otherwise; records what the space asked for.

@@ -30,6 +30,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from torch import Tensor, nn
 
+from nas.samplers._base import ChosenParams
 from search_spaces.gnn import (
     WIDTHS, GNNArchitecture, GNNSpace, LayerSpec, make_conv, readout,
 )
@@ -172,7 +173,7 @@ class NACSampler(optuna.samplers.BaseSampler):
         self.options = dict(depth=depth, width=width, steps=steps, step_size=step_size, l1=l1)
         self.task = task
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
-        self._chosen: dict[int, dict[str, Any]] = {}
+        self._chosen = ChosenParams()
 
     def reseed_rng(self) -> None:
         self._fallback.reseed_rng()
@@ -190,7 +191,7 @@ class NACSampler(optuna.samplers.BaseSampler):
         if space != "gnn":
             raise ValueError(f"strategy 'nac' searches space 'gnn', not {space!r}")
         arch, alpha = self.derive(self._task(study), seed=self.seed + trial.number)
-        self._chosen[trial._trial_id] = architecture_params(arch)
+        self._chosen.set(trial, architecture_params(arch))
         record = {"convs": list(NAC_CONVS), "alpha": [[round(float(a), 6) for a in row] for row in alpha]}
         study._storage.set_trial_system_attr(trial._trial_id, NAC_ATTR, json.dumps(record))
 
@@ -210,15 +211,12 @@ class NACSampler(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        chosen = self._chosen.get(trial._trial_id, {})
-        if param_name in chosen:
-            return chosen[param_name]
-        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+        return self._chosen.sample(self._fallback, study, trial, param_name, param_distribution)
 
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None,
     ) -> None:
-        self._chosen.pop(trial._trial_id, None)
+        self._chosen.forget(trial)
 
     def _task(self, study: optuna.Study) -> Task:
         if self.task is None:

@@ -29,7 +29,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.samplers._base import ProposalSampler, ReplayTrial
+from nas.samplers._base import ChosenParams, ProposalSampler, ReplayTrial
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -62,7 +62,7 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         if candidates < 1:
             raise ValueError(f"prescreen candidates must be >= 1, got {candidates}")
         self.base, self.space, self.score, self.candidates = base, space, score, candidates
-        self._chosen: dict[int, dict[str, Any]] = {}  # trial id -> chosen parameters
+        self._chosen = ChosenParams()
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
@@ -81,7 +81,7 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         proposals = _unseen(study, proposals) or proposals
         scores = [self._safe_score(arch) for _, arch in proposals]
         best = max(range(len(proposals)), key=lambda i: (scores[i], -i))
-        self._chosen[trial._trial_id] = proposals[best][0]
+        self._chosen.set(trial, proposals[best][0])
         record = {"scores": [s if math.isfinite(s) else None for s in scores], "chosen": best}
         study._storage.set_trial_system_attr(trial._trial_id, PRESCREEN_ATTR, json.dumps(record))
 
@@ -89,15 +89,12 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        chosen = self._chosen.get(trial._trial_id, {})
-        if param_name in chosen:
-            return chosen[param_name]
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
+        return self._chosen.sample(self.base, study, trial, param_name, param_distribution)
 
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None,
     ) -> None:
-        self._chosen.pop(trial._trial_id, None)
+        self._chosen.forget(trial)
         self.base.after_trial(study, trial, state, values)
 
     def _propose(
