@@ -25,15 +25,20 @@ import dataclasses
 import functools
 import hashlib
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from search_spaces.base import Architecture, SearchSpace, TaskLevel, canonical_json
 from search_spaces.resolver import resolve_name
+from search_spaces.static_graph import (
+    StaticGraph, dropout, input_dropout, is_sparse, sparse_features, static_conv_forward,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
     from torch_geometric.typing import Adj
 
@@ -350,6 +355,25 @@ def make_op(op: str, in_channels: int, out_channels: int) -> nn.Module:
     return builders[op]()
 
 
+class _OpSpec(NamedTuple):
+    """What :func:`~search_spaces.static_graph.static_conv_forward` needs of an op."""
+
+    conv: str
+    aggregation: str
+
+
+#: each graph op as the fast path names it (PyG's default aggregation of the benchmark's convs)
+_STATIC_SPECS: dict[str, _OpSpec] = {
+    "gcn": _OpSpec("gcn", "add"), "gin": _OpSpec("gin", "add"), "cheb": _OpSpec("cheb", "add"),
+    "sage": _OpSpec("sage", "mean"), "arma": _OpSpec("arma", "add"),
+    "graph": _OpSpec("graph", "add"), "gat": _OpSpec("gat", "add"),
+}
+
+
+def _dense(x: Tensor) -> Tensor:
+    return x.to_dense() if is_sparse(x) else x
+
+
 class NasBenchGraphCell(nn.Module):
     r"""The benchmark's cell: four ops on a one-input-per-node DAG; leaves are concatenated.
 
@@ -376,7 +400,7 @@ class NasBenchGraphCell(nn.Module):
         dropout: float, raw_input: bool = True,
     ) -> None:
         super().__init__()
-        self.links, self.dropout = arch.links, dropout
+        self.links, self.dropout, self.op_names = arch.links, dropout, arch.ops
         sizes = [in_channels]  # feature size of the input and of each node
         self.raw = [raw_input]  # whether a node's features are the raw input (a chain of skips)
         self.ops, self.norms = nn.ModuleList(), nn.ModuleList()
@@ -402,6 +426,22 @@ class NasBenchGraphCell(nn.Module):
                 h = nn.functional.dropout(norm(h).relu(), self.dropout, self.training)
             states.append(op(h, edge_index))
         out = torch.cat([states[i] for i in self.leaves], dim=-1)  # (N, sum of leaf sizes)
+        return self.lin(out.relu())
+
+    def forward_static(self, x: Tensor, graph: StaticGraph) -> Tensor:
+        """:meth:`forward` on a fixed graph with cached propagation matrices; ``x`` may be
+        sparse (CSR). Same parameters, same function (see :mod:`search_spaces.static_graph`)."""
+        states = [x]
+        for name, op, norm, link in zip(self.op_names, self.ops, self.norms, self.links):
+            h = states[link]
+            if not self.raw[link]:
+                h = norm(h).relu()
+                h = dropout(h, self.dropout) if self.training and self.dropout else h
+            if name in _STATIC_SPECS:
+                states.append(static_conv_forward(op, _STATIC_SPECS[name], h, graph))
+            else:  # fc (a linear layer takes CSR as it is) and skip
+                states.append(op(h, graph.edge_index))
+        out = torch.cat([_dense(states[i]) for i in self.leaves], dim=-1)
         return self.lin(out.relu())
 
 
@@ -451,6 +491,27 @@ class NasBenchGraphNet(nn.Module):
         x = _linear_stack(self.pre, x, edge_index)
         x = self.cell(x, edge_index)
         return _linear_stack(self.post, x, edge_index)  # (N, C)
+
+    def fixed_graph_forward(self, x: Tensor, edge_index: Tensor) -> Callable[[], Tensor]:
+        """A function computing ``self(x, edge_index)`` for repeated calls on one fixed graph
+        (the training loop uses it for node tasks): sparse input features when mostly zero,
+        dropout drawn over their stored values only, and every op's normalised propagation
+        matrix built once. With dropout off it equals ``self(x, edge_index)`` up to float
+        rounding; it follows the model's train/eval mode and current parameters at each call.
+
+        Shapes:
+            - input: ``x (N, in_channels)``, ``edge_index (2, E)``
+            - output of the returned function: ``(N, out_channels)``
+        """
+        graph = StaticGraph(edge_index, x.size(0))
+        inputs = sparse_features(x)
+        return lambda: self._forward_static(inputs, graph)
+
+    def _forward_static(self, x: Tensor, graph: StaticGraph) -> Tensor:
+        x = input_dropout(x, self.setting.dropout, self.training)
+        x = _linear_stack(self.pre, x, graph.edge_index)
+        x = self.cell.forward_static(x, graph)
+        return _linear_stack(self.post, x, graph.edge_index)  # (N, C)
 
     def __repr__(self) -> str:
         return (

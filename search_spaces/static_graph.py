@@ -190,8 +190,10 @@ def static_conv_forward(
     """``conv(x, graph.edge_index)`` computed with cached propagation matrices.
 
     Args:
-        conv: the PyG convolution built by :func:`search_spaces.gnn.make_conv` for ``spec``.
-        spec: its layer choices (conv name, aggregation).
+        conv: the PyG convolution built by :func:`search_spaces.gnn.make_conv` (or
+            :func:`search_spaces.nasbench_graph.make_op`) for ``spec``.
+        spec: anything with the layer's ``conv`` name and ``aggregation`` (a
+            :class:`~search_spaces.gnn.LayerSpec`).
         x: node features, dense or CSR.
         graph: the fixed graph.
 
@@ -271,7 +273,12 @@ def _arma(conv: nn.Module, x: Tensor, matrix: _PropagationMatrix) -> Tensor:
 
 def _gin(conv: nn.Module, x: Tensor, matrix: _PropagationMatrix) -> Tensor:
     mlp = conv.nn
-    first = mlp[0] if isinstance(mlp, nn.Sequential) and isinstance(mlp[0], nn.Linear) else None
+    if isinstance(mlp, nn.Linear):  # GINConv(Linear(...)), as NAS-Bench-Graph builds it
+        first, rest = mlp, None
+    elif isinstance(mlp, nn.Sequential) and isinstance(mlp[0], nn.Linear):
+        first, rest = mlp[0], mlp[1:]
+    else:
+        first = rest = None
     if first is None or not is_sparse(x):
         if is_sparse(x):
             x = x.to_dense()
@@ -281,4 +288,4 @@ def _gin(conv: nn.Module, x: Tensor, matrix: _PropagationMatrix) -> Tensor:
     out = matrix @ h + (1 + conv.eps) * h
     if first.bias is not None:
         out = out + first.bias
-    return mlp[1:](out)
+    return out if rest is None else rest(out)

@@ -220,3 +220,56 @@ def test_graph_task_training_does_not_use_the_fixed_graph_path(monkeypatch) -> N
     result = train_model(GNN(GNNArchitecture(), 3, 2, level="graph"), GraphTask(),
                          TrainConfig(epochs=2, batch_size=2))
     assert result.epochs_run == 2
+
+
+# NAS-Bench-Graph cells take the same fast path -------------------------------------------------
+
+def _nasbench_cells() -> list[tuple[int, tuple[str, ...], int]]:
+    """(pattern, ops, num_pre): every op three times over the nine link patterns, skip chains
+    from the raw input, with and without a linear layer before the cell."""
+    from search_spaces.nasbench_graph import LINK_PATTERNS, OPS
+
+    cells = [
+        (pattern, tuple(OPS[(3 * (pattern % 3) + i) % len(OPS)] for i in range(4)), pattern % 2)
+        for pattern in range(len(LINK_PATTERNS))
+    ]
+    return cells + [(pattern, ("skip", "skip", "skip", "gin"), 0) for pattern in (0, 4, 8)]
+
+
+def _nasbench_model(pattern: int, ops: tuple[str, ...], num_pre: int, dropout: float = 0.0):
+    from search_spaces.nasbench_graph import (
+        BENCHMARK_SETTINGS, NasBenchGraphArchitecture, NasBenchGraphNet,
+    )
+
+    setting = dataclasses.replace(BENCHMARK_SETTINGS["cora"], dim=8, dropout=dropout,
+                                  num_pre=num_pre, num_pro=1 - num_pre)
+    torch.manual_seed(0)
+    return NasBenchGraphNet(NasBenchGraphArchitecture.from_pattern(pattern, ops), 12, 3, setting)
+
+
+@pytest.mark.parametrize(("pattern", "ops", "num_pre"), _nasbench_cells())
+def test_nasbench_graph_fast_path_equals_pyg_path(sparse_graph, pattern, ops, num_pre) -> None:
+    model = _nasbench_model(pattern, ops, num_pre)
+    _assert_same_function(model, sparse_graph.x, sparse_graph.edge_index)
+
+
+def test_nasbench_graph_fast_path_drops_at_the_benchmarks_rates(sparse_graph, monkeypatch) -> None:
+    """The raw input gets sparse-aware input dropout and hidden features plain dropout, both at
+    the setting's rate (their distributions are tested above), only in training mode."""
+    import search_spaces.nasbench_graph as nbg
+
+    calls = []
+    for name in ("input_dropout", "dropout"):
+        original = getattr(nbg, name)
+        monkeypatch.setattr(nbg, name, lambda x, p, *rest, _f=original, _n=name: (
+            calls.append((_n, p, x.layout)), _f(x, p, *rest))[1])
+    model = _nasbench_model(8, ("gcn", "sage", "gat", "fc"), 0, dropout=0.6)  # a chain: 3 hidden
+    fast = model.fixed_graph_forward(sparse_graph.x, sparse_graph.edge_index)
+    out = fast()
+    assert ("input_dropout", 0.6, torch.sparse_csr) in calls
+    assert [c for c in calls if c[0] == "dropout"] == [("dropout", 0.6, torch.strided)] * 3
+    calls.clear()
+    model.eval()
+    fast()
+    assert all(c[0] == "input_dropout" for c in calls)  # which returns its input in eval mode
+    assert torch.isfinite(out).all() and out.shape == (7, 3)
