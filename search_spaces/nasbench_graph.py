@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from search_spaces.base import Architecture, SearchSpace, TaskLevel, canonical_json
 from search_spaces.resolver import resolve_name
 from search_spaces.static_graph import (
-    StaticGraph, dropout, input_dropout, is_sparse, sparse_features, static_conv_forward,
+    StaticGraph, dropout, input_dropout, is_sparse, sparse_features, sparse_linear,
+    static_conv_forward,
 )
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ class LinearOp(nn.Module):
         self.lin.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Adj) -> Tensor:  # noqa: ARG002 - graph unused
-        return self.lin(x)
+        return sparse_linear(x, self.lin.weight, self.lin.bias)  # = self.lin(x); CSR x welcome
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels})"

@@ -273,3 +273,26 @@ def test_nasbench_graph_fast_path_drops_at_the_benchmarks_rates(sparse_graph, mo
     fast()
     assert all(c[0] == "input_dropout" for c in calls)  # which returns its input in eval mode
     assert torch.isfinite(out).all() and out.shape == (7, 3)
+
+
+def test_sparse_linear_weight_gradient_equals_dense_linear(sparse_graph) -> None:
+    """The cached-transpose backward gives F.linear's gradients, after dropout too; a CSR
+    matrix without a plan (built elsewhere) falls back to F.linear."""
+    from search_spaces.static_graph import sparse_linear
+
+    torch.manual_seed(0)
+    x = sparse_features(sparse_graph.x)
+    dropped = input_dropout(x, 0.5, training=True)
+    foreign = sparse_graph.x.to_sparse_csr()
+    for features in (x, dropped, foreign):
+        weight = torch.randn(5, 12, requires_grad=True)
+        bias = torch.randn(5, requires_grad=True)
+        out = sparse_linear(features, weight, bias)
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        dense = features.to_dense()
+        expected_w, expected_b = grad.t() @ dense, grad.sum(0)
+        torch.testing.assert_close(out, dense @ weight.t() + bias)
+        torch.testing.assert_close(weight.grad, expected_w)
+        torch.testing.assert_close(bias.grad, expected_b)
+    assert not torch.equal(dropped.to_dense(), x.to_dense())  # the plan followed new values
