@@ -152,9 +152,16 @@ def markdown(table: dict[str, Any], budgets: tuple[int, ...], meta: dict[str, An
         "N unique architectures a strategy evaluated; mean +- std over seeds (n = seeds). "
         f"Strategies were tuned on {', '.join(TUNING)} only.",
         "",
-        f"- command: `{meta['command']}`",
-        f"- date: {meta['date']}; machine: {meta['machine']}, {meta['cpus']} CPUs; "
-        f"load average at start: {meta['load']}; wall time {meta['wall_seconds']:.0f} s",
+        *([
+            f"- merged from runs (later ones replace earlier runs of the same strategy, dataset "
+            f"and seed) on {meta['machine']}, {meta['cpus']} CPUs:",
+            *(f"  - `{part['command']}`: {part['date']}, load average at start {part['load']}, "
+              f"wall time {part['wall_seconds']:.0f} s" for part in meta["parts"]),
+        ] if meta.get("parts") else [
+            f"- command: `{meta['command']}`",
+            f"- date: {meta['date']}; machine: {meta['machine']}, {meta['cpus']} CPUs; "
+            f"load average at start: {meta['load']}; wall time {meta['wall_seconds']:.0f} s",
+        ]),
         *([f"- PARTIAL: {meta['partial']}"] if meta.get("partial") else []),
         "",
     ]
@@ -185,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds-for", default="", help="fewer seeds for slow strategies, e.g. gp=5")
     parser.add_argument("--max-budget-for", default="", help="smaller largest budget, e.g. gp=100")
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "nasbench_graph"))
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="instead of searching, merge result files into --out: a later "
+                             "file's (strategy, dataset, seed) runs replace an earlier one's")
     parser.add_argument("--headroom", action="store_true",
                         help="only tabulate the test accuracy of the top validation ranks")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -209,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.platform(), "cpus": os.cpu_count(),
         "load": [round(x, 2) for x in os.getloadavg()], "processes": args.processes,
     }
+    if args.merge:
+        return merge(args.merge, budgets, meta, args.out)
     if args.headroom:
         text = headroom_markdown(table := headroom(datasets), meta)
         path = Path(args.out + "_headroom")
@@ -228,6 +240,21 @@ def main(argv: list[str] | None = None) -> int:
             if i % 10 == 0:  # a partial result survives an interrupted benchmark
                 write(runs, budgets, {**meta, "partial": f"{i} of {len(jobs)} runs"}, start, args.out)
     print(write(runs, budgets, meta, start, args.out))
+    return 0
+
+
+def merge(paths: list[str], budgets: tuple[int, ...], meta: dict[str, Any], out: str) -> int:
+    """Combine runs of several result files (later ones win) and rewrite the tables."""
+    runs: dict[tuple[str, str, int], dict[str, Any]] = {}
+    parts = []
+    for path in paths:
+        document = json.loads(Path(path).read_text())
+        parts.append(document["meta"])
+        for run in document["runs"]:
+            runs[(run["strategy"], run["dataset"], run["seed"])] = run
+    meta = {**meta, "command": " ; ".join(part["command"] for part in parts) + f" ; {meta['command']}",
+            "load": [part["load"] for part in parts], "parts": parts}
+    print(write(list(runs.values()), budgets, meta, time.perf_counter(), out))
     return 0
 
 
