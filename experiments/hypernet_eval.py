@@ -191,7 +191,12 @@ def write_md(record: dict[str, Any]) -> None:
              "best-validation epoch). Epochs to 95%: first epoch whose validation accuracy reaches "
              "95% of the best validation accuracy of training from random initialisation (0: the "
              "predicted parameters already do; not reached counts as budget + 1). BatchNorm "
-             "statistics of predicted models are recomputed on training data.", ""]
+             "statistics of predicted models are recomputed on training data. Held-out "
+             "architectures share no network with the GHN's training pool (compared without "
+             "lr, weight decay and training fraction, which the GHN never sees); `deeper` and "
+             "`wider` ones lie outside its training range. cnn-mnist trains every held-out "
+             "CNN on the same 20% of MNIST's training images (not the zoo space's own 1-10%, "
+             "whose references after a few epochs are not trained networks).", ""]
     for name, section in record["setups"].items():
         lines += [f"## {name}", "",
                   f"Machine: {section['machine']}, {section['cpu_count']} CPUs, load at start "

@@ -42,7 +42,7 @@ SETUPS: dict[str, tuple[str, str, HypernetTrainConfig]] = {
         weight_decay=5e-4, log_every=50, select_every=50, select_archs=8,
         param_decay=5e-4, feature_basis="data")),
     "cnn-mnist": ("cnn", "mnist", HypernetTrainConfig(
-        steps=12000, archs_per_step=2, pool_size=100, max_depth=2, max_width=8, lr=2e-3,
+        steps=24000, archs_per_step=2, pool_size=100, max_depth=2, max_width=8, lr=2e-3,
         weight_decay=5e-4, batch_size=128, log_every=250, select_every=1000, select_archs=8,
         select_items=2000)),
 }
