@@ -52,6 +52,11 @@ class HypernetTrainConfig:
             state (0: keep the last). Selection sees training architectures only.
         select_archs: pool architectures used for selection.
         select_items: most validation images / graphs per selection (node tasks: all nodes).
+        feature_basis: the GHN's input-feature rows, ``"learned"`` or ``"data"`` (fixed from
+            the task's features; see :class:`~metanets.ghn.GHNConfig`).
+        param_decay: L2 penalty ``param_decay / 2 * ||theta||^2`` on the predicted parameters
+            (the weight decay SGD training applies), against predicting large weights that fit a
+            small labelled set (Cora's 140 nodes) and generalise worse.
     """
 
     steps: int = 600
@@ -72,6 +77,8 @@ class HypernetTrainConfig:
     select_every: int = 0
     select_archs: int = 8
     select_items: int = 2000
+    param_decay: float = 0.0
+    feature_basis: str = "learned"
 
     def __post_init__(self) -> None:
         for field in ("steps", "archs_per_step", "pool_size", "batch_size", "log_every"):
@@ -79,6 +86,8 @@ class HypernetTrainConfig:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.param_decay < 0:
+            raise ValueError(f"param_decay must be >= 0, got {self.param_decay}")
         if self.select_every % self.log_every:
             raise ValueError(f"select_every {self.select_every} must be a multiple of log_every "
                              f"{self.log_every} (selection happens at log steps)")
@@ -123,6 +132,16 @@ def in_range(arch: Architecture, max_depth: int | None, max_width: int | None) -
     if max_depth is not None and arch_depth(arch) > max_depth:
         return False
     return max_width is None or max(arch_widths(arch), default=0) <= max_width
+
+
+def structure_key(space: SearchSpace, arch: Architecture) -> str:
+    """The architecture without its training hyper-parameters (the fields
+    ``space.training_config`` returns: lr, weight decay, ...) as canonical JSON: what a GHN sees
+    of it. Two architectures with equal keys build the same network."""
+    import json
+
+    hyper = space.training_config(arch)
+    return json.dumps({k: v for k, v in arch.to_dict().items() if k not in hyper}, sort_keys=True)
 
 
 def sample_architectures(
@@ -212,6 +231,16 @@ class TaskBatches:
             yield (batch.x, batch.edge_index, batch.batch), batch.y.view(-1), None  # type: ignore[misc]
 
 
+def task_features(task: Task) -> Tensor:
+    """The task's input-feature matrix ``(items, num_features)`` without labels: all nodes of a
+    node task, all nodes of all graphs of a graph task (image tasks: ``ValueError``)."""
+    if task.level == "node":
+        return task.data.x
+    if task.level == "graph":
+        return torch.cat([task.dataset[i].x for i in range(len(task.dataset))])
+    raise ValueError(f"a data feature basis needs node or graph features, not {task.level!r} inputs")
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, batches: TaskBatches, split: str, max_items: int | None = None
              ) -> float:
@@ -258,8 +287,10 @@ def train_hypernet(
         ghn = GraphHyperNetwork(GHNConfig(
             in_channels=task.num_features, out_channels=task.num_classes, level=task.level,
             space=space.name, dataset=task.name, hidden=config.hidden, rank=config.rank,
-            rounds=config.rounds, seed=config.seed,
+            rounds=config.rounds, seed=config.seed, feature_basis=config.feature_basis,
         ))
+        if config.feature_basis == "data":
+            ghn.set_feature_basis(task_features(task))
     ghn = ghn.to(device).train()
     pool = sample_architectures(space, config.pool_size, config.seed,
                                 max_depth=config.max_depth, max_width=config.max_width)
@@ -289,6 +320,8 @@ def train_hypernet(
             logits = batches.select(functional_call(model, params, args))
             target = batches.targets(y)
             loss = nn.functional.cross_entropy(logits, target)
+            if config.param_decay:
+                loss = loss + config.param_decay / 2 * sum(p.square().sum() for p in params.values())
             total = total + loss / config.archs_per_step
             window_acc += float((logits.argmax(-1) == target).float().mean())
             window_n += 1
@@ -385,5 +418,5 @@ def load_hypernet(path: str, task: Task | None = None) -> GraphHyperNetwork:
 __all__ = [
     "HypernetTrainConfig", "HypernetTrainResult", "TaskBatches", "accuracy", "arch_depth",
     "arch_widths", "check_task", "default_hypernet", "in_range", "load_hypernet", "predicted_model",
-    "sample_architectures", "train_hypernet",
+    "sample_architectures", "structure_key", "task_features", "train_hypernet",
 ]

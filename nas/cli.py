@@ -648,12 +648,21 @@ def _add_hypernet(commands: Any) -> None:
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--batch-size", type=int, default=128, help="images/graphs per step")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--param-decay", type=float, default=0.0,
+                   help="L2 penalty on the predicted parameters (as SGD's weight decay)")
+    t.add_argument("--feature-basis", default="learned", choices=["learned", "data"],
+                   help="input-feature rows: learned, or fixed from the task's features (few labels)")
+    t.add_argument("--select-every", type=int, default=0,
+                   help="keep the step with the best validation accuracy of training "
+                        "architectures, scored every this many steps (0: keep the last)")
     t.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     t.add_argument("--data-root", default=None, help="dataset folder")
     t.set_defaults(handler=cmd_hypernet_train)
 
 
 def cmd_hypernet_train(args: argparse.Namespace) -> int:
+    import math
+
     from metanets.ghn_train import HypernetTrainConfig, train_hypernet
     from nas.tasks import load_task
     from nas.train import resolve_device
@@ -666,7 +675,9 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         steps=args.steps, archs_per_step=args.archs_per_step, pool_size=args.pool_size,
         max_depth=args.max_depth, max_width=args.max_width, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
-        device=str(resolve_device(args.device)),
+        device=str(resolve_device(args.device)), param_decay=args.param_decay,
+        feature_basis=args.feature_basis, select_every=args.select_every,
+        log_every=math.gcd(50, args.select_every) if args.select_every else 50,
     )
 
     def log(step: int, entry: dict[str, float]) -> None:

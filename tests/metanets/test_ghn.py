@@ -358,8 +358,95 @@ def test_hypernet_train_cli_on_cora_writes_a_checkpoint(cora_available: None, tm
     out = tmp_path / "ghn.safetensors"
     assert main(["hypernet", "train", "--space", "gnn", "--dataset", "cora", "--out", str(out),
                  "--steps", "2", "--pool-size", "2", "--archs-per-step", "1",
-                 "--max-depth", "1", "--max-width", "16"]) == 0
+                 "--max-depth", "1", "--max-width", "16", "--feature-basis", "data",
+                 "--param-decay", "5e-4", "--select-every", "2"]) == 0
     assert "wrote" in capsys.readouterr().out
     ghn = GraphHyperNetwork.load(out)
     assert (ghn.config.in_channels, ghn.config.out_channels, ghn.config.dataset) == (1433, 7, "cora")
+    assert ghn.config.feature_basis == "data" and ghn.feature_table.abs().sum() > 0
     assert len(ghn.metadata["train_hashes"]) == 2
+
+
+# the improvements behind the shipped checkpoints ---------------------------------------------
+def test_kernel_offsets_share_position_embeddings_across_kernel_sizes() -> None:
+    """The centre tap of a 3x3 and of a 5x5 kernel (and every common offset) decode from the
+    same position embedding; flat numbering would give the 3x3 centre the 5x5 (0, 4) tap's."""
+    ghn = _ghn(in_channels=1, out_channels=3, level="image")
+    slots = {}
+    for k in (3, 5):
+        model = nn.Sequential(nn.Conv2d(1, 4, k, padding=k // 2), nn.ReLU(), nn.Conv2d(4, 4, k))
+        plan = ghn.plan(model, (torch.zeros(2, 1, 12, 12),))
+        slots[k] = next(s for s in plan.slots if s.name == "2.weight")
+    three, five = slots[3].position_ids, slots[5].position_ids
+    assert len(three) == 9 and len(five) == 25 and len(set(five)) == 25
+    assert three[4] == five[12]  # centres
+    assert set(three) == {five[(i + 1) * 5 + j + 1] for i in range(3) for j in range(3)}
+
+
+def test_structure_key_ignores_training_hyper_parameters_only() -> None:
+    from metanets.ghn_train import structure_key
+
+    space = GNNSpace()
+    a = GNNArchitecture(layers=(LayerSpec("gcn", 32),), lr=1e-2, weight_decay=5e-4)
+    b = GNNArchitecture(layers=(LayerSpec("gcn", 32),), lr=5e-3, weight_decay=0.0)
+    c = GNNArchitecture(layers=(LayerSpec("gcn", 64),), lr=1e-2, weight_decay=5e-4)
+    assert a.arch_hash != b.arch_hash and structure_key(space, a) == structure_key(space, b)
+    assert structure_key(space, a) != structure_key(space, c)
+
+
+def test_data_feature_basis_is_fixed_and_spans_the_features(tmp_path: Path) -> None:
+    """feature_basis="data": the leading right singular vectors of the features (no labels),
+    a buffer (never trained), kept by checkpoints."""
+    torch.manual_seed(0)
+    x = torch.randn(50, 3) @ torch.randn(3, 12)  # rank-3 features in 12 dimensions
+    ghn = GraphHyperNetwork(GHNConfig(12, 3, hidden=16, rank=8, feature_basis="data"))
+    ghn.set_feature_basis(x)
+    table = ghn.feature_table
+    assert "feature_table" not in dict(ghn.named_parameters())
+    assert abs(float(table.square().sum(1).mean()) - 1.0) < 1e-4  # RMS row norm 1
+    top = table[:, :3] / table[:, :3].norm(dim=0)
+    residual = x - x @ top @ top.t()  # the first 3 columns span the features' row space
+    assert float(residual.norm()) < 1e-3 * float(x.norm())
+    loaded = GraphHyperNetwork.load(ghn.save(tmp_path / "data.safetensors"))
+    assert torch.equal(loaded.feature_table, table)
+    with pytest.raises(ValueError, match="do not match in_channels 12"):
+        ghn.set_feature_basis(torch.randn(5, 7))
+    with pytest.raises(ValueError, match="needs feature_basis 'data'"):
+        _ghn().set_feature_basis(torch.randn(5, 6))
+    with pytest.raises(ValueError, match="could not resolve feature_basis 'pca'"):
+        GHNConfig(12, 3, feature_basis="pca")
+
+
+def test_param_decay_keeps_predicted_weights_smaller() -> None:
+    task = _tiny_task()
+    space = GNNSpace(convs=("gcn", "linear"))
+    arch = UNSEEN[1]
+    norms = []
+    for decay in (0.0, 0.5):
+        config = HypernetTrainConfig(steps=30, archs_per_step=1, pool_size=4, max_depth=2,
+                                     max_width=32, lr=5e-3, hidden=16, rank=8, rounds=1,
+                                     log_every=10, param_decay=decay)
+        ghn = train_hypernet(space, task, config).ghn
+        model = space.build(arch, 6, 3)
+        weights = {k for k, v in model.named_parameters() if v.dim() >= 2}  # not norm scales ~1
+        norms.append(sum(float(v.square().sum()) for k, v in ghn.predict(model).items()
+                         if k in weights))
+    assert norms[1] < 0.5 * norms[0], norms
+    with pytest.raises(ValueError, match="param_decay must be >= 0"):
+        HypernetTrainConfig(param_decay=-1.0)
+
+
+@pytest.mark.parametrize("name", ["gnn-cora", "cnn-mnist"])
+def test_shipped_checkpoints_are_small_pickle_free_and_predict_unseen_networks(name: str) -> None:
+    from metanets.ghn import pretrained_names
+    from search_spaces import get_space
+
+    assert name in pretrained_names()
+    path = resolve_checkpoint(f"pretrained:{name}")
+    assert path.stat().st_size < 5e6 and path.read_bytes()[:1] != b"\x80"
+    ghn = GraphHyperNetwork.load(f"pretrained:{name}")
+    space = get_space(ghn.config.space)
+    train = set(ghn.metadata["train_hashes"])
+    arch = next(a for a in (space.sample(seed) for seed in range(100)) if a.arch_hash not in train)
+    model = space.build(arch, ghn.config.in_channels, ghn.config.out_channels, ghn.config.level)
+    _assert_complete(model, ghn.predict(model))
