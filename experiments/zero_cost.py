@@ -9,8 +9,13 @@ so an interrupted run resumes, and ``report`` turns the caches into the tables):
   test accuracy; seconds per architecture and proxy.
 - ``trained``: every proxy on GNN-space architectures (seeded random sample) on Cora and MUTAG,
   against our own test accuracy after training with ``nas.train.train_model`` on a small budget.
-- ``prescreen``: search quality at 100 queries on NAS-Bench-Graph (table evaluator), a strategy
-  with and without :class:`nas.samplers.PrescreenSampler`, 20 seeds, on cora, citeseer, pubmed.
+- ``prescreen``: search quality at 100 unique queries on NAS-Bench-Graph (table lookups, the
+  protocol of ``experiments/nasbench_graph.py``), a strategy with and without
+  :class:`nas.samplers.PrescreenSampler`, 20 seeds, on cora, citeseer, pubmed. The proxy is
+  computed on the real data of ``--proxy-dataset`` (default: the searched dataset). PubMed's
+  raw data is not available offline, so its runs use ``--proxy-dataset cora``: a STAND-IN (the
+  proxy ranking of Cora-shaped models transferred to a search on PubMed's table), labelled
+  ``_on_cora`` in the results.
 - ``report``: Spearman correlations and the search results -> ``zero_cost.{json,md}``.
 
 Example::
@@ -286,6 +291,9 @@ def search_once(space, sampler, dataset: str, queries: int, query) -> dict[str, 
 
 
 def spearman_table(archs: dict[str, Any], proxies) -> dict[str, Any]:
+    """Per proxy: Spearman's rho with test accuracy (and its p-value), n, median seconds."""
+    import statistics
+
     from scipy.stats import spearmanr
 
     table = {}
@@ -293,9 +301,10 @@ def spearman_table(archs: dict[str, Any], proxies) -> dict[str, Any]:
         rows = [a for a in archs.values() if a.get(proxy) is not None and a.get("test_acc") is not None]
         if len(rows) < 3:
             continue
-        rho = spearmanr([r[proxy] for r in rows], [r["test_acc"] for r in rows]).statistic
-        seconds = sum(r.get(f"{proxy}_s", 0.0) for r in rows) / len(rows)
-        table[proxy] = {"spearman": round(float(rho), 4), "n": len(rows), "seconds": round(seconds, 4)}
+        result = spearmanr([r[proxy] for r in rows], [r["test_acc"] for r in rows])
+        seconds = statistics.median(r.get(f"{proxy}_s", 0.0) for r in rows)
+        table[proxy] = {"spearman": round(float(result.statistic), 4), "p": float(result.pvalue),
+                        "n": len(rows), "seconds": round(seconds, 4)}
     return table
 
 
@@ -337,14 +346,26 @@ def search_summary(runs: dict[str, Any]) -> dict[str, Any]:
             "mean": round(statistics.mean(diffs), 4),
             "std": round(statistics.pstdev(diffs), 4),
             "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs),
+            "wilcoxon_p": wilcoxon_p(diffs),
         }
     return summary
+
+
+def wilcoxon_p(diffs: list[float]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (``None``: all zero)."""
+    from scipy.stats import wilcoxon
+
+    if not any(diffs):
+        return None
+    return round(float(wilcoxon(diffs, zero_method="wilcox").pvalue), 4)
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Zero-cost proxies", "", f"Report written {report['machine']['date']} on "
              f"{report['machine']['platform']} ({report['machine']['cpu_count']} CPUs).", "",
-             "## Spearman rank correlation with test accuracy (seconds per architecture)", ""]
+             "## Spearman rank correlation with test accuracy (n, median seconds per architecture)",
+             "", "Seconds are wall-clock per proxy on one torch thread, measured in the runs below "
+             "(so at their load average, see Runs); params needs no data.", ""]
     header = "| setting | " + " | ".join(PROXY_ORDER) + " |"
     lines += [header, "|" + "---|" * (len(PROXY_ORDER) + 1)]
     for setting, table in report["correlation"].items():
@@ -362,7 +383,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Search @100 queries on NAS-Bench-Graph (test accuracy of the best-validation "
               "architecture, mean ± std over seeds)", "",
               "Accuracies in %. Run names: `search_<dataset>_<strategy>_<proxy>_k<candidates>`.", "",
-              "| run | plain | prescreened | prescreened - plain (seeds better/worse) |",
+              "| run | plain | prescreened | prescreened - plain (seeds better/worse, paired test) |",
               "|---|---|---|---|"]
     for name, summary in report["search"].items():
         cells = [
@@ -373,7 +394,7 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         d = summary.get("difference")
         cells.append("-" if d is None else f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f} "
-                     f"({d['better']}/{d['worse']})")
+                     f"({d['better']}/{d['worse']}, Wilcoxon p={d.get('wilcoxon_p')})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", *status_lines(report), "", "## Runs (machine, load at start, command, date)", ""]
     for name, runs in report["runs"].items():
