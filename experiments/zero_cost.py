@@ -48,6 +48,7 @@ from search_spaces import get_space  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results"
 CACHE = RESULTS / "zero_cost_cache"
+NOTES = RESULTS / "zero_cost_notes.md"
 #: proxies in report order; params is the baseline
 PROXY_ORDER = ("params", "grad_norm", "snip", "synflow", "naswot", "gradsign")
 
@@ -396,7 +397,10 @@ def markdown(report: dict[str, Any]) -> str:
         cells.append("-" if d is None else f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f} "
                      f"({d['better']}/{d['worse']}, Wilcoxon p={d.get('wilcoxon_p')})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", *status_lines(report), "", "## Runs (machine, load at start, command, date)", ""]
+    lines += ["", *status_lines(report), ""]
+    if NOTES.exists():  # hand-written reading of the tables (kept when the report is rewritten)
+        lines += [NOTES.read_text().rstrip(), ""]
+    lines += ["## Runs (machine, load at start, command, date)", ""]
     for name, runs in report["runs"].items():
         for run in runs:
             lines.append(f"- {name}: `{run['command']}` — {run['date']}, load {run['loadavg_at_start']}, "
