@@ -9,8 +9,13 @@ so an interrupted run resumes, and ``report`` turns the caches into the tables):
   test accuracy; seconds per architecture and proxy.
 - ``trained``: every proxy on GNN-space architectures (seeded random sample) on Cora and MUTAG,
   against our own test accuracy after training with ``nas.train.train_model`` on a small budget.
-- ``prescreen``: search quality at 100 queries on NAS-Bench-Graph (table evaluator), a strategy
-  with and without :class:`nas.samplers.PrescreenSampler`, 20 seeds, on cora, citeseer, pubmed.
+- ``prescreen``: search quality at 100 unique queries on NAS-Bench-Graph (table lookups, the
+  protocol of ``experiments/nasbench_graph.py``), a strategy with and without
+  :class:`nas.samplers.PrescreenSampler`, 20 seeds, on cora, citeseer, pubmed. The proxy is
+  computed on the real data of ``--proxy-dataset`` (default: the searched dataset). PubMed's
+  raw data is not available offline, so its runs use ``--proxy-dataset cora``: a STAND-IN (the
+  proxy ranking of Cora-shaped models transferred to a search on PubMed's table), labelled
+  ``_on_cora`` in the results.
 - ``report``: Spearman correlations and the search results -> ``zero_cost.{json,md}``.
 
 Example::
@@ -43,6 +48,7 @@ from search_spaces import get_space  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results"
 CACHE = RESULTS / "zero_cost_cache"
+NOTES = RESULTS / "zero_cost_notes.md"
 #: proxies in report order; params is the baseline
 PROXY_ORDER = ("params", "grad_norm", "snip", "synflow", "naswot", "gradsign")
 
@@ -70,14 +76,32 @@ def save_cache(name: str, cache: dict[str, Any]) -> None:
 
 
 def score_all(model_fn, batches, proxies, seed: int = 0) -> dict[str, float]:
-    """Every proxy of a freshly built (seeded) model: ``{name: value, name_s: seconds}``."""
+    """Every proxy of a freshly built (seeded) model: ``{name: value, name_s: seconds}``.
+
+    grad_norm and snip are both read off the same loss gradients (same seed, same model, same
+    dropout masks): when both are asked, the gradients are computed once and each proxy is
+    charged the full time of computing it alone (gradients + its own reduction).
+    """
+    from nas.proxies import grad_norm_of, loss_gradients, snip_of
+
     row: dict[str, float] = {}
+    pair = {"grad_norm", "snip"} <= set(proxies)
+    grads, grad_seconds = None, 0.0  # the pair's gradients and their seconds
     for name in proxies:
-        seed_everything(seed)
-        model = model_fn().train()
+        shared = pair and name in ("grad_norm", "snip")
+        if not (shared and grads is not None):
+            seed_everything(seed)
+            model = model_fn().train()
         start = time.perf_counter()
-        row[name] = float(PROXIES[name](model, batches))
-        row[f"{name}_s"] = round(time.perf_counter() - start, 4)
+        if not shared:
+            row[name] = float(PROXIES[name](model, batches))
+        else:
+            if grads is None:
+                grads = loss_gradients(model, batches)
+                grad_seconds = time.perf_counter() - start
+                start = time.perf_counter()
+            row[name] = grad_norm_of(grads) if name == "grad_norm" else snip_of(grads)
+        row[f"{name}_s"] = round(time.perf_counter() - start + (grad_seconds if shared else 0.0), 4)
     return row
 
 
@@ -130,6 +154,9 @@ def run_trained(args: argparse.Namespace) -> None:
     batches = proxy_batches(task)
     name = f"trained_{task.name}"
     cache = load_cache(name)
+    # entries of the first runs did not record their training budget: the runs' (all alike)
+    legacy_budget = next(({"epochs": r["epochs"], "patience": r["patience"]} for r in cache["runs"]
+                          if "epochs" in r), None)
     cache["runs"].append({**machine(), "epochs": args.epochs, "patience": args.patience})
     deadline = time.monotonic() + 60 * args.max_minutes
     rng = random.Random(args.seed)
@@ -146,7 +173,12 @@ def run_trained(args: argparse.Namespace) -> None:
 
         todo = [p for p in proxies if p not in entry]
         entry.update(score_all(build, batches, todo))
+        budget = {"epochs": args.epochs, "patience": args.patience}
+        if entry.get("budget", legacy_budget) != budget:  # trained on another budget: again
+            for key in ("test_acc", "val_acc", "train_s", "epochs", "error"):
+                entry.pop(key, None)
         if "test_acc" not in entry:
+            entry["budget"] = budget
             seed_everything(0)
             config = TrainConfig(**space.training_config(arch), epochs=args.epochs,
                                  patience=args.patience, seed=0, device="cpu")
@@ -166,35 +198,47 @@ def run_trained(args: argparse.Namespace) -> None:
 
 
 def run_prescreen(args: argparse.Namespace) -> None:
+    """Search @``--queries`` unique architectures, plain and pre-screened, seed by seed.
+
+    The protocol is ``experiments/nasbench_graph.py``'s (so the plain arm reproduces its
+    table): the space carries the dataset's benchmark setting, proposing strategies get it for
+    deduplication, and the budget counts *unique* architectures (a repeated proposal is told its
+    known value and costs nothing), the answer being the test accuracy of the first-found
+    best-validation one. Both arms thus get the same number of distinct table queries.
+    """
     import optuna
 
     from nas.evaluators._table import query
     from nas.samplers import PrescreenSampler, get_sampler
+    from search_spaces.nasbench_graph import NasBenchGraphSpace
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = get_space("nasbench-graph")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    space = NasBenchGraphSpace(args.dataset)
     proxy_task = load_task(args.proxy_dataset or args.dataset)
+    proxy_space = NasBenchGraphSpace(proxy_task.name)  # proxies: models of the proxy data's shape
     batches = proxy_batches(proxy_task)
-    name = f"proxy_{args.proxy}_{proxy_task.name}"
+    proxy, sign = args.proxy.lstrip("-"), -1.0 if args.proxy.startswith("-") else 1.0
+    name = f"proxy_{proxy}_{proxy_task.name}"
     cache = load_cache(name)  # arch hash -> proxy value on the proxy dataset (shared by runs)
     cache["runs"].append(machine())
     bench_cache = load_cache(f"bench_{proxy_task.name}")["archs"]
 
     def score(arch) -> float:
-        if arch.arch_hash in bench_cache and args.proxy in bench_cache[arch.arch_hash]:
-            return bench_cache[arch.arch_hash][args.proxy]
+        if arch.arch_hash in bench_cache and proxy in bench_cache[arch.arch_hash]:
+            return sign * bench_cache[arch.arch_hash][proxy]
         if arch.arch_hash not in cache["archs"]:
-            value = score_all(lambda: space.build(arch, proxy_task.num_features,
-                                                  proxy_task.num_classes, "node"),
-                              batches, [args.proxy])
+            value = score_all(lambda: proxy_space.build(arch, proxy_task.num_features,
+                                                        proxy_task.num_classes, "node"),
+                              batches, [proxy])
             cache["archs"][arch.arch_hash] = value
-            if len(cache["archs"]) % 20 == 0:
+            if len(cache["archs"]) % 50 == 0:
                 save_cache(name, cache)
-        return cache["archs"][arch.arch_hash][args.proxy]
+        return sign * cache["archs"][arch.arch_hash][proxy]
 
-    out_name = f"search_{args.dataset}_{args.strategy}_{args.proxy}_k{args.k}"
+    suffix = "" if proxy_task.name == args.dataset else f"_on_{proxy_task.name}"
+    out_name = f"search_{args.dataset}_{args.strategy}_{args.proxy}_k{args.k}{suffix}"
     results = load_cache(out_name)
-    results["runs"].append({**machine(), "proxy_dataset": proxy_task.name})
+    results["runs"].append({**machine(), "proxy_dataset": proxy_task.name, "queries": args.queries})
     deadline = time.monotonic() + 60 * args.max_minutes
     for seed in range(args.seeds):
         if time.monotonic() > deadline:
@@ -204,29 +248,43 @@ def run_prescreen(args: argparse.Namespace) -> None:
             key = f"{mode}/{seed}"
             if key in results["archs"]:
                 continue
-            base = get_sampler(args.strategy, seed=seed)
+            base = get_sampler(args.strategy, seed=seed, space=space)
             sampler = base if mode == "plain" else PrescreenSampler(base, space, score, args.k)
-            study = optuna.create_study(direction="maximize", sampler=sampler)
-            best_val, best_test = -1.0, None
-            start = time.perf_counter()
-            while len([t for t in study.trials if t.state.name == "COMPLETE"]) < args.queries:
-                trial = study.ask()
-                try:
-                    arch = space.suggest(trial)
-                except optuna.TrialPruned:
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                    continue
-                row = query(arch, args.dataset)
-                trial.set_user_attr("arch_hash", arch.arch_hash)
-                study.tell(trial, row.val_acc)
-                if row.val_acc > best_val:
-                    best_val, best_test = row.val_acc, row.test_acc
-            results["archs"][key] = {"best_val": best_val, "test_of_best_val": best_test,
-                                     "seconds": round(time.perf_counter() - start, 2)}
+            results["archs"][key] = search_once(space, sampler, args.dataset, args.queries, query)
             save_cache(out_name, results)
             save_cache(name, cache)
-            print(f"{args.dataset} {args.strategy} {key}: val {best_val:.4f} test {best_test:.4f}",
-                  flush=True)
+            row = results["archs"][key]
+            print(f"{args.dataset} {args.strategy} {key}: val {row['best_val']:.4f} "
+                  f"test {row['test_of_best_val']:.4f} ({row['seconds']:.0f} s, "
+                  f"{len(cache['archs'])} proxy scores cached)", flush=True)
+    save_cache(name, cache)
+
+
+def search_once(space, sampler, dataset: str, queries: int, query) -> dict[str, Any]:
+    """One ask-and-tell search until ``queries`` unique architectures were looked up."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    seen: dict[str, float] = {}
+    best_val, best_test, asked = -1.0, float("nan"), 0
+    start = time.perf_counter()
+    while len(seen) < queries and asked < 20 * queries:
+        asked += 1
+        trial = study.ask()
+        try:
+            arch = space.suggest(trial)
+        except optuna.TrialPruned:  # the all-skip cell, which the benchmark leaves out
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        trial.set_user_attr("arch_hash", arch.arch_hash)
+        if arch.arch_hash not in seen:
+            row = query(arch, dataset)
+            seen[arch.arch_hash] = row.val_acc
+            if row.val_acc > best_val:  # ties: the first found stays
+                best_val, best_test = row.val_acc, row.test_acc
+        study.tell(trial, seen[arch.arch_hash])
+    return {"best_val": best_val, "test_of_best_val": best_test, "trials": asked,
+            "unique": len(seen), "seconds": round(time.perf_counter() - start, 2)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,6 +292,9 @@ def run_prescreen(args: argparse.Namespace) -> None:
 
 
 def spearman_table(archs: dict[str, Any], proxies) -> dict[str, Any]:
+    """Per proxy: Spearman's rho with test accuracy (and its p-value), n, median seconds."""
+    import statistics
+
     from scipy.stats import spearmanr
 
     table = {}
@@ -241,9 +302,10 @@ def spearman_table(archs: dict[str, Any], proxies) -> dict[str, Any]:
         rows = [a for a in archs.values() if a.get(proxy) is not None and a.get("test_acc") is not None]
         if len(rows) < 3:
             continue
-        rho = spearmanr([r[proxy] for r in rows], [r["test_acc"] for r in rows]).statistic
-        seconds = sum(r.get(f"{proxy}_s", 0.0) for r in rows) / len(rows)
-        table[proxy] = {"spearman": round(float(rho), 4), "n": len(rows), "seconds": round(seconds, 4)}
+        result = spearmanr([r[proxy] for r in rows], [r["test_acc"] for r in rows])
+        seconds = statistics.median(r.get(f"{proxy}_s", 0.0) for r in rows)
+        table[proxy] = {"spearman": round(float(result.statistic), 4), "p": float(result.pvalue),
+                        "n": len(rows), "seconds": round(seconds, 4)}
     return table
 
 
@@ -262,10 +324,13 @@ def run_report(args: argparse.Namespace) -> None:
 
 
 def search_summary(runs: dict[str, Any]) -> dict[str, Any]:
+    """Mean ± std of test (and val) accuracy of the best-validation architecture per arm, over
+    the seeds run in both arms, and the paired difference (prescreened - plain)."""
     import statistics
 
-    summary = {}
-    paired = [k.split("/")[1] for k in runs if k.startswith("prescreen/") and f"plain/{k.split('/')[1]}" in runs]
+    seeds = sorted({k.split("/")[1] for k in runs}, key=int)
+    paired = [s for s in seeds if f"plain/{s}" in runs and f"prescreen/{s}" in runs]
+    summary: dict[str, Any] = {}
     for mode in ("plain", "prescreen"):  # seeds run in both modes only
         tests = [runs[f"{mode}/{seed}"]["test_of_best_val"] for seed in paired]
         vals = [runs[f"{mode}/{seed}"]["best_val"] for seed in paired]
@@ -275,13 +340,33 @@ def search_summary(runs: dict[str, Any]) -> dict[str, Any]:
                 "test_std": round(statistics.pstdev(tests), 4),
                 "val_mean": round(statistics.mean(vals), 4),
             }
+    if paired:
+        diffs = [runs[f"prescreen/{s}"]["test_of_best_val"] - runs[f"plain/{s}"]["test_of_best_val"]
+                 for s in paired]
+        summary["difference"] = {
+            "mean": round(statistics.mean(diffs), 4),
+            "std": round(statistics.pstdev(diffs), 4),
+            "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs),
+            "wilcoxon_p": wilcoxon_p(diffs),
+        }
     return summary
+
+
+def wilcoxon_p(diffs: list[float]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (``None``: all zero)."""
+    from scipy.stats import wilcoxon
+
+    if not any(diffs):
+        return None
+    return round(float(wilcoxon(diffs, zero_method="wilcox").pvalue), 4)
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Zero-cost proxies", "", f"Report written {report['machine']['date']} on "
              f"{report['machine']['platform']} ({report['machine']['cpu_count']} CPUs).", "",
-             "## Spearman rank correlation with test accuracy (seconds per architecture)", ""]
+             "## Spearman rank correlation with test accuracy (n, median seconds per architecture)",
+             "", "Seconds are wall-clock per proxy on one torch thread, measured in the runs below "
+             "(so at their load average, see Runs); params needs no data.", ""]
     header = "| setting | " + " | ".join(PROXY_ORDER) + " |"
     lines += [header, "|" + "---|" * (len(PROXY_ORDER) + 1)]
     for setting, table in report["correlation"].items():
@@ -298,26 +383,61 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"- {setting}: params {base}; better: {better or 'none'}")
     lines += ["", "## Search @100 queries on NAS-Bench-Graph (test accuracy of the best-validation "
               "architecture, mean ± std over seeds)", "",
-              "| run | plain | prescreened |", "|---|---|---|"]
+              "Accuracies in %. Run names: `search_<dataset>_<strategy>_<proxy>_k<candidates>`.", "",
+              "| run | plain | prescreened | prescreened - plain (seeds better/worse, paired test) |",
+              "|---|---|---|---|"]
     for name, summary in report["search"].items():
         cells = [
-            f"{s['test_mean']:.4f} ± {s['test_std']:.4f} (val {s['val_mean']:.4f}, {s['seeds']} seeds)"
+            f"{100 * s['test_mean']:.2f} ± {100 * s['test_std']:.2f} "
+            f"(val {100 * s['val_mean']:.2f}, n={s['seeds']})"
             if (s := summary.get(mode)) else "-"
             for mode in ("plain", "prescreen")
         ]
+        d = summary.get("difference")
+        cells.append("-" if d is None else f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f} "
+                     f"({d['better']}/{d['worse']}, Wilcoxon p={d.get('wilcoxon_p')})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Status: PARTIAL. The 2-core machine ran at load average 15-35 (other engineers' jobs)",
-              "throughout, so every run stopped at its --max-minutes budget: the issue's 500 benchmark",
-              "architectures, 50 trained Cora architectures, GradSign on the benchmark (n < 3, left out) and",
-              "20 search seeds were not reached; n above is what was measured. Seconds per architecture are",
-              "wall-clock under that load (CPU share about 5-15%), not the proxies' cost on an idle machine.",
-              "Search rows use only seeds run both plain and prescreened (paired).", "",
-              "## Runs (machine, load at start, command, date)", ""]
+    lines += ["", *status_lines(report), ""]
+    if NOTES.exists():  # hand-written reading of the tables (kept when the report is rewritten)
+        lines += [NOTES.read_text().rstrip(), ""]
+    lines += ["## Runs (machine, load at start, command, date)", ""]
     for name, runs in report["runs"].items():
         for run in runs:
             lines.append(f"- {name}: `{run['command']}` — {run['date']}, load {run['loadavg_at_start']}, "
                          f"{run['platform']}, {run['cpu_count']} CPUs, torch threads {run.get('torch_threads')}")
     return "\n".join(lines) + "\n"
+
+
+#: what the issue asks for: architectures per correlation setting, seeds per search
+TARGETS = {"bench_": 500, "trained_": 50, "search_": 20}
+
+
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """What was measured against what the issue asks, and what the stand-ins are."""
+    short = []
+    for setting, table in report["correlation"].items():
+        target = next(v for k, v in TARGETS.items() if setting.startswith(k))
+        for proxy in PROXY_ORDER:
+            n = table.get(proxy, {}).get("n", 0)
+            if n < target:
+                short.append(f"{setting}/{proxy}: n={n} of {target}")
+    for name, summary in report["search"].items():
+        seeds = min(summary.get(mode, {}).get("seeds", 0) for mode in ("plain", "prescreen"))
+        if seeds < TARGETS["search_"]:
+            short.append(f"{name}: {seeds} of {TARGETS['search_']} seeds")
+    lines = ["## Status", ""]
+    lines += ([f"Short of the issue's numbers: {'; '.join(short)}."] if short
+              else ["Every setting reached the issue's numbers."])
+    lines += ["", "Search rows use only seeds run both plain and prescreened (paired); the budget "
+              "counts unique architectures, as in `experiments/nasbench_graph.py`."]
+    if any(name.endswith(f"_on_{d}") for name in report["search"] for d in ("cora", "citeseer")):
+        lines += ["", "Rows ending in `_on_<dataset>` are STAND-INS: PubMed's raw data is not "
+                  "available offline, so the proxy was computed on models of that other "
+                  "dataset's shape and data (the same cell; NAS-Bench-Graph cells are "
+                  "dataset-independent) while the search itself queried PubMed's table. They "
+                  "measure whether a proxy ranking transferred from another dataset helps, not "
+                  "a proxy computed on PubMed."]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -331,7 +451,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=100, help="trained: most epochs")
     parser.add_argument("--patience", type=int, default=20, help="trained: early-stopping patience")
     parser.add_argument("--strategy", default="tpe", help="prescreen: base strategy")
-    parser.add_argument("--proxy", default="naswot", help="prescreen: the proxy")
+    parser.add_argument("--proxy", default="naswot",
+                        help="prescreen: the proxy; a leading '-' ranks by its negation")
     parser.add_argument("--proxy-dataset", default=None, help="prescreen: data for the proxy")
     parser.add_argument("--k", type=int, default=5, help="prescreen: proposals per trial")
     parser.add_argument("--seeds", type=int, default=20)

@@ -104,8 +104,7 @@ def grad_norm(model: nn.Module, batches: Sequence[ProxyBatch], loss_fn: LossFn =
 
     Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021.
     """
-    grads = _loss_gradients(model, batches, loss_fn)
-    return float(sum(g.norm() for _, g in grads))
+    return grad_norm_of(_loss_gradients(model, batches, loss_fn))
 
 
 def snip(model: nn.Module, batches: Sequence[ProxyBatch], loss_fn: LossFn = cross_entropy) -> float:
@@ -115,8 +114,7 @@ def snip(model: nn.Module, batches: Sequence[ProxyBatch], loss_fn: LossFn = cros
     Lee et al., "SNIP: Single-shot Network Pruning based on Connection Sensitivity", ICLR 2019;
     used as a NAS proxy by Abdelfattah et al., ICLR 2021.
     """
-    grads = _loss_gradients(model, batches, loss_fn)
-    return float(sum((p.detach() * g).abs().sum() for p, g in grads))
+    return snip_of(_loss_gradients(model, batches, loss_fn))
 
 
 def synflow(model: nn.Module, batches: Sequence[ProxyBatch], loss_fn: LossFn = cross_entropy) -> float:
@@ -221,6 +219,26 @@ def proxy_name(name: str) -> str:
 # helpers
 
 
+def grad_norm_of(grads: Sequence[tuple[Tensor, Tensor]]) -> float:
+    """:func:`grad_norm` from ``(parameter, gradient)`` pairs (see :func:`loss_gradients`)."""
+    return float(sum(g.norm() for _, g in grads))
+
+
+def snip_of(grads: Sequence[tuple[Tensor, Tensor]]) -> float:
+    """:func:`snip` from ``(parameter, gradient)`` pairs (see :func:`loss_gradients`)."""
+    return float(sum((p.detach() * g).abs().sum() for p, g in grads))
+
+
+def loss_gradients(
+    model: nn.Module, batches: Sequence[ProxyBatch], loss_fn: LossFn = cross_entropy
+) -> list[tuple[Tensor, Tensor]]:
+    """``(parameter, gradient of the summed batch losses)`` pairs, the input of grad_norm and
+    snip (compute once, read both off with :func:`grad_norm_of` and :func:`snip_of`);
+    parameters the loss does not reach are left out. The model's ``.grad`` fields are not
+    touched."""
+    return _loss_gradients(model, batches, loss_fn)
+
+
 def _loss_gradients(
     model: nn.Module, batches: Sequence[ProxyBatch], loss_fn: LossFn
 ) -> list[tuple[Tensor, Tensor]]:
@@ -267,6 +285,7 @@ def _code_hooks(model: nn.Module, codes: list[Tensor]) -> list:
 
 
 __all__ = [
-    "PROXIES", "ProxyBatch", "cross_entropy", "get_proxy", "grad_norm", "gradsign", "naswot",
-    "params", "proxy_batches", "proxy_name", "snip", "synflow",
+    "PROXIES", "ProxyBatch", "cross_entropy", "get_proxy", "grad_norm", "grad_norm_of",
+    "gradsign", "loss_gradients", "naswot", "params", "proxy_batches", "proxy_name", "snip",
+    "snip_of", "synflow",
 ]

@@ -1,0 +1,102 @@
+"""The zero-cost benchmark's search protocol and its report (table lookups, no training)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from nas.evaluators._table import query
+from nas.samplers import PrescreenSampler, get_sampler
+from search_spaces.nasbench_graph import NasBenchGraphSpace
+
+ROOT = Path(__file__).resolve().parents[2] / "experiments"
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "evolution"])
+def test_plain_arm_reproduces_the_strategy_benchmark(strategy: str) -> None:
+    space = NasBenchGraphSpace("cora")
+    sampler = get_sampler(strategy, seed=3, space=space)
+    run = script("zero_cost").search_once(space, sampler, "cora", 15, query)
+    reference = script("nasbench_graph").search(strategy, "cora", seed=3, budgets=(15,))
+    assert run["unique"] == 15 and run["trials"] == reference["trials"]
+    assert 100 * run["test_of_best_val"] == pytest.approx(reference["scores"][15])
+
+
+def test_prescreened_arm_counts_unique_architectures_and_follows_the_score() -> None:
+    space = NasBenchGraphSpace("cora")
+
+    def score(arch) -> float:  # a toy proxy: prefer cells with many "gcn" ops
+        return float(arch.ops.count("gcn"))
+
+    plain = script("zero_cost").search_once(
+        space, get_sampler("random", seed=0), "cora", 12, query)
+    screened_sampler = PrescreenSampler(get_sampler("random", seed=0), space, score, 4)
+    screened = script("zero_cost").search_once(space, screened_sampler, "cora", 12, query)
+    assert plain["unique"] == screened["unique"] == 12
+    assert 0.0 < screened["test_of_best_val"] < 1.0
+
+
+def test_status_names_what_is_short_and_labels_stand_ins() -> None:
+    module = script("zero_cost")
+    report = {
+        "correlation": {"bench_cora": {p: {"n": 500} for p in module.PROXY_ORDER},
+                        "trained_cora": {p: {"n": 50 if p != "gradsign" else 7}
+                                         for p in module.PROXY_ORDER}},
+        "search": {"search_pubmed_tpe_naswot_k3_on_cora": {"plain": {"seeds": 20},
+                                                           "prescreen": {"seeds": 12},
+                                                           "difference": {"mean": 0.01}}},
+    }
+    text = "\n".join(module.status_lines(report))
+    assert "trained_cora/gradsign: n=7 of 50" in text and "bench_cora" not in text
+    assert "search_pubmed_tpe_naswot_k3_on_cora: 12 of 20 seeds" in text
+    assert "STAND-INS" in text
+    report["search"] = {"search_cora_tpe_naswot_k3": {"plain": {"seeds": 20},
+                                                      "prescreen": {"seeds": 20}}}
+    report["correlation"].pop("trained_cora")
+    text = "\n".join(module.status_lines(report))
+    assert "Every setting reached" in text and "STAND-INS" not in text
+
+
+def test_score_all_matches_each_proxy_computed_alone(tiny_graph) -> None:
+    from nas.proxies import PROXIES, ProxyBatch
+    from nas.train import seed_everything
+    from search_spaces import get_space
+
+    space = get_space("gnn")
+    arch = space.sample(2)
+    batches = [ProxyBatch((tiny_graph.x, tiny_graph.edge_index), tiny_graph.y, None)]
+
+    def build():
+        return space.build(arch, tiny_graph.num_features, 3, "node")
+
+    names = ["params", "grad_norm", "naswot", "snip", "synflow"]
+    row = script("zero_cost").score_all(build, batches, names, seed=5)
+    for name in names:
+        seed_everything(5)
+        assert row[name] == pytest.approx(PROXIES[name](build().train(), batches), rel=1e-6), name
+        assert row[f"{name}_s"] >= 0.0
+
+
+def test_search_summary_pairs_seeds_and_reports_the_difference() -> None:
+    runs = {
+        "plain/0": {"best_val": 0.80, "test_of_best_val": 0.70},
+        "prescreen/0": {"best_val": 0.81, "test_of_best_val": 0.74},
+        "plain/1": {"best_val": 0.80, "test_of_best_val": 0.72},
+        "prescreen/1": {"best_val": 0.79, "test_of_best_val": 0.70},
+        "plain/2": {"best_val": 0.99, "test_of_best_val": 0.99},  # unpaired: left out
+    }
+    summary = script("zero_cost").search_summary(runs)
+    assert summary["plain"]["seeds"] == summary["prescreen"]["seeds"] == 2
+    assert summary["plain"]["test_mean"] == pytest.approx(0.71)
+    difference = summary["difference"]
+    assert difference["mean"] == pytest.approx(0.01) and difference["std"] == pytest.approx(0.03)
+    assert (difference["better"], difference["worse"]) == (1, 1)
+    assert 0.0 < difference["wilcoxon_p"] <= 1.0
