@@ -51,7 +51,6 @@ def search(strategy: str, dataset: str, seed: int, budgets: tuple[int, ...]) -> 
     import optuna
     import torch
 
-    from nas.evaluators._table import query
     from nas.samplers import get_sampler
     from search_spaces.nasbench_graph import NasBenchGraphSpace
 
@@ -59,7 +58,26 @@ def search(strategy: str, dataset: str, seed: int, budgets: tuple[int, ...]) -> 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
     space = NasBenchGraphSpace(dataset)
-    study = optuna.create_study(direction="maximize", sampler=get_sampler(strategy, seed, space=space))
+    run = table_search(space, get_sampler(strategy, seed, space=space), dataset, budgets)
+    return {"strategy": strategy, "dataset": dataset, "seed": seed, "scores": run["scores"],
+            "trials": run["trials"], "unique": run["unique"], "seconds": run["seconds"]}
+
+
+def table_search(space: Any, sampler: Any, dataset: str, budgets: tuple[int, ...],
+                 query: Any = None) -> dict[str, Any]:
+    """The protocol's ask-and-tell loop (see the module docstring) with any optuna sampler.
+
+    Runs until ``max(budgets)`` unique architectures were looked up in ``dataset``'s table
+    (``query(arch, dataset)``, by default the table evaluator's); each trial records its
+    ``arch_hash`` as a real search's trials do. Returns the test accuracy (%) of the
+    best-validation architecture at each budget (``scores``), its validation and test accuracy
+    (fractions) at the largest budget, trials asked, unique architectures and seconds.
+    """
+    import optuna
+
+    if query is None:
+        from nas.evaluators._table import query
+    study = optuna.create_study(direction="maximize", sampler=sampler)
     seen: dict[str, float] = {}
     best_val, best_test, scores = -1.0, float("nan"), {}
     asked, start = 0, time.perf_counter()
@@ -72,6 +90,7 @@ def search(strategy: str, dataset: str, seed: int, budgets: tuple[int, ...]) -> 
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
         key = arch.arch_hash
+        trial.set_user_attr("arch_hash", key)
         if key not in seen:
             row = query(arch, dataset)
             seen[key] = row.val_acc
@@ -80,10 +99,8 @@ def search(strategy: str, dataset: str, seed: int, budgets: tuple[int, ...]) -> 
             if len(seen) in budgets:
                 scores[len(seen)] = 100 * best_test
         study.tell(trial, seen[key])
-    return {
-        "strategy": strategy, "dataset": dataset, "seed": seed, "scores": scores,
-        "trials": asked, "unique": len(seen), "seconds": time.perf_counter() - start,
-    }
+    return {"scores": scores, "best_val": best_val, "test_of_best_val": best_test,
+            "trials": asked, "unique": len(seen), "seconds": time.perf_counter() - start}
 
 
 def headroom(datasets: list[str], ranks: tuple[int, ...] = (1, 5, 20, 100, 262)) -> dict[str, Any]:

@@ -261,30 +261,13 @@ def run_prescreen(args: argparse.Namespace) -> None:
 
 
 def search_once(space, sampler, dataset: str, queries: int, query) -> dict[str, Any]:
-    """One ask-and-tell search until ``queries`` unique architectures were looked up."""
-    import optuna
+    """One ask-and-tell search until ``queries`` unique architectures were looked up (the loop
+    of ``experiments/nasbench_graph.py``)."""
+    from experiments.nasbench_graph import table_search
 
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    seen: dict[str, float] = {}
-    best_val, best_test, asked = -1.0, float("nan"), 0
-    start = time.perf_counter()
-    while len(seen) < queries and asked < 20 * queries:
-        asked += 1
-        trial = study.ask()
-        try:
-            arch = space.suggest(trial)
-        except optuna.TrialPruned:  # the all-skip cell, which the benchmark leaves out
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            continue
-        trial.set_user_attr("arch_hash", arch.arch_hash)
-        if arch.arch_hash not in seen:
-            row = query(arch, dataset)
-            seen[arch.arch_hash] = row.val_acc
-            if row.val_acc > best_val:  # ties: the first found stays
-                best_val, best_test = row.val_acc, row.test_acc
-        study.tell(trial, seen[arch.arch_hash])
-    return {"best_val": best_val, "test_of_best_val": best_test, "trials": asked,
-            "unique": len(seen), "seconds": round(time.perf_counter() - start, 2)}
+    run = table_search(space, sampler, dataset, (queries,), query)
+    return {"best_val": run["best_val"], "test_of_best_val": run["test_of_best_val"],
+            "trials": run["trials"], "unique": run["unique"], "seconds": round(run["seconds"], 2)}
 
 
 # ----------------------------------------------------------------------------------------------
