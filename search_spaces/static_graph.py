@@ -15,11 +15,19 @@ is computed once here instead of once per forward pass:
 - the backward pass of ``X W`` on a sparse ``X`` needs ``X^T``: its structure is computed once
   (:func:`sparse_features` keeps a transpose plan with the features, and dropout carries it
   over), so each epoch only permutes the kept values instead of re-sorting the matrix
-  (:func:`sparse_linear`; about 7x cheaper for that product's backward on Cora).
+  (:func:`sparse_linear`; about 7x cheaper for that product's backward on Cora);
+- max aggregation (SAGE, GraphConv, GIN) of sparse non-negative features stays sparse: which
+  stored value competes for which output entry is computed once, and each call is a gather and
+  a scatter-max over the stored values (:meth:`StaticGraph.max_aggregate`) instead of a
+  scatter over the dense ``(E, F)`` messages;
+- attention layers (GAT, GATv2, graph transformer) aggregate with per-head sparse products on
+  the cached edge structure instead of gathering ``(E, heads, channels)`` messages
+  (:mod:`search_spaces.static_attention`).
 
 :func:`static_conv_forward` computes exactly what the PyG convolution computes (up to float
 rounding from the changed order of sums), with the convolution's own parameters; convolutions
-or options without a fast form (attention, max aggregation) call the PyG module itself.
+or options without a fast form (max aggregation of dense or signed features, attention options
+that :mod:`search_spaces.static_attention` does not cover) call the PyG module itself.
 """
 from __future__ import annotations
 
@@ -29,6 +37,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from search_spaces.static_attention import EdgeStructure, edge_structure, static_attention_forward
 
 if TYPE_CHECKING:
     from search_spaces.gnn import LayerSpec
@@ -68,14 +78,18 @@ def sparse_features(x: Tensor, max_density: float = SPARSE_DENSITY) -> Tensor:
     with warnings.catch_warnings():  # "sparse CSR support is in beta": we use the stable core
         warnings.simplefilter("ignore", UserWarning)
         csr = x.to_sparse_csr()
-        crow, col = csr.crow_indices(), csr.col_indices()
-        rows = torch.repeat_interleave(torch.arange(x.size(0), device=x.device), crow.diff())
-        order = torch.arange(col.numel(), device=x.device)
-        transposed = torch.sparse_coo_tensor(
-            torch.stack([col, rows]), order, (x.size(1), x.size(0))).coalesce().to_sparse_csr()
-    setattr(csr, _PLAN, _TransposePlan(
-        transposed.crow_indices(), transposed.col_indices(), transposed.values()))
+    setattr(csr, _PLAN, _transpose_plan(csr.crow_indices(), csr.col_indices(), x.shape))
     return csr
+
+
+def _transpose_plan(crow: Tensor, col: Tensor, shape: torch.Size) -> _TransposePlan:
+    rows = torch.repeat_interleave(torch.arange(shape[0], device=crow.device), crow.diff())
+    order = torch.arange(col.numel(), device=crow.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        transposed = torch.sparse_coo_tensor(
+            torch.stack([col, rows]), order, (shape[1], shape[0])).coalesce().to_sparse_csr()
+    return _TransposePlan(transposed.crow_indices(), transposed.col_indices(), transposed.values())
 
 
 def _with_values(x: Tensor, values: Tensor) -> Tensor:
@@ -193,6 +207,44 @@ class _SparseMatmul(torch.autograd.Function):
         return None, None, ctx.transpose @ grad
 
 
+#: build no max-aggregation plan with more (edge, stored value) pairs than this
+MAX_AGGREGATION_PAIRS = 20_000_000
+
+
+class _MaxPlan(NamedTuple):
+    """Where each stored value of ``x`` goes in a max aggregation: pair ``k`` (one edge and one
+    stored value of its source row) sends ``x.values()[source[k]]`` to the output's stored value
+    ``target[k]``; the output is the CSR matrix ``(crow_indices, col_indices)``."""
+
+    source: Tensor
+    target: Tensor
+    crow_indices: Tensor
+    col_indices: Tensor
+    transpose: _TransposePlan
+
+
+def _max_plan(edge_index: Tensor, crow: Tensor, col: Tensor, shape: torch.Size
+              ) -> _MaxPlan | None:
+    src, dst = edge_index
+    num_nodes, num_features = shape
+    counts = crow.diff()[src]  # stored values each edge carries
+    total = int(counts.sum())
+    if total > MAX_AGGREGATION_PAIRS:
+        return None
+    device = crow.device
+    edge = torch.repeat_interleave(torch.arange(src.numel(), device=device), counts)
+    first_pair = torch.cumsum(counts, 0) - counts
+    source = crow[src][edge] + (torch.arange(total, device=device) - first_pair[edge])
+    position = dst[edge] * num_features + col[source]  # row-major: sorted means CSR order
+    stored, target = torch.unique(position, sorted=True, return_inverse=True)
+    rows, cols = stored // num_features, stored % num_features
+    out_crow = torch.zeros(num_nodes + 1, dtype=crow.dtype, device=device)
+    out_crow[1:] = torch.cumsum(torch.bincount(rows, minlength=num_nodes), 0)
+    out_col = cols.to(col.dtype)
+    return _MaxPlan(source, target, out_crow, out_col,
+                    _transpose_plan(out_crow, out_col, shape))
+
+
 class StaticGraph:
     """One fixed graph and its propagation matrices, each built on first use.
 
@@ -204,6 +256,51 @@ class StaticGraph:
     def __init__(self, edge_index: Tensor, num_nodes: int) -> None:
         self.edge_index, self.num_nodes = edge_index, num_nodes
         self._matrices: dict[tuple, _PropagationMatrix] = {}
+        self._max_plans: dict[tuple, tuple[Tensor, Tensor, _MaxPlan | None]] = {}
+        self._attention_edges: dict[bool, EdgeStructure] = {}
+
+    def attention_edges(self, self_loops: bool) -> EdgeStructure:
+        """The edges as attention layers see them (:func:`edge_structure`), built once."""
+        if self_loops not in self._attention_edges:
+            self._attention_edges[self_loops] = edge_structure(
+                self.edge_index, self.num_nodes, self_loops)
+        return self._attention_edges[self_loops]
+
+    def max_aggregate(self, x: Tensor) -> Tensor | None:
+        """``out[i] = max_{j -> i} x[j]`` (PyG's ``aggr="max"``, 0 where no edge enters) for a
+        CSR ``x`` with no negative value, as a CSR matrix; ``None`` for any other ``x``.
+
+        Without negative values the maximum over a neighbourhood is the maximum over its
+        stored values, so the result's structure depends on the graph and ``x``'s structure
+        only. That structure, which stored value goes where, and the transpose plan that
+        :func:`sparse_linear` needs are computed once per structure (dropout keeps it); each
+        call is one gather and one scatter-max over the stored values.
+
+        Shapes:
+            - input: ``x (N, F)`` CSR
+            - output: ``(N, F)`` CSR
+        """
+        if not is_sparse(x) or x.layout != torch.sparse_csr or x.size(0) != self.num_nodes:
+            return None
+        values = x.values()
+        if values.numel() and bool(values.min() < 0):
+            return None
+        crow, col = x.crow_indices(), x.col_indices()
+        key = (crow.data_ptr(), col.data_ptr(), col.numel(), tuple(x.shape))
+        if key not in self._max_plans:  # the tensors stay referenced, so no pointer is reused
+            self._max_plans[key] = (crow, col, _max_plan(self.edge_index, crow, col, x.shape))
+        plan = self._max_plans[key][2]
+        if plan is None:
+            return None
+        gathered = values[plan.source]
+        aggregated = gathered.new_zeros(plan.col_indices.numel()).scatter_reduce_(
+            0, plan.target, gathered, "amax", include_self=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = torch.sparse_csr_tensor(
+                plan.crow_indices, plan.col_indices, aggregated, x.shape, device=x.device)
+        setattr(out, _PLAN, plan.transpose)
+        return out
 
     def matrix(self, kind: str, dtype: torch.dtype = torch.float32, conv: nn.Module | None = None
                ) -> _PropagationMatrix:
@@ -305,6 +402,14 @@ def static_conv_forward(
         return _gin(conv, x, graph.matrix(_aggr_kind(spec), dtype))
     if name == "linear":
         return _linear(x, conv.lin.weight, conv.lin.bias)
+    if spec.aggregation == "max" and name in ("sage", "graph", "gin") and is_sparse(x):
+        out = _sparse_max_conv(conv, name, x, graph)
+        if out is not None:
+            return out
+    if name in ("gat", "gatv2", "transformer"):
+        out = static_attention_forward(conv, name, x, graph)
+        if out is not None:
+            return out
     if name in ("gcn", "gat", "gatv2", "transformer"):
         # their first operation on x is a linear layer, which takes a CSR x as it is
         return conv(x, graph.edge_index)
@@ -342,14 +447,41 @@ def _arma(conv: nn.Module, x: Tensor, matrix: _PropagationMatrix) -> Tensor:
     return torch.stack(stacks).mean(dim=0)
 
 
-def _gin(conv: nn.Module, x: Tensor, matrix: _PropagationMatrix) -> Tensor:
-    mlp = conv.nn
+def _sparse_max_conv(conv: nn.Module, name: str, x: Tensor, graph: StaticGraph
+                     ) -> Tensor | None:
+    """SAGE, GraphConv or GIN with ``aggr="max"`` on sparse non-negative input features: the
+    aggregation stays sparse (:meth:`StaticGraph.max_aggregate`) and meets the weights first."""
+    if name == "sage" and (conv.project or conv.normalize):
+        return None
+    first = _first_linear(conv.nn) if name == "gin" else None
+    if name == "gin" and first is None:
+        return None
+    aggregated = graph.max_aggregate(x)
+    if aggregated is None:
+        return None
+    if name == "sage":
+        out = _linear(aggregated, conv.lin_l.weight, conv.lin_l.bias)
+        return out + _linear(x, conv.lin_r.weight, conv.lin_r.bias) if conv.root_weight else out
+    if name == "graph":
+        return (_linear(aggregated, conv.lin_rel.weight, conv.lin_rel.bias)
+                + _linear(x, conv.lin_root.weight, conv.lin_root.bias))
+    # GIN: first(max + (1+eps) x) == max W^T + (1+eps) x W^T + b
+    out = _linear(aggregated, first.weight) + (1 + conv.eps) * _linear(x, first.weight)
+    if first.bias is not None:
+        out = out + first.bias
+    return out if conv.nn is first else conv.nn[1:](out)
+
+
+def _first_linear(mlp: nn.Module) -> nn.Linear | None:
     if isinstance(mlp, nn.Linear):  # GINConv(Linear(...)), as NAS-Bench-Graph builds it
-        first, rest = mlp, None
-    elif isinstance(mlp, nn.Sequential) and isinstance(mlp[0], nn.Linear):
-        first, rest = mlp[0], mlp[1:]
-    else:
-        first = rest = None
+        return mlp
+    if isinstance(mlp, nn.Sequential) and isinstance(mlp[0], nn.Linear):
+        return mlp[0]
+    return None
+
+
+def _gin(conv: nn.Module, x: Tensor, matrix: _PropagationMatrix) -> Tensor:
+    mlp, first = conv.nn, _first_linear(conv.nn)
     if first is None or not is_sparse(x):
         if is_sparse(x):
             x = x.to_dense()
@@ -359,4 +491,4 @@ def _gin(conv: nn.Module, x: Tensor, matrix: _PropagationMatrix) -> Tensor:
     out = matrix @ h + (1 + conv.eps) * h
     if first.bias is not None:
         out = out + first.bias
-    return out if rest is None else rest(out)
+    return out if mlp is first else mlp[1:](out)

@@ -25,6 +25,8 @@ CASES = [
 def _arch(conv: str, aggregation: str, width: int = 8, skip: str = "none", norm: str = "none",
           dropout: float = 0.0) -> GNNArchitecture:
     heads = 2 if conv in ATTENTION_CONVS else 1
+    if conv in ATTENTION_CONVS:  # 8 channels per head: the sparse attention form's range
+        width = max(width, 16)
     layer = LayerSpec(conv=conv, width=width, heads=heads, aggregation=aggregation, norm=norm,
                       dropout=dropout, activation="elu")
     return GNNArchitecture(layers=(layer, dataclasses.replace(layer, width=2 * width)), skip=skip)
@@ -296,3 +298,55 @@ def test_sparse_linear_weight_gradient_equals_dense_linear(sparse_graph) -> None
         torch.testing.assert_close(weight.grad, expected_w)
         torch.testing.assert_close(bias.grad, expected_b)
     assert not torch.equal(dropped.to_dense(), x.to_dense())  # the plan followed new values
+
+
+def _pyg_max_aggregation(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    from torch_geometric.utils import scatter
+
+    return scatter(x[edge_index[0]], edge_index[1], 0, dim_size=x.size(0), reduce="max")
+
+
+def test_sparse_max_aggregation_equals_pyg_scatter_max(sparse_graph) -> None:
+    """Isolated node (row of zeros), duplicate edge and self loop included; after dropout the
+    same structure gives the maximum of the new values."""
+    torch.manual_seed(0)
+    graph = StaticGraph(sparse_graph.edge_index, 7)
+    x = sparse_features(sparse_graph.x)
+    for features in (x, input_dropout(x, 0.5, training=True), input_dropout(x, 0.9, True)):
+        out = graph.max_aggregate(features)
+        assert out.layout == torch.sparse_csr
+        expected = _pyg_max_aggregation(features.to_dense(), sparse_graph.edge_index)
+        torch.testing.assert_close(out.to_dense(), expected, rtol=0, atol=0)
+    assert graph.max_aggregate(x).to_dense()[6].abs().sum() == 0  # node 6 has no in-edge
+
+
+def test_sparse_max_aggregation_declines_negative_or_dense_features(sparse_graph) -> None:
+    graph = StaticGraph(sparse_graph.edge_index, 7)
+    signed = sparse_graph.x.clone()
+    signed[0, signed[0].nonzero()[0]] = -1.0  # a max over stored values would miss the zeros
+    assert graph.max_aggregate(sparse_features(signed)) is None
+    assert graph.max_aggregate(sparse_graph.x) is None
+
+
+@pytest.mark.parametrize("conv", ["sage", "graph", "gin"])
+def test_max_aggregation_with_signed_features_falls_back_to_pyg(sparse_graph, conv) -> None:
+    torch.manual_seed(0)
+    x = sparse_graph.x.clone()
+    x[x > 0.9] *= -1.0
+    model = GNN(_arch(conv, "max"), 12, 3)
+    _assert_same_function(model, x, sparse_graph.edge_index)
+
+
+def test_max_aggregation_plan_is_built_once_per_training(sparse_graph, monkeypatch) -> None:
+    """The sparse path is the one taken, and its plan is reused across epochs and dropout."""
+    from search_spaces import static_graph
+
+    calls = []
+    build = static_graph._max_plan
+    monkeypatch.setattr(static_graph, "_max_plan", lambda *a: calls.append(1) or build(*a))
+    arch = _arch("sage", "max", dropout=0.5)
+    model = GNN(dataclasses.replace(arch, layers=arch.layers[:1]), 12, 3)
+    forward = model.fixed_graph_forward(sparse_graph.x, sparse_graph.edge_index)
+    outputs = [forward() for _ in range(3)]
+    assert len(calls) == 1
+    assert not torch.equal(outputs[0], outputs[1])  # dropout drew new masks each call
