@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import multiprocessing
 import os
@@ -46,8 +47,14 @@ REFERENCE = {
 }
 
 
-def search(strategy: str, dataset: str, seed: int, budgets: tuple[int, ...]) -> dict[str, Any]:
-    """One search; the test accuracy (%) of the best-validation architecture at each budget."""
+def search(strategy: str, dataset: str, seed: int, budgets: tuple[int, ...],
+           transfer: int = 0) -> dict[str, Any]:
+    """One search; the test accuracy (%) of the best-validation architecture at each budget.
+
+    ``transfer > 0`` warm-starts it (``nas.warm_start``) with the ``transfer`` cells ranked best
+    by the tables of the tuning datasets other than ``dataset``; it is then recorded as strategy
+    ``<strategy>+transfer<k>``.
+    """
     import optuna
     import torch
 
@@ -58,18 +65,37 @@ def search(strategy: str, dataset: str, seed: int, budgets: tuple[int, ...]) -> 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
     space = NasBenchGraphSpace(dataset)
-    run = table_search(space, get_sampler(strategy, seed, space=space), dataset, budgets)
-    return {"strategy": strategy, "dataset": dataset, "seed": seed, "scores": run["scores"],
+    warm = [space.trial_params(arch) for arch in transfer_cells(dataset, transfer)]
+    run = table_search(space, get_sampler(strategy, seed, space=space), dataset, budgets, warm=warm)
+    label = f"{strategy}+transfer{transfer}" if transfer else strategy
+    return {"strategy": label, "dataset": dataset, "seed": seed, "scores": run["scores"],
             "trials": run["trials"], "unique": run["unique"], "seconds": run["seconds"]}
 
 
+def transfer_source(dataset: str) -> str:
+    """The warm-start source of ``dataset``: the tables of the tuning datasets but its own."""
+    return "nasbench-graph:" + ",".join(d for d in TUNING if d != dataset)
+
+
+@functools.lru_cache(maxsize=None)
+def transfer_cells(dataset: str, k: int) -> tuple[Any, ...]:
+    if k == 0:
+        return ()
+    from nas.warm_start import warm_start_architectures
+    from search_spaces.nasbench_graph import NasBenchGraphSpace
+
+    return tuple(warm_start_architectures(
+        transfer_source(dataset), NasBenchGraphSpace(dataset), k, dataset=dataset))
+
+
 def table_search(space: Any, sampler: Any, dataset: str, budgets: tuple[int, ...],
-                 query: Any = None) -> dict[str, Any]:
+                 query: Any = None, warm: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The protocol's ask-and-tell loop (see the module docstring) with any optuna sampler.
 
     Runs until ``max(budgets)`` unique architectures were looked up in ``dataset``'s table
     (``query(arch, dataset)``, by default the table evaluator's); each trial records its
-    ``arch_hash`` as a real search's trials do. Returns the test accuracy (%) of the
+    ``arch_hash`` as a real search's trials do. ``warm``: trial parameters queued before the
+    sampler proposes anything (a warm start, see ``nas.warm_start``); they count as lookups. Returns the test accuracy (%) of the
     best-validation architecture at each budget (``scores``), its validation and test accuracy
     (fractions) at the largest budget, trials asked, unique architectures and seconds.
     """
@@ -78,6 +104,8 @@ def table_search(space: Any, sampler: Any, dataset: str, budgets: tuple[int, ...
     if query is None:
         from nas.evaluators._table import query
     study = optuna.create_study(direction="maximize", sampler=sampler)
+    for params in warm or ():
+        study.enqueue_trial(params)
     seen: dict[str, float] = {}
     best_val, best_test, scores = -1.0, float("nan"), {}
     asked, start = 0, time.perf_counter()
@@ -137,7 +165,7 @@ def headroom_markdown(table: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _search(job: tuple[str, str, int, tuple[int, ...]]) -> dict[str, Any]:
+def _search(job: tuple[str, str, int, tuple[int, ...], int]) -> dict[str, Any]:
     return search(*job)
 
 
@@ -212,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="instead of searching, merge result files into --out: a later "
                              "file's (strategy, dataset, seed) runs replace an earlier one's")
+    parser.add_argument("--transfer", type=int, default=0, metavar="K",
+                        help="warm-start every search with the K cells ranked best by the other "
+                             "tuning datasets' tables (strategy recorded as <name>+transfer<K>)")
     parser.add_argument("--headroom", action="store_true",
                         help="only tabulate the test accuracy of the top validation ranks")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -226,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     fewer = {k: int(v) for k, v in (p.split("=") for p in args.seeds_for.split(",") if p)}
     capped = {k: int(v) for k, v in (p.split("=") for p in args.max_budget_for.split(",") if p)}
     jobs = [
-        (s, d, seed, tuple(b for b in budgets if b <= capped.get(s, max(budgets))))
+        (s, d, seed, tuple(b for b in budgets if b <= capped.get(s, max(budgets))), args.transfer)
         for seed in range(args.seeds) for d in datasets for s in strategies
         if seed < fewer.get(s, args.seeds)
     ]

@@ -134,6 +134,13 @@ def _add_search(commands: Any) -> None:
         "--final-train", action="store_true",
         help="afterwards train the best architecture from scratch as a trial of study <study>-final",
     )
+    p.add_argument(
+        "--warm-start", default=None, metavar="SOURCE",
+        help="queue the best architectures of SOURCE first: study:NAME[,NAME...] (earlier "
+             "studies in --storage) or nasbench-graph:DATASET[,DATASET...] (benchmark tables)",
+    )
+    p.add_argument("--warm-start-k", type=int, default=None, metavar="K",
+                   help="how many architectures --warm-start queues (default 30)")
     p.add_argument("--init", default="random", choices=["random", "hypernet"],
                    help="train evaluator: start from random or hypernetwork-predicted parameters")
     p.add_argument("--hypernet", default=None,
@@ -157,7 +164,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         pruner=args.pruner, heartbeat=args.heartbeat, grace_period=args.grace_period,
         verbose=not args.quiet, prescreen=args.prescreen, prescreen_candidates=args.prescreen_k,
         prescreen_dataset=args.prescreen_dataset, supernet=args.supernet, init=args.init,
-        hypernet=args.hypernet,
+        hypernet=args.hypernet, warm_start=args.warm_start,
+        **({"warm_start_k": args.warm_start_k} if args.warm_start_k is not None else {}),
     )
     _validate_names(config)
     print(f"metanas search: study {config.study_name!r} in {redact(config.storage)}", flush=True)

@@ -26,6 +26,8 @@ from nas.evaluators import Evaluation, Evaluator, get_evaluator
 from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
 from nas.tasks import Task, load_task
 from nas.train import resolve_device
+from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
+from nas.warm_start import describe as describe_warm_start
 from search_spaces import SearchSpace, get_space
 from storage import DEFAULT_STORAGE, ModelStore, make_optuna_storage, redact
 
@@ -78,12 +80,20 @@ class SearchConfig:
     # the GHN checkpoint of init="hypernet" and of the "hypernet" evaluator (None: pretrained)
     init: str = "random"
     hypernet: str | None = None
+    # warm start (nas.warm_start): queue the best `warm_start_k` architectures of a source
+    # ("study:NAME,..." or "nasbench-graph:DATASET,...") as the study's first trials
+    warm_start: str | None = None
+    warm_start_k: int = WARM_START_K
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
             raise ValueError(f"--trials must be >= 1, got {self.n_trials}")
         if self.n_jobs < 1:
             raise ValueError(f"--n-jobs must be >= 1, got {self.n_jobs}")
+        if self.warm_start is not None:
+            parse_source(self.warm_start)  # a malformed source fails before anything runs
+            if self.warm_start_k < 1:
+                raise ValueError(f"--warm-start-k must be >= 1, got {self.warm_start_k}")
         for name in self.objectives:
             if name not in OBJECTIVES:
                 raise ValueError(
@@ -243,6 +253,8 @@ def run_search(config: SearchConfig) -> optuna.Study:
     if config.prescreen:
         prescreen_task(config, task).num_features  # the proxy's data, likewise
     study = create_or_load_study(config, task)
+    if config.warm_start:
+        warm_start(study, space, config, task)
     if config.n_jobs == 1:
         run_worker(config, worker=0, task=task)
         return study
@@ -259,6 +271,20 @@ def run_search(config: SearchConfig) -> optuna.Study:
         for process in workers:
             process.join()
     return study
+
+
+def warm_start(study: optuna.Study, space: SearchSpace, config: SearchConfig, task: Task) -> int:
+    """Queue the warm-start architectures (once per study, at most the trial budget)."""
+    if describe_warm_start(study):
+        return 0  # a resumed study: queued when it started
+    archs = warm_start_architectures(
+        config.warm_start, space, min(config.warm_start_k, config.n_trials),
+        storage=config.storage, dataset=task.name,
+    )
+    queued = enqueue_warm_start(study, space, archs, config.warm_start)
+    if config.verbose:
+        print(f"warm start: queued {queued} architectures from {config.warm_start}", flush=True)
+    return queued
 
 
 def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) -> None:

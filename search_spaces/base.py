@@ -82,6 +82,13 @@ class SearchSpace(abc.ABC):
     def architecture_from_dict(self, data: dict[str, Any]) -> Architecture:
         """Inverse of ``arch.to_dict()``; raises ``ValueError`` on a malformed spec."""
 
+    def trial_params(self, arch: Architecture) -> dict[str, Any]:
+        """The trial parameters under which :meth:`suggest` returns ``arch`` (its inverse), so
+        that a study can queue ``arch`` as a trial (``study.enqueue_trial``)."""
+        raise NotImplementedError(
+            f"space {self.name!r} cannot turn an architecture back into trial parameters"
+        )
+
     def training_config(self, arch: Architecture) -> dict[str, float]:
         """Optimiser settings that belong to the architecture (learning rate, weight decay)."""
         return {"lr": float(arch.lr), "weight_decay": float(arch.weight_decay)}  # type: ignore[attr-defined]

@@ -152,6 +152,16 @@ class CNNSpace(SearchSpace):
             train_fraction=trial.suggest_categorical("train_fraction", self.train_fractions),
         )
 
+    @staticmethod
+    def trial_params(arch: CNNArchitecture) -> dict[str, Any]:
+        """The trial parameters under which :meth:`suggest` returns ``arch``."""
+        return {
+            "depth": len(arch.widths), **{f"l{i}_width": w for i, w in enumerate(arch.widths)},
+            "kernel_size": arch.kernel_size, "activation": arch.activation, "norm": arch.norm,
+            "residual": arch.residual, "lr": arch.lr, "weight_decay": arch.weight_decay,
+            "train_fraction": arch.train_fraction,
+        }
+
     def build(
         self, arch: Architecture, in_channels: int, out_channels: int,
         level: TaskLevel | str = "image",

@@ -249,6 +249,20 @@ class NasBenchGraphSpace(SearchSpace):
             raise optuna.TrialPruned("the all-skip cell is not in NAS-Bench-Graph")
         return NasBenchGraphArchitecture.from_pattern(pattern, ops)
 
+    @staticmethod
+    def trial_params(arch: NasBenchGraphArchitecture) -> dict[str, Any]:
+        """The trial parameters under which :meth:`suggest` returns ``arch`` or, for a cell
+        whose links are not one of the nine patterns, its canonical (isomorphic) form."""
+        for candidate in (arch, arch.canonical()):
+            if candidate.links in LINK_PATTERNS:
+                params: dict[str, Any] = {"link_pattern": LINK_PATTERNS.index(candidate.links)}
+                params.update({f"op{i}": op for i, op in enumerate(candidate.ops)})
+                return params
+        raise ValueError(
+            f"cell links {list(arch.links)} are none of the benchmark's link patterns "
+            f"{[list(p) for p in LINK_PATTERNS]}"
+        )
+
     def sample(self, rng: random.Random | int | None = None) -> NasBenchGraphArchitecture:
         """A uniformly random benchmark cell (combinations drawn again on the all-skip cell)."""
         if not isinstance(rng, random.Random):

@@ -208,12 +208,7 @@ class NasBenchGraphSupernet(Supernet):
 
 def nasbench_trial_params(arch: NasBenchGraphArchitecture) -> dict[str, Any]:
     """The Optuna parameters :meth:`NasBenchGraphSpace.suggest` reads back as ``arch``."""
-    for candidate in (arch, arch.canonical()):
-        if candidate.links in LINK_PATTERNS:
-            params: dict[str, Any] = {"link_pattern": LINK_PATTERNS.index(candidate.links)}
-            params.update({f"op{i}": op for i, op in enumerate(candidate.ops)})
-            return params
-    raise ValueError(f"links {list(arch.links)} are not one of the benchmark's link patterns")
+    return NasBenchGraphSpace.trial_params(arch)
 
 
 def torch_cat(states: list[Tensor]) -> Tensor:
