@@ -273,3 +273,26 @@ def test_metanet_sparsifies_gcn_message_weights(tmp_path: Path) -> None:
     again = loaded.transform(copy.deepcopy(model))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(
         after.values(), again.state_dict().values(), strict=True))
+
+
+def test_group_hoyer_is_scale_invariant_and_rewards_sparse_channels() -> None:
+    from metanets.pruning.metanet import PruningMetanet, group_hoyer, group_lasso
+
+    model = _tiny_zoo()[0]
+    graph = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).graph_of(model)
+    weights = graph.edge_attr.float()
+    hoyer = group_hoyer(graph, weights)
+    assert torch.allclose(group_hoyer(graph, 0.1 * weights), hoyer, rtol=1e-4)  # shrinking: no gain
+    assert group_lasso(graph, 0.1 * weights) < 0.2 * group_lasso(graph, weights)  # the lasso gains
+    first = (graph.node_type == 1).nonzero()[0]  # one hidden channel: zero its weights
+    touches = (graph.edge_index[0] == first) | (graph.edge_index[1] == first)
+    assert group_hoyer(graph, torch.where(touches[:, None], 0.0, weights)) < hoyer
+
+
+def test_unknown_penalty_is_named() -> None:
+    from metanets.pruning.metanet import ImageLoss, MetanetTrainConfig, train_pruning_metanet
+
+    with pytest.raises(ValueError, match="penalty 'l0'.*'lasso', 'hoyer'"):
+        loss = ImageLoss(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
+        train_pruning_metanet(_tiny_zoo(), loss, (torch.zeros(2, 1, 8, 8),),
+                              MetanetTrainConfig(penalty="l0"))
