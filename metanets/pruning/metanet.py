@@ -5,11 +5,12 @@ rewritten network then removes little that matters.
 Following "Meta Pruning via Graph Metanetworks" (Liu et al.): the network's parameter graph
 (:mod:`metanets.graphs`) goes through a :class:`~metanets.gmn.GMN` whose equivariant per-edge
 head outputs a correction of every weight (``w' = w + scale * head``, the head's last layer
-initialised at zero so an untrained metanetwork is the identity). Only dense and convolution
-weights are rewritten; biases and normalisation parameters stay. The metanetwork is trained on a
-zoo of networks to minimise
+initialised at zero so an untrained metanetwork is the identity). Only weight matrices are
+rewritten (dense, convolution and graph-convolution weights: :data:`REWRITTEN_EDGES`); biases and
+normalisation parameters stay. The metanetwork is trained on a zoo of networks to minimise
 
-    cross-entropy of the rewritten network on training images
+    cross-entropy of the rewritten network on training data (:class:`ImageLoss`: a batch of
+    training images; :class:`NodeLoss`: a node task's training nodes)
     + lambda * group lasso(rewritten) / group lasso(original),
 
 where the group lasso sums, over every channel neuron of the parameter graph (hidden, norm and
@@ -24,7 +25,7 @@ import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +34,10 @@ from torch_geometric.utils import scatter
 from metanets.gmn import GMN, GMNConfig, _slot, load_gmn, prepare_graph, save_gmn
 from metanets.graphs import EdgeFeature, EdgeType, NodeType, to_parameter_graph
 
-#: edge types whose weights the metanetwork rewrites
-REWRITTEN_EDGES: tuple[int, ...] = (int(EdgeType.DENSE), int(EdgeType.CONV))
+#: edge types whose weights the metanetwork rewrites (dense, convolution, and the weight matrices
+#: of graph convolutions: GCN/SGC ``MESSAGE``, SAGE/GraphConv ``ROOT``, Cheb/TAG ``HOP``)
+REWRITTEN_EDGES: tuple[int, ...] = (int(EdgeType.DENSE), int(EdgeType.CONV),
+                                    int(EdgeType.MESSAGE), int(EdgeType.ROOT), int(EdgeType.HOP))
 #: node types that are prunable channels
 CHANNEL_NODES: tuple[int, ...] = (int(NodeType.HIDDEN), int(NodeType.NORM), int(NodeType.SUM))
 
@@ -43,10 +46,10 @@ CHANNEL_NODES: tuple[int, ...] = (int(NodeType.HIDDEN), int(NodeType.NORM), int(
 class MetanetTrainConfig:
     """How to train a pruning metanetwork on a zoo."""
 
-    lam: float = 1.0          # weight of the relative group lasso
+    lam: float = 1.0          # weight of the relative sparsity penalty
+    penalty: str = "lasso"    # "lasso" (group lasso) or "hoyer" (scale-invariant, see group_hoyer)
     steps: int = 200          # optimisation steps (one zoo network per step)
     lr: float = 1e-3          # Adam learning rate
-    batch_size: int = 128     # training images per step
     hidden: int = 32          # GMN width
     layers: int = 2           # GMN layers
     seed: int = 0
@@ -62,8 +65,60 @@ class _Network:
     reference: float
 
 
-def group_lasso(graph: Any, edge_attr: Tensor) -> Tensor:
-    """Sum over channel neurons of the L2 norm of their incoming and outgoing weights."""
+class TaskLoss(Protocol):
+    """``loss(module, state) -> scalar``: the task loss of ``module`` run with the parameters and
+    buffers ``state`` (``torch.func.functional_call``); random batches use torch's global RNG."""
+
+    def __call__(self, module: nn.Module, state: dict[str, Tensor]) -> Tensor: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageLoss:
+    """Cross-entropy on a random batch of training images per call.
+
+    Shapes:
+        ``images`` ``(N, C, H, W)``, ``labels`` ``(N,)``.
+    """
+
+    images: Tensor
+    labels: Tensor
+    batch_size: int = 128
+
+    def __call__(self, module: nn.Module, state: dict[str, Tensor]) -> Tensor:
+        from torch.func import functional_call
+
+        index = torch.randint(0, len(self.images), (self.batch_size,))
+        logits = functional_call(module, state, (self.images[index],))
+        return nn.functional.cross_entropy(logits, self.labels[index])
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeLoss:
+    """Cross-entropy on the training nodes of one graph (a node task), whole graph per call.
+
+    Shapes:
+        ``x`` ``(N, F)``, ``edge_index`` ``(2, E)``, ``y`` ``(N,)``, ``mask`` ``(N,)`` bool.
+    """
+
+    x: Tensor
+    edge_index: Tensor
+    y: Tensor
+    mask: Tensor
+
+    def __call__(self, module: nn.Module, state: dict[str, Tensor]) -> Tensor:
+        from torch.func import functional_call
+
+        logits = functional_call(module, state, (self.x, self.edge_index))
+        return nn.functional.cross_entropy(logits[self.mask], self.y[self.mask])
+
+
+def channel_norms(graph: Any, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
+    """L2 norm of the rewritten incoming and outgoing weights of every channel neuron, and the
+    neuron's layer index.
+
+    Shapes:
+        ``(C,)`` float norms, ``(C,)`` int64 layers (C: channel neurons of the graph).
+    """
     mask = _rewritten_mask(graph).float()[:, None]
     sq = (edge_attr * mask).pow(2).sum(dim=1)  # (E,)
     n = int(graph.num_nodes)
@@ -71,7 +126,34 @@ def group_lasso(graph: Any, edge_attr: Tensor) -> Tensor:
     per_node = scatter(sq, dst, 0, dim_size=n, reduce="sum") + scatter(sq, src, 0, dim_size=n,
                                                                        reduce="sum")
     channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
-    return (per_node[channel] + 1e-12).sqrt().sum()
+    return (per_node[channel] + 1e-12).sqrt(), graph.node_layer.long()[channel]
+
+
+def group_lasso(graph: Any, edge_attr: Tensor) -> Tensor:
+    """Sum over channel neurons of the L2 norm of their incoming and outgoing weights."""
+    return channel_norms(graph, edge_attr)[0].sum()
+
+
+def group_hoyer(graph: Any, edge_attr: Tensor) -> Tensor:
+    """Scale-invariant group sparsity: the sum over layers of the Hoyer measure
+    ``(sum of channel norms)^2 / (sum of squared channel norms)`` of the layer's channels
+    (between 1: one channel carries everything, and the channel count: all equal).
+
+    Unlike the group lasso it cannot be lowered by shrinking every weight of a layer alike (which
+    leaves a magnitude ranking, normalised per group, unchanged): only by making some channels
+    small relative to the others of their layer (Yang et al., "DeepHoyer", ICLR 2020).
+    """
+    norms, layers = channel_norms(graph, edge_attr)
+    size = int(layers.max()) + 1 if len(layers) else 0
+    l1 = scatter(norms, layers, 0, dim_size=size, reduce="sum")
+    l2 = scatter(norms.pow(2), layers, 0, dim_size=size, reduce="sum")
+    count = scatter(torch.ones_like(norms), layers, 0, dim_size=size, reduce="sum")
+    keep = count > 1
+    return (l1[keep].pow(2) / l2[keep].clamp_min(1e-24)).sum()
+
+
+#: sparsity penalties a pruning metanetwork can be trained with
+PENALTIES = {"lasso": group_lasso, "hoyer": group_hoyer}
 
 
 def _rewritten_mask(graph: Any) -> Tensor:
@@ -150,8 +232,9 @@ class PruningMetanet(nn.Module):
 
     def save(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         shapes = [list(t.shape) for t in self.inputs]
+        dtypes = [str(t.dtype).removeprefix("torch.") for t in self.inputs]
         return save_gmn(self.gmn, folder, {"purpose": "pruning", "input_shapes": shapes,
-                                           **(metadata or {})})
+                                           "input_dtypes": dtypes, **(metadata or {})})
 
 
 def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
@@ -160,45 +243,60 @@ def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
     if metadata.get("purpose") != "pruning":
         raise ValueError(f"{folder} holds a metanetwork trained for "
                          f"{metadata.get('purpose', 'accuracy prediction')!r}, not for pruning")
-    inputs = [torch.zeros(shape) for shape in metadata["input_shapes"]]
+    shapes = metadata["input_shapes"]
+    dtypes = metadata.get("input_dtypes", ["float32"] * len(shapes))
+    _check_dtypes(dtypes, folder)
+    # tracing needs shapes only; a zero edge_index (self-loops of node 0) is a valid graph
+    inputs = [torch.zeros(shape, dtype=getattr(torch, dtype))
+              for shape, dtype in zip(shapes, dtypes, strict=True)]
     return PruningMetanet(gmn, inputs)
 
 
+_INPUT_DTYPES = ("float32", "float64", "int64", "int32")
+
+
+def _check_dtypes(dtypes: list[str], folder: str | Path) -> None:
+    for dtype in dtypes:
+        if dtype not in _INPUT_DTYPES:
+            raise ValueError(f"{folder}: could not resolve input dtype {dtype!r} among choices "
+                             f"{list(_INPUT_DTYPES)}")
+
+
 def train_pruning_metanet(
-    models: Sequence[nn.Module], images: Tensor, labels: Tensor, inputs: Sequence[Tensor],
+    models: Sequence[nn.Module], task_loss: TaskLoss, inputs: Sequence[Tensor],
     config: MetanetTrainConfig = MetanetTrainConfig(), log: Any = None,
 ) -> PruningMetanet:
-    """Fit a pruning metanetwork on a zoo of trained image networks.
+    """Fit a pruning metanetwork on a zoo of trained networks of one task.
 
     Args:
         models: the zoo (trained networks; not modified).
-        images, labels: training images ``(N, C, H, W)`` and labels ``(N,)`` for the task loss.
+        task_loss: the task loss on training data (:class:`ImageLoss`, :class:`NodeLoss`).
         inputs: example inputs to trace the networks (shapes only).
         config: see :class:`MetanetTrainConfig`.
-        log: ``log(step, task_loss, relative_lasso)`` every 20 steps.
+        log: ``log(step, task_loss, relative_lasso)`` every 20 steps and at the first and last.
     """
-    from torch.func import functional_call
-
+    if config.penalty not in PENALTIES:
+        raise ValueError(f"could not resolve penalty {config.penalty!r} among choices "
+                         f"{list(PENALTIES)}")
+    penalty = PENALTIES[config.penalty]
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     metanet = PruningMetanet.create(inputs, config.hidden, config.layers)
-    networks = [_network(metanet, model) for model in models]
+    networks = [_network(metanet, model, penalty) for model in models]
     metanet.gmn.scaler.fit([n.prepared for n in networks])
     optimizer = torch.optim.Adam(metanet.parameters(), lr=config.lr)
     metanet.train()
     for step in range(1, config.steps + 1):
         network = rng.choice(networks)
-        index = torch.randint(0, len(images), (config.batch_size,))
         new = metanet.rewrite(network.raw, network.prepared)
         state = state_from_graph(network.raw, new, network.module)
-        logits = functional_call(network.module, state, (images[index],))
-        task = nn.functional.cross_entropy(logits, labels[index])
-        lasso = group_lasso(network.raw, new) / network.reference
+        task = task_loss(network.module, state)
+        lasso = penalty(network.raw, new) / network.reference
         loss = task + config.lam * lasso
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if log is not None and (step % 20 == 0 or step == 1):
+        if log is not None and (step % 20 == 0 or step in (1, config.steps)):
             log(step, float(task.detach()), float(lasso.detach()))
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"metanetwork loss became {float(loss)} at step {step}")
@@ -206,8 +304,19 @@ def train_pruning_metanet(
     return metanet
 
 
-def _network(metanet: PruningMetanet, model: nn.Module) -> _Network:
+@torch.no_grad()
+def relative_group_lasso(metanet: PruningMetanet, module: nn.Module,
+                         penalty: str = "lasso") -> float:
+    """A penalty (:data:`PENALTIES`, default the group lasso) of ``module`` after the
+    metanetwork's rewrite over the same before (1.0: no sparser; what its training lowers)."""
+    raw = metanet.graph_of(module)
+    new = metanet.rewrite(raw, prepare_graph(raw))
+    before = PENALTIES[penalty](raw, raw.edge_attr.float()).clamp_min(1e-12)
+    return float(PENALTIES[penalty](raw, new) / before)
+
+
+def _network(metanet: PruningMetanet, model: nn.Module, penalty: Any = group_lasso) -> _Network:
     module = model.eval()
     raw = metanet.graph_of(module)
-    reference = float(group_lasso(raw, raw.edge_attr.float()))
+    reference = float(penalty(raw, raw.edge_attr.float()))
     return _Network(module, raw, prepare_graph(raw), max(reference, 1e-12))

@@ -213,23 +213,86 @@ def test_untrained_metanet_is_the_identity() -> None:
 
 def test_metanet_rewrite_increases_group_sparsity(tmp_path: Path) -> None:
     from metanets.pruning.metanet import (
+        ImageLoss,
         MetanetTrainConfig,
         group_lasso,
         load_pruning_metanet,
+        relative_group_lasso,
         train_pruning_metanet,
     )
 
     zoo = _tiny_zoo()
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.randn(64, 1, 8, 8, generator=generator), torch.randint(0, 3, (64,))
-    config = MetanetTrainConfig(lam=20.0, steps=25, lr=2e-2, batch_size=16, hidden=8, layers=1)
-    metanet = train_pruning_metanet(zoo, images, labels, (torch.zeros(2, 1, 8, 8),), config)
+    config = MetanetTrainConfig(lam=20.0, steps=25, lr=2e-2, hidden=8, layers=1)
+    metanet = train_pruning_metanet(zoo, ImageLoss(images, labels, 16),
+                                    (torch.zeros(2, 1, 8, 8),), config)
     model = zoo[0]
     rewritten = metanet.transform(copy.deepcopy(model))
     lasso = [float(group_lasso(g, g.edge_attr.float()))
              for g in (metanet.graph_of(model), metanet.graph_of(rewritten))]
     assert lasso[1] < 0.9 * lasso[0]
+    assert relative_group_lasso(metanet, model) == pytest.approx(lasso[1] / lasso[0], rel=1e-4)
     loaded = load_pruning_metanet(metanet.save(tmp_path / "metanet"))
     again = loaded.transform(copy.deepcopy(model))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(
         rewritten.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+def test_metanet_sparsifies_gcn_message_weights(tmp_path: Path) -> None:
+    """A GNN-space GCN: the metanetwork rewrites its graph-convolution weights (MESSAGE edges)
+    and the rewritten model still prunes; a saved metanetwork keeps the int64 edge_index input."""
+    from metanets.pruning.metanet import (
+        MetanetTrainConfig,
+        NodeLoss,
+        load_pruning_metanet,
+        relative_group_lasso,
+        train_pruning_metanet,
+    )
+    from metanets.zoo import example_inputs
+
+    x, edge_index = _graph()
+    y, mask = torch.arange(20) % 3, torch.arange(20) < 12
+    zoo = []
+    for seed, width in enumerate((8, 12, 8)):
+        torch.manual_seed(seed)
+        zoo.append(GNN(GNNArchitecture(layers=(LayerSpec("gcn", width), LayerSpec("gcn", 8))),
+                       6, 3).eval())
+    config = MetanetTrainConfig(lam=20.0, steps=25, lr=2e-2, hidden=8, layers=1)
+    metanet = train_pruning_metanet(zoo, NodeLoss(x, edge_index, y, mask),
+                                    example_inputs("node", 6), config)
+    model = zoo[0]
+    assert relative_group_lasso(metanet, model) < 0.9
+    rewritten = metanet.transform(copy.deepcopy(model))
+    before, after = model.state_dict(), rewritten.state_dict()
+    assert not torch.equal(before["layers.0.conv.lin.weight"], after["layers.0.conv.lin.weight"])
+    assert torch.equal(before["layers.0.conv.bias"], after["layers.0.conv.bias"])  # biases stay
+    assert prune_model(rewritten, (x, edge_index), 2.0, step=STEP).speedup >= 2.0
+    loaded = load_pruning_metanet(metanet.save(tmp_path / "gcn-metanet"))
+    assert loaded.inputs[1].dtype == torch.int64
+    again = loaded.transform(copy.deepcopy(model))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(
+        after.values(), again.state_dict().values(), strict=True))
+
+
+def test_group_hoyer_is_scale_invariant_and_rewards_sparse_channels() -> None:
+    from metanets.pruning.metanet import PruningMetanet, group_hoyer, group_lasso
+
+    model = _tiny_zoo()[0]
+    graph = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).graph_of(model)
+    weights = graph.edge_attr.float()
+    hoyer = group_hoyer(graph, weights)
+    assert torch.allclose(group_hoyer(graph, 0.1 * weights), hoyer, rtol=1e-4)  # shrinking: no gain
+    assert group_lasso(graph, 0.1 * weights) < 0.2 * group_lasso(graph, weights)  # the lasso gains
+    first = (graph.node_type == 1).nonzero()[0]  # one hidden channel: zero its weights
+    touches = (graph.edge_index[0] == first) | (graph.edge_index[1] == first)
+    assert group_hoyer(graph, torch.where(touches[:, None], 0.0, weights)) < hoyer
+
+
+def test_unknown_penalty_is_named() -> None:
+    from metanets.pruning.metanet import ImageLoss, MetanetTrainConfig, train_pruning_metanet
+
+    with pytest.raises(ValueError, match="penalty 'l0'.*'lasso', 'hoyer'"):
+        loss = ImageLoss(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
+        train_pruning_metanet(_tiny_zoo(), loss, (torch.zeros(2, 1, 8, 8),),
+                              MetanetTrainConfig(penalty="l0"))
