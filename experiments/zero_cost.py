@@ -122,11 +122,20 @@ def run_bench(args: argparse.Namespace) -> None:
     cache["runs"].append(machine())
     deadline = time.monotonic() + 60 * args.max_minutes
     proxies = [p for p in PROXY_ORDER if p not in args.skip]
+    if set(args.recompute) - set(proxies):
+        raise ValueError(f"--recompute {sorted(set(args.recompute) - set(proxies))} are skipped "
+                         f"or unknown; proxies of this run: {proxies}")
     for i, arch in enumerate(archs):
         if time.monotonic() > deadline:
             print(f"time budget used after {i} architectures", flush=True)
             break
         entry = cache["archs"].setdefault(arch.arch_hash, {"arch": arch.to_dict(), "order": i})
+        if args.recompute and not entry.get("recomputed", {}).keys() >= set(args.recompute):
+            for proxy in args.recompute:  # cached by an older definition: score again, once
+                entry.pop(proxy, None)
+                entry.pop(f"{proxy}_s", None)
+            entry["recomputed"] = {**entry.get("recomputed", {}),
+                                   **{p: cache["runs"][-1]["date"] for p in args.recompute}}
         todo = [p for p in proxies if p not in entry]
         if not todo:
             continue
@@ -498,6 +507,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--archs", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=[], help="proxies to leave out")
+    parser.add_argument("--recompute", nargs="*", default=[],
+                        help="bench: score these proxies again on cells that cached them before "
+                             "(once per cell: a resumed run does not redo them)")
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--epochs", type=int, default=100, help="trained: most epochs")
     parser.add_argument("--patience", type=int, default=20, help="trained: early-stopping patience")
