@@ -122,11 +122,20 @@ def run_bench(args: argparse.Namespace) -> None:
     cache["runs"].append(machine())
     deadline = time.monotonic() + 60 * args.max_minutes
     proxies = [p for p in PROXY_ORDER if p not in args.skip]
+    if set(args.recompute) - set(proxies):
+        raise ValueError(f"--recompute {sorted(set(args.recompute) - set(proxies))} are skipped "
+                         f"or unknown; proxies of this run: {proxies}")
     for i, arch in enumerate(archs):
         if time.monotonic() > deadline:
             print(f"time budget used after {i} architectures", flush=True)
             break
         entry = cache["archs"].setdefault(arch.arch_hash, {"arch": arch.to_dict(), "order": i})
+        if args.recompute and not entry.get("recomputed", {}).keys() >= set(args.recompute):
+            for proxy in args.recompute:  # cached by an older definition: score again, once
+                entry.pop(proxy, None)
+                entry.pop(f"{proxy}_s", None)
+            entry["recomputed"] = {**entry.get("recomputed", {}),
+                                   **{p: cache["runs"][-1]["date"] for p in args.recompute}}
         todo = [p for p in proxies if p not in entry]
         if not todo:
             continue
@@ -289,7 +298,58 @@ def spearman_table(archs: dict[str, Any], proxies) -> dict[str, Any]:
         seconds = statistics.median(r.get(f"{proxy}_s", 0.0) for r in rows)
         table[proxy] = {"spearman": round(float(result.statistic), 4), "p": float(result.pvalue),
                         "n": len(rows), "seconds": round(seconds, 4)}
+        paired = [r for r in rows if r.get("params") is not None]
+        if len(paired) >= 3:
+            table[proxy]["bootstrap"] = bootstrap_spearman(
+                [r[proxy] for r in paired], [r["params"] for r in paired],
+                [r["test_acc"] for r in paired])
     return table
+
+
+#: architectures resampled with replacement this many times for the bootstrap intervals
+RESAMPLES = 1000
+
+
+def bootstrap_spearman(values, params, accuracy, resamples: int = RESAMPLES,
+                       seed: int = 0) -> dict[str, Any]:
+    """Percentile bootstrap over architectures of a proxy's Spearman rho with accuracy, paired
+    with parameter count's on the same resamples.
+
+    Args:
+        values: the proxy per architecture.
+        params: parameter count of the same architectures (the baseline).
+        accuracy: their test accuracy.
+        resamples: bootstrap resamples (architectures drawn with replacement).
+        seed: seed of the resampling (the same seed gives every proxy the same resamples when
+            they cover the same architectures).
+
+    Returns:
+        ``{"n", "resamples", "ci95": [lo, hi]`` of the proxy's rho, ``"diff_ci95": [lo, hi]`` of
+        rho(proxy) - rho(params), ``"p_better"``: the fraction of resamples in which the proxy's
+        rho exceeds params'``}``. Resamples where a column is constant (rho undefined) are
+        dropped from the percentiles.
+    """
+    import numpy as np
+    from scipy.stats import rankdata
+
+    def rho(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # row-wise Spearman (average ranks)
+        rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+        rx -= rx.mean(axis=1, keepdims=True)
+        ry -= ry.mean(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (rx * ry).sum(axis=1) / np.sqrt((rx ** 2).sum(axis=1) * (ry ** 2).sum(axis=1))
+
+    values, params, accuracy = (np.asarray(v, dtype=float) for v in (values, params, accuracy))
+    index = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    proxy_rho, params_rho = rho(values[index], accuracy[index]), rho(params[index], accuracy[index])
+    diff = proxy_rho - params_rho
+    ok = ~np.isnan(diff)
+    return {
+        "n": len(values), "resamples": resamples,
+        "ci95": [round(float(q), 4) for q in np.nanpercentile(proxy_rho, [2.5, 97.5])],
+        "diff_ci95": [round(float(q), 4) for q in np.percentile(diff[ok], [2.5, 97.5])],
+        "p_better": round(float((diff[ok] > 0).mean()), 4),
+    }
 
 
 def run_report(args: argparse.Namespace) -> None:
@@ -357,6 +417,23 @@ def markdown(report: dict[str, Any]) -> str:
         for proxy in PROXY_ORDER:
             t = table.get(proxy)
             cells.append("-" if t is None else f"{t['spearman']:+.3f} (n={t['n']}, {t['seconds']:.2f}s)")
+        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+    lines += ["", f"Bootstrap 95% intervals ({RESAMPLES} resamples of the architectures, percentile): "
+              "the proxy's rho; in brackets rho(proxy) - rho(params) on the same resamples, and "
+              "the share of resamples in which the proxy beats params.", "",
+              header, "|" + "---|" * (len(PROXY_ORDER) + 1)]
+    for setting, table in report["correlation"].items():
+        cells = []
+        for proxy in PROXY_ORDER:
+            b = table.get(proxy, {}).get("bootstrap")
+            if b is None:
+                cells.append("-")
+            elif proxy == "params":
+                cells.append(f"[{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]")
+            else:
+                cells.append(f"[{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}] (diff "
+                             f"[{b['diff_ci95'][0]:+.3f}, {b['diff_ci95'][1]:+.3f}], "
+                             f"{100 * b['p_better']:.0f}%)")
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     lines += ["", "Goal check (a proxy beats parameter count's correlation):", ""]
     for setting, table in report["correlation"].items():
@@ -430,6 +507,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--archs", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=[], help="proxies to leave out")
+    parser.add_argument("--recompute", nargs="*", default=[],
+                        help="bench: score these proxies again on cells that cached them before "
+                             "(once per cell: a resumed run does not redo them)")
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--epochs", type=int, default=100, help="trained: most epochs")
     parser.add_argument("--patience", type=int, default=20, help="trained: early-stopping patience")

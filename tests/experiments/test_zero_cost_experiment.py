@@ -100,3 +100,27 @@ def test_search_summary_pairs_seeds_and_reports_the_difference() -> None:
     assert difference["mean"] == pytest.approx(0.01) and difference["std"] == pytest.approx(0.03)
     assert (difference["better"], difference["worse"]) == (1, 1)
     assert 0.0 < difference["wilcoxon_p"] <= 1.0
+
+
+def test_bootstrap_spearman_brackets_the_estimate_and_pairs_with_params() -> None:
+    import random
+
+    from scipy.stats import spearmanr
+
+    rng = random.Random(0)
+    accuracy = [rng.random() for _ in range(80)]
+    good = [a + 0.1 * rng.random() for a in accuracy]  # nearly the accuracy's order
+    params = [rng.random() for _ in range(80)]  # unrelated
+    module = script("zero_cost")
+    boot = module.bootstrap_spearman(good, params, accuracy, resamples=300)
+    rho = spearmanr(good, accuracy).statistic
+    assert boot["n"] == 80 and boot["resamples"] == 300
+    assert boot["ci95"][0] <= rho <= boot["ci95"][1] and boot["ci95"][0] > 0.8
+    assert boot["diff_ci95"][0] > 0.5 and boot["p_better"] == 1.0
+    # the same seed gives the same resamples; the proxy against itself never beats itself
+    assert module.bootstrap_spearman(good, params, accuracy, resamples=300) == boot
+    same = module.bootstrap_spearman(params, params, accuracy, resamples=300)
+    assert same["diff_ci95"] == [0.0, 0.0] and same["p_better"] == 0.0
+    # a column constant in a resample (rho undefined) is dropped, not propagated as NaN
+    tiny = module.bootstrap_spearman([1.0, 2.0, 3.0], [3.0, 1.0, 2.0], [0.1, 0.2, 0.3])
+    assert all(v == v for v in tiny["ci95"] + tiny["diff_ci95"])
