@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 
 #: kinds of warm-start source
 SOURCES = ("study", "nasbench-graph")
-#: architectures queued by default: chosen on NAS-Bench-Graph's cora, citeseer and pubmed
-#: (experiments/nasbench_graph.py --transfer; the smallest k that helped all three)
+#: architectures queued by default: chosen on NAS-Bench-Graph's tuning datasets (cora,
+#: citeseer, pubmed) as the k of 10, 20, 30, 50 with the best mean @100 of the predictor
+#: strategy (experiments/results/nasbench_graph_transfer.md)
 WARM_START_K = 30
 #: study user attribute recording that (and from what) the study was warm-started
 WARM_START_ATTR = "warm_start"
