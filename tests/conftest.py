@@ -82,3 +82,13 @@ def tiny_graph():
         "test_mask": torch.tensor([0, 0, 0, 0, 1, 1], dtype=torch.bool),
     }
     return Data(x=x, edge_index=edge_index, y=y, **masks)
+
+
+@pytest.fixture
+def no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data root and cache: any attempt to read a dataset fails."""
+    root = tmp_path / "no-data"
+    root.mkdir()
+    monkeypatch.setenv("METANAS_DATA", str(root))
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    return root

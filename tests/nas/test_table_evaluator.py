@@ -20,16 +20,6 @@ from storage import ModelStore
 VALID = ["cora", "citeseer", "pubmed", "cs", "physics", "photo", "computers", "arxiv", "proteins"]
 
 
-@pytest.fixture
-def no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty data root and cache: any attempt to read a dataset fails."""
-    root = tmp_path / "no-data"
-    root.mkdir()
-    monkeypatch.setenv("METANAS_DATA", str(root))
-    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
-    return root
-
-
 def test_registered_by_name() -> None:
     assert EVALUATORS["table"] is TableEvaluator
     evaluator = get_evaluator("table", epochs=5, patience=2)  # training options are dropped

@@ -3,8 +3,6 @@ NAS-Bench-Graph tables, queued once per study, and every space can queue its arc
 from __future__ import annotations
 
 import random
-from pathlib import Path
-
 import optuna
 import pytest
 
@@ -15,15 +13,6 @@ from nas.warm_start import (
     describe, enqueue_warm_start, parse_source, warm_start_architectures,
 )
 from search_spaces import CNNSpace, GNNSpace, NasBenchGraphArchitecture, NasBenchGraphSpace
-
-
-@pytest.fixture
-def no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "no-data"
-    root.mkdir()
-    monkeypatch.setenv("METANAS_DATA", str(root))
-    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
-    return root
 
 
 @pytest.mark.parametrize("space", [GNNSpace(), NasBenchGraphSpace(), CNNSpace()],
