@@ -245,7 +245,12 @@ def run_prescreen(args: argparse.Namespace) -> None:
         return sign * cache["archs"][arch.arch_hash][proxy]
 
     suffix = "" if proxy_task.name == args.dataset else f"_on_{proxy_task.name}"
-    out_name = f"search_{args.dataset}_{args.strategy}_{args.proxy}_k{args.k}{suffix}"
+    strategy = args.strategy + (f"+transfer{args.transfer}" if args.transfer else "")
+    out_name = f"search_{args.dataset}_{strategy}_{args.proxy}_k{args.k}{suffix}"
+    warm = None
+    if args.transfer:  # queued first in both arms; fixed trials are not pre-screened
+        from experiments.nasbench_graph import transfer_cells
+        warm = [space.trial_params(arch) for arch in transfer_cells(args.dataset, args.transfer)]
     results = load_cache(out_name)
     results["runs"].append({**machine(), "proxy_dataset": proxy_task.name, "queries": args.queries})
     deadline = time.monotonic() + 60 * args.max_minutes
@@ -259,22 +264,24 @@ def run_prescreen(args: argparse.Namespace) -> None:
                 continue
             base = get_sampler(args.strategy, seed=seed, space=space)
             sampler = base if mode == "plain" else PrescreenSampler(base, space, score, args.k)
-            results["archs"][key] = search_once(space, sampler, args.dataset, args.queries, query)
+            results["archs"][key] = search_once(space, sampler, args.dataset, args.queries, query,
+                                                warm)
             save_cache(out_name, results)
             save_cache(name, cache)
             row = results["archs"][key]
-            print(f"{args.dataset} {args.strategy} {key}: val {row['best_val']:.4f} "
+            print(f"{args.dataset} {strategy} {key}: val {row['best_val']:.4f} "
                   f"test {row['test_of_best_val']:.4f} ({row['seconds']:.0f} s, "
                   f"{len(cache['archs'])} proxy scores cached)", flush=True)
     save_cache(name, cache)
 
 
-def search_once(space, sampler, dataset: str, queries: int, query) -> dict[str, Any]:
+def search_once(space, sampler, dataset: str, queries: int, query,
+                warm: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One ask-and-tell search until ``queries`` unique architectures were looked up (the loop
-    of ``experiments/nasbench_graph.py``)."""
+    of ``experiments/nasbench_graph.py``; ``warm``: trial parameters queued first)."""
     from experiments.nasbench_graph import table_search
 
-    run = table_search(space, sampler, dataset, (queries,), query)
+    run = table_search(space, sampler, dataset, (queries,), query, warm=warm)
     return {"best_val": run["best_val"], "test_of_best_val": run["test_of_best_val"],
             "trials": run["trials"], "unique": run["unique"], "seconds": round(run["seconds"], 2)}
 
@@ -517,6 +524,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--proxy", default="naswot",
                         help="prescreen: the proxy; a leading '-' ranks by its negation")
     parser.add_argument("--proxy-dataset", default=None, help="prescreen: data for the proxy")
+    parser.add_argument("--transfer", type=int, default=0,
+                        help="prescreen: warm-start both arms with the K best cells of the other "
+                             "tuning datasets' tables (as experiments/nasbench_graph.py --transfer)")
     parser.add_argument("--k", type=int, default=5, help="prescreen: proposals per trial")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--queries", type=int, default=100)

@@ -124,3 +124,55 @@ def test_bootstrap_spearman_brackets_the_estimate_and_pairs_with_params() -> Non
     # a column constant in a resample (rho undefined) is dropped, not propagated as NaN
     tiny = module.bootstrap_spearman([1.0, 2.0, 3.0], [3.0, 1.0, 2.0], [0.1, 0.2, 0.3])
     assert all(v == v for v in tiny["ci95"] + tiny["diff_ci95"])
+
+
+def test_bench_recompute_rescores_a_cached_proxy_once(cora_available, tmp_path, monkeypatch) -> None:
+    module = script("zero_cost")
+    monkeypatch.setattr(module, "CACHE", tmp_path)
+    skip = ["grad_norm", "snip", "synflow", "gradsign"]
+    module.main(["bench", "--dataset", "cora", "--archs", "2", "--skip", *skip])
+    cache = module.load_cache("bench_cora")
+    assert len(cache["archs"]) == 2
+    fresh = {h: entry["naswot"] for h, entry in cache["archs"].items()}
+    for entry in cache["archs"].values():  # as if scored by an older definition of the proxy
+        entry["naswot"] = -1.0
+    module.save_cache("bench_cora", cache)
+
+    module.main(["bench", "--dataset", "cora", "--archs", "2", "--skip", *skip])  # resume only
+    assert all(e["naswot"] == -1.0 for e in module.load_cache("bench_cora")["archs"].values())
+
+    module.main(["bench", "--dataset", "cora", "--archs", "2", "--skip", *skip,
+                 "--recompute", "naswot"])
+    cache = module.load_cache("bench_cora")
+    for arch_hash, entry in cache["archs"].items():
+        assert entry["naswot"] == pytest.approx(fresh[arch_hash])
+        assert set(entry["recomputed"]) == {"naswot"} and entry["params"] > 0
+    assert len(cache["runs"]) == 3
+
+    for entry in cache["archs"].values():  # a resumed --recompute run does not redo them
+        entry["naswot"] = -2.0
+    module.save_cache("bench_cora", cache)
+    module.main(["bench", "--dataset", "cora", "--archs", "2", "--skip", *skip,
+                 "--recompute", "naswot"])
+    assert all(e["naswot"] == -2.0 for e in module.load_cache("bench_cora")["archs"].values())
+
+
+def test_bench_refuses_to_recompute_a_skipped_proxy(cora_available, tmp_path, monkeypatch) -> None:
+    module = script("zero_cost")
+    monkeypatch.setattr(module, "CACHE", tmp_path)
+    with pytest.raises(ValueError, match=r"--recompute \['gradsign'\].*proxies of this run"):
+        module.main(["bench", "--dataset", "cora", "--archs", "1", "--skip", "gradsign",
+                     "--recompute", "gradsign"])
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_search_once_queues_the_transferred_cells_first() -> None:
+    space = NasBenchGraphSpace("cora")
+    cells = script("nasbench_graph").transfer_cells("cora", 3)
+    warm = [space.trial_params(arch) for arch in cells]
+    run = script("zero_cost").search_once(
+        space, get_sampler("random", seed=0), "cora", 3, query, warm)  # the budget: warm only
+    best = max(cells, key=lambda arch: query(arch, "cora").val_acc)
+    assert run["unique"] == 3 and run["test_of_best_val"] == query(best, "cora").test_acc
+    screened = PrescreenSampler(get_sampler("random", seed=0), space, lambda arch: 0.0, 2)
+    assert script("zero_cost").search_once(space, screened, "cora", 5, query, warm)["unique"] == 5
