@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default="cora", choices=TUNING_DATASETS)
     p.add_argument("--archs", type=int, default=30, help="architectures (one per stratum)")
     p.add_argument("--seed", type=int, default=0, help="architecture choice and training seed")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="training seed when it differs from --seed (same architectures)")
     p.add_argument("--epochs", type=int, default=None,
                    help="training epochs (default: the benchmark's for the dataset)")
     p.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
@@ -47,8 +49,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="architectures trained at once")
     p.add_argument("--indices", default=None,
                    help="train only these chosen architectures: START:STOP or I,J,K")
+    p.add_argument("--divergence", choices=("drop", "best"), default="best",
+                   help="a run whose loss becomes NaN: left out (drop) or recorded at its "
+                        "best validation epoch before it (best: what a benchmark that trains on "
+                        "through NaN and keeps its best validation epoch records)")
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="instead of training, merge the JSON results of split runs into --out")
+    p.add_argument("--seed-mean", type=Path, nargs="+", default=None,
+                   help="instead of training, join complete runs of different --train-seed "
+                        "(same architectures) into --out: per architecture the mean over seeds")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
@@ -67,7 +76,8 @@ def choose_architectures(dataset: str, n: int, seed: int) -> list[Any]:
     return chosen
 
 
-def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, seed: int) -> dict:
+def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, seed: int,
+              keep_best_on_divergence: bool = False) -> dict:
     from nas.evaluators._table import query
     from nas.train import (
         DivergedError, TrainConfig, count_parameters, seed_everything, train_model,
@@ -79,7 +89,7 @@ def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, 
     model = space.build(arch, task.num_features, task.num_classes)
     config = TrainConfig(
         **space.training_config(arch), epochs=epochs, patience=0, seed=seed, device="cpu",
-        eval_every=eval_every,
+        eval_every=eval_every, keep_best_on_divergence=keep_best_on_divergence,
     )
     row = query(arch, dataset)
     try:
@@ -95,6 +105,7 @@ def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, 
         "table_val_acc": row.val_acc, "table_test_acc": row.test_acc,
         "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
         "num_params": count_parameters(model), "table_num_params": row.num_params,
+        **({"diverged_at": result.diverged_at} if result.diverged_at is not None else {}),
     }
 
 
@@ -135,6 +146,8 @@ def header(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         "loadavg_start": list(os.getloadavg()),
         "dataset": args.dataset, "seed": args.seed, "epochs": epochs,
+        "train_seed": args.seed if args.train_seed is None else args.train_seed,
+        "divergence": args.divergence,
         "eval_every": args.eval_every, "torch_threads": args.threads, "workers": args.workers,
         "setting": vars(BENCHMARK_SETTINGS[args.dataset]) | {"epochs_used": epochs},
     }
@@ -157,8 +170,9 @@ def markdown(record: dict) -> str:
         f"- setting: {record['setting']}",
         f"- architectures: {record['n_archs']} (seed {record['seed']}, one per quantile stratum "
         f"of the table's test accuracy); complete: {record['complete']}",
-        f"- ours: one training seed ({record['seed']}), {record['epochs']} epochs, validation "
-        f"every {record['eval_every']}, best-validation epoch kept; the table: the mean of three "
+        f"- ours: {_seeds_text(record)}, {record['epochs']} epochs, validation "
+        f"every {record['eval_every']}, best-validation epoch kept; a run whose loss became NaN: "
+        f"{_divergence_text(record)}; the table: the mean of three "
         f"seeds trained {record['setting']['epochs']} epochs",
         "",
     ]
@@ -178,11 +192,29 @@ def markdown(record: dict) -> str:
             lines.append(f"| {i} | {r['short']} | {r['table_val_acc']:.4f} | "
                          f"{r['table_test_acc']:.4f} | diverged | {r['diverged']} | | |")
             continue
+        test = f"{r['test_acc']:.4f}"
+        if "per_seed" in r:  # each seed's test accuracy (x: diverged before any validation)
+            test += " (" + " / ".join(f"{v['test_acc']:.3f}" if "test_acc" in v else "x"
+                                      for v in r["per_seed"].values()) + ")"
+        epoch = f"{r['best_epoch']}" + (f" (NaN at {r['diverged_at']})" if "diverged_at" in r else "")
         lines.append(
             f"| {i} | {r['short']} | {r['table_val_acc']:.4f} | {r['table_test_acc']:.4f} | "
-            f"{r['val_acc']:.4f} | {r['test_acc']:.4f} | {r['best_epoch']} | {r['seconds']} |"
+            f"{r['val_acc']:.4f} | {test} | {epoch} | {r['seconds']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _seeds_text(record: dict) -> str:
+    if "train_seeds" in record:
+        return f"the mean over training seeds {record['train_seeds']} (seeds that diverged left out)"
+    return f"one training seed ({record.get('train_seed', record['seed'])})"
+
+
+def _divergence_text(record: dict) -> str:
+    modes = record.get("divergence", "drop")
+    modes = set(modes) if isinstance(modes, list) else {modes}
+    text = {"drop": "left out", "best": "recorded at its best validation epoch before the NaN"}
+    return " / ".join(text[m] for m in sorted(modes))
 
 
 def _worker_init(threads: int) -> None:
@@ -191,13 +223,13 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_job(job: tuple[int, dict, str, int, int, int]) -> tuple[int, dict]:
+def _train_job(job: tuple[int, dict, str, int, int, int, bool]) -> tuple[int, dict]:
     from nas.tasks import load_task
     from search_spaces.nasbench_graph import NasBenchGraphArchitecture
 
-    index, spec, dataset, epochs, eval_every, seed = job
+    index, spec, dataset, epochs, eval_every, seed, keep_best = job
     arch = NasBenchGraphArchitecture.from_dict(spec)
-    return index, train_one(arch, dataset, load_task(dataset), epochs, eval_every, seed)
+    return index, train_one(arch, dataset, load_task(dataset), epochs, eval_every, seed, keep_best)
 
 
 def merge(paths: list[Path], out: Path) -> int:
@@ -221,6 +253,56 @@ def merge(paths: list[Path], out: Path) -> int:
     return 0
 
 
+def seed_mean(paths: list[Path], out: Path) -> int:
+    """Join complete runs that trained the same architectures with different training seeds:
+    one row per architecture whose ``val_acc``/``test_acc`` are the means over the seeds that
+    did not diverge (the table's values are means of three seeds too); ``per_seed`` keeps each."""
+    import statistics
+
+    records = [json.loads(path.read_text()) for path in paths]
+    keys = ("dataset", "seed", "epochs", "eval_every")
+    if any(tuple(r[k] for k in keys) != tuple(records[0][k] for k in keys) for r in records):
+        raise ValueError(f"cannot join runs with different {keys}")
+    seeds = [r.get("train_seed", r["seed"]) for r in records]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"each run must have its own training seed, got {seeds}")
+    by_arch: dict[int, dict[int, dict]] = {}
+    for seed, record in zip(seeds, records):
+        for row in record["rows"]:
+            by_arch.setdefault(row["bench_hash"], {})[seed] = row
+    rows = []
+    for runs in by_arch.values():
+        first = next(iter(runs.values()))
+        kept = {seed: row for seed, row in runs.items() if "diverged" not in row}
+        row = {k: first[k] for k in ("arch", "short", "bench_hash", "table_val_acc",
+                                     "table_test_acc")}
+        row["per_seed"] = {
+            str(seed): ({"diverged": r["diverged"]} if "diverged" in r else
+                        {k: r[k] for k in ("val_acc", "test_acc", "best_epoch", "seconds")}
+                        | ({"diverged_at": r["diverged_at"]} if "diverged_at" in r else {}))
+            for seed, r in sorted(runs.items())
+        }
+        if not kept:
+            row["diverged"] = "every seed diverged"
+        else:
+            row["val_acc"] = statistics.mean(r["val_acc"] for r in kept.values())
+            row["test_acc"] = statistics.mean(r["test_acc"] for r in kept.values())
+            row["best_epoch"] = "/".join(str(r["best_epoch"]) for r in kept.values())
+            row["seconds"] = round(sum(r["seconds"] for r in kept.values()), 1)
+        rows.append(row)
+    head = {k: v for k, v in records[0].items() if k not in ("rows", "complete", "n_archs")}
+    head = {k: v for k, v in head.items() if not k.startswith(("spearman", "kendall", "mean_"))}
+    head.update(train_seeds=seeds, divergence=[r.get("divergence", "drop") for r in records],
+                parts=[{"command": r["command"], "date": r["date"],
+                        "loadavg_start": r["loadavg_start"], "rows": len(r["rows"])}
+                       for r in records])
+    head["command"] = " && ".join(r["command"] for r in records) + " && " + command()
+    ordered = sorted(rows, key=lambda row: (row["table_test_acc"], row["bench_hash"]))
+    write(out, head, ordered, done=all(r["complete"] for r in records))
+    print(markdown(json.loads((out / f"{NAME}.json").read_text())))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import multiprocessing
 
@@ -229,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out)
+    if args.seed_mean:
+        return seed_mean(args.seed_mean, args.out)
     epochs = args.epochs or BENCHMARK_SETTINGS[args.dataset].epochs
     head = header(args, epochs)
     archs = choose_architectures(args.dataset, args.archs, args.seed)
@@ -239,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.indices:
         wanted = {int(i) for i in args.indices.split(",")}
     jobs = [
-        (i, arch.to_dict(), args.dataset, epochs, args.eval_every, args.seed)
+        (i, arch.to_dict(), args.dataset, epochs, args.eval_every,
+         args.seed if args.train_seed is None else args.train_seed, args.divergence == "best")
         for i, arch in enumerate(archs) if i in wanted
     ]
     done: dict[int, dict] = {}

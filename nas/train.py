@@ -50,6 +50,10 @@ class TrainConfig:
     #: epochs after which the metrics (all splits) and weights are recorded in
     #: ``TrainResult.checkpoints`` (model zoos store them: accuracy at several epochs)
     checkpoint_epochs: tuple[int, ...] = ()
+    #: on a NaN/infinite training loss, stop and return the best-validation result so far (what
+    #: a benchmark that trains on through NaN and keeps its best validation epoch records)
+    #: instead of raising ``DivergedError``; it still raises when no epoch was validated yet
+    keep_best_on_divergence: bool = False
 
 
 @dataclasses.dataclass
@@ -65,6 +69,7 @@ class TrainResult:
     #: epoch -> (metrics of every split, CPU weights) after that epoch, for config.checkpoint_epochs
     checkpoints: dict[int, tuple[dict[str, float], dict[str, Tensor]]] = dataclasses.field(
         default_factory=dict)
+    diverged_at: int | None = None  # the epoch whose loss was not finite (keep_best_on_divergence)
 
 
 def seed_everything(seed: int) -> None:
@@ -95,7 +100,8 @@ def train_model(
     """Train ``model`` on ``task`` and return the best-validation weights and metrics.
 
     Raises:
-        DivergedError: the training loss became NaN or infinite.
+        DivergedError: the training loss became NaN or infinite (with
+            ``config.keep_best_on_divergence``: only if no epoch was validated before).
     """
     device = resolve_device(config.device)
     model = model.to(device)
@@ -110,11 +116,14 @@ def train_model(
     best_acc, best_epoch, best_state = -math.inf, 0, _cpu_state(model)
     history: list[tuple[int, float]] = []
     checkpoints: dict[int, tuple[dict[str, float], dict[str, Tensor]]] = {}
-    epoch = 0
+    epoch, diverged_at = 0, None
     for epoch in _epochs(config.epochs, progress):
         loss = loop.train_epoch(model, optimizer)
         if not math.isfinite(loss):
-            raise DivergedError(f"training loss became {loss} at epoch {epoch}")
+            if not (config.keep_best_on_divergence and history):
+                raise DivergedError(f"training loss became {loss} at epoch {epoch}")
+            diverged_at = epoch
+            break
         if epoch in config.checkpoint_epochs:
             checkpoints[epoch] = (loop.final_metrics(model), _cpu_state(model))
         if epoch % config.eval_every and epoch != config.epochs:
@@ -130,7 +139,8 @@ def train_model(
     model.load_state_dict(best_state)
     metrics = loop.final_metrics(model)
     return TrainResult(
-        metrics, best_epoch, epoch, time.perf_counter() - start, best_state, history, checkpoints)
+        metrics, best_epoch, epoch, time.perf_counter() - start, best_state, history, checkpoints,
+        diverged_at)
 
 
 #: optimiser name -> class (``TrainConfig.optimizer``)

@@ -84,6 +84,44 @@ def test_diverging_loss_raises(tiny_graph) -> None:
         train_model(Exploding(), _FakeNodeTask(tiny_graph), TrainConfig(epochs=5))
 
 
+def test_divergence_can_keep_the_best_epoch_before_it(tiny_graph) -> None:
+    class LateExplosion(nn.Module):
+        """A linear model whose output becomes infinite from the 4th training forward on."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.calls = nn.Linear(4, 3), 0
+
+        def forward(self, x, edge_index, batch=None):
+            self.calls += self.training
+            out = self.lin(x)
+            return out * math.inf if self.training and self.calls >= 4 else out
+
+    config = TrainConfig(lr=0.05, epochs=10, patience=0, keep_best_on_divergence=True)
+    model = LateExplosion()
+    result = train_model(model, _FakeNodeTask(tiny_graph), config)
+    assert result.diverged_at == 4 and result.epochs_run == 4
+    assert [epoch for epoch, _ in result.history] == [1, 2, 3] and 1 <= result.best_epoch <= 3
+    assert all(torch.isfinite(v).all() for v in result.state_dict.values())
+    assert math.isfinite(result.metrics["val_loss"]) and 0.0 <= result.metrics["test_acc"] <= 1.0
+    with pytest.raises(DivergedError, match="epoch 4"):  # the default still raises
+        train_model(LateExplosion(), _FakeNodeTask(tiny_graph), TrainConfig(lr=0.05, epochs=10))
+
+
+def test_divergence_before_any_validation_still_raises(tiny_graph) -> None:
+    class Exploding(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, x, edge_index, batch=None):
+            return x[:, :3] * self.w * math.inf
+
+    with pytest.raises(DivergedError, match="epoch 1"):
+        train_model(Exploding(), _FakeNodeTask(tiny_graph),
+                    TrainConfig(epochs=5, keep_best_on_divergence=True))
+
+
 def test_device_resolution() -> None:
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
