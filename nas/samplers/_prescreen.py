@@ -52,6 +52,7 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
 
     Proposals whose parameters equal an already evaluated trial's are dropped first (when some
     remain), so that a deterministic score does not pick the same architecture again and again.
+    Proposals the space refuses (its ``suggest`` raises ``optuna.TrialPruned``) are dropped too.
     Trials with fixed parameters (``study.enqueue_trial``) are left alone.
     """
 
@@ -77,7 +78,14 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         self.base.before_trial(study, trial)
         if "fixed_params" in trial.system_attrs:
             return
-        proposals = [self._propose(study, trial, j) for j in range(self.candidates)]
+        proposals = []
+        for j in range(self.candidates):
+            try:
+                proposals.append(self._propose(study, trial, j))
+            except optuna.TrialPruned:  # a candidate the space refuses (NAS-Bench-Graph's
+                continue  # all-skip cell): not a candidate
+        if not proposals:  # every candidate refused: the trial samples (and is pruned) as usual
+            return
         proposals = _unseen(study, proposals) or proposals
         scores = [self._safe_score(arch) for _, arch in proposals]
         best = max(range(len(proposals)), key=lambda i: (scores[i], -i))

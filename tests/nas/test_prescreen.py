@@ -87,3 +87,30 @@ def test_unscorable_proposals_rank_last():
 def test_bad_candidate_count():
     with pytest.raises(ValueError, match="candidates must be >= 1"):
         PrescreenSampler(get_sampler("random"), get_space("gnn"), _width, candidates=0)
+
+
+def test_candidates_the_space_refuses_are_dropped_not_fatal():
+    from search_spaces.nasbench_graph import NasBenchGraphSpace
+
+    space = NasBenchGraphSpace("cora")
+
+    class RefusesGcn(NasBenchGraphSpace):
+        """Prunes every cell whose first op is gcn, as the real space prunes the all-skip one."""
+
+        def suggest(self, trial):
+            arch = super().suggest(trial)
+            if arch.ops[0] == "gcn":
+                raise optuna.TrialPruned("refused")
+            return arch
+
+    refusing = RefusesGcn("cora")
+    sampler = PrescreenSampler(get_sampler("random", seed=0), refusing, lambda arch: 0.0, 6)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(lambda t: float(len(refusing.suggest(t).ops)), n_trials=15)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(study.trials) == 15 and len(complete) >= 14
+    for trial in complete:
+        record = json.loads(trial.system_attrs[PRESCREEN_ATTR])
+        assert 1 <= len(record["scores"]) <= 6
+        assert space.suggest(optuna.trial.FixedTrial(trial.params)).ops[0] != "gcn"
