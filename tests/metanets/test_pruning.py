@@ -307,12 +307,18 @@ def test_lowest_channels_targets_the_emptiest_coupled_channels() -> None:
     assert len(groups) == 4 and len(torch.unique(groups)) == 1  # one group of 4 channels
     weights = graph.edge_attr.float()
     value = lowest_channels(graph, weights, 0.5)
-    assert torch.allclose(lowest_channels(graph, 3.0 * weights, 0.5), value, rtol=1e-4)
+    assert torch.allclose(lowest_channels(graph, 3.0 * weights, 0.5), 3.0 * value, rtol=1e-4)
     channel = torch.isin(graph.node_type, torch.tensor([1, 3, 4]))
     neurons = channel.nonzero()[:, 0]
     empty = neurons[ids < 2]  # channels 0 and 1, in every layer they couple
     touches = torch.isin(graph.edge_index[0], empty) | torch.isin(graph.edge_index[1], empty)
-    assert float(lowest_channels(graph, torch.where(touches[:, None], 0.0, weights), 0.5)) < 1e-4
+    emptied = torch.where(touches[:, None], 0.0, weights)
+    assert float(lowest_channels(graph, emptied, 0.5)) < 1e-4
+    # growing the kept channels does not lower it (the denominator is the original's norm)
+    grown = torch.where(touches[:, None], 0.5 * weights, 10.0 * weights)
+    assert torch.allclose(lowest_channels(graph, grown, 0.5),
+                          lowest_channels(graph, torch.where(touches[:, None], 0.5 * weights,
+                                                             weights), 0.5), rtol=1e-4)
     plain = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).graph_of(_tiny_zoo()[1])
     assert len(torch.unique(coupled_channels(plain)[1])) == 2  # two conv layers, not coupled
     with pytest.raises(ValueError, match="fraction 1.0"):
