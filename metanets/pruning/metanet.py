@@ -48,7 +48,9 @@ class MetanetTrainConfig:
 
     lam: float = 1.0          # weight of the relative sparsity penalty
     penalty: str = "lasso"    # a name of PENALTIES: "lasso", "hoyer" or "lowest"
-    fraction: float = 0.3     # "lowest": fraction of every coupled group's channels to empty
+    fraction: float = 0.3     # "lowest" and pruned_weight: fraction of every coupled group's
+    #                           channels to empty / to drop
+    pruned_weight: float = 0.0  # weight of the task loss with that fraction dropped (0: none)
     steps: int = 200          # optimisation steps (one zoo network per step)
     lr: float = 1e-3          # Adam learning rate
     hidden: int = 32          # GMN width
@@ -225,6 +227,32 @@ def _coupled_norms(graph: Any, edge_attr: Tensor, ids: Tensor, count: int) -> Te
                                                                        reduce="sum")
     channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
     return (scatter(per_node[channel], ids, 0, dim_size=count, reduce="sum") + 1e-12).sqrt()
+
+
+def drop_lowest(graph: Any, edge_attr: Tensor, fraction: float) -> Tensor:
+    """``edge_attr`` with every weight into or out of the ``fraction`` lowest-norm channels of
+    every group of coupled channels set to zero (what structured pruning of those channels does
+    to the function; the choice is not differentiated, the kept weights are).
+
+    Shapes:
+        ``edge_attr`` ``(E, K)`` -> ``(E, K)``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction {fraction} must be in (0, 1)")
+    ids, groups = coupled_channels(graph)
+    norms = _coupled_norms(graph, edge_attr.detach(), ids, len(groups))
+    drop = torch.zeros(len(groups), dtype=torch.bool)
+    for group in torch.unique(groups).tolist():
+        members = (groups == group).nonzero()[:, 0]
+        k = int(fraction * len(members))
+        if 1 <= k < len(members):
+            drop[members[norms[members].argsort()[:k]]] = True
+    channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
+    dropped = torch.zeros(int(graph.num_nodes), dtype=torch.bool)
+    dropped[channel] = drop[ids]
+    src, dst = graph.edge_index
+    cut = (dropped[src] | dropped[dst]) & _rewritten_mask(graph)
+    return torch.where(cut[:, None], torch.zeros_like(edge_attr), edge_attr)
 
 
 #: sparsity penalties a pruning metanetwork can be trained with
@@ -441,6 +469,10 @@ def train_pruning_metanet(
         task = task_loss(network.module, state)
         lasso = penalty(network.raw, new) / network.reference
         loss = task + config.lam * lasso
+        if config.pruned_weight > 0:  # the loss of the network as pruning will leave it
+            dropped = drop_lowest(network.raw, new, config.fraction)
+            loss = loss + config.pruned_weight * task_loss(
+                network.module, state_from_graph(network.raw, dropped, network.module))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

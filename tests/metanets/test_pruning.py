@@ -402,3 +402,27 @@ def test_task_loss_refuses_graph_level_tasks() -> None:
 
     with pytest.raises(ValueError, match="graph-level task.*'image', 'node'"):
         task_loss(SimpleNamespace(level="graph", name="mutag"))
+
+
+def test_drop_lowest_empties_exactly_the_lowest_coupled_channels() -> None:
+    from metanets.pruning.metanet import (
+        PruningMetanet,
+        _coupled_norms,
+        coupled_channels,
+        drop_lowest,
+    )
+
+    for model in _tiny_zoo():  # residual (one group of 4 channels), plain (two groups of 4)
+        graph = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).graph_of(model)
+        ids, groups = coupled_channels(graph)
+        weights = graph.edge_attr.float()
+        before = _coupled_norms(graph, weights, ids, len(groups))
+        after = _coupled_norms(graph, drop_lowest(graph, weights, 0.5), ids, len(groups))
+        for group in torch.unique(groups):
+            members = groups == group
+            zero = after[members] < 1e-5
+            assert int(zero.sum()) == 2
+            assert before[members][zero].max() <= before[members][~zero].min()
+            # kept channels lose only their weights to dropped channels of other layers
+            assert bool((after[members][~zero] > 0.1 * before[members][~zero]).all())
+            assert bool((after[members][~zero] <= before[members][~zero] + 1e-5).all())
