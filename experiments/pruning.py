@@ -12,8 +12,9 @@ MNIST here is ``mnist14`` (MNIST 2x2-average-pooled to 14x14, val 1,000 / test 2
 the variant our model zoos use. One pruning metanetwork per domain is trained on a zoo of
 networks of the same space (CNN space on mnist14 training images; GCNs of the GNN space on
 Cora's training nodes), with other seeds and widths than the evaluated networks, with the
-targeted penalty ``lowest`` (the lowest-norm ``*_empty`` fraction of every coupled channel group)
-and the per-channel gate head. Its weight lambda is chosen among ``lams`` on validation data
+targeted penalty ``lowest`` (the lowest-norm ``*_empty`` fraction of every coupled channel group),
+the per-channel gate head and (``pruned_weight``) the task loss of the rewritten network with
+that fraction of channels dropped. Its weight lambda is chosen among ``lams`` on validation data
 only: for every lambda, the seed-0 evaluated networks are rewritten and magnitude-pruned at 2x
 and 3x, and the lambda with the highest mean validation accuracy right after pruning is used
 for every seed (validation accuracy after fine-tuning is reported too). Nothing is selected on
@@ -56,12 +57,13 @@ CONTROL = "unpruned + fine-tune"
 SCALES: dict[str, dict] = {
     "quick": dict(seeds=1, gnn_seeds=1, train=2, fraction=0.1, tune=1, zoo=3, zoo_epochs=1,
                   zoo_fraction=0.1, steps=40, lams=(1.0,), metanet_lr=3e-3, penalty="lowest",
-                  cnn_empty=0.45, gnn_empty=0.67, gnn=60, gnn_tune=20, gnn_zoo=2, gnn_steps=10,
+                  pruned_weight=1.0, cnn_empty=0.45, gnn_empty=0.67, gnn=60, gnn_tune=20,
+                  gnn_zoo=2, gnn_steps=10,
                   gnn_lams=(1.0,)),
     "standard": dict(seeds=6, gnn_seeds=10, train=5, fraction=1.0, tune=3, zoo=10, zoo_epochs=2,
-                     zoo_fraction=0.5, steps=1000, lams=(1.0, 3.0), metanet_lr=3e-3,
-                     penalty="lowest", cnn_empty=0.45, gnn_empty=0.67, gnn=100, gnn_tune=30,
-                     gnn_zoo=6, gnn_steps=100, gnn_lams=(1.0, 3.0)),
+                     zoo_fraction=0.5, steps=1000, lams=(0.0, 1.0), metanet_lr=3e-3,
+                     penalty="lowest", pruned_weight=1.0, cnn_empty=0.45, gnn_empty=0.67,
+                     gnn=100, gnn_tune=30, gnn_zoo=6, gnn_steps=100, gnn_lams=(0.0, 1.0)),
 }
 
 
@@ -110,7 +112,7 @@ def train_gcn_zoo(task, scale: dict) -> list[torch.nn.Module]:
 
 def choose_metanet(result: dict, domain: str, zoo, task_loss, inputs, task, models,
                    lams, steps: int, lr: float, tune: TrainConfig, penalty: str = "lowest",
-                   empty: float = 0.45):
+                   empty: float = 0.45, pruned_weight: float = 0.0):
     """Train one metanetwork per lambda; keep the one whose rewrite + magnitude pruning gives
     the best mean validation accuracy of ``models`` (seed 0) at 2x and 3x right after pruning
     (before fine-tuning: what the metanetwork is for; also reported after ``tune``)."""
@@ -120,7 +122,8 @@ def choose_metanet(result: dict, domain: str, zoo, task_loss, inputs, task, mode
         start = time.perf_counter()
         metanet = train_pruning_metanet(
             zoo, task_loss, inputs, MetanetTrainConfig(lam=lam, steps=steps, lr=lr,
-                                                       penalty=penalty, fraction=empty),
+                                                       penalty=penalty, fraction=empty,
+                                                       pruned_weight=pruned_weight),
             log=lambda s, t, g, log=log: log.append(
                 {"step": s, "task_loss": round(t, 4), "relative_lasso": round(g, 4)}))
         seconds = time.perf_counter() - start
@@ -132,7 +135,7 @@ def choose_metanet(result: dict, domain: str, zoo, task_loss, inputs, task, mode
                 val.append(outcome.finetuned["val_acc"])
                 val_pruned.append(outcome.pruned["val_acc"])
         entry = {"domain": domain, "lam": lam, "steps": steps, "lr": lr, "seconds": seconds,
-                 "penalty": penalty, "empty_fraction": empty,
+                 "penalty": penalty, "empty_fraction": empty, "pruned_weight": pruned_weight,
                  "log": log, "val_after_finetuning": statistics.mean(val),
                  "val_after_pruning": statistics.mean(val_pruned),
                  "zoo_relative_lasso": statistics.mean(relative_group_lasso(metanet, m)
@@ -167,7 +170,7 @@ def run(scale: dict, save) -> dict:
     metanet = choose_metanet(result, "mnist14", zoo, images, (torch.zeros(2, 1, 14, 14),), mnist,
                              list(models[0].values()), scale["lams"], scale["steps"],
                              scale["metanet_lr"], image_config(scale["tune"], 0, scale["fraction"]),
-                             scale["penalty"], scale["cnn_empty"])
+                             scale["penalty"], scale["cnn_empty"], scale.get("pruned_weight", 0.0))
     result["stage_seconds"]["cnn_metanets"] = time.perf_counter() - clock
     save(result)
     for seed in seeds:  # seed 0, then the whole GCN part, then the other seeds
@@ -207,7 +210,7 @@ def _gcn_part(result: dict, save, scale: dict) -> None:
                              trace_inputs("node", cora.num_features), cora, [evaluated[0]],
                              scale["gnn_lams"], scale["gnn_steps"], scale["metanet_lr"],
                              TrainConfig(epochs=scale["gnn_tune"], patience=0, seed=0),
-                             scale["penalty"], scale["gnn_empty"])
+                             scale["penalty"], scale["gnn_empty"], scale.get("pruned_weight", 0.0))
     result["stage_seconds"]["gcn_metanets"] = time.perf_counter() - clock
     for seed, model in evaluated.items():
         _rows(result, save, "GCN", "cora", cora, model,
