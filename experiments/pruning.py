@@ -53,7 +53,7 @@ from search_spaces.gnn import GNN, GNNArchitecture, LayerSpec
 RESULTS = Path(__file__).parent / "results"
 SPEEDUPS = (2.0, 3.0)
 CONTROL = "unpruned + fine-tune"
-#: budgets; "standard" was sized with timing probes to ~70 min of one core (pruning_notes.md)
+#: budgets; "standard" takes ~30-35 min of one core on the 2-core machine (pruning_notes.md)
 SCALES: dict[str, dict] = {
     "quick": dict(seeds=1, gnn_seeds=1, train=2, fraction=0.1, tune=1, zoo=3, zoo_epochs=1,
                   zoo_fraction=0.1, steps=40, lams=(1.0,), metanet_lr=3e-3, penalty="lowest",

@@ -379,6 +379,7 @@ def test_cli_trains_a_pruning_metanet_used_by_prune(tmp_path: Path, capsys) -> N
     (["--penalty", "l0"], "penalty 'l0'"),
     (["--fraction", "1.5"], "fraction 1.5"),
     (["--steps", "0"], "steps 0"),
+    (["--pruned-weight", "-1"], "pruned_weight -1.0"),
     ([], "no zoo"),
     (["--zoo", "sqlite:///x.db"], "--zoo and --study go together"),
 ])
@@ -426,3 +427,39 @@ def test_drop_lowest_empties_exactly_the_lowest_coupled_channels() -> None:
             # kept channels lose only their weights to dropped channels of other layers
             assert bool((after[members][~zero] > 0.1 * before[members][~zero]).all())
             assert bool((after[members][~zero] <= before[members][~zero] + 1e-5).all())
+
+
+def test_pruned_task_loss_trains_the_kept_channels() -> None:
+    """With only the dropped-network task loss (lambda 0), the metanetwork still learns (the
+    loss of the network with its lowest channels dropped goes down) and stays finite."""
+    from metanets.pruning.metanet import (
+        ImageLoss,
+        MetanetTrainConfig,
+        drop_lowest,
+        state_from_graph,
+        train_pruning_metanet,
+    )
+
+    zoo = _tiny_zoo()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(64, 1, 8, 8, generator=generator)
+    labels = torch.randint(0, 3, (64,), generator=generator)
+    loss = ImageLoss(images, labels, 64)
+    config = MetanetTrainConfig(lam=0.0, pruned_weight=1.0, fraction=0.5, steps=30, lr=2e-2,
+                                hidden=8, layers=1)
+    metanet = train_pruning_metanet(zoo, loss, (torch.zeros(2, 1, 8, 8),), config)
+
+    def dropped_loss(rewrite: bool) -> float:
+        total = 0.0
+        for model in zoo:
+            graph = metanet.graph_of(model)
+            weights = graph.edge_attr.float()
+            if rewrite:
+                from metanets.gmn import prepare_graph
+
+                weights = metanet.rewrite(graph, prepare_graph(graph)).detach()
+            state = state_from_graph(graph, drop_lowest(graph, weights, 0.5), model)
+            total += float(loss(model, state))
+        return total
+
+    assert dropped_loss(rewrite=True) < dropped_loss(rewrite=False)
