@@ -433,7 +433,6 @@ def test_pruned_task_loss_trains_the_kept_channels() -> None:
     """With only the dropped-network task loss (lambda 0), the metanetwork still learns (the
     loss of the network with its lowest channels dropped goes down) and stays finite."""
     from metanets.pruning.metanet import (
-        ImageLoss,
         MetanetTrainConfig,
         drop_lowest,
         state_from_graph,
@@ -444,8 +443,13 @@ def test_pruned_task_loss_trains_the_kept_channels() -> None:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(64, 1, 8, 8, generator=generator)
     labels = torch.randint(0, 3, (64,), generator=generator)
-    loss = ImageLoss(images, labels, 64)
-    config = MetanetTrainConfig(lam=0.0, pruned_weight=1.0, fraction=0.5, steps=30, lr=2e-2,
+
+    def loss(module: nn.Module, state: dict[str, torch.Tensor]) -> torch.Tensor:  # whole batch
+        from torch.func import functional_call
+
+        return nn.functional.cross_entropy(functional_call(module, state, (images,)), labels)
+
+    config = MetanetTrainConfig(lam=0.0, pruned_weight=1.0, fraction=0.5, steps=60, lr=1e-2,
                                 hidden=8, layers=1)
     metanet = train_pruning_metanet(zoo, loss, (torch.zeros(2, 1, 8, 8),), config)
 
