@@ -309,7 +309,8 @@ def markdown(result: dict) -> str:
             f"| {s['model']} | {s['target']:.0f}x | {s['method']} | {s['seeds']} | "
             f"{s['speedup']:.2f}x | {_fmt(s['acc_before'])} | {_fmt(s['acc_transformed'])} | "
             f"{_fmt(s['acc_pruned'])} | {_fmt(s['acc_finetuned'])} |")
-    lines += ["", "## Metanetworks (lambda chosen on seed-0 validation accuracy right after pruning)",
+    lines += ["", "## Metanetworks (lambda chosen on seed-0 validation accuracy right after "
+              "pruning)",
               "",
               f"Chosen: {result.get('chosen_lam', {})}", "",
               "| domain | lambda | steps | lr | seconds | first log (task loss, rel. penalty) | "

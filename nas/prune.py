@@ -228,5 +228,6 @@ def _check_config(config: Any) -> None:
         raise ValueError(f"lr {config.lr} must be > 0 and lam {config.lam} >= 0")
     if not config.pruned_weight >= 0:
         raise ValueError(f"pruned_weight {config.pruned_weight} must be >= 0")
-    if (config.penalty == "lowest" or config.pruned_weight > 0) and not 0.0 < config.fraction < 1.0:
+    uses_fraction = config.penalty == "lowest" or config.pruned_weight > 0
+    if uses_fraction and not 0.0 < config.fraction < 1.0:
         raise ValueError(f"fraction {config.fraction} must be in (0, 1)")

@@ -355,7 +355,8 @@ def test_cli_trains_a_pruning_metanet_used_by_prune(tmp_path: Path, capsys) -> N
         args += ["--model-dir", str(folder)]
     assert main(args) == 0
     assert "step     6" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["gate.safetensors", "metanet.json", "metanet.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["gate.safetensors", "metanet.json",
+                                                     "metanet.safetensors"]
     document = json.loads((out / "metanet.json").read_text())
     assert document["metadata"]["purpose"] == "pruning"
     assert document["metadata"]["train"]["penalty"] == "lowest"
@@ -467,3 +468,34 @@ def test_pruned_task_loss_trains_the_kept_channels() -> None:
         return total
 
     assert dropped_loss(rewrite=True) < dropped_loss(rewrite=False)
+
+
+def test_stored_zoo_networks_are_loaded_with_their_weights(sqlite_url: str,
+                                                           tmp_path: Path) -> None:
+    from nas.prune import MetanetJob, zoo_networks
+    from storage import ModelStore
+
+    store = ModelStore(sqlite_url)
+    stored = []
+    for trial, width in enumerate((4, 6)):
+        torch.manual_seed(trial)
+        arch = GNNArchitecture(layers=(LayerSpec("gcn", width), LayerSpec("gcn", 4)))
+        model = GNN(arch, 6, 3)
+        stored.append(model)
+        store.save_model(study_name="gcns", trial_number=trial, space="gnn",
+                         arch_hash=arch.arch_hash, spec=arch.to_json(), dataset="cora",
+                         level="node", in_channels=6, out_channels=3, num_params=1, flops=None,
+                         metrics={}, state_dict=model.state_dict())
+    networks = zoo_networks(MetanetJob("cora", str(tmp_path / "m"), zoo=sqlite_url,
+                                       studies=("gcns",)))
+    assert [info["source"] for _, info in networks] == ["gcns/0", "gcns/1"]
+    for (module, info), model in zip(networks, stored, strict=True):
+        assert info["level"] == "node" and info["in_channels"] == 6
+        assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(),
+                                                    model.state_dict().values(), strict=True))
+    cnn_dir = _export_tiny_cnns(tmp_path)[0]
+    with pytest.raises(ValueError, match="different \\(level, in, out\\) channels"):
+        zoo_networks(MetanetJob("cora", str(tmp_path / "m"), model_dirs=(str(cnn_dir),),
+                                zoo=sqlite_url, studies=("gcns",)))
+    with pytest.raises(ValueError, match="no stored networks in zoo/study 'nope'"):
+        zoo_networks(MetanetJob("cora", str(tmp_path / "m"), zoo=sqlite_url, studies=("nope",)))
