@@ -5,17 +5,21 @@ rewritten network then removes little that matters.
 Following "Meta Pruning via Graph Metanetworks" (Liu et al.): the network's parameter graph
 (:mod:`metanets.graphs`) goes through a :class:`~metanets.gmn.GMN` whose equivariant per-edge
 head outputs a correction of every weight (``w' = w + scale * head``, the head's last layer
-initialised at zero so an untrained metanetwork is the identity). Only weight matrices are
+initialised at zero so an untrained metanetwork is the identity), optionally multiplied by a
+per-channel gate from a per-node head (see :class:`PruningMetanet`). Only weight matrices are
 rewritten (dense, convolution and graph-convolution weights: :data:`REWRITTEN_EDGES`); biases and
 normalisation parameters stay. The metanetwork is trained on a zoo of networks to minimise
 
     cross-entropy of the rewritten network on training data (:class:`ImageLoss`: a batch of
     training images; :class:`NodeLoss`: a node task's training nodes)
-    + lambda * group lasso(rewritten) / group lasso(original),
+    + lambda * penalty(rewritten) / penalty(original)
+    + pruned_weight * cross-entropy of the rewritten network with its lowest channels dropped,
 
-where the group lasso sums, over every channel neuron of the parameter graph (hidden, norm and
-residual-sum nodes), the L2 norm of its incoming and outgoing weights (the weights that go when
-the channel is pruned). Because the rewritten weights are written into the network through the
+where the penalty (:data:`PENALTIES`) is the group lasso (over every channel neuron of the
+parameter graph, hidden, norm and residual-sum nodes, the L2 norm of its incoming and outgoing
+weights: the weights that go when the channel is pruned), the group Hoyer measure, or
+:func:`lowest_channels` (the norm of the lowest-norm fraction of every group of coupled
+channels, those pruning removes first); :func:`drop_lowest` drops that fraction. Because the rewritten weights are written into the network through the
 graph's ``param_slots``, the task loss is differentiable with respect to the metanetwork.
 """
 from __future__ import annotations
