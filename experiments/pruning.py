@@ -11,11 +11,14 @@ the mean and its standard error over seeds.
 MNIST here is ``mnist14`` (MNIST 2x2-average-pooled to 14x14, val 1,000 / test 2,000 images),
 the variant our model zoos use. One pruning metanetwork per domain is trained on a zoo of
 networks of the same space (CNN space on mnist14 training images; GCNs of the GNN space on
-Cora's training nodes), with other seeds and widths than the evaluated networks. Its weight
-lambda is chosen among ``lams`` on validation data only: for every lambda, the seed-0 evaluated
-networks are rewritten, magnitude-pruned at 2x and 3x and fine-tuned with the experiment's
-budget, and the lambda with the highest mean validation accuracy after fine-tuning is used for
-every seed. Nothing is selected on the test split.
+Cora's training nodes), with other seeds and widths than the evaluated networks, with the
+targeted penalty ``lowest`` (the lowest-norm ``*_empty`` fraction of every coupled channel group),
+the per-channel gate head and (``pruned_weight``) the task loss of the rewritten network with
+that fraction of channels dropped. Its weight lambda is chosen among ``lams`` on validation data
+only: for every lambda, the seed-0 evaluated networks are rewritten and magnitude-pruned at 2x
+and 3x, and the lambda with the highest mean validation accuracy right after pruning is used
+for every seed (validation accuracy after fine-tuning is reported too). Nothing is selected on
+the test split.
 """
 from __future__ import annotations
 
@@ -50,14 +53,17 @@ from search_spaces.gnn import GNN, GNNArchitecture, LayerSpec
 RESULTS = Path(__file__).parent / "results"
 SPEEDUPS = (2.0, 3.0)
 CONTROL = "unpruned + fine-tune"
-#: budgets; "standard" was sized with timing probes to ~70 min of one core (pruning_notes.md)
+#: budgets; "standard" takes ~30-35 min of one core on the 2-core machine (pruning_notes.md)
 SCALES: dict[str, dict] = {
     "quick": dict(seeds=1, gnn_seeds=1, train=2, fraction=0.1, tune=1, zoo=3, zoo_epochs=1,
-                  zoo_fraction=0.1, steps=40, lams=(1.0,), metanet_lr=1e-3, gnn=60, gnn_tune=20,
-                  gnn_zoo=2, gnn_steps=10, gnn_lams=(1.0,)),
-    "standard": dict(seeds=4, gnn_seeds=10, train=3, fraction=1.0, tune=1, zoo=8, zoo_epochs=2,
-                     zoo_fraction=0.5, steps=1000, lams=(1.0, 2.0, 3.0), metanet_lr=3e-3,
-                     gnn=100, gnn_tune=30, gnn_zoo=6, gnn_steps=150, gnn_lams=(1.0, 2.0, 3.0)),
+                  zoo_fraction=0.1, steps=40, lams=(1.0,), metanet_lr=3e-3, penalty="lowest",
+                  pruned_weight=1.0, cnn_empty=0.45, gnn_empty=0.67, gnn=60, gnn_tune=20,
+                  gnn_zoo=2, gnn_steps=10,
+                  gnn_lams=(1.0,)),
+    "standard": dict(seeds=6, gnn_seeds=10, train=5, fraction=1.0, tune=3, zoo=10, zoo_epochs=2,
+                     zoo_fraction=0.5, steps=1000, lams=(0.0, 1.0), metanet_lr=3e-3,
+                     penalty="lowest", pruned_weight=1.0, cnn_empty=0.45, gnn_empty=0.67,
+                     gnn=100, gnn_tune=30, gnn_zoo=6, gnn_steps=100, gnn_lams=(0.0, 1.0)),
 }
 
 
@@ -105,16 +111,19 @@ def train_gcn_zoo(task, scale: dict) -> list[torch.nn.Module]:
 
 
 def choose_metanet(result: dict, domain: str, zoo, task_loss, inputs, task, models,
-                   lams, steps: int, lr: float, tune: TrainConfig):
-    """Train one metanetwork per lambda; keep the one whose rewrite + magnitude pruning +
-    fine-tuning (``tune``) gives the best mean validation accuracy of ``models`` (seed 0) at 2x
-    and 3x."""
+                   lams, steps: int, lr: float, tune: TrainConfig, penalty: str = "lowest",
+                   empty: float = 0.45, pruned_weight: float = 0.0):
+    """Train one metanetwork per lambda; keep the one whose rewrite + magnitude pruning gives
+    the best mean validation accuracy of ``models`` (seed 0) at 2x and 3x right after pruning
+    (before fine-tuning: what the metanetwork is for; also reported after ``tune``)."""
     best = None
     for lam in lams:
         log: list[dict] = []
         start = time.perf_counter()
         metanet = train_pruning_metanet(
-            zoo, task_loss, inputs, MetanetTrainConfig(lam=lam, steps=steps, lr=lr),
+            zoo, task_loss, inputs, MetanetTrainConfig(lam=lam, steps=steps, lr=lr,
+                                                       penalty=penalty, fraction=empty,
+                                                       pruned_weight=pruned_weight),
             log=lambda s, t, g, log=log: log.append(
                 {"step": s, "task_loss": round(t, 4), "relative_lasso": round(g, 4)}))
         seconds = time.perf_counter() - start
@@ -126,16 +135,19 @@ def choose_metanet(result: dict, domain: str, zoo, task_loss, inputs, task, mode
                 val.append(outcome.finetuned["val_acc"])
                 val_pruned.append(outcome.pruned["val_acc"])
         entry = {"domain": domain, "lam": lam, "steps": steps, "lr": lr, "seconds": seconds,
+                 "penalty": penalty, "empty_fraction": empty, "pruned_weight": pruned_weight,
                  "log": log, "val_after_finetuning": statistics.mean(val),
                  "val_after_pruning": statistics.mean(val_pruned),
                  "zoo_relative_lasso": statistics.mean(relative_group_lasso(metanet, m)
-                                                       for m in zoo)}
+                                                       for m in zoo),
+                 "zoo_relative_penalty": statistics.mean(
+                     relative_group_lasso(metanet, m, penalty, empty) for m in zoo)}
         result["metanets"].append(entry)
         print(f"{domain} metanet lambda {lam}: {log[0]} -> {log[-1]}; val acc after pruning "
               f"{entry['val_after_pruning']:.4f}, after fine-tuning "
               f"{entry['val_after_finetuning']:.4f} ({seconds:.0f} s)", flush=True)
-        if best is None or entry["val_after_finetuning"] > best[0]:
-            best = (entry["val_after_finetuning"], lam, metanet)
+        if best is None or entry["val_after_pruning"] > best[0]:
+            best = (entry["val_after_pruning"], lam, metanet)
     result["chosen_lam"][domain] = best[1]
     return best[2]
 
@@ -157,7 +169,8 @@ def run(scale: dict, save) -> dict:
     clock = time.perf_counter()
     metanet = choose_metanet(result, "mnist14", zoo, images, (torch.zeros(2, 1, 14, 14),), mnist,
                              list(models[0].values()), scale["lams"], scale["steps"],
-                             scale["metanet_lr"], image_config(scale["tune"], 0, scale["fraction"]))
+                             scale["metanet_lr"], image_config(scale["tune"], 0, scale["fraction"]),
+                             scale["penalty"], scale["cnn_empty"], scale.get("pruned_weight", 0.0))
     result["stage_seconds"]["cnn_metanets"] = time.perf_counter() - clock
     save(result)
     for seed in seeds:  # seed 0, then the whole GCN part, then the other seeds
@@ -196,7 +209,8 @@ def _gcn_part(result: dict, save, scale: dict) -> None:
     metanet = choose_metanet(result, "cora", zoo, NodeLoss(d.x, d.edge_index, d.y, d.train_mask),
                              trace_inputs("node", cora.num_features), cora, [evaluated[0]],
                              scale["gnn_lams"], scale["gnn_steps"], scale["metanet_lr"],
-                             TrainConfig(epochs=scale["gnn_tune"], patience=0, seed=0))
+                             TrainConfig(epochs=scale["gnn_tune"], patience=0, seed=0),
+                             scale["penalty"], scale["gnn_empty"], scale.get("pruned_weight", 0.0))
     result["stage_seconds"]["gcn_metanets"] = time.perf_counter() - clock
     for seed, model in evaluated.items():
         _rows(result, save, "GCN", "cora", cora, model,
@@ -220,7 +234,8 @@ def _rows(result, save, name, dataset, task, model, tune, metanet, seed) -> None
     for speedup in SPEEDUPS:
         for method in ("magnitude", "random", "metanet"):
             transform = metanet.transform if method == "metanet" else None
-            outcome = prune_and_finetune(model, task, speedup, method, tune, transform, seed)
+            outcome = prune_and_finetune(model, task, speedup, method, tune, transform, seed,
+                                         before)
             row = {"model": name, "dataset": dataset, "seed": seed, "target": speedup,
                    "finetune_epochs": tune.epochs, **outcome.summary()}
             if method == "metanet":
@@ -294,18 +309,21 @@ def markdown(result: dict) -> str:
             f"| {s['model']} | {s['target']:.0f}x | {s['method']} | {s['seeds']} | "
             f"{s['speedup']:.2f}x | {_fmt(s['acc_before'])} | {_fmt(s['acc_transformed'])} | "
             f"{_fmt(s['acc_pruned'])} | {_fmt(s['acc_finetuned'])} |")
-    lines += ["", "## Metanetworks (lambda chosen on seed-0 validation accuracy after fine-tuning)",
+    lines += ["", "## Metanetworks (lambda chosen on seed-0 validation accuracy right after "
+              "pruning)",
               "",
               f"Chosen: {result.get('chosen_lam', {})}", "",
-              "| domain | lambda | steps | lr | seconds | first log (task loss, rel. lasso) | "
-              "last log | zoo rel. lasso after rewrite | val acc after pruning | val acc after "
-              "fine-tuning (2x, 3x mean) |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| domain | lambda | steps | lr | seconds | first log (task loss, rel. penalty) | "
+              "last log | zoo rel. lasso after rewrite | zoo rel. penalty after rewrite | val acc "
+              "after pruning | val acc after fine-tuning (2x, 3x mean) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in result.get("metanets", []):
         first, last = m["log"][0], m["log"][-1]
         lines.append(
             f"| {m['domain']} | {m['lam']} | {m['steps']} | {m['lr']} | {m['seconds']:.0f} | "
             f"{first['task_loss']:.3f}, {first['relative_lasso']:.3f} | {last['task_loss']:.3f}, "
             f"{last['relative_lasso']:.3f} | {m['zoo_relative_lasso']:.3f} | "
+            f"{m.get('zoo_relative_penalty', float('nan')):.3f} | "
             f"{100 * m['val_after_pruning']:.2f} | {100 * m['val_after_finetuning']:.2f} |")
     lines += ["", "## Every run", "",
               "| seed | model | target | method | speed-up | MACs before -> after | params "

@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         _add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies,
         _add_supernet, _add_zoo, _add_metanet, _add_hypernet, _add_predict_params, _add_prune,
+        _add_prune_metanet,
     ):
         add(commands)
     return parser
@@ -788,6 +789,66 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         print(format_outcome(outcome))
         print(f"pruned model written to {folder}")
+    return 0
+
+
+def _add_prune_metanet(commands: Any) -> None:
+    p = commands.add_parser(
+        "prune-metanet", help="train a pruning metanetwork on a zoo of trained networks of one "
+                              "task (for metanas prune --method metanet); safetensors + JSON")
+    p.add_argument("--dataset", required=True, help="task whose training data gives the task loss")
+    p.add_argument("--out", required=True, help="folder to write the metanetwork into")
+    p.add_argument("--model-dir", action="append", default=[],
+                   help="exported model folder of the zoo (metanas export), repeatable")
+    p.add_argument("--zoo", default=None, help="storage URL of stored networks (metanas zoo build)")
+    p.add_argument("--study", action="append", default=[], help="zoo/study name (repeatable)")
+    p.add_argument("--limit", type=int, default=None, help="most networks per study")
+    p.add_argument("--penalty", default="lowest",
+                   help="lowest (default: the lowest-norm fraction of every coupled group), "
+                        "lasso (group lasso) or hoyer")
+    p.add_argument("--fraction", type=float, default=0.45,
+                   help="penalty lowest: fraction of every group's channels to empty (default "
+                        "0.45; about 1 - 1/sqrt(speed-up) for CNNs)")
+    p.add_argument("--lam", type=float, default=1.0, help="weight of the relative penalty")
+    p.add_argument("--pruned-weight", type=float, default=0.0,
+                   help="weight of the task loss with the --fraction lowest channels dropped "
+                        "(0: none)")
+    p.add_argument("--steps", type=int, default=1000, help="optimisation steps (one network each)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--hidden", type=int, default=32, help="metanetwork width")
+    p.add_argument("--layers", type=int, default=2, help="metanetwork layers")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (image tasks)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no training log lines")
+    p.set_defaults(handler=cmd_prune_metanet)
+
+
+def cmd_prune_metanet(args: argparse.Namespace) -> int:
+    from metanets.pruning.metanet import MetanetTrainConfig
+    from nas.prune import MetanetJob, train_prune_metanet
+
+    if args.zoo:
+        from storage import parse_url
+
+        parse_url(args.zoo)
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit} must be >= 1")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size} must be >= 1")
+    config = MetanetTrainConfig(lam=args.lam, penalty=args.penalty, fraction=args.fraction,
+                                pruned_weight=args.pruned_weight,
+                                steps=args.steps, lr=args.lr, hidden=args.hidden,
+                                layers=args.layers, seed=args.seed)
+    job = MetanetJob(args.dataset, args.out, tuple(args.model_dir), args.zoo, tuple(args.study),
+                     args.limit, args.batch_size, config)
+
+    def log(step: int, task: float, penalty: float) -> None:
+        if not args.quiet:
+            print(f"step {step:5d}  task loss {task:.4f}  relative {args.penalty} {penalty:.4f}",
+                  flush=True)
+
+    _, folder = train_prune_metanet(job, log=log)
+    print(f"pruning metanetwork written to {folder}")
     return 0
 
 

@@ -106,3 +106,128 @@ def format_outcome(outcome: PruneOutcome) -> str:
                  f"pruning {outcome.pruned['test_acc']:.4f}, widths {list(r.widths_before)} -> "
                  f"{list(r.widths_after)}")
     return "\n".join(lines)
+
+
+# training a pruning metanetwork (``metanas prune-metanet``) ------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MetanetJob:
+    """One ``metanas prune-metanet`` call: a zoo of trained networks of one task (exported
+    folders and/or the stored networks of zoo studies) and how to train on it."""
+
+    dataset: str                           # task whose training data gives the task loss
+    out: str                               # folder to write the metanetwork into
+    model_dirs: tuple[str, ...] = ()       # exported model folders (``metanas export``)
+    zoo: str | None = None                 # storage URL of stored networks
+    studies: tuple[str, ...] = ()          # zoo/study names in ``zoo`` (final weights)
+    limit: int | None = None               # most networks per study (first trials)
+    batch_size: int = 128                  # images per step (image tasks)
+    config: Any = None                     # MetanetTrainConfig (default: its defaults)
+
+
+def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
+    """The zoo's networks with their weights and ``{"level", "in_channels", "out_channels",
+    "dataset", "source"}``; ``ValueError`` when there are none or they do not fit together."""
+    _check_zoo(job)
+    networks = []
+    for folder in job.model_dirs:
+        document = read_export(folder)
+        networks.append((load_exported(folder), {**_shape(document), "source": str(folder)}))
+    if job.zoo:
+        from metanets.zoo import build_module
+        from storage import ModelStore
+
+        store = ModelStore(job.zoo)
+        for study in job.studies:
+            records = store.list_models(study)[:job.limit]
+            if not records:
+                raise ValueError(f"no stored networks in zoo/study {study!r}")
+            for record in records:
+                module = build_module(record)
+                module.load_state_dict(store.load_state_dict(study, record.trial_number))
+                networks.append((module, {**_shape(vars(record)),
+                                          "source": f"{study}/{record.trial_number}"}))
+    shapes = {(m["level"], m["in_channels"], m["out_channels"]) for _, m in networks}
+    if len(shapes) > 1:
+        raise ValueError(f"the zoo's networks have different (level, in, out) channels "
+                         f"{sorted(shapes)}: one metanetwork prunes networks of one task")
+    return networks
+
+
+def _check_zoo(job: MetanetJob) -> None:
+    if not job.model_dirs and not job.studies and not job.zoo:
+        raise ValueError("no zoo: give --model-dir (repeatable) and/or --zoo URL --study NAME")
+    if bool(job.zoo) != bool(job.studies):
+        raise ValueError("--zoo and --study go together")
+
+
+def _shape(document: dict[str, Any]) -> dict[str, Any]:
+    return {key: document.get(key) for key in ("level", "in_channels", "out_channels", "dataset")}
+
+
+def task_loss(task: Any, batch_size: int = 128) -> Any:
+    """The metanetwork's task loss on ``task``'s training data (image and node tasks)."""
+    from metanets.pruning.metanet import ImageLoss, NodeLoss
+
+    if task.level == "image":
+        return ImageLoss(task.dataset.x["train"], task.dataset.y["train"], batch_size)
+    if task.level == "node":
+        d = task.data
+        return NodeLoss(d.x, d.edge_index, d.y, d.train_mask)
+    raise ValueError(f"dataset {task.name!r} is a {task.level}-level task; a pruning "
+                     f"metanetwork trains on one of the levels ['image', 'node']")
+
+
+def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
+    """Train a pruning metanetwork on the job's zoo and save it (safetensors + JSON) for
+    ``metanas prune --method metanet --metanet DIR``; returns it and the written folder."""
+    from metanets.pruning.metanet import (
+        MetanetTrainConfig,
+        relative_group_lasso,
+        train_pruning_metanet,
+    )
+    from metanets.zoo import example_inputs as trace_inputs
+
+    config = job.config or MetanetTrainConfig()
+    _check_config(config)
+    _check_zoo(job)
+    task = load_task(job.dataset, seed=config.seed)
+    loss = task_loss(task, job.batch_size)
+    networks = zoo_networks(job)
+    _, first = networks[0]
+    _check_task(first, task)
+    inputs = trace_inputs(task.level, first["in_channels"], job.dataset)
+    models = [module.eval() for module, _ in networks]
+    history: list[dict[str, float]] = []
+
+    def record(step: int, task_value: float, penalty: float) -> None:
+        history.append({"step": step, "task_loss": round(task_value, 5),
+                        "relative_penalty": round(penalty, 5)})
+        if log is not None:
+            log(step, task_value, penalty)
+
+    metanet = train_pruning_metanet(models, loss, inputs, config, log=record)
+    relative = [relative_group_lasso(metanet, m, config.penalty, config.fraction) for m in models]
+    folder = metanet.save(job.out, {
+        "dataset": job.dataset, "level": task.level, "networks": len(models),
+        "sources": [m["source"] for _, m in networks], "train": dataclasses.asdict(config),
+        "history": history, "zoo_relative_penalty": sum(relative) / len(relative),
+    })
+    return metanet, Path(folder)
+
+
+def _check_config(config: Any) -> None:
+    from metanets.pruning.metanet import PENALTIES
+
+    if config.penalty not in PENALTIES:
+        raise ValueError(f"could not resolve penalty {config.penalty!r} among choices "
+                         f"{list(PENALTIES)}")
+    for name in ("steps", "hidden", "layers"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} {getattr(config, name)} must be >= 1")
+    if not config.lr > 0 or not config.lam >= 0:
+        raise ValueError(f"lr {config.lr} must be > 0 and lam {config.lam} >= 0")
+    if not config.pruned_weight >= 0:
+        raise ValueError(f"pruned_weight {config.pruned_weight} must be >= 0")
+    uses_fraction = config.penalty == "lowest" or config.pruned_weight > 0
+    if uses_fraction and not 0.0 < config.fraction < 1.0:
+        raise ValueError(f"fraction {config.fraction} must be in (0, 1)")

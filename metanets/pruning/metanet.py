@@ -5,17 +5,21 @@ rewritten network then removes little that matters.
 Following "Meta Pruning via Graph Metanetworks" (Liu et al.): the network's parameter graph
 (:mod:`metanets.graphs`) goes through a :class:`~metanets.gmn.GMN` whose equivariant per-edge
 head outputs a correction of every weight (``w' = w + scale * head``, the head's last layer
-initialised at zero so an untrained metanetwork is the identity). Only weight matrices are
+initialised at zero so an untrained metanetwork is the identity), optionally multiplied by a
+per-channel gate from a per-node head (see :class:`PruningMetanet`). Only weight matrices are
 rewritten (dense, convolution and graph-convolution weights: :data:`REWRITTEN_EDGES`); biases and
 normalisation parameters stay. The metanetwork is trained on a zoo of networks to minimise
 
     cross-entropy of the rewritten network on training data (:class:`ImageLoss`: a batch of
     training images; :class:`NodeLoss`: a node task's training nodes)
-    + lambda * group lasso(rewritten) / group lasso(original),
+    + lambda * penalty(rewritten) / penalty(original)
+    + pruned_weight * cross-entropy of the rewritten network with its lowest channels dropped,
 
-where the group lasso sums, over every channel neuron of the parameter graph (hidden, norm and
-residual-sum nodes), the L2 norm of its incoming and outgoing weights (the weights that go when
-the channel is pruned). Because the rewritten weights are written into the network through the
+where the penalty (:data:`PENALTIES`) is the group lasso (over every channel neuron of the
+parameter graph, hidden, norm and residual-sum nodes, the L2 norm of its incoming and outgoing
+weights: the weights that go when the channel is pruned), the group Hoyer measure, or
+:func:`lowest_channels` (the norm of the lowest-norm fraction of every group of coupled
+channels, those pruning removes first); :func:`drop_lowest` drops that fraction. Because the rewritten weights are written into the network through the
 graph's ``param_slots``, the task loss is differentiable with respect to the metanetwork.
 """
 from __future__ import annotations
@@ -47,11 +51,15 @@ class MetanetTrainConfig:
     """How to train a pruning metanetwork on a zoo."""
 
     lam: float = 1.0          # weight of the relative sparsity penalty
-    penalty: str = "lasso"    # "lasso" (group lasso) or "hoyer" (scale-invariant, see group_hoyer)
+    penalty: str = "lasso"    # a name of PENALTIES: "lasso", "hoyer" or "lowest"
+    fraction: float = 0.3     # "lowest" and pruned_weight: fraction of every coupled group's
+    #                           channels to empty / to drop
+    pruned_weight: float = 0.0  # weight of the task loss with that fraction dropped (0: none)
     steps: int = 200          # optimisation steps (one zoo network per step)
     lr: float = 1e-3          # Adam learning rate
     hidden: int = 32          # GMN width
     layers: int = 2           # GMN layers
+    gate: bool = True         # per-channel gate head (see PruningMetanet)
     seed: int = 0
 
 
@@ -152,8 +160,119 @@ def group_hoyer(graph: Any, edge_attr: Tensor) -> Tensor:
     return (l1[keep].pow(2) / l2[keep].clamp_min(1e-24)).sum()
 
 
+def coupled_channels(graph: Any) -> tuple[Tensor, Tensor]:
+    """Coupled channels (those pruning removes together) of a parameter graph: channel neurons
+    joined by weight-free ``IDENTITY`` edges (a convolution's output and its normalisation, the
+    operands of a residual sum) form one channel, as torch-pruning's dependency graph couples
+    them. Returns every channel neuron's channel id and every channel's group id (the smallest
+    ``node_layer`` among its neurons: channels of one group are pruned against each other).
+
+    Shapes:
+        ``(C,)`` int64 channel ids in ``[0, K)`` for the channel neurons in node order,
+        ``(K,)`` int64 group ids.
+    """
+    cached = getattr(graph, "_coupled_channels", None)
+    if cached is not None:
+        return cached
+    channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
+    src, dst = graph.edge_index
+    keep = (graph.edge_type.long() == int(EdgeType.IDENTITY)) & channel[src] & channel[dst]
+    src, dst = src[keep], dst[keep]
+    label = torch.arange(int(graph.num_nodes))
+    while True:  # label propagation: every neuron takes the smallest label of its component
+        pair = torch.minimum(label[src], label[dst])
+        new = label.scatter_reduce(0, src, pair, "amin").scatter_reduce(0, dst, pair, "amin")
+        if torch.equal(new, label):
+            break
+        label = new
+    ids = torch.unique(label[channel], return_inverse=True)[1]
+    layers = graph.node_layer.long()[channel]
+    groups = torch.full((int(ids.max()) + 1 if len(ids) else 0,), 1 << 30, dtype=torch.long)
+    groups = groups.scatter_reduce(0, ids, layers, "amin")
+    graph._coupled_channels = (ids, groups)
+    return ids, groups
+
+
+def lowest_channels(graph: Any, edge_attr: Tensor, fraction: float = 0.3) -> Tensor:
+    """Targeted group sparsity: over every group of coupled channels (:func:`coupled_channels`),
+    the L2 norm of the weights of its ``fraction`` lowest-norm channels relative to the group's
+    total norm in the graph's own weights (``graph.edge_attr``: the network before the rewrite),
+    summed over groups.
+
+    Only the channels that magnitude pruning will remove first are pushed to zero (as DepGraph's
+    sparse training regularises the groups it is about to prune); the kept channels are not
+    penalised (nor rewarded for growing: the denominator is a constant), so the rewrite can empty
+    some channels and let the others carry the function, and removing them then costs little.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction {fraction} must be in (0, 1)")
+    ids, groups = coupled_channels(graph)
+    norms = _coupled_norms(graph, edge_attr, ids, len(groups))
+    # the denominator is the group's norm in the graph's own (original) weights: a constant, so
+    # growing the kept channels does not lower the ratio
+    reference = _coupled_norms(graph, graph.edge_attr.float(), ids, len(groups)).detach()
+    total = norms.new_zeros(())
+    for group in torch.unique(groups).tolist():
+        members = groups == group
+        k = int(fraction * int(members.sum()))
+        if k < 1 or k >= int(members.sum()):
+            continue
+        total = total + norms[members].sort().values[:k].sum() / reference[members].sum()
+    return total
+
+
+def _coupled_norms(graph: Any, edge_attr: Tensor, ids: Tensor, count: int) -> Tensor:
+    """``(K,)`` L2 norm of the rewritten weights into and out of every coupled channel."""
+    mask = _rewritten_mask(graph).float()[:, None]
+    sq = (edge_attr * mask).pow(2).sum(dim=1)  # (E,)
+    n = int(graph.num_nodes)
+    src, dst = graph.edge_index
+    per_node = scatter(sq, dst, 0, dim_size=n, reduce="sum") + scatter(sq, src, 0, dim_size=n,
+                                                                       reduce="sum")
+    channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
+    return (scatter(per_node[channel], ids, 0, dim_size=count, reduce="sum") + 1e-12).sqrt()
+
+
+def drop_lowest(graph: Any, edge_attr: Tensor, fraction: float) -> Tensor:
+    """``edge_attr`` with every weight into or out of the ``fraction`` lowest-norm channels of
+    every group of coupled channels set to zero (what structured pruning of those channels does
+    to the function; the choice is not differentiated, the kept weights are).
+
+    Shapes:
+        ``edge_attr`` ``(E, K)`` -> ``(E, K)``.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction {fraction} must be in (0, 1)")
+    ids, groups = coupled_channels(graph)
+    norms = _coupled_norms(graph, edge_attr.detach(), ids, len(groups))
+    drop = torch.zeros(len(groups), dtype=torch.bool)
+    for group in torch.unique(groups).tolist():
+        members = (groups == group).nonzero()[:, 0]
+        k = int(fraction * len(members))
+        if 1 <= k < len(members):
+            drop[members[norms[members].argsort()[:k]]] = True
+    channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
+    dropped = torch.zeros(int(graph.num_nodes), dtype=torch.bool)
+    dropped[channel] = drop[ids]
+    src, dst = graph.edge_index
+    cut = (dropped[src] | dropped[dst]) & _rewritten_mask(graph)
+    return torch.where(cut[:, None], torch.zeros_like(edge_attr), edge_attr)
+
+
 #: sparsity penalties a pruning metanetwork can be trained with
-PENALTIES = {"lasso": group_lasso, "hoyer": group_hoyer}
+PENALTIES = {"lasso": group_lasso, "hoyer": group_hoyer, "lowest": lowest_channels}
+
+
+def _penalty(config: MetanetTrainConfig) -> Any:
+    if config.penalty not in PENALTIES:
+        raise ValueError(f"could not resolve penalty {config.penalty!r} among choices "
+                         f"{list(PENALTIES)}")
+    if config.penalty == "lowest":
+        fraction = config.fraction
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction {fraction} must be in (0, 1)")
+        return lambda graph, edge_attr: lowest_channels(graph, edge_attr, fraction)
+    return PENALTIES[config.penalty]
 
 
 def _rewritten_mask(graph: Any) -> Tensor:
@@ -178,30 +297,39 @@ def state_from_graph(graph: Any, edge_attr: Tensor, module: nn.Module) -> dict[s
 
 
 class PruningMetanet(nn.Module):
-    """A GMN with an edge head of ``kernel_width`` outputs that rewrites weights (see the module
-    docstring).
+    """A GMN with an edge head of ``kernel_width`` outputs that rewrites weights and, optionally,
+    a per-channel gate head (see the module docstring).
+
+    The rewrite of a weight on edge ``u -> v`` is ``(w + scale * delta) * g(u) * g(v)``: ``delta``
+    is the GMN's equivariant per-edge output; ``g`` is 1 for neurons that are not channels and,
+    for a channel neuron, the gate of its coupled channel (:func:`coupled_channels`): the mean
+    over the channel's neurons of ``2 * sigmoid(gate_head(h))`` (a per-node equivariant head on
+    the GMN's node embeddings, 1 when untrained). A gate near 0 empties every weight into and out
+    of the channel at once, in all the layers it couples, which is what structured pruning
+    removes.
 
     Args:
         gmn: the graph metanetwork (``out_edge == kernel_width``).
         inputs: example inputs to trace the networks it rewrites (shapes only).
+        gate: the per-node gate head (``None``: additive rewrite only).
     """
 
-    def __init__(self, gmn: GMN, inputs: Sequence[Tensor]) -> None:
+    def __init__(self, gmn: GMN, inputs: Sequence[Tensor], gate: nn.Module | None = None) -> None:
         super().__init__()
         if gmn.config.out_edge != gmn.config.kernel_width:
             raise ValueError(f"pruning metanetwork needs out_edge == kernel_width, got "
                              f"{gmn.config.out_edge} and {gmn.config.kernel_width}")
-        self.gmn, self.inputs = gmn, tuple(inputs)
+        self.gmn, self.inputs, self.gate = gmn, tuple(inputs), gate
 
     @classmethod
     def create(cls, inputs: Sequence[Tensor], hidden: int = 32, layers: int = 2,
-               kernel_width: int = 9) -> PruningMetanet:
+               kernel_width: int = 9, gate: bool = False) -> PruningMetanet:
         gmn = GMN(GMNConfig(hidden=hidden, layers=layers, out_edge=kernel_width,
                             kernel_width=kernel_width))
         last = gmn.edge_head[-1]
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)  # an untrained metanetwork changes nothing
-        return cls(gmn, inputs)
+        return cls(gmn, inputs, _gate_head(hidden) if gate else None)
 
     def graph_of(self, module: nn.Module) -> Any:
         was_training = module.training
@@ -215,12 +343,29 @@ class PruningMetanet(nn.Module):
         from torch_geometric.data import Batch
 
         batch = Batch.from_data_list([prepared])
-        _, delta = self.gmn.forward_all(batch)  # (E, K)
+        h, e = self.gmn.encode(batch)
+        src, dst = batch.edge_index
+        delta = self.gmn.edge_head(torch.cat([e, h[src], h[dst]], dim=-1))  # (E, K)
         scale = self.gmn.scaler.edge_scale[_slot(batch.edge_type, batch.edge_layer)][:, None]
         width = raw.edge_attr.size(1)
         kernel = (torch.arange(width)[None, :] < raw.edge_kernel_len.long()[:, None]).float()
-        mask = kernel * _rewritten_mask(raw).float()[:, None]
-        return raw.edge_attr.float() + delta * scale * mask
+        rewritten = _rewritten_mask(raw).float()[:, None]
+        new = raw.edge_attr.float() + delta * scale * kernel * rewritten
+        if self.gate is None:
+            return new
+        gates = self.node_gates(raw, h)
+        factor = gates[raw.edge_index[0]] * gates[raw.edge_index[1]]
+        return torch.where(rewritten.bool(), new * factor[:, None], new)
+
+    def node_gates(self, raw: Any, h: Tensor) -> Tensor:
+        """``(N,)`` multipliers: the coupled channel's gate for channel neurons, 1 otherwise."""
+        channel = torch.isin(raw.node_type.long(), torch.tensor(CHANNEL_NODES))
+        ids, groups = coupled_channels(raw)
+        rank = relative_channel_norms(raw, ids, groups)[ids][:, None]
+        per_neuron = 2 * torch.sigmoid(self.gate(torch.cat([h[channel], rank], dim=1))[:, 0])
+        per_channel = scatter(per_neuron, ids, 0, dim_size=len(groups), reduce="mean")
+        gates = torch.ones(int(raw.num_nodes), dtype=per_channel.dtype)
+        return gates.masked_scatter(channel, per_channel[ids])
 
     @torch.no_grad()
     def transform(self, module: nn.Module) -> nn.Module:
@@ -233,8 +378,36 @@ class PruningMetanet(nn.Module):
     def save(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         shapes = [list(t.shape) for t in self.inputs]
         dtypes = [str(t.dtype).removeprefix("torch.") for t in self.inputs]
-        return save_gmn(self.gmn, folder, {"purpose": "pruning", "input_shapes": shapes,
-                                           "input_dtypes": dtypes, **(metadata or {})})
+        folder = save_gmn(self.gmn, folder, {
+            "purpose": "pruning", "input_shapes": shapes, "input_dtypes": dtypes,
+            "gate": self.gate is not None, **(metadata or {})})
+        if self.gate is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in self.gate.state_dict().items()},
+                      str(Path(folder) / GATE_FILE))
+        return Path(folder)
+
+
+#: weights of the gate head, next to the GMN's files
+GATE_FILE = "gate.safetensors"
+
+
+def relative_channel_norms(graph: Any, ids: Tensor, groups: Tensor) -> Tensor:
+    """``(K,)`` every coupled channel's log weight norm minus the mean log norm of its group (an
+    invariant per-channel input of the gate head: how small the channel is among those pruning
+    ranks it against)."""
+    log = _coupled_norms(graph, graph.edge_attr.float(), ids, len(groups)).log()
+    unique, index = torch.unique(groups, return_inverse=True)
+    mean = scatter(log, index, 0, dim_size=len(unique), reduce="mean")
+    return log - mean[index]
+
+
+def _gate_head(hidden: int) -> nn.Module:
+    head = nn.Sequential(nn.Linear(hidden + 1, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+    nn.init.zeros_(head[-1].weight)
+    nn.init.zeros_(head[-1].bias)  # every gate 1: the identity
+    return head
 
 
 def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
@@ -249,7 +422,17 @@ def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
     # tracing needs shapes only; a zero edge_index (self-loops of node 0) is a valid graph
     inputs = [torch.zeros(shape, dtype=getattr(torch, dtype))
               for shape, dtype in zip(shapes, dtypes, strict=True)]
-    return PruningMetanet(gmn, inputs)
+    gate = None
+    if metadata.get("gate"):
+        from safetensors.torch import load_file
+
+        path = Path(folder) / GATE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the metanetwork was saved with a gate")
+        gate = _gate_head(gmn.config.hidden)
+        gate.load_state_dict(load_file(str(path)))
+        gate.eval()
+    return PruningMetanet(gmn, inputs, gate)
 
 
 _INPUT_DTYPES = ("float32", "float64", "int64", "int32")
@@ -275,13 +458,10 @@ def train_pruning_metanet(
         config: see :class:`MetanetTrainConfig`.
         log: ``log(step, task_loss, relative_lasso)`` every 20 steps and at the first and last.
     """
-    if config.penalty not in PENALTIES:
-        raise ValueError(f"could not resolve penalty {config.penalty!r} among choices "
-                         f"{list(PENALTIES)}")
-    penalty = PENALTIES[config.penalty]
+    penalty = _penalty(config)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    metanet = PruningMetanet.create(inputs, config.hidden, config.layers)
+    metanet = PruningMetanet.create(inputs, config.hidden, config.layers, gate=config.gate)
     networks = [_network(metanet, model, penalty) for model in models]
     metanet.gmn.scaler.fit([n.prepared for n in networks])
     optimizer = torch.optim.Adam(metanet.parameters(), lr=config.lr)
@@ -293,6 +473,10 @@ def train_pruning_metanet(
         task = task_loss(network.module, state)
         lasso = penalty(network.raw, new) / network.reference
         loss = task + config.lam * lasso
+        if config.pruned_weight > 0:  # the loss of the network as pruning will leave it
+            dropped = drop_lowest(network.raw, new, config.fraction)
+            loss = loss + config.pruned_weight * task_loss(
+                network.module, state_from_graph(network.raw, dropped, network.module))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -306,13 +490,15 @@ def train_pruning_metanet(
 
 @torch.no_grad()
 def relative_group_lasso(metanet: PruningMetanet, module: nn.Module,
-                         penalty: str = "lasso") -> float:
-    """A penalty (:data:`PENALTIES`, default the group lasso) of ``module`` after the
-    metanetwork's rewrite over the same before (1.0: no sparser; what its training lowers)."""
+                         penalty: str = "lasso", fraction: float = 0.3) -> float:
+    """A penalty (:data:`PENALTIES`, default the group lasso; ``fraction`` for ``"lowest"``) of
+    ``module`` after the metanetwork's rewrite over the same before (1.0: no sparser; what its
+    training lowers)."""
+    measure = _penalty(MetanetTrainConfig(penalty=penalty, fraction=fraction))
     raw = metanet.graph_of(module)
     new = metanet.rewrite(raw, prepare_graph(raw))
-    before = PENALTIES[penalty](raw, raw.edge_attr.float()).clamp_min(1e-12)
-    return float(PENALTIES[penalty](raw, new) / before)
+    before = measure(raw, raw.edge_attr.float()).clamp_min(1e-12)
+    return float(measure(raw, new) / before)
 
 
 def _network(metanet: PruningMetanet, model: nn.Module, penalty: Any = group_lasso) -> _Network:

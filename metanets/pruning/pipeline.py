@@ -89,7 +89,7 @@ def evaluate(model: nn.Module, task: Task, device: str = "cpu") -> dict[str, flo
 
 def prune_and_finetune(
     model: nn.Module, task: Task, speedup: float, method: str, finetune: TrainConfig,
-    transform: Transform | None = None, seed: int = 0,
+    transform: Transform | None = None, seed: int = 0, before: dict[str, float] | None = None,
 ) -> PruneOutcome:
     """Prune a copy of ``model`` to ``speedup`` with ``method`` and fine-tune it.
 
@@ -101,12 +101,13 @@ def prune_and_finetune(
         finetune: the fine-tuning budget (``train_model``'s config).
         transform: the metanetwork's rewrite (required for ``metanet``).
         seed: seed of random pruning.
+        before: ``evaluate(model, task)`` when the caller has it (saves one evaluation).
     """
     from nas.train import train_model
 
     method = resolve_method(method)
     device = finetune.device
-    before = evaluate(model, task, device)
+    before = before if before is not None else evaluate(model, task, device)
     inputs = example_inputs(task)
     source, transformed = model, None
     if method == "metanet":

@@ -296,3 +296,206 @@ def test_unknown_penalty_is_named() -> None:
         loss = ImageLoss(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
         train_pruning_metanet(_tiny_zoo(), loss, (torch.zeros(2, 1, 8, 8),),
                               MetanetTrainConfig(penalty="l0"))
+
+
+def test_lowest_channels_targets_the_emptiest_coupled_channels() -> None:
+    from metanets.pruning.metanet import PruningMetanet, coupled_channels, lowest_channels
+
+    model = _tiny_zoo()[0]  # residual: every channel neuron is coupled through the sums
+    graph = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).graph_of(model)
+    ids, groups = coupled_channels(graph)
+    assert len(groups) == 4 and len(torch.unique(groups)) == 1  # one group of 4 channels
+    weights = graph.edge_attr.float()
+    value = lowest_channels(graph, weights, 0.5)
+    assert torch.allclose(lowest_channels(graph, 3.0 * weights, 0.5), 3.0 * value, rtol=1e-4)
+    channel = torch.isin(graph.node_type, torch.tensor([1, 3, 4]))
+    neurons = channel.nonzero()[:, 0]
+    empty = neurons[ids < 2]  # channels 0 and 1, in every layer they couple
+    touches = torch.isin(graph.edge_index[0], empty) | torch.isin(graph.edge_index[1], empty)
+    emptied = torch.where(touches[:, None], 0.0, weights)
+    assert float(lowest_channels(graph, emptied, 0.5)) < 1e-4
+    # growing the kept channels does not lower it (the denominator is the original's norm)
+    grown = torch.where(touches[:, None], 0.5 * weights, 10.0 * weights)
+    assert torch.allclose(lowest_channels(graph, grown, 0.5),
+                          lowest_channels(graph, torch.where(touches[:, None], 0.5 * weights,
+                                                             weights), 0.5), rtol=1e-4)
+    plain = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).graph_of(_tiny_zoo()[1])
+    assert len(torch.unique(coupled_channels(plain)[1])) == 2  # two conv layers, not coupled
+    with pytest.raises(ValueError, match="fraction 1.0"):
+        lowest_channels(graph, weights, 1.0)
+
+
+def _export_tiny_cnns(tmp_path: Path) -> list[Path]:
+    folders = []
+    for seed, residual in ((0, True), (1, False)):
+        torch.manual_seed(seed)
+        arch = CNNArchitecture(widths=(4, 4), norm="batch", residual=residual,
+                               train_fraction=0.01)
+        model = CNN(arch, 1, 10)
+        folders.append(export_model(tmp_path / f"zoo{seed}", space="cnn", spec=arch.to_dict(),
+                                    in_channels=1, out_channels=10, level="image",
+                                    state_dict=model.state_dict()))
+    return folders
+
+
+def test_cli_trains_a_pruning_metanet_used_by_prune(tmp_path: Path, capsys) -> None:
+    from nas.tasks import default_data_root
+
+    if not (default_data_root() / "MNIST" / "raw").is_dir():
+        pytest.skip("MNIST raw files not found under METANAS_DATA")
+    from metanets.pruning.metanet import load_pruning_metanet
+    from nas.cli import main
+
+    zoo = _export_tiny_cnns(tmp_path)
+    out = tmp_path / "metanet"
+    args = ["prune-metanet", "--dataset", "mnist14", "--out", str(out), "--steps", "6",
+            "--hidden", "8", "--layers", "1", "--lr", "0.01", "--batch-size", "16",
+            "--fraction", "0.5"]
+    for folder in zoo:
+        args += ["--model-dir", str(folder)]
+    assert main(args) == 0
+    assert "step     6" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["gate.safetensors", "metanet.json",
+                                                     "metanet.safetensors"]
+    document = json.loads((out / "metanet.json").read_text())
+    assert document["metadata"]["purpose"] == "pruning"
+    assert document["metadata"]["train"]["penalty"] == "lowest"
+    assert document["metadata"]["sources"] == [str(f) for f in zoo]
+    assert len(document["metadata"]["history"]) == 2  # steps 1 and 6
+    metanet = load_pruning_metanet(out)
+    model = load_exported(zoo[0])
+    rewritten = metanet.transform(copy.deepcopy(model))
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                    rewritten.state_dict().values()))
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(zoo[0]), "--dataset", "mnist14", "--speedup", "1.5",
+                 "--out", str(pruned), "--method", "metanet", "--metanet", str(out),
+                 "--finetune-epochs", "0", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["method"] == "metanet" and summary["speedup"] >= 1.5
+    assert summary["acc_transformed"] is not None
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--penalty", "l0"], "penalty 'l0'"),
+    (["--fraction", "1.5"], "fraction 1.5"),
+    (["--steps", "0"], "steps 0"),
+    (["--pruned-weight", "-1"], "pruned_weight -1.0"),
+    ([], "no zoo"),
+    (["--zoo", "sqlite:///x.db"], "--zoo and --study go together"),
+])
+def test_cli_prune_metanet_bad_input_exits_2(extra: list[str], message: str, tmp_path: Path,
+                                             capsys) -> None:
+    from nas.cli import main
+
+    zoo = [] if "no zoo" in message or "--zoo" in extra else _export_tiny_cnns(tmp_path)[:1]
+    args = ["prune-metanet", "--dataset", "cora", "--out", str(tmp_path / "m"), *extra]
+    for folder in zoo:
+        args += ["--model-dir", str(folder)]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_task_loss_refuses_graph_level_tasks() -> None:
+    from types import SimpleNamespace
+
+    from nas.prune import task_loss
+
+    with pytest.raises(ValueError, match="graph-level task.*'image', 'node'"):
+        task_loss(SimpleNamespace(level="graph", name="mutag"))
+
+
+def test_drop_lowest_empties_exactly_the_lowest_coupled_channels() -> None:
+    from metanets.pruning.metanet import (
+        PruningMetanet,
+        _coupled_norms,
+        coupled_channels,
+        drop_lowest,
+    )
+
+    for model in _tiny_zoo():  # residual (one group of 4 channels), plain (two groups of 4)
+        graph = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).graph_of(model)
+        ids, groups = coupled_channels(graph)
+        weights = graph.edge_attr.float()
+        before = _coupled_norms(graph, weights, ids, len(groups))
+        after = _coupled_norms(graph, drop_lowest(graph, weights, 0.5), ids, len(groups))
+        for group in torch.unique(groups):
+            members = groups == group
+            zero = after[members] < 1e-5
+            assert int(zero.sum()) == 2
+            assert before[members][zero].max() <= before[members][~zero].min()
+            # kept channels lose only their weights to dropped channels of other layers
+            assert bool((after[members][~zero] > 0.1 * before[members][~zero]).all())
+            assert bool((after[members][~zero] <= before[members][~zero] + 1e-5).all())
+
+
+def test_pruned_task_loss_trains_the_kept_channels() -> None:
+    """With only the dropped-network task loss (lambda 0), the metanetwork still learns (the
+    loss of the network with its lowest channels dropped goes down) and stays finite."""
+    from metanets.pruning.metanet import (
+        MetanetTrainConfig,
+        drop_lowest,
+        state_from_graph,
+        train_pruning_metanet,
+    )
+
+    zoo = _tiny_zoo()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(64, 1, 8, 8, generator=generator)
+    labels = torch.randint(0, 3, (64,), generator=generator)
+
+    def loss(module: nn.Module, state: dict[str, torch.Tensor]) -> torch.Tensor:  # whole batch
+        from torch.func import functional_call
+
+        return nn.functional.cross_entropy(functional_call(module, state, (images,)), labels)
+
+    config = MetanetTrainConfig(lam=0.0, pruned_weight=1.0, fraction=0.5, steps=60, lr=1e-2,
+                                hidden=8, layers=1)
+    metanet = train_pruning_metanet(zoo, loss, (torch.zeros(2, 1, 8, 8),), config)
+
+    def dropped_loss(rewrite: bool) -> float:
+        total = 0.0
+        for model in zoo:
+            graph = metanet.graph_of(model)
+            weights = graph.edge_attr.float()
+            if rewrite:
+                from metanets.gmn import prepare_graph
+
+                weights = metanet.rewrite(graph, prepare_graph(graph)).detach()
+            state = state_from_graph(graph, drop_lowest(graph, weights, 0.5), model)
+            total += float(loss(model, state))
+        return total
+
+    assert dropped_loss(rewrite=True) < dropped_loss(rewrite=False)
+
+
+def test_stored_zoo_networks_are_loaded_with_their_weights(sqlite_url: str,
+                                                           tmp_path: Path) -> None:
+    from nas.prune import MetanetJob, zoo_networks
+    from storage import ModelStore
+
+    store = ModelStore(sqlite_url)
+    stored = []
+    for trial, width in enumerate((4, 6)):
+        torch.manual_seed(trial)
+        arch = GNNArchitecture(layers=(LayerSpec("gcn", width), LayerSpec("gcn", 4)))
+        model = GNN(arch, 6, 3)
+        stored.append(model)
+        store.save_model(study_name="gcns", trial_number=trial, space="gnn",
+                         arch_hash=arch.arch_hash, spec=arch.to_json(), dataset="cora",
+                         level="node", in_channels=6, out_channels=3, num_params=1, flops=None,
+                         metrics={}, state_dict=model.state_dict())
+    networks = zoo_networks(MetanetJob("cora", str(tmp_path / "m"), zoo=sqlite_url,
+                                       studies=("gcns",)))
+    assert [info["source"] for _, info in networks] == ["gcns/0", "gcns/1"]
+    for (module, info), model in zip(networks, stored, strict=True):
+        assert info["level"] == "node" and info["in_channels"] == 6
+        assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(),
+                                                    model.state_dict().values(), strict=True))
+    cnn_dir = _export_tiny_cnns(tmp_path)[0]
+    with pytest.raises(ValueError, match="different \\(level, in, out\\) channels"):
+        zoo_networks(MetanetJob("cora", str(tmp_path / "m"), model_dirs=(str(cnn_dir),),
+                                zoo=sqlite_url, studies=("gcns",)))
+    with pytest.raises(ValueError, match="no stored networks in zoo/study 'nope'"):
+        zoo_networks(MetanetJob("cora", str(tmp_path / "m"), zoo=sqlite_url, studies=("nope",)))
