@@ -341,6 +341,7 @@ def _next_action(study: optuna.Study, n_trials: int) -> str:
     """``"run"`` another trial, ``"wait"`` for running ones, or ``"done"``."""
     with warnings.catch_warnings():  # experimental since optuna 2.9, and what we need here
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        _heartbeat_silent_trials(study)
         optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     finished = sum(counts_against_budget(t) for t in trials)
@@ -351,6 +352,49 @@ def _next_action(study: optuna.Study, n_trials: int) -> str:
     if waiting or finished + running < n_trials:
         return "run"
     return "wait"
+
+
+def _heartbeat_silent_trials(study: optuna.Study) -> None:
+    """Give a heartbeat to RUNNING trials that never recorded one and started more than a grace
+    period ago, so that ``fail_stale_trials`` fails (and retries) them one grace period later.
+
+    A worker killed between creating its trial and its heartbeat thread's first beat leaves
+    such a trial; optuna's stale-trial check skips trials without a heartbeat, so a resumed
+    search would wait for it forever. A live trial beats within its first heartbeat interval,
+    so only trials of dead workers are touched.
+    """
+    storage = getattr(study._storage, "_backend", study._storage)  # optuna wraps it in a cache
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.heartbeat_interval is None:
+        return
+    # optuna has no public query for "has this trial a heartbeat"; its own table answers
+    from optuna.storages._rdb import models
+
+    grace = storage.grace_period or 2 * storage.heartbeat_interval
+    old = {
+        trial._trial_id for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if trial.datetime_start is not None and _age_seconds(trial.datetime_start) > grace
+    }
+    if not old:
+        return
+    session = storage.scoped_session()
+    try:
+        beating = {
+            row.trial_id for row in session.query(models.TrialHeartbeatModel.trial_id)
+            .filter(models.TrialHeartbeatModel.trial_id.in_(old))
+        }
+    finally:
+        session.close()
+    silent = sorted(old - beating)
+    for trial_id in silent:
+        storage.record_heartbeat(trial_id)
+
+
+def _age_seconds(start: Any) -> float:
+    """Seconds since ``start`` (optuna gives timezone-aware or local naive datetimes)."""
+    import datetime
+
+    now = datetime.datetime.now(start.tzinfo) if start.tzinfo else datetime.datetime.now()
+    return (now - start).total_seconds()
 
 
 class TrialPrinter:

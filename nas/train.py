@@ -99,11 +99,26 @@ def train_model(
 ) -> TrainResult:
     """Train ``model`` on ``task`` and return the best-validation weights and metrics.
 
+    Dropout and every other random draw during training come from torch's generators seeded
+    with ``config.seed`` (forked, so the caller's random state is left as it was): the same
+    model, task and config train to the same result whatever ran before.
+
     Raises:
         DivergedError: the training loss became NaN or infinite (with
             ``config.keep_best_on_divergence``: only if no epoch was validated before).
     """
     device = resolve_device(config.device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(config.seed)
+        return _train(model, task, config, device, report, progress)
+
+
+def _train(
+    model: nn.Module, task: Task, config: TrainConfig, device: torch.device,
+    report: Reporter | None, progress: bool,
+) -> TrainResult:
     model = model.to(device)
     optimizer = make_optimizer(model, config)
     if task.level == "node":

@@ -137,6 +137,22 @@ def test_killed_search_resumes_with_earlier_trials_intact(cora_available: None, 
     assert not resumed.get_trials(states=(TrialState.RUNNING,))
 
 
+def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_failed(sqlite_url: str) -> None:
+    from nas.study import _next_action
+    from storage import make_optuna_storage
+
+    storage = make_optuna_storage(sqlite_url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage, study_name="silent")
+    study.ask()  # RUNNING, and no heartbeat was ever recorded: the worker died right away
+    assert _next_action(study, n_trials=1) == "wait"  # young: could be a live worker's
+    deadline = time.monotonic() + 20
+    while _next_action(study, n_trials=1) == "wait" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    states = [t.state for t in study.get_trials()]
+    assert states[0] == TrialState.FAIL  # failed by the heartbeat path, so it is retried
+    assert _next_action(study, n_trials=1) == "run"
+
+
 @pytest.mark.postgres
 def test_two_workers_on_postgres(cora_available: None, postgres_url: str) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -140,3 +140,26 @@ def test_graph_task_mini_batches() -> None:
     result = train_model(model, task, TrainConfig(lr=0.01, epochs=20, patience=0, batch_size=32))
     assert result.metrics["train_acc"] > 0.75  # the majority class alone gives 0.66
     assert 0.0 <= result.metrics["test_acc"] <= 1.0
+
+
+def test_training_is_seeded_by_its_config_whatever_ran_before(tiny_graph) -> None:
+    seed_everything(0)
+    model = GNN(GNNArchitecture(layers=(LayerSpec("gcn", 8, dropout=0.5),)), 4, 3)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(lr=0.05, epochs=15, patience=0, seed=3)
+
+    def train_after(draws: int):
+        torch.manual_seed(draws)  # the caller's random state differs between the calls
+        torch.rand(draws)
+        model.load_state_dict(state)
+        before = torch.random.get_rng_state()
+        result = train_model(model, _FakeNodeTask(tiny_graph), config)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the caller's state is kept
+        return result
+
+    first, second = train_after(1), train_after(7)
+    assert first.history == second.history
+    assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
+    model.load_state_dict(state)  # same start, another seed: other dropout masks
+    other = train_model(model, _FakeNodeTask(tiny_graph), TrainConfig(lr=0.05, epochs=15, patience=0, seed=4))
+    assert any(not torch.equal(other.state_dict[k], first.state_dict[k]) for k in first.state_dict)
