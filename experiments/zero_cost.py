@@ -494,7 +494,7 @@ def status_lines(report: dict[str, Any]) -> list[str]:
             short.append(f"{name}: {seeds} of {TARGETS['search_']} seeds")
     lines = ["## Status", ""]
     lines += ([f"Short of the issue's numbers: {'; '.join(short)}."] if short
-              else ["Every setting reached the issue's numbers."])
+              else ["Every setting reached the issue's sample sizes (architectures and seeds); whether the goals are met is read below."])
     lines += ["", "Search rows use only seeds run both plain and prescreened (paired); the budget "
               "counts unique architectures, as in `experiments/nasbench_graph.py`."]
     if any(name.endswith(f"_on_{d}") for name in report["search"] for d in ("cora", "citeseer")):
