@@ -247,10 +247,20 @@ def merge(paths: list[Path], out: Path) -> int:
          "rows": len(r["rows"])} for r in records
     ]
     head["command"] = " && ".join(r["command"] for r in records) + " && " + command()
+    head["divergence"] = _divergence_modes(records)
     ordered = sorted(rows.values(), key=lambda row: (row["table_test_acc"], row["bench_hash"]))
     write(out, head, ordered, done=True)
     print(markdown(json.loads((out / f"{NAME}.json").read_text())))
     return 0
+
+
+def _divergence_modes(records: list[dict]) -> list[str]:
+    """How the joined runs treated diverged training (a run's own record may be a list)."""
+    modes: set[str] = set()
+    for record in records:
+        mode = record.get("divergence", "drop")
+        modes.update(mode if isinstance(mode, list) else [mode])
+    return sorted(modes)
 
 
 def seed_mean(paths: list[Path], out: Path) -> int:
@@ -292,7 +302,7 @@ def seed_mean(paths: list[Path], out: Path) -> int:
         rows.append(row)
     head = {k: v for k, v in records[0].items() if k not in ("rows", "complete", "n_archs")}
     head = {k: v for k, v in head.items() if not k.startswith(("spearman", "kendall", "mean_"))}
-    head.update(train_seeds=seeds, divergence=[r.get("divergence", "drop") for r in records],
+    head.update(train_seeds=seeds, divergence=_divergence_modes(records),
                 parts=[{"command": r["command"], "date": r["date"],
                         "loadavg_start": r["loadavg_start"], "rows": len(r["rows"])}
                        for r in records])

@@ -52,7 +52,7 @@ def test_seed_mean_averages_the_seeds_that_did_not_diverge(tmp_path: Path) -> No
     assert rows[3]["test_acc"] == pytest.approx(0.9)  # seed 0 diverged: the mean of seed 1 only
     assert rows[3]["per_seed"]["0"] == {"diverged": "training loss became nan at epoch 3"}
     assert rows[4]["diverged"] == "every seed diverged" and "test_acc" not in rows[4]
-    assert record["train_seeds"] == [0, 1] and record["divergence"] == ["drop", "best"]
+    assert record["train_seeds"] == [0, 1] and record["divergence"] == ["best", "drop"]
     assert record["spearman_test"] == pytest.approx(3 ** 0.5 / 2)  # ranks 1.5,1.5,3 vs 1,2,3
     text = (tmp_path / "out" / "nasbench_graph_fidelity.md").read_text()
     assert "mean over training seeds [0, 1]" in text and "0.3000 (0.200 / 0.400)" in text
