@@ -127,6 +127,13 @@ def channel_norms(graph: Any, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
     Shapes:
         ``(C,)`` float norms, ``(C,)`` int64 layers (C: channel neurons of the graph).
     """
+    squares, channel = _channel_squares(graph, edge_attr)
+    return (squares + 1e-12).sqrt(), graph.node_layer.long()[channel]
+
+
+def _channel_squares(graph: Any, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum of squared rewritten weights into and out of every channel neuron ``(C,)``, and the
+    boolean mask of channel neurons among all nodes ``(N,)``."""
     mask = _rewritten_mask(graph).float()[:, None]
     sq = (edge_attr * mask).pow(2).sum(dim=1)  # (E,)
     n = int(graph.num_nodes)
@@ -134,7 +141,7 @@ def channel_norms(graph: Any, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
     per_node = scatter(sq, dst, 0, dim_size=n, reduce="sum") + scatter(sq, src, 0, dim_size=n,
                                                                        reduce="sum")
     channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
-    return (per_node[channel] + 1e-12).sqrt(), graph.node_layer.long()[channel]
+    return per_node[channel], channel
 
 
 def group_lasso(graph: Any, edge_attr: Tensor) -> Tensor:
@@ -223,14 +230,8 @@ def lowest_channels(graph: Any, edge_attr: Tensor, fraction: float = 0.3) -> Ten
 
 def _coupled_norms(graph: Any, edge_attr: Tensor, ids: Tensor, count: int) -> Tensor:
     """``(K,)`` L2 norm of the rewritten weights into and out of every coupled channel."""
-    mask = _rewritten_mask(graph).float()[:, None]
-    sq = (edge_attr * mask).pow(2).sum(dim=1)  # (E,)
-    n = int(graph.num_nodes)
-    src, dst = graph.edge_index
-    per_node = scatter(sq, dst, 0, dim_size=n, reduce="sum") + scatter(sq, src, 0, dim_size=n,
-                                                                       reduce="sum")
-    channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
-    return (scatter(per_node[channel], ids, 0, dim_size=count, reduce="sum") + 1e-12).sqrt()
+    squares, _ = _channel_squares(graph, edge_attr)
+    return (scatter(squares, ids, 0, dim_size=count, reduce="sum") + 1e-12).sqrt()
 
 
 def drop_lowest(graph: Any, edge_attr: Tensor, fraction: float) -> Tensor:

@@ -19,6 +19,17 @@ class _FakeNodeTask:
         self.data, self.num_features, self.num_classes = data, data.num_features, 3
 
 
+class _Exploding(nn.Module):
+    """A node model whose output is infinite from the first forward on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x, edge_index, batch=None):
+        return x[:, :3] * self.w * math.inf
+
+
 def _model(seed: int = 0) -> nn.Module:
     seed_everything(seed)
     return GNN(GNNArchitecture(layers=(LayerSpec("gcn", 8, dropout=0.0),)), 4, 3)
@@ -72,16 +83,8 @@ def test_report_can_stop_training(tiny_graph) -> None:
 
 
 def test_diverging_loss_raises(tiny_graph) -> None:
-    class Exploding(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = nn.Parameter(torch.ones(1))
-
-        def forward(self, x, edge_index, batch=None):
-            return x[:, :3] * self.w * math.inf
-
     with pytest.raises(DivergedError, match="epoch 1"):
-        train_model(Exploding(), _FakeNodeTask(tiny_graph), TrainConfig(epochs=5))
+        train_model(_Exploding(), _FakeNodeTask(tiny_graph), TrainConfig(epochs=5))
 
 
 def test_divergence_can_keep_the_best_epoch_before_it(tiny_graph) -> None:
@@ -109,16 +112,8 @@ def test_divergence_can_keep_the_best_epoch_before_it(tiny_graph) -> None:
 
 
 def test_divergence_before_any_validation_still_raises(tiny_graph) -> None:
-    class Exploding(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = nn.Parameter(torch.ones(1))
-
-        def forward(self, x, edge_index, batch=None):
-            return x[:, :3] * self.w * math.inf
-
     with pytest.raises(DivergedError, match="epoch 1"):
-        train_model(Exploding(), _FakeNodeTask(tiny_graph),
+        train_model(_Exploding(), _FakeNodeTask(tiny_graph),
                     TrainConfig(epochs=5, keep_best_on_divergence=True))
 
 
