@@ -1,22 +1,18 @@
 """The strategy benchmark's protocol on NAS-Bench-Graph's tables (tiny budgets)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
 from nas.evaluators._table import load_table
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "nasbench_graph.py"
 
 
 def benchmark():
-    spec = importlib.util.spec_from_file_location("nasbench_graph_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("nasbench_graph")
 
 
 @pytest.mark.parametrize("strategy", ["random", "evolution"])

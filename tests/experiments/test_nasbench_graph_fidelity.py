@@ -1,20 +1,16 @@
 """The fidelity experiment's bookkeeping: joining training seeds (synthetic records, no training)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "nasbench_graph_fidelity.py"
 
 
 def fidelity():
-    spec = importlib.util.spec_from_file_location("nasbench_graph_fidelity_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return load_script("nasbench_graph_fidelity")
 
 
 def _record(train_seed: int, tests: dict[int, float | None], **extra) -> dict:

@@ -1,23 +1,14 @@
 """The zero-cost benchmark's search protocol and its report (table lookups, no training)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from _scripts import load_script
 
 from nas.evaluators._table import query
 from nas.samplers import PrescreenSampler, get_sampler
 from search_spaces.nasbench_graph import NasBenchGraphSpace
 
-ROOT = Path(__file__).resolve().parents[2] / "experiments"
-
-
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+script = load_script
 
 
 @pytest.mark.parametrize("strategy", ["tpe", "evolution"])

@@ -1,0 +1,17 @@
+"""Load a benchmark entry point of ``experiments/`` as a module (they are scripts, not part of
+the installed packages)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+def load_script(name: str) -> ModuleType:
+    """A fresh module object for ``experiments/<name>.py``."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
