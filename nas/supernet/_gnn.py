@@ -38,6 +38,7 @@ from search_spaces.gnn import (
     make_activation, make_conv, make_norm, readout,
 )
 from search_spaces.resolver import resolve_name
+from search_spaces.static_graph import StaticGraph, input_dropout, sparse_features, static_conv_forward
 
 if TYPE_CHECKING:
     from search_spaces.base import Architecture, TaskLevel
@@ -207,9 +208,12 @@ class GNNSupernet(Supernet):
     # -- forward and extraction ---------------------------------------------------------------
 
     def forward(
-        self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, *,
+        self, x: Tensor, edge_index: Tensor | StaticGraph, batch: Tensor | None = None, *,
         arch: Architecture, gates: Gates | None = None,
     ) -> Tensor:
+        """Logits of the path ``arch``. ``edge_index`` may be a :class:`StaticGraph` (node
+        tasks on one fixed graph, with ``x`` dense or CSR: see :meth:`fixed_graph_inputs`): the
+        same function, computed with the stand-alone model's cached propagation matrices."""
         gates = gates or {}
         outputs, w_in = [], self.in_channels
         for i, layer in enumerate(arch.layers):  # type: ignore[attr-defined]
@@ -226,11 +230,16 @@ class GNNSupernet(Supernet):
         return self.classifiers[self._classifier_key(arch)](x)  # type: ignore[arg-type]
 
     def _layer(
-        self, i: int, layer: LayerSpec, x: Tensor, edge_index: Tensor, w_in: int, residual: bool,
+        self, i: int, layer: LayerSpec, x: Tensor, edge_index: Tensor | StaticGraph, w_in: int,
+        residual: bool,
         gates: Gates,
     ) -> Tensor:
         conv = self.convs[i][_conv_key(_op_of(layer), w_in, layer.width)]
-        h = _gate(conv(nn.functional.dropout(x, layer.dropout, self.training), edge_index), gates, f"l{i}_op")
+        if isinstance(edge_index, StaticGraph):
+            h = static_conv_forward(conv, layer, input_dropout(x, layer.dropout, self.training), edge_index)
+        else:
+            h = conv(nn.functional.dropout(x, layer.dropout, self.training), edge_index)
+        h = _gate(h, gates, f"l{i}_op")
         if layer.norm != "none":
             h = self.norms[i][f"{layer.norm}_{layer.width}"](h)
         h = _gate(h, gates, f"l{i}_norm")
@@ -239,6 +248,13 @@ class GNNSupernet(Supernet):
             res = self.residuals[i][f"{w_in}x{layer.width}"] if w_in != layer.width else None
             h = h + (x if res is None else res(x))
         return h  # (N, width)
+
+    @staticmethod
+    def fixed_graph_inputs(x: Tensor, edge_index: Tensor) -> tuple[Tensor, StaticGraph]:
+        """``(x, graph)`` for :meth:`forward` on one fixed graph (node tasks): ``x`` as CSR when
+        mostly zero, and the graph whose propagation matrices are built once and then reused by
+        every path (what :meth:`search_spaces.gnn.GNN.fixed_graph_forward` does for one model)."""
+        return sparse_features(x), StaticGraph(edge_index, x.size(0))
 
     def _classifier_key(self, arch: GNNArchitecture) -> str:
         if arch.skip == "jk_cat":

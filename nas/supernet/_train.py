@@ -104,7 +104,7 @@ def train_supernet(
     if out is not None and has_checkpoint(out):
         start_epoch, step, seconds, history = _resume(out, supernet, optimizer, meta, device)
     model = _maybe_distributed(supernet, device)
-    loop = _NodeSteps(task, device) if task.level == "node" else _GraphSteps(task, config, device)
+    loop = _NodeSteps(task, device, supernet) if task.level == "node" else _GraphSteps(task, config, device)
     for epoch in range(start_epoch + 1, config.epochs + 1):
         began = time.perf_counter()
         losses = []
@@ -159,7 +159,7 @@ class _Batch:
     """One step's input: the graph(s), which outputs count, their labels, the loss scale."""
 
     x: Tensor
-    edge_index: Tensor
+    edge_index: Any         # (2, E) edges, or a StaticGraph (node tasks, see _NodeSteps)
     batch: Tensor | None
     select: Tensor | None   # node indices whose loss counts (node tasks)
     y: Tensor
@@ -176,18 +176,26 @@ def _world() -> tuple[int, int]:
 
 
 class _NodeSteps:
-    """Full batch: one step per epoch over this process's share of the training nodes."""
+    """Full batch: one step per epoch over this process's share of the training nodes. A
+    supernet with ``fixed_graph_inputs`` gets the graph once as a
+    :class:`~search_spaces.static_graph.StaticGraph` (propagation matrices built once, sparse
+    input features), as stand-alone models do in :func:`nas.train.train_model`."""
 
-    def __init__(self, task: Task, device: torch.device) -> None:
+    def __init__(self, task: Task, device: torch.device, supernet: Supernet | None = None) -> None:
         rank, world = _world()
         self.data = task.data.to(device)
         train = self.data.train_mask.nonzero().view(-1)
         self.select = train[rank::world]
         self.scale = world / max(train.numel(), 1)
+        prepare = getattr(supernet, "fixed_graph_inputs", None)
+        self.x, self.graph = (
+            prepare(self.data.x, self.data.edge_index) if callable(prepare)
+            else (self.data.x, self.data.edge_index)
+        )
 
     def batches(self, epoch: int, seed: int) -> list[_Batch]:  # noqa: ARG002 - one full batch
-        d = self.data
-        return [_Batch(d.x, d.edge_index, None, self.select, d.y[self.select], self.scale)]
+        y = self.data.y[self.select]
+        return [_Batch(self.x, self.graph, None, self.select, y, self.scale)]
 
 
 class _GraphSteps:

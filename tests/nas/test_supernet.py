@@ -182,3 +182,83 @@ def test_nasbench_supernet_paths_equal_the_benchmark_models(tiny_graph) -> None:
     assert [id(m) for m in supernet.path_modules(a)] == [id(m) for m in supernet.path_modules(b)]
     with pytest.raises(ValueError, match="all-skip"):
         supernet.from_decisions({"link_pattern": 0, **{f"op{i}": "skip" for i in range(4)}})
+
+
+def _sparse_graph(nodes: int = 40, features: int = 12, seed: int = 0):
+    """A random graph with mostly-zero non-negative features (kept as CSR by the fast path),
+    every node with an edge, labels that its own features decide, train/val/test masks."""
+    from torch_geometric.data import Data
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(nodes, features, generator=g) * (torch.rand(nodes, features, generator=g) < 0.15)
+    ring = torch.arange(nodes)
+    src = torch.cat([ring, torch.randint(0, nodes, (3 * nodes,), generator=g)])
+    dst = torch.cat([(ring + 1) % nodes, torch.randint(0, nodes, (3 * nodes,), generator=g)])
+    edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
+    split = torch.arange(nodes) % 3
+    y = x.view(nodes, 3, features // 3).sum(-1).argmax(-1)  # learnable from a node's own features
+    return Data(x=x, edge_index=edge_index, y=y,
+                train_mask=split == 0, val_mask=split == 1, test_mask=split == 2)
+
+
+def test_fixed_graph_forward_equals_the_edge_index_forward() -> None:
+    data = _sparse_graph()
+    supernet = GNNSupernet(12, 3, "node", max_depth=2, widths=(16,)).eval()
+    x, graph = supernet.fixed_graph_inputs(data.x, data.edge_index)
+    assert x.layout == torch.sparse_csr  # the fast path's sparse input is exercised
+    for op in supernet.ops:
+        for aggregation_layer in (LayerSpec(op.conv, 16, op.heads, aggregation=op.aggregation, norm="batch"),):
+            for arch in (_arch(aggregation_layer),
+                         _arch(aggregation_layer, LayerSpec("gcn", 16, activation="tanh"), skip="jk_cat")):
+                with torch.no_grad():
+                    fast = supernet(x, graph, arch=arch)
+                    plain = supernet(data.x, data.edge_index, arch=arch)
+                torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5, msg=f"{op.name} {arch.short()}")
+
+
+def test_fixed_graph_gradients_equal_the_edge_index_gradients() -> None:
+    """Supernet training runs on the fixed graph: its backward pass (sparse input products,
+    cached propagation) must give the plain forward's gradients (dropout off to compare)."""
+    data = _sparse_graph(seed=2)
+    supernet = GNNSupernet(12, 3, "node", max_depth=2, widths=(16,)).eval()
+    x, graph = supernet.fixed_graph_inputs(data.x, data.edge_index)
+    rng = random.Random(0)
+    for _ in range(15):
+        arch = supernet.sample(rng)
+        grads = []
+        for inputs, edges in ((x, graph), (data.x, data.edge_index)):
+            supernet.zero_grad(set_to_none=True)
+            out = supernet(inputs, edges, arch=arch)
+            nn_loss = torch.nn.functional.cross_entropy(out[data.train_mask], data.y[data.train_mask])
+            nn_loss.backward()
+            grads.append({n: p.grad.clone() for n, p in supernet.named_parameters() if p.grad is not None})
+        assert grads[0].keys() == grads[1].keys() and grads[0], arch.short()
+        for name in grads[0]:
+            torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=f"{name} {arch.short()}")
+
+
+def test_scoring_inside_the_supernet_equals_extract_recalibrate_measure(tmp_path) -> None:
+    """The evaluator's node-task path (no stand-alone model) gives what extracting the model,
+    recalibrating its BatchNorm and measuring it gives, and leaves the supernet unchanged."""
+    from nas.evaluators import SupernetEvaluator
+    from nas.evaluators._supernet import accuracies, recalibrate_batchnorm
+    from nas.train import count_parameters
+
+    data = _sparse_graph(seed=1)
+    task = TinyTask(data, num_features=12)
+    supernet = GNNSupernet(12, 3, "node", max_depth=2, widths=(16,), convs=("gcn", "sage", "gat", "gin"))
+    train_supernet(supernet, task, SupernetTrainConfig(epochs=30, seed=0, device="cpu"), out=tmp_path)
+    evaluator = SupernetEvaluator(str(tmp_path), finetune_epochs=0)
+    loaded = evaluator.supernet("cpu")
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    rng = random.Random(0)
+    archs = [dataclasses.replace(a, layers=tuple(dataclasses.replace(l, norm="batch") for l in a.layers))
+             for a in (supernet.sample(rng) for _ in range(12))]
+    for arch in archs:
+        scored = evaluator.evaluate(arch, supernet.space, task, device="cpu")
+        model = loaded.extract(arch)
+        recalibrate_batchnorm(model, task, "cpu")
+        assert {k: scored.metrics[k] for k in ("train_acc", "val_acc", "test_acc")} == accuracies(model, task, "cpu")
+        assert scored.num_params == count_parameters(model)
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, before[key]), key
