@@ -132,8 +132,9 @@ def _add_search(commands: Any) -> None:
         help="trained supernet checkpoint folder, for --evaluator supernet",
     )
     p.add_argument(
-        "--final-train", action="store_true",
-        help="afterwards train the best architecture from scratch as a trial of study <study>-final",
+        "--final-train", nargs="?", type=int, const=1, default=0, metavar="K",
+        help="afterwards train the best architecture (or the K best) from scratch as trials of "
+             "study <study>-final; the best of them by validation accuracy is the answer",
     )
     p.add_argument(
         "--warm-start", default=None, metavar="SOURCE",
@@ -155,6 +156,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from storage import parse_url, redact
 
     parse_url(args.storage)
+    if args.final_train < 0:
+        raise UsageError(f"--final-train takes a number of architectures >= 1, got {args.final_train}")
     config = SearchConfig(
         dataset=args.dataset, space=args.space, strategy=args.strategy, evaluator=args.evaluator,
         convs=tuple(c.strip() for c in args.convs.split(",")) if args.convs else None,
@@ -173,20 +176,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     study = run_search(config)
     _print_best(study)
     if args.final_train:
-        _final_train(config)
+        _final_train(config, args.final_train)
     return 0
 
 
-def _final_train(config: Any) -> None:
+def _final_train(config: Any, top_k: int) -> None:
     from nas.supernet import final_train
 
-    trial = final_train(config)
-    attrs = trial.user_attrs
-    print(
-        f"from scratch: trial {attrs['source_trial']} of {config.study_name!r} -> trial "
-        f"{trial.number} of {config.study_name + '-final'!r}: val {attrs.get('val_acc', 0):.4f} "
-        f"test {attrs.get('test_acc', 0):.4f} | {attrs.get('summary', '')}"
-    )
+    trials = final_train(config, top_k)
+    for rank, trial in enumerate(trials):
+        attrs = trial.user_attrs
+        print(
+            f"from scratch: trial {attrs['source_trial']} of {config.study_name!r} -> trial "
+            f"{trial.number} of {config.study_name + '-final'!r}: val {attrs.get('val_acc', 0):.4f} "
+            f"test {attrs.get('test_acc', 0):.4f} | {attrs.get('summary', '')}"
+            + (" (best)" if rank == 0 and len(trials) > 1 else "")
+        )
 
 
 def _validate_names(config: Any) -> None:
@@ -400,7 +405,7 @@ def _add_supernet(commands: Any) -> None:
     t.add_argument("--data-root", default=None)
     t.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE",
-        help="supernet option, e.g. max_depth=3, widths=32,64, convs=gcn,gat (gnn space)",
+        help="supernet option, e.g. max_depth=3, widths=32,64, convs=gcn,gat, dropouts=0.5 (gnn space)",
     )
     t.set_defaults(handler=cmd_supernet_train)
 
@@ -437,7 +442,7 @@ def _supernet_options(pairs: Sequence[str]) -> dict[str, Any]:
             raise UsageError(f"--option {pair!r} must look like KEY=VALUE")
         items = [v.strip() for v in value.split(",") if v.strip()]
         parsed = [int(v) if v.lstrip("-").isdigit() else v for v in items]
-        multi = key.strip() in ("widths", "convs", "heads", "ops") or len(parsed) > 1
+        multi = key.strip() in ("widths", "convs", "heads", "ops", "dropouts", "split") or len(parsed) > 1
         options[key.strip().replace("-", "_")] = tuple(parsed) if multi else parsed[0]
     return options
 

@@ -9,18 +9,26 @@ slicing):
   graph -- built with :func:`search_spaces.gnn.make_conv` exactly as the stand-alone model builds
   it, and one BatchNorm / LayerNorm per (position, width); a residual projection per (position,
   input width, output width) where the two differ; one classifier per classifier input layout;
-- widths: only those in ``widths`` (default ``(64,)``), each with its own weights.
+- widths: only those in ``widths`` (default ``(64,)``), each with its own weights;
+- input dropout rates: those in ``dropouts`` (default: all of the space's). Dropout has no
+  weights, so every rate shares them; a supernet can only rank what inherited weights reflect,
+  and paths trained with little dropout look better with inherited weights than they train from
+  scratch (``experiments/results/supernet_ranking_notes.md``), so ``dropouts=0.5`` treats the
+  rate as a training setting, as learning rate and weight decay are.
 
 Mapping rule for architectures outside it (:meth:`GNNSupernet.project`): only the first
 ``max_depth`` layers are kept (skip becomes none if one layer remains); a width not in ``widths``
 is replaced by the nearest covered width (ties to the larger), heads by the nearest covered head
-count that divides that width; learning rate and weight decay are kept (inherited weights do not
+count that divides that width, a dropout rate by the nearest covered rate; learning rate and weight decay are kept (inherited weights do not
 depend on them). A conv the supernet was not built with is an error; ``strict=True`` makes any
 change an error. The evaluator records ``mapped = 1.0`` for a mapped architecture, and
 ``--final-train`` trains the mapped architecture (the one that was scored).
 
 Sharing: two architectures that use the same operation at the same position use the same module
-(the same tensors), whatever they choose elsewhere.
+(the same tensors), whatever they choose elsewhere -- unless ``split`` names layer choices
+(``norm``, ``activation``) that get a copy of the convolution weights each, as few-shot NAS splits
+a supernet into sub-supernets (Zhao et al., "Few-shot Neural Architecture Search", ICML 2021):
+weights trained under BatchNorm no longer serve paths without it.
 """
 from __future__ import annotations
 
@@ -73,6 +81,10 @@ class GNNSupernet(Supernet):
         widths: covered layer widths, each with its own weights.
         convs: covered convolutions (default: all of :data:`search_spaces.gnn.CONVS`).
         heads: covered attention head counts.
+        dropouts: covered input dropout rates (see the module docstring).
+        split: layer choices (``norm``, ``activation``) that get their own copy of every
+            convolution's weights instead of sharing one (few-shot NAS; see the module
+            docstring).
 
     Shapes:
         - input: ``x (N, in_channels)``, ``edge_index (2, E)``, ``batch (N,)`` for graph tasks
@@ -84,7 +96,8 @@ class GNNSupernet(Supernet):
     def __init__(
         self, in_channels: int, out_channels: int, level: TaskLevel = "node", max_depth: int = 2,
         widths: tuple[int, ...] = (64,), convs: tuple[str, ...] | None = None,
-        heads: tuple[int, ...] = HEADS,
+        heads: tuple[int, ...] = HEADS, dropouts: tuple[float, ...] = DROPOUTS,
+        split: tuple[str, ...] = (),
     ) -> None:
         super().__init__(in_channels, out_channels, level)
         self._space = GNNSpace(max_depth=max_depth, convs=convs)
@@ -97,6 +110,10 @@ class GNNSupernet(Supernet):
         for h in self.heads:
             if h not in HEADS:
                 raise ValueError(f"heads {h} is not among the choices {list(HEADS)}")
+        self.split = tuple(resolve_name(f, tuple(_SPLIT_CHOICES), "split choice") for f in split)
+        self.dropouts = tuple(sorted({_dropout(d) for d in dropouts}))
+        if not self.dropouts:
+            raise ValueError(f"dropouts must name at least one of the choices {list(DROPOUTS)}")
         self.ops = tuple(self._enumerate_ops())
         self.convs = nn.ModuleList(self._position_convs(i) for i in range(max_depth))
         self.norms = nn.ModuleList(self._position_norms() for _ in range(max_depth))
@@ -116,6 +133,7 @@ class GNNSupernet(Supernet):
             "in_channels": self.in_channels, "out_channels": self.out_channels,
             "level": self.level, "max_depth": self.max_depth, "widths": list(self.widths),
             "convs": list(self._space.convs), "heads": list(self.heads),
+            "dropouts": list(self.dropouts), "split": list(self.split),
         }
 
     def _enumerate_ops(self) -> list[_Op]:
@@ -137,8 +155,22 @@ class GNNSupernet(Supernet):
                     if op.conv in ATTENTION_CONVS and w_out % op.heads:
                         continue
                     spec = LayerSpec(op.conv, w_out, op.heads, aggregation=op.aggregation)
-                    modules[_conv_key(op, w_in, w_out)] = make_conv(spec, w_in, self.level)
+                    for tag in self._split_tags():
+                        modules[_conv_key(op, w_in, w_out) + tag] = make_conv(spec, w_in, self.level)
         return nn.ModuleDict(modules)
+
+    def _split_tags(self) -> list[str]:
+        """Key suffixes of the weight copies of one operation: one per combination of the
+        ``split`` choices (``[""]`` without a split)."""
+        tags = [""]
+        for field in self.split:
+            tags = [f"{tag}-{choice}" for tag in tags for choice in _SPLIT_CHOICES[field]]
+        return tags
+
+    def _conv(self, i: int, layer: LayerSpec, w_in: int) -> nn.Module:
+        """The convolution module that ``layer`` runs at position ``i``."""
+        tag = "".join(f"-{getattr(layer, field)}" for field in self.split)
+        return self.convs[i][_conv_key(_op_of(layer), w_in, layer.width) + tag]
 
     def _position_norms(self) -> nn.ModuleDict:
         return nn.ModuleDict(
@@ -171,7 +203,8 @@ class GNNSupernet(Supernet):
         if strict and projected != arch:
             raise ValueError(
                 f"architecture {arch.short()} is not covered by the supernet (widths "
-                f"{list(self.widths)}, heads {list(self.heads)}); it maps to {projected.short()}"
+                f"{list(self.widths)}, heads {list(self.heads)}, dropouts {list(self.dropouts)}); "
+                f"it maps to {projected.short()}"
             )
         return projected
 
@@ -187,7 +220,8 @@ class GNNSupernet(Supernet):
             if not fitting:
                 raise ValueError(f"no covered head count in {list(self.heads)} divides width {width}")
             heads = _nearest(layer.heads, fitting)
-        return dataclasses.replace(layer, width=width, heads=heads)
+        dropout = _nearest(layer.dropout, self.dropouts)
+        return dataclasses.replace(layer, width=width, heads=heads, dropout=dropout)
 
     def sample(self, rng: random.Random) -> GNNArchitecture:
         depth = rng.randint(1, self.max_depth)
@@ -198,7 +232,7 @@ class GNNSupernet(Supernet):
             layers.append(LayerSpec(
                 conv=op.conv, width=rng.choice(widths), heads=op.heads,
                 activation=rng.choice(ACTIVATIONS), aggregation=op.aggregation,
-                norm=rng.choice(NORMS), dropout=rng.choice(DROPOUTS),
+                norm=rng.choice(NORMS), dropout=rng.choice(self.dropouts),
             ))
         return GNNArchitecture(
             layers=tuple(layers), skip=rng.choice(SKIPS) if depth > 1 else "none",
@@ -234,7 +268,7 @@ class GNNSupernet(Supernet):
         residual: bool,
         gates: Gates,
     ) -> Tensor:
-        conv = self.convs[i][_conv_key(_op_of(layer), w_in, layer.width)]
+        conv = self._conv(i, layer, w_in)
         if isinstance(edge_index, StaticGraph):
             h = static_conv_forward(conv, layer, input_dropout(x, layer.dropout, self.training), edge_index)
         else:
@@ -266,7 +300,7 @@ class GNNSupernet(Supernet):
         modules: list[nn.Module] = []
         w_in = self.in_channels
         for i, layer in enumerate(arch.layers):  # type: ignore[attr-defined]
-            modules.append(self.convs[i][_conv_key(_op_of(layer), w_in, layer.width)])
+            modules.append(self._conv(i, layer, w_in))
             if layer.norm != "none":
                 modules.append(self.norms[i][f"{layer.norm}_{layer.width}"])
             if arch.skip == "residual" and i > 0 and w_in != layer.width:  # type: ignore[attr-defined]
@@ -280,7 +314,7 @@ class GNNSupernet(Supernet):
         model = self._space.build(arch, self.in_channels, self.out_channels, self.level)
         w_in = self.in_channels
         for i, (layer, target) in enumerate(zip(arch.layers, model.layers)):
-            target.conv.load_state_dict(self.convs[i][_conv_key(_op_of(layer), w_in, layer.width)].state_dict())
+            target.conv.load_state_dict(self._conv(i, layer, w_in).state_dict())
             if layer.norm != "none":
                 target.norm.load_state_dict(self.norms[i][f"{layer.norm}_{layer.width}"].state_dict())
             if isinstance(target.res, nn.Linear):
@@ -316,7 +350,7 @@ class GNNSupernet(Supernet):
             layers.append(LayerSpec(
                 conv=op.conv, width=width, heads=op.heads, aggregation=op.aggregation,
                 activation=choices[f"l{i}_activation"], norm=choices[f"l{i}_norm"],
-                dropout=DERIVED_DROPOUT,
+                dropout=_nearest(DERIVED_DROPOUT, self.dropouts),
             ))
         return GNNArchitecture(
             layers=tuple(layers), skip=choices.get("skip", "none") if depth > 1 else "none",
@@ -358,6 +392,7 @@ class GNNSupernet(Supernet):
         return (
             f"GNNSupernet(in={self.in_channels}, out={self.out_channels}, level={self.level}, "
             f"max_depth={self.max_depth}, widths={list(self.widths)}, ops={len(self.ops)}, "
+            f"dropouts={list(self.dropouts)}, "
             f"params={n_params:,})"
         )
 
@@ -368,6 +403,8 @@ def gnn_trial_params(arch: GNNArchitecture) -> dict[str, Any]:
 
 
 _ACTIVATIONS: dict[str, nn.Module] = {name: make_activation(name) for name in ACTIVATIONS}
+#: layer choices a supernet can split its convolution weights by, and their values
+_SPLIT_CHOICES: dict[str, tuple[str, ...]] = {"norm": NORMS, "activation": ACTIVATIONS}
 
 
 def _op_of(layer: LayerSpec) -> _Op:
@@ -389,7 +426,17 @@ def _width_combos(widths: tuple[int, ...], depth: int) -> list[tuple[int, ...]]:
     return combos
 
 
-def _nearest(value: int, choices: tuple[int, ...]) -> int:
+def _dropout(value: Any) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = None
+    if rate not in DROPOUTS:
+        raise ValueError(f"dropout {value!r} is not among the choices {list(DROPOUTS)}")
+    return rate
+
+
+def _nearest(value: float, choices: tuple[float, ...]) -> float:
     return min(choices, key=lambda c: (abs(c - value), -c))
 
 

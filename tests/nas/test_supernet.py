@@ -109,6 +109,37 @@ def test_project_maps_widths_and_heads_and_rejects_what_it_cannot_cover() -> Non
         narrow.project(_arch(LayerSpec("sage", 16)))
 
 
+def test_covered_dropouts_map_sample_and_reject_bad_rates(tmp_path) -> None:
+    supernet = _supernet(dropouts=("0.5",))  # as the CLI's --option dropouts=0.5 passes it
+    assert supernet.dropouts == (0.5,) and supernet.config()["dropouts"] == [0.5]
+    arch = _arch(LayerSpec("gcn", 16, dropout=0.1), LayerSpec("gcn", 16, dropout=0.7))
+    assert [l.dropout for l in supernet.project(arch).layers] == [0.5, 0.5]
+    with pytest.raises(ValueError, match="dropouts \\[0.5\\]"):
+        supernet.project(arch, strict=True)
+    rng = random.Random(0)
+    assert {l.dropout for _ in range(30) for l in supernet.sample(rng).layers} == {0.5}
+    assert _supernet(dropouts=(0.2, 0.5)).project(_arch(LayerSpec("gcn", 16, dropout=0.3))).layers[0].dropout == 0.2
+    with pytest.raises(ValueError, match=r"dropout 0.45 is not among the choices \[0.0, 0.1"):
+        _supernet(dropouts=(0.45,))
+    with pytest.raises(ValueError, match="dropout 'high' is not among"):
+        _supernet(dropouts=("high",))
+
+
+def test_split_by_norm_gives_each_norm_its_own_convolution_weights(tiny_graph) -> None:
+    supernet = _supernet(convs=("gcn", "sage"), split=("norm",)).eval()
+    plain, batch = _arch(LayerSpec("gcn", 16, norm="none")), _arch(LayerSpec("gcn", 16, norm="batch"))
+    assert supernet.path_modules(plain)[0] is not supernet.path_modules(batch)[0]
+    other = _arch(LayerSpec("gcn", 16, norm="batch", activation="tanh", dropout=0.1))
+    assert supernet.path_modules(other)[0] is supernet.path_modules(batch)[0]
+    assert len(supernet.convs[0]) == 3 * len(_supernet(convs=("gcn", "sage")).convs[0])
+    for arch in (plain, batch, _arch(LayerSpec("sage", 16, norm="layer"), LayerSpec("gcn", 16), skip="jk_cat")):
+        out = supernet(tiny_graph.x, tiny_graph.edge_index, arch=arch)
+        torch.testing.assert_close(out, supernet.extract(arch).eval()(tiny_graph.x, tiny_graph.edge_index))
+    assert supernet.config()["split"] == ["norm"]
+    with pytest.raises(ValueError, match="could not resolve split choice 'width'"):
+        _supernet(split=("width",))
+
+
 def test_samples_are_covered_and_trial_params_round_trip() -> None:
     supernet = _supernet(widths=(16, 32), max_depth=3)
     space = GNNSpace(max_depth=3)

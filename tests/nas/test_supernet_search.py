@@ -71,6 +71,22 @@ def test_supernet_search_then_final_training_from_scratch(
     trained = GNNArchitecture.from_json(trial.user_attrs["arch"])
     assert trained.depth == 1 and trained.layers[0].width == 64  # the mapped (scored) architecture
     assert 0.0 < trial.user_attrs["test_acc"] <= 1.0
+    # the three best, each trained once: the earlier one is reused, the best by val comes first
+    code = main([
+        "search", "--dataset", "cora", "--evaluator", "supernet", "--supernet", str(cora_supernet),
+        "--strategy", "random", "--convs", "gcn,sage", "--trials", "3", "--storage", sqlite_url,
+        "--study", "s", "--final-train", "3", "--epochs", "5", "--patience", "0", "--device", "cpu",
+        "--quiet",
+    ])
+    assert code == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("from scratch")]
+    trials = final.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    distinct = {t.user_attrs["arch"] for t in trials}
+    assert len(trials) == len(lines) == len(distinct) and trial.number in {t.number for t in trials}
+    best_val = max(t.value for t in trials)
+    assert lines[0].endswith("(best)") or len(lines) == 1
+    assert f"val {best_val:.4f}" in lines[0]
+    assert main(["search", "--dataset", "cora", "--storage", sqlite_url, "--final-train", "-1"]) == 2
 
 
 def test_supernet_evaluator_variant_sets_fine_tuning() -> None:
@@ -91,7 +107,7 @@ def test_supernet_evaluator_needs_a_checkpoint(tmp_path) -> None:
 
 def test_supernet_train_rejects_unknown_options(capsys) -> None:
     code = main(["supernet", "train", "--dataset", "cora", "--out", "/nonexistent", "--option", "depth=3"])
-    assert code == 2 and "valid: ['convs', 'heads', 'max_depth', 'widths']" in capsys.readouterr().err
+    assert code == 2 and "valid: ['convs', 'dropouts', 'heads', 'max_depth', 'split', 'widths']" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(600)
