@@ -148,10 +148,7 @@ class SupernetEvaluator(Evaluator):
                  for m in norms] if self.recalibrate else []
         try:
             if norms and self.recalibrate:
-                for m in norms:
-                    m.reset_running_stats()
-                    m.momentum = None
-                    m.train()
+                _start_recalibration(norms)
                 supernet(inputs, graph, arch=arch)
                 for m in norms:
                     m.eval()
@@ -185,6 +182,14 @@ class SupernetEvaluator(Evaluator):
         )
 
 
+def _start_recalibration(norms: list[nn.Module]) -> None:
+    """BatchNorm layers that accumulate fresh statistics over the next forward passes."""
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the recalibration batches
+        norm.train()
+
+
 def _path_parameters(supernet: Supernet, arch: Architecture) -> int:
     """Parameters of the stand-alone model of ``arch``: those of the modules its path runs."""
     unique = {id(p): p for module in supernet.path_modules(arch) for p in module.parameters()}
@@ -202,10 +207,7 @@ def recalibrate_batchnorm(
     if not norms:
         return
     model.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the recalibration batches
-        norm.train()
+    _start_recalibration(norms)
     for inputs in _inputs(task, "train", device, batch_size)[:max_batches]:
         model(*inputs[:3])
     model.eval()
