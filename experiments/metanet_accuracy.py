@@ -17,6 +17,7 @@ One zoo per invocation, results in ``experiments/results/metanet_accuracy_<label
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -79,14 +80,31 @@ def run_methods(zoo: Zoo, split: dict[str, list[int]], seed: int, args: argparse
         method.fit(states(train), y_train)
         out[method.name] = {**scores(method.predict(states(test)), test),
                             "seconds": time.perf_counter() - start}
-    config = FitConfig(epochs=args.epochs, hidden=args.hidden, layers=args.layers, seed=seed,
-                       eval_every=args.eval_every, max_inputs=args.max_inputs,
-                       batch_size=args.batch_size, lr=args.lr)
-    result = fit_gmn(train.graphs(), train.targets(), val.graphs(), val.targets(), config)
-    pred = predict(result.model, test.graphs())[:, 0].numpy()
-    out["GMN"] = {**scores(pred, test), "seconds": result.seconds, "best_epoch": result.best_epoch}
+    for name in args.metanets:
+        out[name] = fit_metanet(name, train, val, test, seed, args)
     out["_sizes"] = {k: len(set(zoo.subset(v).runs)) for k, v in split.items()}
     return out
+
+
+#: metanetwork rows: what each reads (GMNConfig.graph_branch, probes or not)
+METANETS = {"GMN": (True, False), "GMN+probes": (True, True), "probes": (False, True)}
+
+
+def fit_metanet(name: str, train: Zoo, val: Zoo, test: Zoo, seed: int,
+                args: argparse.Namespace) -> dict[str, float]:
+    """Fit one metanetwork row of :data:`METANETS` on the training runs (epoch chosen on the
+    validation runs) and score it on the test runs."""
+    graph_branch, probes = METANETS[name]
+    config = FitConfig(epochs=args.epochs, hidden=args.hidden, layers=args.layers, seed=seed,
+                       eval_every=args.eval_every, max_inputs=args.max_inputs,
+                       batch_size=args.batch_size, lr=args.lr,
+                       probes=args.probes if probes else 0, graph_branch=graph_branch)
+    nets = {part: z.networks() if probes else None
+            for part, z in (("train", train), ("val", val), ("test", test))}
+    result = fit_gmn(train.graphs(), train.targets(), val.graphs(), val.targets(), config,
+                     train_networks=nets["train"], val_networks=nets["val"])
+    pred = predict(result.model, test.graphs(), nets["test"])[:, 0].numpy()
+    return {**scores(pred, test), "seconds": result.seconds, "best_epoch": result.best_epoch}
 
 
 def prediction_time(zoo: Zoo, args: argparse.Namespace) -> dict[str, float]:
@@ -103,6 +121,15 @@ def prediction_time(zoo: Zoo, args: argparse.Namespace) -> dict[str, float]:
     start = time.perf_counter()
     predict(model, graphs)
     predict_s = time.perf_counter() - start
+    probed_s = math.nan
+    if args.probes and zoo[0].level == "image":
+        networks = Zoo([zoo[i % len(zoo)] for i in range(1000)]).networks()
+        probed = GMN(dataclasses.replace(model.config, probes=args.probes,
+                                         probe_shape=networks[0].input_shape,
+                                         probe_outputs=zoo[0].out_channels))
+        start = time.perf_counter()
+        predict(probed, graphs, networks)
+        probed_s = time.perf_counter() - start
     store = ModelStore(args.zoo)
     start = time.perf_counter()
     runs = sorted(set(zoo.runs))[:100]
@@ -113,8 +140,8 @@ def prediction_time(zoo: Zoo, args: argparse.Namespace) -> dict[str, float]:
         network_graph(module, entry.level, entry.in_channels, entry.dataset,
                       graphs[0].edge_attr.size(1))
     convert_s = time.perf_counter() - start
-    return {"predict_1000_s": predict_s, "convert_per_network_s": convert_s / len(runs),
-            "converted": len(runs)}
+    return {"predict_1000_s": predict_s, "predict_1000_probes_s": probed_s,
+            "convert_per_network_s": convert_s / len(runs), "converted": len(runs)}
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
@@ -150,7 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "epochs_per_run": sorted({e.epoch for e in zoo if e.epoch is not None}),
         "load_seconds": load_s, "fixed_architecture": fixed, "settings": {
             k: getattr(args, k) for k in ("epochs", "hidden", "layers", "kernel_width",
-                                          "max_inputs", "batch_size", "lr", "seeds")},
+                                          "max_inputs", "batch_size", "lr", "seeds", "probes")},
         "meta": meta, "splits": {},
     }
     for kind in args.splits:
@@ -198,7 +225,10 @@ def merge() -> None:
         if "timing" in part:
             t = part["timing"]
             lines.append(f"- {part['label']}: GMN prediction for 1000 networks from their parameter "
-                         f"graphs {t['predict_1000_s']:.2f} s; weights -> graph conversion "
+                         f"graphs {t['predict_1000_s']:.2f} s"
+                         + (f" ({t['predict_1000_probes_s']:.2f} s with probes)"
+                            if not math.isnan(t.get("predict_1000_probes_s", math.nan)) else "")
+                         + "; weights -> graph conversion "
                          f"{t['convert_per_network_s']:.3f} s per network (measured on {t['converted']}).")
     lines += ["", "## Runs", ""]
     for part in parts:
@@ -226,6 +256,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=3)
     parser.add_argument("--kernel-width", type=int, default=25)
     parser.add_argument("--max-inputs", type=int, default=0)
+    parser.add_argument("--probes", type=int, default=32, help="learned probes of the probe rows")
+    parser.add_argument("--metanets", nargs="+", default=["GMN", "GMN+probes"],
+                        choices=sorted(METANETS), help="metanetwork rows to fit")
     parser.add_argument("--limit", type=int, default=None, help="read at most this many runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timing", action="store_true", help="measure prediction time too")

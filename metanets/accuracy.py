@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from metanets.gmn import GMN, GMNConfig, collate, prepare_graph
+from metanets.probes import ProbedNetwork
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
@@ -38,6 +39,8 @@ class FitConfig:
     layers: int = 3             # GMN layers
     eval_every: int = 2         # epochs between validations
     max_inputs: int = 0         # summarise networks with more inputs (GMNConfig.max_inputs)
+    probes: int = 0             # learned probe inputs the GMN also reads (GMNConfig.probes)
+    graph_branch: bool = True   # False: probes only, no parameter graph (an ablation)
 
 
 @dataclasses.dataclass
@@ -79,8 +82,12 @@ def _numpy(values: Sequence[float] | Tensor):  # noqa: ANN202
 def fit_gmn(
     train_graphs: Sequence[Data], train_targets: Tensor, val_graphs: Sequence[Data],
     val_targets: Tensor, config: FitConfig = FitConfig(), verbose: bool = False,
+    train_networks: Sequence[ProbedNetwork] | None = None,
+    val_networks: Sequence[ProbedNetwork] | None = None,
 ) -> FitResult:
-    """Fit a GMN predicting ``targets`` from parameter graphs (raw or prepared).
+    """Fit a GMN predicting ``targets`` from parameter graphs (raw or prepared), and from the
+    networks' answers to learned probes when ``config.probes`` is set (then the networks
+    themselves are needed too, in the order of their graphs: :meth:`metanets.zoo.Zoo.networks`).
 
     Shapes:
         ``train_targets``: ``(N,)`` or ``(N, T)``; ``val_targets`` likewise.
@@ -89,10 +96,17 @@ def fit_gmn(
     start = time.perf_counter()
     train = _prepared(train_graphs, config.max_inputs)
     val = _prepared(val_graphs, config.max_inputs)
+    if config.probes and (train_networks is None or val_networks is None):
+        raise ValueError(f"probes={config.probes} needs the networks of the training and "
+                         f"validation graphs (train_networks=, val_networks=)")
     y = train_targets.float().view(len(train), -1)
     kernel_width = train[0].edge_attr.size(1)
-    model = GMN(GMNConfig(hidden=config.hidden, layers=config.layers, out_graph=y.size(1),
-                          kernel_width=kernel_width, max_inputs=config.max_inputs))
+    probed = train_networks[0] if config.probes else None
+    model = GMN(GMNConfig(
+        hidden=config.hidden, layers=config.layers, out_graph=y.size(1), kernel_width=kernel_width,
+        max_inputs=config.max_inputs, probes=config.probes,
+        probe_shape=probed.input_shape if probed else (),
+        probe_outputs=_outputs(probed) if probed else 0, graph_branch=config.graph_branch))
     model.scaler.fit(train)
     model.target_mean.copy_(y.mean(0))
     model.target_std.copy_(y.std(0).clamp(min=1e-6) if len(y) > 1 else torch.ones(y.size(1)))
@@ -103,11 +117,12 @@ def fit_gmn(
     best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
     history: list[tuple[int, float, float]] = []
     for epoch in range(1, config.epochs + 1):
-        loss = _train_epoch(model, train, y, optimizer, schedule, config.batch_size, generator)
+        loss = _train_epoch(model, train, train_networks, y, optimizer, schedule,
+                            config.batch_size, generator)
         if epoch % config.eval_every and epoch != config.epochs:
             continue
-        tau = kendall_tau(predict(model, val), val_targets.float().view(len(val), -1)[:, 0]) \
-            if len(val) > 1 else -loss
+        tau = kendall_tau(predict(model, val, val_networks),
+                          val_targets.float().view(len(val), -1)[:, 0]) if len(val) > 1 else -loss
         history.append((epoch, loss, tau))
         if verbose:
             print(f"epoch {epoch:3d} loss {loss:.4f} val tau {tau:.4f}", flush=True)
@@ -122,16 +137,28 @@ def _prepared(graphs: Sequence[Data], max_inputs: int = 0) -> list[Data]:
     return [g if "node_struct" in g else prepare_graph(g, max_inputs) for g in graphs]
 
 
+def _outputs(network: ProbedNetwork) -> int:
+    """Outputs of a network (its answer to one zero input)."""
+    with torch.no_grad():
+        return int(network(torch.zeros(1, *network.input_shape)).size(-1))
+
+
+def _pick(networks: Sequence[ProbedNetwork] | None, idx: list[int]) -> list[ProbedNetwork] | None:
+    return None if networks is None else [networks[i] for i in idx]
+
+
 def _train_epoch(
-    model: GMN, graphs: list[Data], y: Tensor, optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler, batch_size: int, generator: torch.Generator,
+    model: GMN, graphs: list[Data], networks: Sequence[ProbedNetwork] | None, y: Tensor,
+    optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+    batch_size: int, generator: torch.Generator,
 ) -> float:
     model.train()
     order = torch.randperm(len(graphs), generator=generator)
     total = 0.0
     for idx in order.split(batch_size):
-        batch = collate([graphs[i] for i in idx.tolist()])
-        pred = model(batch)  # (B, T)
+        idx_list = idx.tolist()
+        batch = collate([graphs[i] for i in idx_list])
+        pred = model(batch, _pick(networks, idx_list))  # (B, T)
         loss = nn.functional.mse_loss(
             (pred - model.target_mean) / model.target_std,
             (y[idx] - model.target_mean) / model.target_std)
@@ -145,11 +172,15 @@ def _train_epoch(
 
 
 @torch.no_grad()
-def predict(model: GMN, graphs: Sequence[Data], batch_size: int = 256) -> Tensor:
-    """Predictions ``(N, out_graph)`` for parameter graphs (raw or prepared)."""
+def predict(model: GMN, graphs: Sequence[Data], networks: Sequence[ProbedNetwork] | None = None,
+            batch_size: int = 256) -> Tensor:
+    """Predictions ``(N, out_graph)`` for parameter graphs (raw or prepared); a GMN that reads
+    probes needs the ``networks`` of the graphs too."""
     model.eval()
     prepared = _prepared(graphs, model.config.max_inputs)
-    outs = [model(collate(prepared[i:i + batch_size])) for i in range(0, len(prepared), batch_size)]
+    outs = [model(collate(prepared[i:i + batch_size]),
+                  _pick(networks, list(range(i, min(i + batch_size, len(prepared))))))
+            for i in range(0, len(prepared), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0, model.config.out_graph)
 
 
@@ -167,5 +198,6 @@ def train_accuracy_predictor(
     if not split["val"]:
         split["val"] = split["train"][-1:]
     train, val = zoo.subset(split["train"]), zoo.subset(split["val"])
+    networks = (train.networks(), val.networks()) if config.probes else (None, None)
     return fit_gmn(train.graphs(), train.targets(target), val.graphs(), val.targets(target),
-                   config, verbose=verbose)
+                   config, verbose=verbose, train_networks=networks[0], val_networks=networks[1])

@@ -33,6 +33,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import degree, scatter
 
 from metanets.graphs.features import EdgeFeature, EdgeType, NodeFeature, NodeType
+from metanets.probes import ProbedNetwork, ProbeEncoder
 
 if TYPE_CHECKING:
     from torch_geometric.data import Batch, Data
@@ -244,6 +245,19 @@ class GMNConfig:
     kernel_width: int = 9     # edge_attr columns of the graphs it reads
     dropout: float = 0.0      # dropout before the readout MLP
     max_inputs: int = 0       # summarise networks with more input neurons (0: never), see prepare_graph
+    probes: int = 0           # learned probe inputs whose answers the readout reads too (0: none)
+    probe_shape: tuple[int, ...] = ()  # shape of one probe: the probed networks' input shape
+    probe_outputs: int = 0    # outputs of the probed networks (classes)
+    graph_branch: bool = True  # read the parameter graph (False: probes only, an ablation)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "probe_shape", tuple(int(s) for s in self.probe_shape))
+        if self.probes and (not self.probe_shape or self.probe_outputs < 1):
+            raise ValueError(
+                f"probes={self.probes} needs probe_shape (got {self.probe_shape!r}) and "
+                f"probe_outputs >= 1 (got {self.probe_outputs})")
+        if not self.graph_branch and (not self.probes or self.out_edge):
+            raise ValueError("graph_branch=False needs probes > 0 and no per-edge head (out_edge=0)")
 
 
 class GMN(nn.Module):
@@ -270,8 +284,13 @@ class GMN(nn.Module):
         self.node_in = nn.Linear(NODE_COLUMNS + STRUCT_COLUMNS, d)
         self.edge_in = nn.Linear(config.kernel_width + 2, d)
         self.layers = nn.ModuleList(GMNLayer(d) for _ in range(config.layers))
+        self.probe = (
+            ProbeEncoder(config.probes, config.probe_shape, config.probe_outputs, d)
+            if config.probes else None
+        )
+        readout_in = (5 * d + GLOBAL_STATS if config.graph_branch else 0) + (d if config.probes else 0)
         self.readout = nn.Sequential(
-            nn.Dropout(config.dropout), nn.Linear(5 * d + GLOBAL_STATS, d), nn.SiLU(),
+            nn.Dropout(config.dropout), nn.Linear(readout_in, d), nn.SiLU(),
             nn.Linear(d, config.out_graph))
         self.edge_head = (
             nn.Sequential(nn.Linear(3 * d, d), nn.SiLU(), nn.Linear(d, config.out_edge))
@@ -331,15 +350,27 @@ class GMN(nn.Module):
         stats.append(torch.log(bias + 1e-8))
         return torch.stack(stats, dim=1)
 
-    def forward(self, batch: Batch) -> Tensor:
-        """Per-network predictions ``(B, out_graph)`` in target units."""
-        return self.forward_all(batch)[0]
+    def forward(self, batch: Batch, networks: Sequence[ProbedNetwork] | None = None) -> Tensor:
+        """Per-network predictions ``(B, out_graph)`` in target units; ``networks`` (the same
+        networks as the graphs, in order) are needed when the GMN reads probes."""
+        return self.forward_all(batch, networks)[0]
 
-    def forward_all(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+    def forward_all(
+        self, batch: Batch, networks: Sequence[ProbedNetwork] | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
         """``(per-network (B, out_graph), per-edge (E, out_edge) or None)``."""
-        h, e = self.encode(batch)
-        pooled = torch.cat([self.pool(batch, h, e), self.global_stats(batch)], dim=-1)
-        graph_out = self.readout(pooled) * self.target_std + self.target_mean
+        features = []
+        if self.config.graph_branch:
+            h, e = self.encode(batch)
+            features += [self.pool(batch, h, e), self.global_stats(batch)]
+        if self.probe is not None:
+            if networks is None or len(networks) != int(batch.num_graphs):
+                raise ValueError(
+                    f"this GMN reads probe answers: pass the {int(batch.num_graphs)} networks "
+                    f"(module + weights) with their graphs, got "
+                    f"{'none' if networks is None else len(networks)}")
+            features.append(self.probe(networks))
+        graph_out = self.readout(torch.cat(features, dim=-1)) * self.target_std + self.target_mean
         edge_out = None
         if self.edge_head is not None:
             src, dst = batch.edge_index
@@ -348,8 +379,10 @@ class GMN(nn.Module):
 
     def __repr__(self) -> str:
         c = self.config
+        probes = f", probes={c.probes}" if c.probes else ""
+        graph = "" if c.graph_branch else ", graph_branch=False"
         return (f"GMN(hidden={c.hidden}, layers={c.layers}, out_graph={c.out_graph}, "
-                f"out_edge={c.out_edge})")
+                f"out_edge={c.out_edge}{probes}{graph})")
 
 
 def _masked_mean(h: Tensor, mask: Tensor, index: Tensor, size: int) -> Tensor:

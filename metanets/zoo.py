@@ -28,6 +28,7 @@ from metanets.graphs.features import EdgeFeature
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
+    from metanets.probes import ProbedNetwork
     from storage import ModelStore, StoredModel
 
 #: image side length used to trace image networks of a dataset (shapes only matter for tracing)
@@ -62,6 +63,14 @@ class ZooEntry:
         """The training run: what splits group by."""
         return self.study, self.trial
 
+    def build_module(self) -> nn.Module:
+        """A fresh module of this network's architecture (weights not loaded), in eval mode."""
+        from search_spaces import get_space
+
+        space = get_space(self.space)
+        arch = space.architecture_from_dict(self.architecture)
+        return space.build(arch, self.in_channels, self.out_channels, self.level).eval()
+
 
 class Zoo(Sequence[ZooEntry]):
     """The networks of one or more studies, in study, trial and epoch order."""
@@ -86,6 +95,27 @@ class Zoo(Sequence[ZooEntry]):
 
     def graphs(self) -> list[Data]:
         return [entry.graph for entry in self.entries]
+
+    def networks(self) -> list[ProbedNetwork]:
+        """The networks themselves, to be probed (:mod:`metanets.probes`): a module of each
+        run's architecture (built once per run) with each entry's weights. Image networks
+        only; the zoo must have been loaded with ``keep_state_dicts=True``."""
+        from metanets.probes import ProbedNetwork
+
+        modules: dict[tuple[str, int], nn.Module] = {}
+        out = []
+        for entry in self.entries:
+            if entry.level != "image":
+                raise ValueError(f"probing needs image networks; {entry.study} trial "
+                                 f"{entry.trial} is a {entry.level!r}-level network")
+            if not entry.state_dict:
+                raise ValueError("the zoo was loaded without weights (keep_state_dicts=False); "
+                                 "load it with keep_state_dicts=True to probe its networks")
+            if entry.run not in modules:
+                modules[entry.run] = entry.build_module()
+            (example,) = example_inputs(entry.level, entry.in_channels, entry.dataset)
+            out.append(ProbedNetwork(modules[entry.run], entry.state_dict, tuple(example.shape[1:])))
+        return out
 
     @property
     def runs(self) -> list[tuple[str, int]]:

@@ -561,6 +561,9 @@ def _add_metanet(commands: Any) -> None:
     t.add_argument("--kernel-width", type=int, default=9, help="edge feature columns (kernel entries)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-checkpoints", action="store_true", help="final weights only, not every epoch")
+    t.add_argument("--probes", type=int, default=0,
+                   help="learned probe inputs whose answers the metanetwork reads too (image "
+                        "networks; 0: weights only)")
     t.add_argument("--verbose", action="store_true")
     t.set_defaults(handler=cmd_metanet_train)
     q = sub.add_parser("predict", help="predict for stored or exported networks")
@@ -580,16 +583,22 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     from storage import parse_url
 
     parse_url(args.zoo)
+    if args.probes < 0:
+        raise UsageError(f"--probes must be >= 0, got {args.probes}")
     zoo = Zoo([])
     for study in args.study:
         zoo = zoo + load_zoo(args.zoo, study, checkpoints=not args.no_checkpoints,
-                             kernel_width=args.kernel_width, keep_state_dicts=False)
+                             kernel_width=args.kernel_width, keep_state_dicts=bool(args.probes))
+    levels = sorted({entry.level for entry in zoo})
+    if args.probes and levels != ["image"]:
+        raise UsageError(f"--probes needs a zoo of image networks; this one holds {levels} "
+                         f"networks (use --probes 0)")
     missing = [e.trial for e in zoo if args.target not in e.metrics]
     if missing:
         raise UsageError(f"--target {args.target!r} was not measured for trials {missing[:5]}; "
                          f"metrics there: {sorted(zoo[0].metrics)}")
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       hidden=args.hidden, layers=args.layers)
+                       hidden=args.hidden, layers=args.layers, probes=args.probes)
     result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose)
     best = max((h for h in result.history if h[0] == result.best_epoch), default=(0, 0.0, float("nan")))
     save_gmn(result.model, args.out, metadata={
@@ -600,6 +609,22 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     print(f"metanet: {len(zoo)} networks ({len(set(zoo.runs))} runs), best epoch "
           f"{result.best_epoch}, val tau {best[2]:.4f}, {result.seconds:.0f}s -> {args.out}")
     return 0
+
+
+def _probed(module: Any, document: dict[str, Any], config: Any) -> Any:
+    """An exported network as a network to probe, checked against the metanetwork's probes."""
+    from metanets.probes import ProbedNetwork
+    from metanets.zoo import example_inputs
+
+    if document["level"] != "image":
+        raise UsageError(f"this metanetwork probes image networks; the exported model is a "
+                         f"{document['level']!r}-level network")
+    (example,) = example_inputs("image", document["in_channels"], document.get("dataset", ""))
+    shape = tuple(example.shape[1:])
+    if shape != tuple(config.probe_shape):
+        raise UsageError(f"the exported model takes inputs of shape {shape}; this metanetwork "
+                         f"probes inputs of shape {tuple(config.probe_shape)}")
+    return ProbedNetwork(module, module.state_dict(), shape)
 
 
 def _asdict(obj: Any) -> dict[str, Any]:
@@ -619,8 +644,9 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
         if not (args.zoo and args.study):
             raise UsageError("--zoo and --study go together")
         zoo = load_zoo(args.zoo, args.study, kernel_width=model.config.kernel_width,
-                       keep_state_dicts=False)
-        preds = predict(model, zoo.graphs())[:, 0].tolist()
+                       keep_state_dicts=bool(model.config.probes))
+        networks = zoo.networks() if model.config.probes else None
+        preds = predict(model, zoo.graphs(), networks)[:, 0].tolist()
         for entry, value in zip(zoo, preds):
             rows.append({"study": entry.study, "trial": entry.trial, "epoch": entry.epoch,
                          "prediction": value, "measured": entry.metrics.get(metadata.get("target", "test_acc"))})
@@ -631,7 +657,9 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
         module = load_exported(folder)
         graph = network_graph(module, document["level"], document["in_channels"],
                               document.get("dataset", ""), model.config.kernel_width)
-        rows.append({"model_dir": folder, "prediction": predict(model, [graph])[0, 0].item()})
+        networks = [_probed(module, document, model.config)] if model.config.probes else None
+        rows.append({"model_dir": folder,
+                     "prediction": predict(model, [graph], networks)[0, 0].item()})
     if not rows:
         raise UsageError("nothing to predict: give --zoo and --study, or --model-dir")
     if args.json:

@@ -8,6 +8,7 @@ from torch import nn
 
 from metanets.gmn import GMN, GMNConfig, collate, load_gmn, prepare_graph, save_gmn
 from metanets.graphs import NodeType, to_parameter_graph
+from metanets.probes import ProbedNetwork
 from search_spaces.cnn import CNNArchitecture, CNNSpace
 
 IMAGE = (torch.zeros(2, 1, 12, 12),)
@@ -201,3 +202,98 @@ def test_wide_input_layers_are_summarised_and_stay_invariant() -> None:
     gmn = GMN(GMNConfig(hidden=8, layers=2, max_inputs=16)).eval()
     with torch.no_grad():
         torch.testing.assert_close(gmn(collate([permuted])), gmn(collate([small])), atol=1e-5, rtol=1e-4)
+
+
+# probes: the GMN also reads what a network answers to learned inputs ---------------------------
+PROBE_SHAPE = (1, 12, 12)
+
+
+def _probed(model: nn.Module) -> ProbedNetwork:
+    return ProbedNetwork(model, {k: v.clone() for k, v in model.state_dict().items()}, PROBE_SHAPE)
+
+
+def _probe_gmn(graph_branch: bool = True) -> GMN:
+    torch.manual_seed(0)
+    config = GMNConfig(hidden=16, layers=2, probes=6, probe_shape=PROBE_SHAPE, probe_outputs=10,
+                       graph_branch=graph_branch)
+    return GMN(config).eval()
+
+
+@pytest.mark.parametrize("graph_branch", [True, False])
+def test_probe_readout_is_invariant_to_hidden_permutations_and_sees_the_function(
+        graph_branch: bool) -> None:
+    model = _cnn(widths=(6, 4))
+    graph = to_parameter_graph(model, IMAGE)
+    gmn = _probe_gmn(graph_branch)
+    with torch.no_grad():
+        before = gmn(collate([prepare_graph(graph)]), [_probed(model)])
+        _permute_cnn_block(model, 0, torch.randperm(6, generator=torch.Generator().manual_seed(3)))
+        permuted = gmn(collate([prepare_graph(to_parameter_graph(model, IMAGE))]), [_probed(model)])
+        model.classifier.weight.mul_(-1.0)  # another function: the answers change
+        other = gmn(collate([prepare_graph(to_parameter_graph(model, IMAGE))]), [_probed(model)])
+    torch.testing.assert_close(permuted, before, atol=1e-5, rtol=1e-4)
+    assert (other - before).abs().item() > 1e-4
+
+
+def test_probes_batch_mixed_architectures_like_one_by_one() -> None:
+    models = [_cnn(widths=(4,), residual=False), _cnn(seed=2, widths=(4, 8, 6), kernel_size=5),
+              _cnn(seed=3, widths=(6, 6), norm="none")]
+    graphs = [prepare_graph(to_parameter_graph(m, IMAGE)) for m in models]
+    gmn = _probe_gmn()
+    with torch.no_grad():
+        together = gmn(collate(graphs), [_probed(m) for m in models])
+        alone = torch.cat([gmn(collate([g]), [_probed(m)]) for g, m in zip(graphs, models)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_probes_are_learned_and_the_probed_networks_stay_unchanged() -> None:
+    from metanets.accuracy import fit_gmn, FitConfig
+
+    models = [_cnn(seed=s, widths=(4, 4)) for s in range(6)]
+    networks = [_probed(m) for m in models]
+    before = [{k: v.clone() for k, v in n.state.items()} for n in networks]
+    graphs = [to_parameter_graph(m, IMAGE) for m in models]
+    y = torch.linspace(0.1, 0.9, 6)
+    config = FitConfig(epochs=6, hidden=8, layers=1, batch_size=3, eval_every=3, lr=1e-2, probes=4)
+    torch.manual_seed(0)
+    untrained = GMN(GMNConfig(hidden=8, layers=1, kernel_width=9, probes=4,
+                              probe_shape=PROBE_SHAPE, probe_outputs=10))
+    result = fit_gmn(graphs, y, graphs, y, config, train_networks=networks, val_networks=networks)
+    probes = result.model.probe.probe_inputs().detach()
+    assert probes.shape == (4, *PROBE_SHAPE)
+    assert torch.equal(result.model.probe.latent, untrained.probe.latent)  # same seed, same codes
+    assert (probes - untrained.probe.probe_inputs().detach()).abs().max() > 1e-3  # learned
+    for network, state in zip(networks, before):
+        for key, value in state.items():
+            assert torch.equal(network.state[key], value)
+    with pytest.raises(ValueError, match="needs the networks"):
+        fit_gmn(graphs, y, graphs, y, config)
+
+
+def test_probe_errors_name_what_is_wrong() -> None:
+    model = _cnn(widths=(4,))
+    graph = collate([prepare_graph(to_parameter_graph(model, IMAGE))])
+    gmn = _probe_gmn()
+    with pytest.raises(ValueError, match="pass the 1 networks"):
+        gmn(graph)
+    wrong = ProbedNetwork(model, model.state_dict(), (1, 14, 14))
+    with pytest.raises(ValueError, match=r"shape \(1, 14, 14\) cannot be probed"):
+        gmn(graph, [wrong])
+    with pytest.raises(ValueError, match="probe_shape"):
+        GMNConfig(probes=4)
+    with pytest.raises(ValueError, match="graph_branch=False needs probes"):
+        GMNConfig(graph_branch=False)
+
+
+def test_save_and_load_round_trip_with_probes(tmp_path) -> None:  # noqa: ANN001
+    models = [_cnn(seed=s, widths=(4, 6)) for s in range(2)]
+    graphs = [to_parameter_graph(m, IMAGE) for m in models]
+    gmn = _probe_gmn()
+    gmn.scaler.fit([prepare_graph(g) for g in graphs])
+    save_gmn(gmn, tmp_path / "m")
+    loaded, _ = load_gmn(tmp_path / "m")
+    assert loaded.config == gmn.config and loaded.config.probe_shape == PROBE_SHAPE
+    with torch.no_grad():
+        prepared = collate([prepare_graph(g) for g in graphs])
+        torch.testing.assert_close(loaded(prepared, [_probed(m) for m in models]),
+                                   gmn(prepared, [_probed(m) for m in models]))

@@ -2,6 +2,8 @@
 tiny MNIST zoo built and learned end to end."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -114,3 +116,36 @@ def test_tiny_zoo_is_built_resumed_and_learned_end_to_end(sqlite_url: str, tmp_p
                  "--json"]) == 0
     rows = __import__("json").loads(capsys.readouterr().out.split("\n", 1)[1])
     assert len(rows) == 12 and all(isinstance(r["prediction"], float) for r in rows)
+    probed = tmp_path / "gmn-probes"  # the same with learned probes: the networks are run too
+    assert main(["metanet", "train", "--zoo", sqlite_url, "--study", "tiny", "--out", str(probed),
+                 "--epochs", "2", "--hidden", "8", "--layers", "1", "--probes", "4"]) == 0
+    capsys.readouterr()
+    assert main(["metanet", "predict", "--model", str(probed), "--zoo", sqlite_url, "--study",
+                 "tiny", "--json"]) == 0
+    probe_rows = __import__("json").loads(capsys.readouterr().out)
+    assert len(probe_rows) == 12
+    exported = tmp_path / "exported"  # an exported network is probed like a stored one
+    assert main(["export", "--storage", sqlite_url, "--study", "tiny", "--trial", "0",
+                 "--out", str(exported)]) == 0
+    capsys.readouterr()
+    assert main(["metanet", "predict", "--model", str(probed), "--model-dir", str(exported),
+                 "--json"]) == 0
+    (single,) = __import__("json").loads(capsys.readouterr().out)
+    assert isinstance(single["prediction"], float)
+    assert [r["prediction"] for r in probe_rows] != [r["prediction"] for r in rows]
+    assert main(["metanet", "train", "--zoo", sqlite_url, "--study", "tiny", "--out",
+                 str(tmp_path / "bad"), "--probes", "-1"]) == 2
+    assert "--probes must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_probing_needs_image_networks_with_their_weights() -> None:
+    entry = ZooEntry(study="s", trial=0, epoch=None, space="gnn", architecture={}, dataset="cora",
+                     level="node", in_channels=4, out_channels=3, metrics={}, graph=None,
+                     state_dict={"w": torch.zeros(1)})
+    with pytest.raises(ValueError, match="probing needs image networks; s trial 0 is a 'node'"):
+        Zoo([entry]).networks()
+    image = dataclasses.replace(entry, space="cnn", level="image", dataset="mnist14",
+                                architecture={"widths": [4]}, in_channels=1, out_channels=10,
+                                state_dict={})
+    with pytest.raises(ValueError, match="keep_state_dicts=True"):
+        Zoo([image]).networks()
