@@ -8,7 +8,8 @@ the mean and its standard error over seeds.
     METANAS_DATA=/work/shared/datasets METANAS_CACHE=/tmp/prune-cache \\
         python experiments/pruning.py [--quick] [--seeds N]
 
-MNIST here is ``mnist14`` (MNIST 2x2-average-pooled to 14x14, val 1,000 / test 2,000 images),
+MNIST here is ``mnist14`` (MNIST 2x2-average-pooled to 14x14, val 1,000 / test 10,000 images;
+the results committed before 2026-12-06 were measured on the first 2,000 test images),
 the variant our model zoos use. One pruning metanetwork per domain is trained on a zoo of
 networks of the same space (CNN space on mnist14 training images; GCNs of the GNN space on
 Cora's training nodes), with other seeds and widths than the evaluated networks, with the
@@ -296,7 +297,7 @@ def markdown(result: dict) -> str:
         f"Load average at start: {result['load']}  ", f"Command: `{result['command']}`  ",
         f"Scale: {result['scale']}  ", f"Seeds: {seeds}; stage seconds: "
         f"{ {k: round(v) for k, v in result.get('stage_seconds', {}).items()} }", "",
-        "Test accuracy in % (MNIST = mnist14, 2,000 test images; Cora = Planetoid split, 1,000 "
+        "Test accuracy in % (MNIST = mnist14, 10,000 test images; Cora = Planetoid split, 1,000 "
         "test nodes): mean ± standard error over seeds. MACs: dense products (flop counter / 2) "
         "on one forward pass (64 images; the whole Cora graph). "
         f"'{CONTROL}': the unpruned network trained for the same fine-tuning epochs.", "",

@@ -319,8 +319,10 @@ MNIST_FILES: dict[str, str] = {
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 #: the last this many training images form the fixed validation split
 MNIST_VAL_SIZE = 10_000
-#: ``mnist14`` (the zoo variant) evaluates on fewer images: (validation, test) sizes
-MNIST14_EVAL_SIZES = (1_000, 2_000)
+#: ``mnist14`` (the zoo variant) validates on fewer images: (validation, test) sizes. The test
+#: split is all 10,000 test images: with 2,000 the measured accuracies of a zoo's networks were
+#: so noisy that accuracy on the 1,000 validation images ranked them only at Kendall tau 0.91
+MNIST14_EVAL_SIZES = (1_000, 10_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,8 +375,8 @@ def load_image_dataset(name: str, root: Path) -> ImageDataset:
     10,000, test = the 10,000 test images.
 
     ``mnist14`` is the cheap variant model zoos train on: images 2x2-average-pooled to 14x14, the
-    same 50,000 training images, val = the last 1,000 training images and test = the first 2,000
-    test images (standard error of an accuracy near 0.9: about 0.7 points). Raises
+    same 50,000 training images, val = the last 1,000 training images and test = the 10,000
+    test images (standard error of an accuracy near 0.9: about 0.3 points). Raises
     :class:`DatasetNotFoundError` naming the folder."""
     info = DATASETS[name]
     raw = root / info.folder / "raw"

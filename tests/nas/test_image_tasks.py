@@ -64,5 +64,5 @@ def test_image_loop_records_checkpoints_and_uses_a_training_fraction() -> None:
 
 def test_mnist14_splits(mnist_available: None) -> None:  # noqa: ARG001
     data = load_task("mnist-14").dataset
-    assert {k: int(v.numel()) for k, v in data.y.items()} == {"train": 50000, "val": 1000, "test": 2000}
+    assert {k: int(v.numel()) for k, v in data.y.items()} == {"train": 50000, "val": 1000, "test": 10000}
     assert data.x["train"].shape[1:] == (1, 14, 14) and data.num_classes == 10
