@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metanets.accuracy import FitConfig, fit_gmn, kendall_tau, predict, r2_score  # noqa: E402
+from metanets.probes import task_probe_inputs  # noqa: E402
 from metanets.baselines import FlatMLP, StatNN, WeightNorm, architecture_signature  # noqa: E402
 from metanets.zoo import Zoo, load_zoo, split_by_architecture, split_by_run  # noqa: E402
 
@@ -86,23 +87,27 @@ def run_methods(zoo: Zoo, split: dict[str, list[int]], seed: int, args: argparse
     return out
 
 
-#: metanetwork rows: what each reads (GMNConfig.graph_branch, probes or not)
-METANETS = {"GMN": (True, False), "GMN+probes": (True, True), "probes": (False, True)}
+#: metanetwork rows: (reads the parameter graph, probe init or None for no probes)
+METANETS = {
+    "GMN": (True, None), "GMN+probes": (True, "noise"), "probes": (False, "noise"),
+    "GMN+data-probes": (True, "data"), "data-probes": (False, "data"),
+}
 
 
 def fit_metanet(name: str, train: Zoo, val: Zoo, test: Zoo, seed: int,
                 args: argparse.Namespace) -> dict[str, float]:
     """Fit one metanetwork row of :data:`METANETS` on the training runs (epoch chosen on the
     validation runs) and score it on the test runs."""
-    graph_branch, probes = METANETS[name]
+    graph_branch, init = METANETS[name]
     config = FitConfig(epochs=args.epochs, hidden=args.hidden, layers=args.layers, seed=seed,
                        eval_every=args.eval_every, max_inputs=args.max_inputs,
-                       batch_size=args.batch_size, lr=args.lr,
-                       probes=args.probes if probes else 0, graph_branch=graph_branch)
-    nets = {part: z.networks() if probes else None
+                       batch_size=args.batch_size, lr=args.lr, probes=args.probes if init else 0,
+                       probe_init=init or "noise", graph_branch=graph_branch)
+    nets = {part: z.networks() if init else None
             for part, z in (("train", train), ("val", val), ("test", test))}
+    start = task_probe_inputs(train[0].dataset, args.probes, seed=seed) if init == "data" else None
     result = fit_gmn(train.graphs(), train.targets(), val.graphs(), val.targets(), config,
-                     train_networks=nets["train"], val_networks=nets["val"])
+                     train_networks=nets["train"], val_networks=nets["val"], probe_start=start)
     pred = predict(result.model, test.graphs(), nets["test"])[:, 0].numpy()
     return {**scores(pred, test), "seconds": result.seconds, "best_epoch": result.best_epoch}
 

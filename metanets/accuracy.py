@@ -40,6 +40,7 @@ class FitConfig:
     eval_every: int = 2         # epochs between validations
     max_inputs: int = 0         # summarise networks with more inputs (GMNConfig.max_inputs)
     probes: int = 0             # learned probe inputs the GMN also reads (GMNConfig.probes)
+    probe_init: str = "noise"   # probes start from noise or from task inputs (fit_gmn probe_start)
     graph_branch: bool = True   # False: probes only, no parameter graph (an ablation)
 
 
@@ -83,11 +84,13 @@ def fit_gmn(
     train_graphs: Sequence[Data], train_targets: Tensor, val_graphs: Sequence[Data],
     val_targets: Tensor, config: FitConfig = FitConfig(), verbose: bool = False,
     train_networks: Sequence[ProbedNetwork] | None = None,
-    val_networks: Sequence[ProbedNetwork] | None = None,
+    val_networks: Sequence[ProbedNetwork] | None = None, probe_start: Tensor | None = None,
 ) -> FitResult:
     """Fit a GMN predicting ``targets`` from parameter graphs (raw or prepared), and from the
     networks' answers to learned probes when ``config.probes`` is set (then the networks
-    themselves are needed too, in the order of their graphs: :meth:`metanets.zoo.Zoo.networks`).
+    themselves are needed too, in the order of their graphs: :meth:`metanets.zoo.Zoo.networks`;
+    with ``config.probe_init="data"``, ``probe_start`` holds the task inputs the probes start
+    from, :func:`metanets.probes.task_probe_inputs`).
 
     Shapes:
         ``train_targets``: ``(N,)`` or ``(N, T)``; ``val_targets`` likewise.
@@ -99,6 +102,9 @@ def fit_gmn(
     if config.probes and (train_networks is None or val_networks is None):
         raise ValueError(f"probes={config.probes} needs the networks of the training and "
                          f"validation graphs (train_networks=, val_networks=)")
+    if config.probes and (config.probe_init == "data") != (probe_start is not None):
+        raise ValueError(f"probe_init={config.probe_init!r} goes with "
+                         f"{'' if config.probe_init == 'data' else 'no '}probe_start inputs")
     y = train_targets.float().view(len(train), -1)
     kernel_width = train[0].edge_attr.size(1)
     probed = train_networks[0] if config.probes else None
@@ -106,7 +112,10 @@ def fit_gmn(
         hidden=config.hidden, layers=config.layers, out_graph=y.size(1), kernel_width=kernel_width,
         max_inputs=config.max_inputs, probes=config.probes,
         probe_shape=probed.input_shape if probed else (),
-        probe_outputs=_outputs(probed) if probed else 0, graph_branch=config.graph_branch))
+        probe_outputs=_outputs(probed) if probed else 0, probe_init=config.probe_init,
+        graph_branch=config.graph_branch))
+    if probe_start is not None:
+        model.probe.start_from(probe_start)
     model.scaler.fit(train)
     model.target_mean.copy_(y.mean(0))
     model.target_std.copy_(y.std(0).clamp(min=1e-6) if len(y) > 1 else torch.ones(y.size(1)))
@@ -186,7 +195,7 @@ def predict(model: GMN, graphs: Sequence[Data], networks: Sequence[ProbedNetwork
 
 def train_accuracy_predictor(
     zoo: Zoo, config: FitConfig = FitConfig(), target: str = "test_acc",
-    val_fraction: float = 0.1, verbose: bool = False,
+    val_fraction: float = 0.1, verbose: bool = False, probe_start: Tensor | None = None,
 ) -> FitResult:
     """Fit a GMN on a whole zoo (``val_fraction`` of its runs held out to select the epoch),
     what ``metanas metanet train`` does."""
@@ -200,4 +209,5 @@ def train_accuracy_predictor(
     train, val = zoo.subset(split["train"]), zoo.subset(split["val"])
     networks = (train.networks(), val.networks()) if config.probes else (None, None)
     return fit_gmn(train.graphs(), train.targets(target), val.graphs(), val.targets(target),
-                   config, verbose=verbose, train_networks=networks[0], val_networks=networks[1])
+                   config, verbose=verbose, train_networks=networks[0], val_networks=networks[1],
+                   probe_start=probe_start)

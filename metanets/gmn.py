@@ -15,6 +15,10 @@ each (edge type, layer index) and node features standardised per (node type, lay
 classifiers are on one scale; the network sees the layer index and type as embeddings and the
 log in/out degree (fan-in, fan-out) of every neuron.
 
+With ``GMNConfig.probes`` the readout also reads how each network behaves: its answers to a
+few learned input probes (:mod:`metanets.probes`), invariant to the same permutations by
+construction. The networks themselves (module + weights) are then passed with their graphs.
+
 References: Lim et al., "Graph Metanetworks for Processing Diverse Neural Architectures", ICLR
 2024; Kofinas et al., "Graph Neural Networks for Learning Equivariant Representations of Neural
 Networks", ICLR 2024 (neural graphs, the 0.934 Kendall tau on CIFAR10-GS).
@@ -33,7 +37,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import degree, scatter
 
 from metanets.graphs.features import EdgeFeature, EdgeType, NodeFeature, NodeType
-from metanets.probes import ProbedNetwork, ProbeEncoder
+from metanets.probes import PROBE_INITS, ProbedNetwork, ProbeEncoder
 
 if TYPE_CHECKING:
     from torch_geometric.data import Batch, Data
@@ -248,6 +252,7 @@ class GMNConfig:
     probes: int = 0           # learned probe inputs whose answers the readout reads too (0: none)
     probe_shape: tuple[int, ...] = ()  # shape of one probe: the probed networks' input shape
     probe_outputs: int = 0    # outputs of the probed networks (classes)
+    probe_init: str = "noise"  # probes start from noise or from task inputs (metanets.probes)
     graph_branch: bool = True  # read the parameter graph (False: probes only, an ablation)
 
     def __post_init__(self) -> None:
@@ -256,6 +261,9 @@ class GMNConfig:
             raise ValueError(
                 f"probes={self.probes} needs probe_shape (got {self.probe_shape!r}) and "
                 f"probe_outputs >= 1 (got {self.probe_outputs})")
+        if self.probes and self.probe_init not in PROBE_INITS:
+            raise ValueError(
+                f"probe init {self.probe_init!r} is not among the choices {list(PROBE_INITS)}")
         if not self.graph_branch and (not self.probes or self.out_edge):
             raise ValueError("graph_branch=False needs probes > 0 and no per-edge head (out_edge=0)")
 
@@ -285,7 +293,8 @@ class GMN(nn.Module):
         self.edge_in = nn.Linear(config.kernel_width + 2, d)
         self.layers = nn.ModuleList(GMNLayer(d) for _ in range(config.layers))
         self.probe = (
-            ProbeEncoder(config.probes, config.probe_shape, config.probe_outputs, d)
+            ProbeEncoder(config.probes, config.probe_shape, config.probe_outputs, d,
+                         init=config.probe_init)
             if config.probes else None
         )
         readout_in = (5 * d + GLOBAL_STATS if config.graph_branch else 0) + (d if config.probes else 0)

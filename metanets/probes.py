@@ -28,6 +28,24 @@ from torch.func import functional_call
 
 #: latent size of each probe before the linear generator expands it to an input
 PROBE_LATENT = 32
+#: how probes start: from noise, or from unlabelled inputs of the task
+PROBE_INITS = ("noise", "data")
+#: with init="data", the generator's share of a probe starts at this fraction of unit scale
+DATA_GENERATOR_SCALE = 0.1
+
+
+def task_probe_inputs(dataset: str, probes: int, seed: int = 0,
+                      data_root: str | None = None) -> Tensor:
+    """``probes`` training images of an image task, drawn at random with ``seed`` (no labels):
+    where ``init="data"`` probes start."""
+    from nas.tasks import load_task
+
+    task = load_task(dataset, data_root)
+    if task.level != "image":
+        raise ValueError(f"probes start from images; dataset {dataset!r} is a {task.level} task")
+    images = task.dataset.x["train"]
+    pick = torch.randperm(images.size(0), generator=torch.Generator().manual_seed(seed))[:probes]
+    return images[pick].clone()
 
 
 @dataclasses.dataclass
@@ -57,9 +75,13 @@ class ProbedNetwork:
 class ProbeEncoder(nn.Module):
     """Embeds networks by their log-probabilities on learned probes.
 
-    The probes come from a deep linear generator ``probes = W_k ... W_1 z`` over fixed latent
-    codes ``z`` (ProbeGen): the same function class as free inputs, but the factorised form
-    regularises them towards structured, low-rank inputs.
+    The probes come from a deep linear generator ``probes = base + W_k ... W_1 z`` over fixed
+    latent codes ``z`` (ProbeGen): the same function class as free inputs, but the factorised
+    form regularises them towards structured, low-rank inputs. ``base`` is zero for probes
+    learned from noise (``init="noise"``); with ``init="data"`` it is a learned offset that
+    :meth:`start_from` sets to unlabelled inputs of the task (the generator then starts near
+    zero), so the probes start as real inputs and move from there. Either way the probes are
+    parameters of the metanetwork: a trained one predicts from a network alone.
 
     Args:
         probes: number of probe inputs ``P``.
@@ -67,22 +89,29 @@ class ProbeEncoder(nn.Module):
         outputs: outputs ``C`` of the probed networks (classes).
         hidden: size of the embedding.
         generator_layers: linear layers of the probe generator.
+        init: ``"noise"`` or ``"data"`` (see above).
 
     Shapes:
         ``forward(networks)``: ``B`` networks -> ``(B, hidden)``; ``responses``: ``(B, P, C)``.
     """
 
     def __init__(self, probes: int, input_shape: Sequence[int], outputs: int, hidden: int,
-                 generator_layers: int = 2) -> None:
+                 generator_layers: int = 2, init: str = "noise") -> None:
         super().__init__()
         if probes < 1 or outputs < 1 or not input_shape:
             raise ValueError(
                 f"probes ({probes}) and outputs ({outputs}) must be >= 1 and input_shape "
                 f"{tuple(input_shape)!r} non-empty")
+        if init not in PROBE_INITS:
+            raise ValueError(f"probe init {init!r} is not among the choices {list(PROBE_INITS)}")
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.outputs = outputs
+        self.outputs, self.init = outputs, init
         size = int(torch.tensor(self.input_shape).prod())
         self.register_buffer("latent", torch.randn(probes, PROBE_LATENT))
+        if init == "data":
+            self.base = nn.Parameter(torch.zeros(probes, *self.input_shape))
+        else:
+            self.register_buffer("base", torch.zeros(probes, *self.input_shape))
         widths = [PROBE_LATENT] * generator_layers + [size]
         self.generator = nn.Sequential(
             *(nn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:])))
@@ -98,9 +127,20 @@ class ProbeEncoder(nn.Module):
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
 
+    @torch.no_grad()
+    def start_from(self, inputs: Tensor) -> None:
+        """Start the probes at ``inputs`` ``(P, *input_shape)`` (``init="data"`` only)."""
+        if self.init != "data":
+            raise ValueError(f"start_from needs init='data', this encoder has init={self.init!r}")
+        if tuple(inputs.shape) != tuple(self.base.shape):
+            raise ValueError(f"start_from got inputs of shape {tuple(inputs.shape)}, expected "
+                             f"{tuple(self.base.shape)} (probes x input shape)")
+        self.base.copy_(inputs)
+        self.generator[-1].weight.mul_(DATA_GENERATOR_SCALE)
+
     def probe_inputs(self) -> Tensor:
         """The current probes ``(P, *input_shape)``."""
-        return self.generator(self.latent).view(-1, *self.input_shape)
+        return self.base + self.generator(self.latent).view(-1, *self.input_shape)
 
     def responses(self, networks: Sequence[ProbedNetwork]) -> Tensor:
         """Log-probabilities ``(B, P, C)`` of every network on every probe."""
@@ -124,7 +164,7 @@ class ProbeEncoder(nn.Module):
 
     def __repr__(self) -> str:
         return (f"ProbeEncoder(probes={self.latent.size(0)}, input_shape={self.input_shape}, "
-                f"outputs={self.outputs})")
+                f"outputs={self.outputs}, init={self.init!r})")
 
 
-__all__ = ["PROBE_LATENT", "ProbeEncoder", "ProbedNetwork"]
+__all__ = ["PROBE_INITS", "PROBE_LATENT", "ProbeEncoder", "ProbedNetwork", "task_probe_inputs"]

@@ -564,6 +564,9 @@ def _add_metanet(commands: Any) -> None:
     t.add_argument("--probes", type=int, default=0,
                    help="learned probe inputs whose answers the metanetwork reads too (image "
                         "networks; 0: weights only)")
+    t.add_argument("--probe-init", default="noise",
+                   help="probes start from noise, or from unlabelled training images of the "
+                        "zoo's task ('data'); learned either way (default noise)")
     t.add_argument("--verbose", action="store_true")
     t.set_defaults(handler=cmd_metanet_train)
     q = sub.add_parser("predict", help="predict for stored or exported networks")
@@ -583,8 +586,12 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     from storage import parse_url
 
     parse_url(args.zoo)
+    from metanets.probes import PROBE_INITS, task_probe_inputs
+
     if args.probes < 0:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
+    if args.probe_init not in PROBE_INITS:
+        raise UsageError(f"--probe-init {args.probe_init!r} is not among {list(PROBE_INITS)}")
     zoo = Zoo([])
     for study in args.study:
         zoo = zoo + load_zoo(args.zoo, study, checkpoints=not args.no_checkpoints,
@@ -598,8 +605,12 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--target {args.target!r} was not measured for trials {missing[:5]}; "
                          f"metrics there: {sorted(zoo[0].metrics)}")
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       hidden=args.hidden, layers=args.layers, probes=args.probes)
-    result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose)
+                       hidden=args.hidden, layers=args.layers, probes=args.probes,
+                       probe_init=args.probe_init)
+    start = (task_probe_inputs(zoo[0].dataset, args.probes, seed=args.seed)
+             if args.probes and args.probe_init == "data" else None)
+    result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose,
+                                      probe_start=start)
     best = max((h for h in result.history if h[0] == result.best_epoch), default=(0, 0.0, float("nan")))
     save_gmn(result.model, args.out, metadata={
         "target": args.target, "studies": args.study, "networks": len(zoo),

@@ -2,6 +2,8 @@
 mixed-architecture batches, saving."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -297,3 +299,29 @@ def test_save_and_load_round_trip_with_probes(tmp_path) -> None:  # noqa: ANN001
         prepared = collate([prepare_graph(g) for g in graphs])
         torch.testing.assert_close(loaded(prepared, [_probed(m) for m in models]),
                                    gmn(prepared, [_probed(m) for m in models]))
+
+
+def test_data_probes_start_at_the_given_inputs_and_are_learned_from_there() -> None:
+    from metanets.accuracy import FitConfig, fit_gmn
+
+    models = [_cnn(seed=s, widths=(4, 4)) for s in range(6)]
+    networks = [_probed(m) for m in models]
+    graphs = [to_parameter_graph(m, IMAGE) for m in models]
+    y = torch.linspace(0.1, 0.9, 6)
+    start = torch.randn(4, *PROBE_SHAPE, generator=torch.Generator().manual_seed(5))
+    config = FitConfig(epochs=1, hidden=8, layers=1, batch_size=3, eval_every=1, lr=1e-12,
+                       probes=4, probe_init="data")
+    result = fit_gmn(graphs, y, graphs, y, config, train_networks=networks,
+                     val_networks=networks, probe_start=start)
+    probes = result.model.probe.probe_inputs().detach()
+    offset = (probes - start).pow(2).mean().sqrt().item()  # the generator's share: small
+    assert 0 < offset < 0.2
+    learned = fit_gmn(graphs, y, graphs, y, dataclasses.replace(config, epochs=6, lr=1e-2),
+                      train_networks=networks, val_networks=networks, probe_start=start)
+    assert (learned.model.probe.base.detach() - start).abs().max() > 1e-3  # the base moves too
+    with pytest.raises(ValueError, match="probe_init='data' goes with probe_start"):
+        fit_gmn(graphs, y, graphs, y, config, train_networks=networks, val_networks=networks)
+    with pytest.raises(ValueError, match="start_from needs init='data'"):
+        _probe_gmn().probe.start_from(start)
+    with pytest.raises(ValueError, match="probe init 'zeros' is not among"):
+        GMNConfig(probes=4, probe_shape=PROBE_SHAPE, probe_outputs=10, probe_init="zeros")

@@ -136,6 +136,9 @@ def test_tiny_zoo_is_built_resumed_and_learned_end_to_end(sqlite_url: str, tmp_p
     assert main(["metanet", "train", "--zoo", sqlite_url, "--study", "tiny", "--out",
                  str(tmp_path / "bad"), "--probes", "-1"]) == 2
     assert "--probes must be >= 0, got -1" in capsys.readouterr().err
+    assert main(["metanet", "train", "--zoo", sqlite_url, "--study", "tiny", "--out",
+                 str(tmp_path / "bad"), "--probes", "4", "--probe-init", "zeros"]) == 2
+    assert "--probe-init 'zeros' is not among ['noise', 'data']" in capsys.readouterr().err
 
 
 def test_probing_needs_image_networks_with_their_weights() -> None:
