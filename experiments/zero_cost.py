@@ -298,8 +298,9 @@ def search_once(space, sampler, dataset: str, queries: int, query,
     from experiments.nasbench_graph import table_search
 
     run = table_search(space, sampler, dataset, (queries,), query, warm=warm)
-    return {"best_val": run["best_val"], "test_of_best_val": run["test_of_best_val"],
-            "trials": run["trials"], "unique": run["unique"], "seconds": round(run["seconds"], 2)}
+    row = {"best_val": run["best_val"], "test_of_best_val": run["test_of_best_val"],
+           "trials": run["trials"], "unique": run["unique"], "seconds": round(run["seconds"], 2)}
+    return {**row, "screened": run["screened"]} if "screened" in run else row
 
 
 # ----------------------------------------------------------------------------------------------

@@ -191,4 +191,20 @@ def test_vetoed_arm_keeps_the_plain_search_when_nothing_is_in_the_low_tail() -> 
     vetoing = PrescreenSampler(get_sampler("predictor", seed=1, space=space), space,
                                lambda arch: 1.0, 2, "veto", reference=5)
     screened = script("zero_cost").search_once(space, vetoing, "cora", 20, query)
-    assert screened == {**plain, "seconds": screened["seconds"]}
+    assert "screened" not in plain
+    assert screened["screened"] == {"trials": screened["trials"], "replaced": 0, "all_vetoed": 0}
+    assert screened == {**plain, "seconds": screened["seconds"], "screened": screened["screened"]}
+
+
+def test_vetoed_arm_counts_the_replaced_proposals() -> None:
+    space = NasBenchGraphSpace("cora")
+
+    def score(arch) -> float:  # a toy proxy whose low tail is every cell with a gcn
+        return -float("gcn" in arch.ops)
+
+    vetoing = PrescreenSampler(get_sampler("predictor", seed=1, space=space), space, score, 3,
+                               "veto", veto_quantile=0.5, reference=50)
+    assert vetoing.veto_threshold() == 0.0  # most random cells have no gcn: (8/9)^4 = 62%
+    run = script("zero_cost").search_once(space, vetoing, "cora", 25, query)
+    counts = run["screened"]
+    assert counts["trials"] == run["trials"] and counts["replaced"] > 0
