@@ -467,7 +467,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"- {setting}: params {base}; better: {better or 'none'}")
     lines += ["", "## Search @100 queries on NAS-Bench-Graph (test accuracy of the best-validation "
               "architecture, mean ± std over seeds)", "",
-              "Accuracies in %. Run names: `search_<dataset>_<strategy>_<proxy>_k<candidates>`.", "",
+              "Accuracies in %. Run names: `search_<dataset>_<strategy>_<proxy>_k<candidates>`: "
+              "the best proxy of k proposals is evaluated; with `_veto<percent>`: the "
+              "strategy's own proposal unless its proxy is below that percentile of a fixed "
+              "random sample of the space (then its next, at most k).", "",
               "| run | plain | prescreened | prescreened - plain (seeds better/worse, paired test) |",
               "|---|---|---|---|"]
     for name, summary in report["search"].items():
