@@ -127,8 +127,26 @@ def table_search(space: Any, sampler: Any, dataset: str, budgets: tuple[int, ...
             if len(seen) in budgets:
                 scores[len(seen)] = 100 * best_test
         study.tell(trial, seen[key])
-    return {"scores": scores, "best_val": best_val, "test_of_best_val": best_test,
-            "trials": asked, "unique": len(seen), "seconds": time.perf_counter() - start}
+    run = {"scores": scores, "best_val": best_val, "test_of_best_val": best_test,
+           "trials": asked, "unique": len(seen), "seconds": time.perf_counter() - start}
+    screened = screening(study)
+    return {**run, "screened": screened} if screened else run
+
+
+def screening(study: Any) -> dict[str, int] | None:
+    """How a pre-screening sampler chose (``None``: no trial was pre-screened): trials screened,
+    trials where a candidate other than the strategy's own proposal was evaluated, and (rule
+    veto) trials where every candidate was vetoed."""
+    import json
+
+    from nas.samplers._prescreen import PRESCREEN_ATTR
+
+    records = [json.loads(t.system_attrs[PRESCREEN_ATTR]) for t in study.trials
+               if PRESCREEN_ATTR in t.system_attrs]
+    if not records:
+        return None
+    return {"trials": len(records), "replaced": sum(r["chosen"] > 0 for r in records),
+            "all_vetoed": sum(bool(r.get("all_vetoed")) for r in records)}
 
 
 def headroom(datasets: list[str], ranks: tuple[int, ...] = (1, 5, 20, 100, 262)) -> dict[str, Any]:

@@ -15,7 +15,10 @@ so an interrupted run resumes, and ``report`` turns the caches into the tables):
   computed on the real data of ``--proxy-dataset`` (default: the searched dataset). PubMed's
   raw data is not available offline, so its runs use ``--proxy-dataset cora``: a STAND-IN (the
   proxy ranking of Cora-shaped models transferred to a search on PubMed's table), labelled
-  ``_on_cora`` in the results.
+  ``_on_cora`` in the results. ``--rule veto`` screens with the veto rule of
+  :class:`~nas.samplers.PrescreenSampler` instead of taking the best proxy of ``--k``: the
+  strategy's own proposal is kept unless its proxy is below the ``--veto-quantile`` quantile of
+  a fixed random sample of the space (runs named ``..._k<K>_veto<percent>``).
 - ``report``: Spearman correlations and the search results -> ``zero_cost.{json,md}``.
 
 Example::
@@ -221,6 +224,7 @@ def run_prescreen(args: argparse.Namespace) -> None:
     from nas.samplers import PrescreenSampler, get_sampler
     from search_spaces.nasbench_graph import NasBenchGraphSpace
 
+    rule = rule_suffix(args)  # a bad --rule or --veto-quantile fails before any work
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = NasBenchGraphSpace(args.dataset)
     proxy_task = load_task(args.proxy_dataset or args.dataset)
@@ -246,13 +250,14 @@ def run_prescreen(args: argparse.Namespace) -> None:
 
     suffix = "" if proxy_task.name == args.dataset else f"_on_{proxy_task.name}"
     strategy = args.strategy + (f"+transfer{args.transfer}" if args.transfer else "")
-    out_name = f"search_{args.dataset}_{strategy}_{args.proxy}_k{args.k}{suffix}"
+    out_name = f"search_{args.dataset}_{strategy}_{args.proxy}_k{args.k}{rule}{suffix}"
     warm = None
     if args.transfer:  # queued first in both arms; fixed trials are not pre-screened
         from experiments.nasbench_graph import transfer_cells
         warm = [space.trial_params(arch) for arch in transfer_cells(args.dataset, args.transfer)]
     results = load_cache(out_name)
-    results["runs"].append({**machine(), "proxy_dataset": proxy_task.name, "queries": args.queries})
+    results["runs"].append({**machine(), "proxy_dataset": proxy_task.name, "queries": args.queries,
+                            "rule": args.rule, "veto_quantile": args.veto_quantile})
     deadline = time.monotonic() + 60 * args.max_minutes
     for seed in range(args.seeds):
         if time.monotonic() > deadline:
@@ -263,7 +268,8 @@ def run_prescreen(args: argparse.Namespace) -> None:
             if key in results["archs"]:
                 continue
             base = get_sampler(args.strategy, seed=seed, space=space)
-            sampler = base if mode == "plain" else PrescreenSampler(base, space, score, args.k)
+            sampler = base if mode == "plain" else PrescreenSampler(
+                base, space, score, args.k, args.rule, veto_quantile=args.veto_quantile)
             results["archs"][key] = search_once(space, sampler, args.dataset, args.queries, query,
                                                 warm)
             save_cache(out_name, results)
@@ -275,6 +281,16 @@ def run_prescreen(args: argparse.Namespace) -> None:
     save_cache(name, cache)
 
 
+def rule_suffix(args: argparse.Namespace) -> str:
+    """Run-name part of the pre-screen rule: empty for "best" (the first runs' names), else
+    ``_veto<percent>``."""
+    from nas.samplers._prescreen import check_veto_quantile, resolve_rule
+
+    if resolve_rule(args.rule) == "best":
+        return ""
+    return f"_veto{100 * check_veto_quantile(args.veto_quantile):g}"
+
+
 def search_once(space, sampler, dataset: str, queries: int, query,
                 warm: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One ask-and-tell search until ``queries`` unique architectures were looked up (the loop
@@ -282,8 +298,9 @@ def search_once(space, sampler, dataset: str, queries: int, query,
     from experiments.nasbench_graph import table_search
 
     run = table_search(space, sampler, dataset, (queries,), query, warm=warm)
-    return {"best_val": run["best_val"], "test_of_best_val": run["test_of_best_val"],
-            "trials": run["trials"], "unique": run["unique"], "seconds": round(run["seconds"], 2)}
+    row = {"best_val": run["best_val"], "test_of_best_val": run["test_of_best_val"],
+           "trials": run["trials"], "unique": run["unique"], "seconds": round(run["seconds"], 2)}
+    return {**row, "screened": run["screened"]} if "screened" in run else row
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,7 +467,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"- {setting}: params {base}; better: {better or 'none'}")
     lines += ["", "## Search @100 queries on NAS-Bench-Graph (test accuracy of the best-validation "
               "architecture, mean ± std over seeds)", "",
-              "Accuracies in %. Run names: `search_<dataset>_<strategy>_<proxy>_k<candidates>`.", "",
+              "Accuracies in %. Run names: `search_<dataset>_<strategy>_<proxy>_k<candidates>`: "
+              "the best proxy of k proposals is evaluated; with `_veto<percent>`: the "
+              "strategy's own proposal unless its proxy is below that percentile of a fixed "
+              "random sample of the space (then its next, at most k).", "",
               "| run | plain | prescreened | prescreened - plain (seeds better/worse, paired test) |",
               "|---|---|---|---|"]
     for name, summary in report["search"].items():
@@ -528,6 +548,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="prescreen: warm-start both arms with the K best cells of the other "
                              "tuning datasets' tables (as experiments/nasbench_graph.py --transfer)")
     parser.add_argument("--k", type=int, default=5, help="prescreen: proposals per trial")
+    parser.add_argument("--rule", default="best",
+                        help="prescreen: best (top proxy of --k) or veto (the strategy's order, "
+                             "minus candidates in the proxy's low tail)")
+    parser.add_argument("--veto-quantile", type=float, default=0.25,
+                        help="prescreen --rule veto: quantile of a random sample's proxy below "
+                             "which a candidate is removed")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)

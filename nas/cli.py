@@ -122,9 +122,17 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--grace-period", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
     p.add_argument("--prescreen", default=None, metavar="PROXY",
-                   help="zero-cost proxy (synflow, naswot, ...) that picks the best of --prescreen-k "
-                        "proposals of the strategy before any is evaluated")
-    p.add_argument("--prescreen-k", type=int, default=10, help="proposals per trial (default 10)")
+                   help="zero-cost proxy (synflow, naswot, ...) that screens --prescreen-k "
+                        "proposals of the strategy before any is evaluated (see --prescreen-rule)")
+    p.add_argument("--prescreen-k", type=int, default=10,
+                   help="proposals per trial (default 10; rule veto: the most tried)")
+    p.add_argument("--prescreen-rule", default="best", metavar="RULE",
+                   help="best: evaluate the proposal of highest proxy; veto: keep the strategy's "
+                        "own proposal unless its proxy is below --prescreen-veto's quantile of a "
+                        "fixed random sample of the space, then its next (default best)")
+    p.add_argument("--prescreen-veto", type=float, default=None, metavar="Q",
+                   help="rule veto: the quantile (0 < Q < 1) of the random sample's proxy below "
+                        "which a proposal is removed (default 0.25)")
     p.add_argument("--prescreen-dataset", default=None,
                    help="dataset the proxy is computed on (default --dataset)")
     p.add_argument(
@@ -167,8 +175,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),
         pruner=args.pruner, heartbeat=args.heartbeat, grace_period=args.grace_period,
         verbose=not args.quiet, prescreen=args.prescreen, prescreen_candidates=args.prescreen_k,
-        prescreen_dataset=args.prescreen_dataset, supernet=args.supernet, init=args.init,
-        hypernet=args.hypernet, warm_start=args.warm_start,
+        prescreen_dataset=args.prescreen_dataset, prescreen_rule=args.prescreen_rule,
+        **({"prescreen_veto_quantile": args.prescreen_veto}
+           if args.prescreen_veto is not None else {}),
+        supernet=args.supernet, init=args.init, hypernet=args.hypernet, warm_start=args.warm_start,
         **({"warm_start_k": args.warm_start_k} if args.warm_start_k is not None else {}),
     )
     _validate_names(config)

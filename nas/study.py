@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from nas.evaluators import Evaluation, Evaluator, get_evaluator
 from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
+from nas.samplers._prescreen import VETO_QUANTILE, check_veto_quantile, resolve_rule
 from nas.tasks import Task, load_task
 from nas.train import resolve_device
 from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
@@ -75,6 +76,9 @@ class SearchConfig:
     prescreen: str | None = None           # zero-cost proxy ranking `prescreen_candidates`
     prescreen_candidates: int = 10         # base-strategy proposals per trial (PrescreenSampler)
     prescreen_dataset: str | None = None   # data the proxy sees (default: the search dataset)
+    prescreen_rule: str = "best"           # "best": top proxy of the candidates; "veto": the
+    #                                        strategy's own order, minus the proxy's low tail
+    prescreen_veto_quantile: float = VETO_QUANTILE  # rule "veto": the low tail's upper quantile
     supernet: str | None = None            # checkpoint folder for evaluator "supernet"
     # graph hypernetwork (metanets.ghn): "train" evaluator's init ("random" | "hypernet") and
     # the GHN checkpoint of init="hypernet" and of the "hypernet" evaluator (None: pretrained)
@@ -90,6 +94,8 @@ class SearchConfig:
             raise ValueError(f"--trials must be >= 1, got {self.n_trials}")
         if self.n_jobs < 1:
             raise ValueError(f"--n-jobs must be >= 1, got {self.n_jobs}")
+        self.prescreen_rule = resolve_rule(self.prescreen_rule)
+        check_veto_quantile(self.prescreen_veto_quantile)
         if self.warm_start is not None:
             parse_source(self.warm_start)  # a malformed source fails before anything runs
             if self.warm_start_k < 1:
@@ -303,7 +309,8 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
             study.sampler, space, proxy_scorer(
                 space, prescreen_task(config, task), config.prescreen, seed=config.seed,
                 device=str(resolve_device(config.device)),
-            ), config.prescreen_candidates,
+            ), config.prescreen_candidates, config.prescreen_rule,
+            veto_quantile=config.prescreen_veto_quantile,
         )
     store = ModelStore(config.storage)
     objective = Objective(space, task, evaluator, store, config)

@@ -9,9 +9,26 @@ their own), turns each into an architecture with the space's own ``suggest``,
 scores them (a zero-cost proxy, see :func:`proxy_scorer`) and lets the trial take the best one.
 Only that one is evaluated (trained, or looked up in a table); the others cost a proxy each.
 
+Two rules decide which candidate is evaluated (:data:`RULES`):
+
+- ``"best"``: the candidate of highest score. The score overrides the base strategy's own
+  ranking completely, which helps a strategy that proposes at random or nearly so (TPE early
+  on) and can only hurt one whose proposals are already better than the score can tell
+  (a warm-started predictor, see ``experiments/results/zero_cost_notes.md``).
+- ``"veto"``: the base strategy's order is kept and the score can only *remove* candidates
+  whose score is clearly low: below the ``veto_quantile`` quantile of the scores of a fixed
+  reference sample of the space (``reference`` architectures drawn uniformly with
+  ``space.sample`` from ``random.Random(reference_seed)``). The base's own proposal is
+  evaluated unless it is vetoed; then its next candidate, and so on; when all ``candidates``
+  are vetoed, the base's own proposal is evaluated after all. Candidates are proposed and
+  scored lazily, so a trial whose first candidate passes costs one score. The threshold is a
+  function of the space and the score only (not of the study), so resumed studies and several
+  workers apply the same one.
+
 The base strategy keeps its own state (it sees the study's trials as usual), so any strategy of
 :data:`nas.samplers.STRATEGIES` can be pre-screened: ``metanas search --strategy tpe
---prescreen synflow``.
+--prescreen synflow`` (rule ``best``), ``metanas search --strategy predictor --prescreen naswot
+--prescreen-rule veto``.
 """
 from __future__ import annotations
 
@@ -39,6 +56,29 @@ if TYPE_CHECKING:
 
 #: system attribute of a trial: the proxy scores of its candidates and the index chosen
 PRESCREEN_ATTR = "prescreen"
+#: a candidate's parameters and the record stored in the trial's PRESCREEN_ATTR
+Pick = tuple[dict[str, Any], dict[str, Any]]
+#: how a pre-screen picks the evaluated candidate (see the module docstring)
+RULES: tuple[str, ...] = ("best", "veto")
+#: rule "veto": candidates scoring below this quantile of the reference sample are removed
+VETO_QUANTILE = 0.25
+#: rule "veto": architectures of the reference sample the quantile is taken over
+VETO_REFERENCE = 100
+
+
+def resolve_rule(rule: str) -> str:
+    """``rule`` normalised (``"Veto"`` -> ``"veto"``), or a ``ValueError`` naming the choices."""
+    name = str(rule).strip().lower()
+    if name not in RULES:
+        raise ValueError(f"could not resolve prescreen rule {rule!r} among choices {list(RULES)}")
+    return name
+
+
+def check_veto_quantile(quantile: float) -> float:
+    """``quantile`` if it lies strictly between 0 and 1, else a ``ValueError``."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"prescreen veto quantile must be in (0, 1), got {quantile}")
+    return float(quantile)
 
 
 class PrescreenSampler(optuna.samplers.BaseSampler):
@@ -48,21 +88,35 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         base: the strategy proposing candidates (any optuna sampler).
         space: the search space; its ``suggest`` turns a proposal into an architecture.
         score: architecture -> float, higher is better (e.g. :func:`proxy_scorer`).
-        candidates: proposals drawn per trial (1: the base strategy unchanged).
+        candidates: proposals drawn per trial (1: the base strategy unchanged); with rule
+            ``"veto"``, the most proposals tried.
+        rule: ``"best"`` or ``"veto"`` (see the module docstring).
+        veto_quantile: rule ``"veto"``: the quantile of the reference scores below which a
+            candidate is removed (0.25: the bottom quarter of the space by score).
+        reference: rule ``"veto"``: size of the reference sample.
+        reference_seed: rule ``"veto"``: seed of the reference sample.
 
-    Proposals whose parameters equal an already evaluated trial's are dropped first (when some
-    remain), so that a deterministic score does not pick the same architecture again and again.
-    Proposals the space refuses (its ``suggest`` raises ``optuna.TrialPruned``) are dropped too.
-    Trials with fixed parameters (``study.enqueue_trial``) are left alone.
+    Rule ``"best"``: proposals whose parameters equal an already evaluated trial's are dropped
+    first (when some remain), so that a deterministic score does not pick the same architecture
+    again and again. Proposals the space refuses (its ``suggest`` raises ``optuna.TrialPruned``)
+    are dropped under both rules. Trials with fixed parameters (``study.enqueue_trial``) are
+    left alone.
     """
 
     def __init__(
         self, base: optuna.samplers.BaseSampler, space: SearchSpace,
-        score: Callable[[Architecture], float], candidates: int = 10,
+        score: Callable[[Architecture], float], candidates: int = 10, rule: str = "best", *,
+        veto_quantile: float = VETO_QUANTILE, reference: int = VETO_REFERENCE,
+        reference_seed: int = 0,
     ) -> None:
         if candidates < 1:
             raise ValueError(f"prescreen candidates must be >= 1, got {candidates}")
+        if reference < 1:
+            raise ValueError(f"prescreen veto reference sample must be >= 1, got {reference}")
         self.base, self.space, self.score, self.candidates = base, space, score, candidates
+        self.rule, self.veto_quantile = resolve_rule(rule), check_veto_quantile(veto_quantile)
+        self.reference, self.reference_seed = reference, reference_seed
+        self._threshold: float | None = None
         self._chosen = ChosenParams()
 
     def reseed_rng(self) -> None:
@@ -78,20 +132,79 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         self.base.before_trial(study, trial)
         if "fixed_params" in trial.system_attrs:
             return
-        proposals = []
-        for j in range(self.candidates):
-            try:
-                proposals.append(self._propose(study, trial, j))
-            except optuna.TrialPruned:  # a candidate the space refuses (NAS-Bench-Graph's
-                continue  # all-skip cell): not a candidate
-        if not proposals:  # every candidate refused: the trial samples (and is pruned) as usual
+        pick = (self._pick_best if self.rule == "best" else self._pick_unvetoed)(study, trial)
+        if pick is None:  # every candidate refused: the trial samples (and is pruned) as usual
             return
+        params, record = pick
+        self._chosen.set(trial, params)
+        study._storage.set_trial_system_attr(trial._trial_id, PRESCREEN_ATTR, json.dumps(record))
+
+    def _pick_best(self, study: optuna.Study, trial: FrozenTrial) -> Pick | None:
+        """Rule "best": the parameters of the highest-scoring candidate, and the record."""
+        proposals = [p for j in range(self.candidates) if (p := self._try_propose(study, trial, j))]
+        if not proposals:
+            return None
         proposals = _unseen(study, proposals) or proposals
         scores = [self._safe_score(arch) for _, arch in proposals]
         best = max(range(len(proposals)), key=lambda i: (scores[i], -i))
-        self._chosen.set(trial, proposals[best][0])
-        record = {"scores": [s if math.isfinite(s) else None for s in scores], "chosen": best}
-        study._storage.set_trial_system_attr(trial._trial_id, PRESCREEN_ATTR, json.dumps(record))
+        return proposals[best][0], {"rule": "best", "scores": _finite(scores), "chosen": best}
+
+    def _pick_unvetoed(self, study: optuna.Study, trial: FrozenTrial) -> Pick | None:
+        """Rule "veto": the first candidate in the base's order not scoring below the threshold
+        (the first candidate when all are vetoed), and the record."""
+        threshold = self.veto_threshold()
+        proposals: list[tuple[dict[str, Any], Architecture]] = []
+        scores: list[float] = []
+        chosen = None
+        for j in range(self.candidates):
+            proposal = self._try_propose(study, trial, j)
+            if proposal is None:
+                continue
+            proposals.append(proposal)
+            scores.append(self._safe_score(proposal[1]))
+            if scores[-1] >= threshold:
+                chosen = len(proposals) - 1
+                break
+        if not proposals:
+            return None
+        vetoed = chosen is None
+        chosen = 0 if chosen is None else chosen
+        record = {"rule": "veto", "scores": _finite(scores), "chosen": chosen,
+                  "threshold": threshold, "all_vetoed": vetoed}
+        return proposals[chosen][0], record
+
+    def veto_threshold(self) -> float:
+        """The ``veto_quantile`` quantile of the reference sample's finite scores (computed once;
+        a function of the space, the score and the settings only)."""
+        if self._threshold is None:
+            scores = [s for arch in self.reference_architectures()
+                      if math.isfinite(s := self._safe_score(arch))]
+            if not scores:
+                raise ValueError(
+                    "prescreen veto: the score is not finite on any reference architecture"
+                )
+            self._threshold = quantile(scores, self.veto_quantile)
+        return self._threshold
+
+    def reference_architectures(self) -> list[Architecture]:
+        """The reference sample: ``reference`` architectures of the space drawn uniformly from
+        ``random.Random(reference_seed)`` (ones the space refuses are skipped)."""
+        rng = random.Random(self.reference_seed)
+        archs = []
+        for _ in range(self.reference):
+            try:
+                archs.append(self.space.sample(rng))
+            except optuna.TrialPruned:
+                continue
+        return archs
+
+    def _try_propose(
+        self, study: optuna.Study, trial: FrozenTrial, j: int
+    ) -> tuple[dict[str, Any], Architecture] | None:
+        try:
+            return self._propose(study, trial, j)
+        except optuna.TrialPruned:  # a candidate the space refuses (NAS-Bench-Graph's all-skip
+            return None  # cell): not a candidate
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
@@ -129,7 +242,23 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         return value if not math.isnan(value) else -math.inf
 
     def __repr__(self) -> str:
-        return f"PrescreenSampler({self.base!r}, candidates={self.candidates})"
+        veto = f", veto_quantile={self.veto_quantile}" if self.rule == "veto" else ""
+        return (f"PrescreenSampler({self.base!r}, candidates={self.candidates}, "
+                f"rule={self.rule!r}{veto})")
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values``, interpolated linearly between order statistics (as
+    ``numpy.quantile``'s default)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
+
+
+def _finite(scores: list[float]) -> list[float | None]:
+    return [s if math.isfinite(s) else None for s in scores]
 
 
 class _ProposalTrial:

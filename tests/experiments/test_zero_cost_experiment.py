@@ -1,6 +1,8 @@
 """The zero-cost benchmark's search protocol and its report (table lookups, no training)."""
 from __future__ import annotations
 
+import argparse
+
 import pytest
 from _scripts import load_script
 
@@ -167,3 +169,42 @@ def test_search_once_queues_the_transferred_cells_first() -> None:
     assert run["unique"] == 3 and run["test_of_best_val"] == query(best, "cora").test_acc
     screened = PrescreenSampler(get_sampler("random", seed=0), space, lambda arch: 0.0, 2)
     assert script("zero_cost").search_once(space, screened, "cora", 5, query, warm)["unique"] == 5
+
+
+def test_prescreen_rule_names_the_run_and_bad_values_fail_before_any_work(tmp_path, monkeypatch) -> None:
+    module = script("zero_cost")
+    monkeypatch.setattr(module, "CACHE", tmp_path)
+    assert module.rule_suffix(argparse.Namespace(rule="best", veto_quantile=0.25)) == ""
+    assert module.rule_suffix(argparse.Namespace(rule="Veto", veto_quantile=0.25)) == "_veto25"
+    assert module.rule_suffix(argparse.Namespace(rule="veto", veto_quantile=0.1)) == "_veto10"
+    with pytest.raises(ValueError, match=r"could not resolve prescreen rule 'top' among choices"):
+        module.main(["prescreen", "--dataset", "cora", "--rule", "top"])
+    with pytest.raises(ValueError, match=r"veto quantile must be in \(0, 1\), got 2.0"):
+        module.main(["prescreen", "--dataset", "cora", "--rule", "veto", "--veto-quantile", "2"])
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_vetoed_arm_keeps_the_plain_search_when_nothing_is_in_the_low_tail() -> None:
+    space = NasBenchGraphSpace("cora")
+    plain = script("zero_cost").search_once(
+        space, get_sampler("predictor", seed=1, space=space), "cora", 20, query)
+    vetoing = PrescreenSampler(get_sampler("predictor", seed=1, space=space), space,
+                               lambda arch: 1.0, 2, "veto", reference=5)
+    screened = script("zero_cost").search_once(space, vetoing, "cora", 20, query)
+    assert "screened" not in plain
+    assert screened["screened"] == {"trials": screened["trials"], "replaced": 0, "all_vetoed": 0}
+    assert screened == {**plain, "seconds": screened["seconds"], "screened": screened["screened"]}
+
+
+def test_vetoed_arm_counts_the_replaced_proposals() -> None:
+    space = NasBenchGraphSpace("cora")
+
+    def score(arch) -> float:  # a toy proxy whose low tail is every cell with a gcn
+        return -float("gcn" in arch.ops)
+
+    vetoing = PrescreenSampler(get_sampler("predictor", seed=1, space=space), space, score, 3,
+                               "veto", veto_quantile=0.5, reference=50)
+    assert vetoing.veto_threshold() == 0.0  # most random cells have no gcn: (8/9)^4 = 62%
+    run = script("zero_cost").search_once(space, vetoing, "cora", 25, query)
+    counts = run["screened"]
+    assert counts["trials"] == run["trials"] and counts["replaced"] > 0

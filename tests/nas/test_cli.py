@@ -20,12 +20,22 @@ from nas.cli import main
         (["search", "--dataset", "cora", "--evaluator", "baz"], "'baz'", "'train'"),
         (["search", "--dataset", "cora", "--space", "qux"], "'qux'", "'gnn'"),
         (["search", "--dataset", "cora", "--objectives", "accuracy,speed"], "'speed'", "'params'"),
+        (["search", "--dataset", "cora", "--prescreen", "naswot", "--prescreen-rule", "top"],
+         "'top'", "'veto'"),
     ],
 )
 def test_bad_names_exit_2_naming_value_and_choices(argv, bad, choice, capsys, sqlite_url) -> None:
     assert main([*argv, "--storage", sqlite_url]) == 2
     err = capsys.readouterr().err
     assert bad in err and choice in err and "Traceback" not in err
+
+
+def test_bad_prescreen_veto_quantile_exits_2_naming_the_value(capsys, sqlite_url) -> None:
+    argv = ["search", "--dataset", "cora", "--prescreen", "naswot", "--prescreen-rule", "veto",
+            "--prescreen-veto", "1.5", "--storage", sqlite_url]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "veto quantile must be in (0, 1), got 1.5" in err and "Traceback" not in err
 
 
 def test_malformed_storage_url_is_clear_and_secret_free(capsys) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import optuna
 import pytest
 
@@ -114,3 +115,123 @@ def test_candidates_the_space_refuses_are_dropped_not_fatal():
         record = json.loads(trial.system_attrs[PRESCREEN_ATTR])
         assert 1 <= len(record["scores"]) <= 6
         assert space.suggest(optuna.trial.FixedTrial(trial.params)).ops[0] != "gcn"
+
+
+# ----------------------------------------------------------------------------------------------
+# rule "veto": the strategy's own order, minus the candidates in the score's low tail
+
+
+def _veto(strategy: str, score, seed: int = 0, candidates: int = 4, **options) -> PrescreenSampler:
+    space = get_space("gnn")
+    extra = {"space": space} if strategy in ("evolution", "predictor") else {}
+    base = get_sampler(strategy, seed=seed, **extra)
+    return PrescreenSampler(base, space, score, candidates, "veto", **options)
+
+
+def test_veto_threshold_is_the_quantile_of_the_reference_sample():
+    sampler = _veto("random", _width, veto_quantile=0.3, reference=40, reference_seed=7)
+    widths = [_width(arch) for arch in sampler.reference_architectures()]
+    assert len(widths) == 40 and len(set(widths)) > 5
+    assert sampler.veto_threshold() == pytest.approx(float(np.quantile(widths, 0.3)))
+    # a function of the space, the score and the settings: another instance agrees
+    again = _veto("random", _width, veto_quantile=0.3, reference=40, reference_seed=7)
+    assert again.veto_threshold() == sampler.veto_threshold()
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "predictor"])
+def test_veto_removes_only_low_tail_candidates(strategy):
+    sampler = _veto(strategy, _width)
+    threshold = sampler.veto_threshold()
+    study = _run(sampler, n_trials=15)
+    vetoed_any = False
+    for trial, width in zip(study.trials, _widths(study)):
+        record = json.loads(trial.system_attrs[PRESCREEN_ATTR])
+        scores, chosen = record["scores"], record["chosen"]
+        assert record["rule"] == "veto" and record["threshold"] == pytest.approx(threshold)
+        assert width == scores[chosen]
+        # every candidate before the chosen one was in the low tail (the base's order is kept)
+        assert all(s < threshold for s in scores[:chosen])
+        if record["all_vetoed"]:
+            assert chosen == 0 and len(scores) == 4 and all(s < threshold for s in scores)
+        else:
+            assert scores[chosen] >= threshold and len(scores) == chosen + 1  # scored lazily
+        vetoed_any |= chosen > 0
+    assert vetoed_any  # the test exercised a veto
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "predictor"])
+def test_veto_that_never_fires_leaves_the_strategy_unchanged(strategy):
+    space = get_space("gnn")
+    options = {"space": space} if strategy in ("evolution", "predictor") else {}
+    plain = _run(get_sampler(strategy, seed=2, **options), n_trials=14)
+    screened = _run(_veto(strategy, lambda arch: 1.0, seed=2), n_trials=14)
+    assert [t.params for t in screened.trials] == [t.params for t in plain.trials]
+
+
+def test_informative_veto_changes_which_architectures_are_evaluated():
+    threshold = _veto("predictor", _width).veto_threshold()
+    space = get_space("gnn")
+    plain = _widths(_run(get_sampler("predictor", seed=0, space=space), n_trials=15))
+    screened = _widths(_run(_veto("predictor", _width), n_trials=15))
+    assert screened != plain
+    assert sum(w < threshold for w in screened) < sum(w < threshold for w in plain)
+
+
+def test_veto_decisions_survive_a_resumed_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'veto.db'}"
+    space = get_space("gnn")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        arch = space.suggest(trial)
+        trial.set_user_attr("arch_hash", arch.arch_hash)
+        return -float(arch.layers[0].dropout)
+
+    def run(name: str, chunks: list[int]) -> optuna.Study:
+        for n in chunks:  # a fresh sampler per chunk, as a restarted worker builds one
+            study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                        sampler=_veto("predictor", _width), load_if_exists=True)
+            study.optimize(objective, n_trials=n)
+        return study
+
+    whole, resumed = run("whole", [16]), run("resumed", [6, 5, 5])
+    assert [t.params for t in resumed.trials] == [t.params for t in whole.trials]
+    records = [json.loads(t.system_attrs[PRESCREEN_ATTR]) for t in resumed.trials]
+    assert records == [json.loads(t.system_attrs[PRESCREEN_ATTR]) for t in whole.trials]
+    assert any(r["chosen"] > 0 for r in records)
+
+
+def test_veto_with_a_score_that_fails_everywhere_is_a_clear_error():
+    def fails(arch) -> float:
+        raise RuntimeError("cannot score")
+
+    with pytest.raises(ValueError, match="not finite on any reference architecture"):
+        _veto("random", fails).veto_threshold()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"rule": "top"}, r"could not resolve prescreen rule 'top' among choices \['best', 'veto'\]"),
+        ({"rule": "veto", "veto_quantile": 0.0}, r"veto quantile must be in \(0, 1\), got 0.0"),
+        ({"rule": "veto", "veto_quantile": 1.5}, r"veto quantile must be in \(0, 1\), got 1.5"),
+        ({"rule": "veto", "reference": 0}, "reference sample must be >= 1, got 0"),
+    ],
+)
+def test_bad_rule_settings_name_the_value_and_the_choices(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PrescreenSampler(get_sampler("random"), get_space("gnn"), _width, 2, **kwargs)
+
+
+def test_rule_names_are_normalised():
+    sampler = PrescreenSampler(get_sampler("random"), get_space("gnn"), _width, 2, " Veto ")
+    assert sampler.rule == "veto" and "rule='veto'" in repr(sampler)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.25, 0.5, 0.9, 1.0])
+def test_quantile_matches_numpy(q):
+    from nas.samplers._prescreen import quantile
+
+    values = [3.0, -1.0, 7.5, 2.0, 2.0, 10.0, 0.5]
+    assert quantile(values, q) == pytest.approx(float(np.quantile(values, q)))
+    assert quantile([4.0], q) == 4.0

@@ -90,6 +90,26 @@ def test_prescreened_search_end_to_end_on_cora(cora_available, sqlite_url, capsy
     assert [len(r["scores"]) for r in records] == [3, 3]
 
 
+@pytest.mark.slow
+def test_vetoing_search_end_to_end_on_cora(cora_available, sqlite_url):
+    import optuna
+
+    from nas.cli import main
+
+    argv = ["search", "--dataset", "cora", "--evaluator", "zero-cost:params", "--strategy", "random",
+            "--prescreen", "naswot", "--prescreen-k", "3", "--prescreen-rule", "veto",
+            "--prescreen-veto", "0.9", "--trials", "3", "--storage", sqlite_url, "--study", "veto",
+            "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    study = optuna.load_study(study_name="veto", storage=sqlite_url)
+    records = [json.loads(t.system_attrs["prescreen"]) for t in study.trials]
+    assert len(records) == 3 and all(r["rule"] == "veto" for r in records)
+    assert len({r["threshold"] for r in records}) == 1  # one reference sample for the study
+    for r in records:  # lazily scored: stops at the first candidate at or above the threshold
+        passed = [i for i, s in enumerate(r["scores"]) if s >= r["threshold"]]
+        assert (r["chosen"], len(r["scores"])) == ((passed[0], passed[0] + 1) if passed else (0, 3))
+
+
 def test_bad_prescreen_proxy_exits_2(sqlite_url, capsys):
     from nas.cli import main
 
