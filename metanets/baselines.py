@@ -95,13 +95,17 @@ class StatNN:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         features = np.stack([statnn_features(s) for s in state_dicts])
+        # a statistic no training network has (a second weight tensor of two-layer networks)
+        # is dropped: the trees cannot bin a column without values
+        self.columns = np.isfinite(features).any(axis=0)
         self.model = HistGradientBoostingRegressor(
             max_iter=self.max_iter, learning_rate=0.05, random_state=self.seed)
-        self.model.fit(features, np.asarray(targets, float))
+        self.model.fit(features[:, self.columns], np.asarray(targets, float))
         return self
 
     def predict(self, state_dicts: Sequence[dict[str, Tensor]]) -> np.ndarray:
-        return self.model.predict(np.stack([statnn_features(s) for s in state_dicts]))
+        features = np.stack([statnn_features(s) for s in state_dicts])
+        return self.model.predict(features[:, self.columns])
 
 
 def flatten_weights(state_dict: dict[str, Tensor]) -> np.ndarray:
@@ -136,8 +140,8 @@ class FlatMLP:
         self.signature = signatures.pop()
         x = np.stack([flatten_weights(s) for s in state_dicts])
         self.mean, self.std = x.mean(0), x.std(0) + 1e-8
-        self.model = MLPRegressor(self.hidden, alpha=1e-3, max_iter=500, early_stopping=True,
-                                  random_state=self.seed)
+        self.model = MLPRegressor(hidden_layer_sizes=self.hidden, alpha=1e-3, max_iter=500,
+                                  early_stopping=True, random_state=self.seed)
         self.model.fit((x - self.mean) / self.std, np.asarray(targets, float))
         return self
 

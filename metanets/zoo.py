@@ -234,11 +234,14 @@ def _run_entries(
 ) -> list[ZooEntry]:
     module = build_module(record)
     template = network_graph(module, record.level, record.in_channels, record.dataset, kernel_width)
+    order = list(module.state_dict())
     if epochs:
-        weights = {e: store.load_checkpoint(record.study_name, record.trial_number, e) for e in epochs}
+        weights = {e: _in_order(store.load_checkpoint(record.study_name, record.trial_number, e),
+                                order) for e in epochs}
         metrics = epochs
     else:
-        weights = {None: store.load_state_dict(record.study_name, record.trial_number)}
+        weights = {None: _in_order(store.load_state_dict(record.study_name, record.trial_number),
+                                   order)}
         metrics = {None: record.metrics}
     arch = json.loads(record.spec)
     return [
@@ -252,6 +255,14 @@ def _run_entries(
         )
         for epoch, state in weights.items()  # type: ignore[misc]
     ]
+
+
+def _in_order(state: dict[str, Tensor], order: list[str]) -> dict[str, Tensor]:
+    """``state`` with its keys in the module's own order. Stored weights come back from
+    safetensors in no particular order, and the baselines' "first" and "last" tensors and the
+    flattened weight vector (:mod:`metanets.baselines`) follow the dict's order."""
+    return {key: state[key] for key in order if key in state} | {
+        key: value for key, value in state.items() if key not in order}
 
 
 def split_by_run(

@@ -103,6 +103,8 @@ def test_tiny_zoo_is_built_resumed_and_learned_end_to_end(sqlite_url: str, tmp_p
     assert len(set(zoo.runs)) == 6 and len(zoo) == 12
     assert {e.epoch for e in zoo} == {1, 2}
     assert all(0.0 <= e.metrics["test_acc"] <= 1.0 for e in zoo)
+    for entry in zoo:  # weights in the module's order (safetensors returns them in any order)
+        assert list(entry.state_dict) == list(entry.build_module().state_dict())
     y = zoo.targets()
     result = fit_gmn(zoo.graphs(), y, zoo.graphs(), y,
                      FitConfig(epochs=25, hidden=16, layers=1, batch_size=4, eval_every=5, lr=1e-2))
