@@ -199,8 +199,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  timing: {result['timing']}", flush=True)
     result["seconds"] = time.perf_counter() - start
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"metanet_accuracy_{args.label}.json").write_text(json.dumps(result, indent=2))
+    path = RESULTS / f"metanet_accuracy_{args.label}.json"
+    if args.update:
+        result = updated_part(json.loads(path.read_text()), result)
+    path.write_text(json.dumps(result, indent=2))
     return result
+
+
+def updated_part(part: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``part`` (an earlier run of the same zoo and seeds) with the rows ``new`` computed
+    replacing or adding to its own; the update's command and rows are recorded in its meta."""
+    same = ("zoo", "networks", "runs")
+    if any(part[k] != new[k] for k in same) or part["settings"]["seeds"] != new["settings"]["seeds"]:
+        raise ValueError(f"--update needs the same zoo and seeds as the stored part: stored "
+                         f"{[part[k] for k in same]} seeds {part['settings']['seeds']}, now "
+                         f"{[new[k] for k in same]} seeds {new['settings']['seeds']}")
+    rows = {}
+    for kind, split in new["splits"].items():
+        part["splits"][kind]["methods"].update(split["methods"])
+        rows[kind] = sorted(split["methods"])
+    part.setdefault("updates", []).append({"meta": new["meta"], "rows": rows})
+    return part
 
 
 def fmt(cell: dict[str, float]) -> str:
@@ -241,6 +260,10 @@ def merge() -> None:
         lines.append(f"- {part['label']}: `{m['command']}` on {m['machine']} ({m['cpu_count']} CPUs, "
                      f"load {tuple(round(x, 1) for x in m['loadavg_start'])} at start), {m['date']}, "
                      f"settings {part['settings']}, {part['seconds']:.0f} s in all")
+        for update in part.get("updates", []):
+            u = update["meta"]
+            lines.append(f"  - rows {update['rows']} recomputed by `{u['command']}` "
+                         f"(load {tuple(round(x, 1) for x in u['loadavg_start'])}), {u['date']}")
     (RESULTS / "metanet_accuracy.md").write_text("\n".join(lines) + "\n")
     (RESULTS / "metanet_accuracy.json").write_text(json.dumps(parts, indent=2))
     print("\n".join(lines))
@@ -262,8 +285,10 @@ def main() -> None:
     parser.add_argument("--kernel-width", type=int, default=25)
     parser.add_argument("--max-inputs", type=int, default=0)
     parser.add_argument("--probes", type=int, default=32, help="learned probes of the probe rows")
-    parser.add_argument("--metanets", nargs="+", default=["GMN", "GMN+probes"],
-                        choices=sorted(METANETS), help="metanetwork rows to fit")
+    parser.add_argument("--metanets", nargs="*", default=["GMN", "probes"],
+                        choices=sorted(METANETS), help="metanetwork rows to fit (none: baselines only)")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the rows computed now in the label's stored part")
     parser.add_argument("--limit", type=int, default=None, help="read at most this many runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timing", action="store_true", help="measure prediction time too")
