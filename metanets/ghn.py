@@ -383,6 +383,8 @@ class GraphHyperNetwork(nn.Module):
             with torch.no_grad():
                 self.gain_head.weight.zero_()
                 self.gain_head.bias.zero_()
+            #: log of one factor on the output layer's weight and bias (the logit temperature)
+            self.logit_scale = nn.Parameter(torch.zeros(()))
         if config.feature_basis == "learned":
             self.feature_table = nn.Parameter(torch.randn(config.in_channels, r) / math.sqrt(r))
         else:  # fixed; filled by set_feature_basis (or a checkpoint)
@@ -592,7 +594,19 @@ class GraphHyperNetwork(nn.Module):
             decoded = self.vector_head(self.decoder(torch.stack(vector_rows)))  # (V, r)
             for slot, u in zip(vector_slots, decoded):
                 out[slot.name] = self._vector(slot, u)
-        return out
+        return self._scale_logits(plan.slots, out)
+
+    def _scale_logits(self, slots: list[_Slot], out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``weight_norm="op"``: the output layer's weight and bias (rows of the class table)
+        times ``exp(logit_scale)``, one learned factor for every architecture. A network's
+        accuracy does not depend on its logits' scale but the loss does; given no such factor,
+        the GHN put the scale into whichever layer came last (BatchNorm scales of the last
+        block, the last conv's gain), which a deeper network then applies too early."""
+        if self.config.weight_norm != "op":
+            return out
+        factor = self.logit_scale.exp()
+        return {name: out[name] * factor if slot.row_table == "class" else out[name]
+                for slot in slots for name in (slot.name,)}
 
     def _log_gains(self, features: Sequence[Tensor]) -> list[Tensor | None]:
         """``weight_norm="op"``: one bounded log-gain per matrix from the mean of its kernel

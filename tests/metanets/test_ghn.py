@@ -549,3 +549,17 @@ def test_training_moves_the_decoded_gains() -> None:
     result = train_hypernet(GNNSpace(convs=("gcn", "linear")), task, config)
     assert result.ghn.config.weight_norm == "op"
     assert result.ghn.gain_head.weight.abs().sum() > 0
+    assert float(result.ghn.logit_scale) != 0.0
+
+
+def test_logit_scale_multiplies_the_output_layer_only() -> None:
+    ghn, model = _cnn_ghn(), _cnn((4, 8))
+    before = ghn.predict(model)
+    with torch.no_grad():
+        ghn.logit_scale.fill_(1.0)
+    after = ghn.predict(model)
+    for name in ("classifier.weight", "classifier.bias"):
+        assert torch.allclose(after[name], before[name] * torch.e), name
+    hidden = [k for k in before if not k.startswith("classifier")]
+    assert hidden and all(torch.equal(before[k], after[k]) for k in hidden)
+    assert not hasattr(_cnn_ghn("fan"), "logit_scale")
