@@ -52,7 +52,7 @@ RESULTS = Path(__file__).parent / "results"
 #: predicted/trained ratios meaningless; the architecture's lr and weight decay are kept.
 PLAN: dict[str, tuple[dict[str, int], int, dict[str, Any]]] = {
     "gnn-cora": ({"in-range": 4, "deeper": 3, "wider": 3}, 60, {}),
-    "cnn-mnist": ({"in-range": 3, "deeper": 2, "wider": 2}, 10, {"train_fraction": 0.2}),
+    "cnn-mnist": ({"in-range": 8, "deeper": 8, "wider": 8}, 10, {"train_fraction": 0.2}),
 }
 
 

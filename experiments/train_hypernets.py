@@ -8,7 +8,12 @@
   singular vectors of the node features, no labels) instead of a learned per-feature table,
   penalises the squared norm of the predicted parameters as SGD's weight decay does, and keeps
   the step with the best validation accuracy of training architectures.
-- ``cnn-mnist``: the CNN space on MNIST, trained on architectures of depth <= 2 and widths <= 8.
+- ``cnn-mnist``: the CNN space on MNIST, trained on architectures of depth <= 2 and widths <= 8,
+  with operation-wise normalisation of the predicted weights (``weight_norm="op"``: Kaiming scale
+  times a bounded decoded gain). With fan-in normalisation the GHN learned weight scales per
+  width and position (classifier weights 3-4x larger after 4 channels than after 8, hidden convs
+  5-8x Kaiming that the classifier of a 2-block net compensates), so in a 3-block net without
+  BatchNorm the pre-activations grew 2.8 -> 13 -> 66.
 
     python -m experiments.train_hypernets [--only gnn-cora] [--steps N]   # from the root
 
@@ -44,7 +49,7 @@ SETUPS: dict[str, tuple[str, str, HypernetTrainConfig]] = {
     "cnn-mnist": ("cnn", "mnist", HypernetTrainConfig(
         steps=24000, archs_per_step=2, pool_size=100, max_depth=2, max_width=8, lr=2e-3,
         weight_decay=5e-4, batch_size=128, log_every=250, select_every=1000, select_archs=8,
-        select_items=2000)),
+        select_items=2000, weight_norm="op")),
 }
 
 

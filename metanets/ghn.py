@@ -23,7 +23,10 @@ for its input features either a learned table or a fixed data basis (the feature
 right singular vectors; for tasks with few labels, where a learned table memorises them). Vectors (biases, norm scales, attention vectors) are ``R · u``. Predicted weights
 are normalised by fan-in (GHN-2's weight normalisation): ``sqrt(rank / fan_in)`` where the input
 is raw task features (Kaiming scale at initialisation) and ``rank / fan_in`` between hidden
-layers (the mean over channels of a low-rank signal, the same for every width).
+layers (the mean over channels of a low-rank signal, the same for every width). With
+``weight_norm="op"`` (operation-wise, in the spirit of GHN-2) every matrix is instead rescaled to
+Kaiming's root-mean-square entry ``sqrt(2 / fan_in)`` times a gain decoded per tensor and bounded
+to ``exp(+-3)``, so the scale no longer has to be learned per width and position.
 
 Buffers (BatchNorm running statistics, GIN's ``eps``) are not predicted: they keep the built
 module's values; :func:`calibrate_batchnorm` recomputes running statistics from a batch.
@@ -57,6 +60,10 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 CHECKPOINT_FORMAT = 1
 #: how the GHN represents the task's input features (``GHNConfig.feature_basis``)
 FEATURE_BASES: tuple[str, ...] = ("learned", "data")
+#: how predicted weight matrices are scaled (``GHNConfig.weight_norm``)
+WEIGHT_NORMS: tuple[str, ...] = ("fan", "op")
+#: bound of the decoded log-gain of ``weight_norm="op"`` (gains lie in ``exp(+-bound)``)
+LOG_GAIN_BOUND = 3.0
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 _DIGITS = re.compile(r"\d+")
@@ -153,6 +160,16 @@ class GHNConfig:
             with few labels (Cora: 140 nodes) a learned table of ``in_channels x rank`` entries
             memorises them; the data basis keeps what the features vary in (a rank-32
             projection of Cora's features loses about 1 point of a linear model's accuracy).
+        weight_norm: scale of predicted weight matrices. ``"fan"``: the decoded low-rank
+            product times ``rank / fan_in`` (``sqrt(rank / fan_in)`` on raw input features); its
+            size then depends on the layer's width below the rank and the GHN learns
+            width- and position-specific compensations. ``"op"`` (operation-wise, GHN-2's
+            normalisation): every matrix is divided by its root-mean-square entry and scaled to
+            ``g * sqrt(2 / fan_in)`` (Kaiming), ``g = exp(s)`` with ``s`` decoded per tensor and
+            bounded to ``+-LOG_GAIN_BOUND``: at a gain of 1 a forward signal keeps its scale
+            from layer to layer at any depth for widths up to ``rank`` (wider layers read a
+            signal aligned with their low-rank weights and amplify it). Checkpoints without
+            this field are ``"fan"``.
     """
 
     in_channels: int
@@ -171,11 +188,15 @@ class GHNConfig:
     roles: tuple[str, ...] = dataclasses.field(default_factory=supported_roles)
     seed: int = 0
     feature_basis: str = "learned"
+    weight_norm: str = "fan"
 
     def __post_init__(self) -> None:
         if self.feature_basis not in FEATURE_BASES:
             raise ValueError(f"could not resolve feature_basis {self.feature_basis!r} among "
                              f"choices {list(FEATURE_BASES)}")
+        if self.weight_norm not in WEIGHT_NORMS:
+            raise ValueError(f"could not resolve weight_norm {self.weight_norm!r} among "
+                             f"choices {list(WEIGHT_NORMS)}")
         object.__setattr__(self, "op_types", tuple(self.op_types))
         object.__setattr__(self, "roles", tuple(self.roles))
         for field in ("in_channels", "out_channels", "hidden", "rank", "rounds", "max_distance",
@@ -357,6 +378,13 @@ class GraphHyperNetwork(nn.Module):
         with torch.no_grad():
             self.vector_head.weight.mul_(0.1)
             self.vector_head.bias.zero_()
+        if config.weight_norm == "op":  # log-gain of each matrix, 0 at first: Kaiming scale
+            self.gain_head = nn.Linear(d, 1)
+            with torch.no_grad():
+                self.gain_head.weight.zero_()
+                self.gain_head.bias.zero_()
+            #: log of one factor on the output layer's weight and bias (the logit temperature)
+            self.logit_scale = nn.Parameter(torch.zeros(()))
         if config.feature_basis == "learned":
             self.feature_table = nn.Parameter(torch.randn(config.in_channels, r) / math.sqrt(r))
         else:  # fixed; filled by set_feature_basis (or a checkpoint)
@@ -556,14 +584,38 @@ class GraphHyperNetwork(nn.Module):
         out: dict[str, Tensor] = {}
         if matrix_rows:
             counts = [m.shape[0] for m in matrix_rows]
-            decoded = self.matrix_head(self.decoder(torch.cat(matrix_rows)))  # (sum P, r*r)
-            for slot, m in zip(matrix_slots, decoded.split(counts)):
-                out[slot.name] = self._matrix(slot, m.view(-1, r, r) / math.sqrt(r))
+            features = self.decoder(torch.cat(matrix_rows))  # (sum P, d)
+            decoded = self.matrix_head(features)  # (sum P, r*r)
+            gains = self._log_gains(features.split(counts))
+            for slot, m, gain in zip(matrix_slots, decoded.split(counts), gains):
+                w = self._matrix(slot, m.view(-1, r, r) / math.sqrt(r))
+                out[slot.name] = w if gain is None else _op_normalise(w, gain, slot.fan)
         if vector_rows:
             decoded = self.vector_head(self.decoder(torch.stack(vector_rows)))  # (V, r)
             for slot, u in zip(vector_slots, decoded):
                 out[slot.name] = self._vector(slot, u)
-        return out
+        return self._scale_logits(plan.slots, out)
+
+    def _scale_logits(self, slots: list[_Slot], out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``weight_norm="op"``: the output layer's weight and bias (rows of the class table)
+        times ``exp(logit_scale)``, one learned factor for every architecture. A network's
+        accuracy does not depend on its logits' scale but the loss does; given no such factor,
+        the GHN put the scale into whichever layer came last (BatchNorm scales of the last
+        block, the last conv's gain), which a deeper network then applies too early."""
+        if self.config.weight_norm != "op":
+            return out
+        factor = self.logit_scale.exp()
+        return {name: out[name] * factor if slot.row_table == "class" else out[name]
+                for slot in slots for name in (slot.name,)}
+
+    def _log_gains(self, features: Sequence[Tensor]) -> list[Tensor | None]:
+        """``weight_norm="op"``: one bounded log-gain per matrix from the mean of its kernel
+        positions' decoder features (``None`` each for ``"fan"``)."""
+        if self.config.weight_norm != "op":
+            return [None] * len(features)
+        means = torch.stack([f.mean(0) for f in features])  # (slots, d)
+        raw = self.gain_head(means).squeeze(-1)  # (slots,)
+        return list(LOG_GAIN_BOUND * torch.tanh(raw / LOG_GAIN_BOUND))
 
     def _matrix(self, slot: _Slot, m: Tensor) -> Tensor:
         rows = self._table(slot.row_table, slot.rows)  # (out, r)
@@ -633,6 +685,13 @@ class GraphHyperNetwork(nn.Module):
                 f"rounds={c.rounds}, params={sum(p.numel() for p in self.parameters())}")
 
 
+def _op_normalise(w: Tensor, log_gain: Tensor, fan_in: int) -> Tensor:
+    """``w`` rescaled to a root-mean-square entry of ``exp(log_gain) * sqrt(2 / fan_in)``
+    (Kaiming's scale times a gain): the operation-wise normalisation of ``weight_norm="op"``."""
+    rms = w.square().mean().add(1e-12).sqrt()
+    return w * (log_gain.exp() * math.sqrt(2.0 / fan_in) / rms)
+
+
 def pretrained_names() -> list[str]:
     """Names usable as ``pretrained:<name>``."""
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
@@ -678,7 +737,8 @@ def calibrate_batchnorm(model: nn.Module, inputs: Sequence[Tensor] | list[Sequen
 
 
 __all__ = [
-    "FEATURE_BASES", "GHNConfig", "GraphHyperNetwork", "HyperPlan", "UnsupportedLayerError",
+    "FEATURE_BASES", "LOG_GAIN_BOUND", "WEIGHT_NORMS", "GHNConfig", "GraphHyperNetwork",
+    "HyperPlan", "UnsupportedLayerError",
     "calibrate_batchnorm", "example_inputs", "pretrained_names", "resolve_checkpoint", "role_key", "supported_layers",
     "supported_roles",
 ]

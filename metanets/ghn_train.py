@@ -57,6 +57,8 @@ class HypernetTrainConfig:
         param_decay: L2 penalty ``param_decay / 2 * ||theta||^2`` on the predicted parameters
             (the weight decay SGD training applies), against predicting large weights that fit a
             small labelled set (Cora's 140 nodes) and generalise worse.
+        weight_norm: scale of predicted weight matrices, ``"fan"`` or ``"op"`` (operation-wise;
+            see :class:`~metanets.ghn.GHNConfig`).
     """
 
     steps: int = 600
@@ -79,6 +81,7 @@ class HypernetTrainConfig:
     select_items: int = 2000
     param_decay: float = 0.0
     feature_basis: str = "learned"
+    weight_norm: str = "fan"
 
     def __post_init__(self) -> None:
         for field in ("steps", "archs_per_step", "pool_size", "batch_size", "log_every"):
@@ -288,6 +291,7 @@ def train_hypernet(
             in_channels=task.num_features, out_channels=task.num_classes, level=task.level,
             space=space.name, dataset=task.name, hidden=config.hidden, rank=config.rank,
             rounds=config.rounds, seed=config.seed, feature_basis=config.feature_basis,
+            weight_norm=config.weight_norm,
         ))
         if config.feature_basis == "data":
             ghn.set_feature_basis(task_features(task))

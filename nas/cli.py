@@ -715,6 +715,9 @@ def _add_hypernet(commands: Any) -> None:
                    help="L2 penalty on the predicted parameters (as SGD's weight decay)")
     t.add_argument("--feature-basis", default="learned", choices=["learned", "data"],
                    help="input-feature rows: learned, or fixed from the task's features (few labels)")
+    t.add_argument("--weight-norm", default="fan", choices=["fan", "op"],
+                   help="predicted weight scale: fan-in, or operation-wise (Kaiming times a "
+                        "decoded gain; carries over to deeper nets with widths up to the rank)")
     t.add_argument("--select-every", type=int, default=0,
                    help="keep the step with the best validation accuracy of training "
                         "architectures, scored every this many steps (0: keep the last)")
@@ -739,7 +742,8 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         max_depth=args.max_depth, max_width=args.max_width, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
         device=str(resolve_device(args.device)), param_decay=args.param_decay,
-        feature_basis=args.feature_basis, select_every=args.select_every,
+        feature_basis=args.feature_basis, weight_norm=args.weight_norm,
+        select_every=args.select_every,
         log_every=math.gcd(50, args.select_every) if args.select_every else 50,
     )
 

@@ -450,3 +450,116 @@ def test_shipped_checkpoints_are_small_pickle_free_and_predict_unseen_networks(n
     arch = next(a for a in (space.sample(seed) for seed in range(100)) if a.arch_hash not in train)
     model = space.build(arch, ghn.config.in_channels, ghn.config.out_channels, ghn.config.level)
     _assert_complete(model, ghn.predict(model))
+
+
+# operation-wise weight normalisation ---------------------------------------------------------
+def _cnn_ghn(weight_norm: str = "op") -> GraphHyperNetwork:
+    torch.manual_seed(0)
+    return GraphHyperNetwork(GHNConfig(1, 10, "image", space="cnn", hidden=16, rank=8,
+                                       weight_norm=weight_norm))
+
+
+def _cnn(widths: tuple[int, ...], residual: bool = False) -> nn.Module:
+    from search_spaces.cnn import CNNArchitecture, CNNSpace
+
+    arch = CNNArchitecture(widths=widths, kernel_size=3, activation="relu", residual=residual)
+    return CNNSpace().build(arch, 1, 10, "image")
+
+
+@pytest.mark.parametrize("widths", [(4,), (4, 64, 16), (256, 8)])
+def test_op_normalised_matrices_have_kaiming_scale_at_any_width(widths: tuple[int, ...]) -> None:
+    """weight_norm="op" at initialisation (log-gain 0): every matrix's root-mean-square entry is
+    sqrt(2 / fan_in), for 4 to 256 channels, kernels and 1x1 shortcuts alike."""
+    model = _cnn(widths, residual=True)
+    predicted = _cnn_ghn().predict(model)
+    matrices = {k: v for k, v in predicted.items() if v.dim() >= 2}
+    assert len(matrices) >= len(widths) + 1
+    for name, w in matrices.items():
+        fan_in = w[0].numel()
+        assert float(w.square().mean().sqrt()) == pytest.approx((2 / fan_in) ** 0.5, rel=1e-4), name
+
+
+def test_op_normalisation_applies_the_decoded_gain_within_its_bound() -> None:
+    from metanets.ghn import LOG_GAIN_BOUND
+
+    ghn, model = _cnn_ghn(), _cnn((8, 8))
+    rms = lambda state: float(state["blocks.1.conv.weight"].square().mean().sqrt())  # noqa: E731
+    plain = rms(ghn.predict(model))
+    with torch.no_grad():
+        ghn.gain_head.bias.fill_(0.5)
+    assert rms(ghn.predict(model)) == pytest.approx(plain * torch.tanh(torch.tensor(0.5 / LOG_GAIN_BOUND)).mul(LOG_GAIN_BOUND).exp().item(), rel=1e-4)
+    with torch.no_grad():
+        ghn.gain_head.bias.fill_(1e4)
+    assert rms(ghn.predict(model)) == pytest.approx(plain * torch.tensor(LOG_GAIN_BOUND).exp().item(), rel=1e-3)
+
+
+def _block_stds(ghn: GraphHyperNetwork, widths: tuple[int, ...], x: torch.Tensor) -> list[float]:
+    """Pre-activation std of every conv block of a CNN with predicted weights."""
+    model = _cnn(widths)
+    model.load_state_dict(ghn.predict(model))
+    stds: list[float] = []
+    hooks = [block.conv.register_forward_hook(
+        lambda mod, args, out: stds.append(float(out.std()))) for block in model.blocks]
+    with torch.no_grad():
+        model.eval()(x)
+    for hook in hooks:
+        hook.remove()
+    return stds
+
+
+@pytest.mark.parametrize("widths", [(4, 4, 4), (8, 8, 8), (4, 8, 8)])
+def test_op_normalisation_keeps_the_signal_scale_from_block_to_block(widths: tuple[int, ...]) -> None:
+    """Without BatchNorm, hidden blocks of predicted weights (widths up to the rank) pass the
+    signal on at its scale (within 3x), where fan-in normalisation at initialisation shrinks it
+    about 5x per block and leaves the GHN to learn a depth-specific gain."""
+    x = torch.randn(16, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    op, fan = _block_stds(_cnn_ghn("op"), widths, x), _block_stds(_cnn_ghn("fan"), widths, x)
+    assert 1 / 3 < op[2] / op[1] < 3, op
+    assert fan[2] / fan[1] < 1 / 3, fan
+
+
+def test_unknown_weight_norm_names_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"could not resolve weight_norm 'kaiming' among choices \['fan', 'op'\]"):
+        GHNConfig(1, 10, "image", weight_norm="kaiming")
+
+
+def test_a_config_without_weight_norm_loads_as_the_fan_normalisation() -> None:
+    """Checkpoints written before the option keep their behaviour (the shipped gnn-cora)."""
+    data = GHNConfig(6, 3).to_dict()
+    del data["weight_norm"]
+    assert GHNConfig.from_dict(data).weight_norm == "fan"
+    assert not hasattr(GraphHyperNetwork(GHNConfig.from_dict(data)), "gain_head")
+
+
+def test_op_normalised_checkpoint_round_trip(tmp_path: Path) -> None:
+    ghn, model = _cnn_ghn(), _cnn((4, 16))
+    with torch.no_grad():
+        ghn.gain_head.weight.normal_()
+    loaded = GraphHyperNetwork.load(ghn.save(tmp_path / "op.safetensors"))
+    assert loaded.config.weight_norm == "op"
+    before, after = ghn.predict(model), loaded.predict(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_training_moves_the_decoded_gains() -> None:
+    task = _tiny_task()
+    config = HypernetTrainConfig(steps=10, archs_per_step=1, pool_size=4, max_depth=2,
+                                 max_width=32, hidden=16, rank=8, rounds=1, log_every=5,
+                                 weight_norm="op")
+    result = train_hypernet(GNNSpace(convs=("gcn", "linear")), task, config)
+    assert result.ghn.config.weight_norm == "op"
+    assert result.ghn.gain_head.weight.abs().sum() > 0
+    assert float(result.ghn.logit_scale) != 0.0
+
+
+def test_logit_scale_multiplies_the_output_layer_only() -> None:
+    ghn, model = _cnn_ghn(), _cnn((4, 8))
+    before = ghn.predict(model)
+    with torch.no_grad():
+        ghn.logit_scale.fill_(1.0)
+    after = ghn.predict(model)
+    for name in ("classifier.weight", "classifier.bias"):
+        assert torch.allclose(after[name], before[name] * torch.e), name
+    hidden = [k for k in before if not k.startswith("classifier")]
+    assert hidden and all(torch.equal(before[k], after[k]) for k in hidden)
+    assert not hasattr(_cnn_ghn("fan"), "logit_scale")
