@@ -1,6 +1,10 @@
-"""Predict a trained network's test accuracy from its weights: the graph metanetwork (GMN) and
-baselines (total weight norm, StatNN, flat-weights MLP on fixed-architecture zoos), Kendall tau
-and R^2 as mean +- std over seeds, on the whole test split and on the runs above chance.
+"""Predict a trained network's test accuracy from its weights: metanetworks (``--metanets``:
+the graph metanetwork ``GMN``; ``probes``, the networks' answers to probes learned from noise;
+``data-probes``, probes that start at unlabelled training images; ``GMN+probes`` and
+``GMN+data-probes``, both) and baselines (total weight norm, StatNN, flat-weights MLP on
+fixed-architecture zoos), Kendall tau and R^2 as mean +- std over seeds, on the whole test
+split and on the runs above chance. ``--update`` recomputes only the rows asked for in a stored
+part (``--metanets`` with no name: the baselines only).
 
 Splits are by training run (every checkpoint of a run in one split): ``id`` = random 70/10/20
 split of the runs; ``ood`` = train on shallow networks, test on the deepest (CNN zoos: depth <= 2
