@@ -1,21 +1,27 @@
 """Ranking quality of the supernet: inherited-weight accuracy against from-scratch accuracy.
 
-``--space gnn`` on a node task (default Cora): trains a supernet with SPOS (or reuses ``--supernet``),
-draws ``--archs`` architectures uniformly from the supernet's covered sub-space (seeded; lr and
-weight decay fixed at 5e-3 / 5e-4), scores each with inherited weights (BatchNorm recalibrated)
-and trains each from scratch with the ``train`` evaluator (``--epochs`` / ``--patience``).
-Reports Kendall tau between the inherited validation accuracy (what a search selects on) and the
-from-scratch validation and test accuracies, and writes every row (reused by supernet_cost.py).
+``--space gnn`` on a node task (default Cora): trains a supernet with SPOS (or reuses ``--supernet``;
+``--option KEY=VALUE`` as in ``metanas supernet train``), draws ``--archs`` architectures uniformly
+from the supernet's covered sub-space (seeded by ``--arch-seed``; lr and weight decay fixed at
+5e-3 / 5e-4), scores each with inherited weights (BatchNorm recalibrated, then fine-tuned for each
+of ``--variants`` epochs) and trains each from scratch with the ``train`` evaluator once per
+``--ref-seeds`` seed (``--epochs`` / ``--patience``, the evaluator's defaults). The reference is
+the mean over those seeds: two seeds of one architecture disagree enough that a single-seed
+reference caps any evaluator's tau (the seed-vs-seed tau is reported). Reports Kendall tau
+between each variant's inherited validation accuracy (what a search selects on) and the
+reference's validation and test accuracies, and writes every row (reused by supernet_cost.py).
 
 ``--space nasbench-graph``: the supernet over NAS-Bench-Graph's cells with the dataset's benchmark
 setting; the reference accuracy is the benchmark table's (mean over its runs), nothing is trained
 from scratch.
 
-    python experiments/supernet_ranking.py --dataset cora --archs 50 --supernet-epochs 500
+    python experiments/supernet_ranking.py --dataset cora --archs 100 --supernet-epochs 3000 \
+        --option dropouts=0.5 --option split=norm --variants 0 5 --ref-seeds 0 1 2 --arch-seed 7
 """
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
 from pathlib import Path
@@ -37,36 +43,60 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from nas.evaluators import SupernetEvaluator, TrainEvaluator
-    from nas.supernet import SupernetTrainConfig, build_supernet, has_checkpoint, train_supernet
+    from nas.supernet import SupernetTrainConfig, build_supernet, parse_options, train_supernet
     from nas.tasks import load_task
 
     task = load_task(args.dataset)
-    task.num_features
-    folder = Path(args.supernet or f"/tmp/metanas-supernet-{args.space}-{args.dataset}-{args.seed}")
     options = {"max_depth": args.max_depth, "widths": (args.width,)} if args.space == "gnn" else {}
+    options.update(parse_options(args.option))
+    folder = Path(args.supernet or f"/tmp/metanas-supernet-{args.space}-{args.dataset}-{args.seed}")
     supernet = build_supernet(args.space, task, **options)
     config = SupernetTrainConfig(epochs=args.supernet_epochs, seed=args.seed, device=args.device)
     trained = train_supernet(supernet, task, config, out=folder)
     args.supernet_repr = repr(supernet)
     print(f"supernet: {trained.epochs} epochs in {trained.seconds:.1f}s ({supernet})", flush=True)
-    rng = random.Random(args.seed + 1)
+    rng = random.Random(args.seed + 1 if args.arch_seed is None else args.arch_seed)
     archs = _distinct(supernet, rng, args.archs)[args.start:args.stop]
-    scorer = SupernetEvaluator(str(folder))
+    scorers = {ft: SupernetEvaluator(str(folder), finetune_epochs=ft) for ft in args.variants}
     trainer = TrainEvaluator(epochs=args.epochs, patience=args.patience)
+    reused = _reference_runs(args.reuse_reference) if args.reuse_reference else {}
     rows = []
     for i, arch in enumerate(archs):
-        inherited = scorer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
-        scratch = (
-            trainer.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
-            if args.space == "gnn" else _table(arch, args.dataset)
-        )
+        inherited = {ft: s.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
+                     for ft, s in scorers.items()}
+        key = json.dumps(arch.to_dict(), sort_keys=True)
+        if key in reused:
+            scratch = reused[key]
+        elif args.space == "gnn":
+            scratch = [trainer.evaluate(arch, supernet.space, task, seed=s, device=args.device) for s in args.ref_seeds]
+        else:
+            scratch = [_table(arch, args.dataset)]
         rows.append(_row(arch, inherited, scratch))
         if len(rows) >= 3:  # results so far, in case the run is cut short
             _report(args, info, trained, rows, quiet=True)
-        print(f"[{i + 1}/{len(archs)}] {arch.short():40s} inherited val {inherited.metrics['val_acc']:.3f} "
-              f"scratch val {scratch.metrics['val_acc']:.3f} test {scratch.metrics['test_acc']:.3f} "
-              f"({inherited.seconds:.2f}s / {scratch.seconds:.1f}s)", flush=True)
+        r = rows[-1]
+        print(f"[{i + 1}/{len(archs)}] {arch.short():40s} inherited val "
+              + " ".join(f"ft{ft} {r['variants'][str(ft)]['val']:.3f}" for ft in args.variants)
+              + f" | scratch val {r['scratch_val']:.3f} test {r['scratch_test']:.3f} "
+              f"({sum(v['seconds'] for v in r['variants'].values()):.2f}s / "
+              f"{sum(run['seconds'] for run in r['scratch_runs']):.1f}s)", flush=True)
     _report(args, info, trained, rows)
+
+
+def _reference_runs(name: str) -> dict:
+    """From-scratch runs of an earlier result file, by architecture (same reference, another
+    supernet): ``{arch json: [Evaluation, ...]}``."""
+    from nas.evaluators import Evaluation
+
+    from experiments._supernet_common import RESULTS
+
+    out = {}
+    for row in json.loads((RESULTS / f"{name}.json").read_text())["rows"]:
+        out[json.dumps(row["arch"], sort_keys=True)] = [
+            Evaluation(metrics={"val_acc": r["val"], "test_acc": r["test"]}, epochs=r["epochs"], seconds=r["seconds"])
+            for r in row["scratch_runs"]
+        ]
+    return out
 
 
 def _merge(args, info) -> None:
@@ -83,7 +113,7 @@ def _merge(args, info) -> None:
             unique.setdefault(json.dumps(row["arch"], sort_keys=True), row)
     rows = list(unique.values())
     first = parts[0]
-    for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed"):
+    for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed", "ref_seeds"):
         setattr(args, key, first["args"].get(key, "gnn" if key == "space" else None))
     args.supernet_repr = first["args"].get("supernet_repr", "see shards")
     info["shards"] = [p["machine"] for p in parts]
@@ -148,9 +178,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--supernet-epochs", type=int, default=500)
     p.add_argument("--max-depth", type=int, default=2)
     p.add_argument("--width", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=40, help="from-scratch epochs")
-    p.add_argument("--patience", type=int, default=10, help="from-scratch early-stopping patience")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="supernet option as in `metanas supernet train --option`, e.g. dropouts=0.5, split=norm")
+    p.add_argument("--epochs", type=int, default=200, help="from-scratch epochs (the train evaluator's default)")
+    p.add_argument("--patience", type=int, default=50, help="from-scratch early-stopping patience")
+    p.add_argument("--ref-seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                   help="training seeds of the from-scratch reference; the reference is their mean")
+    p.add_argument("--variants", type=int, nargs="+", default=[0], metavar="FT",
+                   help="inherited-weight scorers to compare: fine-tuning epochs of each (0: none)")
+    p.add_argument("--reuse-reference", default=None, metavar="NAME",
+                   help="take the from-scratch runs of architectures already in result NAME instead of training them")
+    p.add_argument("--seed", type=int, default=0, help="seed of the supernet's training")
+    p.add_argument("--arch-seed", type=int, default=None,
+                   help="seed of the architecture draw (default: --seed + 1); another seed = fresh architectures")
     p.add_argument("--device", default="auto")
     p.add_argument("--name", default="supernet_ranking")
     p.add_argument("--start", type=int, default=0, help="skip the first START architectures (a shard)")
@@ -175,36 +215,62 @@ def _distinct(supernet, rng: random.Random, n: int) -> list:
     return out
 
 
-def _row(arch, inherited, scratch) -> dict:
+def _row(arch, inherited: dict, scratch: list) -> dict:
+    """One architecture: its inherited-weight scores per fine-tuning variant and its from-scratch
+    runs (one per reference seed; the table's row for NAS-Bench-Graph). ``inherited_*`` is the
+    first variant, ``scratch_val`` / ``scratch_test`` the mean over runs (the reference),
+    ``scratch_seconds`` the first run's time (what a full-training search pays per candidate)."""
+    variants = {str(ft): {"val": ev.metrics["val_acc"], "test": ev.metrics["test_acc"], "seconds": ev.seconds}
+                for ft, ev in inherited.items()}
+    runs = [{"val": ev.metrics["val_acc"], "test": ev.metrics["test_acc"], "seconds": ev.seconds,
+             "epochs": ev.epochs} for ev in scratch]
+    first = next(iter(variants.values()))
     return {
-        "arch": arch.to_dict(), "summary": arch.short(),
-        "inherited_val": inherited.metrics["val_acc"], "inherited_test": inherited.metrics["test_acc"],
-        "inherited_seconds": inherited.seconds,
-        "scratch_val": scratch.metrics["val_acc"], "scratch_test": scratch.metrics["test_acc"],
-        "scratch_seconds": scratch.seconds, "scratch_epochs": scratch.epochs,
+        "arch": arch.to_dict(), "summary": arch.short(), "variants": variants, "scratch_runs": runs,
+        "inherited_val": first["val"], "inherited_test": first["test"], "inherited_seconds": first["seconds"],
+        "scratch_val": sum(r["val"] for r in runs) / len(runs),
+        "scratch_test": sum(r["test"] for r in runs) / len(runs),
+        "scratch_seconds": runs[0]["seconds"], "scratch_epochs": runs[0]["epochs"],
     }
 
 
 def _report(args, info, trained, rows, quiet: bool = False) -> None:
     col = lambda key: [r[key] for r in rows]  # noqa: E731
-    taus = {
-        "inherited_val~scratch_val": kendall_tau(col("inherited_val"), col("scratch_val")),
-        "inherited_val~scratch_test": kendall_tau(col("inherited_val"), col("scratch_test")),
-    }
-    score_s = sum(col("inherited_seconds"))
+    variants = list(rows[0].get("variants", {"0": None}))
+    taus = {}
+    for ft in variants:
+        scores = [r["variants"][ft]["val"] for r in rows] if "variants" in rows[0] else col("inherited_val")
+        taus[f"ft{ft}: inherited_val~scratch_val"] = kendall_tau(scores, col("scratch_val"))
+        taus[f"ft{ft}: inherited_val~scratch_test"] = kendall_tau(scores, col("scratch_test"))
+    runs = [r.get("scratch_runs", []) for r in rows]
+    n_seeds = min(len(r) for r in runs)
+    if n_seeds >= 2:  # the reference's own noise: how well one training seed ranks another
+        pairs = [(a, b) for a in range(n_seeds) for b in range(a + 1, n_seeds)]
+        for key in ("val", "test"):
+            taus[f"reference noise: seed~seed scratch_{key} (mean of {len(pairs)} pairs)"] = sum(
+                kendall_tau([r[a][key] for r in runs], [r[b][key] for r in runs]) for a, b in pairs
+            ) / len(pairs)
+    score_s = {ft: sum(r["variants"][ft]["seconds"] for r in rows) if "variants" in rows[0]
+               else sum(col("inherited_seconds")) for ft in variants}
     throughput = {
         "supernet_epochs_per_s_cpu": trained.epochs / max(trained.seconds, 1e-9),
-        "archs_scored_per_s_cpu": len(rows) / max(score_s, 1e-9),
+        **{f"archs_scored_per_s_cpu_ft{ft}": len(rows) / max(s, 1e-9) for ft, s in score_s.items()},
+        "from_scratch_s_per_arch_cpu": sum(col("scratch_seconds")) / len(rows),
         "gpu": "not measured: no GPU" if info["gpu"] is None else info["gpu"],
     }
     payload = {"machine": info, "args": vars(args), "kendall_tau": taus, "throughput": throughput,
                "supernet_seconds": trained.seconds, "supernet_epochs": trained.epochs, "rows": rows}
     reference = "from scratch" if args.space == "gnn" else "NAS-Bench-Graph table"
+    seeds = getattr(args, "ref_seeds", None) or [args.seed]
     md = [f"# Supernet ranking on {args.dataset} ({args.space} space; reference: {reference})", "",
           f"- machine: {info['platform']}, {info['cpu_count']} CPUs, load at start {info['loadavg_at_start']}",
           f"- command: `{info['command']}`", f"- date: {info['date']}",
           f"- supernet: {args.supernet_repr}, {trained.epochs} SPOS epochs, "
-          f"{trained.seconds:.0f}s", f"- reference: {reference}" + (f", {args.epochs} epochs, patience {args.patience}" if args.space == "gnn" else ""),
+          f"{trained.seconds:.0f}s",
+          f"- reference: {reference}" + (
+              f", {args.epochs} epochs, patience {args.patience}, mean over training seeds {list(seeds)}"
+              if args.space == "gnn" else ""),
+          "- ftN: inherited weights (BatchNorm recalibrated) fine-tuned N epochs before measuring",
           "", "| measure | value |", "|---|---|"]
     md += [f"| Kendall tau {k} ({len(rows)} archs) | {v:.3f} |" for k, v in taus.items()]
     md += [f"| {k} | {v if isinstance(v, str) else f'{v:.3f}'} |" for k, v in throughput.items()]

@@ -421,12 +421,14 @@ def _add_supernet(commands: Any) -> None:
 
 
 def cmd_supernet_train(args: argparse.Namespace) -> int:
-    from nas.supernet import SupernetTrainConfig, build_supernet, init_distributed, train_supernet
+    from nas.supernet import (
+        SupernetTrainConfig, build_supernet, init_distributed, parse_options, train_supernet,
+    )
     from nas.tasks import load_task
 
     device = init_distributed(args.device)  # joins torchrun's process group, if any
     task = load_task(args.dataset, args.data_root)
-    supernet = build_supernet(args.space, task, **_supernet_options(args.option))
+    supernet = build_supernet(args.space, task, **parse_options(args.option))
     config = SupernetTrainConfig(
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
         batch_size=args.batch_size, seed=args.seed, device=device,
@@ -441,21 +443,6 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
         f"last loss {loss}; checkpoint in {args.out}"
     )
     return 0
-
-
-def _supernet_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["max_depth=3", "widths=32,64"]`` -> ``{"max_depth": 3, "widths": (32, 64)}``."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--option {pair!r} must look like KEY=VALUE")
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        parsed = [int(v) if v.lstrip("-").isdigit() else v for v in items]
-        multi = key.strip() in ("widths", "convs", "heads", "ops", "dropouts", "split") or len(parsed) > 1
-        options[key.strip().replace("-", "_")] = tuple(parsed) if multi else parsed[0]
-    return options
-
 
 
 # model zoos -----------------------------------------------------------------------------------

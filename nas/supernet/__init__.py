@@ -6,6 +6,7 @@ and :func:`load_supernet` reads a checkpoint folder back.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,29 @@ def build_supernet(space: str, task: Task, **options: Any) -> Supernet:
     return cls(task.num_features, task.num_classes, task.level, **options)
 
 
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """Supernet options written ``KEY=VALUE`` (the CLI's ``--option``) as keyword arguments.
+
+    ``["max_depth=3", "widths=32,64", "dropouts=0.5"]`` ->
+    ``{"max_depth": 3, "widths": (32, 64), "dropouts": ("0.5",)}``; options that take several
+    values always become tuples. Which options exist is checked by :func:`build_supernet`.
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"supernet option {pair!r} must look like KEY=VALUE")
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        parsed = [int(v) if v.lstrip("-").isdigit() else v for v in items]
+        multi = key.strip() in _MULTI_VALUED or len(parsed) > 1
+        options[key.strip().replace("-", "_")] = tuple(parsed) if multi else parsed[0]
+    return options
+
+
+#: options that take several values (a single value still becomes a one-element tuple)
+_MULTI_VALUED = ("widths", "convs", "heads", "ops", "dropouts", "split")
+
+
 def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:
     """The trained supernet of a checkpoint folder (on ``device``) and its JSON metadata."""
     from nas.supernet._checkpoint import load_weights
@@ -64,6 +88,6 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
 
 __all__ = [
     "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SupernetTrainConfig", "SupernetTrainResult",
-    "FINAL_SUFFIX", "build_supernet", "final_train", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "path_rng",
+    "FINAL_SUFFIX", "build_supernet", "final_train", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
     "read_meta", "train_supernet",
 ]

@@ -28,7 +28,9 @@ Sharing: two architectures that use the same operation at the same position use 
 (the same tensors), whatever they choose elsewhere -- unless ``split`` names layer choices
 (``norm``, ``activation``) that get a copy of the convolution weights each, as few-shot NAS splits
 a supernet into sub-supernets (Zhao et al., "Few-shot Neural Architecture Search", ICML 2021):
-weights trained under BatchNorm no longer serve paths without it.
+weights trained under BatchNorm no longer serve paths without it. ``depth`` splits by the path's
+number of layers (convolutions and the classifier): a first layer trained to feed a second one
+no longer also serves as the last layer of one-layer paths.
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ class GNNSupernet(Supernet):
         convs: covered convolutions (default: all of :data:`search_spaces.gnn.CONVS`).
         heads: covered attention head counts.
         dropouts: covered input dropout rates (see the module docstring).
-        split: layer choices (``norm``, ``activation``) that get their own copy of every
+        split: choices (``norm``, ``activation``, ``depth``) that get their own copy of every
             convolution's weights instead of sharing one (few-shot NAS; see the module
             docstring).
 
@@ -155,21 +157,26 @@ class GNNSupernet(Supernet):
                     if op.conv in ATTENTION_CONVS and w_out % op.heads:
                         continue
                     spec = LayerSpec(op.conv, w_out, op.heads, aggregation=op.aggregation)
-                    for tag in self._split_tags():
+                    for tag in self._split_tags(position):
                         modules[_conv_key(op, w_in, w_out) + tag] = make_conv(spec, w_in, self.level)
         return nn.ModuleDict(modules)
 
-    def _split_tags(self) -> list[str]:
-        """Key suffixes of the weight copies of one operation: one per combination of the
-        ``split`` choices (``[""]`` without a split)."""
+    def _split_tags(self, position: int) -> list[str]:
+        """Key suffixes of the weight copies of one operation at ``position``: one per
+        combination of the ``split`` choices (``[""]`` without a split); a depth split has a copy
+        per depth that reaches the position."""
         tags = [""]
         for field in self.split:
-            tags = [f"{tag}-{choice}" for tag in tags for choice in _SPLIT_CHOICES[field]]
+            choices = (
+                [f"d{d}" for d in range(position + 1, self.max_depth + 1)] if field == "depth"
+                else _SPLIT_CHOICES[field]
+            )
+            tags = [f"{tag}-{choice}" for tag in tags for choice in choices]
         return tags
 
-    def _conv(self, i: int, layer: LayerSpec, w_in: int) -> nn.Module:
-        """The convolution module that ``layer`` runs at position ``i``."""
-        tag = "".join(f"-{getattr(layer, field)}" for field in self.split)
+    def _conv(self, i: int, layer: LayerSpec, w_in: int, depth: int) -> nn.Module:
+        """The convolution module that ``layer`` runs at position ``i`` of a ``depth``-layer path."""
+        tag = "".join(f"-d{depth}" if field == "depth" else f"-{getattr(layer, field)}" for field in self.split)
         return self.convs[i][_conv_key(_op_of(layer), w_in, layer.width) + tag]
 
     def _position_norms(self) -> nn.ModuleDict:
@@ -186,7 +193,8 @@ class GNNSupernet(Supernet):
         })
 
     def _classifier_layouts(self) -> dict[str, int]:
-        layouts = {f"w{w}": w for w in self.widths}
+        depths = [f"-d{d}" for d in range(1, self.max_depth + 1)] if "depth" in self.split else [""]
+        layouts = {f"w{w}{tag}": w for w in self.widths for tag in depths}
         for depth in range(1, self.max_depth + 1):
             for combo in _width_combos(self.widths, depth):
                 layouts[_jk_key(combo)] = sum(combo)
@@ -251,7 +259,7 @@ class GNNSupernet(Supernet):
         gates = gates or {}
         outputs, w_in = [], self.in_channels
         for i, layer in enumerate(arch.layers):  # type: ignore[attr-defined]
-            x = self._layer(i, layer, x, edge_index, w_in, arch.skip == "residual", gates)  # type: ignore[attr-defined]
+            x = self._layer(i, layer, x, edge_index, w_in, arch.skip == "residual", gates, arch.depth)  # type: ignore[attr-defined]
             outputs.append(x)
             w_in = layer.width
         if arch.skip == "jk_cat":  # type: ignore[attr-defined]
@@ -266,9 +274,9 @@ class GNNSupernet(Supernet):
     def _layer(
         self, i: int, layer: LayerSpec, x: Tensor, edge_index: Tensor | StaticGraph, w_in: int,
         residual: bool,
-        gates: Gates,
+        gates: Gates, depth: int,
     ) -> Tensor:
-        conv = self._conv(i, layer, w_in)
+        conv = self._conv(i, layer, w_in, depth)
         if isinstance(edge_index, StaticGraph):
             h = static_conv_forward(conv, layer, input_dropout(x, layer.dropout, self.training), edge_index)
         else:
@@ -293,14 +301,14 @@ class GNNSupernet(Supernet):
     def _classifier_key(self, arch: GNNArchitecture) -> str:
         if arch.skip == "jk_cat":
             return _jk_key(tuple(layer.width for layer in arch.layers))
-        return f"w{arch.layers[-1].width}"
+        return f"w{arch.layers[-1].width}" + (f"-d{arch.depth}" if "depth" in self.split else "")
 
     def path_modules(self, arch: Architecture) -> list[nn.Module]:
         """The modules a covered architecture runs (what it shares with others)."""
         modules: list[nn.Module] = []
         w_in = self.in_channels
         for i, layer in enumerate(arch.layers):  # type: ignore[attr-defined]
-            modules.append(self._conv(i, layer, w_in))
+            modules.append(self._conv(i, layer, w_in, arch.depth))  # type: ignore[attr-defined]
             if layer.norm != "none":
                 modules.append(self.norms[i][f"{layer.norm}_{layer.width}"])
             if arch.skip == "residual" and i > 0 and w_in != layer.width:  # type: ignore[attr-defined]
@@ -314,7 +322,7 @@ class GNNSupernet(Supernet):
         model = self._space.build(arch, self.in_channels, self.out_channels, self.level)
         w_in = self.in_channels
         for i, (layer, target) in enumerate(zip(arch.layers, model.layers)):
-            target.conv.load_state_dict(self._conv(i, layer, w_in).state_dict())
+            target.conv.load_state_dict(self._conv(i, layer, w_in, arch.depth).state_dict())
             if layer.norm != "none":
                 target.norm.load_state_dict(self.norms[i][f"{layer.norm}_{layer.width}"].state_dict())
             if isinstance(target.res, nn.Linear):
@@ -403,8 +411,9 @@ def gnn_trial_params(arch: GNNArchitecture) -> dict[str, Any]:
 
 
 _ACTIVATIONS: dict[str, nn.Module] = {name: make_activation(name) for name in ACTIVATIONS}
-#: layer choices a supernet can split its convolution weights by, and their values
-_SPLIT_CHOICES: dict[str, tuple[str, ...]] = {"norm": NORMS, "activation": ACTIVATIONS}
+#: choices a supernet can split its convolution weights by, and their values (``depth``: the
+#: path's number of layers, 1..max_depth, which also splits the classifier)
+_SPLIT_CHOICES: dict[str, tuple[str, ...]] = {"norm": NORMS, "activation": ACTIVATIONS, "depth": ()}
 
 
 def _op_of(layer: LayerSpec) -> _Op:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nas.supernet import (
-    GNNSupernet, SupernetTrainConfig, build_supernet, has_checkpoint, load_supernet, read_meta,
+    GNNSupernet, SupernetTrainConfig, build_supernet, has_checkpoint, load_supernet, parse_options, read_meta,
     train_supernet,
 )
 from search_spaces.gnn import (
@@ -138,6 +138,33 @@ def test_split_by_norm_gives_each_norm_its_own_convolution_weights(tiny_graph) -
     assert supernet.config()["split"] == ["norm"]
     with pytest.raises(ValueError, match="could not resolve split choice 'width'"):
         _supernet(split=("width",))
+
+
+def test_split_by_depth_gives_each_path_depth_its_own_weights(tiny_graph) -> None:
+    supernet = _supernet(convs=("gcn", "sage"), max_depth=3, split=("depth",)).eval()
+    one = _arch(LayerSpec("gcn", 16))
+    two = _arch(LayerSpec("gcn", 16), LayerSpec("sage", 16))
+    other_two = _arch(LayerSpec("gcn", 16, norm="batch"), LayerSpec("gcn", 16))
+    assert supernet.path_modules(one)[0] is not supernet.path_modules(two)[0]
+    assert supernet.path_modules(one)[-1] is not supernet.path_modules(two)[-1]  # classifier too
+    assert supernet.path_modules(two)[0] is supernet.path_modules(other_two)[0]
+    plain = _supernet(convs=("gcn", "sage"), max_depth=3)
+    # position 0 serves depths 1-3, position 2 only depth 3
+    assert len(supernet.convs[0]) == 3 * len(plain.convs[0])
+    assert len(supernet.convs[2]) == len(plain.convs[2])
+    three = _arch(LayerSpec("sage", 16), LayerSpec("gcn", 16), LayerSpec("gcn", 16), skip="jk_cat")
+    for arch in (one, two, three):
+        out = supernet(tiny_graph.x, tiny_graph.edge_index, arch=arch)
+        torch.testing.assert_close(out, supernet.extract(arch).eval()(tiny_graph.x, tiny_graph.edge_index))
+    both = _supernet(convs=("gcn",), split=("norm", "depth"))
+    assert len(both.convs[0]) == len(NORMS) * 2
+
+
+def test_supernet_options_parse_from_key_value_pairs() -> None:
+    options = parse_options(["max_depth=3", "widths=32,64", "split=norm", "dropouts=0.5"])
+    assert options == {"max_depth": 3, "widths": (32, 64), "split": ("norm",), "dropouts": ("0.5",)}
+    with pytest.raises(ValueError, match="'max_depth' must look like KEY=VALUE"):
+        parse_options(["max_depth"])
 
 
 def test_samples_are_covered_and_trial_params_round_trip() -> None:

@@ -1,0 +1,38 @@
+"""The supernet cost comparison's bookkeeping (synthetic pool rows, no training)."""
+from __future__ import annotations
+
+import pytest
+from _scripts import load_script
+
+
+@pytest.fixture(scope="module")
+def cost():
+    return load_script("supernet_cost")
+
+
+def _pool(scores: list[float], vals: list[float], tests: list[float]) -> list[dict]:
+    return [{"summary": f"a{i}", "score": s, "score_seconds": 0.1, "val": v, "seconds": 2.0, "test": t}
+            for i, (s, v, t) in enumerate(zip(scores, vals, tests))]
+
+
+def test_supernet_search_trains_only_its_top_k_and_pays_for_the_supernet(cost) -> None:
+    rows = _pool(scores=[0.9, 0.1, 0.5, 0.3], vals=[0.70, 0.80, 0.75, 0.60], tests=[0.71, 0.82, 0.74, 0.61])
+    one = cost.compare(rows, supernet_seconds=10.0, top_k=1)
+    assert one["full_pick"] == "a1" and one["full_test"] == pytest.approx(0.82)
+    assert one["supernet_pick"] == "a0" and one["supernet_test"] == pytest.approx(0.71)
+    assert one["full_seconds"] == pytest.approx(8.0)
+    assert one["supernet_seconds"] == pytest.approx(10.0 + 0.4 + 2.0)
+    two = cost.compare(rows, supernet_seconds=10.0, top_k=2)  # a0 and a2 trained; a2 has the better val
+    assert two["supernet_pick"] == "a2" and two["final_seconds"] == pytest.approx(4.0)
+
+
+def test_pool_rows_use_seed_zero_for_selection_and_the_seed_mean_for_test(cost) -> None:
+    row = {"summary": "gcn64", "inherited_val": 0.5, "inherited_seconds": 0.1,
+           "variants": {"0": {"val": 0.2, "test": 0.2, "seconds": 0.01},
+                        "5": {"val": 0.6, "test": 0.6, "seconds": 0.2}},
+           "scratch_runs": [{"val": 0.7, "test": 0.8, "seconds": 1.5}, {"val": 0.9, "test": 0.6, "seconds": 1.7}]}
+    plain = cost._normalise(row, None)
+    assert (plain["score"], plain["score_seconds"]) == (0.2, 0.01)
+    tuned = cost._normalise(row, "5")
+    assert (tuned["score"], tuned["val"], tuned["seconds"]) == (0.6, 0.7, 1.5)
+    assert tuned["test"] == pytest.approx(0.7)
