@@ -15,11 +15,13 @@ networks of the same space (CNN space on mnist14 training images; GCNs of the GN
 Cora's training nodes), with other seeds and widths than the evaluated networks, with the
 targeted penalty ``lowest`` (the lowest-norm ``*_empty`` fraction of every coupled channel group),
 the per-channel gate head and (``pruned_weight``) the task loss of the rewritten network with
-that fraction of channels dropped. Its weight lambda is chosen among ``lams`` on validation data
-only: for every lambda, the seed-0 evaluated networks are rewritten and magnitude-pruned at 2x
-and 3x, and the lambda with the highest mean validation accuracy right after pruning is used
-for every seed (validation accuracy after fine-tuning is reported too). Nothing is selected on
-the test split.
+that fraction of channels dropped. Its weight lambda (``lams`` / ``gnn_lams``) and whether it
+keeps every weight tensor's norm (``preserve_norms``: ``MetanetTrainConfig.preserve_norm``) are
+chosen per domain on validation data only: for every combination, the seed-0 evaluated networks
+are rewritten, magnitude-pruned at 2x and 3x and fine-tuned with the rows' budget, and the one
+with the highest mean validation accuracy after fine-tuning is used for every seed (validation
+accuracy right after pruning is reported too; in runs 1-2 it did not predict the result after
+fine-tuning). Nothing is selected on the test split.
 """
 from __future__ import annotations
 
@@ -60,11 +62,12 @@ SCALES: dict[str, dict] = {
                   zoo_fraction=0.1, steps=40, lams=(1.0,), metanet_lr=3e-3, penalty="lowest",
                   pruned_weight=1.0, cnn_empty=0.45, gnn_empty=0.67, gnn=60, gnn_tune=20,
                   gnn_zoo=2, gnn_steps=10,
-                  gnn_lams=(1.0,)),
+                  gnn_lams=(1.0,), preserve_norms=(False, True)),
     "standard": dict(seeds=6, gnn_seeds=10, train=5, fraction=1.0, tune=3, zoo=10, zoo_epochs=2,
                      zoo_fraction=0.5, steps=1000, lams=(0.0, 1.0), metanet_lr=3e-3,
                      penalty="lowest", pruned_weight=1.0, cnn_empty=0.45, gnn_empty=0.67,
-                     gnn=100, gnn_tune=30, gnn_zoo=6, gnn_steps=100, gnn_lams=(0.0, 1.0)),
+                     gnn=100, gnn_tune=30, gnn_zoo=6, gnn_steps=100, gnn_lams=(0.0, 1.0),
+                     preserve_norms=(False, True)),
 }
 
 
@@ -113,44 +116,65 @@ def train_gcn_zoo(task, scale: dict) -> list[torch.nn.Module]:
 
 def choose_metanet(result: dict, domain: str, zoo, task_loss, inputs, task, models,
                    lams, steps: int, lr: float, tune: TrainConfig, penalty: str = "lowest",
-                   empty: float = 0.45, pruned_weight: float = 0.0):
-    """Train one metanetwork per lambda; keep the one whose rewrite + magnitude pruning gives
-    the best mean validation accuracy of ``models`` (seed 0) at 2x and 3x right after pruning
-    (before fine-tuning: what the metanetwork is for; also reported after ``tune``)."""
-    best = None
+                   empty: float = 0.45, pruned_weight: float = 0.0,
+                   preserve_norms: tuple[bool, ...] = (False,)):
+    """Train one metanetwork per (lambda, preserve_norm); keep the one whose rewrite + magnitude
+    pruning + ``tune`` gives the best mean validation accuracy of ``models`` (seed 0) at 2x and
+    3x after fine-tuning (:func:`best_metanet`; the accuracy right after pruning is reported
+    too, but in runs 1-2 it did not predict the result after fine-tuning)."""
+    candidates = []
     for lam in lams:
-        log: list[dict] = []
-        start = time.perf_counter()
-        metanet = train_pruning_metanet(
-            zoo, task_loss, inputs, MetanetTrainConfig(lam=lam, steps=steps, lr=lr,
-                                                       penalty=penalty, fraction=empty,
-                                                       pruned_weight=pruned_weight),
-            log=lambda s, t, g, log=log: log.append(
-                {"step": s, "task_loss": round(t, 4), "relative_lasso": round(g, 4)}))
-        seconds = time.perf_counter() - start
-        val, val_pruned = [], []
-        for model in models:
-            for speedup in SPEEDUPS:
-                outcome = prune_and_finetune(model, task, speedup, "metanet", tune,
-                                             metanet.transform)
-                val.append(outcome.finetuned["val_acc"])
-                val_pruned.append(outcome.pruned["val_acc"])
-        entry = {"domain": domain, "lam": lam, "steps": steps, "lr": lr, "seconds": seconds,
-                 "penalty": penalty, "empty_fraction": empty, "pruned_weight": pruned_weight,
-                 "log": log, "val_after_finetuning": statistics.mean(val),
-                 "val_after_pruning": statistics.mean(val_pruned),
-                 "zoo_relative_lasso": statistics.mean(relative_group_lasso(metanet, m)
-                                                       for m in zoo),
-                 "zoo_relative_penalty": statistics.mean(
-                     relative_group_lasso(metanet, m, penalty, empty) for m in zoo)}
-        result["metanets"].append(entry)
-        print(f"{domain} metanet lambda {lam}: {log[0]} -> {log[-1]}; val acc after pruning "
-              f"{entry['val_after_pruning']:.4f}, after fine-tuning "
-              f"{entry['val_after_finetuning']:.4f} ({seconds:.0f} s)", flush=True)
-        if best is None or entry["val_after_pruning"] > best[0]:
-            best = (entry["val_after_pruning"], lam, metanet)
-    result["chosen_lam"][domain] = best[1]
-    return best[2]
+        for preserve in preserve_norms:
+            entry, metanet = _try_metanet(domain, zoo, task_loss, inputs, task, models, steps, lr,
+                                          tune, MetanetTrainConfig(
+                                              lam=lam, steps=steps, lr=lr, penalty=penalty,
+                                              fraction=empty, pruned_weight=pruned_weight,
+                                              preserve_norm=preserve))
+            result["metanets"].append(entry)
+            candidates.append((entry, metanet))
+    entry, metanet = best_metanet(candidates)
+    result["chosen_lam"][domain] = entry["lam"]
+    result.setdefault("chosen", {})[domain] = {"lam": entry["lam"],
+                                               "preserve_norm": entry["preserve_norm"]}
+    return metanet
+
+
+def best_metanet(candidates: list[tuple[dict, object]]) -> tuple[dict, object]:
+    """The candidate with the highest seed-0 validation accuracy after fine-tuning (the first
+    one on a tie); selection never reads a test accuracy."""
+    return max(candidates, key=lambda c: c[0]["val_after_finetuning"])
+
+
+def _try_metanet(domain: str, zoo, task_loss, inputs, task, models, steps: int, lr: float,
+                 tune: TrainConfig, config: MetanetTrainConfig):
+    """Train one metanetwork and measure it on the seed-0 networks' validation split."""
+    log: list[dict] = []
+    start = time.perf_counter()
+    metanet = train_pruning_metanet(
+        zoo, task_loss, inputs, config,
+        log=lambda s, t, g, log=log: log.append(
+            {"step": s, "task_loss": round(t, 4), "relative_lasso": round(g, 4)}))
+    seconds = time.perf_counter() - start
+    val, val_pruned = [], []
+    for model in models:
+        for speedup in SPEEDUPS:
+            outcome = prune_and_finetune(model, task, speedup, "metanet", tune, metanet.transform)
+            val.append(outcome.finetuned["val_acc"])
+            val_pruned.append(outcome.pruned["val_acc"])
+    entry = {"domain": domain, "lam": config.lam, "preserve_norm": config.preserve_norm,
+             "steps": steps, "lr": lr, "seconds": seconds, "penalty": config.penalty,
+             "empty_fraction": config.fraction, "pruned_weight": config.pruned_weight,
+             "log": log, "val_after_finetuning": statistics.mean(val),
+             "val_after_pruning": statistics.mean(val_pruned),
+             "zoo_relative_lasso": statistics.mean(relative_group_lasso(metanet, m)
+                                                   for m in zoo),
+             "zoo_relative_penalty": statistics.mean(
+                 relative_group_lasso(metanet, m, config.penalty, config.fraction)
+                 for m in zoo)}
+    print(f"{domain} metanet lambda {config.lam} preserve_norm {config.preserve_norm}: "
+          f"{log[0]} -> {log[-1]}; val acc after pruning {entry['val_after_pruning']:.4f}, "
+          f"after fine-tuning {entry['val_after_finetuning']:.4f} ({seconds:.0f} s)", flush=True)
+    return entry, metanet
 
 
 def run(scale: dict, save) -> dict:
@@ -171,7 +195,8 @@ def run(scale: dict, save) -> dict:
     metanet = choose_metanet(result, "mnist14", zoo, images, (torch.zeros(2, 1, 14, 14),), mnist,
                              list(models[0].values()), scale["lams"], scale["steps"],
                              scale["metanet_lr"], image_config(scale["tune"], 0, scale["fraction"]),
-                             scale["penalty"], scale["cnn_empty"], scale.get("pruned_weight", 0.0))
+                             scale["penalty"], scale["cnn_empty"], scale.get("pruned_weight", 0.0),
+                             scale.get("preserve_norms", (False,)))
     result["stage_seconds"]["cnn_metanets"] = time.perf_counter() - clock
     save(result)
     for seed in seeds:  # seed 0, then the whole GCN part, then the other seeds
@@ -211,7 +236,8 @@ def _gcn_part(result: dict, save, scale: dict) -> None:
                              trace_inputs("node", cora.num_features), cora, [evaluated[0]],
                              scale["gnn_lams"], scale["gnn_steps"], scale["metanet_lr"],
                              TrainConfig(epochs=scale["gnn_tune"], patience=0, seed=0),
-                             scale["penalty"], scale["gnn_empty"], scale.get("pruned_weight", 0.0))
+                             scale["penalty"], scale["gnn_empty"], scale.get("pruned_weight", 0.0),
+                             scale.get("preserve_norms", (False,)))
     result["stage_seconds"]["gcn_metanets"] = time.perf_counter() - clock
     for seed, model in evaluated.items():
         _rows(result, save, "GCN", "cora", cora, model,
@@ -310,18 +336,19 @@ def markdown(result: dict) -> str:
             f"| {s['model']} | {s['target']:.0f}x | {s['method']} | {s['seeds']} | "
             f"{s['speedup']:.2f}x | {_fmt(s['acc_before'])} | {_fmt(s['acc_transformed'])} | "
             f"{_fmt(s['acc_pruned'])} | {_fmt(s['acc_finetuned'])} |")
-    lines += ["", "## Metanetworks (lambda chosen on seed-0 validation accuracy right after "
-              "pruning)",
+    lines += ["", "## Metanetworks (lambda and preserve_norm chosen on seed-0 validation accuracy "
+              "after fine-tuning, mean of 2x and 3x)",
               "",
-              f"Chosen: {result.get('chosen_lam', {})}", "",
-              "| domain | lambda | steps | lr | seconds | first log (task loss, rel. penalty) | "
-              "last log | zoo rel. lasso after rewrite | zoo rel. penalty after rewrite | val acc "
-              "after pruning | val acc after fine-tuning (2x, 3x mean) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"Chosen: {result.get('chosen', result.get('chosen_lam', {}))}", "",
+              "| domain | lambda | preserve norm | steps | lr | seconds | first log (task loss, "
+              "rel. penalty) | last log | zoo rel. lasso after rewrite | zoo rel. penalty after "
+              "rewrite | val acc after pruning | val acc after fine-tuning (2x, 3x mean) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in result.get("metanets", []):
         first, last = m["log"][0], m["log"][-1]
         lines.append(
-            f"| {m['domain']} | {m['lam']} | {m['steps']} | {m['lr']} | {m['seconds']:.0f} | "
+            f"| {m['domain']} | {m['lam']} | {m.get('preserve_norm', False)} | {m['steps']} | "
+            f"{m['lr']} | {m['seconds']:.0f} | "
             f"{first['task_loss']:.3f}, {first['relative_lasso']:.3f} | {last['task_loss']:.3f}, "
             f"{last['relative_lasso']:.3f} | {m['zoo_relative_lasso']:.3f} | "
             f"{m.get('zoo_relative_penalty', float('nan')):.3f} | "

@@ -858,6 +858,9 @@ def _add_prune_metanet(commands: Any) -> None:
     p.add_argument("--pruned-weight", type=float, default=0.0,
                    help="weight of the task loss with the --fraction lowest channels dropped "
                         "(0: none)")
+    p.add_argument("--preserve-norm", action="store_true",
+                   help="rescale every rewritten weight tensor to its original Frobenius norm "
+                        "(in training and when rewriting)")
     p.add_argument("--steps", type=int, default=1000, help="optimisation steps (one network each)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--hidden", type=int, default=32, help="metanetwork width")
@@ -882,8 +885,8 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size {args.batch_size} must be >= 1")
     config = MetanetTrainConfig(lam=args.lam, penalty=args.penalty, fraction=args.fraction,
                                 pruned_weight=args.pruned_weight,
-                                steps=args.steps, lr=args.lr, hidden=args.hidden,
-                                layers=args.layers, seed=args.seed)
+                                preserve_norm=args.preserve_norm, steps=args.steps, lr=args.lr,
+                                hidden=args.hidden, layers=args.layers, seed=args.seed)
     job = MetanetJob(args.dataset, args.out, tuple(args.model_dir), args.zoo, tuple(args.study),
                      args.limit, args.batch_size, config)
 

@@ -499,3 +499,120 @@ def test_stored_zoo_networks_are_loaded_with_their_weights(sqlite_url: str,
                                 zoo=sqlite_url, studies=("gcns",)))
     with pytest.raises(ValueError, match="no stored networks in zoo/study 'nope'"):
         zoo_networks(MetanetJob("cora", str(tmp_path / "m"), zoo=sqlite_url, studies=("nope",)))
+
+
+def _perturbed_metanet(inputs: tuple[torch.Tensor, ...]) -> nn.Module:
+    """A metanetwork whose edge and gate heads are random: its rewrite changes weight norms."""
+    from metanets.pruning.metanet import PruningMetanet
+
+    metanet = PruningMetanet.create(inputs, hidden=8, layers=1, gate=True)
+    torch.manual_seed(0)
+    for head in (metanet.gmn.edge_head[-1], metanet.gate[-1]):
+        nn.init.normal_(head.weight, std=0.5)
+        nn.init.normal_(head.bias, std=0.5)
+    return metanet
+
+
+def _tiny_gcn() -> nn.Module:
+    torch.manual_seed(0)
+    return GNN(GNNArchitecture(layers=(LayerSpec("gcn", 8), LayerSpec("gcn", 8))), 6, 3).eval()
+
+
+@pytest.mark.parametrize("kind", ["residual-cnn", "plain-cnn", "gcn"])
+def test_preserve_norm_keeps_every_rewritten_weight_tensor_norm(kind: str) -> None:
+    from metanets.zoo import example_inputs
+
+    if kind == "gcn":
+        model, inputs = _tiny_gcn(), example_inputs("node", 6)
+    else:
+        model, inputs = _tiny_zoo()[kind == "plain-cnn"], (torch.zeros(2, 1, 8, 8),)
+    metanet = _perturbed_metanet(inputs)
+    grown = metanet.transform(copy.deepcopy(model)).state_dict()
+    metanet.preserve_norm = True
+    kept = metanet.transform(copy.deepcopy(model)).state_dict()
+    weights = [name for name, value in model.state_dict().items() if value.dim() >= 2]
+    assert weights
+    original = {name: float(model.state_dict()[name].norm()) for name in weights}
+    # without it the rewrite changes the norms (so the check below can fail) ...
+    assert any(abs(float(grown[n].norm()) / original[n] - 1) > 0.05 for n in weights)
+    for name in weights:  # ... with it every weight tensor keeps its norm, but is rewritten
+        assert float(kept[name].norm()) == pytest.approx(original[name], rel=1e-4), name
+        assert not torch.allclose(kept[name], model.state_dict()[name])
+    for name, value in model.state_dict().items():  # biases, norm parameters, buffers stay
+        if value.dim() < 2:
+            assert torch.equal(kept[name], grown[name]), name
+
+
+def test_preserve_norms_is_differentiable_through_the_rescaling() -> None:
+    """The rescaled tensor's norm is constant, so its gradient with respect to the rewritten
+    weights is zero (a rescaling with a detached factor would give 2 * factor^2 * w)."""
+    from metanets.pruning.metanet import PruningMetanet, _edge_slots, preserve_norms
+
+    graph = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).graph_of(_tiny_zoo()[1])
+    weights = (graph.edge_attr.float() * 3.0).requires_grad_(True)
+    slots = _edge_slots(graph)
+    first = slots == 0
+    assert bool(first.any())
+    kept = preserve_norms(graph, weights)
+    kept[first].pow(2).sum().backward()
+    assert float(weights.grad.abs().max()) < 1e-4
+    assert float(kept[first].detach().pow(2).sum()) == pytest.approx(
+        float(graph.edge_attr.float()[first].pow(2).sum()), rel=1e-5)
+
+
+def test_metanet_trained_with_preserve_norm_keeps_norms_after_save_and_load(
+        tmp_path: Path) -> None:
+    from metanets.pruning.metanet import (
+        ImageLoss,
+        MetanetTrainConfig,
+        load_pruning_metanet,
+        train_pruning_metanet,
+    )
+
+    zoo = _tiny_zoo()
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(64, 1, 8, 8, generator=generator), torch.randint(0, 3, (64,))
+    config = MetanetTrainConfig(lam=0.0, pruned_weight=1.0, fraction=0.5, steps=20, lr=2e-2,
+                                hidden=8, layers=1, preserve_norm=True)
+    metanet = train_pruning_metanet(zoo, ImageLoss(images, labels, 16),
+                                    (torch.zeros(2, 1, 8, 8),), config)
+    assert metanet.preserve_norm
+    loaded = load_pruning_metanet(metanet.save(tmp_path / "metanet"))
+    assert loaded.preserve_norm
+    model = zoo[0]
+    rewritten = loaded.transform(copy.deepcopy(model)).state_dict()
+    changed = 0
+    for name, value in model.state_dict().items():
+        if value.dim() >= 2:
+            assert float(rewritten[name].norm()) == pytest.approx(float(value.norm()), rel=1e-4)
+            changed += not torch.allclose(rewritten[name], value)
+    assert changed > 0
+
+
+def test_saved_preserve_norm_must_be_a_boolean(tmp_path: Path) -> None:
+    from metanets.pruning.metanet import PruningMetanet, load_pruning_metanet
+
+    folder = PruningMetanet.create((torch.zeros(2, 1, 8, 8),)).save(tmp_path / "m")
+    document = json.loads((folder / "metanet.json").read_text())
+    document["metadata"]["preserve_norm"] = "yes"
+    (folder / "metanet.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="preserve_norm 'yes' must be one of \\[true, false\\]"):
+        load_pruning_metanet(folder)
+
+
+@pytest.mark.parametrize("flag, expected", [([], False), (["--preserve-norm"], True)])
+def test_cli_preserve_norm_reaches_the_training_config(flag: list[str], expected: bool,
+                                                       tmp_path: Path, monkeypatch) -> None:
+    import nas.prune
+    from nas.cli import main
+
+    jobs = []
+
+    def fake_train(job, log=None):
+        jobs.append(job)
+        return None, Path(job.out)
+
+    monkeypatch.setattr(nas.prune, "train_prune_metanet", fake_train)
+    assert main(["prune-metanet", "--dataset", "mnist14", "--out", str(tmp_path / "m"),
+                 "--model-dir", str(tmp_path / "zoo0"), "--quiet", *flag]) == 0
+    assert len(jobs) == 1 and jobs[0].config.preserve_norm is expected

@@ -1,0 +1,26 @@
+"""The pruning benchmark selects its metanetwork on validation accuracy after fine-tuning."""
+from __future__ import annotations
+
+from _scripts import load_script
+
+
+def test_metanet_is_chosen_on_validation_after_finetuning_never_on_test() -> None:
+    best_metanet = load_script("pruning").best_metanet
+    # right after pruning and on test "a" is better; after fine-tuning on validation "b" is
+    candidates = [
+        ({"lam": 0.0, "preserve_norm": False, "val_after_pruning": 0.70,
+          "val_after_finetuning": 0.78, "test": 0.90}, "a"),
+        ({"lam": 0.0, "preserve_norm": True, "val_after_pruning": 0.60,
+          "val_after_finetuning": 0.80, "test": 0.10}, "b"),
+        ({"lam": 1.0, "preserve_norm": False, "val_after_pruning": 0.65,
+          "val_after_finetuning": 0.79, "test": 0.50}, "c"),
+    ]
+    assert best_metanet(candidates)[1] == "b"
+    tie = [({"val_after_finetuning": 0.8}, "first"), ({"val_after_finetuning": 0.8}, "second")]
+    assert best_metanet(tie)[1] == "first"
+
+
+def test_standard_scale_searches_lambda_and_preserve_norm_per_domain() -> None:
+    scale = load_script("pruning").SCALES["standard"]
+    assert scale["lams"] == scale["gnn_lams"] == (0.0, 1.0)
+    assert scale["preserve_norms"] == (False, True)
