@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -56,6 +57,8 @@ from search_spaces.gnn import GNN, GNNArchitecture, LayerSpec
 RESULTS = Path(__file__).parent / "results"
 SPEEDUPS = (2.0, 3.0)
 CONTROL = "unpruned + fine-tune"
+#: what ``--part`` can run
+PARTS = ("all", "gcn")
 #: budgets; "standard" takes ~30-35 min of one core on the 2-core machine (pruning_notes.md)
 SCALES: dict[str, dict] = {
     "quick": dict(seeds=1, gnn_seeds=1, train=2, fraction=0.1, tune=1, zoo=3, zoo_epochs=1,
@@ -177,12 +180,16 @@ def _try_metanet(domain: str, zoo, task_loss, inputs, task, models, steps: int, 
     return entry, metanet
 
 
-def run(scale: dict, save) -> dict:
+def run(scale: dict, save, part: str = "all") -> dict:
     """The CNN zoo and metanetwork, the seed-0 CNN rows, the GCN part (zoo, metanetwork, every
-    seed), then the other CNN seeds; ``save(result)`` is called after every row so a partial
-    table (every model at seed 0 at least) survives an interruption."""
+    seed), then the other CNN seeds (``part="gcn"``: the GCN part only); ``save(result)`` is
+    called after every row so a partial table (every model at seed 0 at least) survives an
+    interruption."""
     result: dict = {"scale": scale, "rows": [], "metanets": [], "chosen_lam": {},
                     "stage_seconds": {}}
+    if part == "gcn":
+        _gcn_part(result, save, scale)
+        return result
     clock = time.perf_counter()
     mnist = load_task("mnist14")
     zoo = train_cnn_zoo(mnist, scale)
@@ -377,8 +384,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: min(2, CPUs))")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--part", default="all", choices=PARTS,
+                        help="all (default) or gcn (the Cora GCN part only)")
+    parser.add_argument("--gnn-steps", type=int, default=None,
+                        help="override the scale's GCN metanetwork steps")
+    parser.add_argument("--name", default="pruning",
+                        help="stem of the result files NAME.md / NAME.json (default pruning)")
     args = parser.parse_args()
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
+        parser.error(f"--name {args.name!r} must be letters, digits, '_' or '-' (a file stem)")
     scale = dict(SCALES["quick" if args.quick else "standard"])
+    if args.gnn_steps is not None:
+        if args.gnn_steps < 1:
+            parser.error(f"--gnn-steps {args.gnn_steps} must be >= 1")
+        scale["gnn_steps"] = args.gnn_steps
     if args.seeds is not None:
         if args.seeds < 1:
             parser.error(f"--seeds {args.seeds} must be >= 1")
@@ -396,10 +415,10 @@ def main() -> None:
     def save(partial: dict) -> None:
         out.mkdir(parents=True, exist_ok=True)
         document = {**header, **partial}
-        (out / "pruning.json").write_text(json.dumps(document, indent=2) + "\n")
-        (out / "pruning.md").write_text(markdown(document))
+        (out / f"{args.name}.json").write_text(json.dumps(document, indent=2) + "\n")
+        (out / f"{args.name}.md").write_text(markdown(document))
 
-    result = run(scale, save)
+    result = run(scale, save, args.part)
     save(result)
     print(markdown({**header, **result}))
 

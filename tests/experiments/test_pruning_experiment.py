@@ -1,6 +1,9 @@
 """The pruning benchmark selects its metanetwork on validation accuracy after fine-tuning."""
 from __future__ import annotations
 
+import sys
+
+import pytest
 from _scripts import load_script
 
 
@@ -24,3 +27,23 @@ def test_standard_scale_searches_lambda_and_preserve_norm_per_domain() -> None:
     scale = load_script("pruning").SCALES["standard"]
     assert scale["lams"] == scale["gnn_lams"] == (0.0, 1.0)
     assert scale["preserve_norms"] == (False, True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--name", "../pruning"], "--name '../pruning' must be letters, digits"),
+    (["--part", "cnn"], "invalid choice: 'cnn'"),
+    (["--gnn-steps", "0"], "--gnn-steps 0 must be >= 1"),
+])
+def test_bad_arguments_are_named_before_anything_runs(argv: list[str], message: str, monkeypatch,
+                                                      capsys, tmp_path) -> None:
+    script = load_script("pruning")
+    monkeypatch.setattr(script, "run", lambda *a, **k: pytest.fail("ran with bad arguments"))
+    monkeypatch.setattr(sys, "argv", ["pruning.py", "--out", str(tmp_path), *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        script.main()
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error
+    if "--part" in argv:
+        assert "'all', 'gcn'" in error
+    assert not any(tmp_path.iterdir())
