@@ -51,7 +51,9 @@ def main() -> None:
     options.update(parse_options(args.option))
     folder = Path(args.supernet or f"/tmp/metanas-supernet-{args.space}-{args.dataset}-{args.seed}")
     supernet = build_supernet(args.space, task, **options)
-    config = SupernetTrainConfig(epochs=args.supernet_epochs, seed=args.seed, device=args.device)
+    config = SupernetTrainConfig(
+        epochs=args.supernet_epochs, seed=args.seed, device=args.device, sampling=args.sampling,
+    )
     trained = train_supernet(supernet, task, config, out=folder)
     args.supernet_repr = repr(supernet)
     print(f"supernet: {trained.epochs} epochs in {trained.seconds:.1f}s ({supernet})", flush=True)
@@ -189,6 +191,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-reference", default=None, metavar="NAME",
                    help="take the from-scratch runs of architectures already in result NAME instead of training them")
     p.add_argument("--seed", type=int, default=0, help="seed of the supernet's training")
+    p.add_argument("--sampling", default="uniform", choices=["uniform", "fair"],
+                   help="supernet path sampling (`metanas supernet train --sampling`)")
     p.add_argument("--arch-seed", type=int, default=None,
                    help="seed of the architecture draw (default: --seed + 1); another seed = fresh architectures")
     p.add_argument("--device", default="auto")

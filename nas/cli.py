@@ -414,6 +414,11 @@ def _add_supernet(commands: Any) -> None:
     t.add_argument("--checkpoint-every", type=int, default=50, help="epochs between checkpoints")
     t.add_argument("--data-root", default=None)
     t.add_argument(
+        "--sampling", default="uniform", choices=["uniform", "fair"],
+        help="paths per step: uniform, one path (SPOS, default); fair, FairNAS strict fairness "
+        "(every choice of a decision once per step, gradients averaged; a step costs one pass per path)",
+    )
+    t.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE",
         help="supernet option, e.g. max_depth=3, widths=32,64, convs=gcn,gat, dropouts=0.5 (gnn space)",
     )
@@ -432,7 +437,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     config = SupernetTrainConfig(
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
         batch_size=args.batch_size, seed=args.seed, device=device,
-        checkpoint_every=args.checkpoint_every, amp=args.amp,
+        checkpoint_every=args.checkpoint_every, amp=args.amp, sampling=args.sampling,
     )
     print(f"metanas supernet train: {supernet} on {task.name} ({config.device})", flush=True)
     result = train_supernet(supernet, task, config, out=args.out)

@@ -17,7 +17,7 @@ from nas.supernet._gradient import GradientConfig, GradientResult, derive, gradi
 from nas.supernet._gnn import GNNSupernet, gnn_trial_params
 from nas.supernet._nasbench import NasBenchGraphSupernet, nasbench_trial_params
 from nas.supernet._train import (
-    SupernetTrainConfig, SupernetTrainResult, init_distributed, path_rng, train_supernet,
+    SAMPLINGS, SupernetTrainConfig, SupernetTrainResult, init_distributed, path_rng, train_supernet,
 )
 from search_spaces.resolver import resolve
 
@@ -87,7 +87,7 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 __all__ = [
-    "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SupernetTrainConfig", "SupernetTrainResult",
+    "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SAMPLINGS", "SupernetTrainConfig", "SupernetTrainResult",
     "FINAL_SUFFIX", "build_supernet", "final_train", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
     "read_meta", "train_supernet",
 ]

@@ -60,6 +60,21 @@ class Supernet(nn.Module, abc.ABC):
     def sample(self, rng: random.Random) -> Architecture:
         """A covered architecture, uniformly at each choice (SPOS path sampling)."""
 
+    def fair_paths(self, rng: random.Random) -> list[Architecture]:
+        """One step's paths under strict fairness (FairNAS: Chu et al., "FairNAS: Rethinking
+        Evaluation Fairness of Weight Sharing Neural Architecture Search", ICCV 2021).
+
+        ``m`` paths, ``m`` the most choices any decision has: each decision's choices are
+        shuffled and dealt to the paths in turn (repeated when it has fewer than ``m``), so in
+        one step every choice of the widest decisions runs exactly once and every other choice
+        as evenly as ``m`` allows. Decisions that a path does not use (a layer beyond its depth)
+        are dealt but idle, so positions deeper than the shallowest depth run less often.
+        """
+        decisions = self.decisions()
+        m = max(len(choices) for choices in decisions.values())
+        dealt = {name: deal(choices, m, rng) for name, choices in decisions.items()}
+        return [self.from_decisions({name: dealt[name][k] for name in decisions}) for k in range(m)]
+
     @abc.abstractmethod
     def forward(
         self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, *,
@@ -97,3 +112,13 @@ class Supernet(nn.Module, abc.ABC):
     def trial_params(arch: Architecture) -> dict[str, Any]:
         """Optuna parameters that make :meth:`SearchSpace.suggest` return ``arch`` (used to
         enqueue an architecture as a trial)."""
+
+
+def deal(choices: tuple[Any, ...], m: int, rng: random.Random) -> list[Any]:
+    """``m`` of ``choices`` in shuffled rounds: each round holds every choice once."""
+    out: list[Any] = []
+    while len(out) < m:
+        round_ = list(choices)
+        rng.shuffle(round_)
+        out.extend(round_)
+    return out[:m]

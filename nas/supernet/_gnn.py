@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from nas.supernet._base import Gates, Supernet
+from nas.supernet._base import Gates, Supernet, deal
 from search_spaces.gnn import (
     ACTIVATIONS, AGGREGATING_CONVS, AGGREGATIONS, ATTENTION_CONVS, CONVS, DEFAULT_AGGREGATION,
     DROPOUTS, HEADS, NORMS, READOUTS, SKIPS, WIDTHS, GNNArchitecture, GNNSpace, LayerSpec,
@@ -246,6 +246,24 @@ class GNNSupernet(Supernet):
             layers=tuple(layers), skip=rng.choice(SKIPS) if depth > 1 else "none",
             readout=rng.choice(READOUTS), lr=DERIVED_LR, weight_decay=DERIVED_WEIGHT_DECAY,
         )
+
+    def fair_paths(self, rng: random.Random) -> list[GNNArchitecture]:
+        """Strict fairness (see :meth:`Supernet.fair_paths`) over the decisions, with each
+        layer's width and dropout dealt the same way among the covered ones (an attention op
+        whose head count does not divide its dealt width takes a random width that it divides)."""
+        paths = super().fair_paths(rng)
+        widths = {i: deal(self.widths, len(paths), rng) for i in range(self.max_depth)}
+        dropouts = {i: deal(self.dropouts, len(paths), rng) for i in range(self.max_depth)}
+        out = []
+        for k, arch in enumerate(paths):
+            layers = []
+            for i, layer in enumerate(arch.layers):
+                width = widths[i][k]
+                if layer.conv in ATTENTION_CONVS and width % layer.heads:
+                    width = rng.choice([w for w in self.widths if w % layer.heads == 0])
+                layers.append(dataclasses.replace(layer, width=width, dropout=dropouts[i][k]))
+            out.append(dataclasses.replace(arch, layers=tuple(layers)))
+        return out
 
     # -- forward and extraction ---------------------------------------------------------------
 

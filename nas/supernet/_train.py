@@ -43,6 +43,12 @@ if TYPE_CHECKING:
     from nas.tasks import Task
 
 
+#: path sampling of a training step: ``uniform`` draws one path (SPOS); ``fair`` runs the
+#: :meth:`~nas.supernet._base.Supernet.fair_paths` of strict fairness (FairNAS) and averages
+#: their gradients into one update, so a step costs as many forward/backward passes as paths
+SAMPLINGS = ("uniform", "fair")
+
+
 @dataclasses.dataclass
 class SupernetTrainConfig:
     """How to train a supernet."""
@@ -55,8 +61,11 @@ class SupernetTrainConfig:
     device: str = "auto"          # cpu, cuda or auto
     checkpoint_every: int = 50    # epochs between checkpoints (and one at the end)
     amp: bool = False             # bfloat16 autocast on CUDA (ignored on the CPU)
+    sampling: str = "uniform"     # uniform: one path per step (SPOS); fair: FairNAS paths
 
     def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling {self.sampling!r}; choose one of {list(SAMPLINGS)}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.checkpoint_every < 1:
@@ -124,25 +133,32 @@ def _step(
     model: nn.Module, supernet: Supernet, optimizer: torch.optim.Optimizer, batch: _Batch,
     config: SupernetTrainConfig, step: int, device: torch.device,
 ) -> float:
-    arch = supernet.sample(path_rng(config.seed, step))
-    torch.manual_seed(config.seed * 1_000_003 + step)  # dropout masks of this step
+    rng = path_rng(config.seed, step)
+    archs = supernet.fair_paths(rng) if config.sampling == "fair" else [supernet.sample(rng)]
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    with _autocast(config, device):
-        out = model(batch.x, batch.edge_index, batch.batch, arch=arch)  # (N or B, C)
-        logits = out[batch.select] if batch.select is not None else out
-        loss = nn.functional.cross_entropy(logits.float(), batch.y, reduction="sum") * batch.scale
-    loss.backward()
+    total = 0.0
+    for k, arch in enumerate(archs):
+        # dropout masks of this step (and path: uniform sampling keeps its historical seeds)
+        torch.manual_seed(config.seed * 1_000_003 + step + k * 7_919_009)
+        with _autocast(config, device):
+            out = model(batch.x, batch.edge_index, batch.batch, arch=arch)  # (N or B, C)
+            logits = out[batch.select] if batch.select is not None else out
+            loss = nn.functional.cross_entropy(logits.float(), batch.y, reduction="sum") * batch.scale
+        (loss / len(archs)).backward()
+        total += float(loss.detach())
     if model is not supernet:
-        _drop_off_path_grads(supernet, arch)
+        _drop_off_path_grads(supernet, archs)
     optimizer.step()
-    return float(loss.detach()) / batch.scale / max(batch.y.numel(), 1)
+    return total / len(archs) / batch.scale / max(batch.y.numel(), 1)
 
 
-def _drop_off_path_grads(supernet: Supernet, arch: Any) -> None:
-    """DDP hands parameters off the path zero gradients once they have had one; Adam would
+def _drop_off_path_grads(supernet: Supernet, archs: list[Any]) -> None:
+    """DDP hands parameters off the paths zero gradients once they have had one; Adam would
     still move them (momentum, weight decay), which single-process training does not."""
-    used = {id(p) for module in supernet.path_modules(arch) for p in module.parameters()}
+    used = {
+        id(p) for arch in archs for module in supernet.path_modules(arch) for p in module.parameters()
+    }
     for param in supernet.parameters():
         if id(param) not in used:
             param.grad = None

@@ -319,3 +319,54 @@ def test_scoring_inside_the_supernet_equals_extract_recalibrate_measure(tmp_path
         assert scored.num_params == count_parameters(model)
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_fair_paths_run_every_choice_of_the_widest_decision_once() -> None:
+    supernet = _supernet(widths=(16, 32), dropouts=(0.0, 0.5), max_depth=2)
+    paths = supernet.fair_paths(random.Random(0))
+    ops = [op.name for op in supernet.ops]
+    assert len(paths) == len(ops) > len(NORMS)
+    for arch in paths:
+        assert supernet.project(arch, strict=True) == arch  # every path is covered as it is
+    first = sorted(supernet.to_decisions(arch)["l0_op"] for arch in paths)
+    assert first == sorted(ops)
+    for values in (
+        [arch.layers[0].norm for arch in paths], [arch.layers[0].activation for arch in paths],
+        [arch.layers[0].dropout for arch in paths], [arch.depth for arch in paths],
+    ):
+        counts = [values.count(v) for v in set(values)]
+        assert max(counts) - min(counts) <= 1, values  # dealt evenly
+    assert {arch.layers[0].width for arch in paths} == {16, 32}
+    assert supernet.fair_paths(random.Random(0)) == paths
+    assert supernet.fair_paths(random.Random(1)) != paths
+
+
+def test_a_fair_step_trains_every_first_layer_op_and_a_uniform_step_one(tiny_graph) -> None:
+    def changed_first_layer_convs(sampling: str) -> int:
+        supernet = _supernet(convs=("gcn", "gat", "sage", "linear"))
+        before = {k: v.clone() for k, v in supernet.convs[0].state_dict().items()}
+        config = SupernetTrainConfig(epochs=1, seed=3, device="cpu", sampling=sampling)
+        train_supernet(supernet, TinyTask(tiny_graph), config)
+        after = supernet.convs[0].state_dict()
+        return len({k.split(".")[0] for k in before if not torch.equal(before[k], after[k])})
+
+    n_ops = len(_supernet(convs=("gcn", "gat", "sage", "linear")).convs[0])
+    assert changed_first_layer_convs("uniform") == 1
+    assert changed_first_layer_convs("fair") == n_ops > 1
+
+
+def test_fair_training_resumes_exactly_and_bad_sampling_is_named(tiny_graph, tmp_path) -> None:
+    def run(out, epochs):
+        supernet = _supernet(convs=("gcn", "sage"))
+        config = SupernetTrainConfig(epochs=epochs, seed=1, device="cpu", sampling="fair", checkpoint_every=1)
+        return supernet, train_supernet(supernet, TinyTask(tiny_graph), config, out=out)
+
+    straight, result = run(tmp_path / "a", 3)
+    run(tmp_path / "b", 1)
+    resumed, again = run(tmp_path / "b", 3)
+    assert again.resumed_from == 1 and again.history == pytest.approx(result.history, abs=0)
+    for p, q in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(p, q)
+    assert read_meta(tmp_path / "b")["train"]["sampling"] == "fair"
+    with pytest.raises(ValueError, match=r"unknown sampling 'fairest'.*\['uniform', 'fair'\]"):
+        SupernetTrainConfig(sampling="fairest")

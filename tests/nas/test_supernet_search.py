@@ -134,3 +134,9 @@ def test_gradient_strategy_records_its_derived_architecture_as_a_trained_trial(
     assert len(derived) == 1 and len(trials) == 2
     assert json.loads(derived[0].user_attrs["arch"]) == stored["derived"]
     assert derived[0].user_attrs["epochs"] == 5 and 0.0 < derived[0].user_attrs["test_acc"] <= 1.0
+
+
+def test_supernet_train_rejects_an_unknown_sampling(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["supernet", "train", "--dataset", "cora", "--out", "/nonexistent", "--sampling", "fairest"])
+    assert exit_.value.code == 2 and "invalid choice: 'fairest'" in capsys.readouterr().err
