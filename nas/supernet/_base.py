@@ -68,12 +68,18 @@ class Supernet(nn.Module, abc.ABC):
         shuffled and dealt to the paths in turn (repeated when it has fewer than ``m``), so in
         one step every choice of the widest decisions runs exactly once and every other choice
         as evenly as ``m`` allows. Decisions that a path does not use (a layer beyond its depth)
-        are dealt but idle, so positions deeper than the shallowest depth run less often.
+        are dealt but idle, so positions deeper than the shallowest depth run less often. A deal
+        in which some path is invalid (NAS-Bench-Graph's all-skip cell) is redealt as a whole.
         """
         decisions = self.decisions()
         m = max(len(choices) for choices in decisions.values())
-        dealt = {name: deal(choices, m, rng) for name, choices in decisions.items()}
-        return [self.from_decisions({name: dealt[name][k] for name in decisions}) for k in range(m)]
+        for _ in range(1000):  # a deal with an invalid path (e.g. an all-skip cell) is redealt
+            dealt = {name: deal(choices, m, rng) for name, choices in decisions.items()}
+            try:
+                return [self.from_decisions({name: dealt[name][k] for name in decisions}) for k in range(m)]
+            except ValueError:
+                continue
+        raise RuntimeError(f"no valid fair deal of {m} paths in 1000 tries")
 
     @abc.abstractmethod
     def forward(

@@ -370,3 +370,16 @@ def test_fair_training_resumes_exactly_and_bad_sampling_is_named(tiny_graph, tmp
     assert read_meta(tmp_path / "b")["train"]["sampling"] == "fair"
     with pytest.raises(ValueError, match=r"unknown sampling 'fairest'.*\['uniform', 'fair'\]"):
         SupernetTrainConfig(sampling="fairest")
+
+
+def test_fair_paths_on_nasbench_graph_deal_every_op_and_never_an_all_skip_cell() -> None:
+    from nas.supernet import NasBenchGraphSupernet
+    from search_spaces.nasbench_graph import OPS
+
+    supernet = NasBenchGraphSupernet(4, 3, dataset="computers")
+    rng = random.Random(0)
+    for _ in range(800):  # an all-skip path turns up in about 1 of 729 raw deals
+        paths = supernet.fair_paths(rng)
+        assert len(paths) == len(OPS)
+        assert sorted(supernet.to_decisions(arch)["op2"] for arch in paths) == sorted(OPS)
+        assert all(any(op != "skip" for op in arch.ops) for arch in paths)
