@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -211,22 +212,23 @@ def test_untrained_metanet_is_the_identity() -> None:
                                                  rewritten.state_dict().values(), strict=True))
 
 
-def test_metanet_rewrite_increases_group_sparsity(tmp_path: Path) -> None:
-    from metanets.pruning.metanet import (
-        ImageLoss,
-        MetanetTrainConfig,
-        group_lasso,
-        load_pruning_metanet,
-        relative_group_lasso,
-        train_pruning_metanet,
-    )
+def _train_on_tiny_zoo(**config: Any) -> tuple[list[nn.Module], Any]:
+    """The tiny zoo and a pruning metanetwork trained on it with ``MetanetTrainConfig(**config)``
+    on 64 random 8x8 images."""
+    from metanets.pruning.metanet import ImageLoss, MetanetTrainConfig, train_pruning_metanet
 
     zoo = _tiny_zoo()
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.randn(64, 1, 8, 8, generator=generator), torch.randint(0, 3, (64,))
-    config = MetanetTrainConfig(lam=20.0, steps=25, lr=2e-2, hidden=8, layers=1)
     metanet = train_pruning_metanet(zoo, ImageLoss(images, labels, 16),
-                                    (torch.zeros(2, 1, 8, 8),), config)
+                                    (torch.zeros(2, 1, 8, 8),), MetanetTrainConfig(**config))
+    return zoo, metanet
+
+
+def test_metanet_rewrite_increases_group_sparsity(tmp_path: Path) -> None:
+    from metanets.pruning.metanet import group_lasso, load_pruning_metanet, relative_group_lasso
+
+    zoo, metanet = _train_on_tiny_zoo(lam=20.0, steps=25, lr=2e-2, hidden=8, layers=1)
     model = zoo[0]
     rewritten = metanet.transform(copy.deepcopy(model))
     lasso = [float(group_lasso(g, g.edge_attr.float()))
@@ -562,20 +564,10 @@ def test_preserve_norms_is_differentiable_through_the_rescaling() -> None:
 
 def test_metanet_trained_with_preserve_norm_keeps_norms_after_save_and_load(
         tmp_path: Path) -> None:
-    from metanets.pruning.metanet import (
-        ImageLoss,
-        MetanetTrainConfig,
-        load_pruning_metanet,
-        train_pruning_metanet,
-    )
+    from metanets.pruning.metanet import load_pruning_metanet
 
-    zoo = _tiny_zoo()
-    generator = torch.Generator().manual_seed(0)
-    images, labels = torch.randn(64, 1, 8, 8, generator=generator), torch.randint(0, 3, (64,))
-    config = MetanetTrainConfig(lam=0.0, pruned_weight=1.0, fraction=0.5, steps=20, lr=2e-2,
-                                hidden=8, layers=1, preserve_norm=True)
-    metanet = train_pruning_metanet(zoo, ImageLoss(images, labels, 16),
-                                    (torch.zeros(2, 1, 8, 8),), config)
+    zoo, metanet = _train_on_tiny_zoo(lam=0.0, pruned_weight=1.0, fraction=0.5, steps=20,
+                                      lr=2e-2, hidden=8, layers=1, preserve_norm=True)
     assert metanet.preserve_norm
     loaded = load_pruning_metanet(metanet.save(tmp_path / "metanet"))
     assert loaded.preserve_norm
