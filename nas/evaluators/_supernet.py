@@ -115,6 +115,7 @@ class SupernetEvaluator(Evaluator):
             config = TrainConfig(
                 **space.training_config(arch), epochs=self.finetune_epochs, patience=0,
                 batch_size=self.batch_size, seed=seed, device=device,
+                keep_best_on_divergence=True,  # a fine-tune that blows up scores its best epoch
             )
             metrics = dict(train_model(model, task, config, report=report).metrics)
         else:

@@ -140,3 +140,24 @@ def test_supernet_train_rejects_an_unknown_sampling(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["supernet", "train", "--dataset", "cora", "--out", "/nonexistent", "--sampling", "fairest"])
     assert exit_.value.code == 2 and "invalid choice: 'fairest'" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(600)
+def test_a_fine_tune_that_diverges_scores_its_best_epoch_before_the_nan(
+    cora_available, cora_supernet, monkeypatch,
+) -> None:
+    import math
+
+    import nas.train
+
+    task, space = load_task("cora"), GNNSpace(convs=("gcn", "sage"))
+    arch = GNNArchitecture(layers=(LayerSpec("gcn", 64, dropout=0.5),))
+    train_epoch, calls = nas.train._NodeLoop.train_epoch, []
+
+    def nan_at_epoch_4(self, model, optimizer):
+        calls.append(1)
+        return math.nan if len(calls) == 4 else train_epoch(self, model, optimizer)
+
+    monkeypatch.setattr(nas.train._NodeLoop, "train_epoch", nan_at_epoch_4)
+    result = SupernetEvaluator(str(cora_supernet), finetune_epochs=10).evaluate(arch, space, task, device="cpu")
+    assert len(calls) == 4 and result.metrics["val_acc"] > 0.45  # chance: ~0.14
