@@ -297,34 +297,50 @@ def preserve_norms(graph: Any, edge_attr: Tensor) -> Tensor:
     Shapes:
         ``edge_attr`` ``(E, K)`` -> ``(E, K)``.
     """
-    slot = _edge_slots(graph)  # (E,), -1: no weight tensor
-    valid = (slot >= 0) & _rewritten_mask(graph)
-    if not bool(valid.any()):
+    norms = _tensor_norms(graph)
+    if norms is None:
         return edge_attr
-    width = edge_attr.size(1)
-    kernel = (torch.arange(width)[None, :] < graph.edge_kernel_len.long()[:, None]).float()
-    index, count = slot.clamp_min(0), int(slot.max()) + 1
-
-    def squares(attr: Tensor) -> Tensor:  # (count,) sum of squared entries per tensor
-        per_edge = ((attr * kernel).pow(2).sum(dim=1)) * valid.float()
-        return scatter(per_edge, index, 0, dim_size=count, reduce="sum")
-
-    factor = (squares(graph.edge_attr.float()) / (squares(edge_attr) + 1e-24)).sqrt()
+    valid, index, kernel, original = norms
+    per_edge = ((edge_attr * kernel).pow(2).sum(dim=1)) * valid.float()
+    squares = scatter(per_edge, index, 0, dim_size=original.numel(), reduce="sum")
+    factor = (original / (squares + 1e-24)).sqrt()
     per_edge = torch.where(valid, factor[index], torch.ones_like(factor[index]))
     return edge_attr * per_edge[:, None]
 
 
+def _tensor_norms(graph: Any) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """What :func:`preserve_norms` needs of ``graph``, computed once and cached on it: the
+    ``(E,)`` mask of rewritten edges that belong to an edge ``param_slot`` (weight tensor), each
+    edge's slot index, the ``(E, K)`` kernel mask and the ``(slots,)`` sums of squared entries of
+    the original tensors; ``None`` when no rewritten edge holds a weight tensor."""
+    if hasattr(graph, "_tensor_norms"):
+        return graph._tensor_norms
+    slot = _edge_slots(graph)
+    valid = (slot >= 0) & _rewritten_mask(graph)
+    cached = None
+    if bool(valid.any()):
+        index, kernel = slot.clamp_min(0), _kernel_mask(graph)
+        per_edge = ((graph.edge_attr.float() * kernel).pow(2).sum(dim=1)) * valid.float()
+        original = scatter(per_edge, index, 0, dim_size=int(slot.max()) + 1, reduce="sum")
+        cached = (valid, index, kernel, original)
+    graph._tensor_norms = cached
+    return cached
+
+
 def _edge_slots(graph: Any) -> Tensor:
     """``(E,)`` int64: the index of the edge ``param_slot`` (weight tensor) every edge belongs
-    to, -1 for edges of none; cached on the graph."""
-    cached = getattr(graph, "_edge_slots", None)
-    if cached is not None:
-        return cached
+    to, -1 for edges of none."""
     slots = torch.full((int(graph.edge_index.size(1)),), -1, dtype=torch.long)
     for i, slot in enumerate(s for s in graph.param_slots if s.where == "edge"):
         slots[slot.start:slot.start + slot.count] = i
-    graph._edge_slots = slots
     return slots
+
+
+def _kernel_mask(graph: Any) -> Tensor:
+    """``(E, K)`` float: 1 where an edge's feature is one of its ``edge_kernel_len`` kernel
+    entries, 0 in the padding."""
+    width = graph.edge_attr.size(1)
+    return (torch.arange(width)[None, :] < graph.edge_kernel_len.long()[:, None]).float()
 
 
 def state_from_graph(graph: Any, edge_attr: Tensor, module: nn.Module) -> dict[str, Tensor]:
@@ -398,8 +414,7 @@ class PruningMetanet(nn.Module):
         src, dst = batch.edge_index
         delta = self.gmn.edge_head(torch.cat([e, h[src], h[dst]], dim=-1))  # (E, K)
         scale = self.gmn.scaler.edge_scale[_slot(batch.edge_type, batch.edge_layer)][:, None]
-        width = raw.edge_attr.size(1)
-        kernel = (torch.arange(width)[None, :] < raw.edge_kernel_len.long()[:, None]).float()
+        kernel = _kernel_mask(raw)
         rewritten = _rewritten_mask(raw).float()[:, None]
         new = raw.edge_attr.float() + delta * scale * kernel * rewritten
         if self.gate is not None:
