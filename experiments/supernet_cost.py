@@ -14,7 +14,14 @@ accuracy over the pool's reference seeds (the accuracy the chosen architecture i
 train to; the search itself only saw seed 0's validation accuracy). Budgets below the pool size
 are repeated over ``--draws`` random subsets of the pool (seeded) and averaged.
 
+``--refine FT --cascade N:K ...`` adds two-fidelity supernet searches: the ``--variant`` scorer on
+every candidate, the costlier ``ftFT`` scorer (of the same ranking run) on its best fraction N of
+the budget, from-scratch training of the best fraction K of the budget by the ``ftFT`` score (each
+at least 1), the best from-scratch validation accuracy of those is the pick. The cost adds the
+``ftFT`` seconds of the N re-scored candidates.
+
     python experiments/supernet_cost.py --rows supernet_ranking --budgets 50 100 250 --top-k 1 5
+    python experiments/supernet_cost.py --rows R --budgets 500 1000 --variant 0 --refine 20 --cascade 0.1:0.01
 """
 from __future__ import annotations
 
@@ -32,15 +39,22 @@ def main() -> None:
     p.add_argument("--budgets", type=int, nargs="+", default=[10, 25, 50])
     p.add_argument("--top-k", type=int, nargs="+", default=[1], help="from-scratch trainings of the supernet search")
     p.add_argument("--variant", default=None, help="inherited-weight scorer (fine-tuning epochs); default: the first")
+    p.add_argument("--refine", default=None, metavar="FT",
+                   help="second, costlier scorer of the cascade (fine-tuning epochs of a ranking-run variant)")
+    p.add_argument("--cascade", nargs="+", default=[], metavar="N:K",
+                   help="with --refine: fractions of the budget re-scored (N) and trained from scratch (K)")
     p.add_argument("--draws", type=int, default=20, help="random candidate subsets per budget below the pool size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="supernet_cost")
     args = p.parse_args()
     info = machine()
     source = json.loads((RESULTS / f"{args.rows}.json").read_text())
-    rows = [_normalise(r, args.variant) for r in source["rows"]]
+    rows = [_normalise(r, args.variant, args.refine) for r in source["rows"]]
     if any(k < 1 for k in args.top_k):
         raise SystemExit(f"--top-k must be >= 1, got {args.top_k}")
+    cascades = [_fractions(text) for text in args.cascade]
+    if cascades and args.refine is None:
+        raise SystemExit("--cascade needs --refine FT (the second scorer)")
     rng = random.Random(args.seed)
     table = []
     for n in args.budgets:
@@ -51,31 +65,51 @@ def main() -> None:
         for k in args.top_k:
             if k <= n:
                 table.append(_summarise(n, k, [compare(s, source["supernet_seconds"], k) for s in subsets]))
+        for refine_fraction, top_fraction in cascades:
+            m, k = max(1, round(refine_fraction * n)), max(1, round(top_fraction * n))
+            table.append(_summarise(n, k, [compare(s, source["supernet_seconds"], k, refine_n=m) for s in subsets],
+                                    refine_n=m))
     variant = args.variant or next(iter(source["rows"][0].get("variants", {"0": None})))
     payload = {"machine": info, "source": args.rows, "source_machine": source["machine"],
-               "variant": variant, "budgets": table}
+               "variant": variant, "refine": args.refine, "budgets": table}
     md = ["# Supernet search vs full-training search (same candidates, same budget)", "",
           f"- machine: {info['platform']}, {info['cpu_count']} CPUs (shared), load now {info['loadavg_at_start']}",
           f"- command: `{info['command']}`", f"- rows from: `{source['machine']['command']}` "
           f"({source['machine']['date']}, load at start {source['machine']['loadavg_at_start']})",
           f"- supernet scorer: ft{variant}; pool of {len(rows)} architectures; "
           f"budgets below the pool: mean over {args.draws} random subsets",
+          *([f"- cascade rows (re-scored > 0): ft{variant} on every candidate, ft{args.refine} on the "
+             f"re-scored best of them, the top-k by ft{args.refine} trained from scratch"] if cascades else []),
           f"- date: {info['date']}", "",
-          "| budget (archs) | top-k trained | full-training s | supernet s (train + score + top-k) | speed-up | "
-          "full-training pick test | supernet pick test | difference (points) | draws within 0.5 pt |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| budget (archs) | re-scored | top-k trained | full-training s | supernet s (train + score "
+          "[+ re-score] + top-k) | speed-up | full-training pick test | supernet pick test | difference (points) "
+          "| draws within 0.5 pt |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
+        rescore = f" + {r['refine_seconds']:.0f}" if r["refine_n"] else ""
         md.append(
-            f"| {r['budget']} | {r['top_k']} | {r['full_seconds']:.0f} | {r['supernet_seconds']:.0f} "
-            f"({r['supernet_train_seconds']:.0f} + {r['score_seconds']:.0f} + {r['final_seconds']:.0f}) | "
+            f"| {r['budget']} | {r['refine_n']} | {r['top_k']} | {r['full_seconds']:.0f} | {r['supernet_seconds']:.0f} "
+            f"({r['supernet_train_seconds']:.0f} + {r['score_seconds']:.0f}{rescore} + {r['final_seconds']:.0f}) | "
             f"{r['speedup']:.1f}x | {100 * r['full_test']:.2f} | {100 * r['supernet_test']:.2f} | "
             f"{r['difference_points']:+.2f} ± {r['difference_sd']:.2f} | {r['within_half_point']}/{r['draws']} |"
         )
     write_results(args.name, payload, "\n".join(md) + "\n")
 
 
-def _normalise(row: dict, variant: str | None) -> dict:
-    """A pool row as (score, seed-0 val, seed-0 seconds, mean test, scoring seconds)."""
+def _fractions(text: str) -> tuple[float, float]:
+    """``"0.1:0.01"`` -> (0.1, 0.01): fractions of the budget re-scored and trained from scratch."""
+    try:
+        refine, top = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise SystemExit(f"--cascade takes N:K fractions such as 0.1:0.01, got {text!r}") from None
+    if not 0 < top <= refine <= 1:
+        raise SystemExit(f"--cascade {text!r}: need 0 < K <= N <= 1")
+    return refine, top
+
+
+def _normalise(row: dict, variant: str | None, refine: str | None = None) -> dict:
+    """A pool row as (score, seed-0 val, seed-0 seconds, mean test, scoring seconds), with the
+    ``refine`` variant's score and seconds when given."""
     runs = row.get("scratch_runs") or [{"val": row["scratch_val"], "test": row["scratch_test"],
                                          "seconds": row["scratch_seconds"]}]
     scored = row["variants"][variant] if variant is not None else None
@@ -83,34 +117,46 @@ def _normalise(row: dict, variant: str | None) -> dict:
         scored = next(iter(row["variants"].values()))
     score = scored["val"] if scored else row["inherited_val"]
     score_seconds = scored["seconds"] if scored else row["inherited_seconds"]
-    return {"summary": row["summary"], "score": score, "score_seconds": score_seconds,
-            "val": runs[0]["val"], "seconds": runs[0]["seconds"],
-            "test": sum(r["test"] for r in runs) / len(runs)}
+    out = {"summary": row["summary"], "score": score, "score_seconds": score_seconds,
+           "val": runs[0]["val"], "seconds": runs[0]["seconds"],
+           "test": sum(r["test"] for r in runs) / len(runs)}
+    if refine is not None:
+        if refine not in row.get("variants", {}):
+            raise SystemExit(f"--refine {refine}: the rows have variants {sorted(row.get('variants', {}))}")
+        out.update(refine=row["variants"][refine]["val"], refine_seconds=row["variants"][refine]["seconds"])
+    return out
 
 
-def compare(rows: list[dict], supernet_seconds: float, top_k: int = 1) -> dict:
-    """One search of each kind over the candidates ``rows`` (see the module docstring)."""
+def compare(rows: list[dict], supernet_seconds: float, top_k: int = 1, refine_n: int = 0) -> dict:
+    """One search of each kind over the candidates ``rows`` (see the module docstring); with
+    ``refine_n``, the supernet search re-scores its ``refine_n`` best with the refine scorer and
+    trains the ``top_k`` best of those by that score."""
     full_pick = max(rows, key=lambda r: r["val"])
-    shortlist = sorted(rows, key=lambda r: r["score"], reverse=True)[:top_k]
+    ranked = sorted(rows, key=lambda r: r["score"], reverse=True)
+    refined = ranked[:refine_n]
+    if refine_n:
+        ranked = sorted(refined, key=lambda r: r["refine"], reverse=True)
+    shortlist = ranked[:top_k]
     net_pick = max(shortlist, key=lambda r: r["val"])
     full_s = sum(r["seconds"] for r in rows)
     score_s = sum(r["score_seconds"] for r in rows)
+    refine_s = sum(r["refine_seconds"] for r in refined)
     final_s = sum(r["seconds"] for r in shortlist)
-    net_s = supernet_seconds + score_s + final_s
+    net_s = supernet_seconds + score_s + refine_s + final_s
     return {
         "full_seconds": full_s, "supernet_seconds": net_s, "supernet_train_seconds": supernet_seconds,
-        "score_seconds": score_s, "final_seconds": final_s, "speedup": full_s / net_s,
+        "score_seconds": score_s, "refine_seconds": refine_s, "final_seconds": final_s, "speedup": full_s / net_s,
         "full_test": full_pick["test"], "supernet_test": net_pick["test"],
         "full_pick": full_pick["summary"], "supernet_pick": net_pick["summary"],
     }
 
 
-def _summarise(budget: int, top_k: int, runs: list[dict]) -> dict:
+def _summarise(budget: int, top_k: int, runs: list[dict], refine_n: int = 0) -> dict:
     mean = lambda key: statistics.fmean(r[key] for r in runs)  # noqa: E731
     differences = [100 * (r["supernet_test"] - r["full_test"]) for r in runs]
     out = {key: mean(key) for key in ("full_seconds", "supernet_seconds", "supernet_train_seconds",
-                                       "score_seconds", "final_seconds", "full_test", "supernet_test")}
-    out.update(budget=budget, top_k=top_k, draws=len(runs), speedup=out["full_seconds"] / out["supernet_seconds"],
+                                       "score_seconds", "refine_seconds", "final_seconds", "full_test", "supernet_test")}
+    out.update(budget=budget, top_k=top_k, refine_n=refine_n, draws=len(runs), speedup=out["full_seconds"] / out["supernet_seconds"],
                difference_points=statistics.fmean(differences),
                difference_sd=statistics.stdev(differences) if len(differences) > 1 else 0.0,
                within_half_point=sum(d >= -0.5 for d in differences), runs=runs)

@@ -145,6 +145,16 @@ def _add_search(commands: Any) -> None:
              "study <study>-final; the best of them by validation accuracy is the answer",
     )
     p.add_argument(
+        "--refine", type=int, default=0, metavar="N",
+        help="afterwards re-score the N best architectures with --refine-evaluator as trials of "
+             "study <study>-refine; --final-train then takes its best from those",
+    )
+    p.add_argument(
+        "--refine-evaluator", default="supernet:ft20", metavar="EVALUATOR",
+        help="the costlier evaluator of --refine (default supernet:ft20: inherited weights "
+             "fine-tuned 20 epochs)",
+    )
+    p.add_argument(
         "--warm-start", default=None, metavar="SOURCE",
         help="queue the best architectures of SOURCE first: study:NAME[,NAME...] (earlier "
              "studies in --storage) or nasbench-graph:DATASET[,DATASET...] (benchmark tables)",
@@ -166,6 +176,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     parse_url(args.storage)
     if args.final_train < 0:
         raise UsageError(f"--final-train takes a number of architectures >= 1, got {args.final_train}")
+    if args.refine < 0:
+        raise UsageError(f"--refine takes a number of architectures >= 1, got {args.refine}")
     config = SearchConfig(
         dataset=args.dataset, space=args.space, strategy=args.strategy, evaluator=args.evaluator,
         convs=tuple(c.strip() for c in args.convs.split(",")) if args.convs else None,
@@ -182,12 +194,29 @@ def cmd_search(args: argparse.Namespace) -> int:
         **({"warm_start_k": args.warm_start_k} if args.warm_start_k is not None else {}),
     )
     _validate_names(config)
+    if args.refine:
+        import dataclasses
+
+        dataclasses.replace(config, evaluator=args.refine_evaluator).make_evaluator()
     print(f"metanas search: study {config.study_name!r} in {redact(config.storage)}", flush=True)
     study = run_search(config)
     _print_best(study)
+    if args.refine:
+        _refine(config, args.refine, args.refine_evaluator)
     if args.final_train:
         _final_train(config, args.final_train)
     return 0
+
+
+def _refine(config: Any, top_n: int, evaluator: str) -> None:
+    from nas.supernet import REFINE_SUFFIX, refine
+
+    trials = refine(config, top_n, evaluator)
+    best = trials[0]
+    print(
+        f"re-scored the {len(trials)} best with {evaluator} in {config.study_name + REFINE_SUFFIX!r}; "
+        f"best: trial {best.user_attrs['source_trial']} -> {best.values[0]:.4f} | {best.user_attrs.get('summary', '')}"
+    )
 
 
 def _final_train(config: Any, top_k: int) -> None:

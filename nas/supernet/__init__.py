@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.supernet._base import Gates, Supernet
 from nas.supernet._checkpoint import has_checkpoint, read_meta
-from nas.supernet._final import FINAL_SUFFIX, final_train
+from nas.supernet._final import DEFAULT_REFINE_EVALUATOR, FINAL_SUFFIX, REFINE_SUFFIX, final_train, refine
 from nas.supernet._gradient import GradientConfig, GradientResult, derive, gradient_search
 from nas.supernet._gnn import GNNSupernet, gnn_trial_params
 from nas.supernet._nasbench import NasBenchGraphSupernet, nasbench_trial_params
@@ -88,6 +88,6 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
 
 __all__ = [
     "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SAMPLINGS", "SupernetTrainConfig", "SupernetTrainResult",
-    "FINAL_SUFFIX", "build_supernet", "final_train", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
+    "DEFAULT_REFINE_EVALUATOR", "FINAL_SUFFIX", "REFINE_SUFFIX", "build_supernet", "final_train", "refine", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
     "read_meta", "train_supernet",
 ]

@@ -1,4 +1,5 @@
-"""Train a search's best architecture(s) from scratch, as trials of a companion study.
+"""Re-score a search's best architectures, and train the best from scratch, as trials of
+companion studies.
 
 A supernet-scored search ranks architectures by inherited weights; its best one (or its ``K``
 best, of which the best from-scratch validation accuracy wins: inherited weights rank
@@ -6,6 +7,11 @@ imperfectly) is then trained from scratch by the ``train`` evaluator and stored 
 ``<study>-final`` of the same storage (same dataset and space), as an enqueued trial with fixed
 parameters (user attributes ``source_study``, ``source_trial``). The search's study records the
 companion's name in its user attribute ``final_study``. Re-running does not train twice.
+
+Between the two, :func:`refine` can re-score the search's ``N`` best with a costlier evaluator
+that ranks better (``supernet:ft20``: inherited weights fine-tuned 20 epochs) in the study
+``<study>-refine`` (user attribute ``refine_study``); :func:`final_train` then takes its ``K``
+best by that score: a two-fidelity search that spends the fine-tuning only where it matters.
 """
 from __future__ import annotations
 
@@ -21,11 +27,38 @@ if TYPE_CHECKING:
     from nas.study import SearchConfig
 
 FINAL_SUFFIX = "-final"
+REFINE_SUFFIX = "-refine"
+#: the second fidelity of a refined supernet search (experiments/results/supernet_ranking_notes.md)
+DEFAULT_REFINE_EVALUATOR = "supernet:ft20"
+
+
+def refine(
+    config: SearchConfig, top_n: int, evaluator: str = DEFAULT_REFINE_EVALUATOR,
+) -> list[optuna.trial.FrozenTrial]:
+    """Re-score the ``top_n`` best trials of ``config``'s study with ``evaluator`` (same supernet,
+    epochs and patience), as trials of the study ``<study>-refine``; returns them, best first.
+    A later :func:`final_train` ranks by these scores.
+
+    Raises:
+        ValueError: ``top_n`` < 1, or an unknown ``evaluator`` (naming the valid ones).
+        KeyError: the study has no completed trial.
+    """
+    import optuna
+
+    if top_n < 1:
+        raise ValueError(f"--refine takes a number of architectures >= 1, got {top_n}")
+    name = f"{config.study_name}{REFINE_SUFFIX}"
+    target = dataclasses.replace(config, evaluator=evaluator, strategy="random", study_name=name, n_jobs=1)
+    target.make_evaluator()  # an unknown evaluator fails before any work
+    trials = _rescore(config, config.study_name, top_n, target)
+    optuna.load_study(study_name=config.study_name, storage=config.storage).set_user_attr("refine_study", name)
+    return trials
 
 
 def final_train(config: SearchConfig, top_k: int = 1) -> list[optuna.trial.FrozenTrial]:
-    """Train the ``top_k`` best trials of ``config``'s study from scratch; returns the companion
-    trials, best validation accuracy first (the search's answer is the first).
+    """Train the ``top_k`` best trials of ``config``'s study (of its ``<study>-refine`` study when
+    :func:`refine` ran) from scratch; returns the companion trials, best validation accuracy first
+    (the search's answer is the first).
 
     With ``config.supernet`` set, each architecture is first mapped onto the supernet's covered
     sub-space (what was actually scored); trials that map to the same architecture count once.
@@ -37,13 +70,32 @@ def final_train(config: SearchConfig, top_k: int = 1) -> list[optuna.trial.Froze
     """
     import optuna
 
+    if top_k < 1:
+        raise ValueError(f"--final-train takes a number of architectures >= 1, got {top_k}")
+    searched = optuna.load_study(study_name=config.study_name, storage=config.storage)
+    source = searched.user_attrs.get("refine_study", config.study_name)
+    name = f"{config.study_name}{FINAL_SUFFIX}"
+    target = dataclasses.replace(
+        config, evaluator="train", supernet=None, strategy="random", study_name=name, n_jobs=1,
+    )
+    trials = _rescore(config, source, top_k, target)
+    searched.set_user_attr("final_study", name)
+    return trials
+
+
+def _rescore(
+    config: SearchConfig, source_name: str, top_k: int, target: SearchConfig,
+) -> list[optuna.trial.FrozenTrial]:
+    """Evaluate the ``top_k`` best distinct architectures of the study ``source_name`` again, as
+    enqueued trials of ``target``'s study (``target``'s evaluator); trials already there are not
+    evaluated twice. Returns them, best first objective first."""
+    import optuna
+
     from nas.export import best_trial
     from nas.study import counts_against_budget, create_or_load_study, run_search
     from nas.tasks import load_task
 
-    if top_k < 1:
-        raise ValueError(f"--final-train takes a number of architectures >= 1, got {top_k}")
-    source = optuna.load_study(study_name=config.study_name, storage=config.storage)
+    source = optuna.load_study(study_name=source_name, storage=config.storage)
     best_trial(source)  # KeyError naming the study when nothing completed
     space = config.make_space()
     chosen: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -52,29 +104,23 @@ def final_train(config: SearchConfig, top_k: int = 1) -> list[optuna.trial.Froze
         chosen.setdefault(json.dumps(params, sort_keys=True), (trial.number, params))
         if len(chosen) == top_k:
             break
-    name = f"{config.study_name}{FINAL_SUFFIX}"
-    final = dataclasses.replace(
-        config, evaluator="train", supernet=None, strategy="random", study_name=name, n_jobs=1,
-    )
     task = load_task(config.dataset, config.data_root)
-    study = create_or_load_study(final, task)
-    source.set_user_attr("final_study", name)
+    study = create_or_load_study(target, task)
     todo = [(number, params) for number, params in chosen.values()
-            if _find(study, number, config.study_name) is None]
+            if _find(study, number, source_name) is None]
     for number, params in todo:
-        study.enqueue_trial(
-            params, user_attrs={"source_study": config.study_name, "source_trial": number},
-        )
+        study.enqueue_trial(params, user_attrs={"source_study": source_name, "source_trial": number})
     if todo:
-        final.n_trials = sum(counts_against_budget(t) for t in study.get_trials(deepcopy=False)) + len(todo)
-        run_search(final)
-    trained = []
+        target.n_trials = sum(counts_against_budget(t) for t in study.get_trials(deepcopy=False)) + len(todo)
+        run_search(target)
+    done = []
     for number, _ in chosen.values():
-        found = _find(study, number, config.study_name)
+        found = _find(study, number, source_name)
         if found is None:
-            raise RuntimeError(f"the from-scratch training of trial {number} did not complete")
-        trained.append(found)
-    return sorted(trained, key=lambda t: (-t.values[0], t.number))
+            raise RuntimeError(f"the {target.evaluator} evaluation of trial {number} of {source_name!r} did not complete")
+        done.append(found)
+    sign = -1 if study.directions[0].name == "MAXIMIZE" else 1
+    return sorted(done, key=lambda t: (sign * t.values[0], t.number))
 
 
 def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -36,3 +36,31 @@ def test_pool_rows_use_seed_zero_for_selection_and_the_seed_mean_for_test(cost) 
     tuned = cost._normalise(row, "5")
     assert (tuned["score"], tuned["val"], tuned["seconds"]) == (0.6, 0.7, 1.5)
     assert tuned["test"] == pytest.approx(0.7)
+
+
+def test_a_cascade_re_scores_only_its_best_candidates_and_trains_the_best_by_the_second_score(cost) -> None:
+    rows = _pool(scores=[0.9, 0.8, 0.7, 0.1], vals=[0.70, 0.75, 0.80, 0.90], tests=[0.71, 0.76, 0.81, 0.91])
+    for row, refine in zip(rows, [0.2, 0.6, 0.4, 0.99]):
+        row.update(refine=refine, refine_seconds=1.0)
+    # ft0 keeps a0, a1, a2 (a3's second score is never looked at); the second score puts a1 first
+    one = cost.compare(rows, supernet_seconds=10.0, top_k=1, refine_n=3)
+    assert one["supernet_pick"] == "a1" and one["supernet_test"] == pytest.approx(0.76)
+    assert one["refine_seconds"] == pytest.approx(3.0)
+    assert one["supernet_seconds"] == pytest.approx(10.0 + 0.4 + 3.0 + 2.0)
+    two = cost.compare(rows, supernet_seconds=10.0, top_k=2, refine_n=3)  # a1 and a2 trained
+    assert two["supernet_pick"] == "a2" and two["final_seconds"] == pytest.approx(4.0)
+
+
+def test_cascade_fractions_are_checked(cost) -> None:
+    assert cost._fractions("0.1:0.01") == (0.1, 0.01)
+    for bad in ("0.1", "x:0.1", "0.01:0.1", "0:0"):
+        with pytest.raises(SystemExit, match="--cascade"):
+            cost._fractions(bad)
+
+
+def test_a_refine_variant_the_rows_lack_is_named(cost) -> None:
+    row = {"summary": "gcn64", "variants": {"0": {"val": 0.2, "test": 0.2, "seconds": 0.01}},
+           "scratch_runs": [{"val": 0.7, "test": 0.8, "seconds": 1.5}]}
+    assert cost._normalise(row, "0", "0")["refine"] == 0.2
+    with pytest.raises(SystemExit, match="--refine 20: the rows have variants \\['0'\\]"):
+        cost._normalise(row, "0", "20")

@@ -89,6 +89,40 @@ def test_supernet_search_then_final_training_from_scratch(
     assert main(["search", "--dataset", "cora", "--storage", sqlite_url, "--final-train", "-1"]) == 2
 
 
+@pytest.mark.timeout(600)
+def test_refine_re_scores_the_best_and_final_training_takes_the_best_of_those(
+    cora_available, cora_supernet, sqlite_url, capsys,
+) -> None:
+    code = main([
+        "search", "--dataset", "cora", "--evaluator", "supernet:ft0", "--supernet", str(cora_supernet),
+        "--strategy", "random", "--convs", "gcn,sage", "--trials", "6", "--storage", sqlite_url,
+        "--study", "r", "--refine", "3", "--refine-evaluator", "supernet:ft2", "--final-train",
+        "--epochs", "5", "--patience", "0", "--device", "cpu", "--quiet",
+    ])
+    assert code == 0, capsys.readouterr().err
+    assert "re-scored the" in capsys.readouterr().out
+    searched = optuna.load_study(study_name="r", storage=sqlite_url)
+    refined = optuna.load_study(study_name="r-refine", storage=sqlite_url)
+    assert searched.user_attrs["refine_study"] == "r-refine"
+    done = optuna.trial.TrialState.COMPLETE
+    rescored = refined.get_trials(states=(done,))
+    assert 1 <= len(rescored) <= 3 and all(t.user_attrs["epochs"] == 2 for t in rescored)
+    # the re-scored ones are the search's best, each architecture (as mapped) once
+    ranked = sorted(searched.get_trials(states=(done,)), key=lambda t: (-t.value, t.number))
+    assert ranked[0].number in {t.user_attrs["source_trial"] for t in rescored}
+    assert len({t.user_attrs["arch"] for t in rescored}) == len(rescored)
+    # from-scratch training takes the refined study's best, not the search's
+    (final,) = optuna.load_study(study_name="r-final", storage=sqlite_url).get_trials(states=(done,))
+    best_refined = min(rescored, key=lambda t: (-t.value, t.number))
+    assert final.user_attrs["source_study"] == "r-refine"
+    assert final.user_attrs["source_trial"] == best_refined.number
+    assert final.user_attrs["arch"] == best_refined.user_attrs["arch"]
+    base = ["search", "--dataset", "cora", "--storage", sqlite_url, "--quiet"]
+    assert main([*base, "--refine", "-1"]) == 2
+    assert main([*base, "--refine", "2", "--refine-evaluator", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+
+
 def test_supernet_evaluator_variant_sets_fine_tuning() -> None:
     from nas.evaluators import get_evaluator
 
