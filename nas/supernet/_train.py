@@ -15,7 +15,8 @@ graph batches of ``(seed, epoch)``, so a resumed run continues exactly as an uni
 and every process of a distributed run draws the same path.
 
 Distributed: when ``torch.distributed`` is initialised (``torchrun``), the supernet is wrapped in
-``DistributedDataParallel`` (``find_unused_parameters=True``: a step uses one path), each process
+``DistributedDataParallel`` (``find_unused_parameters=True``: a step uses one path, or under fair
+sampling a few, whose gradients add up locally and are all-reduced once), each process
 takes a strided share of the training nodes (node tasks) or of each mini-batch's graphs (graph
 tasks), its loss is scaled by ``world_size / total`` so averaged gradients equal single-process
 gradients, and only rank 0 writes checkpoints.
@@ -141,16 +142,26 @@ def _step(
     for k, arch in enumerate(archs):
         # dropout masks of this step (and path: uniform sampling keeps its historical seeds)
         torch.manual_seed(config.seed * 1_000_003 + step + k * 7_919_009)
-        with _autocast(config, device):
-            out = model(batch.x, batch.edge_index, batch.batch, arch=arch)  # (N or B, C)
-            logits = out[batch.select] if batch.select is not None else out
-            loss = nn.functional.cross_entropy(logits.float(), batch.y, reduction="sum") * batch.scale
-        (loss / len(archs)).backward()
+        with _no_sync(model, last=k == len(archs) - 1):
+            with _autocast(config, device):
+                out = model(batch.x, batch.edge_index, batch.batch, arch=arch)  # (N or B, C)
+                logits = out[batch.select] if batch.select is not None else out
+                loss = nn.functional.cross_entropy(logits.float(), batch.y, reduction="sum") * batch.scale
+            (loss / len(archs)).backward()
         total += float(loss.detach())
     if model is not supernet:
         _drop_off_path_grads(supernet, archs)
     optimizer.step()
     return total / len(archs) / batch.scale / max(batch.y.numel(), 1)
+
+
+def _no_sync(model: nn.Module, last: bool) -> Any:
+    """Under DDP, the paths of a step but its last accumulate gradients locally (forward and
+    backward inside ``no_sync``); the last backward all-reduces the sum once, rather than once
+    per path."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.no_sync() if isinstance(model, DistributedDataParallel) and not last else nullcontext()
 
 
 def _drop_off_path_grads(supernet: Supernet, archs: list[Any]) -> None:

@@ -1,4 +1,5 @@
-"""Distributed supernet training (DDP, gloo, 2 CPU processes) equals single-process training."""
+"""Distributed supernet training (DDP, gloo, 2 CPU processes) equals single-process training,
+with uniform (SPOS) and with fair (FairNAS) path sampling."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from nas.supernet import GNNSupernet, SupernetTrainConfig, load_supernet, path_rng, train_supernet
+from search_spaces.gnn import NORMS
 
 EPOCHS = 4
 CONVS = ("gcn", "gat", "sage", "linear")
@@ -51,19 +53,23 @@ def _config() -> SupernetTrainConfig:
     )
 
 
-def _supernet() -> GNNSupernet:
+def _fair_config() -> SupernetTrainConfig:
+    return SupernetTrainConfig(epochs=EPOCHS, seed=0, device="cpu", checkpoint_every=EPOCHS, sampling="fair")
+
+
+def _supernet(split: tuple[str, ...] = ()) -> GNNSupernet:
     torch.manual_seed(0)
-    return GNNSupernet(5, 3, "node", max_depth=2, widths=(16,), convs=CONVS)
+    return GNNSupernet(5, 3, "node", max_depth=2, widths=(16,), convs=CONVS, split=split)
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, config: SupernetTrainConfig, split: tuple[str, ...]) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        train_supernet(_supernet(), _Task(), _config(), out=out)
+        train_supernet(_supernet(split), _Task(), config, out=out)
     finally:
         dist.destroy_process_group()
 
@@ -74,17 +80,60 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.timeout(300)
-def test_two_gloo_processes_train_the_same_supernet_as_one(tmp_path: Path) -> None:
+def _train_single_and_distributed(
+    tmp_path: Path, config: SupernetTrainConfig, split: tuple[str, ...] = (),
+) -> tuple[GNNSupernet, GNNSupernet]:
+    """The supernet trained by one process, and (rank 0's checkpoint) by two gloo processes."""
     import torch.multiprocessing as mp
 
-    single = _supernet()
-    train_supernet(single, _Task(), _config(), out=tmp_path / "single")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    single = _supernet(split)
+    train_supernet(single, _Task(), config, out=tmp_path / "single")
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), config, split), nprocs=2, join=True)
     distributed, meta = load_supernet(tmp_path / "ddp")
     assert meta["epoch"] == EPOCHS
+    return single, distributed
+
+
+def _assert_equal_and_trained(
+    single: GNNSupernet, distributed: GNNSupernet, split: tuple[str, ...] = (), skip: tuple[str, ...] = (),
+) -> None:
     moved = 0
+    initial = _supernet(split).state_dict()
     for (name, p), q in zip(single.state_dict().items(), distributed.state_dict().values()):
+        if name in skip:
+            continue
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
-        moved += int(not torch.equal(p, _supernet().state_dict()[name]))
+        moved += int(not torch.equal(p, initial[name]))
     assert moved > 0  # training changed weights, so the comparison is not trivially equal
+
+
+@pytest.mark.timeout(300)
+def test_two_gloo_processes_train_the_same_supernet_as_one(tmp_path: Path) -> None:
+    single, distributed = _train_single_and_distributed(tmp_path, _config())
+    _assert_equal_and_trained(single, distributed)
+
+
+def _zero_gradient_before_batchnorm(supernet: GNNSupernet) -> tuple[str, ...]:
+    """Entries that Adam fills with rounding noise (see :func:`_seed_without_batchnorm`): the
+    biases of the convolution copies that only ever run before BatchNorm (``split=("norm",)``)
+    and the running means of BatchNorm, which add those biases up."""
+    return tuple(
+        name for name in supernet.state_dict()
+        if ("-batch." in name and name.endswith("bias")) or name.endswith("running_mean")
+    )
+
+
+@pytest.mark.timeout(300)
+def test_two_gloo_processes_train_the_same_fair_supernet_as_one(tmp_path: Path) -> None:
+    """Fair sampling runs all of a step's paths (every norm choice among them) before one
+    update; both processes must deal the same paths and reduce the sum of their gradients.
+    Weights split by norm keep BatchNorm's zero-gradient biases (noise, see
+    :func:`_zero_gradient_before_batchnorm`) from the weights that other norms share."""
+    split, config = ("norm",), _fair_config()
+    supernet = _supernet(split)
+    paths = [arch for step in range(EPOCHS) for arch in supernet.fair_paths(path_rng(config.seed, step))]
+    assert {layer.norm for arch in paths for layer in arch.layers} == set(NORMS)
+    single, distributed = _train_single_and_distributed(tmp_path, config, split)
+    skip = _zero_gradient_before_batchnorm(supernet)
+    assert len(skip) < len(supernet.state_dict()) // 4  # the rest, BatchNorm's own weights too, is compared
+    _assert_equal_and_trained(single, distributed, split, skip)
