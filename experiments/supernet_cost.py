@@ -50,6 +50,9 @@ def main() -> None:
     info = machine()
     source = json.loads((RESULTS / f"{args.rows}.json").read_text())
     rows = [_normalise(r, args.variant, args.refine) for r in source["rows"]]
+    if args.refine is not None and not any("refine" in r for r in rows):
+        raise SystemExit(f"--refine {args.refine}: the rows have variants "
+                         f"{sorted({v for r in source['rows'] for v in r.get('variants', {})})}")
     if any(k < 1 for k in args.top_k):
         raise SystemExit(f"--top-k must be >= 1, got {args.top_k}")
     cascades = [_fractions(text) for text in args.cascade]
@@ -120,9 +123,7 @@ def _normalise(row: dict, variant: str | None, refine: str | None = None) -> dic
     out = {"summary": row["summary"], "score": score, "score_seconds": score_seconds,
            "val": runs[0]["val"], "seconds": runs[0]["seconds"],
            "test": sum(r["test"] for r in runs) / len(runs)}
-    if refine is not None:
-        if refine not in row.get("variants", {}):
-            raise SystemExit(f"--refine {refine}: the rows have variants {sorted(row.get('variants', {}))}")
+    if refine is not None and refine in row.get("variants", {}):
         out.update(refine=row["variants"][refine]["val"], refine_seconds=row["variants"][refine]["seconds"])
     return out
 
@@ -134,6 +135,10 @@ def compare(rows: list[dict], supernet_seconds: float, top_k: int = 1, refine_n:
     full_pick = max(rows, key=lambda r: r["val"])
     ranked = sorted(rows, key=lambda r: r["score"], reverse=True)
     refined = ranked[:refine_n]
+    missing = [r["summary"] for r in refined if "refine" not in r]
+    if missing:
+        raise SystemExit(f"the ranking run did not re-score {missing[0]} (and {len(missing) - 1} more) that a "
+                         f"cascade re-scores: rerun it with a larger --refine-top")
     if refine_n:
         ranked = sorted(refined, key=lambda r: r["refine"], reverse=True)
     shortlist = ranked[:top_k]

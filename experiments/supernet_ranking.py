@@ -62,10 +62,11 @@ def main() -> None:
     scorers = {ft: SupernetEvaluator(str(folder), finetune_epochs=ft) for ft in args.variants}
     trainer = TrainEvaluator(epochs=args.epochs, patience=args.patience)
     reused = _reference_runs(args.reuse_reference) if args.reuse_reference else {}
+    first, later = args.variants[0], args.variants[1:]
     rows = []
     for i, arch in enumerate(archs):
         inherited = {ft: s.evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
-                     for ft, s in scorers.items()}
+                     for ft, s in scorers.items() if args.refine_top is None or ft == first}
         key = json.dumps(arch.to_dict(), sort_keys=True)
         if key in reused:
             scratch = reused[key]
@@ -78,10 +79,19 @@ def main() -> None:
             _report(args, info, trained, rows, quiet=True)
         r = rows[-1]
         print(f"[{i + 1}/{len(archs)}] {arch.short():40s} inherited val "
-              + " ".join(f"ft{ft} {r['variants'][str(ft)]['val']:.3f}" for ft in args.variants)
+              + " ".join(f"ft{ft} {v['val']:.3f}" for ft, v in r["variants"].items())
               + f" | scratch val {r['scratch_val']:.3f} test {r['scratch_test']:.3f} "
               f"({sum(v['seconds'] for v in r['variants'].values()):.2f}s / "
               f"{sum(run['seconds'] for run in r['scratch_runs']):.1f}s)", flush=True)
+    if args.refine_top is not None:  # the later variants only on the best by the first
+        best = sorted(zip(rows, archs), key=lambda pair: pair[0]["variants"][str(first)]["val"], reverse=True)
+        for j, (row, arch) in enumerate(best[:args.refine_top]):
+            for ft in later:
+                ev = scorers[ft].evaluate(arch, supernet.space, task, seed=args.seed, device=args.device)
+                row["variants"][str(ft)] = {"val": ev.metrics["val_acc"], "test": ev.metrics["test_acc"],
+                                            "seconds": ev.seconds}
+            print(f"[refine {j + 1}/{args.refine_top}] {arch.short():40s} "
+                  + " ".join(f"ft{ft} {row['variants'][str(ft)]['val']:.3f}" for ft in later), flush=True)
     _report(args, info, trained, rows)
 
 
@@ -188,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="training seeds of the from-scratch reference; the reference is their mean")
     p.add_argument("--variants", type=int, nargs="+", default=[0], metavar="FT",
                    help="inherited-weight scorers to compare: fine-tuning epochs of each (0: none)")
+    p.add_argument("--refine-top", type=int, default=None, metavar="N",
+                   help="score every architecture with the first variant, the other variants only "
+                        "the N best by it (what a two-fidelity search re-scores)")
     p.add_argument("--reuse-reference", default=None, metavar="NAME",
                    help="take the from-scratch runs of architectures already in result NAME instead of training them")
     p.add_argument("--seed", type=int, default=0, help="seed of the supernet's training")
@@ -240,12 +253,14 @@ def _row(arch, inherited: dict, scratch: list) -> dict:
 
 def _report(args, info, trained, rows, quiet: bool = False) -> None:
     col = lambda key: [r[key] for r in rows]  # noqa: E731
-    variants = list(rows[0].get("variants", {"0": None}))
+    variants = list(dict.fromkeys(ft for r in rows for ft in r.get("variants", {"0": None})))
     taus = {}
     for ft in variants:
-        scores = [r["variants"][ft]["val"] for r in rows] if "variants" in rows[0] else col("inherited_val")
-        taus[f"ft{ft}: inherited_val~scratch_val"] = kendall_tau(scores, col("scratch_val"))
-        taus[f"ft{ft}: inherited_val~scratch_test"] = kendall_tau(scores, col("scratch_test"))
+        scored = [r for r in rows if ft in r.get("variants", {})] if "variants" in rows[0] else rows
+        scores = [r["variants"][ft]["val"] for r in scored] if "variants" in rows[0] else col("inherited_val")
+        some = "" if len(scored) == len(rows) else f" (its {len(scored)} best by the first scorer only)"
+        taus[f"ft{ft}: inherited_val~scratch_val{some}"] = kendall_tau(scores, [r["scratch_val"] for r in scored])
+        taus[f"ft{ft}: inherited_val~scratch_test{some}"] = kendall_tau(scores, [r["scratch_test"] for r in scored])
     runs = [r.get("scratch_runs", []) for r in rows]
     n_seeds = min(len(r) for r in runs)
     if n_seeds >= 2:  # the reference's own noise: how well one training seed ranks another
@@ -254,11 +269,11 @@ def _report(args, info, trained, rows, quiet: bool = False) -> None:
             taus[f"reference noise: seed~seed scratch_{key} (mean of {len(pairs)} pairs)"] = sum(
                 kendall_tau([r[a][key] for r in runs], [r[b][key] for r in runs]) for a, b in pairs
             ) / len(pairs)
-    score_s = {ft: sum(r["variants"][ft]["seconds"] for r in rows) if "variants" in rows[0]
-               else sum(col("inherited_seconds")) for ft in variants}
+    score_s = {ft: [r["variants"][ft]["seconds"] for r in rows if ft in r["variants"]] if "variants" in rows[0]
+               else col("inherited_seconds") for ft in variants}
     throughput = {
         "supernet_epochs_per_s_cpu": trained.epochs / max(trained.seconds, 1e-9),
-        **{f"archs_scored_per_s_cpu_ft{ft}": len(rows) / max(s, 1e-9) for ft, s in score_s.items()},
+        **{f"archs_scored_per_s_cpu_ft{ft}": len(s) / max(sum(s), 1e-9) for ft, s in score_s.items()},
         "from_scratch_s_per_arch_cpu": sum(col("scratch_seconds")) / len(rows),
         "gpu": "not measured: no GPU" if info["gpu"] is None else info["gpu"],
     }

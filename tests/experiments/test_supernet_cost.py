@@ -58,9 +58,13 @@ def test_cascade_fractions_are_checked(cost) -> None:
             cost._fractions(bad)
 
 
-def test_a_refine_variant_the_rows_lack_is_named(cost) -> None:
+def test_a_cascade_needs_the_second_score_of_every_candidate_it_re_scores(cost) -> None:
     row = {"summary": "gcn64", "variants": {"0": {"val": 0.2, "test": 0.2, "seconds": 0.01}},
            "scratch_runs": [{"val": 0.7, "test": 0.8, "seconds": 1.5}]}
     assert cost._normalise(row, "0", "0")["refine"] == 0.2
-    with pytest.raises(SystemExit, match="--refine 20: the rows have variants \\['0'\\]"):
-        cost._normalise(row, "0", "20")
+    assert "refine" not in cost._normalise(row, "0", "20")  # re-scored only when among the best
+    rows = _pool(scores=[0.9, 0.8], vals=[0.7, 0.8], tests=[0.7, 0.8])
+    rows[0].update(refine=0.5, refine_seconds=1.0)
+    assert cost.compare(rows, 1.0, top_k=1, refine_n=1)["supernet_pick"] == "a0"
+    with pytest.raises(SystemExit, match="did not re-score a1"):
+        cost.compare(rows, 1.0, top_k=1, refine_n=2)
