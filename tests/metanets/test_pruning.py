@@ -362,6 +362,8 @@ def test_cli_trains_a_pruning_metanet_used_by_prune(tmp_path: Path, capsys) -> N
     document = json.loads((out / "metanet.json").read_text())
     assert document["metadata"]["purpose"] == "pruning"
     assert document["metadata"]["train"]["penalty"] == "lowest"
+    # the defaults are the benchmark's choice: no relative penalty, the pruned network's loss
+    assert (document["metadata"]["train"]["lam"], document["metadata"]["train"]["pruned_weight"]) == (0.0, 1.0)
     assert document["metadata"]["sources"] == [str(f) for f in zoo]
     assert len(document["metadata"]["history"]) == 2  # steps 1 and 6
     metanet = load_pruning_metanet(out)
