@@ -35,7 +35,9 @@ from experiments._supernet_common import RESULTS, machine, write_results
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", default="supernet_ranking", help="result file of supernet_ranking.py")
+    p.add_argument("--rows", nargs="+", default=["supernet_ranking"],
+                   help="result file(s) of supernet_ranking.py: one per supernet over the same pool "
+                        "(several: every search is repeated on each supernet, same candidate subsets)")
     p.add_argument("--budgets", type=int, nargs="+", default=[10, 25, 50])
     p.add_argument("--top-k", type=int, nargs="+", default=[1], help="from-scratch trainings of the supernet search")
     p.add_argument("--variant", default=None, help="inherited-weight scorer (fine-tuning epochs); default: the first")
@@ -48,39 +50,45 @@ def main() -> None:
     p.add_argument("--name", default="supernet_cost")
     args = p.parse_args()
     info = machine()
-    source = json.loads((RESULTS / f"{args.rows}.json").read_text())
-    rows = [_normalise(r, args.variant, args.refine) for r in source["rows"]]
-    if args.refine is not None and not any("refine" in r for r in rows):
+    sources = [json.loads((RESULTS / f"{name}.json").read_text()) for name in args.rows]
+    pools = [_pool(source, args.variant, args.refine) for source in sources]
+    if any(pool.keys() != pools[0].keys() for pool in pools):
+        raise SystemExit(f"--rows {args.rows}: not the same architectures in every file")
+    if args.refine is not None and not any("refine" in r for pool in pools for r in pool.values()):
         raise SystemExit(f"--refine {args.refine}: the rows have variants "
-                         f"{sorted({v for r in source['rows'] for v in r.get('variants', {})})}")
+                         f"{sorted({v for r in sources[0]['rows'] for v in r.get('variants', {})})}")
     if any(k < 1 for k in args.top_k):
         raise SystemExit(f"--top-k must be >= 1, got {args.top_k}")
     cascades = [_fractions(text) for text in args.cascade]
     if cascades and args.refine is None:
         raise SystemExit("--cascade needs --refine FT (the second scorer)")
     rng = random.Random(args.seed)
+    keys = list(pools[0])
     table = []
     for n in args.budgets:
-        if n > len(rows):
-            print(f"budget {n} skipped: the pool has {len(rows)} architectures")
+        if n > len(keys):
+            print(f"budget {n} skipped: the pool has {len(keys)} architectures")
             continue
-        subsets = [rows] if n == len(rows) else [rng.sample(rows, n) for _ in range(args.draws)]
-        for k in args.top_k:
-            if k <= n:
-                table.append(_summarise(n, k, [compare(s, source["supernet_seconds"], k) for s in subsets]))
-        for refine_fraction, top_fraction in cascades:
-            m, k = max(1, round(refine_fraction * n)), max(1, round(top_fraction * n))
-            table.append(_summarise(n, k, [compare(s, source["supernet_seconds"], k, refine_n=m) for s in subsets],
-                                    refine_n=m))
+        subsets = [keys] if n == len(keys) else [rng.sample(keys, n) for _ in range(args.draws)]
+        searches = [(k, 0) for k in args.top_k if k <= n] + [
+            (max(1, round(top * n)), max(1, round(refine * n))) for refine, top in cascades]
+        for k, m in searches:
+            runs = [compare([pool[key] for key in subset], source["supernet_seconds"], k, refine_n=m)
+                    for pool, source in zip(pools, sources) for subset in subsets]
+            table.append(_summarise(n, k, runs, refine_n=m))
+    source = sources[0]
     variant = args.variant or next(iter(source["rows"][0].get("variants", {"0": None})))
-    payload = {"machine": info, "source": args.rows, "source_machine": source["machine"],
+    payload = {"machine": info, "source": args.rows, "source_machine": [s["machine"] for s in sources],
                "variant": variant, "refine": args.refine, "budgets": table}
     md = ["# Supernet search vs full-training search (same candidates, same budget)", "",
           f"- machine: {info['platform']}, {info['cpu_count']} CPUs (shared), load now {info['loadavg_at_start']}",
-          f"- command: `{info['command']}`", f"- rows from: `{source['machine']['command']}` "
-          f"({source['machine']['date']}, load at start {source['machine']['loadavg_at_start']})",
-          f"- supernet scorer: ft{variant}; pool of {len(rows)} architectures; "
-          f"budgets below the pool: mean over {args.draws} random subsets",
+          f"- command: `{info['command']}`",
+          *[f"- rows from: `{s['machine']['command']}` ({s['machine']['date']}, load at start "
+            f"{s['machine']['loadavg_at_start']}; supernet {s['supernet_seconds']:.0f} s)" for s in sources],
+          f"- supernet scorer: ft{variant}; pool of {len(keys)} architectures; "
+          f"budgets below the pool: mean over {args.draws} random subsets"
+          + (f", the same subsets on each of the {len(sources)} supernets (draws = supernets x subsets)"
+             if len(sources) > 1 else ""),
           *([f"- cascade rows (re-scored > 0): ft{variant} on every candidate, ft{args.refine} on the "
              f"re-scored best of them, the top-k by ft{args.refine} trained from scratch"] if cascades else []),
           f"- date: {info['date']}", "",
@@ -108,6 +116,11 @@ def _fractions(text: str) -> tuple[float, float]:
     if not 0 < top <= refine <= 1:
         raise SystemExit(f"--cascade {text!r}: need 0 < K <= N <= 1")
     return refine, top
+
+
+def _pool(source: dict, variant: str | None, refine: str | None) -> dict[str, dict]:
+    """A ranking run's rows by architecture."""
+    return {json.dumps(row["arch"], sort_keys=True): _normalise(row, variant, refine) for row in source["rows"]}
 
 
 def _normalise(row: dict, variant: str | None, refine: str | None = None) -> dict:
