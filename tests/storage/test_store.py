@@ -85,3 +85,17 @@ def test_postgres_round_trip(postgres_url: str) -> None:
     state = _save(store, 0)
     assert torch.equal(store.load_state_dict("s", 0)["w"], state["w"])
     assert "metanas:metanas" not in repr(store)
+
+
+def test_sqlite_connections_journal_to_wal_without_a_sync_per_commit(sqlite_url: str) -> None:
+    from storage import create_engine, make_optuna_storage
+
+    optuna_engine = make_optuna_storage(sqlite_url).engine
+    store_engine = create_engine(sqlite_url)
+    for engine in (optuna_engine, store_engine):
+        with engine.connect() as connection:
+            pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+            assert pragma("journal_mode") == "wal"
+            assert pragma("synchronous") == 1  # NORMAL (FULL is 2, the default)
+    with store_engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
