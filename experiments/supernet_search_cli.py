@@ -44,6 +44,9 @@ def main() -> None:
     torch.set_num_threads(1)
     options = args.option or ["max_depth=2", "widths=64", "dropouts=0.5", "split=norm"]
     out = Path(args.out)
+    if (out / "search.db").exists() or (out / "supernet").exists():
+        raise SystemExit(f"--out {out} holds an earlier run (it would resume, not time a search): "
+                         "pass an empty folder")
     out.mkdir(parents=True, exist_ok=True)
     storage, study = f"sqlite:///{out / 'search.db'}", f"cli-{args.dataset}-s{args.seed}"
     train_cmd = ["supernet", "train", "--dataset", args.dataset, "--out", str(out / "supernet"),
