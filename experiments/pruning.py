@@ -15,9 +15,10 @@ networks of the same space (CNN space on mnist14 training images; GCNs of the GN
 Cora's training nodes), with other seeds and widths than the evaluated networks, with the
 targeted penalty ``lowest`` (the lowest-norm ``*_empty`` fraction of every coupled channel group),
 the per-channel gate head and (``pruned_weight``) the task loss of the rewritten network with
-that fraction of channels dropped. Its weight lambda (``lams`` / ``gnn_lams``) and whether it
-keeps every weight tensor's norm (``preserve_norms``: ``MetanetTrainConfig.preserve_norm``) are
-chosen per domain on validation data only: for every combination, the seed-0 evaluated networks
+that fraction of channels dropped. Its weight lambda (``lams`` / ``gnn_lams``), whether it
+keeps every weight tensor's norm (``preserve_norms``: ``MetanetTrainConfig.preserve_norm``) and,
+on Cora, the weight of the KL term to the original network on every node (``gnn_distills``:
+``MetanetTrainConfig.distill``) are chosen per domain on validation data only: for every combination, the seed-0 evaluated networks
 are rewritten, magnitude-pruned at 2x and 3x and fine-tuned with the rows' budget, and the one
 with the highest mean validation accuracy after fine-tuning is used for every seed (validation
 accuracy right after pruning is reported too; in runs 1-2 it did not predict the result after
@@ -65,12 +66,12 @@ SCALES: dict[str, dict] = {
                   zoo_fraction=0.1, steps=40, lams=(1.0,), metanet_lr=3e-3, penalty="lowest",
                   pruned_weight=1.0, cnn_empty=0.45, gnn_empty=0.67, gnn=60, gnn_tune=20,
                   gnn_zoo=2, gnn_steps=10,
-                  gnn_lams=(1.0,), preserve_norms=(False, True)),
+                  gnn_lams=(1.0,), preserve_norms=(False, True), gnn_distills=(0.0, 1.0)),
     "standard": dict(seeds=6, gnn_seeds=10, train=5, fraction=1.0, tune=3, zoo=10, zoo_epochs=2,
                      zoo_fraction=0.5, steps=1000, lams=(0.0, 1.0), metanet_lr=3e-3,
                      penalty="lowest", pruned_weight=1.0, cnn_empty=0.45, gnn_empty=0.67,
                      gnn=100, gnn_tune=30, gnn_zoo=6, gnn_steps=100, gnn_lams=(0.0, 1.0),
-                     preserve_norms=(False, True)),
+                     preserve_norms=(False, True), gnn_distills=(0.0, 1.0)),
 }
 
 
@@ -120,26 +121,32 @@ def train_gcn_zoo(task, scale: dict) -> list[torch.nn.Module]:
 def choose_metanet(result: dict, domain: str, zoo, task_loss, inputs, task, models,
                    lams, steps: int, lr: float, tune: TrainConfig, penalty: str = "lowest",
                    empty: float = 0.45, pruned_weight: float = 0.0,
-                   preserve_norms: tuple[bool, ...] = (False,)):
-    """Train one metanetwork per (lambda, preserve_norm); keep the one whose rewrite + magnitude
+                   preserve_norms: tuple[bool, ...] = (False,), distills: tuple[float, ...] = (0.0,)):
+    """Train one metanetwork per (lambda, preserve_norm, distill); keep the one whose rewrite + magnitude
     pruning + ``tune`` gives the best mean validation accuracy of ``models`` (seed 0) at 2x and
     3x after fine-tuning (:func:`best_metanet`; the accuracy right after pruning is reported
     too, but in runs 1-2 it did not predict the result after fine-tuning)."""
     candidates = []
     for lam in lams:
         for preserve in preserve_norms:
-            entry, metanet = _try_metanet(domain, zoo, task_loss, inputs, task, models, steps, lr,
-                                          tune, MetanetTrainConfig(
-                                              lam=lam, steps=steps, lr=lr, penalty=penalty,
-                                              fraction=empty, pruned_weight=pruned_weight,
-                                              preserve_norm=preserve))
-            result["metanets"].append(entry)
-            candidates.append((entry, metanet))
+            for distill in distills:
+                entry, metanet = _try_metanet(domain, zoo, task_loss, inputs, task, models, steps, lr,
+                                              tune, MetanetTrainConfig(
+                                                  lam=lam, steps=steps, lr=lr, penalty=penalty,
+                                                  fraction=empty, pruned_weight=pruned_weight,
+                                                  preserve_norm=preserve, distill=distill))
+                result["metanets"].append(entry)
+                candidates.append((entry, metanet))
     entry, metanet = best_metanet(candidates)
     result["chosen_lam"][domain] = entry["lam"]
     result.setdefault("chosen", {})[domain] = {"lam": entry["lam"],
-                                               "preserve_norm": entry["preserve_norm"]}
+                                               "preserve_norm": entry["preserve_norm"],
+                                               "distill": entry["distill"]}
     return metanet
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def best_metanet(candidates: list[tuple[dict, object]]) -> tuple[dict, object]:
@@ -158,13 +165,15 @@ def _try_metanet(domain: str, zoo, task_loss, inputs, task, models, steps: int, 
         log=lambda s, t, g, log=log: log.append(
             {"step": s, "task_loss": round(t, 4), "relative_lasso": round(g, 4)}))
     seconds = time.perf_counter() - start
-    val, val_pruned = [], []
+    val, val_pruned, val_rewritten = [], [], []
     for model in models:
+        val_rewritten.append(evaluate(metanet.transform(copy.deepcopy(model)), task)["val_acc"])
         for speedup in SPEEDUPS:
             outcome = prune_and_finetune(model, task, speedup, "metanet", tune, metanet.transform)
             val.append(outcome.finetuned["val_acc"])
             val_pruned.append(outcome.pruned["val_acc"])
     entry = {"domain": domain, "lam": config.lam, "preserve_norm": config.preserve_norm,
+             "distill": config.distill, "val_rewritten": statistics.mean(val_rewritten),
              "steps": steps, "lr": lr, "seconds": seconds, "penalty": config.penalty,
              "empty_fraction": config.fraction, "pruned_weight": config.pruned_weight,
              "log": log, "val_after_finetuning": statistics.mean(val),
@@ -174,8 +183,9 @@ def _try_metanet(domain: str, zoo, task_loss, inputs, task, models, steps: int, 
              "zoo_relative_penalty": statistics.mean(
                  relative_group_lasso(metanet, m, config.penalty, config.fraction)
                  for m in zoo)}
-    print(f"{domain} metanet lambda {config.lam} preserve_norm {config.preserve_norm}: "
-          f"{log[0]} -> {log[-1]}; val acc after pruning {entry['val_after_pruning']:.4f}, "
+    print(f"{domain} metanet lambda {config.lam} preserve_norm {config.preserve_norm} "
+          f"distill {config.distill}: {log[0]} -> {log[-1]}; val acc rewritten "
+          f"{entry['val_rewritten']:.4f}, after pruning {entry['val_after_pruning']:.4f}, "
           f"after fine-tuning {entry['val_after_finetuning']:.4f} ({seconds:.0f} s)", flush=True)
     return entry, metanet
 
@@ -244,7 +254,7 @@ def _gcn_part(result: dict, save, scale: dict) -> None:
                              scale["gnn_lams"], scale["gnn_steps"], scale["metanet_lr"],
                              TrainConfig(epochs=scale["gnn_tune"], patience=0, seed=0),
                              scale["penalty"], scale["gnn_empty"], scale.get("pruned_weight", 0.0),
-                             scale.get("preserve_norms", (False,)))
+                             scale.get("preserve_norms", (False,)), scale.get("gnn_distills", (0.0,)))
     result["stage_seconds"]["gcn_metanets"] = time.perf_counter() - clock
     for seed, model in evaluated.items():
         _rows(result, save, "GCN", "cora", cora, model,
@@ -343,22 +353,23 @@ def markdown(result: dict) -> str:
             f"| {s['model']} | {s['target']:.0f}x | {s['method']} | {s['seeds']} | "
             f"{s['speedup']:.2f}x | {_fmt(s['acc_before'])} | {_fmt(s['acc_transformed'])} | "
             f"{_fmt(s['acc_pruned'])} | {_fmt(s['acc_finetuned'])} |")
-    lines += ["", "## Metanetworks (lambda and preserve_norm chosen on seed-0 validation accuracy "
+    lines += ["", "## Metanetworks (lambda, preserve_norm and distill chosen on seed-0 validation accuracy "
               "after fine-tuning, mean of 2x and 3x)",
               "",
               f"Chosen: {result.get('chosen', result.get('chosen_lam', {}))}", "",
-              "| domain | lambda | preserve norm | steps | lr | seconds | first log (task loss, "
+              "| domain | lambda | preserve norm | distill | steps | lr | seconds | first log (task loss, "
               "rel. penalty) | last log | zoo rel. lasso after rewrite | zoo rel. penalty after "
-              "rewrite | val acc after pruning | val acc after fine-tuning (2x, 3x mean) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "rewrite | val acc rewritten | val acc after pruning | val acc after fine-tuning (2x, 3x mean) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in result.get("metanets", []):
         first, last = m["log"][0], m["log"][-1]
         lines.append(
-            f"| {m['domain']} | {m['lam']} | {m.get('preserve_norm', False)} | {m['steps']} | "
+            f"| {m['domain']} | {m['lam']} | {m.get('preserve_norm', False)} | {m.get('distill', 0.0)} | {m['steps']} | "
             f"{m['lr']} | {m['seconds']:.0f} | "
             f"{first['task_loss']:.3f}, {first['relative_lasso']:.3f} | {last['task_loss']:.3f}, "
             f"{last['relative_lasso']:.3f} | {m['zoo_relative_lasso']:.3f} | "
             f"{m.get('zoo_relative_penalty', float('nan')):.3f} | "
+            f"{_fmt_pct(m.get('val_rewritten'))} | "
             f"{100 * m['val_after_pruning']:.2f} | {100 * m['val_after_finetuning']:.2f} |")
     lines += ["", "## Every run", "",
               "| seed | model | target | method | speed-up | MACs before -> after | params "

@@ -898,6 +898,9 @@ def _add_prune_metanet(commands: Any) -> None:
                    help="rescale every rewritten weight tensor to its original Frobenius norm "
                         "(in training and when rewriting; the pruning benchmark chose it for the "
                         "GCNs on Cora, not for the MNIST CNNs)")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="weight of KL(original || rewritten) on unlabelled inputs (every node of a "
+                        "node task), and times --pruned-weight of KL(original || dropped); 0: none")
     p.add_argument("--steps", type=int, default=1000, help="optimisation steps (one network each)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--hidden", type=int, default=32, help="metanetwork width")
@@ -921,7 +924,7 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size} must be >= 1")
     config = MetanetTrainConfig(lam=args.lam, penalty=args.penalty, fraction=args.fraction,
-                                pruned_weight=args.pruned_weight,
+                                pruned_weight=args.pruned_weight, distill=args.distill,
                                 preserve_norm=args.preserve_norm, steps=args.steps, lr=args.lr,
                                 hidden=args.hidden, layers=args.layers, seed=args.seed)
     job = MetanetJob(args.dataset, args.out, tuple(args.model_dir), args.zoo, tuple(args.study),

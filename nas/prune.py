@@ -228,6 +228,8 @@ def _check_config(config: Any) -> None:
         raise ValueError(f"lr {config.lr} must be > 0 and lam {config.lam} >= 0")
     if not config.pruned_weight >= 0:
         raise ValueError(f"pruned_weight {config.pruned_weight} must be >= 0")
+    if not config.distill >= 0:
+        raise ValueError(f"distill {config.distill} must be >= 0")
     uses_fraction = config.penalty == "lowest" or config.pruned_weight > 0
     if uses_fraction and not 0.0 < config.fraction < 1.0:
         raise ValueError(f"fraction {config.fraction} must be in (0, 1)")

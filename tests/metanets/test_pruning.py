@@ -3,6 +3,7 @@ clear errors, export round trip, and the metanetwork's sparsifying rewrite."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,57 @@ def test_metanet_sparsifies_gcn_message_weights(tmp_path: Path) -> None:
         after.values(), again.state_dict().values(), strict=True))
 
 
+def test_node_kl_to_the_original_reads_every_node_and_is_differentiable() -> None:
+    from metanets.pruning.metanet import NodeLoss
+
+    x, edge_index = _graph()
+    loss = NodeLoss(x, edge_index, torch.arange(20) % 3, torch.zeros(20, dtype=torch.bool))  # no labels
+    model = _gnn("gcn", "none")
+    same = {k: v.clone() for k, v in model.state_dict().items()}
+    moved = {k: v.clone().requires_grad_(k == "classifier.weight") for k, v in model.state_dict().items()}
+    moved["classifier.weight"] = (moved["classifier.weight"] * 3).detach().requires_grad_()
+    zero, positive = loss.kl(model, [same, moved])
+    assert float(zero) < 1e-6 and float(positive) > 1e-3  # no labelled node, still a signal
+    positive.backward()
+    assert moved["classifier.weight"].grad.abs().sum() > 0
+
+
+class _SpyLoss:
+    """A node task loss that records the states its KL term was asked about."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, []
+
+    def __call__(self, module, state):
+        return self.inner(module, state)
+
+    def kl(self, module, states):
+        self.calls.append(len(states))
+        return self.inner.kl(module, states)
+
+
+@pytest.mark.parametrize("distill, pruned_weight, expected", [
+    (0.0, 1.0, []), (1.0, 0.0, [1, 1, 1]), (1.0, 1.0, [2, 2, 2]),
+])
+def test_distill_adds_the_kl_of_the_rewritten_and_of_the_dropped_network(
+    distill: float, pruned_weight: float, expected: list[int],
+) -> None:
+    from metanets.pruning.metanet import MetanetTrainConfig, NodeLoss, train_pruning_metanet
+    from metanets.zoo import example_inputs
+
+    x, edge_index = _graph()
+    spy = _SpyLoss(NodeLoss(x, edge_index, torch.arange(20) % 3, torch.arange(20) < 4))
+    zoo = [GNN(GNNArchitecture(layers=(LayerSpec("gcn", 8), LayerSpec("gcn", 8))), 6, 3).eval()]
+    config = MetanetTrainConfig(lam=1.0, penalty="lowest", fraction=0.5, pruned_weight=pruned_weight,
+                                distill=distill, steps=3, hidden=8, layers=1)
+    metanet = train_pruning_metanet(zoo, spy, example_inputs("node", 6), config)
+    assert spy.calls == expected
+    if distill:  # and the term reaches the metanetwork's training
+        plain = train_pruning_metanet(zoo, spy.inner, example_inputs("node", 6),
+                                      dataclasses.replace(config, distill=0.0))
+        assert any(not torch.allclose(a, b) for a, b in zip(metanet.parameters(), plain.parameters()))
+
+
 def test_group_hoyer_is_scale_invariant_and_rewards_sparse_channels() -> None:
     from metanets.pruning.metanet import PruningMetanet, group_hoyer, group_lasso
 
@@ -385,6 +437,7 @@ def test_cli_trains_a_pruning_metanet_used_by_prune(tmp_path: Path, capsys) -> N
     (["--fraction", "1.5"], "fraction 1.5"),
     (["--steps", "0"], "steps 0"),
     (["--pruned-weight", "-1"], "pruned_weight -1.0"),
+    (["--distill", "-1"], "distill -1.0"),
     ([], "no zoo"),
     (["--zoo", "sqlite:///x.db"], "--zoo and --study go together"),
 ])
