@@ -194,10 +194,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         **({"warm_start_k": args.warm_start_k} if args.warm_start_k is not None else {}),
     )
     _validate_names(config)
-    if args.refine:
+    if args.refine:  # a refine evaluator that cannot run fails now, not after the search
         import dataclasses
 
-        dataclasses.replace(config, evaluator=args.refine_evaluator).make_evaluator()
+        refine_config = dataclasses.replace(config, evaluator=args.refine_evaluator)
+        refine_config.make_evaluator().check_space(refine_config.make_space())
     print(f"metanas search: study {config.study_name!r} in {redact(config.storage)}", flush=True)
     study = run_search(config)
     _print_best(study)

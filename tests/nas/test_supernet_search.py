@@ -121,6 +121,10 @@ def test_refine_re_scores_the_best_and_final_training_takes_the_best_of_those(
     assert main([*base, "--refine", "-1"]) == 2
     assert main([*base, "--refine", "2", "--refine-evaluator", "bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
+    # the default refine evaluator needs a supernet: said before any trial runs
+    assert main([*base, "--study", "no-supernet", "--refine", "2"]) == 2
+    assert "--supernet" in capsys.readouterr().err
+    assert "no-supernet" not in [s.study_name for s in optuna.get_all_study_summaries(sqlite_url)]
 
 
 def test_supernet_evaluator_variant_sets_fine_tuning() -> None:
