@@ -59,7 +59,7 @@ RESULTS = Path(__file__).parent / "results"
 SPEEDUPS = (2.0, 3.0)
 CONTROL = "unpruned + fine-tune"
 #: what ``--part`` can run
-PARTS = ("all", "gcn")
+PARTS = ("all", "gcn", "cnn")
 #: budgets; "standard" takes ~30-35 min of one core on the 2-core machine (pruning_notes.md)
 SCALES: dict[str, dict] = {
     "quick": dict(seeds=1, gnn_seeds=1, train=2, fraction=0.1, tune=1, zoo=3, zoo_epochs=1,
@@ -194,7 +194,7 @@ def run(scale: dict, save, part: str = "all") -> dict:
     """The CNN zoo and metanetwork, the seed-0 CNN rows, the GCN part (zoo, metanetwork, every
     seed), then the other CNN seeds (``part="gcn"``: the GCN part only); ``save(result)`` is
     called after every row so a partial table (every model at seed 0 at least) survives an
-    interruption."""
+    interruption; ``part="cnn"``: the MNIST part only."""
     result: dict = {"scale": scale, "rows": [], "metanets": [], "chosen_lam": {},
                     "stage_seconds": {}}
     if part == "gcn":
@@ -222,7 +222,7 @@ def run(scale: dict, save, part: str = "all") -> dict:
         tune = image_config(scale["tune"], seed, scale["fraction"])
         for name, model in models[seed].items():
             _rows(result, save, name, "mnist14", mnist, model, tune, metanet, seed)
-        if seed == 0:
+        if seed == 0 and part == "all":
             _gcn_part(result, save, scale)
     return result
 
@@ -396,9 +396,17 @@ def main() -> None:
                         help="torch threads (default: min(2, CPUs))")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--part", default="all", choices=PARTS,
-                        help="all (default) or gcn (the Cora GCN part only)")
+                        help="all (default), gcn (the Cora GCN part only) or cnn (the MNIST part only)")
     parser.add_argument("--gnn-steps", type=int, default=None,
                         help="override the scale's GCN metanetwork steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="override the scale's MNIST metanetwork steps")
+    parser.add_argument("--zoo", type=int, default=None,
+                        help="override the scale's number of MNIST zoo networks")
+    parser.add_argument("--zoo-epochs", type=int, default=None,
+                        help="override the scale's training epochs of each MNIST zoo network")
+    parser.add_argument("--zoo-fraction", type=float, default=None,
+                        help="override the scale's share of MNIST training images for the zoo")
     parser.add_argument("--name", default="pruning",
                         help="stem of the result files NAME.md / NAME.json (default pruning)")
     args = parser.parse_args()
@@ -409,6 +417,16 @@ def main() -> None:
         if args.gnn_steps < 1:
             parser.error(f"--gnn-steps {args.gnn_steps} must be >= 1")
         scale["gnn_steps"] = args.gnn_steps
+    for key in ("steps", "zoo", "zoo_epochs"):
+        value = getattr(args, key)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{key.replace('_', '-')} {value} must be >= 1")
+            scale[key] = value
+    if args.zoo_fraction is not None:
+        if not 0 < args.zoo_fraction <= 1:
+            parser.error(f"--zoo-fraction {args.zoo_fraction} must be in (0, 1]")
+        scale["zoo_fraction"] = args.zoo_fraction
     if args.seeds is not None:
         if args.seeds < 1:
             parser.error(f"--seeds {args.seeds} must be >= 1")
