@@ -1,7 +1,8 @@
 """The ``metanas`` command.
 
 Exit codes: 0 success; 1 a failure at run time (missing study, corrupt weights, missing data);
-2 bad input (unknown dataset, space, strategy or evaluator, malformed storage URL, bad option).
+2 bad input (unknown dataset, space, strategy or evaluator, malformed storage URL, bad option);
+130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 

@@ -8,14 +8,16 @@ worker runs next.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import multiprocessing
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -266,7 +268,9 @@ def run_search(config: SearchConfig) -> optuna.Study:
         return study
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=run_worker, args=(config, i), daemon=False)
+        context.Process(
+            target=_worker_process, args=(config, i, optuna.logging.get_verbosity()), daemon=False,
+        )
         for i in range(1, config.n_jobs)
     ]
     for process in workers:
@@ -316,19 +320,57 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     objective = Objective(space, task, evaluator, store, config)
     printer = TrialPrinter(config, worker) if config.verbose else None
     deadline = time.monotonic() + config.timeout if config.timeout else math.inf
-    while time.monotonic() < deadline:
-        action = _next_action(study, config.n_trials)
-        if action == "done":
-            break
-        if action == "wait":  # the last trials run in other workers (or in dead ones)
-            time.sleep(min(config.heartbeat, 5))
-            continue
-        study.optimize(
-            objective, n_trials=1, catch=(Exception,),
-            callbacks=[printer] if printer else None,
-        )
+    with _silent_interrupted_trial():
+        while time.monotonic() < deadline:
+            action = _next_action(study, config.n_trials)
+            if action == "done":
+                break
+            if action == "wait":  # the last trials run in other workers (or in dead ones)
+                time.sleep(min(config.heartbeat, 5))
+                continue
+            study.optimize(
+                objective, n_trials=1, catch=(Exception,),
+                callbacks=[printer] if printer else None,
+            )
     if printer:
         printer.close(study)
+
+
+def _worker_process(config: SearchConfig, worker: int, verbosity: int) -> None:
+    """A spawned worker: optuna logs as in the parent (whose experimental warnings were shown
+    there), and Ctrl-C, which a terminal sends to every worker, ends it without a traceback;
+    the parent reports the interruption."""
+    optuna.logging.set_verbosity(verbosity)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        run_worker(config, worker)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+class _InterruptFilter(logging.Filter):
+    """Drops optuna's report of a trial stopped by Ctrl-C (the KeyboardInterrupt's traceback)
+    and what it logs after it; the interrupt itself ends the search."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True
+        return not self.interrupted
+
+
+@contextlib.contextmanager
+def _silent_interrupted_trial() -> Iterator[None]:
+    logger = logging.getLogger("optuna.study._optimize")  # where optuna logs a failed trial
+    interrupt_filter = _InterruptFilter()
+    logger.addFilter(interrupt_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(interrupt_filter)
 
 
 def prescreen_task(config: SearchConfig, task: Task) -> Task:

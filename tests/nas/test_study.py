@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -135,6 +136,31 @@ def test_killed_search_resumes_with_earlier_trials_intact(cora_available: None, 
         again = ModelStore(sqlite_url).load_state_dict("k", n)
         assert all(torch.equal(state[k], again[k]) for k in state)
     assert not resumed.get_trials(states=(TrialState.RUNNING,))
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_ctrl_c_stops_the_search_with_one_line(cora_available: None, sqlite_url: str, n_jobs: int) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while trials train:
+    exit code 130, one line on stderr and no traceback from any worker, no trial left RUNNING."""
+    command = _search_command(sqlite_url, "c", 4, "--n-jobs", str(n_jobs), epochs=100_000)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            with contextlib.suppress(KeyError):
+                study = optuna.load_study(study_name="c", storage=sqlite_url)
+                if len(study.get_trials(states=(TrialState.RUNNING,))) == n_jobs:
+                    break
+            time.sleep(0.5)
+        time.sleep(1.0)  # into training
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines() == ["metanas: interrupted; finished trials are stored"]
+    states = [t.state for t in optuna.load_study(study_name="c", storage=sqlite_url).trials]
+    assert states == [TrialState.FAIL] * n_jobs
 
 
 def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_failed(sqlite_url: str) -> None:
