@@ -226,21 +226,24 @@ def create_or_load_study(config: SearchConfig, task: Task) -> optuna.Study:
 
 
 def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task) -> None:
+    space = config.make_space()
     identity = {
-        "dataset": task.name, "space": config.make_space().name,
-        "objectives": list(config.objectives),
+        "dataset": task.name, "space": space.name, "objectives": list(config.objectives),
+        # the space's choices (--convs, zoo --space-options): a resumed study whose choices
+        # differ would fail every trial on optuna's "dynamic value space" check, forever
+        "space_choices": repr(space),
     }
     stored = {key: study.user_attrs.get(key) for key in identity}
     if all(value is None for value in stored.values()):
-        for key, value in identity.items():
-            study.set_user_attr(key, value)
         study.set_user_attr("task_level", task.level)
-        return
     for key, value in identity.items():
-        if stored[key] != value:
+        if stored[key] is None:  # a new study, or one made before this key was recorded
+            study.set_user_attr(key, value)
+        elif stored[key] != value:
             raise ValueError(
                 f"study {config.study_name!r} was created with {key} {stored[key]!r}, not "
-                f"{value!r}; choose another --study name"
+                f"{value!r}; resume it with the options it was created with, or choose another "
+                f"--study name"
             )
 
 

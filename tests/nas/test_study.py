@@ -93,6 +93,20 @@ def test_study_identity_is_checked(sqlite_url: str) -> None:
                                 evaluator=_FlakyEvaluator(), verbose=False))
 
 
+@pytest.mark.timeout(60)  # before the fix: failed trials without end
+def test_resuming_with_other_convs_is_refused_before_any_trial(sqlite_url: str) -> None:
+    """Other --convs change optuna's choices: every trial would fail, without end."""
+    def config(convs: tuple[str, ...], n_trials: int) -> SearchConfig:
+        return SearchConfig("cora", convs=convs, n_trials=n_trials, storage=sqlite_url,
+                            study_name="s", evaluator=_FlakyEvaluator(), seed=2, verbose=False)
+
+    run_search(config(("gcn",), 1))
+    with pytest.raises(ValueError, match=r"created with space_choices .*'gcn'.*not .*'gat'"):
+        run_search(config(("gat", "sage"), 2))
+    assert len(optuna.load_study(study_name="s", storage=sqlite_url).trials) == 1
+    run_search(config(("gcn",), 2))  # the same choices resume it
+
+
 def _search_command(storage: str, study: str, trials: int, *extra: str, epochs: int = 30) -> list[str]:
     return [
         sys.executable, "-m", "nas.cli", "search", "--dataset", "cora", "--convs", "gcn,sage",
