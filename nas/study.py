@@ -259,6 +259,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
     space.check_level(task.level)
     if evaluator.needs_data:
         task.num_features  # load the data (and fail on missing data) before the first trial
+    evaluator.prepare(space, task)
     if config.prescreen:
         prescreen_task(config, task).num_features  # the proxy's data, likewise
     study = create_or_load_study(config, task)

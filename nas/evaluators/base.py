@@ -63,5 +63,9 @@ class Evaluator(abc.ABC):
         """Raise ``ValueError`` if this evaluator cannot score architectures on ``task`` (must not
         load the task's data)."""
 
+    def prepare(self, space: SearchSpace, task: Task) -> None:
+        """Load what every trial needs (may read the task's data), so that bad input such as a
+        missing checkpoint fails the search once, before any trial, not every trial."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

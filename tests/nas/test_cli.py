@@ -90,3 +90,21 @@ def test_console_script_entry_point() -> None:
         assert command in result.stdout
     bad = subprocess.run([sys.executable, "-m", "nas.cli", "search"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--dataset" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        (["--evaluator", "hypernet:{tmp}/missing.safetensors"], "missing.safetensors not found"),
+        (["--init", "hypernet", "--hypernet", "pretrained:foo"], "'foo' among choices ['cnn-mnist', 'gnn-cora']"),
+        (["--init", "hypernet", "--hypernet", "pretrained:cnn-mnist"], "hypernetwork trained for image tasks"),
+    ],
+)
+def test_bad_hypernetwork_fails_the_search_before_any_trial(
+    cora_available: None, option, expected, capsys, sqlite_url: str, tmp_path: Path,
+) -> None:
+    argv = ["search", "--dataset", "cora", "--trials", "2", "--epochs", "1", "--quiet",
+            "--storage", sqlite_url, "--study", "h", *(o.format(tmp=tmp_path) for o in option)]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and "failed with" not in err
