@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -32,6 +33,11 @@ def parse_url(url: str | URL) -> URL:
             f"malformed storage URL {redact(str(url))!r}: expected dialect://user@host/db, e.g. "
             f"{DEFAULT_STORAGE!r} or 'postgresql://user@localhost/metanas'"
         ) from None
+    if "@" in (parsed.host or ""):  # the driver would print the password's tail as a host name
+        raise StorageURLError(
+            f"storage URL {redact(str(url))!r} has an '@' in its user name or password: "
+            f"write it as %40"
+        )
     try:
         parsed.get_dialect()
     except Exception:
@@ -43,11 +49,17 @@ def parse_url(url: str | URL) -> URL:
 
 
 def redact(url: str | URL) -> str:
-    """The URL with any password replaced by ``***`` (safe to print or log)."""
+    """The URL with any password replaced by ``***`` (safe to print or log): the user's, a
+    ``password=`` or ``sslpassword=`` query parameter's, and all of one with an unencoded ``@``."""
     try:
-        return make_url(str(url)).render_as_string(hide_password=True)
+        parsed = make_url(str(url))
+        if "@" in (parsed.host or ""):  # "u:pa@ss@host": SQLAlchemy splits the password at "@"
+            raise ValueError("unencoded @")
+        secret = {key: "***" for key in parsed.query if "password" in key.lower()}
+        rendered = parsed.update_query_dict(secret).render_as_string(hide_password=True)
+        return rendered.replace("%2A%2A%2A", "***")
     except Exception:
-        text = str(url)
+        text = re.sub(r"(password=)[^&]*", r"\1***", str(url), flags=re.IGNORECASE)
         if "@" in text and "://" in text:
             scheme, rest = text.split("://", 1)
             creds, host = rest.rsplit("@", 1)

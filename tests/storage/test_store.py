@@ -79,6 +79,28 @@ def test_redact_hides_the_password() -> None:
     assert "s3cret" not in repr(ModelStore.__new__(ModelStore).__class__)  # no password in class repr
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://alice@db/metanas?password=s3cret&sslmode=require",
+     "postgresql://alice@db/metanas?password=***&sslmode=require"),
+    ("postgresql://alice@db/metanas?sslpassword=s3cret", "postgresql://alice@db/metanas?sslpassword=***"),
+    ("postgresql://alice:s3@cret@db/metanas", "postgresql://alice:***@db/metanas"),
+    ("postgresql://alice@db:port/metanas?password=s3cret", None),  # malformed: the fallback
+])
+def test_redact_hides_passwords_in_the_query_and_around_an_unencoded_at(url: str, shown: str | None) -> None:
+    assert "cret" not in redact(url)
+    assert shown is None or redact(url) == shown
+
+
+def test_unencoded_at_in_a_password_is_refused_without_showing_it(capsys) -> None:
+    from nas.cli import main
+
+    with pytest.raises(StorageURLError, match="%40") as info:
+        parse_url("postgresql://alice:s3@cret@127.0.0.1:1/metanas")
+    assert "cret" not in str(info.value)
+    assert main(["studies", "--storage", "postgresql://alice:s3@cret@127.0.0.1:1/metanas"]) == 2
+    assert "cret" not in capsys.readouterr().err
+
+
 @pytest.mark.postgres
 def test_postgres_round_trip(postgres_url: str) -> None:
     store = ModelStore(postgres_url)
