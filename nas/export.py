@@ -83,7 +83,7 @@ def export_trial(storage: str, study_name: str, out: str | Path,
                  trial_number: int | None = None) -> Path:
     """Export a trial's model (the best by default) with its metrics."""
     study = optuna.load_study(study_name=study_name, storage=storage)
-    trial = best_trial(study) if trial_number is None else study.trials[trial_number]
+    trial = best_trial(study) if trial_number is None else _trial(study, trial_number)
     stored_number = _stored_trial_number(trial)
     store = ModelStore(storage)
     record = store.get(study_name, stored_number)
@@ -94,6 +94,17 @@ def export_trial(storage: str, study_name: str, out: str | Path,
         metadata={"dataset": record.dataset, "study": study_name, "trial": trial.number,
                   "metrics": record.metrics, "num_params": record.num_params},
     )
+
+
+def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` (``KeyError`` naming the study's trial numbers; no negative indexing)."""
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise KeyError(
+            f"no trial {number} in study {study.study_name!r}; its trials are "
+            f"{'0..' + str(len(trials) - 1) if trials else 'none yet'}"
+        )
+    return trials[number]
 
 
 def read_export(folder: str | Path) -> dict[str, Any]:

@@ -108,3 +108,16 @@ def test_bad_hypernetwork_fails_the_search_before_any_trial(
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and "failed with" not in err
+
+
+@pytest.mark.parametrize("number", ["99", "-1"])
+def test_export_of_a_trial_the_study_lacks_names_its_trials(number, capsys, sqlite_url, tmp_path: Path) -> None:
+    import optuna
+
+    study = optuna.create_study(storage=sqlite_url, study_name="e", direction="maximize")
+    for value in (0.5, 0.6):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    out = tmp_path / "out"
+    assert main(["export", "--storage", sqlite_url, "--study", "e", "--out", str(out), "--trial", number]) == 1
+    err = capsys.readouterr().err
+    assert f"no trial {number} in study 'e'; its trials are 0..1" in err and not out.exists()
