@@ -756,6 +756,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     from nas.train import resolve_device
     from search_spaces import get_space
 
+    _check_overwritable_checkpoint(args.out)
     space = get_space(args.space)
     task = load_task(args.dataset, root=args.data_root, seed=args.seed)
     space.check_level(task.level)
@@ -778,6 +779,24 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
                                       "train_config": vars(args) | {"handler": None}})
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {result.seconds:.0f}s)")
     return 0
+
+
+def _check_overwritable_checkpoint(out: str) -> None:
+    """``--out`` may be new or a GHN checkpoint (re-training replaces it), never another file."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    if not Path(out).exists():
+        return
+    try:
+        with safe_open(out, framework="pt") as handle:
+            if "config" in (handle.metadata() or {}):
+                return
+    except Exception:  # noqa: BLE001 - a folder, or not safetensors: refused below
+        pass
+    raise UsageError(f"--out {out} exists and is not a GHN checkpoint; it is never overwritten "
+                     f"(name a new file)")
 
 
 def _add_predict_params(commands: Any) -> None:

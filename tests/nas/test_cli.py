@@ -121,3 +121,12 @@ def test_export_of_a_trial_the_study_lacks_names_its_trials(number, capsys, sqli
     assert main(["export", "--storage", sqlite_url, "--study", "e", "--out", str(out), "--trial", number]) == 1
     err = capsys.readouterr().err
     assert f"no trial {number} in study 'e'; its trials are 0..1" in err and not out.exists()
+
+
+def test_hypernet_train_never_overwrites_a_file_that_is_not_a_checkpoint(capsys, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a week of results\n")
+    assert main(["hypernet", "train", "--dataset", "cora", "--out", str(notes), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt exists and is not a GHN checkpoint" in err
+    assert notes.read_text() == "a week of results\n"
