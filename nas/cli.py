@@ -620,6 +620,9 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     parse_url(args.zoo)
     from metanets.probes import PROBE_INITS, task_probe_inputs
 
+    for option in ("epochs", "hidden", "layers", "batch_size", "kernel_width"):
+        if getattr(args, option) < 1:
+            raise UsageError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
     if args.probes < 0:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
     if args.probe_init not in PROBE_INITS:

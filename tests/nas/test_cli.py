@@ -130,3 +130,13 @@ def test_hypernet_train_never_overwrites_a_file_that_is_not_a_checkpoint(capsys,
     err = capsys.readouterr().err
     assert "notes.txt exists and is not a GHN checkpoint" in err
     assert notes.read_text() == "a week of results\n"
+
+
+@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--epochs", "-1"), ("--hidden", "0"),
+                                           ("--layers", "0"), ("--batch-size", "0"),
+                                           ("--kernel-width", "0")])
+def test_metanet_train_refuses_sizes_below_one(option, value, capsys, sqlite_url, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    argv = ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out", str(out), option, value]
+    assert main(argv) == 2
+    assert f"{option} must be >= 1, got {value}" in capsys.readouterr().err and not out.exists()
