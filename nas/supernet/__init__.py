@@ -65,6 +65,8 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ValueError(f"supernet option {pair!r} must look like KEY=VALUE")
         items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise ValueError(f"supernet option {pair!r} has no value: write KEY=VALUE")
         parsed = [int(v) if v.lstrip("-").isdigit() else v for v in items]
         multi = key.strip() in _MULTI_VALUED or len(parsed) > 1
         options[key.strip().replace("-", "_")] = tuple(parsed) if multi else parsed[0]
