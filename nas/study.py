@@ -94,6 +94,10 @@ class SearchConfig:
             raise ValueError(f"--trials must be >= 1, got {self.n_trials}")
         if self.n_jobs < 1:
             raise ValueError(f"--n-jobs must be >= 1, got {self.n_jobs}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if not self.objectives:
+            raise ValueError(f"no objective given: choose among {sorted(OBJECTIVES)}")
         self.prescreen_rule = resolve_rule(self.prescreen_rule)
         check_veto_quantile(self.prescreen_veto_quantile)
         if self.warm_start is not None:

@@ -50,6 +50,8 @@ class TrainEvaluator(Evaluator):
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if patience < 0:
+            raise ValueError(f"patience must be >= 0 (0: never stop early), got {patience}")
         self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
         self.progress = progress
         if init not in INITS:

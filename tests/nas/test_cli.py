@@ -30,6 +30,22 @@ def test_bad_names_exit_2_naming_value_and_choices(argv, bad, choice, capsys, sq
     assert bad in err and choice in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--timeout", "-5", "--timeout must be > 0 seconds, got -5.0"),
+    ("--timeout", "0", "--timeout must be > 0 seconds, got 0.0"),
+    ("--patience", "-1", "patience must be >= 0 (0: never stop early), got -1"),
+    ("--objectives", " , ", "no objective given: choose among ['accuracy', 'latency', 'params']"),
+])
+def test_search_refuses_values_it_would_silently_misread(option, value, message, capsys, sqlite_url) -> None:
+    """A negative timeout ran no trial and exited 0; --timeout 0 meant no timeout; a negative
+    patience stopped every training after one epoch."""
+    argv = ["search", "--dataset", "cora", "--trials", "1", "--epochs", "1", "--quiet",
+            "--storage", sqlite_url, option, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "study" not in err
+
+
 def test_bad_prescreen_veto_quantile_exits_2_naming_the_value(capsys, sqlite_url) -> None:
     argv = ["search", "--dataset", "cora", "--prescreen", "naswot", "--prescreen-rule", "veto",
             "--prescreen-veto", "1.5", "--storage", sqlite_url]
