@@ -835,7 +835,10 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UsageError(f"{path} is not JSON: {error}") from error
-    spec = document.get("architecture", document) if isinstance(document, dict) else document
+    if not isinstance(document, dict):
+        raise UsageError(f"{path} holds a JSON {type(document).__name__}, not an architecture "
+                         f"spec (a JSON object)")
+    spec = document.get("architecture", document)
     space = get_space(args.space or document.get("space") or ghn.config.space)
     arch = space.architecture_from_dict(spec)
     cfg = ghn.config

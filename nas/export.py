@@ -112,7 +112,13 @@ def read_export(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / SPEC_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not an exported metanas model folder")
-    return json.loads(path.read_text())
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error}): not an exported metanas model") from None
+    if not isinstance(document, dict) or "architecture" not in document:
+        raise ValueError(f"{path} holds no architecture: not an exported metanas model")
+    return document
 
 
 def load_exported(folder: str | Path) -> nn.Module:

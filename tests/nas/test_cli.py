@@ -156,3 +156,23 @@ def test_metanet_train_refuses_sizes_below_one(option, value, capsys, sqlite_url
     argv = ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out", str(out), option, value]
     assert main(argv) == 2
     assert f"{option} must be >= 1, got {value}" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("argv, file, content, message", [
+    (["metanet", "predict", "--model", "{tmp}/m", "--model-dir", "{tmp}/m"], "m/metanet.json", "{bad",
+     "m/metanet.json is not JSON"),
+    (["prune", "--model", "{tmp}/e", "--dataset", "cora", "--speedup", "2", "--out", "{tmp}/o"],
+     "e/architecture.json", "{bad", "e/architecture.json is not JSON"),
+    (["prune", "--model", "{tmp}/e", "--dataset", "cora", "--speedup", "2", "--out", "{tmp}/o"],
+     "e/architecture.json", "[1]", "e/architecture.json holds no architecture"),
+    (["predict-params", "--hypernet", "pretrained:gnn-cora", "--arch", "{tmp}/a.json", "--out", "{tmp}/o"],
+     "a.json", "[1]", "a.json holds a JSON list, not an architecture spec"),
+])
+def test_malformed_json_files_are_named(argv, file, content, message, capsys, tmp_path: Path) -> None:
+    path = tmp_path / file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    (path.parent / "metanet.safetensors").touch()
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "o").exists()
