@@ -39,11 +39,19 @@ def parse_url(url: str | URL) -> URL:
             f"write it as %40"
         )
     try:
-        parsed.get_dialect()
+        dialect = parsed.get_dialect()
     except Exception:
         raise StorageURLError(
             f"storage URL {redact(str(url))!r} names an unknown database dialect "
             f"{parsed.drivername!r}; use sqlite or postgresql"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:  # optuna would say only "Failed to import DB access module"
+        raise StorageURLError(
+            f"storage URL {redact(str(url))!r} needs the driver module {error.name!r} of "
+            f"{parsed.drivername!r}, which is not installed; use sqlite, or postgresql with "
+            f"pip install -e '.[postgres]'"
         ) from None
     return parsed
 

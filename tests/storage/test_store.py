@@ -101,6 +101,17 @@ def test_unencoded_at_in_a_password_is_refused_without_showing_it(capsys) -> Non
     assert "cret" not in capsys.readouterr().err
 
 
+def test_a_dialect_whose_driver_is_missing_is_bad_input_naming_the_driver(capsys) -> None:
+    from nas.cli import main
+
+    url = "mysql://alice:s3cret@db/metanas"  # SQLAlchemy knows mysql; MySQLdb is not installed
+    with pytest.raises(StorageURLError, match="needs the driver module 'MySQLdb' of 'mysql'"):
+        parse_url(url)
+    assert main(["studies", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "MySQLdb" in err and "s3cret" not in err
+
+
 @pytest.mark.postgres
 def test_postgres_round_trip(postgres_url: str) -> None:
     store = ModelStore(postgres_url)
