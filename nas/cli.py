@@ -876,7 +876,7 @@ def _add_prune(commands: Any) -> None:
     p.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs (0: none)")
     p.add_argument("--metanet", default=None, help="trained pruning metanetwork (method metanet)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.set_defaults(handler=cmd_prune)
 

@@ -176,3 +176,11 @@ def test_malformed_json_files_are_named(argv, file, content, message, capsys, tm
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_prune_device_names_the_choices(capsys, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", "--model", str(tmp_path), "--dataset", "cora", "--speedup", "2",
+              "--out", str(tmp_path / "o"), "--device", "tpu"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'tpu' (choose from 'auto', 'cpu', 'cuda')" in capsys.readouterr().err
