@@ -19,6 +19,7 @@ from nas.supernet._nasbench import NasBenchGraphSupernet, nasbench_trial_params
 from nas.supernet._train import (
     SAMPLINGS, SupernetTrainConfig, SupernetTrainResult, init_distributed, path_rng, train_supernet,
 )
+from search_spaces import get_space
 from search_spaces.resolver import resolve
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def build_supernet(space: str, task: Task, **options: Any) -> Supernet:
         raise ValueError(
             f"unknown option(s) {unknown} of the {space!r} supernet; valid: {sorted(accepted)}"
         )
+    get_space(cls.space_name).check_level(task.level)  # before any data is read
     return cls(task.num_features, task.num_classes, task.level, **options)
 
 

@@ -181,6 +181,15 @@ def test_malformed_option_values_name_the_value_and_the_choices(option, message,
     assert message in capsys.readouterr().err and not (tmp_path / "sn").exists()
 
 
+def test_a_task_level_the_space_cannot_build_is_bad_input(mnist_available, capsys, tmp_path) -> None:
+    from nas.cli import main
+
+    assert main(["supernet", "train", "--dataset", "mnist14", "--out", str(tmp_path / "sn")]) == 2
+    err = capsys.readouterr().err
+    assert "space 'gnn' cannot build models for 'image' tasks; it supports ['node', 'graph']" in err
+    assert not (tmp_path / "sn").exists()
+
+
 def test_samples_are_covered_and_trial_params_round_trip() -> None:
     supernet = _supernet(widths=(16, 32), max_depth=3)
     space = GNNSpace(max_depth=3)
