@@ -553,13 +553,17 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_info(args: argparse.Namespace) -> int:
-    from storage import ModelStore, parse_url
+    import optuna
+
+    from storage import ModelStore, parse_url, redact
 
     parse_url(args.storage)
     store = ModelStore(args.storage)
     models = store.list_models(args.study)
     if not models:
-        raise KeyError(f"no stored networks in zoo/study {args.study!r}")
+        names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]
+        raise KeyError(f"no stored networks in zoo/study {args.study!r} in "
+                       f"{redact(args.storage)}; studies there: {names}")
     checkpoints = store.list_checkpoints(args.study)
     accs = sorted(m.metrics.get("test_acc", float("nan")) for m in models)
     info = {

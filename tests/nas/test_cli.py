@@ -184,3 +184,12 @@ def test_prune_device_names_the_choices(capsys, tmp_path: Path) -> None:
               "--out", str(tmp_path / "o"), "--device", "tpu"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'tpu' (choose from 'auto', 'cpu', 'cuda')" in capsys.readouterr().err
+
+
+def test_zoo_info_of_a_missing_zoo_lists_the_studies(capsys, sqlite_url) -> None:
+    import optuna
+
+    optuna.create_study(storage=sqlite_url, study_name="zoo-a")
+    assert main(["zoo", "info", "--storage", sqlite_url, "--study", "nope"]) == 1
+    assert "no stored networks in zoo/study 'nope'" in (err := capsys.readouterr().err)
+    assert "studies there: ['zoo-a']" in err
