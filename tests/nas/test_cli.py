@@ -193,3 +193,17 @@ def test_zoo_info_of_a_missing_zoo_lists_the_studies(capsys, sqlite_url) -> None
     assert main(["zoo", "info", "--storage", sqlite_url, "--study", "nope"]) == 1
     assert "no stored networks in zoo/study 'nope'" in (err := capsys.readouterr().err)
     assert "studies there: ['zoo-a']" in err
+
+
+def test_a_supernet_of_another_dataset_fails_the_search_before_any_trial(
+    cora_available: None, capsys, sqlite_url, tmp_path: Path,
+) -> None:
+    from nas.supernet._checkpoint import FORMAT, META
+
+    (tmp_path / "sn").mkdir()
+    (tmp_path / "sn" / META).write_text(json.dumps({"format": FORMAT, "space": "gnn", "dataset": "mutag"}))
+    argv = ["search", "--dataset", "cora", "--trials", "1", "--quiet", "--storage", sqlite_url,
+            "--evaluator", "supernet", "--supernet", str(tmp_path / "sn")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "was trained on dataset 'mutag', not 'cora'" in err and "failed with" not in err
