@@ -155,6 +155,10 @@ class Objective:
         evaluation = self._evaluate(trial, arch)
         self._record(trial, arch, evaluation)
         values = [OBJECTIVES[name][1](evaluation) for name in self.config.objectives]
+        unmeasured = [name for name, value in zip(self.config.objectives, values) if math.isnan(value)]
+        if unmeasured:  # optuna would fail the trial without a reason, and it would not count
+            trial.set_user_attr(FAIL_REASON, f"objective(s) {unmeasured} not measured (NaN)")
+            raise ValueError(f"objective(s) {unmeasured} not measured (NaN)")
         return values if len(values) > 1 else values[0]
 
     def _evaluate(self, trial: optuna.Trial, arch: Architecture) -> Evaluation:
@@ -258,6 +262,7 @@ def run_search(config: SearchConfig) -> optuna.Study:
     evaluator = config.make_evaluator()
     evaluator.check_space(space)
     evaluator.check_task(task)
+    check_objectives(config.objectives, evaluator)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
     check_strategy(config.strategy, space, config.objectives)
     space.check_level(task.level)
@@ -285,6 +290,19 @@ def run_search(config: SearchConfig) -> optuna.Study:
         for process in workers:
             process.join()
     return study
+
+
+def check_objectives(objectives: Sequence[str], evaluator: Evaluator) -> None:
+    """``ValueError`` if an objective is one the evaluator does not measure (every trial's value
+    would be NaN, which optuna fails)."""
+    from nas.evaluators import EVALUATORS
+
+    if "latency" in objectives and not evaluator.measures_latency:
+        measuring = sorted(name for name, cls in EVALUATORS.items() if cls.measures_latency)
+        raise ValueError(
+            f"objective 'latency' is not measured by evaluator {evaluator.name!r}; evaluators "
+            f"that measure it: {measuring}"
+        )
 
 
 def warm_start(study: optuna.Study, space: SearchSpace, config: SearchConfig, task: Task) -> int:

@@ -42,6 +42,7 @@ class TrainEvaluator(Evaluator):
     """
 
     name = "train"
+    measures_latency = True
 
     def __init__(
         self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False,

@@ -48,6 +48,8 @@ class Evaluator(abc.ABC):
     name: ClassVar[str]
     #: whether :meth:`evaluate` reads the task's data (a table lookup does not)
     needs_data: ClassVar[bool] = True
+    #: whether :meth:`evaluate` measures ``latency`` (the objective of that name needs it)
+    measures_latency: ClassVar[bool] = False
 
     @abc.abstractmethod
     def evaluate(

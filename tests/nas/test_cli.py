@@ -207,3 +207,13 @@ def test_a_supernet_of_another_dataset_fails_the_search_before_any_trial(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "was trained on dataset 'mutag', not 'cora'" in err and "failed with" not in err
+
+
+@pytest.mark.timeout(60)  # before the fix: every trial failed without counting, for ever
+def test_latency_objective_with_an_evaluator_that_does_not_measure_it(capsys, sqlite_url) -> None:
+    argv = ["search", "--dataset", "cora", "--trials", "1", "--quiet", "--storage", sqlite_url,
+            "--objectives", "accuracy,latency", "--evaluator", "zero-cost:naswot"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "objective 'latency' is not measured by evaluator 'zero-cost'" in err
+    assert "['table', 'train']" in err and "failed with" not in err

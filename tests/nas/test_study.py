@@ -107,6 +107,25 @@ def test_resuming_with_other_convs_is_refused_before_any_trial(sqlite_url: str) 
     run_search(config(("gcn",), 2))  # the same choices resume it
 
 
+class _UnmeasuredEvaluator(Evaluator):
+    """Measures nothing: every objective value is NaN."""
+
+    name = "unmeasured"
+    needs_data = False
+
+    def evaluate(self, arch, space, task, *, seed=0, device="cpu", report=None) -> Evaluation:
+        return Evaluation(metrics={}, num_params=1)
+
+
+@pytest.mark.timeout(60)  # before the fix: NaN trials failed without counting, for ever
+def test_nan_objective_values_fail_trials_that_count_against_the_budget(sqlite_url: str) -> None:
+    study = run_search(SearchConfig("cora", n_trials=2, storage=sqlite_url, strategy="random",
+                                    evaluator=_UnmeasuredEvaluator(), verbose=False))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(study.trials) == 2 and len(failed) == 2
+    assert all("['accuracy'] not measured (NaN)" in t.user_attrs[FAIL_REASON] for t in failed)
+
+
 def _search_command(storage: str, study: str, trials: int, *extra: str, epochs: int = 30) -> list[str]:
     return [
         sys.executable, "-m", "nas.cli", "search", "--dataset", "cora", "--convs", "gcn,sage",
