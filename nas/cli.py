@@ -180,7 +180,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"--refine takes a number of architectures >= 1, got {args.refine}")
     config = SearchConfig(
         dataset=args.dataset, space=args.space, strategy=args.strategy, evaluator=args.evaluator,
-        convs=tuple(c.strip() for c in args.convs.split(",")) if args.convs else None,
+        convs=tuple(c.strip() for c in args.convs.split(",")) if args.convs is not None else None,
         n_trials=args.trials, timeout=args.timeout, storage=args.storage, study_name=args.study,
         seed=args.seed, device=args.device, data_root=args.data_root, n_jobs=args.n_jobs,
         epochs=args.epochs, patience=args.patience,

@@ -16,6 +16,7 @@ from nas.cli import main
     [
         (["search", "--dataset", "foo"], "'foo'", "'cora'"),
         (["search", "--dataset", "cora", "--convs", "gcn,foo"], "'foo'", "'sage'"),
+        (["search", "--dataset", "cora", "--convs", ""], "conv ''", "'sage'"),
         (["search", "--dataset", "cora", "--strategy", "bar"], "'bar'", "'tpe'"),
         (["search", "--dataset", "cora", "--evaluator", "baz"], "'baz'", "'train'"),
         (["search", "--dataset", "cora", "--space", "qux"], "'qux'", "'gnn'"),
