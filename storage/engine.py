@@ -5,6 +5,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy
@@ -53,7 +54,21 @@ def parse_url(url: str | URL) -> URL:
             f"{parsed.drivername!r}, which is not installed; use sqlite, or postgresql with "
             f"pip install -e '.[postgres]'"
         ) from None
+    _check_sqlite_folder(parsed)
     return parsed
+
+
+def _check_sqlite_folder(url: URL) -> None:
+    """An SQLite file must go into an existing folder (sqlite3 says only "unable to open
+    database file")."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return
+    folder = Path(database).parent
+    if not folder.is_dir():
+        raise StorageURLError(
+            f"storage URL {redact(url)!r}: folder {str(folder)!r} of the SQLite file does not exist"
+        )
 
 
 def redact(url: str | URL) -> str:

@@ -112,6 +112,18 @@ def test_a_dialect_whose_driver_is_missing_is_bad_input_naming_the_driver(capsys
     assert "MySQLdb" in err and "s3cret" not in err
 
 
+def test_an_sqlite_file_in_a_missing_folder_names_the_folder(capsys, tmp_path) -> None:
+    from nas.cli import main
+
+    url = f"sqlite:///{tmp_path}/missing/metanas.db"
+    with pytest.raises(StorageURLError, match=f"folder '{tmp_path}/missing' of the SQLite file does not exist"):
+        parse_url(url)
+    assert main(["studies", "--storage", url]) == 2
+    assert "missing' of the SQLite file does not exist" in capsys.readouterr().err
+    parse_url("sqlite://")  # in memory
+    parse_url(f"sqlite:///{tmp_path}/new.db")  # a new file in an existing folder
+
+
 @pytest.mark.postgres
 def test_postgres_round_trip(postgres_url: str) -> None:
     store = ModelStore(postgres_url)
