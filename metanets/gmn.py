@@ -431,7 +431,10 @@ def load_gmn(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(
             f"{folder} is not a saved metanetwork: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
-    spec = json.loads((folder / CONFIG_FILE).read_text())
+    try:
+        spec = json.loads((folder / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{folder / CONFIG_FILE} is not JSON ({error}): not a saved metanetwork") from None
     if spec.get("kind") != "gmn":
         raise ValueError(f"{folder / CONFIG_FILE} holds a {spec.get('kind')!r}, not a 'gmn'")
     model = GMN(GMNConfig(**spec["config"]))

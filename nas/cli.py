@@ -181,7 +181,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"--refine takes a number of architectures >= 1, got {args.refine}")
     config = SearchConfig(
         dataset=args.dataset, space=args.space, strategy=args.strategy, evaluator=args.evaluator,
-        convs=tuple(c.strip() for c in args.convs.split(",")) if args.convs else None,
+        convs=tuple(c.strip() for c in args.convs.split(",")) if args.convs is not None else None,
         n_trials=args.trials, timeout=args.timeout, storage=args.storage, study_name=args.study,
         seed=args.seed, device=args.device, data_root=args.data_root, n_jobs=args.n_jobs,
         epochs=args.epochs, patience=args.patience,
@@ -554,13 +554,17 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_info(args: argparse.Namespace) -> int:
-    from storage import ModelStore, parse_url
+    import optuna
+
+    from storage import ModelStore, parse_url, redact
 
     parse_url(args.storage)
     store = ModelStore(args.storage)
     models = store.list_models(args.study)
     if not models:
-        raise KeyError(f"no stored networks in zoo/study {args.study!r}")
+        names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]
+        raise KeyError(f"no stored networks in zoo/study {args.study!r} in "
+                       f"{redact(args.storage)}; studies there: {names}")
     checkpoints = store.list_checkpoints(args.study)
     accs = sorted(m.metrics.get("test_acc", float("nan")) for m in models)
     info = {
@@ -621,6 +625,9 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     parse_url(args.zoo)
     from metanets.probes import PROBE_INITS, task_probe_inputs
 
+    for option in ("epochs", "hidden", "layers", "batch_size", "kernel_width"):
+        if getattr(args, option) < 1:
+            raise UsageError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
     if args.probes < 0:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
     if args.probe_init not in PROBE_INITS:
@@ -757,6 +764,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     from nas.train import resolve_device
     from search_spaces import get_space
 
+    _check_overwritable_checkpoint(args.out)
     space = get_space(args.space)
     task = load_task(args.dataset, root=args.data_root, seed=args.seed)
     space.check_level(task.level)
@@ -779,6 +787,24 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
                                       "train_config": vars(args) | {"handler": None}})
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {result.seconds:.0f}s)")
     return 0
+
+
+def _check_overwritable_checkpoint(out: str) -> None:
+    """``--out`` may be new or a GHN checkpoint (re-training replaces it), never another file."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    if not Path(out).exists():
+        return
+    try:
+        with safe_open(out, framework="pt") as handle:
+            if "config" in (handle.metadata() or {}):
+                return
+    except Exception:  # noqa: BLE001 - a folder, or not safetensors: refused below
+        pass
+    raise UsageError(f"--out {out} exists and is not a GHN checkpoint; it is never overwritten "
+                     f"(name a new file)")
 
 
 def _add_predict_params(commands: Any) -> None:
@@ -814,7 +840,10 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UsageError(f"{path} is not JSON: {error}") from error
-    spec = document.get("architecture", document) if isinstance(document, dict) else document
+    if not isinstance(document, dict):
+        raise UsageError(f"{path} holds a JSON {type(document).__name__}, not an architecture "
+                         f"spec (a JSON object)")
+    spec = document.get("architecture", document)
     space = get_space(args.space or document.get("space") or ghn.config.space)
     arch = space.architecture_from_dict(spec)
     cfg = ghn.config
@@ -852,7 +881,7 @@ def _add_prune(commands: Any) -> None:
     p.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs (0: none)")
     p.add_argument("--metanet", default=None, help="trained pruning metanetwork (method metanet)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.set_defaults(handler=cmd_prune)
 

@@ -83,7 +83,7 @@ def export_trial(storage: str, study_name: str, out: str | Path,
                  trial_number: int | None = None) -> Path:
     """Export a trial's model (the best by default) with its metrics."""
     study = optuna.load_study(study_name=study_name, storage=storage)
-    trial = best_trial(study) if trial_number is None else study.trials[trial_number]
+    trial = best_trial(study) if trial_number is None else _trial(study, trial_number)
     stored_number = _stored_trial_number(trial)
     store = ModelStore(storage)
     record = store.get(study_name, stored_number)
@@ -96,12 +96,29 @@ def export_trial(storage: str, study_name: str, out: str | Path,
     )
 
 
+def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` (``KeyError`` naming the study's trial numbers; no negative indexing)."""
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise KeyError(
+            f"no trial {number} in study {study.study_name!r}; its trials are "
+            f"{'0..' + str(len(trials) - 1) if trials else 'none yet'}"
+        )
+    return trials[number]
+
+
 def read_export(folder: str | Path) -> dict[str, Any]:
     """The ``architecture.json`` of an exported model (``FileNotFoundError`` naming it)."""
     path = Path(folder) / SPEC_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not an exported metanas model folder")
-    return json.loads(path.read_text())
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error}): not an exported metanas model") from None
+    if not isinstance(document, dict) or "architecture" not in document:
+        raise ValueError(f"{path} holds no architecture: not an exported metanas model")
+    return document
 
 
 def load_exported(folder: str | Path) -> nn.Module:

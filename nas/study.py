@@ -96,6 +96,10 @@ class SearchConfig:
             raise ValueError(f"--trials must be >= 1, got {self.n_trials}")
         if self.n_jobs < 1:
             raise ValueError(f"--n-jobs must be >= 1, got {self.n_jobs}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if not self.objectives:
+            raise ValueError(f"no objective given: choose among {sorted(OBJECTIVES)}")
         self.prescreen_rule = resolve_rule(self.prescreen_rule)
         check_veto_quantile(self.prescreen_veto_quantile)
         if self.warm_start is not None:
@@ -153,6 +157,10 @@ class Objective:
         evaluation = self._evaluate(trial, arch)
         self._record(trial, arch, evaluation)
         values = [OBJECTIVES[name][1](evaluation) for name in self.config.objectives]
+        unmeasured = [name for name, value in zip(self.config.objectives, values) if math.isnan(value)]
+        if unmeasured:  # optuna would fail the trial without a reason, and it would not count
+            trial.set_user_attr(FAIL_REASON, f"objective(s) {unmeasured} not measured (NaN)")
+            raise ValueError(f"objective(s) {unmeasured} not measured (NaN)")
         return values if len(values) > 1 else values[0]
 
     def _evaluate(self, trial: optuna.Trial, arch: Architecture) -> Evaluation:
@@ -228,21 +236,24 @@ def create_or_load_study(config: SearchConfig, task: Task) -> optuna.Study:
 
 
 def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task) -> None:
+    space = config.make_space()
     identity = {
-        "dataset": task.name, "space": config.make_space().name,
-        "objectives": list(config.objectives),
+        "dataset": task.name, "space": space.name, "objectives": list(config.objectives),
+        # the space's choices (--convs, zoo --space-options): a resumed study whose choices
+        # differ would fail every trial on optuna's "dynamic value space" check, forever
+        "space_choices": repr(space),
     }
     stored = {key: study.user_attrs.get(key) for key in identity}
     if all(value is None for value in stored.values()):
-        for key, value in identity.items():
-            study.set_user_attr(key, value)
         study.set_user_attr("task_level", task.level)
-        return
     for key, value in identity.items():
-        if stored[key] != value:
+        if stored[key] is None:  # a new study, or one made before this key was recorded
+            study.set_user_attr(key, value)
+        elif stored[key] != value:
             raise ValueError(
                 f"study {config.study_name!r} was created with {key} {stored[key]!r}, not "
-                f"{value!r}; choose another --study name"
+                f"{value!r}; resume it with the options it was created with, or choose another "
+                f"--study name"
             )
 
 
@@ -253,11 +264,13 @@ def run_search(config: SearchConfig) -> optuna.Study:
     evaluator = config.make_evaluator()
     evaluator.check_space(space)
     evaluator.check_task(task)
+    check_objectives(config.objectives, evaluator)
     get_sampler(config.strategy)  # fail on an unknown strategy before any process starts
     check_strategy(config.strategy, space, config.objectives)
     space.check_level(task.level)
     if evaluator.needs_data:
         task.num_features  # load the data (and fail on missing data) before the first trial
+    evaluator.prepare(space, task)
     if config.prescreen:
         prescreen_task(config, task).num_features  # the proxy's data, likewise
     study = create_or_load_study(config, task)
@@ -281,6 +294,19 @@ def run_search(config: SearchConfig) -> optuna.Study:
         for process in workers:
             process.join()
     return study
+
+
+def check_objectives(objectives: Sequence[str], evaluator: Evaluator) -> None:
+    """``ValueError`` if an objective is one the evaluator does not measure (every trial's value
+    would be NaN, which optuna fails)."""
+    from nas.evaluators import EVALUATORS
+
+    if "latency" in objectives and not evaluator.measures_latency:
+        measuring = sorted(name for name, cls in EVALUATORS.items() if cls.measures_latency)
+        raise ValueError(
+            f"objective 'latency' is not measured by evaluator {evaluator.name!r}; evaluators "
+            f"that measure it: {measuring}"
+        )
 
 
 def warm_start(study: optuna.Study, space: SearchSpace, config: SearchConfig, task: Task) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import pickle
 import shutil
 import stat
 from pathlib import Path
@@ -140,7 +141,7 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
     info = DATASETS[name]
     family_root = writable_family_root(root, info)
     loaders: dict[str, Callable[[], Dataset]] = {
-        "planetoid": lambda: pyg_datasets.Planetoid(str(family_root), info.pyg_name),
+        "planetoid": lambda: _planetoid(str(family_root), info.pyg_name),
         "tu": lambda: pyg_datasets.TUDataset(str(family_root), info.pyg_name),
         "webkb": lambda: pyg_datasets.WebKB(str(family_root), info.pyg_name),
         "actor": lambda: pyg_datasets.Actor(str(family_root / info.pyg_name)),
@@ -158,6 +159,46 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
             f"downloaded ({type(error).__name__}: {error}). Put its PyG raw files there, or point "
             f"--data-root / METANAS_DATA at a folder that holds {info.folder}/{info.pyg_name}/raw."
         ) from error
+
+
+#: the only globals Planetoid's raw files (Python 2 pickles) hold: numpy arrays, a scipy CSR
+#: matrix and the graph as a dict of lists
+_PLANETOID_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"), ("scipy.sparse.csr", "csr_matrix"),
+    ("scipy.sparse._csr", "csr_matrix"), ("collections", "defaultdict"),
+    ("__builtin__", "list"), ("builtins", "list"),
+})
+
+
+class _PlanetoidUnpickler(pickle.Unpickler):
+    """Unpickles Planetoid's raw files and refuses any other global, so a planted raw file in a
+    data root cannot run code (PyG itself reads them with plain ``pickle.load``)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PLANETOID_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refusing to unpickle {module}.{name}: not a Planetoid raw file "
+                f"(only numpy arrays, a scipy CSR matrix and a dict of lists are read)"
+            )
+        return super().find_class(module, name)
+
+
+def _planetoid(root: str, name: str) -> Dataset:
+    """PyG's ``Planetoid``, its raw pickles read by :class:`_PlanetoidUnpickler`."""
+    import types
+
+    from torch_geometric import datasets as pyg_datasets
+    from torch_geometric.io import planetoid
+
+    restricted = types.SimpleNamespace(
+        load=lambda file, **kwargs: _PlanetoidUnpickler(file, **kwargs).load())
+    original, planetoid.pickle = planetoid.pickle, restricted
+    try:
+        return pyg_datasets.Planetoid(root, name)
+    finally:
+        planetoid.pickle = original
 
 
 def _looks_like_download(error: BaseException) -> bool:

@@ -145,8 +145,8 @@ class GNNSpace(SearchSpace):
     name = "gnn"
 
     def __init__(self, max_depth: int = MAX_DEPTH, convs: tuple[str, ...] | None = None) -> None:
-        if not 1 <= max_depth <= MAX_DEPTH:
-            raise ValueError(f"max_depth {max_depth} must lie in [1, {MAX_DEPTH}]")
+        if not isinstance(max_depth, int) or not 1 <= max_depth <= MAX_DEPTH:
+            raise ValueError(f"max_depth {max_depth!r} must be an integer in [1, {MAX_DEPTH}]")
         self.max_depth = max_depth
         self.convs = tuple(resolve_name(c, CONVS, "conv", suffix="conv") for c in (convs or CONVS))
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy
@@ -32,22 +34,55 @@ def parse_url(url: str | URL) -> URL:
             f"malformed storage URL {redact(str(url))!r}: expected dialect://user@host/db, e.g. "
             f"{DEFAULT_STORAGE!r} or 'postgresql://user@localhost/metanas'"
         ) from None
+    if "@" in (parsed.host or ""):  # the driver would print the password's tail as a host name
+        raise StorageURLError(
+            f"storage URL {redact(str(url))!r} has an '@' in its user name or password: "
+            f"write it as %40"
+        )
     try:
-        parsed.get_dialect()
+        dialect = parsed.get_dialect()
     except Exception:
         raise StorageURLError(
             f"storage URL {redact(str(url))!r} names an unknown database dialect "
             f"{parsed.drivername!r}; use sqlite or postgresql"
         ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:  # optuna would say only "Failed to import DB access module"
+        raise StorageURLError(
+            f"storage URL {redact(str(url))!r} needs the driver module {error.name!r} of "
+            f"{parsed.drivername!r}, which is not installed; use sqlite, or postgresql with "
+            f"pip install -e '.[postgres]'"
+        ) from None
+    _check_sqlite_folder(parsed)
     return parsed
 
 
+def _check_sqlite_folder(url: URL) -> None:
+    """An SQLite file must go into an existing folder (sqlite3 says only "unable to open
+    database file")."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return
+    folder = Path(database).parent
+    if not folder.is_dir():
+        raise StorageURLError(
+            f"storage URL {redact(url)!r}: folder {str(folder)!r} of the SQLite file does not exist"
+        )
+
+
 def redact(url: str | URL) -> str:
-    """The URL with any password replaced by ``***`` (safe to print or log)."""
+    """The URL with any password replaced by ``***`` (safe to print or log): the user's, a
+    ``password=`` or ``sslpassword=`` query parameter's, and all of one with an unencoded ``@``."""
     try:
-        return make_url(str(url)).render_as_string(hide_password=True)
+        parsed = make_url(str(url))
+        if "@" in (parsed.host or ""):  # "u:pa@ss@host": SQLAlchemy splits the password at "@"
+            raise ValueError("unencoded @")
+        secret = {key: "***" for key in parsed.query if "password" in key.lower()}
+        rendered = parsed.update_query_dict(secret).render_as_string(hide_password=True)
+        return rendered.replace("%2A%2A%2A", "***")
     except Exception:
-        text = str(url)
+        text = re.sub(r"(password=)[^&]*", r"\1***", str(url), flags=re.IGNORECASE)
         if "@" in text and "://" in text:
             scheme, rest = text.split("://", 1)
             creds, host = rest.rsplit("@", 1)

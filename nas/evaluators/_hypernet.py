@@ -33,6 +33,11 @@ class HypernetEvaluator(Evaluator):
 
         return self.hypernet or default_hypernet(space, task)
 
+    def prepare(self, space: SearchSpace, task: Task) -> None:
+        from metanets.ghn_train import load_hypernet
+
+        load_hypernet(self.checkpoint(space, task), task)
+
     def evaluate(
         self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int = 0,
         device: str = "cpu", report: Reporter | None = None,

@@ -94,7 +94,7 @@ class SupernetEvaluator(Evaluator):
     ) -> Evaluation:
         start = time.perf_counter()
         device = str(resolve_device(device))
-        self._check_task(task)
+        self.check_task(task)
         supernet = self.supernet(device)
         projected = supernet.project(arch, strict=self.strict)
         seed_everything(seed)
@@ -169,7 +169,7 @@ class SupernetEvaluator(Evaluator):
             metrics[f"{split}_acc"] = float((predicted[mask] == data.y[mask]).sum()) / count if count else math.nan
         return metrics
 
-    def _check_task(self, task: Task) -> None:
+    def check_task(self, task: Task) -> None:
         trained = self.meta()["dataset"]
         if trained != task.name:
             raise ValueError(

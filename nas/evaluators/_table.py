@@ -97,6 +97,7 @@ class TableEvaluator(Evaluator):
 
     name = "table"
     needs_data = False
+    measures_latency = True
 
     def __init__(self, dataset: str | None = None) -> None:
         self.dataset = None if dataset is None else benchmark_dataset(dataset)

@@ -16,6 +16,7 @@ from nas.train import (
 if TYPE_CHECKING:
     from torch import nn
 
+    from metanets.ghn import GraphHyperNetwork
     from nas.tasks import Task
     from nas.train import Reporter
     from search_spaces.base import Architecture, SearchSpace
@@ -41,6 +42,7 @@ class TrainEvaluator(Evaluator):
     """
 
     name = "train"
+    measures_latency = True
 
     def __init__(
         self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False,
@@ -49,6 +51,8 @@ class TrainEvaluator(Evaluator):
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if patience < 0:
+            raise ValueError(f"patience must be >= 0 (0: never stop early), got {patience}")
         self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
         self.progress = progress
         if init not in INITS:
@@ -85,12 +89,20 @@ class TrainEvaluator(Evaluator):
             checkpoints=result.checkpoints or None,
         )
 
+    def prepare(self, space: SearchSpace, task: Task) -> None:
+        if self.init == "hypernet":
+            self._hypernet(space, task)
+
     def _predicted(self, arch: Architecture, space: SearchSpace, task: Task) -> nn.Module:
         """The model with GHN-predicted parameters (BatchNorm statistics from training data)."""
-        from metanets.ghn_train import default_hypernet, load_hypernet, predicted_model
+        from metanets.ghn_train import predicted_model
 
-        ghn = load_hypernet(self.hypernet or default_hypernet(space, task), task)
-        return predicted_model(ghn, space, arch, task).train()
+        return predicted_model(self._hypernet(space, task), space, arch, task).train()
+
+    def _hypernet(self, space: SearchSpace, task: Task) -> GraphHyperNetwork:
+        from metanets.ghn_train import default_hypernet, load_hypernet
+
+        return load_hypernet(self.hypernet or default_hypernet(space, task), task)
 
     def __repr__(self) -> str:
         init = "" if self.init == "random" else f", init={self.init!r}"

@@ -48,6 +48,8 @@ class Evaluator(abc.ABC):
     name: ClassVar[str]
     #: whether :meth:`evaluate` reads the task's data (a table lookup does not)
     needs_data: ClassVar[bool] = True
+    #: whether :meth:`evaluate` measures ``latency`` (the objective of that name needs it)
+    measures_latency: ClassVar[bool] = False
 
     @abc.abstractmethod
     def evaluate(
@@ -62,6 +64,10 @@ class Evaluator(abc.ABC):
     def check_task(self, task: Task) -> None:
         """Raise ``ValueError`` if this evaluator cannot score architectures on ``task`` (must not
         load the task's data)."""
+
+    def prepare(self, space: SearchSpace, task: Task) -> None:
+        """Load what every trial needs (may read the task's data), so that bad input such as a
+        missing checkpoint fails the search once, before any trial, not every trial."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

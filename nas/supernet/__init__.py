@@ -19,6 +19,7 @@ from nas.supernet._nasbench import NasBenchGraphSupernet, nasbench_trial_params
 from nas.supernet._train import (
     SAMPLINGS, SupernetTrainConfig, SupernetTrainResult, init_distributed, path_rng, train_supernet,
 )
+from search_spaces import get_space
 from search_spaces.resolver import resolve
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def build_supernet(space: str, task: Task, **options: Any) -> Supernet:
         raise ValueError(
             f"unknown option(s) {unknown} of the {space!r} supernet; valid: {sorted(accepted)}"
         )
+    get_space(cls.space_name).check_level(task.level)  # before any data is read
     return cls(task.num_features, task.num_classes, task.level, **options)
 
 
@@ -65,6 +67,8 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ValueError(f"supernet option {pair!r} must look like KEY=VALUE")
         items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise ValueError(f"supernet option {pair!r} has no value: write KEY=VALUE")
         parsed = [int(v) if v.lstrip("-").isdigit() else v for v in items]
         multi = key.strip() in _MULTI_VALUED or len(parsed) > 1
         options[key.strip().replace("-", "_")] = tuple(parsed) if multi else parsed[0]

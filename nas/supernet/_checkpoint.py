@@ -37,7 +37,10 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / META
     if not path.is_file():
         raise FileNotFoundError(f"no supernet checkpoint in {folder} (missing {META})")
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error}): not a supernet checkpoint") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} checkpoint (format {meta.get('format')!r})")
     return meta

@@ -104,14 +104,9 @@ class GNNSupernet(Supernet):
         super().__init__(in_channels, out_channels, level)
         self._space = GNNSpace(max_depth=max_depth, convs=convs)
         self.max_depth = max_depth
-        self.widths = tuple(sorted({int(w) for w in widths}))
-        self.heads = tuple(sorted({int(h) for h in heads}))
-        for w in self.widths or (None,):
-            if w not in WIDTHS:  # every covered architecture is a point of the space
-                raise ValueError(f"width {w} is not among the choices {list(WIDTHS)}")
-        for h in self.heads:
-            if h not in HEADS:
-                raise ValueError(f"heads {h} is not among the choices {list(HEADS)}")
+        # every covered architecture is a point of the space
+        self.widths = tuple(sorted({_integer_choice("width", w, WIDTHS) for w in widths or (None,)}))
+        self.heads = tuple(sorted({_integer_choice("heads", h, HEADS) for h in heads}))
         self.split = tuple(resolve_name(f, tuple(_SPLIT_CHOICES), "split choice") for f in split)
         self.dropouts = tuple(sorted({_dropout(d) for d in dropouts}))
         if not self.dropouts:
@@ -451,6 +446,16 @@ def _width_combos(widths: tuple[int, ...], depth: int) -> list[tuple[int, ...]]:
     for _ in range(depth):
         combos = [c + (w,) for c in combos for w in widths]
     return combos
+
+
+def _integer_choice(field: str, value: Any, choices: tuple[int, ...]) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number not in choices:
+        raise ValueError(f"{field} {value!r} is not among the choices {list(choices)}")
+    return number
 
 
 def _dropout(value: Any) -> float:

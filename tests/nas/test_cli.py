@@ -16,6 +16,7 @@ from nas.cli import main
     [
         (["search", "--dataset", "foo"], "'foo'", "'cora'"),
         (["search", "--dataset", "cora", "--convs", "gcn,foo"], "'foo'", "'sage'"),
+        (["search", "--dataset", "cora", "--convs", ""], "conv ''", "'sage'"),
         (["search", "--dataset", "cora", "--strategy", "bar"], "'bar'", "'tpe'"),
         (["search", "--dataset", "cora", "--evaluator", "baz"], "'baz'", "'train'"),
         (["search", "--dataset", "cora", "--space", "qux"], "'qux'", "'gnn'"),
@@ -28,6 +29,22 @@ def test_bad_names_exit_2_naming_value_and_choices(argv, bad, choice, capsys, sq
     assert main([*argv, "--storage", sqlite_url]) == 2
     err = capsys.readouterr().err
     assert bad in err and choice in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--timeout", "-5", "--timeout must be > 0 seconds, got -5.0"),
+    ("--timeout", "0", "--timeout must be > 0 seconds, got 0.0"),
+    ("--patience", "-1", "patience must be >= 0 (0: never stop early), got -1"),
+    ("--objectives", " , ", "no objective given: choose among ['accuracy', 'latency', 'params']"),
+])
+def test_search_refuses_values_it_would_silently_misread(option, value, message, capsys, sqlite_url) -> None:
+    """A negative timeout ran no trial and exited 0; --timeout 0 meant no timeout; a negative
+    patience stopped every training after one epoch."""
+    argv = ["search", "--dataset", "cora", "--trials", "1", "--epochs", "1", "--quiet",
+            "--storage", sqlite_url, option, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "study" not in err
 
 
 def test_bad_prescreen_veto_quantile_exits_2_naming_the_value(capsys, sqlite_url) -> None:
@@ -90,3 +107,114 @@ def test_console_script_entry_point() -> None:
         assert command in result.stdout
     bad = subprocess.run([sys.executable, "-m", "nas.cli", "search"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--dataset" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        (["--evaluator", "hypernet:{tmp}/missing.safetensors"], "missing.safetensors not found"),
+        (["--init", "hypernet", "--hypernet", "pretrained:foo"], "'foo' among choices ['cnn-mnist', 'gnn-cora']"),
+        (["--init", "hypernet", "--hypernet", "pretrained:cnn-mnist"], "hypernetwork trained for image tasks"),
+    ],
+)
+def test_bad_hypernetwork_fails_the_search_before_any_trial(
+    cora_available: None, option, expected, capsys, sqlite_url: str, tmp_path: Path,
+) -> None:
+    argv = ["search", "--dataset", "cora", "--trials", "2", "--epochs", "1", "--quiet",
+            "--storage", sqlite_url, "--study", "h", *(o.format(tmp=tmp_path) for o in option)]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and "failed with" not in err
+
+
+@pytest.mark.parametrize("number", ["99", "-1"])
+def test_export_of_a_trial_the_study_lacks_names_its_trials(number, capsys, sqlite_url, tmp_path: Path) -> None:
+    import optuna
+
+    study = optuna.create_study(storage=sqlite_url, study_name="e", direction="maximize")
+    for value in (0.5, 0.6):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    out = tmp_path / "out"
+    assert main(["export", "--storage", sqlite_url, "--study", "e", "--out", str(out), "--trial", number]) == 1
+    err = capsys.readouterr().err
+    assert f"no trial {number} in study 'e'; its trials are 0..1" in err and not out.exists()
+
+
+def test_hypernet_train_never_overwrites_a_file_that_is_not_a_checkpoint(capsys, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a week of results\n")
+    assert main(["hypernet", "train", "--dataset", "cora", "--out", str(notes), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt exists and is not a GHN checkpoint" in err
+    assert notes.read_text() == "a week of results\n"
+
+
+@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--epochs", "-1"), ("--hidden", "0"),
+                                           ("--layers", "0"), ("--batch-size", "0"),
+                                           ("--kernel-width", "0")])
+def test_metanet_train_refuses_sizes_below_one(option, value, capsys, sqlite_url, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    argv = ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out", str(out), option, value]
+    assert main(argv) == 2
+    assert f"{option} must be >= 1, got {value}" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("argv, file, content, message", [
+    (["metanet", "predict", "--model", "{tmp}/m", "--model-dir", "{tmp}/m"], "m/metanet.json", "{bad",
+     "m/metanet.json is not JSON"),
+    (["prune", "--model", "{tmp}/e", "--dataset", "cora", "--speedup", "2", "--out", "{tmp}/o"],
+     "e/architecture.json", "{bad", "e/architecture.json is not JSON"),
+    (["prune", "--model", "{tmp}/e", "--dataset", "cora", "--speedup", "2", "--out", "{tmp}/o"],
+     "e/architecture.json", "[1]", "e/architecture.json holds no architecture"),
+    (["predict-params", "--hypernet", "pretrained:gnn-cora", "--arch", "{tmp}/a.json", "--out", "{tmp}/o"],
+     "a.json", "[1]", "a.json holds a JSON list, not an architecture spec"),
+])
+def test_malformed_json_files_are_named(argv, file, content, message, capsys, tmp_path: Path) -> None:
+    path = tmp_path / file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    (path.parent / "metanet.safetensors").touch()
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_prune_device_names_the_choices(capsys, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", "--model", str(tmp_path), "--dataset", "cora", "--speedup", "2",
+              "--out", str(tmp_path / "o"), "--device", "tpu"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'tpu' (choose from 'auto', 'cpu', 'cuda')" in capsys.readouterr().err
+
+
+def test_zoo_info_of_a_missing_zoo_lists_the_studies(capsys, sqlite_url) -> None:
+    import optuna
+
+    optuna.create_study(storage=sqlite_url, study_name="zoo-a")
+    assert main(["zoo", "info", "--storage", sqlite_url, "--study", "nope"]) == 1
+    assert "no stored networks in zoo/study 'nope'" in (err := capsys.readouterr().err)
+    assert "studies there: ['zoo-a']" in err
+
+
+def test_a_supernet_of_another_dataset_fails_the_search_before_any_trial(
+    cora_available: None, capsys, sqlite_url, tmp_path: Path,
+) -> None:
+    from nas.supernet._checkpoint import FORMAT, META
+
+    (tmp_path / "sn").mkdir()
+    (tmp_path / "sn" / META).write_text(json.dumps({"format": FORMAT, "space": "gnn", "dataset": "mutag"}))
+    argv = ["search", "--dataset", "cora", "--trials", "1", "--quiet", "--storage", sqlite_url,
+            "--evaluator", "supernet", "--supernet", str(tmp_path / "sn")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "was trained on dataset 'mutag', not 'cora'" in err and "failed with" not in err
+
+
+@pytest.mark.timeout(60)  # before the fix: every trial failed without counting, for ever
+def test_latency_objective_with_an_evaluator_that_does_not_measure_it(capsys, sqlite_url) -> None:
+    argv = ["search", "--dataset", "cora", "--trials", "1", "--quiet", "--storage", sqlite_url,
+            "--objectives", "accuracy,latency", "--evaluator", "zero-cost:naswot"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "objective 'latency' is not measured by evaluator 'zero-cost'" in err
+    assert "['table', 'train']" in err and "failed with" not in err

@@ -94,6 +94,39 @@ def test_study_identity_is_checked(sqlite_url: str) -> None:
                                 evaluator=_FlakyEvaluator(), verbose=False))
 
 
+@pytest.mark.timeout(60)  # before the fix: failed trials without end
+def test_resuming_with_other_convs_is_refused_before_any_trial(sqlite_url: str) -> None:
+    """Other --convs change optuna's choices: every trial would fail, without end."""
+    def config(convs: tuple[str, ...], n_trials: int) -> SearchConfig:
+        return SearchConfig("cora", convs=convs, n_trials=n_trials, storage=sqlite_url,
+                            study_name="s", evaluator=_FlakyEvaluator(), seed=2, verbose=False)
+
+    run_search(config(("gcn",), 1))
+    with pytest.raises(ValueError, match=r"created with space_choices .*'gcn'.*not .*'gat'"):
+        run_search(config(("gat", "sage"), 2))
+    assert len(optuna.load_study(study_name="s", storage=sqlite_url).trials) == 1
+    run_search(config(("gcn",), 2))  # the same choices resume it
+
+
+class _UnmeasuredEvaluator(Evaluator):
+    """Measures nothing: every objective value is NaN."""
+
+    name = "unmeasured"
+    needs_data = False
+
+    def evaluate(self, arch, space, task, *, seed=0, device="cpu", report=None) -> Evaluation:
+        return Evaluation(metrics={}, num_params=1)
+
+
+@pytest.mark.timeout(60)  # before the fix: NaN trials failed without counting, for ever
+def test_nan_objective_values_fail_trials_that_count_against_the_budget(sqlite_url: str) -> None:
+    study = run_search(SearchConfig("cora", n_trials=2, storage=sqlite_url, strategy="random",
+                                    evaluator=_UnmeasuredEvaluator(), verbose=False))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(study.trials) == 2 and len(failed) == 2
+    assert all("['accuracy'] not measured (NaN)" in t.user_attrs[FAIL_REASON] for t in failed)
+
+
 def _search_command(storage: str, study: str, trials: int, *extra: str, epochs: int = 30) -> list[str]:
     return [
         sys.executable, "-m", "nas.cli", "search", "--dataset", "cora", "--convs", "gcn,sage",

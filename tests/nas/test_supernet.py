@@ -167,6 +167,29 @@ def test_supernet_options_parse_from_key_value_pairs() -> None:
         parse_options(["max_depth"])
 
 
+@pytest.mark.parametrize("option, message", [
+    ("max_depth=", "'max_depth=' has no value"),
+    ("max_depth=x", "max_depth 'x' must be an integer in [1, 4]"),
+    ("widths=abc", "width 'abc' is not among the choices [16, 32, 64, 128, 256]"),
+    ("heads=x", "heads 'x' is not among the choices [1, 2, 4, 8]"),
+])
+def test_malformed_option_values_name_the_value_and_the_choices(option, message, capsys, tmp_path) -> None:
+    from nas.cli import main
+
+    assert main(["supernet", "train", "--dataset", "cora", "--out", str(tmp_path / "sn"),
+                 "--option", option]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "sn").exists()
+
+
+def test_a_task_level_the_space_cannot_build_is_bad_input(mnist_available, capsys, tmp_path) -> None:
+    from nas.cli import main
+
+    assert main(["supernet", "train", "--dataset", "mnist14", "--out", str(tmp_path / "sn")]) == 2
+    err = capsys.readouterr().err
+    assert "space 'gnn' cannot build models for 'image' tasks; it supports ['node', 'graph']" in err
+    assert not (tmp_path / "sn").exists()
+
+
 def test_samples_are_covered_and_trial_params_round_trip() -> None:
     supernet = _supernet(widths=(16, 32), max_depth=3)
     space = GNNSpace(max_depth=3)

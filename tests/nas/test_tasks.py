@@ -58,6 +58,31 @@ def test_read_only_root_is_mirrored_to_the_cache(
         os.chmod(root / "Planetoid" / "Cora", stat.S_IRWXU)
 
 
+class _Planted:
+    """A pickle that, when loaded, calls ``open(marker, "w")``: a stand-in for running code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_planted_planetoid_raw_pickle_is_refused_not_run(
+    cora_available: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    raw = tmp_path / "root" / "Planetoid" / "Cora" / "raw"
+    shutil.copytree(Path(os.environ["METANAS_DATA"]) / "Planetoid" / "Cora" / "raw", raw)
+    marker = tmp_path / "code-ran"
+    (raw / "ind.cora.x").write_bytes(pickle.dumps(_Planted(marker), protocol=2))
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to unpickle (io|builtins)\.open"):
+        load_task("cora", root=tmp_path / "root").data
+    assert not marker.exists()
+
+
 def test_cora_public_split(cora_available: None) -> None:
     data = load_task("cora").data
     assert (int(data.train_mask.sum()), int(data.val_mask.sum()), int(data.test_mask.sum())) == (140, 500, 1000)

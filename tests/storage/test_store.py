@@ -79,6 +79,51 @@ def test_redact_hides_the_password() -> None:
     assert "s3cret" not in repr(ModelStore.__new__(ModelStore).__class__)  # no password in class repr
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://alice@db/metanas?password=s3cret&sslmode=require",
+     "postgresql://alice@db/metanas?password=***&sslmode=require"),
+    ("postgresql://alice@db/metanas?sslpassword=s3cret", "postgresql://alice@db/metanas?sslpassword=***"),
+    ("postgresql://alice:s3@cret@db/metanas", "postgresql://alice:***@db/metanas"),
+    ("postgresql://alice@db:port/metanas?password=s3cret", None),  # malformed: the fallback
+])
+def test_redact_hides_passwords_in_the_query_and_around_an_unencoded_at(url: str, shown: str | None) -> None:
+    assert "cret" not in redact(url)
+    assert shown is None or redact(url) == shown
+
+
+def test_unencoded_at_in_a_password_is_refused_without_showing_it(capsys) -> None:
+    from nas.cli import main
+
+    with pytest.raises(StorageURLError, match="%40") as info:
+        parse_url("postgresql://alice:s3@cret@127.0.0.1:1/metanas")
+    assert "cret" not in str(info.value)
+    assert main(["studies", "--storage", "postgresql://alice:s3@cret@127.0.0.1:1/metanas"]) == 2
+    assert "cret" not in capsys.readouterr().err
+
+
+def test_a_dialect_whose_driver_is_missing_is_bad_input_naming_the_driver(capsys) -> None:
+    from nas.cli import main
+
+    url = "mysql://alice:s3cret@db/metanas"  # SQLAlchemy knows mysql; MySQLdb is not installed
+    with pytest.raises(StorageURLError, match="needs the driver module 'MySQLdb' of 'mysql'"):
+        parse_url(url)
+    assert main(["studies", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "MySQLdb" in err and "s3cret" not in err
+
+
+def test_an_sqlite_file_in_a_missing_folder_names_the_folder(capsys, tmp_path) -> None:
+    from nas.cli import main
+
+    url = f"sqlite:///{tmp_path}/missing/metanas.db"
+    with pytest.raises(StorageURLError, match=f"folder '{tmp_path}/missing' of the SQLite file does not exist"):
+        parse_url(url)
+    assert main(["studies", "--storage", url]) == 2
+    assert "missing' of the SQLite file does not exist" in capsys.readouterr().err
+    parse_url("sqlite://")  # in memory
+    parse_url(f"sqlite:///{tmp_path}/new.db")  # a new file in an existing folder
+
+
 @pytest.mark.postgres
 def test_postgres_round_trip(postgres_url: str) -> None:
     store = ModelStore(postgres_url)
