@@ -31,8 +31,11 @@ def test_standard_scale_searches_lambda_and_preserve_norm_per_domain() -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["--name", "../pruning"], "--name '../pruning' must be letters, digits"),
-    (["--part", "cnn"], "invalid choice: 'cnn'"),
+    (["--part", "mlp"], "invalid choice: 'mlp'"),
     (["--gnn-steps", "0"], "--gnn-steps 0 must be >= 1"),
+    (["--steps", "0"], "--steps 0 must be >= 1"),
+    (["--zoo-epochs", "-1"], "--zoo-epochs -1 must be >= 1"),
+    (["--zoo-fraction", "1.5"], "--zoo-fraction 1.5 must be in (0, 1]"),
 ])
 def test_bad_arguments_are_named_before_anything_runs(argv: list[str], message: str, monkeypatch,
                                                       capsys, tmp_path) -> None:
@@ -45,5 +48,22 @@ def test_bad_arguments_are_named_before_anything_runs(argv: list[str], message: 
     error = capsys.readouterr().err
     assert message in error
     if "--part" in argv:
-        assert "'all', 'gcn'" in error
+        assert "'all', 'gcn', 'cnn'" in error
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("part, gcn_runs", [("cnn", 0), ("all", 1)])
+def test_part_cnn_runs_every_mnist_seed_and_never_the_gcn_part(part: str, gcn_runs: int, monkeypatch) -> None:
+    script = load_script("pruning")
+    calls: dict[str, list] = {"gcn": [], "rows": []}
+    monkeypatch.setattr(script, "load_task", lambda name: type("Task", (), {
+        "dataset": type("D", (), {"x": {"train": None}, "y": {"train": None}})()})())
+    monkeypatch.setattr(script, "train_cnn_zoo", lambda task, scale: [])
+    monkeypatch.setattr(script, "_train_cnns", lambda task, scale, seed: {"CNN": f"net{seed}"})
+    monkeypatch.setattr(script, "ImageLoss", lambda *a: None)
+    monkeypatch.setattr(script, "choose_metanet", lambda *a: "metanet")
+    monkeypatch.setattr(script, "_gcn_part", lambda *a: calls["gcn"].append(a))
+    monkeypatch.setattr(script, "_rows", lambda result, save, name, domain, task, model, *a: calls["rows"].append(model))
+    script.run(dict(script.SCALES["quick"], seeds=3), save=lambda result: None, part=part)
+    assert calls["rows"] == ["net0", "net1", "net2"]
+    assert len(calls["gcn"]) == gcn_runs
