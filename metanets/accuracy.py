@@ -50,8 +50,11 @@ class FitResult:
 
     model: GMN
     best_epoch: int
-    history: list[tuple[int, float, float]]  # (epoch, train loss, val tau)
+    history: list[tuple[int, float, float]]  # (epoch, train loss, val tau; NaN where undefined)
     seconds: float
+    #: what chose ``best_epoch``: ``"val_tau"``, or ``"train_loss"`` when no validation epoch
+    #: had a Kendall tau (fewer than two validation networks, or constant predictions or targets)
+    selected_on: str = "val_tau"
 
 
 def kendall_tau(pred: Sequence[float] | Tensor, target: Sequence[float] | Tensor) -> float:
@@ -123,7 +126,8 @@ def fit_gmn(
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     generator = torch.Generator().manual_seed(config.seed)
-    best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
+    by_tau = (-math.inf, 0, None)  # (val tau, epoch, state) of the best validated epoch
+    by_loss = (math.inf, 0, None)  # (train loss, epoch, state): the choice when no tau exists
     history: list[tuple[int, float, float]] = []
     for epoch in range(1, config.epochs + 1):
         loss = _train_epoch(model, train, train_networks, y, optimizer, schedule,
@@ -131,15 +135,18 @@ def fit_gmn(
         if epoch % config.eval_every and epoch != config.epochs:
             continue
         tau = kendall_tau(predict(model, val, val_networks),
-                          val_targets.float().view(len(val), -1)[:, 0]) if len(val) > 1 else -loss
+                          val_targets.float().view(len(val), -1)[:, 0]) if len(val) > 1 else math.nan
         history.append((epoch, loss, tau))
         if verbose:
             print(f"epoch {epoch:3d} loss {loss:.4f} val tau {tau:.4f}", flush=True)
-        if not math.isnan(tau) and tau > best[0]:
-            best = (tau, epoch, copy.deepcopy(model.state_dict()))
-    model.load_state_dict(best[2])
+        if not math.isnan(tau) and tau > by_tau[0]:
+            by_tau = (tau, epoch, copy.deepcopy(model.state_dict()))
+        if by_tau[2] is None and (by_loss[2] is None or loss < by_loss[0]):
+            by_loss = (loss, epoch, copy.deepcopy(model.state_dict()))
+    chosen, selected_on = (by_tau, "val_tau") if by_tau[2] is not None else (by_loss, "train_loss")
+    model.load_state_dict(chosen[2])
     model.eval()
-    return FitResult(model, best[1], history, time.perf_counter() - start)
+    return FitResult(model, chosen[1], history, time.perf_counter() - start, selected_on)
 
 
 def _prepared(graphs: Sequence[Data], max_inputs: int = 0) -> list[Data]:

@@ -651,14 +651,19 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
              if args.probes and args.probe_init == "data" else None)
     result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose,
                                       probe_start=start)
-    best = max((h for h in result.history if h[0] == result.best_epoch), default=(0, 0.0, float("nan")))
+    best = next(h for h in result.history if h[0] == result.best_epoch)
+    validated = result.selected_on == "val_tau"
     save_gmn(result.model, args.out, metadata={
         "target": args.target, "studies": args.study, "networks": len(zoo),
-        "runs": len(set(zoo.runs)), "best_epoch": result.best_epoch, "val_tau": best[2],
+        "runs": len(set(zoo.runs)), "best_epoch": result.best_epoch,
+        "val_tau": best[2] if validated else None, "selected_on": result.selected_on,
         "fit": _asdict(config), "seconds": round(result.seconds, 1),
     })
+    chosen = (f"val tau {best[2]:.4f}" if validated else
+              f"no validation tau (too few or tied validation networks): the epoch of lowest "
+              f"training loss {best[1]:.4f}")
     print(f"metanet: {len(zoo)} networks ({len(set(zoo.runs))} runs), best epoch "
-          f"{result.best_epoch}, val tau {best[2]:.4f}, {result.seconds:.0f}s -> {args.out}")
+          f"{result.best_epoch}, {chosen}, {result.seconds:.0f}s -> {args.out}")
     return 0
 
 

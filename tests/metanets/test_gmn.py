@@ -325,3 +325,34 @@ def test_data_probes_start_at_the_given_inputs_and_are_learned_from_there() -> N
         _probe_gmn().probe.start_from(start)
     with pytest.raises(ValueError, match="probe init 'zeros' is not among"):
         GMNConfig(probes=4, probe_shape=PROBE_SHAPE, probe_outputs=10, probe_init="zeros")
+
+
+@pytest.mark.parametrize("val_size, val_targets", [(1, [0.5]), (2, [0.5, 0.5])])
+def test_without_a_validation_tau_the_epoch_of_lowest_training_loss_is_kept(val_size, val_targets) -> None:
+    """One validation network, or tied validation targets, have no Kendall tau: the fit keeps
+    the epoch of lowest training loss and says so (it used to report minus the loss as a 'val
+    tau', or to return the untrained model)."""
+    import math
+
+    from metanets.accuracy import FitConfig, fit_gmn
+
+    graphs = [to_parameter_graph(_cnn(seed=s, widths=(4,)), IMAGE) for s in range(4)]
+    y = torch.linspace(0.1, 0.9, 4)
+    result = fit_gmn(graphs, y, graphs[:val_size], torch.tensor(val_targets),
+                     FitConfig(epochs=6, hidden=8, layers=1, batch_size=2, eval_every=1, lr=1e-2))
+    assert result.selected_on == "train_loss"
+    assert all(math.isnan(tau) for _, _, tau in result.history)
+    losses = {epoch: loss for epoch, loss, _ in result.history}
+    assert result.best_epoch == min(losses, key=losses.get) >= 1
+
+
+def test_with_a_validation_tau_the_best_tau_epoch_is_kept() -> None:
+    from metanets.accuracy import FitConfig, fit_gmn
+
+    graphs = [to_parameter_graph(_cnn(seed=s, widths=(4,)), IMAGE) for s in range(4)]
+    y = torch.linspace(0.1, 0.9, 4)
+    result = fit_gmn(graphs, y, graphs, y,
+                     FitConfig(epochs=6, hidden=8, layers=1, batch_size=2, eval_every=1, lr=1e-2))
+    taus = {epoch: tau for epoch, _, tau in result.history}
+    assert result.selected_on == "val_tau" and result.best_epoch == max(taus, key=taus.get)
+    assert all(-1.0 <= tau <= 1.0 for tau in taus.values())
