@@ -252,9 +252,9 @@ def _validate_names(config: Any) -> None:
 def _load_study(args: argparse.Namespace) -> Any:
     import optuna
 
-    from storage import parse_url, redact
+    from storage import existing_database, redact
 
-    parse_url(args.storage)
+    existing_database(args.storage)
     try:
         return optuna.load_study(study_name=args.study, storage=args.storage)
     except KeyError:
@@ -406,9 +406,9 @@ def _add_studies(commands: Any) -> None:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from storage import parse_url
+    from storage import existing_database
 
-    parse_url(args.storage)
+    existing_database(args.storage)
     rows = []
     for summary in optuna.get_all_study_summaries(args.storage, include_best_trial=False):
         rows.append({
@@ -420,6 +420,10 @@ def cmd_studies(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         print(f"{row['study']}  ({row['trials']} trials, dataset {row['dataset']}, space {row['space']})")
+    if not rows:
+        from storage import redact
+
+        print(f"no studies in {redact(args.storage)}")
     return 0
 
 
@@ -556,9 +560,9 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 def cmd_zoo_info(args: argparse.Namespace) -> int:
     import optuna
 
-    from storage import ModelStore, parse_url, redact
+    from storage import ModelStore, existing_database, redact
 
-    parse_url(args.storage)
+    existing_database(args.storage)
     store = ModelStore(args.storage)
     models = store.list_models(args.study)
     if not models:
@@ -620,14 +624,14 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     from metanets.accuracy import FitConfig, train_accuracy_predictor
     from metanets.gmn import save_gmn
     from metanets.zoo import Zoo, load_zoo
-    from storage import parse_url
+    from storage import existing_database
 
-    parse_url(args.zoo)
     from metanets.probes import PROBE_INITS, task_probe_inputs
 
     for option in ("epochs", "hidden", "layers", "batch_size", "kernel_width"):
         if getattr(args, option) < 1:
             raise UsageError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    existing_database(args.zoo)
     if args.probes < 0:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
     if args.probe_init not in PROBE_INITS:
@@ -699,6 +703,9 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
     if args.zoo or args.study:
         if not (args.zoo and args.study):
             raise UsageError("--zoo and --study go together")
+        from storage import existing_database
+
+        existing_database(args.zoo)
         zoo = load_zoo(args.zoo, args.study, kernel_width=model.config.kernel_width,
                        keep_state_dicts=bool(model.config.probes))
         networks = zoo.networks() if model.config.probes else None
@@ -952,9 +959,9 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
     from nas.prune import MetanetJob, train_prune_metanet
 
     if args.zoo:
-        from storage import parse_url
+        from storage import existing_database
 
-        parse_url(args.zoo)
+        existing_database(args.zoo)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit} must be >= 1")
     if args.batch_size < 1:

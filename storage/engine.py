@@ -71,6 +71,19 @@ def _check_sqlite_folder(url: URL) -> None:
         )
 
 
+def existing_database(url: str | URL) -> URL:
+    """:func:`parse_url`, and for an SQLite file, ``FileNotFoundError`` when it does not exist:
+    commands that only read a database must not create an empty one at a mistyped path."""
+    parsed = parse_url(url)
+    database = parsed.database or ""
+    if (parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+            and not database.startswith("file:") and not Path(database).is_file()):
+        raise FileNotFoundError(
+            f"no SQLite database at {database!r} ({redact(parsed)}); check --storage / --zoo"
+        )
+    return parsed
+
+
 def redact(url: str | URL) -> str:
     """The URL with any password replaced by ``***`` (safe to print or log): the user's, a
     ``password=`` or ``sslpassword=`` query parameter's, and all of one with an unencoded ``@``."""

@@ -62,9 +62,12 @@ def test_malformed_storage_url_is_clear_and_secret_free(capsys) -> None:
 
 
 def test_missing_study_lists_existing_ones(capsys, sqlite_url) -> None:
+    import optuna
+
+    optuna.create_study(storage=sqlite_url, study_name="other")
     assert main(["studies", "--storage", sqlite_url]) == 0
     assert main(["best", "--storage", sqlite_url, "--study", "nope"]) == 1
-    assert "no study 'nope'" in capsys.readouterr().err
+    assert "no study 'nope'" in (err := capsys.readouterr().err) and "studies there: ['other']" in err
 
 
 def test_search_then_inspect(cora_available: None, capsys, sqlite_url: str, tmp_path: Path) -> None:
@@ -218,3 +221,30 @@ def test_latency_objective_with_an_evaluator_that_does_not_measure_it(capsys, sq
     err = capsys.readouterr().err
     assert "objective 'latency' is not measured by evaluator 'zero-cost'" in err
     assert "['table', 'train']" in err and "failed with" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["studies", "--storage", "{url}"],
+    ["best", "--storage", "{url}", "--study", "s"],
+    ["trials", "--storage", "{url}", "--study", "s"],
+    ["export", "--storage", "{url}", "--study", "s", "--out", "{tmp}/out"],
+    ["report", "--storage", "{url}", "--study", "s", "--out", "{tmp}/out"],
+    ["zoo", "info", "--storage", "{url}", "--study", "s"],
+    ["metanet", "train", "--zoo", "{url}", "--study", "s", "--out", "{tmp}/out"],
+    ["prune-metanet", "--dataset", "cora", "--zoo", "{url}", "--study", "s", "--out", "{tmp}/out"],
+])
+def test_commands_that_read_a_database_never_create_one_at_a_mistyped_path(argv, capsys, tmp_path: Path) -> None:
+    missing = tmp_path / "mistyped.db"
+    url = f"sqlite:///{missing}"
+    assert main([a.format(url=url, tmp=tmp_path) for a in argv]) == 1
+    assert f"no SQLite database at '{missing}'" in capsys.readouterr().err
+    assert not missing.exists() and not (tmp_path / "out").exists()
+
+
+def test_studies_says_when_a_database_holds_none(capsys, sqlite_url: str) -> None:
+    from storage import ModelStore
+
+    ModelStore(sqlite_url)  # an existing database without studies
+    assert main(["studies", "--storage", sqlite_url]) == 0
+    assert capsys.readouterr().out.startswith("no studies in sqlite:///")
+
