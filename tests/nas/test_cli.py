@@ -248,3 +248,15 @@ def test_studies_says_when_a_database_holds_none(capsys, sqlite_url: str) -> Non
     assert main(["studies", "--storage", sqlite_url]) == 0
     assert capsys.readouterr().out.startswith("no studies in sqlite:///")
 
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(sqlite_url: str) -> None:
+    """``metanas studies | head``-like: the output pipe is closed before the command writes."""
+    from storage import ModelStore
+
+    ModelStore(sqlite_url)
+    process = subprocess.Popen([sys.executable, "-m", "nas.cli", "studies", "--storage", sqlite_url],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait() == 141
+    assert err == ""
