@@ -667,6 +667,7 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     save_gmn(result.model, args.out, metadata={
         "target": args.target, "studies": args.study, "networks": len(zoo),
         "runs": len(set(zoo.runs)), "best_epoch": result.best_epoch,
+        "datasets": sorted({entry.dataset for entry in zoo}),  # what metanet predict accepts
         "val_tau": best[2] if validated else None, "selected_on": result.selected_on,
         "fit": _asdict(config), "seconds": round(result.seconds, 1),
     })
@@ -700,6 +701,15 @@ def _asdict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+def _check_metanet_dataset(metadata: dict[str, Any], dataset: str, what: str) -> None:
+    """A metanetwork predicts the accuracy of networks trained on its zoo's datasets only (its
+    metadata names them; older metanetworks, which do not, are not checked)."""
+    known = metadata.get("datasets")
+    if known and dataset not in known:
+        raise UsageError(f"{what} was trained on {dataset!r}; this metanetwork learned from "
+                         f"networks trained on {known} and predicts for those only")
+
+
 def cmd_metanet_predict(args: argparse.Namespace) -> int:
     from metanets.accuracy import predict
     from metanets.gmn import load_gmn
@@ -715,6 +725,8 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
         existing_database(args.zoo)
         zoo = load_zoo(args.zoo, args.study, kernel_width=model.config.kernel_width,
                        keep_state_dicts=bool(model.config.probes))
+        for dataset in sorted({entry.dataset for entry in zoo}):
+            _check_metanet_dataset(metadata, dataset, f"zoo/study {args.study!r}")
         networks = zoo.networks() if model.config.probes else None
         preds = predict(model, zoo.graphs(), networks)[:, 0].tolist()
         for entry, value in zip(zoo, preds):
@@ -724,6 +736,7 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
         from nas.export import load_exported, read_export
 
         document = read_export(folder)
+        _check_metanet_dataset(metadata, document.get("dataset", ""), f"model {folder}")
         module = load_exported(folder)
         graph = network_graph(module, document["level"], document["in_channels"],
                               document.get("dataset", ""), model.config.kernel_width)

@@ -3,6 +3,8 @@ tiny MNIST zoo built and learned end to end."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 
 import pytest
 import torch
@@ -135,6 +137,13 @@ def test_tiny_zoo_is_built_resumed_and_learned_end_to_end(sqlite_url: str, tmp_p
     (single,) = __import__("json").loads(capsys.readouterr().out)
     assert isinstance(single["prediction"], float)
     assert [r["prediction"] for r in probe_rows] != [r["prediction"] for r in rows]
+    other = tmp_path / "other-task"  # a network of another dataset: refused, not predicted
+    shutil.copytree(exported, other)
+    spec = json.loads((other / "architecture.json").read_text())
+    (other / "architecture.json").write_text(json.dumps({**spec, "dataset": "mnist"}))
+    assert main(["metanet", "predict", "--model", str(out), "--model-dir", str(other)]) == 2
+    assert "was trained on 'mnist'; this metanetwork learned from networks trained on ['mnist14']" \
+        in capsys.readouterr().err
     assert main(["metanet", "train", "--zoo", sqlite_url, "--study", "tiny", "--out",
                  str(tmp_path / "bad"), "--probes", "-1"]) == 2
     assert "--probes must be >= 0, got -1" in capsys.readouterr().err
