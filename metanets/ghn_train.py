@@ -91,6 +91,11 @@ class HypernetTrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.param_decay < 0:
             raise ValueError(f"param_decay must be >= 0, got {self.param_decay}")
+        for field in ("max_depth", "max_width"):
+            if getattr(self, field) is not None and getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1 (or None: any), got {getattr(self, field)}")
+        if self.select_every < 0:
+            raise ValueError(f"select_every must be >= 0 (0: keep the last state), got {self.select_every}")
         if self.select_every % self.log_every:
             raise ValueError(f"select_every {self.select_every} must be a multiple of log_every "
                              f"{self.log_every} (selection happens at log steps)")

@@ -69,6 +69,8 @@ class SupernetTrainConfig:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose one of {list(SAMPLINGS)}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:  # node tasks take the whole graph, but a bad value is still bad
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 

@@ -3,6 +3,7 @@ unseen networks far better than chance on a tiny task, pickle-free checkpoints, 
 from __future__ import annotations
 
 import json
+import re
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -563,3 +564,15 @@ def test_logit_scale_multiplies_the_output_layer_only() -> None:
     hidden = [k for k in before if not k.startswith("classifier")]
     assert hidden and all(torch.equal(before[k], after[k]) for k in hidden)
     assert not hasattr(_cnn_ghn("fan"), "logit_scale")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_depth", 0, "max_depth must be >= 1 (or None: any), got 0"),
+    ("max_width", -4, "max_width must be >= 1 (or None: any), got -4"),
+    ("select_every", -1, "select_every must be >= 0 (0: keep the last state), got -1"),
+])
+def test_hypernet_training_ranges_below_one_are_named(field: str, value: int, message: str) -> None:
+    from metanets.ghn_train import HypernetTrainConfig
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        HypernetTrainConfig(**{field: value})

@@ -393,6 +393,8 @@ def test_fair_training_resumes_exactly_and_bad_sampling_is_named(tiny_graph, tmp
     assert read_meta(tmp_path / "b")["train"]["sampling"] == "fair"
     with pytest.raises(ValueError, match=r"unknown sampling 'fairest'.*\['uniform', 'fair'\]"):
         SupernetTrainConfig(sampling="fairest")
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        SupernetTrainConfig(batch_size=0)
 
 
 def test_fair_paths_on_nasbench_graph_deal_every_op_and_never_an_all_skip_cell() -> None:
