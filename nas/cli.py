@@ -979,9 +979,11 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
     from nas.prune import MetanetJob, train_prune_metanet
 
     if args.zoo:
-        from storage import existing_database
+        from storage import existing_database, parse_url
 
-        existing_database(args.zoo)
+        parse_url(args.zoo)
+        if args.study:  # without one the pairing error comes first
+            existing_database(args.zoo)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit} must be >= 1")
     if args.batch_size < 1:
