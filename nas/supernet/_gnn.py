@@ -51,6 +51,8 @@ from search_spaces.resolver import resolve_name
 from search_spaces.static_graph import StaticGraph, input_dropout, sparse_features, static_conv_forward
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from search_spaces.base import Architecture, TaskLevel
 
 #: fixed hyper-parameters the gradient strategy's derived architectures get
@@ -105,10 +107,10 @@ class GNNSupernet(Supernet):
         self._space = GNNSpace(max_depth=max_depth, convs=convs)
         self.max_depth = max_depth
         # every covered architecture is a point of the space
-        self.widths = tuple(sorted({_integer_choice("width", w, WIDTHS) for w in widths or (None,)}))
-        self.heads = tuple(sorted({_integer_choice("heads", h, HEADS) for h in heads}))
+        self.widths = tuple(sorted({_choice("width", w, WIDTHS, int) for w in widths or (None,)}))
+        self.heads = tuple(sorted({_choice("heads", h, HEADS, int) for h in heads}))
         self.split = tuple(resolve_name(f, tuple(_SPLIT_CHOICES), "split choice") for f in split)
-        self.dropouts = tuple(sorted({_dropout(d) for d in dropouts}))
+        self.dropouts = tuple(sorted({_choice("dropout", d, DROPOUTS, float) for d in dropouts}))
         if not self.dropouts:
             raise ValueError(f"dropouts must name at least one of the choices {list(DROPOUTS)}")
         self.ops = tuple(self._enumerate_ops())
@@ -448,24 +450,16 @@ def _width_combos(widths: tuple[int, ...], depth: int) -> list[tuple[int, ...]]:
     return combos
 
 
-def _integer_choice(field: str, value: Any, choices: tuple[int, ...]) -> int:
+def _choice(field: str, value: Any, choices: tuple[Any, ...], convert: Callable[[Any], Any]) -> Any:
+    """``convert(value)`` if it is one of ``choices``; else ``ValueError`` naming the field, the
+    value as given and the choices (an option value comes as text from the command line)."""
     try:
-        number = int(value)
+        converted = convert(value)
     except (TypeError, ValueError):
-        number = None
-    if number not in choices:
+        converted = None
+    if converted not in choices:
         raise ValueError(f"{field} {value!r} is not among the choices {list(choices)}")
-    return number
-
-
-def _dropout(value: Any) -> float:
-    try:
-        rate = float(value)
-    except (TypeError, ValueError):
-        rate = None
-    if rate not in DROPOUTS:
-        raise ValueError(f"dropout {value!r} is not among the choices {list(DROPOUTS)}")
-    return rate
+    return converted
 
 
 def _nearest(value: float, choices: tuple[float, ...]) -> float:
