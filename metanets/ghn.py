@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -646,7 +647,8 @@ class GraphHyperNetwork(nn.Module):
         return {k: state[k] for k in model.state_dict()}
 
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Write a safetensors checkpoint with the config (and ``metadata``) as JSON."""
+        """Write a safetensors checkpoint with the config (and ``metadata``) as JSON; written to
+        a temporary name and renamed, so a killed write leaves a checkpoint it replaces intact."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -654,7 +656,9 @@ class GraphHyperNetwork(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         header = {"format": str(CHECKPOINT_FORMAT), "config": json.dumps(self.config.to_dict()),
                   "metadata": json.dumps(metadata or {})}
-        save_file(tensors, str(path), metadata=header)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        save_file(tensors, str(tmp), metadata=header)
+        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -410,17 +411,49 @@ def collate(graphs: Sequence[Data], max_inputs: int = 0) -> Batch:
 
 
 # saving -------------------------------------------------------------------------------------
-def save_gmn(model: GMN, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``metanet.json`` (config + metadata) and ``metanet.safetensors`` into ``folder``."""
-    from safetensors.torch import save_file
+def save_gmn(
+    model: GMN, folder: str | Path, metadata: dict[str, Any] | None = None,
+    extra_files: dict[str, dict[str, Tensor]] | None = None,
+) -> Path:
+    """Write ``metanet.safetensors`` (and ``extra_files``, name to tensors), then ``metanet.json``
+    (config, metadata and every tensor file's SHA-256) into ``folder``.
+
+    Each file is written to a temporary name and renamed, the JSON last: a folder whose save was
+    killed has no ``metanet.json`` yet, or one whose checksums the new tensor files fail, and
+    :func:`load_gmn` refuses it rather than mix two metanetworks.
+    """
+    from storage.store import encode_state_dict, sha256
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE))
-    config = {"kind": "gmn", "config": dataclasses.asdict(model.config), "metadata": metadata or {}}
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    checksums = {}
+    for name, state in {WEIGHTS_FILE: model.state_dict(), **(extra_files or {})}.items():
+        blob = encode_state_dict(state)
+        checksums[name] = sha256(blob)
+        _atomic_write(folder / name, blob)
+    config = {"kind": "gmn", "config": dataclasses.asdict(model.config), "metadata": metadata or {},
+              "sha256": checksums}
+    _atomic_write(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True).encode())
     return folder
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _check_files(folder: Path, checksums: dict[str, str]) -> None:
+    """The tensor files a ``metanet.json`` was saved with (older ones list none)."""
+    from storage import ChecksumError
+    from storage.store import sha256
+
+    for name, expected in checksums.items():
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} not found: the metanetwork was saved with it")
+        if sha256((folder / name).read_bytes()) != expected:
+            raise ChecksumError(f"{folder / name} does not match the SHA-256 in {CONFIG_FILE} (a "
+                                f"save into {folder} was interrupted, or the file was changed)")
 
 
 def load_gmn(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
@@ -437,6 +470,7 @@ def load_gmn(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
         raise ValueError(f"{folder / CONFIG_FILE} is not JSON ({error}): not a saved metanetwork") from None
     if spec.get("kind") != "gmn":
         raise ValueError(f"{folder / CONFIG_FILE} holds a {spec.get('kind')!r}, not a 'gmn'")
+    _check_files(folder, spec.get("sha256", {}))
     model = GMN(GMNConfig(**spec["config"]))
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     model.eval()

@@ -207,7 +207,7 @@ def load_zoo(
     from storage import ModelStore
 
     store = ModelStore(store) if isinstance(store, str) else store
-    records = {record.trial_number: record for record in store.list_models(study)}
+    records = {record.trial_number: record for record in completed_models(store, study)}
     if not records:
         raise KeyError(f"study {study!r} stored no networks in {store!r}")
     trials = sorted(records)[:limit] if limit else sorted(records)
@@ -219,6 +219,26 @@ def load_zoo(
         if progress is not None:
             progress(done, len(trials))
     return Zoo(entries)
+
+
+def completed_models(store: ModelStore, study: str) -> list[StoredModel]:
+    """The stored networks of ``study`` whose trial completed.
+
+    A run killed (or interrupted) after storing its weights but before its trial completed is
+    retried under another trial number, so its row is not a network of the zoo: counting it
+    would count that run twice. Rows of a study that optuna does not know all count.
+    """
+    import optuna
+
+    records = store.list_models(study)
+    url = store.engine.url.render_as_string(hide_password=False)
+    try:
+        trials = optuna.load_study(study_name=study, storage=url).get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    except KeyError:
+        return records
+    completed = {trial.number for trial in trials}
+    return [record for record in records if record.trial_number in completed]
 
 
 def _checkpoint_metrics(store: ModelStore, study: str) -> dict[int, dict[int, dict[str, float]]]:

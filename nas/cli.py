@@ -567,16 +567,18 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 def cmd_zoo_info(args: argparse.Namespace) -> int:
     import optuna
 
+    from metanets.zoo import completed_models
     from storage import ModelStore, existing_database, redact
 
     existing_database(args.storage)
     store = ModelStore(args.storage)
-    models = store.list_models(args.study)
+    models = completed_models(store, args.study)
     if not models:
         names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]
         raise KeyError(f"no stored networks in zoo/study {args.study!r} in "
                        f"{redact(args.storage)}; studies there: {names}")
-    checkpoints = store.list_checkpoints(args.study)
+    runs = {m.trial_number for m in models}
+    checkpoints = [c for c in store.list_checkpoints(args.study) if c.trial_number in runs]
     accs = sorted(m.metrics.get("test_acc", float("nan")) for m in models)
     info = {
         "study": args.study, "runs": len(models), "checkpoints": len(checkpoints),

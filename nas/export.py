@@ -1,18 +1,22 @@
 """Load stored models back into modules, and the export format of ``metanas export``.
 
 An exported model is a folder with ``architecture.json`` (space, architecture spec, task
-dimensions, metrics) and ``model.safetensors`` (the weights); no pickle anywhere.
+dimensions, metrics, the weights' SHA-256) and ``model.safetensors`` (the weights); no pickle
+anywhere. Each file is written to a temporary name and renamed, the weights first: a folder whose
+write was killed has no ``architecture.json`` yet, or (when it replaced an export) one whose
+checksum its weights fail, and is never loaded as a model.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from search_spaces import get_space
-from storage import ModelStore
+from storage import ChecksumError, ModelStore
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -23,6 +27,9 @@ SPEC_FILE = "architecture.json"
 #: narrow (see :mod:`metanets.pruning.shapes`)
 PRUNED_KEY = "pruned"
 WEIGHTS_FILE = "model.safetensors"
+#: key of ``architecture.json``: the SHA-256 of the ``model.safetensors`` written with it
+#: (exports written before it existed have none and are not checked)
+WEIGHTS_SHA256 = "weights_sha256"
 FORMAT_VERSION = 1
 
 
@@ -64,19 +71,25 @@ def export_model(
     level: str, state_dict: dict[str, Tensor], metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write an exported model folder; returns its path."""
-    from safetensors.torch import save_file
+    from storage.store import encode_state_dict, sha256
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
+    blob = encode_state_dict(state_dict)
     document = {
         "format": FORMAT_VERSION, "space": space, "architecture": spec,
         "in_channels": in_channels, "out_channels": out_channels, "level": level,
-        **(metadata or {}),
+        **(metadata or {}), WEIGHTS_SHA256: sha256(blob),
     }
-    (folder / SPEC_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
-    save_file(tensors, str(folder / WEIGHTS_FILE))
+    _atomic_write(folder / WEIGHTS_FILE, blob)
+    _atomic_write(folder / SPEC_FILE, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
     return folder
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def export_trial(storage: str, study_name: str, out: str | Path,
@@ -123,12 +136,21 @@ def read_export(folder: str | Path) -> dict[str, Any]:
 
 def load_exported(folder: str | Path) -> nn.Module:
     """Rebuild an exported model with its weights."""
-    from safetensors.torch import load_file
+    from storage.store import decode_state_dict, sha256
 
     document = read_export(folder)
     model = build_module(document["space"], document["architecture"], document["in_channels"],
                          document["out_channels"], document["level"])
-    state = load_file(str(Path(folder) / WEIGHTS_FILE))
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the exported model has no weights")
+    blob = path.read_bytes()
+    expected = document.get(WEIGHTS_SHA256)
+    if expected is not None and sha256(blob) != expected:
+        raise ChecksumError(
+            f"{path} does not match the SHA-256 in {SPEC_FILE} (an export into {folder} was "
+            f"interrupted, or the file was changed): export the model again")
+    state = decode_state_dict(blob)
     if PRUNED_KEY in document:
         from metanets.pruning.shapes import resize_to_pruned
 

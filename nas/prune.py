@@ -133,12 +133,12 @@ def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
         document = read_export(folder)
         networks.append((load_exported(folder), {**_shape(document), "source": str(folder)}))
     if job.zoo:
-        from metanets.zoo import build_module
+        from metanets.zoo import build_module, completed_models
         from storage import ModelStore
 
         store = ModelStore(job.zoo)
         for study in job.studies:
-            records = store.list_models(study)[:job.limit]
+            records = completed_models(store, study)[:job.limit]
             if not records:
                 raise ValueError(f"no stored networks in zoo/study {study!r}")
             for record in records:

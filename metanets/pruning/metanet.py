@@ -474,15 +474,11 @@ class PruningMetanet(nn.Module):
     def save(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         shapes = [list(t.shape) for t in self.inputs]
         dtypes = [str(t.dtype).removeprefix("torch.") for t in self.inputs]
+        gate = {GATE_FILE: self.gate.state_dict()} if self.gate is not None else {}
         folder = save_gmn(self.gmn, folder, {
             "purpose": "pruning", "input_shapes": shapes, "input_dtypes": dtypes,
             "gate": self.gate is not None, "preserve_norm": self.preserve_norm,
-            **(metadata or {})})
-        if self.gate is not None:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().contiguous() for k, v in self.gate.state_dict().items()},
-                      str(Path(folder) / GATE_FILE))
+            **(metadata or {})}, extra_files=gate)  # the gate before the JSON that names it
         return Path(folder)
 
 

@@ -86,7 +86,7 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
     meta = read_meta(folder)
     cls = resolve(meta["space"], SUPERNETS, "supernet space")
     supernet = cls(**meta["supernet"])
-    supernet.load_state_dict(load_weights(folder, "cpu"))
+    supernet.load_state_dict(load_weights(folder, "cpu", meta))
     return supernet.to(device).eval(), meta
 
 

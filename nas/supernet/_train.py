@@ -303,7 +303,7 @@ def _resume(
                 f"{out} holds a supernet checkpoint with {key} {saved[key]!r}, not {meta[key]!r}; "
                 "choose another --out folder"
             )
-    supernet.load_state_dict(load_weights(out, device))
+    supernet.load_state_dict(load_weights(out, device, saved))
     optimizer.load_state_dict(load_optimizer_state(out, saved))
     return int(saved["epoch"]), int(saved["step"]), float(saved["seconds"]), list(saved["history"])
 

@@ -229,6 +229,30 @@ def test_checkpoint_round_trip_is_safetensors_without_pickle(tmp_path: Path) -> 
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_killed_save_leaves_the_checkpoint_it_replaces(tmp_path: Path, monkeypatch) -> None:
+    """``hypernet train --out`` over an earlier checkpoint, killed while writing (safetensors
+    before 0.8 writes in place): the earlier checkpoint stays whole, so it still loads and a
+    re-run may replace it (before: a truncated file, which a re-run refused to overwrite)."""
+    import safetensors.torch
+
+    from nas.cli import _check_overwritable_checkpoint
+
+    path = _ghn().save(tmp_path / "ghn.safetensors", {"run": 1})
+    real = safetensors.torch.save_file
+
+    def killed_in_place(tensors, filename, metadata=None):  # noqa: ANN001
+        real(tensors, str(tmp_path / "whole"), metadata=metadata)
+        Path(filename).write_bytes((tmp_path / "whole").read_bytes()[:100])
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", killed_in_place)
+    with pytest.raises(KeyboardInterrupt):
+        _ghn().save(path, {"run": 2})
+    monkeypatch.undo()
+    assert GraphHyperNetwork.load(path).metadata == {"run": 1}
+    _check_overwritable_checkpoint(str(path))  # not refused
+
+
 def test_a_pickle_checkpoint_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ghn.pt"
     torch.save(_ghn().state_dict(), path)

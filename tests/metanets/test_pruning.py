@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -634,6 +635,26 @@ def test_metanet_trained_with_preserve_norm_keeps_norms_after_save_and_load(
             assert float(rewritten[name].norm()) == pytest.approx(float(value.norm()), rel=1e-4)
             changed += not torch.allclose(rewritten[name], value)
     assert changed > 0
+
+
+@pytest.mark.parametrize("new_file", ["metanet.safetensors", "gate.safetensors", "metanet.json"])
+def test_a_save_killed_over_another_metanetwork_is_refused(tmp_path: Path, new_file: str) -> None:
+    """``prune-metanet --out`` (or ``metanet train --out``) into an earlier metanetwork's folder,
+    killed between its files, leaves files of both; loading must fail rather than rewrite with
+    one run's GMN and another's gate (before: loaded without complaint)."""
+    from metanets.pruning.metanet import PruningMetanet, load_pruning_metanet
+    from storage import ChecksumError
+
+    for name, seed in (("old", 0), ("new", 1)):
+        torch.manual_seed(seed)
+        metanet = PruningMetanet.create((torch.zeros(2, 1, 8, 8),), hidden=8, gate=True)
+        for param in metanet.gmn.parameters():  # trained weights differ between runs
+            torch.nn.init.normal_(param)
+        metanet.save(tmp_path / name)
+    shutil.copy(tmp_path / "new" / new_file, tmp_path / "old" / new_file)  # the half-done save
+    with pytest.raises(ChecksumError, match="interrupted"):
+        load_pruning_metanet(tmp_path / "old")
+    load_pruning_metanet(tmp_path / "new")
 
 
 def test_saved_preserve_norm_must_be_a_boolean(tmp_path: Path) -> None:

@@ -89,6 +89,36 @@ def test_zoo_build_refuses_graph_datasets(sqlite_url: str) -> None:
 
 
 @pytest.mark.usefixtures("mnist_available", "_metanet_one_thread")
+def test_a_run_killed_after_storing_its_weights_is_not_counted_twice(
+    sqlite_url: str, monkeypatch, capsys,
+) -> None:
+    """Killed after a run's weights were stored but before its trial completed, the run is
+    retried under another trial number; the zoo holds each run once, with its checkpoints
+    (before: the dead trial's weights counted as one more run, without checkpoints)."""
+    from metanets.zoo import load_zoo
+    from nas.cli import main
+    from nas.zoo import ZooConfig, build_zoo
+    from storage import ModelStore
+
+    config = ZooConfig(size=2, epochs=1, storage=sqlite_url, study_name="killed", verbose=False,
+                       space_options={"max_depth": 1, "widths": (4,), "train_fractions": (0.01,)})
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt("killed between storing the weights and the checkpoints")
+
+    monkeypatch.setattr(ModelStore, "save_checkpoints", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_zoo(config)
+    monkeypatch.undo()
+    build_zoo(config)
+    zoo = load_zoo(sqlite_url, "killed")
+    assert sorted(zoo.runs) == [("killed", 1), ("killed", 2)] and {e.epoch for e in zoo} == {1}
+    assert main(["zoo", "info", "--storage", sqlite_url, "--study", "killed", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["runs"] == 2 and info["checkpoints"] == 2
+
+
+@pytest.mark.usefixtures("mnist_available", "_metanet_one_thread")
 def test_tiny_zoo_is_built_resumed_and_learned_end_to_end(sqlite_url: str, tmp_path, capsys) -> None:  # noqa: ANN001
     from metanets.accuracy import FitConfig, fit_gmn, predict
     from metanets.zoo import load_zoo

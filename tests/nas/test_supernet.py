@@ -238,9 +238,64 @@ def test_resume_refuses_another_supernet(tiny_graph, tmp_path) -> None:
 
 
 def test_checkpoint_holds_no_pickle(tiny_graph, tmp_path) -> None:
-    _train(TinyTask(tiny_graph), tmp_path, epochs=2)
+    _train(TinyTask(tiny_graph), tmp_path, epochs=4)  # two checkpoints: the first one is removed
+    files = read_meta(tmp_path)["files"]
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["optimizer.safetensors", "supernet.json", "supernet.safetensors"]
+    assert names == sorted(["supernet.json", files["weights"], files["optimizer"]])
+    assert all(name.endswith((".json", ".safetensors")) for name in names)
+
+
+@pytest.mark.parametrize("failing_write", [1, 2, 3])  # weights, optimizer state, JSON
+def test_a_run_killed_while_checkpointing_resumes_from_one_whole_checkpoint(
+    tiny_graph, tmp_path, monkeypatch, failing_write: int,
+) -> None:
+    """Killed between the writes of a checkpoint (epoch 4), the folder still holds epoch 2's
+    weights, optimizer state and epoch together, so a resume continues like an uninterrupted run
+    (before: epoch 4's weights with epoch 2's optimizer state and epoch)."""
+    from nas.supernet import _checkpoint
+
+    task = TinyTask(tiny_graph)
+    straight, result = _train(task, tmp_path / "a", epochs=6)
+    _train(task, tmp_path / "b", epochs=2)
+    writes, atomic = [], _checkpoint._atomic
+
+    def killed(path, write):
+        writes.append(path)
+        if len(writes) == failing_write:
+            raise KeyboardInterrupt(f"killed before writing {path.name}")
+        atomic(path, write)
+
+    monkeypatch.setattr(_checkpoint, "_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _train(task, tmp_path / "b", epochs=4)
+    monkeypatch.setattr(_checkpoint, "_atomic", atomic)
+    loaded, meta = load_supernet(tmp_path / "b")
+    assert meta["epoch"] == 2
+    resumed, again = _train(task, tmp_path / "b", epochs=6)
+    assert again.resumed_from == 2 and again.history == pytest.approx(result.history, abs=0)
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_a_checkpoint_without_files_entry_still_resumes(tiny_graph, tmp_path) -> None:
+    """Checkpoints written before ``files`` existed (fixed tensor file names) load and resume."""
+    import json
+
+    task = TinyTask(tiny_graph)
+    straight, result = _train(task, tmp_path / "a", epochs=4)
+    _train(task, tmp_path / "b", epochs=2)
+    meta = json.loads((tmp_path / "b" / "supernet.json").read_text())
+    files = meta.pop("files")
+    (tmp_path / "b" / files["weights"]).rename(tmp_path / "b" / "supernet.safetensors")
+    (tmp_path / "b" / files["optimizer"]).rename(tmp_path / "b" / "optimizer.safetensors")
+    (tmp_path / "b" / "supernet.json").write_text(json.dumps(meta))
+    assert has_checkpoint(tmp_path / "b") and load_supernet(tmp_path / "b")[1]["epoch"] == 2
+    resumed, again = _train(task, tmp_path / "b", epochs=4)
+    assert again.resumed_from == 2 and again.history == pytest.approx(result.history, abs=0)
+    for p, q in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(p, q)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
+        ["supernet.json", *read_meta(tmp_path / "b")["files"].values()])  # the old files went
 
 
 def test_nasbench_supernet_paths_equal_the_benchmark_models(tiny_graph) -> None:
