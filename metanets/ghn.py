@@ -419,16 +419,36 @@ class GraphHyperNetwork(nn.Module):
         self.feature_table.copy_((basis * math.sqrt(cfg.in_channels / k)).to(self.feature_table))
 
     # ----------------------------------------------------------------- planning
+    def _check_task_inputs(self, model: nn.Module, inputs: Sequence[Tensor]) -> None:
+        """``ValueError`` naming the GHN's task when ``model`` does not run on its inputs (built
+        for another input size or task level); tracing would fail deep in ``torch.fx``."""
+        cfg = self.config
+        was_training = model.training
+        model.eval()  # no BatchNorm statistics change
+        try:
+            with torch.no_grad():
+                model(*inputs)
+        except Exception as error:  # noqa: BLE001 - any failure means the wrong task
+            raise ValueError(
+                f"{type(model).__name__} does not run on this hypernetwork's task inputs "
+                f"({cfg.level} level, {cfg.in_channels} input channels, dataset {cfg.dataset!r}): "
+                f"{type(error).__name__}: {error}; build the model for that task"
+            ) from None
+        finally:
+            model.train(was_training)
+
     def plan(self, model: nn.Module, inputs: Sequence[Tensor] | None = None) -> HyperPlan:
         """Computation graph of ``model`` and the tensors to decode.
 
         Raises:
+            ValueError: ``inputs`` not given and ``model`` does not run on the GHN's task inputs.
             UnsupportedLayerError: a layer with a parameter the GHN has no decoder for.
             UnsupportedOperationError: an operation the graph conversion does not know.
         """
         cfg = self.config
         if inputs is None:
             inputs = example_inputs(cfg.level, cfg.in_channels)
+            self._check_task_inputs(model, inputs)
         try:
             graph = to_computation_graph(model, inputs, max_distance=cfg.max_distance)
         except UnsupportedOperationError as error:

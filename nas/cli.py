@@ -257,18 +257,9 @@ def _validate_names(config: Any) -> None:
 
 
 def _load_study(args: argparse.Namespace) -> Any:
-    import optuna
+    from nas.export import load_study
 
-    from storage import existing_database, redact
-
-    existing_database(args.storage)
-    try:
-        return optuna.load_study(study_name=args.study, storage=args.storage)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]
-        raise KeyError(
-            f"no study {args.study!r} in {redact(args.storage)}; studies there: {names}"
-        ) from None
+    return load_study(args.storage, args.study)
 
 
 def _print_best(study: Any) -> None:

@@ -42,16 +42,38 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     return max(completed, key=lambda t: (sign * t.values[0], -t.number))
 
 
+def load_study(storage: str, study_name: str) -> optuna.Study:
+    """An existing study: ``FileNotFoundError`` for an SQLite file that does not exist (none is
+    created), ``KeyError`` naming the studies the storage holds for an unknown name."""
+    from storage import existing_database, redact
+
+    existing_database(storage)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise KeyError(
+            f"no study {study_name!r} in {redact(storage)}; studies there: {names}"
+        ) from None
+
+
 def load_trial_model(storage: str, study_name: str, trial_number: int | None = None) -> nn.Module:
-    """Rebuild the module a trial trained, with its stored weights (the best trial by default)."""
+    """Rebuild the module a trial trained, with its stored weights.
+
+    Args:
+        storage: SQLAlchemy URL of the search's database, e.g. ``"sqlite:///metanas.db"``.
+        study_name: the study (``metanas studies`` lists them).
+        trial_number: a trial of the study (a duplicate trial gives the weights of the trial it
+            duplicates); ``None``: the best completed trial.
+    """
+    study = load_study(storage, study_name)
+    trial = best_trial(study) if trial_number is None else _trial(study, trial_number)
+    stored_number = _stored_trial_number(trial)
     store = ModelStore(storage)
-    if trial_number is None:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-        trial_number = _stored_trial_number(best_trial(study))
-    record = store.get(study_name, trial_number)
+    record = store.get(study_name, stored_number)
     model = build_module(record.space, json.loads(record.spec), record.in_channels,
                          record.out_channels, record.level)
-    model.load_state_dict(store.load_state_dict(study_name, trial_number))
+    model.load_state_dict(store.load_state_dict(study_name, stored_number))
     return model
 
 
@@ -95,7 +117,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def export_trial(storage: str, study_name: str, out: str | Path,
                  trial_number: int | None = None) -> Path:
     """Export a trial's model (the best by default) with its metrics."""
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = load_study(storage, study_name)
     trial = best_trial(study) if trial_number is None else _trial(study, trial_number)
     stored_number = _stored_trial_number(trial)
     store = ModelStore(storage)

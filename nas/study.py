@@ -45,6 +45,8 @@ OBJECTIVES: dict[str, tuple[str, Callable[[Evaluation], float]]] = {
     # seconds of one inference pass: measured after training, or the benchmark table's
     "latency": ("minimize", lambda ev: float(ev.metrics.get("latency", math.nan))),
 }
+#: optuna pruners of a search: none, or median stopping on validation accuracy
+PRUNERS: tuple[str, ...] = ("none", "median")
 #: user attribute a trial gets when its objective failed for a reason of its own
 FAIL_REASON = "fail_reason"
 #: trial states that use up budget (FAIL only with a FAIL_REASON: a dead worker's is retried)
@@ -70,8 +72,8 @@ class SearchConfig:
     n_jobs: int = 1                        # worker processes
     epochs: int = 200                      # most training epochs per trial
     patience: int = 50                     # early-stopping patience
-    objectives: tuple[str, ...] = ("accuracy",)
-    pruner: str = "none"                   # none | median
+    objectives: tuple[str, ...] = ("accuracy",)  # or a comma-separated string
+    pruner: str = "none"                   # one of PRUNERS
     heartbeat: int = 30                    # seconds between heartbeats of a running trial
     grace_period: int | None = None        # seconds before a silent RUNNING trial is failed
     verbose: bool = True                   # one line per trial and a progress bar
@@ -98,8 +100,12 @@ class SearchConfig:
             raise ValueError(f"--n-jobs must be >= 1, got {self.n_jobs}")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if isinstance(self.objectives, str):  # "accuracy,params", as --objectives takes it
+            self.objectives = tuple(name.strip() for name in self.objectives.split(",") if name.strip())
         if not self.objectives:
             raise ValueError(f"no objective given: choose among {sorted(OBJECTIVES)}")
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"could not resolve pruner {self.pruner!r} among choices {list(PRUNERS)}")
         self.prescreen_rule = resolve_rule(self.prescreen_rule)
         check_veto_quantile(self.prescreen_veto_quantile)
         if self.warm_start is not None:

@@ -33,8 +33,7 @@ def get_space(name: str | SearchSpace, **options: Any) -> SearchSpace:
 
 
 __all__ = [
-    "Architecture", "GNNArchitecture", "GNNSpace", "LayerSpec", "NasBenchGraphArchitecture",
-    "NasBenchGraphSpace", "RandomTrial", "SPACES",
-    "Architecture", "CNNArchitecture", "CNNSpace", "GNNArchitecture", "GNNSpace", "LayerSpec", "RandomTrial", "SPACES",
-    "SearchSpace", "get_space", "normalize", "resolve", "resolve_name",
+    "Architecture", "CNNArchitecture", "CNNSpace", "GNNArchitecture", "GNNSpace", "LayerSpec",
+    "NasBenchGraphArchitecture", "NasBenchGraphSpace", "RandomTrial", "SPACES", "SearchSpace",
+    "get_space", "normalize", "resolve", "resolve_name",
 ]

@@ -25,6 +25,8 @@ from search_spaces.static_graph import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import optuna
     from torch_geometric.typing import Adj
 
@@ -139,15 +141,18 @@ class GNNSpace(SearchSpace):
 
     Args:
         max_depth: largest number of message-passing layers (1..4).
-        convs: the convolutions to search over (a subset of :data:`CONVS`, any spelling).
+        convs: the convolutions to search over (a subset of :data:`CONVS`, any spelling; a
+            string is a comma-separated list, as ``--convs`` takes it).
     """
 
     name = "gnn"
 
-    def __init__(self, max_depth: int = MAX_DEPTH, convs: tuple[str, ...] | None = None) -> None:
+    def __init__(self, max_depth: int = MAX_DEPTH, convs: str | Sequence[str] | None = None) -> None:
         if not isinstance(max_depth, int) or not 1 <= max_depth <= MAX_DEPTH:
             raise ValueError(f"max_depth {max_depth!r} must be an integer in [1, {MAX_DEPTH}]")
         self.max_depth = max_depth
+        if isinstance(convs, str):  # "gcn,gat" is two convs, not the letters of one
+            convs = [name.strip() for name in convs.split(",") if name.strip()]
         self.convs = tuple(resolve_name(c, CONVS, "conv", suffix="conv") for c in (convs or CONVS))
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> GNNArchitecture:

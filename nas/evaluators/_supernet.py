@@ -72,10 +72,19 @@ class SupernetEvaluator(Evaluator):
         return read_meta(self.path)
 
     def check_space(self, space: SearchSpace) -> None:
-        trained = self.meta()["space"]
+        meta = self.meta()
+        trained = meta["space"]
         if trained != space.name:
             raise ValueError(
                 f"supernet {self.path} was trained over space {trained!r}, not {space.name!r}"
+            )
+        # a conv the supernet lacks cannot be mapped: every trial drawing it would fail
+        covered = meta.get("supernet", {}).get("convs")
+        missing = [c for c in getattr(space, "convs", ()) if covered is not None and c not in covered]
+        if missing:
+            raise ValueError(
+                f"supernet {self.path} covers convs {covered}, not {missing}; search only those "
+                f"(--convs {','.join(covered)})"
             )
 
     def supernet(self, device: str | torch.device = "cpu") -> Supernet:

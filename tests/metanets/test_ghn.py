@@ -305,6 +305,24 @@ def test_wrong_task_dimensions_are_refused(trained) -> None:
         predicted_model(ghn, GNNSpace(), GNNArchitecture(), other)
 
 
+def test_predict_for_a_model_of_another_task_names_the_ghn_task() -> None:
+    # GraphHyperNetwork.predict(model) on a model built for other inputs failed deep in torch.fx
+    # ("ShapeProp error for: node=%layers_0_conv ...", after printing fx's own traceback)
+    from search_spaces.cnn import CNNSpace
+
+    ghn, arch = _ghn(in_channels=6), GNNArchitecture(layers=(LayerSpec("gcn", 16, norm="batch"),))
+    wrong = GNNSpace().build(arch, 5, 3)
+    with pytest.raises(ValueError, match=r"GNN does not run on .*\(node level, 6 input channels"):
+        ghn.predict(wrong)
+    cnn = CNNSpace()
+    with pytest.raises(ValueError, match=r"CNN does not run on .*node level"):
+        ghn.predict(cnn.build(cnn.sample(0), 1, 3, "image"))
+    right = GNNSpace().build(arch, 6, 3).train()
+    _assert_complete(right, ghn.predict(right))
+    assert right.training and all(  # the check ran in eval mode: no statistics changed
+        int(m.num_batches_tracked) == 0 for m in right.modules() if isinstance(m, nn.BatchNorm1d))
+
+
 def test_batchnorm_calibration_uses_the_batch_statistics() -> None:
     model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Dropout(0.5))
     x = torch.randn(64, 4) * 3 + 2

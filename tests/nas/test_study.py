@@ -255,3 +255,14 @@ def test_export_round_trip(cora_available: None, sqlite_url: str, tmp_path: Path
 def test_train_evaluator_rejects_bad_epochs() -> None:
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         TrainEvaluator(epochs=0)
+
+
+def test_search_config_takes_objectives_as_a_comma_separated_string() -> None:
+    # as --objectives takes them; iterating the string gave "could not resolve objective 'a'"
+    assert SearchConfig("cora", objectives="accuracy, params").objectives == ("accuracy", "params")
+
+
+def test_search_config_refuses_an_unknown_pruner_naming_the_choices() -> None:
+    # a typo used to run the search without any pruner, silently
+    with pytest.raises(ValueError, match=r"pruner 'medain' among choices \['none', 'median'\]"):
+        SearchConfig("cora", pruner="medain")

@@ -50,6 +50,23 @@ def test_inherited_weights_score_cora_above_chance(cora_available, cora_supernet
         evaluator.evaluate(arch, space, load_task("citeseer"), device="cpu")
 
 
+def test_a_space_with_convs_the_supernet_lacks_is_refused_before_any_trial(
+    cora_available, cora_supernet, sqlite_url, capsys,
+) -> None:
+    # README's pair (supernet train --option convs=..., then search without --convs) failed
+    # every trial with "conv 'arma' is not in the supernet", using up the whole budget
+    evaluator = SupernetEvaluator(str(cora_supernet))
+    evaluator.check_space(GNNSpace(convs=("sage",)))
+    with pytest.raises(ValueError, match=r"covers convs \['gcn', 'sage'\], not \['gat'\].*--convs gcn,sage"):
+        evaluator.check_space(GNNSpace(convs=("gcn", "gat")))
+    code = main([
+        "search", "--dataset", "cora", "--evaluator", "supernet", "--supernet", str(cora_supernet),
+        "--trials", "2", "--storage", sqlite_url, "--study", "all-convs", "--quiet",
+    ])
+    assert code == 2 and "--convs gcn,sage" in capsys.readouterr().err
+    assert not optuna.get_all_study_summaries(sqlite_url)
+
+
 @pytest.mark.timeout(600)
 def test_supernet_search_then_final_training_from_scratch(
     cora_available, cora_supernet, sqlite_url, capsys,

@@ -135,3 +135,9 @@ def test_trial_params_inverts_suggest() -> None:
         assert space.suggest(optuna.trial.FixedTrial(params)) == arch
     gcn = GNNArchitecture(layers=(LayerSpec("gcn", 16),))
     assert "l0_heads" not in space.trial_params(gcn) and "skip" not in space.trial_params(gcn)
+
+
+def test_convs_as_a_comma_separated_string_are_several_convs() -> None:
+    # as --convs takes them; iterating the string gave "could not resolve conv 'g'"
+    assert get_space("gnn", convs="gcn, GraphConv").convs == ("gcn", "graph")
+    assert GNNSpace(convs="sage").convs == ("sage",)
