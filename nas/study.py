@@ -248,6 +248,9 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
         # the space's choices (--convs, zoo --space-options): a resumed study whose choices
         # differ would fail every trial on optuna's "dynamic value space" check, forever
         "space_choices": repr(space),
+        # what a trial's numbers mean: another evaluator, or training with other epochs,
+        # patience or initialisation, would mix incomparable trials in one study
+        "evaluation": _evaluation_identity(config),
     }
     stored = {key: study.user_attrs.get(key) for key in identity}
     if all(value is None for value in stored.values()):
@@ -261,6 +264,15 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
                 f"{value!r}; resume it with the options it was created with, or choose another "
                 f"--study name"
             )
+
+
+def _evaluation_identity(config: SearchConfig) -> str:
+    """The evaluator as given, and for the ``train`` evaluator its epochs, patience and init."""
+    evaluator = config.evaluator
+    name = evaluator if isinstance(evaluator, str) else getattr(evaluator, "name", type(evaluator).__name__)
+    if name != "train":
+        return f"evaluator {name}"
+    return f"evaluator train, epochs {config.epochs}, patience {config.patience}, init {config.init}"
 
 
 def run_search(config: SearchConfig) -> optuna.Study:

@@ -108,6 +108,28 @@ def test_resuming_with_other_convs_is_refused_before_any_trial(sqlite_url: str) 
     run_search(config(("gcn",), 2))  # the same choices resume it
 
 
+def test_resuming_with_other_training_is_refused_and_the_same_resumes(sqlite_url: str) -> None:
+    """Trials trained with other epochs, patience or init are not comparable: one study holds
+    one kind; an evaluator that does not train ignores them."""
+    from nas.study import create_or_load_study
+
+    task = type("Task", (), {"name": "cora", "level": "node"})()
+    def config(study: str, **options) -> SearchConfig:
+        return SearchConfig("cora", storage=sqlite_url, study_name=study, verbose=False, **options)
+
+    create_or_load_study(config("t", epochs=200), task)
+    for other, shown in (({"epochs": 50}, "epochs 50"), ({"patience": 5}, "patience 5"),
+                         ({"init": "hypernet"}, "init hypernet")):
+        with pytest.raises(ValueError, match=rf"created with evaluation 'evaluator train, epochs 200, "
+                                             rf"patience 50, init random', not '.*{shown}"):
+            create_or_load_study(config("t", **other), task)
+    create_or_load_study(config("t", epochs=200), task)  # the same training resumes it
+    create_or_load_study(config("f", evaluator=_FlakyEvaluator(), epochs=5), task)
+    create_or_load_study(config("f", evaluator=_FlakyEvaluator(), epochs=9), task)
+    with pytest.raises(ValueError, match="created with evaluation 'evaluator flaky', not 'evaluator train"):
+        create_or_load_study(config("f"), task)
+
+
 class _UnmeasuredEvaluator(Evaluator):
     """Measures nothing: every objective value is NaN."""
 
