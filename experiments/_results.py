@@ -1,6 +1,7 @@
 """Write a benchmark's results with the machine, its load, the command and the date."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -10,6 +11,22 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a count that must be >= 1 (0 or less ran an empty benchmark)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse ``type``: comma-separated counts, each >= 1."""
+    return [positive_int(part) for part in text.split(",")]
 
 
 def machine() -> dict[str, Any]:

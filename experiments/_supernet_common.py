@@ -5,6 +5,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def check_name(name: str) -> str:
+    """``name`` if it is a plain file stem; a path (``../x``, ``a/b``) would write outside RESULTS."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise SystemExit(f"--name {name!r} must be letters, digits, '_' or '-' (a file stem in {RESULTS})")
+    return name
+
+
 def write_results(name: str, payload: dict[str, Any], markdown: str, quiet: bool = False) -> None:
+    check_name(name)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, sort_keys=True))
     (RESULTS / f"{name}.md").write_text(markdown)

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from experiments._results import write_results
+from experiments._results import positive_int, positive_ints, write_results
 from nas.tasks import load_task
 from nas.train import TrainConfig, seed_everything, train_model
 from search_spaces.gnn import GNN, GNNArchitecture, GNNSpace, LayerSpec
@@ -222,10 +222,10 @@ def measure(space: GNNSpace, task: Any, widths: tuple[int, ...], k: int, epochs:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="cora")
-    parser.add_argument("--widths", default="16,64,256", help="hidden widths (two GCN layers each)")
-    parser.add_argument("--members", default="1,2,4,8", help="group sizes K")
-    parser.add_argument("--threads", default="1,2", help="torch intra-op thread counts")
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--widths", type=positive_ints, default="16,64,256", help="hidden widths (two GCN layers each)")
+    parser.add_argument("--members", type=positive_ints, default="1,2,4,8", help="group sizes K")
+    parser.add_argument("--threads", type=positive_ints, default="1,2", help="torch intra-op thread counts")
+    parser.add_argument("--epochs", type=positive_int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     task = load_task(args.dataset)
@@ -238,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     header = ("| threads | widths | K | sequential s | batched s | arch/s seq | arch/s batched | "
               "speed-up | test acc seq | test acc batched |")
     print(header, flush=True)
-    for threads in (int(t) for t in args.threads.split(",")):
+    for threads in args.threads:
         torch.set_num_threads(threads)
-        for width in (int(w) for w in args.widths.split(",")):
-            for k in (int(k) for k in args.members.split(",")):
+        for width in args.widths:
+            for k in args.members:
                 row = {"threads": threads, **measure(space, task, (width, width), k, args.epochs,
                                                       args.seed)}
                 rows.append(row)

@@ -19,7 +19,7 @@ import time
 import torch
 from torch import nn
 
-from experiments._results import write_results
+from experiments._results import positive_int, write_results
 from nas.evaluators import TrainEvaluator
 from nas.tasks import load_task
 from nas.train import TrainConfig, seed_everything, train_model
@@ -89,7 +89,7 @@ def plain_train(model: nn.Module, data, lr: float, weight_decay: float) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=positive_int, default=5)
     args = parser.parse_args()
     task, space = load_task("cora"), get_space("gnn")
     data = task.data

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from experiments._results import positive_int
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -189,8 +191,8 @@ def _machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="conversions per network")
-    parser.add_argument("--only", nargs="*", default=list(NETWORKS), help="network names")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="conversions per network")
+    parser.add_argument("--only", nargs="*", default=list(NETWORKS), choices=list(NETWORKS), help="network names")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from experiments._results import positive_int, positive_ints  # noqa: E402
+
 DATASETS = ("cora", "citeseer", "pubmed", "cs", "physics", "photo", "computers", "arxiv")
 #: datasets strategies may be tuned on; the others are for acceptance only
 TUNING = ("cora", "citeseer", "pubmed")
@@ -249,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--budgets", default="50,100,200")
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--seeds", type=positive_int, default=20)
+    parser.add_argument("--budgets", type=positive_ints, default="50,100,200")
+    parser.add_argument("--processes", type=positive_int, default=2)
     parser.add_argument("--seeds-for", default="", help="fewer seeds for slow strategies, e.g. gp=5")
     parser.add_argument("--max-budget-for", default="", help="smaller largest budget, e.g. gp=100")
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "nasbench_graph"))
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
 
     strategies = [strategy_name(s) for s in args.strategies.split(",")]
     datasets = [benchmark_dataset(d) for d in args.datasets.split(",")]
-    budgets = tuple(sorted(int(b) for b in args.budgets.split(",")))
+    budgets = tuple(sorted(args.budgets))
     fewer = {k: int(v) for k, v in (p.split("=") for p in args.seeds_for.split(",") if p)}
     capped = {k: int(v) for k, v in (p.split("=") for p in args.max_budget_for.split(",") if p)}
     jobs = [

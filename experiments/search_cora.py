@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments._results import write_results
+from experiments._results import positive_int, write_results
 from nas.evaluators import TrainEvaluator
 from nas.export import best_trial
 from nas.study import SearchConfig, run_search
@@ -26,10 +26,10 @@ PUBLISHED = {"GCN (Kipf & Welling 2017)": "81.5", "GAT (Velickovic et al. 2018)"
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=50)
-    parser.add_argument("--retrain-seeds", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=50)
+    parser.add_argument("--trials", type=positive_int, default=50)
+    parser.add_argument("--retrain-seeds", type=positive_int, default=10)
+    parser.add_argument("--epochs", type=positive_int, default=200)
+    parser.add_argument("--patience", type=positive_int, default=50)
     parser.add_argument("--storage", default=None, help="default: a temporary SQLite file")
     args = parser.parse_args()
     storage = args.storage or f"sqlite:///{Path(tempfile.mkdtemp()) / 'search_cora.db'}"

@@ -30,7 +30,7 @@ import json
 import random
 import statistics
 
-from experiments._supernet_common import RESULTS, machine, write_results
+from experiments._supernet_common import RESULTS, check_name, machine, write_results
 
 
 def main() -> None:
@@ -49,6 +49,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="supernet_cost")
     args = p.parse_args()
+    check_name(args.name)
+    if any(n < 1 for n in args.budgets) or args.draws < 1:
+        raise SystemExit(f"--budgets {args.budgets} and --draws {args.draws} must be >= 1")
     info = machine()
     sources = [json.loads((RESULTS / f"{name}.json").read_text()) for name in args.rows]
     pools = [_pool(source, args.variant, args.refine) for source in sources]

@@ -26,11 +26,12 @@ import random
 import time
 from pathlib import Path
 
-from experiments._supernet_common import kendall_tau, machine, write_results
+from experiments._supernet_common import check_name, kendall_tau, machine, write_results
 
 
 def main() -> None:
     args = _parser().parse_args()
+    check_name(args.name)
     info = machine()
     if args.merge:
         return _merge(args, info)

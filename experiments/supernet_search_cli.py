@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from experiments._supernet_common import machine, write_results
+from experiments._supernet_common import check_name, machine, write_results
 
 
 def main() -> None:
@@ -35,6 +35,10 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/metanas-supernet-search-cli", help="supernet and database folder")
     p.add_argument("--name", default="supernet_search_cli")
     args = p.parse_args()
+    check_name(args.name)
+    for key in ("trials", "refine", "final_train", "supernet_epochs"):
+        if getattr(args, key) < 1:
+            raise SystemExit(f"--{key.replace('_', '-')} {getattr(args, key)} must be >= 1")
     info = machine()
     import optuna
     import torch

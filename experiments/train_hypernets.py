@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from experiments._results import positive_int
 from metanets.ghn import PRETRAINED_DIR
 from metanets.ghn_train import HypernetTrainConfig, train_hypernet
 from nas.tasks import load_task
@@ -56,9 +57,12 @@ SETUPS: dict[str, tuple[str, str, HypernetTrainConfig]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated names of SETUPS")
-    parser.add_argument("--steps", type=int, default=None, help="override the steps")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=positive_int, default=None, help="override the steps")
+    parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
+    unknown = [name for name in (args.only or "").split(",") if args.only and name not in SETUPS]
+    if unknown:
+        parser.error(f"--only {unknown} not among choices {list(SETUPS)}")
     torch.set_num_threads(args.threads)
     names = args.only.split(",") if args.only else list(SETUPS)
     record = {"machine": platform.platform(), "cpu_count": os.cpu_count(),

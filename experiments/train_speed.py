@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from experiments._results import positive_int
 from nas.tasks import load_task
 from nas.train import TrainConfig, seed_everything, train_model
 from search_spaces.gnn import GNNSpace
@@ -289,11 +290,11 @@ def merge(args: argparse.Namespace, result: dict, out: Path, save) -> int:  # no
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", type=int, default=30)
+    parser.add_argument("--archs", type=positive_int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for the comparison")
+    parser.add_argument("--epochs", type=positive_int, default=200)
+    parser.add_argument("--patience", type=positive_int, default=50)
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads for the comparison")
     parser.add_argument("--thread-archs", type=int, default=6, help="0: skip the thread study")
     parser.add_argument("--compile", action="store_true", help="run the torch.compile study")
     parser.add_argument("--search-trials", type=int, default=10, help="0: skip the search study")

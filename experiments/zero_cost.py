@@ -44,6 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments._results import positive_int  # noqa: E402
 from nas.proxies import PROXIES, proxy_batches  # noqa: E402
 from nas.tasks import load_task  # noqa: E402
 from nas.train import seed_everything  # noqa: E402
@@ -531,14 +532,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=["bench", "trained", "prescreen", "report"])
     parser.add_argument("--dataset", default="cora")
-    parser.add_argument("--archs", type=int, default=500)
+    parser.add_argument("--archs", type=positive_int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=[], help="proxies to leave out")
     parser.add_argument("--recompute", nargs="*", default=[],
                         help="bench: score these proxies again on cells that cached them before "
                              "(once per cell: a resumed run does not redo them)")
     parser.add_argument("--max-minutes", type=float, default=60.0)
-    parser.add_argument("--epochs", type=int, default=100, help="trained: most epochs")
+    parser.add_argument("--epochs", type=positive_int, default=100, help="trained: most epochs")
     parser.add_argument("--patience", type=int, default=20, help="trained: early-stopping patience")
     parser.add_argument("--strategy", default="tpe", help="prescreen: base strategy")
     parser.add_argument("--proxy", default="naswot",
@@ -547,15 +548,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transfer", type=int, default=0,
                         help="prescreen: warm-start both arms with the K best cells of the other "
                              "tuning datasets' tables (as experiments/nasbench_graph.py --transfer)")
-    parser.add_argument("--k", type=int, default=5, help="prescreen: proposals per trial")
+    parser.add_argument("--k", type=positive_int, default=5, help="prescreen: proposals per trial")
     parser.add_argument("--rule", default="best",
                         help="prescreen: best (top proxy of --k) or veto (the strategy's order, "
                              "minus candidates in the proxy's low tail)")
     parser.add_argument("--veto-quantile", type=float, default=0.25,
                         help="prescreen --rule veto: quantile of a random sample's proxy below "
                              "which a candidate is removed")
-    parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--seeds", type=positive_int, default=20)
+    parser.add_argument("--queries", type=positive_int, default=100)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:

@@ -1,0 +1,62 @@
+"""Zero counts and unknown names are refused by the benchmark's parser (exit 2, naming the value)
+before any work: ``nasbench_graph --seeds 0``, ``batched_training --epochs 0`` or
+``hypernet_scales --per-kind 0`` exited 0 after overwriting their result with an empty table,
+``search_cora --retrain-seeds 0`` or ``train_hypernets --steps 0`` started hours of training."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pytest
+from _scripts import load_script
+
+from experiments._results import positive_int, positive_ints
+
+#: functions that start a benchmark's work; the test makes each raise if reached
+WORK = ("load_task", "run_search", "train_hypernet", "_run_child", "write_results")
+
+CASES = [
+    ("batched_training", ["--epochs", "0"], "0"),
+    ("batched_training", ["--members", "1,0"], "0"),
+    ("batched_training", ["--widths", "16,x"], "x"),
+    ("framework_overhead", ["--repeats", "0"], "0"),
+    ("graph_conversion", ["--only", "nope"], "nope"),
+    ("graph_conversion", ["--repeats", "-1"], "-1"),
+    ("hypernet_scales", ["--setup", "gnn-cora", "--per-kind", "0"], "0"),
+    ("hypernet_scales", ["--setup", "gnn-cora", "--label", "../x"], "../x"),
+    ("search_cora", ["--retrain-seeds", "0"], "0"),
+    ("train_hypernets", ["--steps", "0"], "0"),
+    ("train_hypernets", ["--only", "nope"], "nope"),
+    ("train_speed", ["--archs", "0"], "0"),
+    ("zero_cost", ["bench", "--archs", "0"], "0"),
+    ("nasbench_graph", ["--seeds", "0"], "0"),
+    ("nasbench_graph", ["--budgets", "5,0", "--seeds", "1", "--strategies", "random",
+                        "--datasets", "cora", "--processes", "1"], "0"),
+]
+
+
+def _work_started(*args, **kwargs):
+    raise RuntimeError("the benchmark started its work")
+
+
+@pytest.mark.parametrize("script, argv, value", CASES)
+def test_bad_argument_exits_2_naming_it_before_any_work(script, argv, value, tmp_path, monkeypatch,
+                                                        capsys) -> None:
+    module = load_script(script)
+    for name in WORK:
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, _work_started)
+    extra = ["--out", str(tmp_path / "out")] if script == "nasbench_graph" else []
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv, *extra])
+    with pytest.raises(SystemExit) as exit_:
+        module.main()
+    assert exit_.value.code == 2
+    assert f"'{value}'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_positive_int_parses_counts_and_refuses_the_rest() -> None:
+    assert positive_int("3") == 3 and positive_ints("1,2,8") == [1, 2, 8]
+    for text in ("0", "-2", "x", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
+            positive_int(text)

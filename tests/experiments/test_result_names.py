@@ -1,0 +1,56 @@
+"""A supernet benchmark's ``--name`` is a file stem in experiments/results/, checked before any work:
+``--name ../x`` wrote ``experiments/x.json`` (outside the results) after the whole run."""
+from __future__ import annotations
+
+import shutil
+import sys
+
+import pytest
+from _scripts import load_script
+
+import experiments._supernet_common as common
+
+
+@pytest.fixture()
+def results(tmp_path, monkeypatch):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    shutil.copy(common.RESULTS / "supernet_ranking.json", folder)
+    monkeypatch.setattr(common, "RESULTS", folder)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ""])
+def test_write_results_refuses_a_path(results, name) -> None:
+    with pytest.raises(SystemExit, match="must be letters"):
+        common.write_results(name, {}, "")
+    assert sorted(p.name for p in results.parent.rglob("*")) == ["results", "supernet_ranking.json"]
+
+
+@pytest.mark.parametrize("script, extra", [
+    ("supernet_cost", []),
+    ("supernet_ranking", ["--archs", "1", "--supernet-epochs", "1", "--epochs", "1", "--patience", "1"]),
+    ("supernet_search_cli", ["--trials", "2", "--supernet-epochs", "1", "--out", "{tmp}/run"]),
+])
+def test_a_path_name_is_refused_before_the_run(results, tmp_path, monkeypatch, script, extra) -> None:
+    extra = [a.format(tmp=tmp_path) for a in extra]
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--name", "../x", *extra])
+    with pytest.raises(SystemExit, match=r"--name '\.\./x'"):
+        load_script(script).main()
+    assert sorted(p.name for p in results.parent.rglob("*")) == ["results", "supernet_ranking.json"]
+
+
+@pytest.mark.parametrize("argv", [["--budgets", "0"], ["--draws", "0"]])
+def test_supernet_cost_refuses_zero_budgets_or_draws(results, monkeypatch, argv) -> None:
+    monkeypatch.setattr(sys, "argv", ["supernet_cost.py", *argv])
+    with pytest.raises(SystemExit, match=argv[0]):
+        load_script("supernet_cost").main()
+    assert not (results / "supernet_cost.json").exists()
+
+
+@pytest.mark.parametrize("key", ["--trials", "--supernet-epochs"])
+def test_supernet_search_cli_refuses_zero_counts(results, tmp_path, monkeypatch, key) -> None:
+    monkeypatch.setattr(sys, "argv", ["supernet_search_cli.py", key, "0", "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit, match=f"{key} 0"):
+        load_script("supernet_search_cli").main()
+    assert not (tmp_path / "run").exists()
