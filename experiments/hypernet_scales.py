@@ -27,6 +27,8 @@ from nas.tasks import load_task
 from search_spaces import get_space
 
 RESULTS = Path(__file__).parent / "results"
+#: the setups this diagnosis runs on: their models take one image batch
+IMAGE_SETUPS = [name for name, (space, _, _) in SETUPS.items() if space == "cnn"]
 
 
 def layer_scales(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[float, float, float]]:
@@ -84,7 +86,9 @@ def to_markdown(setup: str, hypernet: str, found: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setup", required=True, choices=list(SETUPS))
+    parser.add_argument("--setup", required=True, choices=IMAGE_SETUPS,
+                        help="a setup of experiments/train_hypernets.py over images (the layer "
+                             "scales are read on one image batch)")
     parser.add_argument("--hypernet", default=None, help="default pretrained:<setup>")
     parser.add_argument("--label", default="current", help="suffix of the results file")
     parser.add_argument("--per-kind", type=positive_int, default=3)
