@@ -272,7 +272,8 @@ def _evaluation_identity(config: SearchConfig) -> str:
     name = evaluator if isinstance(evaluator, str) else getattr(evaluator, "name", type(evaluator).__name__)
     if name != "train":
         return f"evaluator {name}"
-    return f"evaluator train, epochs {config.epochs}, patience {config.patience}, init {config.init}"
+    made = config.make_evaluator()  # a TrainEvaluator given as an object carries its own settings
+    return f"evaluator train, epochs {made.epochs}, patience {made.patience}, init {made.init}"
 
 
 def run_search(config: SearchConfig) -> optuna.Study:

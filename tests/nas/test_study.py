@@ -128,6 +128,9 @@ def test_resuming_with_other_training_is_refused_and_the_same_resumes(sqlite_url
     create_or_load_study(config("f", evaluator=_FlakyEvaluator(), epochs=9), task)
     with pytest.raises(ValueError, match="created with evaluation 'evaluator flaky', not 'evaluator train"):
         create_or_load_study(config("f"), task)
+    create_or_load_study(config("o", evaluator=TrainEvaluator(epochs=3)), task)  # its own epochs count
+    with pytest.raises(ValueError, match="epochs 3, .*not 'evaluator train, epochs 4,"):
+        create_or_load_study(config("o", evaluator=TrainEvaluator(epochs=4)), task)
 
 
 class _UnmeasuredEvaluator(Evaluator):
