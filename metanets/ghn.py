@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -671,14 +670,14 @@ class GraphHyperNetwork(nn.Module):
         a temporary name and renamed, so a killed write leaves a checkpoint it replaces intact."""
         from safetensors.torch import save_file
 
+        from storage.store import replace_atomically
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         header = {"format": str(CHECKPOINT_FORMAT), "config": json.dumps(self.config.to_dict()),
                   "metadata": json.dumps(metadata or {})}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata=header)
-        os.replace(tmp, path)
+        replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
         return path
 
     @classmethod

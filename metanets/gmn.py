@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -422,7 +421,7 @@ def save_gmn(
     killed has no ``metanet.json`` yet, or one whose checksums the new tensor files fail, and
     :func:`load_gmn` refuses it rather than mix two metanetworks.
     """
-    from storage.store import encode_state_dict, sha256
+    from storage.store import encode_state_dict, replace_atomically, sha256
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -430,17 +429,11 @@ def save_gmn(
     for name, state in {WEIGHTS_FILE: model.state_dict(), **(extra_files or {})}.items():
         blob = encode_state_dict(state)
         checksums[name] = sha256(blob)
-        _atomic_write(folder / name, blob)
+        replace_atomically(folder / name, blob)
     config = {"kind": "gmn", "config": dataclasses.asdict(model.config), "metadata": metadata or {},
               "sha256": checksums}
-    _atomic_write(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True).encode())
+    replace_atomically(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True).encode())
     return folder
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _check_files(folder: Path, checksums: dict[str, str]) -> None:

@@ -9,7 +9,6 @@ checksum its weights fail, and is never loaded as a model.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +92,7 @@ def export_model(
     level: str, state_dict: dict[str, Tensor], metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write an exported model folder; returns its path."""
-    from storage.store import encode_state_dict, sha256
+    from storage.store import encode_state_dict, replace_atomically, sha256
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,15 +102,9 @@ def export_model(
         "in_channels": in_channels, "out_channels": out_channels, "level": level,
         **(metadata or {}), WEIGHTS_SHA256: sha256(blob),
     }
-    _atomic_write(folder / WEIGHTS_FILE, blob)
-    _atomic_write(folder / SPEC_FILE, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+    replace_atomically(folder / WEIGHTS_FILE, blob)
+    replace_atomically(folder / SPEC_FILE, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
     return folder
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def export_trial(storage: str, study_name: str, out: str | Path,

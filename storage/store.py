@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -69,6 +71,18 @@ def decode_state_dict(blob: bytes) -> dict[str, Tensor]:
 
 def sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
+
+
+def replace_atomically(path: Path, content: bytes | Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary name in its folder (``content``: the bytes, or a function
+    that writes the file it is given) and rename it: a killed process leaves the old file whole,
+    and at most a hidden ``.<name>.tmp<pid>`` beside it."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if isinstance(content, bytes):
+        tmp.write_bytes(content)
+    else:
+        content(tmp)
+    os.replace(tmp, path)
 
 
 class ModelStore:

@@ -18,7 +18,6 @@ epoch. Checkpoints written before ``files`` existed (``supernet.safetensors``,
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from pathlib import Path
@@ -64,19 +63,21 @@ def save_checkpoint(
     """Write weights, optimizer state and ``meta`` (the JSON file last: it marks completeness)."""
     from safetensors.torch import save_file
 
+    from storage.store import replace_atomically
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tag = secrets.token_hex(4)  # new names: the committed checkpoint's files are never touched
     files = {"weights": f"supernet.{tag}.safetensors"}
-    _atomic(folder / files["weights"], lambda p: save_file(_contiguous(model.state_dict()), str(p)))
+    replace_atomically(folder / files["weights"], lambda p: save_file(_contiguous(model.state_dict()), str(p)))
     groups: list[dict[str, Any]] = []
     if optimizer is not None:
         tensors, groups = _flatten_optimizer(optimizer.state_dict())
         files["optimizer"] = f"optimizer.{tag}.safetensors"
-        _atomic(folder / files["optimizer"], lambda p: save_file(tensors, str(p)))
+        replace_atomically(folder / files["optimizer"], lambda p: save_file(tensors, str(p)))
     text = json.dumps({**meta, "format": FORMAT, "param_groups": groups, "files": files},
                       indent=1, sort_keys=True)
-    _atomic(folder / META, lambda p: p.write_text(text))  # the commit
+    replace_atomically(folder / META, lambda p: p.write_text(text))  # the commit
     _remove_stale(folder, set(files.values()))
 
 
@@ -130,7 +131,3 @@ def _contiguous(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
 
 
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)

@@ -252,12 +252,13 @@ def test_a_run_killed_while_checkpointing_resumes_from_one_whole_checkpoint(
     """Killed between the writes of a checkpoint (epoch 4), the folder still holds epoch 2's
     weights, optimizer state and epoch together, so a resume continues like an uninterrupted run
     (before: epoch 4's weights with epoch 2's optimizer state and epoch)."""
-    from nas.supernet import _checkpoint
 
     task = TinyTask(tiny_graph)
     straight, result = _train(task, tmp_path / "a", epochs=6)
     _train(task, tmp_path / "b", epochs=2)
-    writes, atomic = [], _checkpoint._atomic
+    import storage.store
+
+    writes, atomic = [], storage.store.replace_atomically
 
     def killed(path, write):
         writes.append(path)
@@ -265,10 +266,10 @@ def test_a_run_killed_while_checkpointing_resumes_from_one_whole_checkpoint(
             raise KeyboardInterrupt(f"killed before writing {path.name}")
         atomic(path, write)
 
-    monkeypatch.setattr(_checkpoint, "_atomic", killed)
+    monkeypatch.setattr(storage.store, "replace_atomically", killed)
     with pytest.raises(KeyboardInterrupt):
         _train(task, tmp_path / "b", epochs=4)
-    monkeypatch.setattr(_checkpoint, "_atomic", atomic)
+    monkeypatch.setattr(storage.store, "replace_atomically", atomic)
     loaded, meta = load_supernet(tmp_path / "b")
     assert meta["epoch"] == 2
     resumed, again = _train(task, tmp_path / "b", epochs=6)
