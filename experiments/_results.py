@@ -6,11 +6,20 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def file_stem_error(option: str, name: str) -> str | None:
+    """The message for ``option``'s value ``name`` if it is not a plain file stem (a path such
+    as ``../x`` would write outside experiments/results/), else ``None``."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return None
+    return f"{option} {name!r} must be letters, digits, '_' or '-' (a file stem)"
 
 
 def positive_int(text: str) -> int:

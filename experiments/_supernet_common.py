@@ -5,10 +5,11 @@ import datetime
 import json
 import os
 import platform
-import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from experiments._results import file_stem_error
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -29,8 +30,9 @@ def machine() -> dict[str, Any]:
 
 def check_name(name: str) -> str:
     """``name`` if it is a plain file stem; a path (``../x``, ``a/b``) would write outside RESULTS."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise SystemExit(f"--name {name!r} must be letters, digits, '_' or '-' (a file stem in {RESULTS})")
+    error = file_stem_error("--name", name)
+    if error:
+        raise SystemExit(f"{error} in {RESULTS}")
     return name
 
 

@@ -15,7 +15,6 @@ architecture.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os

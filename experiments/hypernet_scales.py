@@ -11,7 +11,6 @@ Prints a table and writes ``experiments/results/hypernet_scales_<label>.md``.
 from __future__ import annotations
 
 import argparse
-import re
 import math
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from experiments._results import positive_int
+from experiments._results import file_stem_error, positive_int
 from experiments.hypernet_eval import held_out
 from experiments.train_hypernets import SETUPS
 from metanets.ghn_train import TaskBatches, accuracy, load_hypernet, predicted_model, sample_architectures
@@ -94,8 +93,8 @@ def main() -> None:
     parser.add_argument("--per-kind", type=positive_int, default=3)
     parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.label):
-        parser.error(f"--label {args.label!r} must be letters, digits, '_' or '-' (a file name suffix)")
+    if file_stem_error("--label", args.label):
+        parser.error(file_stem_error("--label", args.label))
     torch.set_num_threads(args.threads)
     hypernet = args.hypernet or f"pretrained:{args.setup}"
     text = to_markdown(args.setup, hypernet, rows(args.setup, hypernet, args.per_kind))

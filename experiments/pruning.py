@@ -33,7 +33,6 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from experiments._results import file_stem_error
 from metanets.pruning.metanet import (
     ImageLoss,
     MetanetTrainConfig,
@@ -410,8 +410,8 @@ def main() -> None:
     parser.add_argument("--name", default="pruning",
                         help="stem of the result files NAME.md / NAME.json (default pruning)")
     args = parser.parse_args()
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
-        parser.error(f"--name {args.name!r} must be letters, digits, '_' or '-' (a file stem)")
+    if file_stem_error("--name", args.name):
+        parser.error(file_stem_error("--name", args.name))
     scale = dict(SCALES["quick" if args.quick else "standard"])
     if args.gnn_steps is not None:
         if args.gnn_steps < 1:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
 from pathlib import Path
 
 from experiments._supernet_common import check_name, kendall_tau, machine, write_results

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from experiments._results import file_stem_error
 from experiments._supernet_common import machine, write_results
 
 #: settings measured when ``--settings`` is not given
@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{key} {getattr(args, key)} must be >= 1")
     if args.scratch < 0 or any(f < 0 for f in args.ft):
         parser.error("--scratch and --ft take numbers >= 0")
-    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
-        parser.error(f"--name {args.name!r} must be letters, digits, '_' or '-' (a file stem)")
+    if args.name is not None and file_stem_error("--name", args.name):
+        parser.error(file_stem_error("--name", args.name))
     import torch
 
     from nas.train import resolve_device
