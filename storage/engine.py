@@ -58,13 +58,21 @@ def parse_url(url: str | URL) -> URL:
     return parsed
 
 
+def _sqlite_file(url: URL) -> Path | None:
+    """The file of an SQLite URL (``None``: another backend, in memory, or a ``file:`` URI)."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 def _check_sqlite_folder(url: URL) -> None:
     """An SQLite file must go into an existing folder (sqlite3 says only "unable to open
     database file")."""
-    database = url.database or ""
-    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+    path = _sqlite_file(url)
+    if path is None:
         return
-    folder = Path(database).parent
+    folder = path.parent
     if not folder.is_dir():
         raise StorageURLError(
             f"storage URL {redact(url)!r}: folder {str(folder)!r} of the SQLite file does not exist"
@@ -75,11 +83,10 @@ def existing_database(url: str | URL) -> URL:
     """:func:`parse_url`, and for an SQLite file, ``FileNotFoundError`` when it does not exist:
     commands that only read a database must not create an empty one at a mistyped path."""
     parsed = parse_url(url)
-    database = parsed.database or ""
-    if (parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
-            and not database.startswith("file:") and not Path(database).is_file()):
+    path = _sqlite_file(parsed)
+    if path is not None and not path.is_file():
         raise FileNotFoundError(
-            f"no SQLite database at {database!r} ({redact(parsed)}); check --storage / --zoo"
+            f"no SQLite database at {str(path)!r} ({redact(parsed)}); check --storage / --zoo"
         )
     return parsed
 

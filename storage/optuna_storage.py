@@ -21,14 +21,14 @@ def make_optuna_storage(
 ) -> RDBStorage:
     """``RDBStorage`` for ``url`` with heartbeats and retries of trials of dead workers; on
     SQLite its connections journal as :func:`storage.engine.sqlite_journal_pragmas` says."""
-    parse_url(url)
+    parsed = parse_url(url)  # checked once; the URL object is not parsed again below
     grace = grace_period if grace_period is not None else max(GRACE_PERIOD, 2 * heartbeat_interval)
     storage = retry_schema_race(lambda: RDBStorage(
-        url, engine_kwargs=engine_kwargs(url), heartbeat_interval=heartbeat_interval,
+        url, engine_kwargs=engine_kwargs(parsed), heartbeat_interval=heartbeat_interval,
         grace_period=grace,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
     ))
-    if is_sqlite(url):
+    if is_sqlite(parsed):
         sqlalchemy.event.listen(storage.engine, "connect", sqlite_journal_pragmas)
         storage.engine.dispose()  # connections opened while creating the schema lack the pragmas
     return storage
