@@ -67,16 +67,21 @@ def test_a_space_with_convs_the_supernet_lacks_is_refused_before_any_trial(
     assert not optuna.get_all_study_summaries(sqlite_url)
 
 
+def _supernet_search(supernet: Path, storage: str, study: str, evaluator: str, trials: int, *extra: str) -> int:
+    """``metanas search`` of the random strategy over the supernet's convs (gcn, sage), trained
+    5 epochs without patience on the CPU, quietly."""
+    return main([
+        "search", "--dataset", "cora", "--evaluator", evaluator, "--supernet", str(supernet),
+        "--strategy", "random", "--convs", "gcn,sage", "--trials", str(trials), "--storage", storage,
+        "--study", study, *extra, "--epochs", "5", "--patience", "0", "--device", "cpu", "--quiet",
+    ])
+
+
 @pytest.mark.timeout(600)
 def test_supernet_search_then_final_training_from_scratch(
     cora_available, cora_supernet, sqlite_url, capsys,
 ) -> None:
-    code = main([
-        "search", "--dataset", "cora", "--evaluator", "supernet", "--supernet", str(cora_supernet),
-        "--strategy", "random", "--convs", "gcn,sage", "--trials", "3", "--storage", sqlite_url,
-        "--study", "s", "--final-train", "--epochs", "5", "--patience", "0", "--device", "cpu",
-        "--quiet",
-    ])
+    code = _supernet_search(cora_supernet, sqlite_url, "s", "supernet", 3, "--final-train")
     assert code == 0, capsys.readouterr().err
     assert "from scratch: trial" in capsys.readouterr().out
     searched = optuna.load_study(study_name="s", storage=sqlite_url)
@@ -89,12 +94,7 @@ def test_supernet_search_then_final_training_from_scratch(
     assert trained.depth == 1 and trained.layers[0].width == 64  # the mapped (scored) architecture
     assert 0.0 < trial.user_attrs["test_acc"] <= 1.0
     # the three best, each trained once: the earlier one is reused, the best by val comes first
-    code = main([
-        "search", "--dataset", "cora", "--evaluator", "supernet", "--supernet", str(cora_supernet),
-        "--strategy", "random", "--convs", "gcn,sage", "--trials", "3", "--storage", sqlite_url,
-        "--study", "s", "--final-train", "3", "--epochs", "5", "--patience", "0", "--device", "cpu",
-        "--quiet",
-    ])
+    code = _supernet_search(cora_supernet, sqlite_url, "s", "supernet", 3, "--final-train", "3")
     assert code == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("from scratch")]
     trials = final.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -110,12 +110,8 @@ def test_supernet_search_then_final_training_from_scratch(
 def test_refine_re_scores_the_best_and_final_training_takes_the_best_of_those(
     cora_available, cora_supernet, sqlite_url, capsys,
 ) -> None:
-    code = main([
-        "search", "--dataset", "cora", "--evaluator", "supernet:ft0", "--supernet", str(cora_supernet),
-        "--strategy", "random", "--convs", "gcn,sage", "--trials", "6", "--storage", sqlite_url,
-        "--study", "r", "--refine", "3", "--refine-evaluator", "supernet:ft2", "--final-train",
-        "--epochs", "5", "--patience", "0", "--device", "cpu", "--quiet",
-    ])
+    code = _supernet_search(cora_supernet, sqlite_url, "r", "supernet:ft0", 6, "--refine", "3",
+                            "--refine-evaluator", "supernet:ft2", "--final-train")
     assert code == 0, capsys.readouterr().err
     assert "re-scored the" in capsys.readouterr().out
     searched = optuna.load_study(study_name="r", storage=sqlite_url)
