@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from experiments._results import positive_int
 from experiments.train_hypernets import SETUPS
 from metanets.ghn_train import (
     TaskBatches,
@@ -41,6 +42,7 @@ from metanets.ghn_train import (
 from nas.tasks import load_task
 from nas.train import TrainConfig, seed_everything, train_model
 from search_spaces import get_space
+from storage.store import replace_atomically
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -54,12 +56,20 @@ PLAN: dict[str, tuple[dict[str, int], int, dict[str, Any]]] = {
     "cnn-mnist": ({"in-range": 8, "deeper": 8, "wider": 8}, 10, {"train_fraction": 0.2}),
 }
 
+#: setup -> options of the space that held-out architectures are drawn from, where the GHN's
+#: training range is the whole default space (the CNN GHN trains on 1-3 blocks of <= 16
+#: channels; deeper means 4 blocks, wider a 32-channel layer)
+HELD_OUT_SPACE: dict[str, dict[str, Any]] = {
+    "gnn-cora": {},
+    "cnn-mnist": {"max_depth": 4, "widths": (4, 8, 16, 32)},
+}
+
 
 def held_out(name: str) -> list[tuple[str, Any]]:
     space_name, _, config = SETUPS[name]
-    space = get_space(space_name)
-    pool = sample_architectures(space, config.pool_size, config.seed,
+    pool = sample_architectures(get_space(space_name), config.pool_size, config.seed,
                                 max_depth=config.max_depth, max_width=config.max_width)
+    space = get_space(space_name, **HELD_OUT_SPACE[name])
     exclude = {a.arch_hash for a in pool}
     seen = {structure_key(space, a) for a in pool}  # same network, other lr: seen as well
     counts = PLAN[name][0]
@@ -202,7 +212,7 @@ def write_md(record: dict[str, Any]) -> None:
                   f"{section['load_at_start']}; date {section['date']}; GHN `{section['hypernet']}`; "
                   f"training epochs {section['epochs']}"
                   f"{_overrides(section.get('train_overrides'))}.", "",
-                  f"Command: `{section['command']}`", "",
+                  f"Command: `{section['command']}`", *_baselines_line(section.get("baselines")), "",
                   "| held-out | n | predicted (no training) | random init | trained | predicted/trained "
                   "| Kendall tau | epochs to 95% random (mean/median) | predicted (mean/median) | "
                   "trained from predicted |",
@@ -225,6 +235,14 @@ def write_md(record: dict[str, Any]) -> None:
     (RESULTS / "hypernet_eval.md").write_text("\n".join(lines))
 
 
+def _baselines_line(baselines: dict[str, Any] | None) -> list[str]:
+    if not baselines:
+        return []
+    return ["", f"References (random init, trained) from `{baselines['file']}`: command "
+                f"`{baselines['command']}`, date {baselines['date']}, load at start "
+                f"{baselines['load_at_start']}."]
+
+
 def _overrides(overrides: dict[str, Any] | None) -> str:
     return "".join(f", {k} {v}" for k, v in (overrides or {}).items())
 
@@ -233,18 +251,78 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", required=True, choices=list(PLAN))
     parser.add_argument("--hypernet", default=None, help="default pretrained:<setup>")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument(
+        "--baselines", type=Path, default=None,
+        help="JSON file of the held-out architectures' references (random init, SGD-trained): "
+             "written by --baselines-only, reused otherwise, so a new GHN is scored without "
+             "retraining them (and the references can train while the GHN does)")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="train the references into --baselines (resumable) and stop")
     args = parser.parse_args()
+    if args.baselines_only and args.baselines is None:
+        parser.error("--baselines-only needs --baselines FILE")
+    if not args.baselines_only and args.baselines is not None and not args.baselines.is_file():
+        parser.error(f"--baselines {args.baselines} not found (write it with --baselines-only)")
     torch.set_num_threads(args.threads)
+    archs = held_out(args.setup)
+    if args.baselines_only:
+        write_baselines(args.setup, archs, args.baselines, _header(args))
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     hypernet = args.hypernet or f"pretrained:{args.setup}"
     header = _header(args)
+    stored: dict[str, Any] = {}
+    if args.baselines is not None:
+        try:
+            stored, header["baselines"] = read_baselines(args.setup, archs, args.baselines)
+        except ValueError as error:
+            parser.error(str(error))
     rows: dict[str, Any] = {}
-    for kind, arch in held_out(args.setup):
-        rows.update(run_baseline(args.setup, [(kind, arch)]))
+    for kind, arch in archs:
+        if arch.arch_hash in stored:
+            rows[arch.arch_hash] = stored[arch.arch_hash]
+        else:
+            rows.update(run_baseline(args.setup, [(kind, arch)]))
         run_ghn(args.setup, {arch.arch_hash: rows[arch.arch_hash]}, hypernet)
         _write(args.setup, header, hypernet, rows)  # after every architecture
     print(json.dumps(summarise(rows), indent=1))
+
+
+def write_baselines(name: str, archs: list[tuple[str, Any]], path: Path,
+                    header: dict[str, Any]) -> None:
+    """Train the references of ``archs`` into ``path``, one architecture at a time; those
+    already in the file (an interrupted run) are kept."""
+    record = _baselines_record(name, path, header)
+    for kind, arch in archs:
+        if arch.arch_hash not in record["rows"]:
+            record["rows"].update(run_baseline(name, [(kind, arch)]))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            replace_atomically(path, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def read_baselines(name: str, archs: list[tuple[str, Any]],
+                   path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored references of ``archs`` and how they were made; refuses a file written for
+    another setup, training plan or set of held-out architectures."""
+    record = _baselines_record(name, path, {})
+    wanted = {arch.arch_hash for _, arch in archs}
+    foreign = sorted(record["rows"][h]["short"] for h in set(record["rows"]) - wanted)
+    if foreign:
+        raise ValueError(f"--baselines {path} holds architectures that are not held out for "
+                         f"{name!r}: {foreign[:3]}")
+    return record["rows"], {"file": str(path), **record["header"]}
+
+
+def _baselines_record(name: str, path: Path, header: dict[str, Any]) -> dict[str, Any]:
+    plan = {"setup": name, "epochs": PLAN[name][1], "train_overrides": PLAN[name][2]}
+    if not path.is_file():
+        return {**plan, "header": header, "rows": {}}
+    record = json.loads(path.read_text())
+    found = {key: record.get(key) for key in plan}
+    if found != json.loads(json.dumps(plan)):
+        raise ValueError(f"--baselines {path} was written for {found}, not {plan}")
+    return record
 
 
 def _write(name: str, header: dict[str, Any], hypernet: str, rows: dict[str, Any]) -> None:

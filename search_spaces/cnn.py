@@ -1,11 +1,12 @@
 """A space of small image CNNs, made to train model zoos (networks whose weights a metanetwork
 reads, see :mod:`metanets.zoo`).
 
-An architecture is 1-3 convolutional blocks ``conv -> norm -> activation (+ residual) -> pool``
-followed by global average pooling and one linear classifier, together with the training
-hyper-parameters a zoo varies: Adam learning rate, weight decay and the fraction of the training
-images used. The number of epochs is varied by checkpointing every run at several epochs
-(``TrainConfig.checkpoint_epochs``), and the seed by the trial number.
+An architecture is 1-4 convolutional blocks ``conv -> norm -> activation (+ residual) -> pool``
+(the space samples 1-3 unless given ``max_depth=4``), followed by global average pooling and one
+linear classifier, together with the training hyper-parameters a zoo varies: Adam learning
+rate, weight decay and the fraction of the training images used. The number of epochs is
+varied by checkpointing every run at several epochs (``TrainConfig.checkpoint_epochs``), and
+the seed by the trial number.
 
 Only plain ``torch.nn`` modules (``Conv2d``, ``BatchNorm2d``, activations, residual ``+``,
 ``MaxPool2d``, ``AdaptiveAvgPool2d``, ``Linear``) so that :func:`metanets.graphs.to_parameter_graph`
@@ -34,7 +35,8 @@ NORMS: tuple[str, ...] = ("none", "batch")
 TRAIN_FRACTIONS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
 LR_RANGE: tuple[float, float] = (3e-4, 3e-2)            # log-uniform
 WEIGHT_DECAY_RANGE: tuple[float, float] = (1e-6, 1e-2)  # log-uniform
-MAX_DEPTH = 3
+MAX_DEPTH = 4          # most blocks of an architecture (28-pixel MNIST pools to 3x3 by the 4th)
+DEFAULT_MAX_DEPTH = 3  # most blocks the space samples unless given ``max_depth``
 
 _ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU,
@@ -103,7 +105,7 @@ class CNNSpace(SearchSpace):
     kernel_sizes=(3,), activations=("relu",), norms=("none",), residuals=(False,)``).
 
     Args:
-        max_depth: most conv blocks (1..3).
+        max_depth: most conv blocks (1..4; default 3).
         widths: channel counts to choose from per block.
         train_fractions: training-data fractions to choose from.
         min_depth: fewest conv blocks.
@@ -114,7 +116,7 @@ class CNNSpace(SearchSpace):
     levels = ("image",)
 
     def __init__(
-        self, max_depth: int = MAX_DEPTH, widths: tuple[int, ...] = WIDTHS,
+        self, max_depth: int = DEFAULT_MAX_DEPTH, widths: tuple[int, ...] = WIDTHS,
         train_fractions: tuple[float, ...] = TRAIN_FRACTIONS, min_depth: int = 1,
         kernel_sizes: tuple[int, ...] = KERNELS, activations: tuple[str, ...] = ACTIVATIONS,
         norms: tuple[str, ...] = NORMS, residuals: tuple[bool, ...] = (False, True),

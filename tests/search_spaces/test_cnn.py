@@ -29,7 +29,7 @@ def test_residual_blocks_project_when_widths_change() -> None:
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"widths": ()}, "widths"), ({"widths": (4, 4, 4, 4)}, "widths"),
+    ({"widths": ()}, "widths"), ({"widths": (4, 4, 4, 4, 4)}, "widths"),
     ({"kernel_size": 4}, r"kernel_size 4 is not among the choices \[3, 5\]"),
     ({"activation": "swish"}, "activation 'swish'"), ({"norm": "layer"}, "norm"),
     ({"train_fraction": 0.0}, "train_fraction"), ({"lr": -1.0}, "lr"),
