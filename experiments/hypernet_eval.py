@@ -212,7 +212,8 @@ def write_md(record: dict[str, Any]) -> None:
                   f"{section['load_at_start']}; date {section['date']}; GHN `{section['hypernet']}`; "
                   f"training epochs {section['epochs']}"
                   f"{_overrides(section.get('train_overrides'))}.", "",
-                  f"Command: `{section['command']}`", *_baselines_line(section.get("baselines")), "",
+                  f"Command: `{section['command']}`",
+                  *_baselines_line(section.get("baselines")), "",
                   "| held-out | n | predicted (no training) | random init | trained | predicted/trained "
                   "| Kendall tau | epochs to 95% random (mean/median) | predicted (mean/median) | "
                   "trained from predicted |",
