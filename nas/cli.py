@@ -635,7 +635,7 @@ def _add_metanet(commands: Any) -> None:
 def cmd_metanet_train(args: argparse.Namespace) -> int:
     from metanets.accuracy import FitConfig, train_accuracy_predictor
     from metanets.gmn import save_gmn
-    from metanets.zoo import Zoo, load_zoo
+    from metanets.zoo import load_zoo
     from storage import existing_database
 
     from metanets.probes import PROBE_INITS, task_probe_inputs
@@ -646,10 +646,8 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
     if args.probe_init not in PROBE_INITS:
         raise UsageError(f"--probe-init {args.probe_init!r} is not among {list(PROBE_INITS)}")
-    zoo = Zoo([])
-    for study in args.study:
-        zoo = zoo + load_zoo(args.zoo, study, checkpoints=not args.no_checkpoints,
-                             kernel_width=args.kernel_width, keep_state_dicts=bool(args.probes))
+    zoo = load_zoo(args.zoo, args.study, checkpoints=not args.no_checkpoints,
+                   kernel_width=args.kernel_width, keep_state_dicts=bool(args.probes))
     levels = sorted({entry.level for entry in zoo})
     if args.probes and levels != ["image"]:
         raise UsageError(f"--probes needs a zoo of image networks; this one holds {levels} "
