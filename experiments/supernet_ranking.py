@@ -30,6 +30,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from experiments._results import positive_int
 from experiments._supernet_common import check_name, kendall_tau, machine, write_results
 
 
@@ -207,24 +208,24 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="cora")
     p.add_argument("--space", default="gnn", choices=["gnn", "nasbench-graph"])
-    p.add_argument("--archs", type=int, default=50)
+    p.add_argument("--archs", type=positive_int, default=50)
     p.add_argument("--supernet", default=None,
                    help="checkpoint folder (trained/resumed there; default: a folder of "
                         "$METANAS_CACHE/supernet_ranking named by the space, the dataset, the "
                         "supernet options and the training settings, so other settings train "
                         "another supernet)")
-    p.add_argument("--supernet-epochs", type=int, default=500)
-    p.add_argument("--max-depth", type=int, default=2)
+    p.add_argument("--supernet-epochs", type=positive_int, default=500)
+    p.add_argument("--max-depth", type=positive_int, default=2)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="supernet option as in `metanas supernet train --option`, e.g. dropouts=0.5, split=norm")
-    p.add_argument("--epochs", type=int, default=200, help="from-scratch epochs (the train evaluator's default)")
+    p.add_argument("--epochs", type=positive_int, default=200, help="from-scratch epochs (the train evaluator's default)")
     p.add_argument("--patience", type=int, default=50, help="from-scratch early-stopping patience")
     p.add_argument("--ref-seeds", type=int, nargs="+", default=[0], metavar="SEED",
                    help="training seeds of the from-scratch reference; the reference is their mean")
     p.add_argument("--variants", type=int, nargs="+", default=[0], metavar="FT",
                    help="inherited-weight scorers to compare: fine-tuning epochs of each (0: none)")
-    p.add_argument("--refine-top", type=int, default=None, metavar="N",
+    p.add_argument("--refine-top", type=positive_int, default=None, metavar="N",
                    help="score every architecture with the first variant, the other variants only "
                         "the N best by it (what a two-fidelity search re-scores)")
     p.add_argument("--reuse-reference", default=None, metavar="NAME",
@@ -244,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="re-score the rows of result NAME with inherited weights only (evaluator variants)")
     p.add_argument("--finetune-epochs", type=int, nargs="+", default=[0],
                    help="with --rescore: fine-tuning epochs to compare")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: best on a shared CPU)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (1: best on a shared CPU)")
     return p
 
 

@@ -31,6 +31,11 @@ CASES = [
     ("train_speed", ["--archs", "0"], "0"),
     ("zero_cost", ["bench", "--archs", "0"], "0"),
     ("nasbench_graph", ["--seeds", "0"], "0"),
+    ("nasbench_graph_fidelity", ["--archs", "0"], "0"),  # a traceback after loading the table
+    ("nasbench_graph_fidelity", ["--epochs", "0"], "0"),  # silently the benchmark's epochs
+    ("nasbench_graph_fidelity", ["--workers", "0"], "0"),
+    ("supernet_ranking", ["--archs", "0"], "0"),  # a traceback after training the supernet
+    ("supernet_ranking", ["--supernet-epochs", "0"], "0"),
     ("nasbench_graph", ["--budgets", "5,0", "--seeds", "1", "--strategies", "random",
                         "--datasets", "cora", "--processes", "1"], "0"),
 ]
@@ -47,7 +52,8 @@ def test_bad_argument_exits_2_naming_it_before_any_work(script, argv, value, tmp
     for name in WORK:
         if hasattr(module, name):
             monkeypatch.setattr(module, name, _work_started)
-    extra = ["--out", str(tmp_path / "out")] if script == "nasbench_graph" else []
+    writes_out = script in ("nasbench_graph", "nasbench_graph_fidelity")  # not experiments/results
+    extra = ["--out", str(tmp_path / "out")] if writes_out else []
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv, *extra])
     with pytest.raises(SystemExit) as exit_:
         module.main()
