@@ -30,7 +30,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from experiments._results import positive_int
+from experiments._results import positive_int, resolved_name
 from experiments._supernet_common import check_name, kendall_tau, machine, write_results
 
 
@@ -205,8 +205,10 @@ def _table(arch, dataset: str):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from nas.tasks import resolve_dataset
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="cora")
+    p.add_argument("--dataset", type=resolved_name(resolve_dataset), default="cora")
     p.add_argument("--space", default="gnn", choices=["gnn", "nasbench-graph"])
     p.add_argument("--archs", type=positive_int, default=50)
     p.add_argument("--supernet", default=None,
