@@ -8,8 +8,11 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,6 +39,26 @@ def positive_int(text: str) -> int:
 def positive_ints(text: str) -> list[int]:
     """An argparse ``type``: comma-separated counts, each >= 1."""
     return [positive_int(part) for part in text.split(",")]
+
+
+def resolved_name(resolve: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` of a name: ``resolve(text)``, e.g. ``nas.tasks.resolve_dataset``
+    (the canonical name); the ``ValueError`` of an unknown name, which names it and the choices,
+    becomes a usage error (exit 2, one line) instead of a traceback once the run started."""
+
+    def parse(text: str) -> T:
+        try:
+            return resolve(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def resolved_names(resolve: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """An argparse ``type``: comma-separated names, each as :func:`resolved_name`."""
+    one = resolved_name(resolve)
+    return lambda text: [one(part) for part in text.split(",")]
 
 
 def machine() -> dict[str, Any]:

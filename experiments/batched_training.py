@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from experiments._results import positive_int, positive_ints, write_results
-from nas.tasks import load_task
+from experiments._results import positive_int, positive_ints, resolved_name, write_results
+from nas.tasks import load_task, resolve_dataset
 from nas.train import TrainConfig, seed_everything, train_model
 from search_spaces.gnn import GNN, GNNArchitecture, GNNSpace, LayerSpec
 from search_spaces.static_graph import StaticGraph, input_dropout, sparse_features, sparse_linear
@@ -221,7 +221,7 @@ def measure(space: GNNSpace, task: Any, widths: tuple[int, ...], k: int, epochs:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="cora")
+    parser.add_argument("--dataset", type=resolved_name(resolve_dataset), default="cora")
     parser.add_argument("--widths", type=positive_ints, default="16,64,256", help="hidden widths (two GCN layers each)")
     parser.add_argument("--members", type=positive_ints, default="1,2,4,8", help="group sizes K")
     parser.add_argument("--threads", type=positive_ints, default="1,2", help="torch intra-op thread counts")

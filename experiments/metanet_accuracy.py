@@ -51,6 +51,10 @@ def depth_of(arch: dict[str, Any]) -> int:
     return len(arch["widths"]) if "widths" in arch else len(arch["layers"])
 
 
+#: splits of a zoo: by training run (in distribution) or by depth (out of distribution)
+SPLITS = ("id", "ood")
+
+
 def make_split(zoo: Zoo, kind: str, seed: int) -> dict[str, list[int]]:
     if kind == "id":
         return split_by_run(zoo, (0.7, 0.1, 0.2), seed=seed)
@@ -58,7 +62,7 @@ def make_split(zoo: Zoo, kind: str, seed: int) -> dict[str, list[int]]:
         deepest = max(depth_of(e.architecture) for e in zoo)
         cut = 2 if deepest >= 3 else deepest - 1
         return split_by_architecture(zoo, lambda a: depth_of(a) > cut, val_fraction=0.1, seed=seed)
-    raise ValueError(f"split {kind!r} is not among ['id', 'ood']")
+    raise ValueError(f"split {kind!r} is not among {list(SPLITS)}")
 
 
 def scores(pred: np.ndarray, zoo: Zoo) -> dict[str, float]:
@@ -278,7 +282,7 @@ def main() -> None:
     parser.add_argument("--zoo", help="storage URL")
     parser.add_argument("--study", help="zoo / study name")
     parser.add_argument("--label", help="name of this zoo in the table")
-    parser.add_argument("--splits", nargs="+", default=["id", "ood"])
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=32)

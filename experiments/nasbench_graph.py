@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from experiments._results import positive_int, positive_ints  # noqa: E402
+from experiments._results import positive_int, positive_ints, resolved_names  # noqa: E402
 
 DATASETS = ("cora", "citeseer", "pubmed", "cs", "physics", "photo", "computers", "arxiv")
 #: datasets strategies may be tuned on; the others are for acceptance only
@@ -248,9 +248,12 @@ def markdown(table: dict[str, Any], budgets: tuple[int, ...], meta: dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nas.samplers import strategy_name
+    from search_spaces.nasbench_graph import benchmark_dataset
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--strategies", type=resolved_names(strategy_name), default=",".join(STRATEGIES))
+    parser.add_argument("--datasets", type=resolved_names(benchmark_dataset), default=",".join(DATASETS))
     parser.add_argument("--seeds", type=positive_int, default=20)
     parser.add_argument("--budgets", type=positive_ints, default="50,100,200")
     parser.add_argument("--processes", type=positive_int, default=2)
@@ -267,12 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only tabulate the test accuracy of the top validation ranks")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-
-    from nas.samplers import strategy_name
-    from search_spaces.nasbench_graph import benchmark_dataset
-
-    strategies = [strategy_name(s) for s in args.strategies.split(",")]
-    datasets = [benchmark_dataset(d) for d in args.datasets.split(",")]
+    strategies, datasets = args.strategies, args.datasets
     budgets = tuple(sorted(args.budgets))
     fewer = {k: int(v) for k, v in (p.split("=") for p in args.seeds_for.split(",") if p)}
     capped = {k: int(v) for k, v in (p.split("=") for p in args.max_budget_for.split(",") if p)}

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments._results import positive_int
+
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "nasbench_graph_fidelity"
 #: the benchmark's tuning datasets (the only ones we may tune on)
@@ -38,15 +40,15 @@ TUNING_DATASETS = ("cora", "citeseer", "pubmed")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="cora", choices=TUNING_DATASETS)
-    p.add_argument("--archs", type=int, default=30, help="architectures (one per stratum)")
+    p.add_argument("--archs", type=positive_int, default=30, help="architectures (one per stratum)")
     p.add_argument("--seed", type=int, default=0, help="architecture choice and training seed")
     p.add_argument("--train-seed", type=int, default=None,
                    help="training seed when it differs from --seed (same architectures)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="training epochs (default: the benchmark's for the dataset)")
-    p.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
-    p.add_argument("--workers", type=int, default=1, help="architectures trained at once")
+    p.add_argument("--eval-every", type=positive_int, default=1, help="epochs between validations")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads per worker")
+    p.add_argument("--workers", type=positive_int, default=1, help="architectures trained at once")
     p.add_argument("--indices", default=None,
                    help="train only these chosen architectures: START:STOP or I,J,K")
     p.add_argument("--divergence", choices=("drop", "best"), default="best",

@@ -54,12 +54,12 @@ def main() -> None:
         raise SystemExit(f"--budgets {args.budgets} and --draws {args.draws} must be >= 1")
     info = machine()
     sources = [json.loads((RESULTS / f"{name}.json").read_text()) for name in args.rows]
+    error = _scorer_error(args, [row for source in sources for row in source["rows"]])
+    if error:
+        p.error(error)
     pools = [_pool(source, args.variant, args.refine) for source in sources]
     if any(pool.keys() != pools[0].keys() for pool in pools):
         raise SystemExit(f"--rows {args.rows}: not the same architectures in every file")
-    if args.refine is not None and not any("refine" in r for pool in pools for r in pool.values()):
-        raise SystemExit(f"--refine {args.refine}: the rows have variants "
-                         f"{sorted({v for r in sources[0]['rows'] for v in r.get('variants', {})})}")
     if any(k < 1 for k in args.top_k):
         raise SystemExit(f"--top-k must be >= 1, got {args.top_k}")
     cascades = [_fractions(text) for text in args.cascade]
@@ -108,6 +108,20 @@ def main() -> None:
             f"{r['difference_points']:+.2f} ± {r['difference_sd']:.2f} | {r['within_half_point']}/{r['draws']} |"
         )
     write_results(args.name, payload, "\n".join(md) + "\n")
+
+
+def _scorer_error(args: argparse.Namespace, rows: list[dict]) -> str | None:
+    """Why ``--variant`` or ``--refine`` names no scorer of the ranking rows, naming the ones
+    they have (``--variant`` scored every row; ``--refine`` at least the best), else ``None``."""
+    scored = [set(row.get("variants", {})) for row in rows]
+    everywhere = set.intersection(*scored) if scored else set()
+    anywhere = set().union(*scored)
+    if args.variant is not None and args.variant not in everywhere:
+        return (f"--variant {args.variant!r} is not a scorer of every row of --rows {args.rows}; "
+                f"those are {sorted(everywhere)}")
+    if args.refine is not None and args.refine not in anywhere:
+        return f"--refine {args.refine!r} is not a scorer of --rows {args.rows}; they have {sorted(anywhere)}"
+    return None
 
 
 def _fractions(text: str) -> tuple[float, float]:

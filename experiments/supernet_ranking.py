@@ -1,7 +1,9 @@
 """Ranking quality of the supernet: inherited-weight accuracy against from-scratch accuracy.
 
 ``--space gnn`` on a node task (default Cora): trains a supernet with SPOS (or reuses ``--supernet``;
-``--option KEY=VALUE`` as in ``metanas supernet train``), draws ``--archs`` architectures uniformly
+``--option KEY=VALUE`` as in ``metanas supernet train``; without ``--supernet`` it is trained, and
+resumed, in a folder of ``$METANAS_CACHE/supernet_ranking`` named by every setting that determines
+it, see :func:`supernet_folder`), draws ``--archs`` architectures uniformly
 from the supernet's covered sub-space (seeded by ``--arch-seed``; lr and weight decay fixed at
 5e-3 / 5e-4), scores each with inherited weights (BatchNorm recalibrated, then fine-tuned for each
 of ``--variants`` epochs) and trains each from scratch with the ``train`` evaluator once per
@@ -21,10 +23,14 @@ from scratch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import random
 from pathlib import Path
+from typing import Any
 
+from experiments._results import positive_int, resolved_name
 from experiments._supernet_common import check_name, kendall_tau, machine, write_results
 
 
@@ -49,11 +55,14 @@ def main() -> None:
     task = load_task(args.dataset)
     options = {"max_depth": args.max_depth, "widths": (args.width,)} if args.space == "gnn" else {}
     options.update(parse_options(args.option))
-    folder = Path(args.supernet or f"/tmp/metanas-supernet-{args.space}-{args.dataset}-{args.seed}")
     supernet = build_supernet(args.space, task, **options)
     config = SupernetTrainConfig(
         epochs=args.supernet_epochs, seed=args.seed, device=args.device, sampling=args.sampling,
     )
+    folder = Path(args.supernet) if args.supernet else supernet_folder(
+        args.space, task.name, supernet.config(), dataclasses.asdict(config))
+    args.supernet_folder = str(folder)
+    print(f"supernet folder: {folder}", flush=True)
     trained = train_supernet(supernet, task, config, out=folder)
     args.supernet_repr = repr(supernet)
     print(f"supernet: {trained.epochs} epochs in {trained.seconds:.1f}s ({supernet})", flush=True)
@@ -93,6 +102,20 @@ def main() -> None:
             print(f"[refine {j + 1}/{args.refine_top}] {arch.short():40s} "
                   + " ".join(f"ft{ft} {row['variants'][str(ft)]['val']:.3f}" for ft in later), flush=True)
     _report(args, info, trained, rows)
+
+
+def supernet_folder(space: str, dataset: str, supernet: dict[str, Any], train: dict[str, Any]) -> Path:
+    """The folder a supernet is trained (and resumed) in when no ``--supernet`` is given: in
+    ``$METANAS_CACHE/supernet_ranking`` (see :func:`nas.tasks.cache_dir`), named by the space, the
+    dataset and a digest of the supernet's options and its training settings (epochs, seed,
+    sampling, device...). A run with other settings trains a supernet of its own instead of
+    resuming, or silently reusing, one trained otherwise (one fixed /tmp folder per space, dataset
+    and seed did)."""
+    from nas.tasks import cache_dir
+
+    settings = json.dumps({"supernet": supernet, "train": train}, sort_keys=True, default=str)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
+    return cache_dir() / "supernet_ranking" / f"{space}-{dataset}-{digest}"
 
 
 def _reference_runs(name: str) -> dict:
@@ -182,23 +205,29 @@ def _table(arch, dataset: str):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from nas.tasks import resolve_dataset
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="cora")
+    p.add_argument("--dataset", type=resolved_name(resolve_dataset), default="cora")
     p.add_argument("--space", default="gnn", choices=["gnn", "nasbench-graph"])
-    p.add_argument("--archs", type=int, default=50)
-    p.add_argument("--supernet", default=None, help="checkpoint folder (trained/resumed there)")
-    p.add_argument("--supernet-epochs", type=int, default=500)
-    p.add_argument("--max-depth", type=int, default=2)
+    p.add_argument("--archs", type=positive_int, default=50)
+    p.add_argument("--supernet", default=None,
+                   help="checkpoint folder (trained/resumed there; default: a folder of "
+                        "$METANAS_CACHE/supernet_ranking named by the space, the dataset, the "
+                        "supernet options and the training settings, so other settings train "
+                        "another supernet)")
+    p.add_argument("--supernet-epochs", type=positive_int, default=500)
+    p.add_argument("--max-depth", type=positive_int, default=2)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="supernet option as in `metanas supernet train --option`, e.g. dropouts=0.5, split=norm")
-    p.add_argument("--epochs", type=int, default=200, help="from-scratch epochs (the train evaluator's default)")
+    p.add_argument("--epochs", type=positive_int, default=200, help="from-scratch epochs (the train evaluator's default)")
     p.add_argument("--patience", type=int, default=50, help="from-scratch early-stopping patience")
     p.add_argument("--ref-seeds", type=int, nargs="+", default=[0], metavar="SEED",
                    help="training seeds of the from-scratch reference; the reference is their mean")
     p.add_argument("--variants", type=int, nargs="+", default=[0], metavar="FT",
                    help="inherited-weight scorers to compare: fine-tuning epochs of each (0: none)")
-    p.add_argument("--refine-top", type=int, default=None, metavar="N",
+    p.add_argument("--refine-top", type=positive_int, default=None, metavar="N",
                    help="score every architecture with the first variant, the other variants only "
                         "the N best by it (what a two-fidelity search re-scores)")
     p.add_argument("--reuse-reference", default=None, metavar="NAME",
@@ -218,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="re-score the rows of result NAME with inherited weights only (evaluator variants)")
     p.add_argument("--finetune-epochs", type=int, nargs="+", default=[0],
                    help="with --rescore: fine-tuning epochs to compare")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: best on a shared CPU)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (1: best on a shared CPU)")
     return p
 
 

@@ -44,9 +44,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from experiments._results import positive_int  # noqa: E402
-from nas.proxies import PROXIES, proxy_batches  # noqa: E402
-from nas.tasks import load_task  # noqa: E402
+from experiments._results import positive_int, resolved_name  # noqa: E402
+from nas.proxies import PROXIES, proxy_batches, proxy_name  # noqa: E402
+from nas.samplers import strategy_name  # noqa: E402
+from nas.samplers._prescreen import check_veto_quantile, resolve_rule  # noqa: E402
+from nas.tasks import load_task, resolve_dataset  # noqa: E402
 from nas.train import seed_everything  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
@@ -126,9 +128,6 @@ def run_bench(args: argparse.Namespace) -> None:
     cache["runs"].append(machine())
     deadline = time.monotonic() + 60 * args.max_minutes
     proxies = [p for p in PROXY_ORDER if p not in args.skip]
-    if set(args.recompute) - set(proxies):
-        raise ValueError(f"--recompute {sorted(set(args.recompute) - set(proxies))} are skipped "
-                         f"or unknown; proxies of this run: {proxies}")
     for i, arch in enumerate(archs):
         if time.monotonic() > deadline:
             print(f"time budget used after {i} architectures", flush=True)
@@ -285,8 +284,6 @@ def run_prescreen(args: argparse.Namespace) -> None:
 def rule_suffix(args: argparse.Namespace) -> str:
     """Run-name part of the pre-screen rule: empty for "best" (the first runs' names), else
     ``_veto<percent>``."""
-    from nas.samplers._prescreen import check_veto_quantile, resolve_rule
-
     if resolve_rule(args.rule) == "best":
         return ""
     return f"_veto{100 * check_veto_quantile(args.veto_quantile):g}"
@@ -528,37 +525,56 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def signed_proxy(text: str) -> str:
+    """``--proxy``: a proxy name in any spelling made canonical, a leading '-' (rank by the
+    negation) kept; ``ValueError`` naming the proxies otherwise."""
+    sign = "-" if text.startswith("-") else ""
+    return sign + proxy_name(text[len(sign):])
+
+
+def veto_quantile(text: str) -> float:
+    """``--veto-quantile``: a number strictly between 0 and 1."""
+    return check_veto_quantile(float(text))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=["bench", "trained", "prescreen", "report"])
-    parser.add_argument("--dataset", default="cora")
+    dataset = resolved_name(resolve_dataset)
+    proxy = resolved_name(proxy_name)
+    parser.add_argument("--dataset", type=dataset, default="cora")
     parser.add_argument("--archs", type=positive_int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip", nargs="*", default=[], help="proxies to leave out")
-    parser.add_argument("--recompute", nargs="*", default=[],
+    parser.add_argument("--skip", nargs="*", type=proxy, default=[], help="proxies to leave out")
+    parser.add_argument("--recompute", nargs="*", type=proxy, default=[],
                         help="bench: score these proxies again on cells that cached them before "
                              "(once per cell: a resumed run does not redo them)")
     parser.add_argument("--max-minutes", type=float, default=60.0)
     parser.add_argument("--epochs", type=positive_int, default=100, help="trained: most epochs")
     parser.add_argument("--patience", type=int, default=20, help="trained: early-stopping patience")
-    parser.add_argument("--strategy", default="tpe", help="prescreen: base strategy")
-    parser.add_argument("--proxy", default="naswot",
+    parser.add_argument("--strategy", type=resolved_name(strategy_name), default="tpe",
+                        help="prescreen: base strategy")
+    parser.add_argument("--proxy", type=resolved_name(signed_proxy), default="naswot",
                         help="prescreen: the proxy; a leading '-' ranks by its negation")
-    parser.add_argument("--proxy-dataset", default=None, help="prescreen: data for the proxy")
+    parser.add_argument("--proxy-dataset", type=dataset, default=None, help="prescreen: data for the proxy")
     parser.add_argument("--transfer", type=int, default=0,
                         help="prescreen: warm-start both arms with the K best cells of the other "
                              "tuning datasets' tables (as experiments/nasbench_graph.py --transfer)")
     parser.add_argument("--k", type=positive_int, default=5, help="prescreen: proposals per trial")
-    parser.add_argument("--rule", default="best",
+    parser.add_argument("--rule", type=resolved_name(resolve_rule), default="best",
                         help="prescreen: best (top proxy of --k) or veto (the strategy's order, "
                              "minus candidates in the proxy's low tail)")
-    parser.add_argument("--veto-quantile", type=float, default=0.25,
+    parser.add_argument("--veto-quantile", type=resolved_name(veto_quantile), default=0.25,
                         help="prescreen --rule veto: quantile of a random sample's proxy below "
                              "which a candidate is removed")
     parser.add_argument("--seeds", type=positive_int, default=20)
     parser.add_argument("--queries", type=positive_int, default=100)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    skipped = sorted(set(args.recompute) & set(args.skip))
+    if skipped:
+        parser.error(f"--recompute {skipped} are skipped; proxies of this run: "
+                     f"{[p for p in PROXY_ORDER if p not in args.skip]}")
     if args.threads:
         torch.set_num_threads(args.threads)
     {"bench": run_bench, "trained": run_trained, "prescreen": run_prescreen,

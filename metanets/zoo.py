@@ -185,7 +185,7 @@ def fill_parameter_graph(template: Data, state_dict: dict[str, Tensor]) -> Data:
 
 
 def load_zoo(
-    store: ModelStore | str, study: str, *, checkpoints: bool = True,
+    store: ModelStore | str, study: str | Sequence[str], *, checkpoints: bool = True,
     limit: int | None = None, kernel_width: int = 9, keep_state_dicts: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> Zoo:
@@ -193,32 +193,55 @@ def load_zoo(
 
     Args:
         store: a :class:`storage.ModelStore` or its storage URL.
-        study: study (zoo) name.
+        study: study (zoo) name, or several: one zoo of their networks, in the names' order.
         checkpoints: one entry per stored checkpoint epoch when the study has checkpoints (a
             zoo); otherwise, or if False, one entry per trial with its final weights.
-        limit: read at most this many runs (the first trials).
+        limit: read at most this many runs (the first trials) of each study.
         kernel_width: ``edge_attr`` columns of the graphs (same for graphs batched together).
         keep_state_dicts: keep each entry's weights (baselines read them); False saves memory.
-        progress: ``progress(done, total)`` after each run.
+        progress: ``progress(done, total)`` after each run (of all the studies).
 
     Raises:
-        KeyError: the study stored no networks.
+        KeyError: a study stored no networks.
+        TypeError: ``study`` is neither a name nor a sequence of names.
+        ValueError: no name, or a name given twice (its networks would count twice).
     """
     from storage import ModelStore
 
     store = ModelStore(store) if isinstance(store, str) else store
+    runs = [run for name in _study_names(study) for run in _study_runs(store, name, checkpoints, limit)]
+    entries: list[ZooEntry] = []
+    for done, (record, epochs) in enumerate(runs, 1):
+        entries += _run_entries(store, record, epochs, kernel_width, keep_state_dicts)
+        if progress is not None:
+            progress(done, len(runs))
+    return Zoo(entries)
+
+
+def _study_names(study: str | Sequence[str]) -> list[str]:
+    """``study`` as a list of distinct names (one name: a list of one)."""
+    names = [study] if isinstance(study, str) else study
+    if not isinstance(names, Sequence) or not all(isinstance(name, str) for name in names):
+        raise TypeError(f"study must be a study name or a sequence of names, got {study!r}")
+    if not names:
+        raise ValueError("no study name given")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"studies {repeated} given more than once in {list(names)}")
+    return list(names)
+
+
+def _study_runs(
+    store: ModelStore, study: str, checkpoints: bool, limit: int | None,
+) -> list[tuple[StoredModel, dict[int, dict[str, float]] | None]]:
+    """The runs of ``study`` to read: each stored network with its checkpoint metrics by epoch
+    (``None``: only its final weights)."""
     records = {record.trial_number: record for record in completed_models(store, study)}
     if not records:
         raise KeyError(f"study {study!r} stored no networks in {store!r}")
     trials = sorted(records)[:limit] if limit else sorted(records)
     by_trial = _checkpoint_metrics(store, study) if checkpoints else {}
-    entries: list[ZooEntry] = []
-    for done, trial in enumerate(trials, 1):
-        entries += _run_entries(store, records[trial], by_trial.get(trial), kernel_width,
-                                keep_state_dicts)
-        if progress is not None:
-            progress(done, len(trials))
-    return Zoo(entries)
+    return [(records[trial], by_trial.get(trial)) for trial in trials]
 
 
 def completed_models(store: ModelStore, study: str) -> list[StoredModel]:

@@ -182,6 +182,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from storage import parse_url, redact
 
     parse_url(args.storage)
+    # SearchConfig checks these too, under its own field names (n_trials, ...): a user of the
+    # command should read the flag they typed
+    _require_counts(args, "trials", "n_jobs", "warm_start_k")
     if args.final_train < 0:
         raise UsageError(f"--final-train takes a number of architectures >= 1, got {args.final_train}")
     if args.refine < 0:
@@ -215,6 +218,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.final_train:
         _final_train(config, args.final_train)
     return 0
+
+
+def _require_counts(args: argparse.Namespace, *options: str) -> None:
+    """A :class:`UsageError` naming the flag of the first of ``options`` (argparse dests) whose
+    value is below 1; an option left unset (``None``) passes."""
+    for option in options:
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise UsageError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
 
 
 def _refine(config: Any, top_n: int, evaluator: str) -> None:
@@ -623,23 +635,19 @@ def _add_metanet(commands: Any) -> None:
 def cmd_metanet_train(args: argparse.Namespace) -> int:
     from metanets.accuracy import FitConfig, train_accuracy_predictor
     from metanets.gmn import save_gmn
-    from metanets.zoo import Zoo, load_zoo
+    from metanets.zoo import load_zoo
     from storage import existing_database
 
     from metanets.probes import PROBE_INITS, task_probe_inputs
 
-    for option in ("epochs", "hidden", "layers", "batch_size", "kernel_width"):
-        if getattr(args, option) < 1:
-            raise UsageError(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    _require_counts(args, "epochs", "hidden", "layers", "batch_size", "kernel_width")
     existing_database(args.zoo)
     if args.probes < 0:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
     if args.probe_init not in PROBE_INITS:
         raise UsageError(f"--probe-init {args.probe_init!r} is not among {list(PROBE_INITS)}")
-    zoo = Zoo([])
-    for study in args.study:
-        zoo = zoo + load_zoo(args.zoo, study, checkpoints=not args.no_checkpoints,
-                             kernel_width=args.kernel_width, keep_state_dicts=bool(args.probes))
+    zoo = load_zoo(args.zoo, args.study, checkpoints=not args.no_checkpoints,
+                   kernel_width=args.kernel_width, keep_state_dicts=bool(args.probes))
     levels = sorted({entry.level for entry in zoo})
     if args.probes and levels != ["image"]:
         raise UsageError(f"--probes needs a zoo of image networks; this one holds {levels} "

@@ -95,11 +95,11 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {self.n_trials}")
+            raise ValueError(f"n_trials must be >= 1, got {self.n_trials}")
         if self.n_jobs < 1:
-            raise ValueError(f"--n-jobs must be >= 1, got {self.n_jobs}")
+            raise ValueError(f"n_jobs must be >= 1, got {self.n_jobs}")
         if self.timeout is not None and not self.timeout > 0:
-            raise ValueError(f"--timeout must be > 0 seconds, got {self.timeout}")
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
         if isinstance(self.objectives, str):  # "accuracy,params", as --objectives takes it
             self.objectives = tuple(name.strip() for name in self.objectives.split(",") if name.strip())
         if not self.objectives:
@@ -111,7 +111,7 @@ class SearchConfig:
         if self.warm_start is not None:
             parse_source(self.warm_start)  # a malformed source fails before anything runs
             if self.warm_start_k < 1:
-                raise ValueError(f"--warm-start-k must be >= 1, got {self.warm_start_k}")
+                raise ValueError(f"warm_start_k must be >= 1, got {self.warm_start_k}")
         for name in self.objectives:
             if name not in OBJECTIVES:
                 raise ValueError(

@@ -66,7 +66,7 @@ def warm_start_architectures(
         dataset: the search's dataset, refused as a benchmark source.
     """
     if k < 1:
-        raise ValueError(f"--warm-start-k must be >= 1, got {k}")
+        raise ValueError(f"k must be >= 1, got {k}")
     kind, names = parse_source(source)
     if kind == "study":
         if storage is None:

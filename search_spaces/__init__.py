@@ -19,9 +19,19 @@ SPACES: dict[str, type[SearchSpace]] = {
 
 def get_space(name: str | SearchSpace, **options: Any) -> SearchSpace:
     """Resolve a space by name (any spelling) and build it with ``options`` (e.g. ``convs`` of
-    the GNN space); a given space is returned as it is."""
+    the GNN space); a given space is returned as it is, a space class of ``SPACES`` built.
+
+    Raises:
+        TypeError: ``name`` is neither a string, a space nor a space class.
+        ValueError: no space has that name, or the space takes no such option.
+    """
     if isinstance(name, SearchSpace):
         return name
+    if not isinstance(name, str) and name not in SPACES.values():
+        raise TypeError(
+            f"space must be a name among {sorted(SPACES)} or a SearchSpace, "
+            f"got {name!r} ({type(name).__name__})"
+        )
     cls = resolve(name, SPACES, "space")
     options = {key: value for key, value in options.items() if value is not None}
     try:

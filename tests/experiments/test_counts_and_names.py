@@ -1,5 +1,5 @@
-"""Zero counts and unknown names are refused by the benchmark's parser (exit 2, naming the value)
-before any work: ``nasbench_graph --seeds 0``, ``batched_training --epochs 0`` or
+"""Zero counts and unknown names are refused by the benchmark's parser (exit 2, naming the value
+and, for names, the choices) before any work: ``nasbench_graph --seeds 0``, ``batched_training --epochs 0`` or
 ``hypernet_scales --per-kind 0`` exited 0 after overwriting their result with an empty table,
 ``search_cora --retrain-seeds 0`` or ``train_hypernets --steps 0`` started hours of training."""
 from __future__ import annotations
@@ -31,6 +31,11 @@ CASES = [
     ("train_speed", ["--archs", "0"], "0"),
     ("zero_cost", ["bench", "--archs", "0"], "0"),
     ("nasbench_graph", ["--seeds", "0"], "0"),
+    ("nasbench_graph_fidelity", ["--archs", "0"], "0"),  # a traceback after loading the table
+    ("nasbench_graph_fidelity", ["--epochs", "0"], "0"),  # silently the benchmark's epochs
+    ("nasbench_graph_fidelity", ["--workers", "0"], "0"),
+    ("supernet_ranking", ["--archs", "0"], "0"),  # a traceback after training the supernet
+    ("supernet_ranking", ["--supernet-epochs", "0"], "0"),
     ("nasbench_graph", ["--budgets", "5,0", "--seeds", "1", "--strategies", "random",
                         "--datasets", "cora", "--processes", "1"], "0"),
 ]
@@ -40,20 +45,55 @@ def _work_started(*args, **kwargs):
     raise RuntimeError("the benchmark started its work")
 
 
-@pytest.mark.parametrize("script, argv, value", CASES)
-def test_bad_argument_exits_2_naming_it_before_any_work(script, argv, value, tmp_path, monkeypatch,
-                                                        capsys) -> None:
+def _refused(script: str, argv: list[str], tmp_path, monkeypatch, capsys) -> str:  # noqa: ANN001
+    """The standard error of ``script`` run with ``argv`` (its work made to raise), which must
+    exit 2 before writing anything."""
     module = load_script(script)
     for name in WORK:
         if hasattr(module, name):
             monkeypatch.setattr(module, name, _work_started)
-    extra = ["--out", str(tmp_path / "out")] if script == "nasbench_graph" else []
+    writes_out = script in ("nasbench_graph", "nasbench_graph_fidelity")  # not experiments/results
+    extra = ["--out", str(tmp_path / "out")] if writes_out else []
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv, *extra])
     with pytest.raises(SystemExit) as exit_:
         module.main()
     assert exit_.value.code == 2
-    assert f"'{value}'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script, argv, value", CASES)
+def test_bad_argument_exits_2_naming_it_before_any_work(script, argv, value, tmp_path, monkeypatch,
+                                                        capsys) -> None:
+    assert f"'{value}'" in _refused(script, argv, tmp_path, monkeypatch, capsys)
+
+
+#: unknown names that ended in a traceback (exit 1) once the run had started, some after
+#: loading data or training: (script, argv, the bad value, one of the valid choices)
+NAMES = [
+    ("batched_training", ["--dataset", "nosuchname"], "nosuchname", "'cora'"),
+    ("nasbench_graph", ["--strategies", "random,nosuchname"], "nosuchname", "'tpe'"),
+    ("nasbench_graph", ["--datasets", "nosuchname"], "nosuchname", "'citeseer'"),
+    ("zero_cost", ["bench", "--dataset", "nosuchname"], "nosuchname", "'cora'"),
+    ("zero_cost", ["prescreen", "--proxy-dataset", "nosuchname"], "nosuchname", "'cora'"),
+    ("zero_cost", ["prescreen", "--strategy", "nosuchname"], "nosuchname", "'tpe'"),
+    ("zero_cost", ["prescreen", "--proxy", "nosuchname"], "nosuchname", "'naswot'"),
+    ("zero_cost", ["prescreen", "--rule", "top"], "top", "'veto'"),
+    ("zero_cost", ["bench", "--skip", "naswot", "nosuchname"], "nosuchname", "'synflow'"),  # ignored
+    ("zero_cost", ["bench", "--recompute", "nosuchname"], "nosuchname", "'synflow'"),
+    ("supernet_ranking", ["--dataset", "nosuchname"], "nosuchname", "'cora'"),
+    ("metanet_accuracy", ["--zoo", "sqlite://", "--study", "z", "--label", "z", "--splits", "id",
+                          "nosuchname"], "nosuchname", "'ood'"),  # after loading the zoo
+]
+
+
+@pytest.mark.parametrize("script, argv, value, choice", NAMES)
+def test_unknown_name_exits_2_with_one_line_naming_it_and_the_choices(
+    script, argv, value, choice, tmp_path, monkeypatch, capsys,
+) -> None:
+    err = _refused(script, argv, tmp_path, monkeypatch, capsys)
+    assert "Traceback" not in err and f"'{value}'" in err and choice in err
+    assert err.strip().splitlines()[-1].startswith(f"{script}.py: error: ")
 
 
 def test_positive_int_parses_counts_and_refuses_the_rest() -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,12 @@ def test_score_is_the_test_accuracy_of_the_best_validation_architecture(strategy
     assert again["scores"] == run["scores"]  # seeded
 
 
-def test_unknown_dataset_lists_the_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"no dataset 'texas'.*'cora'.*'arxiv'"):
+def test_unknown_dataset_lists_the_valid_ones(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:  # a ValueError traceback before
         benchmark().main(["--datasets", "texas", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert re.search(r"error: argument --datasets: NAS-Bench-Graph has no dataset 'texas'.*'cora'.*'arxiv'", err)
 
 
 def test_results_files_record_machine_load_command_and_date(tmp_path: Path) -> None:

@@ -1,8 +1,13 @@
 """The supernet cost comparison's bookkeeping (synthetic pool rows, no training)."""
 from __future__ import annotations
 
+import json
+import sys
+
 import pytest
 from _scripts import load_script
+
+import experiments._supernet_common as common
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +73,43 @@ def test_a_cascade_needs_the_second_score_of_every_candidate_it_re_scores(cost) 
     assert cost.compare(rows, 1.0, top_k=1, refine_n=1)["supernet_pick"] == "a0"
     with pytest.raises(SystemExit, match="did not re-score a1"):
         cost.compare(rows, 1.0, top_k=1, refine_n=2)
+
+
+def _write_ranking(folder) -> None:  # noqa: ANN001
+    """A ranking run of two architectures: ft0 scored both, ft20 only the best (--refine-top 1)."""
+    scorer = {"val": 0.5, "test": 0.5, "seconds": 0.1}
+    rows = [{"arch": {"i": i}, "summary": f"a{i}", "scratch_runs": [{"val": 0.7, "test": 0.7, "seconds": 1.0}],
+             "variants": {"0": scorer, **({"20": scorer} if i == 0 else {})}} for i in range(2)]
+    machine = {"command": "python experiments/supernet_ranking.py", "date": "d", "loadavg_at_start": [0.0]}
+    (folder / "ranking.json").write_text(json.dumps({"rows": rows, "supernet_seconds": 1.0, "machine": machine}))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variant", "5"], "--variant '5' is not a scorer of every row of --rows ['ranking']; those are ['0']"),
+    (["--variant", "20"], "--variant '20' is not a scorer of every row of --rows ['ranking']; those are ['0']"),
+    (["--refine", "5"], "--refine '5' is not a scorer of --rows ['ranking']; they have ['0', '20']"),
+])
+def test_an_unknown_scorer_exits_2_naming_it_and_the_rows_scorers(cost, tmp_path, monkeypatch, capsys,
+                                                                  argv, message) -> None:
+    # --variant: a KeyError traceback; --refine: exit 1
+    monkeypatch.setattr(cost, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    _write_ranking(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["supernet_cost.py", "--rows", "ranking", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cost.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"supernet_cost.py: error: {message}" in err and "Traceback" not in err
+    assert [path.name for path in tmp_path.iterdir()] == ["ranking.json"]
+
+
+def test_the_rows_scorers_are_accepted(cost, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(cost, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    _write_ranking(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["supernet_cost.py", "--rows", "ranking", "--budgets", "2",
+                                      "--variant", "0", "--refine", "20", "--cascade", "0.5:0.5",
+                                      "--name", "cost"])
+    cost.main()
+    result = json.loads((tmp_path / "cost.json").read_text())
+    assert result["variant"] == "0" and result["refine"] == "20" and len(result["budgets"]) == 2

@@ -150,12 +150,16 @@ def test_bench_recompute_rescores_a_cached_proxy_once(cora_available, tmp_path, 
     assert all(e["naswot"] == -2.0 for e in module.load_cache("bench_cora")["archs"].values())
 
 
-def test_bench_refuses_to_recompute_a_skipped_proxy(cora_available, tmp_path, monkeypatch) -> None:
+def test_bench_refuses_to_recompute_a_skipped_proxy(tmp_path, monkeypatch, capsys) -> None:
     module = script("zero_cost")
     monkeypatch.setattr(module, "CACHE", tmp_path)
-    with pytest.raises(ValueError, match=r"--recompute \['gradsign'\].*proxies of this run"):
+    with pytest.raises(SystemExit) as exit_:  # a ValueError once the task was loaded
         module.main(["bench", "--dataset", "cora", "--archs", "1", "--skip", "gradsign",
                      "--recompute", "gradsign"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert ("error: --recompute ['gradsign'] are skipped; proxies of this run: ['params', "
+            "'grad_norm', 'snip', 'synflow', 'naswot']") in err and "Traceback" not in err
     assert not list(tmp_path.glob("*.json"))
 
 
@@ -171,16 +175,21 @@ def test_search_once_queues_the_transferred_cells_first() -> None:
     assert script("zero_cost").search_once(space, screened, "cora", 5, query, warm)["unique"] == 5
 
 
-def test_prescreen_rule_names_the_run_and_bad_values_fail_before_any_work(tmp_path, monkeypatch) -> None:
+def test_prescreen_rule_names_the_run_and_bad_values_fail_before_any_work(tmp_path, monkeypatch,
+                                                                         capsys) -> None:
     module = script("zero_cost")
     monkeypatch.setattr(module, "CACHE", tmp_path)
     assert module.rule_suffix(argparse.Namespace(rule="best", veto_quantile=0.25)) == ""
     assert module.rule_suffix(argparse.Namespace(rule="Veto", veto_quantile=0.25)) == "_veto25"
     assert module.rule_suffix(argparse.Namespace(rule="veto", veto_quantile=0.1)) == "_veto10"
-    with pytest.raises(ValueError, match=r"could not resolve prescreen rule 'top' among choices"):
-        module.main(["prescreen", "--dataset", "cora", "--rule", "top"])
-    with pytest.raises(ValueError, match=r"veto quantile must be in \(0, 1\), got 2.0"):
-        module.main(["prescreen", "--dataset", "cora", "--rule", "veto", "--veto-quantile", "2"])
+    for argv, message in [
+        (["--rule", "top"], "could not resolve prescreen rule 'top' among choices"),
+        (["--rule", "veto", "--veto-quantile", "2"], "veto quantile must be in (0, 1), got 2.0"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:  # a traceback before
+            module.main(["prescreen", "--dataset", "cora", *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and "Traceback" not in err
     assert not list(tmp_path.glob("*.json"))
 
 

@@ -59,6 +59,60 @@ def test_architecture_split_holds_out_the_deep_networks() -> None:
         split_by_architecture(zoo, lambda a: len(a["widths"]) == 7)
 
 
+def _store_networks(url: str, study: str, trials: list[int]) -> None:
+    """Final weights of small CNNs as trials of ``study`` (no optuna study: every row counts)."""
+    arch = CNNArchitecture(widths=(4, 6), kernel_size=5, norm="batch", residual=True)
+    store = ModelStore(url)
+    for trial in trials:
+        store.save_model(
+            study_name=study, trial_number=trial, space="cnn", arch_hash=arch.arch_hash,
+            spec=arch.to_json(), dataset="mnist14", level="image", in_channels=1, out_channels=10,
+            num_params=0, flops=None, metrics={"test_acc": trial / 10},
+            state_dict=_cnn(trial).state_dict())
+
+
+def test_several_studies_load_as_one_zoo_in_the_names_order(sqlite_url: str) -> None:
+    """A list of names was passed on to SQL as it was (an SQL error); now it is one zoo."""
+    from metanets.zoo import load_zoo
+
+    _store_networks(sqlite_url, "a", [0, 1])
+    _store_networks(sqlite_url, "b", [2])
+    calls: list[tuple[int, int]] = []
+    zoo = load_zoo(sqlite_url, ["b", "a"], progress=lambda done, total: calls.append((done, total)))
+    assert zoo.runs == [("b", 2), ("a", 0), ("a", 1)] and calls == [(1, 3), (2, 3), (3, 3)]
+    assert [entry.metrics["test_acc"] for entry in zoo] == [0.2, 0.0, 0.1]
+    assert torch.equal(zoo[2].state_dict["blocks.0.conv.weight"], _cnn(1).blocks[0].conv.weight)
+    assert load_zoo(sqlite_url, ("a", "b"), limit=1).runs == [("a", 0), ("b", 2)]  # per study
+    assert load_zoo(sqlite_url, "a").runs == [("a", 0), ("a", 1)]
+
+
+@pytest.mark.parametrize("study, error, message", [
+    (["a", "b", "a"], ValueError, r"studies \['a'\] given more than once in \['a', 'b', 'a'\]"),
+    ([], ValueError, "no study name given"),
+    (5, TypeError, "study must be a study name or a sequence of names, got 5"),
+    (["a", 7], TypeError, r"study must be a study name or a sequence of names, got \['a', 7\]"),
+    (["a", "nope"], KeyError, "study 'nope' stored no networks"),
+])
+def test_load_zoo_refuses_bad_study_names_naming_them(sqlite_url: str, study, error, message) -> None:
+    from metanets.zoo import load_zoo
+
+    _store_networks(sqlite_url, "a", [0])
+    _store_networks(sqlite_url, "b", [0])
+    with pytest.raises(error, match=message):
+        load_zoo(sqlite_url, study)
+
+
+def test_metanet_train_refuses_a_study_given_twice(sqlite_url: str, tmp_path, capsys) -> None:  # noqa: ANN001
+    # each --study was loaded on its own: a repeated one counted every network twice
+    from nas.cli import main
+
+    _store_networks(sqlite_url, "a", [0])
+    out = tmp_path / "gmn"
+    assert main(["metanet", "train", "--zoo", sqlite_url, "--study", "a", "--study", "a",
+                 "--out", str(out)]) == 2
+    assert "studies ['a'] given more than once" in capsys.readouterr().err and not out.exists()
+
+
 def test_checkpoints_round_trip_and_detect_corruption(sqlite_url: str) -> None:
     from sqlalchemy import update
 

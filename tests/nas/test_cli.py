@@ -32,8 +32,8 @@ def test_bad_names_exit_2_naming_value_and_choices(argv, bad, choice, capsys, sq
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--timeout", "-5", "--timeout must be > 0 seconds, got -5.0"),
-    ("--timeout", "0", "--timeout must be > 0 seconds, got 0.0"),
+    ("--timeout", "-5", "search: error: timeout must be > 0 seconds, got -5.0"),
+    ("--timeout", "0", "search: error: timeout must be > 0 seconds, got 0.0"),
     ("--patience", "-1", "patience must be >= 0 (0: never stop early), got -1"),
     ("--objectives", " , ", "no objective given: choose among ['accuracy', 'latency', 'params']"),
 ])
@@ -45,6 +45,17 @@ def test_search_refuses_values_it_would_silently_misread(option, value, message,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and "study" not in err
+
+
+@pytest.mark.parametrize("option, value, extra", [
+    ("--trials", "0", []), ("--n-jobs", "0", []), ("--warm-start-k", "0", ["--warm-start", "study:x"]),
+])
+def test_search_names_the_count_flag_the_user_typed(option, value, extra, capsys, sqlite_url) -> None:
+    """SearchConfig names its fields (n_trials, n_jobs, warm_start_k); the command its flags."""
+    argv = ["search", "--dataset", "cora", "--storage", sqlite_url, option, value, *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"search: error: {option} must be >= 1, got {value}" in err and "Traceback" not in err
 
 
 def test_bad_prescreen_veto_quantile_exits_2_naming_the_value(capsys, sqlite_url) -> None:

@@ -287,6 +287,19 @@ def test_search_config_takes_objectives_as_a_comma_separated_string() -> None:
     assert SearchConfig("cora", objectives="accuracy, params").objectives == ("accuracy", "params")
 
 
+@pytest.mark.parametrize("fields, message", [
+    ({"n_trials": 0}, "n_trials must be >= 1, got 0"),
+    ({"n_jobs": -1}, "n_jobs must be >= 1, got -1"),
+    ({"timeout": 0.0}, "timeout must be > 0 seconds, got 0.0"),
+    ({"warm_start": "study:x", "warm_start_k": 0}, "warm_start_k must be >= 1, got 0"),
+])
+def test_search_config_names_the_field_the_caller_set(fields, message) -> None:
+    # from Python there is no --trials flag: the message named one (the CLI names its own flags)
+    with pytest.raises(ValueError) as error:
+        SearchConfig("cora", **fields)
+    assert str(error.value) == message
+
+
 def test_search_config_refuses_an_unknown_pruner_naming_the_choices() -> None:
     # a typo used to run the search without any pruner, silently
     with pytest.raises(ValueError, match=r"pruner 'medain' among choices \['none', 'median'\]"):

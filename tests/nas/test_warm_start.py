@@ -125,8 +125,10 @@ def test_cli_rejects_a_bad_warm_start_with_exit_2(no_data, sqlite_url: str, caps
 
 
 def test_warm_start_k_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="--warm-start-k"):
+    with pytest.raises(ValueError, match=r"^warm_start_k must be >= 1, got 0$"):
         SearchConfig("cora", warm_start="study:x", warm_start_k=0)
+    with pytest.raises(ValueError, match=r"^k must be >= 1, got 0$"):
+        warm_start_architectures("study:x", NasBenchGraphSpace(), 0)
 
 
 def test_queued_cells_of_the_cli_search_are_in_the_benchmark(no_data, sqlite_url: str) -> None:

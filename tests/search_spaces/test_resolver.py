@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from search_spaces import GNNSpace, get_space
 from search_spaces.resolver import normalize, resolve, resolve_name
 
 
@@ -17,3 +20,17 @@ def test_objects_pass_through_and_unknown_names_list_choices() -> None:
     with pytest.raises(ValueError, match=r"could not resolve strategy 'foo' among choices \['a', 'b'\]"):
         resolve("foo", {"b": 1, "a": 2}, "strategy")
     assert resolve_name("TPE", ["random", "tpe"]) == "tpe"
+
+
+@pytest.mark.parametrize("value", [5, None, b"gnn", ["gnn"]])
+def test_get_space_refuses_what_is_neither_a_name_nor_a_space(value) -> None:
+    # resolve passes objects through, and get_space then failed on `<int>.name` (AttributeError)
+    choices = r"a name among \['cnn', 'gnn', 'nasbench-graph'\] or a SearchSpace"
+    with pytest.raises(TypeError, match=rf"^space must be {choices}, got {re.escape(repr(value))} "):
+        get_space(value)
+
+
+def test_get_space_builds_a_space_class_and_returns_a_space_as_it_is() -> None:
+    space = GNNSpace(convs=("gcn",))
+    assert get_space(space) is space
+    assert get_space(GNNSpace, convs=("sage",)).convs == ("sage",)

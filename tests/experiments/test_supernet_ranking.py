@@ -1,0 +1,57 @@
+"""Where supernet_ranking.py trains its supernet without ``--supernet``: one fixed
+``/tmp/metanas-supernet-<space>-<dataset>-<seed>`` folder was resumed (or, trained longer before,
+reused as it was) whatever ``--supernet-epochs``, ``--sampling`` or the supernet options said."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+from _scripts import load_script
+
+import experiments._supernet_common as common
+
+SUPERNET = {"max_depth": 2, "widths": [64], "dropouts": [0.5]}
+TRAIN = {"epochs": 500, "seed": 0, "sampling": "uniform", "device": "cpu", "lr": 5e-3}
+
+
+@pytest.fixture()
+def ranking():
+    return load_script("supernet_ranking")
+
+
+def test_the_folder_lies_in_the_cache_and_depends_on_every_setting(ranking, tmp_path,
+                                                                   monkeypatch) -> None:
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    folder = ranking.supernet_folder("gnn", "cora", SUPERNET, TRAIN)
+    assert folder.parent == tmp_path / "cache" / "supernet_ranking"
+    assert folder.name.startswith("gnn-cora-")
+    assert ranking.supernet_folder("gnn", "cora", dict(SUPERNET), dict(TRAIN)) == folder
+    others = [
+        ranking.supernet_folder("gnn", "citeseer", SUPERNET, TRAIN),
+        ranking.supernet_folder("nasbench-graph", "cora", SUPERNET, TRAIN),
+        ranking.supernet_folder("gnn", "cora", {**SUPERNET, "dropouts": [0.0]}, TRAIN),
+        *(ranking.supernet_folder("gnn", "cora", SUPERNET, {**TRAIN, key: value})
+          for key, value in [("epochs", 3000), ("seed", 1), ("sampling", "fair"), ("device", "cuda")]),
+    ]
+    assert folder not in others and len(set(others)) == len(others)
+
+
+@pytest.mark.usefixtures("cora_available")
+def test_a_run_with_other_supernet_epochs_trains_a_supernet_of_its_own(ranking, tmp_path,
+                                                                      monkeypatch) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(common.RESULTS / "supernet_ranking.json", results)  # as test_result_names
+    monkeypatch.setattr(common, "RESULTS", results)
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    argv = ["supernet_ranking.py", "--archs", "2", "--max-depth", "1", "--width", "16",
+            "--epochs", "1", "--patience", "1", "--device", "cpu", "--name", "tiny"]
+    epochs = {}
+    for supernet_epochs in ("2", "1"):  # the 1-epoch run reused the 2-epoch supernet
+        monkeypatch.setattr(sys, "argv", [*argv, "--supernet-epochs", supernet_epochs])
+        ranking.main()
+        epochs[supernet_epochs] = json.loads((results / "tiny.json").read_text())["supernet_epochs"]
+    assert epochs == {"2": 2, "1": 1}
+    assert len(list((tmp_path / "cache" / "supernet_ranking").iterdir())) == 2
