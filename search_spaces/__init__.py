@@ -7,7 +7,7 @@ from search_spaces.base import Architecture, RandomTrial, SearchSpace
 from search_spaces.cnn import CNNArchitecture, CNNSpace
 from search_spaces.gnn import GNNArchitecture, GNNSpace, LayerSpec
 from search_spaces.nasbench_graph import NasBenchGraphArchitecture, NasBenchGraphSpace
-from search_spaces.resolver import normalize, resolve, resolve_name
+from search_spaces.resolver import normalize, require_name, resolve, resolve_name
 
 #: canonical space name -> class; extend by adding a line, not by registering at import time
 SPACES: dict[str, type[SearchSpace]] = {
@@ -27,11 +27,8 @@ def get_space(name: str | SearchSpace, **options: Any) -> SearchSpace:
     """
     if isinstance(name, SearchSpace):
         return name
-    if not isinstance(name, str) and name not in SPACES.values():
-        raise TypeError(
-            f"space must be a name among {sorted(SPACES)} or a SearchSpace, "
-            f"got {name!r} ({type(name).__name__})"
-        )
+    if name not in SPACES.values():
+        require_name(name, SPACES, "space", "a SearchSpace")
     cls = resolve(name, SPACES, "space")
     options = {key: value for key, value in options.items() if value is not None}
     try:

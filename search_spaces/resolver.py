@@ -42,6 +42,24 @@ def resolve(query: str | T, choices: Mapping[str, T], kind: str = "name", suffix
     raise ValueError(f"could not resolve {kind} {query!r} among choices {sorted(choices)}")
 
 
+def require_name(
+    query: object, choices: Mapping[str, object], kind: str, alternative: str | None = None,
+) -> None:
+    """``TypeError`` naming ``query`` and the names of ``choices`` unless ``query`` is a string.
+
+    :func:`resolve` hands back any object that is not a string, as it may be a ready value; a
+    resolver that takes ready values (a space, an evaluator, a sampler) passes those on first and
+    calls this for the rest, which would otherwise fail later and obscurely (``get_space(5)`` on
+    ``<int>.name``). ``alternative`` names what else it takes (``"a SearchSpace"``).
+    """
+    if isinstance(query, str):
+        return
+    other = f" or {alternative}" if alternative else ""
+    raise TypeError(
+        f"{kind} must be a name among {sorted(choices)}{other}, got {query!r} ({type(query).__name__})"
+    )
+
+
 def resolve_name(
     query: str, choices: Mapping[str, object] | Iterable[str], kind: str = "name", suffix: str = ""
 ) -> str:

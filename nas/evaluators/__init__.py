@@ -9,7 +9,7 @@ from nas.evaluators._table import TableEvaluator
 from nas.evaluators._train import TrainEvaluator
 from nas.evaluators._zero_cost import ZeroCostEvaluator
 from nas.evaluators.base import Evaluation, Evaluator
-from search_spaces.resolver import resolve
+from search_spaces.resolver import require_name, resolve
 
 #: canonical evaluator name -> class
 EVALUATORS: dict[str, type[Evaluator]] = {
@@ -23,9 +23,15 @@ EVALUATORS: dict[str, type[Evaluator]] = {
 
 def get_evaluator(name: str | Evaluator, **options: Any) -> Evaluator:
     """Resolve ``"name"`` or ``"name:variant"`` (the variant goes to the class as ``variant=``);
-    options the class does not take are dropped."""
+    options the class does not take are dropped; an evaluator is returned as it is.
+
+    Raises:
+        TypeError: ``name`` is neither a string nor an evaluator.
+        ValueError: no evaluator has that name, or it takes no such variant.
+    """
     if isinstance(name, Evaluator):
         return name
+    require_name(name, EVALUATORS, "evaluator", "an Evaluator")
     base, _, variant = name.partition(":")
     cls = resolve(base, EVALUATORS, "evaluator")
     accepted = _accepted(cls, {**options, "variant": variant})

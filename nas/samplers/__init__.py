@@ -13,7 +13,7 @@ from nas.samplers._nac import NACSampler, nac_search
 from nas.samplers._predictor import PredictorSampler
 from nas.samplers._prescreen import PrescreenSampler, proxy_scorer
 from nas.samplers._reinforce import ReinforceSampler
-from search_spaces.resolver import resolve
+from search_spaces.resolver import require_name, resolve
 
 if TYPE_CHECKING:
     from search_spaces.base import SearchSpace
@@ -98,15 +98,17 @@ def get_sampler(
     """The sampler of strategy ``name`` (any spelling), seeded; a sampler is returned as is.
 
     ``options`` go to the strategy's constructor (``space=`` is dropped by strategies that do
-    not use it).
+    not use it). ``TypeError`` if ``name`` is neither a string nor a sampler.
     """
     if isinstance(name, optuna.samplers.BaseSampler):
         return name
+    require_name(name, STRATEGIES, "strategy", "an optuna sampler")
     return resolve(name, STRATEGIES, "strategy")(seed, **options)
 
 
 def strategy_name(name: str) -> str:
     """The canonical name of a strategy (any spelling); ``ValueError`` listing the choices."""
+    require_name(name, STRATEGIES, "strategy")
     factory = resolve(name, STRATEGIES, "strategy")
     return next(key for key, value in STRATEGIES.items() if value is factory)
 
@@ -119,6 +121,7 @@ def check_strategy(
     A sampler given as an object is the caller's responsibility and is not checked."""
     if isinstance(name, optuna.samplers.BaseSampler):
         return
+    require_name(name, STRATEGIES, "strategy", "an optuna sampler")
     canonical = strategy_name(name)
     if len(objectives) > 1 and canonical in SINGLE_OBJECTIVE_ONLY:
         multi = sorted(set(STRATEGIES) - SINGLE_OBJECTIVE_ONLY)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import statistics
 import warnings
 from typing import Any
@@ -11,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.samplers import DATA_BOUND, STRATEGIES, check_strategy, get_sampler
+from nas.samplers import DATA_BOUND, STRATEGIES, check_strategy, get_sampler, strategy_name
 from nas.samplers._base import PROPOSAL_ATTR, ReplayTrial
 from nas.samplers._predictor import Encoder
 from nas.samplers._reinforce import POLICY_ATTR
@@ -292,6 +293,20 @@ def test_unknown_strategy_lists_the_choices() -> None:
     with pytest.raises(ValueError, match=r"could not resolve strategy 'bananas'.*predictor"):
         get_sampler("bananas")
     assert type(get_sampler("Evolution")).__name__ == "EvolutionSampler"
+
+
+@pytest.mark.parametrize("value", [5, None, b"tpe", ["tpe"]])
+def test_a_strategy_that_is_neither_a_name_nor_a_sampler_is_named(value) -> None:
+    # resolve passes objects through: get_sampler(5) called the int (TypeError: 'int' object is
+    # not callable), check_strategy(5) ended in a StopIteration
+    choices = rf"a name among {re.escape(repr(sorted(STRATEGIES)))}"
+    got = rf"got {re.escape(repr(value))} \({type(value).__name__}\)$"
+    with pytest.raises(TypeError, match=rf"^strategy must be {choices} or an optuna sampler, {got}"):
+        get_sampler(value, 0)
+    with pytest.raises(TypeError, match=rf"^strategy must be {choices} or an optuna sampler, {got}"):
+        check_strategy(value)
+    with pytest.raises(TypeError, match=rf"^strategy must be {choices}, {got}"):
+        strategy_name(value)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
-from nas.evaluators import Evaluation, ZeroCostEvaluator, get_evaluator
+from nas.evaluators import EVALUATORS, Evaluation, ZeroCostEvaluator, get_evaluator
 from nas.study import OBJECTIVES
 from search_spaces import get_space
 
@@ -37,6 +38,17 @@ def test_get_evaluator_passes_the_proxy_as_variant(query, proxy):
 def test_bad_proxy_names_the_choices(query, match):
     with pytest.raises(ValueError, match=match):
         get_evaluator(query)
+
+
+@pytest.mark.parametrize("value", [5, None, b"train", ["train"]])
+def test_an_evaluator_that_is_neither_a_name_nor_an_evaluator_is_named(value):
+    # resolve passes objects through, and get_evaluator then failed on `<int>.partition`
+    choices = re.escape(repr(sorted(EVALUATORS)))
+    got = rf"got {re.escape(repr(value))} \({type(value).__name__}\)$"
+    with pytest.raises(TypeError, match=rf"^evaluator must be a name among {choices} or an Evaluator, {got}"):
+        get_evaluator(value)
+    evaluator = get_evaluator("zero-cost:synflow")
+    assert get_evaluator(evaluator) is evaluator
 
 
 def test_evaluation_has_a_score_and_no_accuracy(tiny_graph):
