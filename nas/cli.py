@@ -553,6 +553,9 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     from storage import parse_url, redact
 
     parse_url(args.storage)
+    # ZooConfig checks size and epochs under its field names; a user of the command should read
+    # the flag they typed (--batch-size 0 started the zoo; --max-depth 0 meant the default)
+    _require_counts(args, "size", "epochs", "batch_size", "n_jobs", "max_depth")
     config = ZooConfig(
         dataset=args.dataset, space=args.space, size=args.size, epochs=args.epochs,
         checkpoint_epochs=_int_list(args.checkpoints, "--checkpoints"), batch_size=args.batch_size,

@@ -46,9 +46,9 @@ class ZooConfig:
 
     def __post_init__(self) -> None:
         if self.size < 1:
-            raise ValueError(f"--size must be >= 1, got {self.size}")
+            raise ValueError(f"size must be >= 1, got {self.size}")
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.checkpoint_epochs is None:
             self.checkpoint_epochs = tuple(range(1, self.epochs + 1))
         if self.study_name is None:

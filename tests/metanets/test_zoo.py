@@ -138,8 +138,11 @@ def test_zoo_build_refuses_graph_datasets(sqlite_url: str) -> None:
 
     with pytest.raises(ValueError, match="image"):
         build_zoo(ZooConfig(dataset="cora", size=2, storage=sqlite_url))
-    with pytest.raises(ValueError, match="--size"):
+    # from Python there is no --size flag: the message named one (the CLI names its own flags)
+    with pytest.raises(ValueError, match=r"^size must be >= 1, got 0$"):
         ZooConfig(size=0)
+    with pytest.raises(ValueError, match=r"^epochs must be >= 1, got -1$"):
+        ZooConfig(epochs=-1)
 
 
 @pytest.mark.usefixtures("mnist_available", "_metanet_one_thread")

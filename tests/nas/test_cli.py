@@ -173,6 +173,22 @@ def test_metanet_train_refuses_sizes_below_one(option, value, capsys, sqlite_url
     assert f"{option} must be >= 1, got {value}" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.parametrize("option", ["--size", "--epochs", "--batch-size", "--n-jobs", "--max-depth"])
+def test_zoo_build_names_the_count_flag_the_user_typed(option, capsys, sqlite_url, monkeypatch) -> None:
+    """ZooConfig names its fields (size, epochs); the command its flags. --batch-size 0 started
+    the zoo and --max-depth 0 silently meant the space's default."""
+    import nas.zoo
+
+    def build_zoo(config):  # noqa: ANN001, ANN202
+        raise AssertionError("the zoo build started")
+
+    monkeypatch.setattr(nas.zoo, "build_zoo", build_zoo)
+    argv = ["zoo", "build", "--storage", sqlite_url, "--size", "2", option, "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"metanas zoo: error: {option} must be >= 1, got 0\n"
+
+
 @pytest.mark.parametrize("argv, file, content, message", [
     (["metanet", "predict", "--model", "{tmp}/m", "--model-dir", "{tmp}/m"], "m/metanet.json", "{bad",
      "m/metanet.json is not JSON"),
