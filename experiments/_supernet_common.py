@@ -1,6 +1,7 @@
 """Shared bits of the experiment entry points: machine record and result files."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -28,11 +29,17 @@ def machine() -> dict[str, Any]:
     }
 
 
-def check_name(name: str) -> str:
-    """``name`` if it is a plain file stem; a path (``../x``, ``a/b``) would write outside RESULTS."""
+def check_name(name: str, parser: argparse.ArgumentParser | None = None) -> str:
+    """``name`` if it is a plain file stem; a path (``../x``, ``a/b``) would write outside RESULTS.
+
+    Refused through ``parser`` when given (a usage error: exit 2, one line naming it), else with
+    a ``ValueError``.
+    """
     error = file_stem_error("--name", name)
     if error:
-        raise SystemExit(f"{error} in {RESULTS}")
+        if parser is not None:
+            parser.error(f"{error} in {RESULTS}")
+        raise ValueError(f"{error} in {RESULTS}")
     return name
 
 

@@ -30,6 +30,7 @@ import json
 import random
 import statistics
 
+from experiments._results import file_stem_error, positive_int
 from experiments._supernet_common import RESULTS, check_name, machine, write_results
 
 
@@ -38,33 +39,30 @@ def main() -> None:
     p.add_argument("--rows", nargs="+", default=["supernet_ranking"],
                    help="result file(s) of supernet_ranking.py: one per supernet over the same pool "
                         "(several: every search is repeated on each supernet, same candidate subsets)")
-    p.add_argument("--budgets", type=int, nargs="+", default=[10, 25, 50])
-    p.add_argument("--top-k", type=int, nargs="+", default=[1], help="from-scratch trainings of the supernet search")
+    p.add_argument("--budgets", type=positive_int, nargs="+", default=[10, 25, 50])
+    p.add_argument("--top-k", type=positive_int, nargs="+", default=[1],
+                   help="from-scratch trainings of the supernet search")
     p.add_argument("--variant", default=None, help="inherited-weight scorer (fine-tuning epochs); default: the first")
     p.add_argument("--refine", default=None, metavar="FT",
                    help="second, costlier scorer of the cascade (fine-tuning epochs of a ranking-run variant)")
-    p.add_argument("--cascade", nargs="+", default=[], metavar="N:K",
+    p.add_argument("--cascade", type=_fractions, nargs="+", default=[], metavar="N:K",
                    help="with --refine: fractions of the budget re-scored (N) and trained from scratch (K)")
-    p.add_argument("--draws", type=int, default=20, help="random candidate subsets per budget below the pool size")
+    p.add_argument("--draws", type=positive_int, default=20,
+                   help="random candidate subsets per budget below the pool size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="supernet_cost")
     args = p.parse_args()
-    check_name(args.name)
-    if any(n < 1 for n in args.budgets) or args.draws < 1:
-        raise SystemExit(f"--budgets {args.budgets} and --draws {args.draws} must be >= 1")
-    info = machine()
-    sources = [json.loads((RESULTS / f"{name}.json").read_text()) for name in args.rows]
+    check_name(args.name, p)
+    if args.cascade and args.refine is None:
+        p.error("--cascade needs --refine FT (the second scorer)")
+    sources = _sources(p, args.rows)
     error = _scorer_error(args, [row for source in sources for row in source["rows"]])
     if error:
         p.error(error)
     pools = [_pool(source, args.variant, args.refine) for source in sources]
     if any(pool.keys() != pools[0].keys() for pool in pools):
-        raise SystemExit(f"--rows {args.rows}: not the same architectures in every file")
-    if any(k < 1 for k in args.top_k):
-        raise SystemExit(f"--top-k must be >= 1, got {args.top_k}")
-    cascades = [_fractions(text) for text in args.cascade]
-    if cascades and args.refine is None:
-        raise SystemExit("--cascade needs --refine FT (the second scorer)")
+        p.error(f"--rows {args.rows}: not the same architectures in every file")
+    info = machine()
     rng = random.Random(args.seed)
     keys = list(pools[0])
     table = []
@@ -74,7 +72,7 @@ def main() -> None:
             continue
         subsets = [keys] if n == len(keys) else [rng.sample(keys, n) for _ in range(args.draws)]
         searches = [(k, 0) for k in args.top_k if k <= n] + [
-            (max(1, round(top * n)), max(1, round(refine * n))) for refine, top in cascades]
+            (max(1, round(top * n)), max(1, round(refine * n))) for refine, top in args.cascade]
         for k, m in searches:
             runs = [compare([pool[key] for key in subset], source["supernet_seconds"], k, refine_n=m)
                     for pool, source in zip(pools, sources) for subset in subsets]
@@ -93,7 +91,7 @@ def main() -> None:
           + (f", the same subsets on each of the {len(sources)} supernets (draws = supernets x subsets)"
              if len(sources) > 1 else ""),
           *([f"- cascade rows (re-scored > 0): ft{variant} on every candidate, ft{args.refine} on the "
-             f"re-scored best of them, the top-k by ft{args.refine} trained from scratch"] if cascades else []),
+             f"re-scored best of them, the top-k by ft{args.refine} trained from scratch"] if args.cascade else []),
           f"- date: {info['date']}", "",
           "| budget (archs) | re-scored | top-k trained | full-training s | supernet s (train + score "
           "[+ re-score] + top-k) | speed-up | full-training pick test | supernet pick test | difference (points) "
@@ -124,14 +122,30 @@ def _scorer_error(args: argparse.Namespace, rows: list[dict]) -> str | None:
     return None
 
 
+def _sources(parser: argparse.ArgumentParser, names: list[str]) -> list[dict]:
+    """The ranking runs of ``--rows``: result files of RESULTS, named by their stem; a path or a
+    missing file is refused through ``parser``, naming it."""
+    sources = []
+    for name in names:
+        error = file_stem_error("--rows", name)
+        if error:
+            parser.error(error)
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            parser.error(f"--rows {name!r}: there is no {path} (a result of supernet_ranking.py)")
+        sources.append(json.loads(path.read_text()))
+    return sources
+
+
 def _fractions(text: str) -> tuple[float, float]:
-    """``"0.1:0.01"`` -> (0.1, 0.01): fractions of the budget re-scored and trained from scratch."""
+    """``--cascade``'s type: ``"0.1:0.01"`` -> (0.1, 0.01), the fractions of the budget re-scored
+    and trained from scratch."""
     try:
         refine, top = (float(part) for part in text.split(":"))
     except ValueError:
-        raise SystemExit(f"--cascade takes N:K fractions such as 0.1:0.01, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"takes N:K fractions such as 0.1:0.01, got {text!r}") from None
     if not 0 < top <= refine <= 1:
-        raise SystemExit(f"--cascade {text!r}: need 0 < K <= N <= 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 < K <= N <= 1")
     return refine, top
 
 

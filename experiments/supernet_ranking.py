@@ -35,8 +35,9 @@ from experiments._supernet_common import check_name, kendall_tau, machine, write
 
 
 def main() -> None:
-    args = _parser().parse_args()
-    check_name(args.name)
+    parser = _parser()
+    args = parser.parse_args()
+    check_name(args.name, parser)
     info = machine()
     if args.merge:
         return _merge(args, info)

@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/metanas-supernet-search-cli", help="supernet and database folder")
     p.add_argument("--name", default="supernet_search_cli")
     args = p.parse_args()
-    check_name(args.name)
+    check_name(args.name, p)
     for key in ("trials", "refine", "final_train", "supernet_epochs"):
         if getattr(args, key) < 1:
             raise SystemExit(f"--{key.replace('_', '-')} {getattr(args, key)} must be >= 1")

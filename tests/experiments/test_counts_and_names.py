@@ -13,7 +13,7 @@ from _scripts import load_script
 from experiments._results import positive_int, positive_ints
 
 #: functions that start a benchmark's work; the test makes each raise if reached
-WORK = ("load_task", "run_search", "train_hypernet", "_run_child", "write_results")
+WORK = ("load_task", "run_search", "train_hypernet", "_run_child", "write_results", "machine")
 
 CASES = [
     ("batched_training", ["--epochs", "0"], "0"),
@@ -38,6 +38,13 @@ CASES = [
     ("supernet_ranking", ["--supernet-epochs", "0"], "0"),
     ("nasbench_graph", ["--budgets", "5,0", "--seeds", "1", "--strategies", "random",
                         "--datasets", "cora", "--processes", "1"], "0"),
+    # supernet_cost's counts, cascades and rows exited 1 through SystemExit("...") (its --budgets,
+    # --draws and every supernet benchmark's --name: test_result_names.py)
+    ("supernet_cost", ["--top-k", "1", "0"], "0"),
+    ("supernet_cost", ["--cascade", "0.01:0.1"], "0.01:0.1"),
+    ("supernet_cost", ["--cascade", "x"], "x"),
+    ("supernet_cost", ["--rows", "../x"], "../x"),
+    ("supernet_cost", ["--rows", "nosuchrows"], "nosuchrows"),  # a FileNotFoundError traceback
 ]
 
 
@@ -52,6 +59,8 @@ def _refused(script: str, argv: list[str], tmp_path, monkeypatch, capsys) -> str
     for name in WORK:
         if hasattr(module, name):
             monkeypatch.setattr(module, name, _work_started)
+    monkeypatch.setattr("nas.cli.main", _work_started)  # supernet_search_cli runs the CLI in-process
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path))  # a cache write is a write under tmp_path
     writes_out = script in ("nasbench_graph", "nasbench_graph_fidelity")  # not experiments/results
     extra = ["--out", str(tmp_path / "out")] if writes_out else []
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv, *extra])

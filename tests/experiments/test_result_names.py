@@ -2,6 +2,7 @@
 ``--name ../x`` wrote ``experiments/x.json`` (outside the results) after the whole run."""
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 
@@ -22,7 +23,8 @@ def results(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["../x", "a/b", ""])
 def test_write_results_refuses_a_path(results, name) -> None:
-    with pytest.raises(SystemExit, match="must be letters"):
+    message = rf"^--name {re.escape(repr(name))} must be letters, digits, '_' or '-' \(a file stem\) in "
+    with pytest.raises(ValueError, match=message):
         common.write_results(name, {}, "")
     assert sorted(p.name for p in results.parent.rglob("*")) == ["results", "supernet_ranking.json"]
 
@@ -32,19 +34,26 @@ def test_write_results_refuses_a_path(results, name) -> None:
     ("supernet_ranking", ["--archs", "1", "--supernet-epochs", "1", "--epochs", "1", "--patience", "1"]),
     ("supernet_search_cli", ["--trials", "2", "--supernet-epochs", "1", "--out", "{tmp}/run"]),
 ])
-def test_a_path_name_is_refused_before_the_run(results, tmp_path, monkeypatch, script, extra) -> None:
+def test_a_path_name_is_refused_before_the_run(results, tmp_path, monkeypatch, capsys, script,
+                                               extra) -> None:
     extra = [a.format(tmp=tmp_path) for a in extra]
     monkeypatch.setattr(sys, "argv", [f"{script}.py", "--name", "../x", *extra])
-    with pytest.raises(SystemExit, match=r"--name '\.\./x'"):
+    with pytest.raises(SystemExit) as exit_:
         load_script(script).main()
+    assert exit_.value.code == 2  # a usage error (it exited 1 through SystemExit("..."))
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f"{script}.py: error: --name '../x' must be letters, digits, '_' or '-' (a file stem) in ")
     assert sorted(p.name for p in results.parent.rglob("*")) == ["results", "supernet_ranking.json"]
 
 
 @pytest.mark.parametrize("argv", [["--budgets", "0"], ["--draws", "0"]])
-def test_supernet_cost_refuses_zero_budgets_or_draws(results, monkeypatch, argv) -> None:
+def test_supernet_cost_refuses_zero_budgets_or_draws(results, monkeypatch, capsys, argv) -> None:
     monkeypatch.setattr(sys, "argv", ["supernet_cost.py", *argv])
-    with pytest.raises(SystemExit, match=argv[0]):
+    with pytest.raises(SystemExit) as exit_:
         load_script("supernet_cost").main()
+    assert exit_.value.code == 2  # a usage error (it exited 1 through SystemExit("..."))
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"supernet_cost.py: error: argument {argv[0]}: '0' must be an integer >= 1")
     assert not (results / "supernet_cost.json").exists()
 
 

@@ -1,6 +1,7 @@
 """The supernet cost comparison's bookkeeping (synthetic pool rows, no training)."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -58,8 +59,11 @@ def test_a_cascade_re_scores_only_its_best_candidates_and_trains_the_best_by_the
 
 def test_cascade_fractions_are_checked(cost) -> None:
     assert cost._fractions("0.1:0.01") == (0.1, 0.01)
-    for bad in ("0.1", "x:0.1", "0.01:0.1", "0:0"):
-        with pytest.raises(SystemExit, match="--cascade"):
+    for bad in ("0.1", "x:0.1", "0.1:0.01:0.001"):
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"^takes N:K fractions such as 0.1:0.01, got '{bad}'$"):
+            cost._fractions(bad)
+    for bad in ("0.01:0.1", "0:0", "2:1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"^'{bad}': need 0 < K <= N <= 1$"):
             cost._fractions(bad)
 
 
@@ -88,6 +92,7 @@ def _write_ranking(folder) -> None:  # noqa: ANN001
     (["--variant", "5"], "--variant '5' is not a scorer of every row of --rows ['ranking']; those are ['0']"),
     (["--variant", "20"], "--variant '20' is not a scorer of every row of --rows ['ranking']; those are ['0']"),
     (["--refine", "5"], "--refine '5' is not a scorer of --rows ['ranking']; they have ['0', '20']"),
+    (["--cascade", "0.5:0.5"], "--cascade needs --refine FT (the second scorer)"),  # exit 1
 ])
 def test_an_unknown_scorer_exits_2_naming_it_and_the_rows_scorers(cost, tmp_path, monkeypatch, capsys,
                                                                   argv, message) -> None:
@@ -101,6 +106,24 @@ def test_an_unknown_scorer_exits_2_naming_it_and_the_rows_scorers(cost, tmp_path
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and f"supernet_cost.py: error: {message}" in err and "Traceback" not in err
     assert [path.name for path in tmp_path.iterdir()] == ["ranking.json"]
+
+
+def test_rows_of_other_architectures_exit_2_naming_them(cost, tmp_path, monkeypatch, capsys) -> None:
+    # exit 1 through SystemExit("...") once the machine was recorded
+    monkeypatch.setattr(cost, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    _write_ranking(tmp_path)
+    other = json.loads((tmp_path / "ranking.json").read_text())
+    other["rows"][1]["arch"] = {"i": 7}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    monkeypatch.setattr(sys, "argv", ["supernet_cost.py", "--rows", "ranking", "other", "--name", "cost"])
+    with pytest.raises(SystemExit) as exit_:
+        cost.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == ("supernet_cost.py: error: --rows ['ranking', 'other']: not the same "
+                                    "architectures in every file")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["other.json", "ranking.json"]
 
 
 def test_the_rows_scorers_are_accepted(cost, tmp_path, monkeypatch) -> None:
