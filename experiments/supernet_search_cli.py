@@ -9,36 +9,48 @@ validation and test accuracy of the best final trial. The stored per-trial times
 study give the from-scratch seconds per architecture of this run; the cost of a full-training
 search over the same candidates is compared in ``supernet_cost.py`` on measured rows, not here.
 
+The supernet and the database go to ``--out``, a new or empty folder (one that holds an earlier
+run is refused: the commands would resume it, not time a search); by default a new folder of
+``$METANAS_CACHE/supernet_search_cli`` (see :func:`nas.tasks.cache_dir`), private to the user,
+named by ``--name``. Names and counts are checked before any work (exit 2).
+
     python experiments/supernet_search_cli.py --trials 1000 --refine 100 --final-train 10
 """
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
+from experiments._results import positive_int, resolved_name
 from experiments._supernet_common import check_name, machine, write_results
+
+#: the search space of the supernet and of the search (both commands' default)
+SPACE = "gnn"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="cora")
-    p.add_argument("--trials", type=int, default=1000)
-    p.add_argument("--refine", type=int, default=100)
-    p.add_argument("--refine-evaluator", default="supernet:ft20")
-    p.add_argument("--final-train", type=int, default=10)
-    p.add_argument("--supernet-epochs", type=int, default=3000)
+    p.add_argument("--dataset", type=resolved_name(supernet_dataset), default="cora")
+    p.add_argument("--trials", type=positive_int, default=1000)
+    p.add_argument("--refine", type=positive_int, default=100)
+    p.add_argument("--refine-evaluator", type=resolved_name(refine_evaluator), default="supernet:ft20")
+    p.add_argument("--final-train", type=positive_int, default=10)
+    p.add_argument("--supernet-epochs", type=positive_int, default=3000)
     p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
                    help="supernet option (default: max_depth=2, widths=64, dropouts=0.5, split=norm)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="/tmp/metanas-supernet-search-cli", help="supernet and database folder")
+    p.add_argument("--out", default=None,
+                   help="supernet and database folder, new or empty (default: a new folder of "
+                        "$METANAS_CACHE/supernet_search_cli)")
     p.add_argument("--name", default="supernet_search_cli")
     args = p.parse_args()
     check_name(args.name, p)
-    for key in ("trials", "refine", "final_train", "supernet_epochs"):
-        if getattr(args, key) < 1:
-            raise SystemExit(f"--{key.replace('_', '-')} {getattr(args, key)} must be >= 1")
+    if args.out is not None and _holds_a_run(Path(args.out)):
+        p.error(f"--out {args.out} holds an earlier run (it would resume, not time a search): "
+                "pass an empty folder")
     info = machine()
     import optuna
     import torch
@@ -47,11 +59,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     options = args.option or ["max_depth=2", "widths=64", "dropouts=0.5", "split=norm"]
-    out = Path(args.out)
-    if (out / "search.db").exists() or (out / "supernet").exists():
-        raise SystemExit(f"--out {out} holds an earlier run (it would resume, not time a search): "
-                         "pass an empty folder")
+    out = Path(args.out) if args.out is not None else new_folder(args.name)
     out.mkdir(parents=True, exist_ok=True)
+    args.out = str(out)  # recorded with the results
     storage, study = f"sqlite:///{out / 'search.db'}", f"cli-{args.dataset}-s{args.seed}"
     train_cmd = ["supernet", "train", "--dataset", args.dataset, "--out", str(out / "supernet"),
                  "--epochs", str(args.supernet_epochs), "--seed", str(args.seed), "--device", "cpu",
@@ -94,6 +104,50 @@ def main() -> None:
            f"{100 * answer['val']:.2f}, test {100 * answer['test']:.2f}."]
     write_results(args.name, payload, "\n".join(md) + "\n")
     print(json.dumps(answer))
+
+
+def supernet_dataset(text: str) -> str:
+    """``--dataset``'s type: the canonical name of a dataset the GNN supernet trains on;
+    ``ValueError`` naming the value and the choices (the metanas commands refused it only
+    once the run had started)."""
+    from nas.tasks import DATASETS, resolve_dataset
+    from search_spaces import get_space
+
+    name = resolve_dataset(text)
+    levels = get_space(SPACE).levels
+    if DATASETS[name].level not in levels:
+        raise ValueError(f"dataset {name!r} is an {DATASETS[name].level} task; the {SPACE!r} "
+                         f"supernet trains on {list(levels)} tasks")
+    return name
+
+
+def refine_evaluator(text: str) -> str:
+    """``--refine-evaluator``'s type: an evaluator (with its variant) that can score the search
+    space, as written; ``ValueError`` naming the value and the choices. A supernet evaluator's
+    checkpoint is this run's supernet, checked by ``metanas search`` once it is trained (a bad
+    name was refused only then, after hours of supernet training)."""
+    from nas.evaluators import SupernetEvaluator, get_evaluator
+    from search_spaces import get_space
+
+    evaluator = get_evaluator(text)
+    if not isinstance(evaluator, SupernetEvaluator):
+        evaluator.check_space(get_space(SPACE))
+    return text
+
+
+def _holds_a_run(out: Path) -> bool:
+    return (out / "search.db").exists() or (out / "supernet").exists()
+
+
+def new_folder(name: str) -> Path:
+    """A new empty folder ``<name>-XXXXXXXX`` of ``$METANAS_CACHE/supernet_search_cli``, readable by
+    the user only: the fixed default ``/tmp/metanas-supernet-search-cli`` was shared by every user
+    of the machine and, holding the first run, refused every later one."""
+    from nas.tasks import cache_dir
+
+    parent = cache_dir() / "supernet_search_cli"
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ CASES = [
     ("supernet_cost", ["--cascade", "x"], "x"),
     ("supernet_cost", ["--rows", "../x"], "../x"),
     ("supernet_cost", ["--rows", "nosuchrows"], "nosuchrows"),  # a FileNotFoundError traceback
+    ("supernet_search_cli", ["--refine", "0"], "0"),  # exited 1 (--trials 0: test_result_names.py)
+    ("supernet_search_cli", ["--final-train", "-1"], "-1"),
 ]
 
 
@@ -91,6 +93,13 @@ NAMES = [
     ("zero_cost", ["bench", "--skip", "naswot", "nosuchname"], "nosuchname", "'synflow'"),  # ignored
     ("zero_cost", ["bench", "--recompute", "nosuchname"], "nosuchname", "'synflow'"),
     ("supernet_ranking", ["--dataset", "nosuchname"], "nosuchname", "'cora'"),
+    # refused by the metanas commands it runs: the dataset by the supernet training (exit 1),
+    # the refine evaluator by the search, after hours of supernet training
+    ("supernet_search_cli", ["--dataset", "nosuchname"], "nosuchname", "'cora'"),
+    ("supernet_search_cli", ["--dataset", "mnist14"], "mnist14", "['node', 'graph']"),
+    ("supernet_search_cli", ["--refine-evaluator", "nosuchname"], "nosuchname", "'train'"),
+    ("supernet_search_cli", ["--refine-evaluator", "supernet:fast"], "fast", "supernet:ft5"),
+    ("supernet_search_cli", ["--refine-evaluator", "table"], "table", "cannot score space 'gnn'"),
     ("metanet_accuracy", ["--zoo", "sqlite://", "--study", "z", "--label", "z", "--splits", "id",
                           "nosuchname"], "nosuchname", "'ood'"),  # after loading the zoo
 ]
