@@ -38,6 +38,10 @@ def main() -> None:
     parser = _parser()
     args = parser.parse_args()
     check_name(args.name, parser)
+    options = _supernet_options(parser, args)
+    if args.rescore and not args.supernet:
+        parser.error(f"--rescore {args.rescore} needs --supernet FOLDER: the trained supernet whose "
+                     "inherited weights re-score the rows")
     info = machine()
     if args.merge:
         return _merge(args, info)
@@ -50,12 +54,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from nas.evaluators import SupernetEvaluator, TrainEvaluator
-    from nas.supernet import SupernetTrainConfig, build_supernet, parse_options, train_supernet
+    from nas.supernet import SupernetTrainConfig, build_supernet, train_supernet
     from nas.tasks import load_task
 
     task = load_task(args.dataset)
-    options = {"max_depth": args.max_depth, "widths": (args.width,)} if args.space == "gnn" else {}
-    options.update(parse_options(args.option))
     supernet = build_supernet(args.space, task, **options)
     config = SupernetTrainConfig(
         epochs=args.supernet_epochs, seed=args.seed, device=args.device, sampling=args.sampling,
@@ -103,6 +105,22 @@ def main() -> None:
             print(f"[refine {j + 1}/{args.refine_top}] {arch.short():40s} "
                   + " ".join(f"ft{ft} {row['variants'][str(ft)]['val']:.3f}" for ft in later), flush=True)
     _report(args, info, trained, rows)
+
+
+def _supernet_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The supernet's options: ``--max-depth`` and ``--width`` (GNN space), then ``--option``;
+    an option the supernet does not take, or one not written KEY=VALUE, is refused through
+    ``parser`` naming it and the valid ones (it was refused after loading the task, with a
+    traceback)."""
+    from nas.supernet import check_options, parse_options
+
+    options = {"max_depth": args.max_depth, "widths": (args.width,)} if args.space == "gnn" else {}
+    try:
+        options.update(parse_options(args.option))
+        check_options(args.space, options)
+    except ValueError as error:
+        parser.error(str(error))
+    return options
 
 
 def supernet_folder(space: str, dataset: str, supernet: dict[str, Any], train: dict[str, Any]) -> Path:
@@ -245,7 +263,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", nargs="+", default=None, metavar="NAME",
                    help="only merge the rows of these result files into --name and report")
     p.add_argument("--rescore", default=None, metavar="NAME",
-                   help="re-score the rows of result NAME with inherited weights only (evaluator variants)")
+                   help="re-score the rows of result NAME with inherited weights only (evaluator "
+                        "variants) of the supernet of --supernet")
     p.add_argument("--finetune-epochs", type=int, nargs="+", default=[0],
                    help="with --rescore: fine-tuning epochs to compare")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (1: best on a shared CPU)")

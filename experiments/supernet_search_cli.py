@@ -47,10 +47,17 @@ def main() -> None:
                         "$METANAS_CACHE/supernet_search_cli)")
     p.add_argument("--name", default="supernet_search_cli")
     args = p.parse_args()
+    from nas.supernet import check_options, parse_options
+
     check_name(args.name, p)
     if args.out is not None and _holds_a_run(Path(args.out)):
         p.error(f"--out {args.out} holds an earlier run (it would resume, not time a search): "
                 "pass an empty folder")
+    options = args.option or ["max_depth=2", "widths=64", "dropouts=0.5", "split=norm"]
+    try:  # the supernet training refused a bad option only once the run had started (exit 1)
+        check_options(SPACE, parse_options(options))
+    except ValueError as error:
+        p.error(str(error))
     info = machine()
     import optuna
     import torch
@@ -58,7 +65,6 @@ def main() -> None:
     from nas.cli import main as cli
 
     torch.set_num_threads(1)
-    options = args.option or ["max_depth=2", "widths=64", "dropouts=0.5", "split=norm"]
     out = Path(args.out) if args.out is not None else new_folder(args.name)
     out.mkdir(parents=True, exist_ok=True)
     args.out = str(out)  # recorded with the results

@@ -6,7 +6,7 @@ and :func:`load_supernet` reads a checkpoint folder back.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,19 +39,26 @@ def build_supernet(space: str, task: Task, **options: Any) -> Supernet:
 
     Options go to the supernet class (e.g. ``max_depth``, ``widths``, ``convs`` for ``gnn``).
     """
+    cls = resolve(space, SUPERNETS, "supernet space")
+    check_options(space, options)
+    get_space(cls.space_name).check_level(task.level)  # before any data is read
+    return cls(task.num_features, task.num_classes, task.level, **options)
+
+
+def check_options(space: str, options: Mapping[str, Any]) -> None:
+    """``ValueError`` naming the options the supernet over ``space`` (any spelling) does not
+    take, and the valid ones: its constructor's parameters but the task's dimensions and level,
+    which :func:`build_supernet` fills in. Names only, so a script can refuse a bad option
+    before it loads the task."""
     import inspect
 
     cls = resolve(space, SUPERNETS, "supernet space")
-    accepted = set(inspect.signature(cls.__init__).parameters) - {
+    valid = set(inspect.signature(cls.__init__).parameters) - {
         "self", "in_channels", "out_channels", "level",
     }
-    unknown = sorted(set(options) - accepted)
+    unknown = sorted(set(options) - valid)
     if unknown:
-        raise ValueError(
-            f"unknown option(s) {unknown} of the {space!r} supernet; valid: {sorted(accepted)}"
-        )
-    get_space(cls.space_name).check_level(task.level)  # before any data is read
-    return cls(task.num_features, task.num_classes, task.level, **options)
+        raise ValueError(f"unknown option(s) {unknown} of the {space!r} supernet; valid: {sorted(valid)}")
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -59,7 +66,8 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
 
     ``["max_depth=3", "widths=32,64", "dropouts=0.5"]`` ->
     ``{"max_depth": 3, "widths": (32, 64), "dropouts": ("0.5",)}``; options that take several
-    values always become tuples. Which options exist is checked by :func:`build_supernet`.
+    values always become tuples. Which options exist is checked by :func:`check_options`
+    (which :func:`build_supernet` calls).
     """
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -92,6 +100,6 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
 
 __all__ = [
     "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SAMPLINGS", "SupernetTrainConfig", "SupernetTrainResult",
-    "DEFAULT_REFINE_EVALUATOR", "FINAL_SUFFIX", "REFINE_SUFFIX", "build_supernet", "final_train", "refine", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
+    "DEFAULT_REFINE_EVALUATOR", "FINAL_SUFFIX", "REFINE_SUFFIX", "build_supernet", "check_options", "final_train", "refine", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
     "read_meta", "train_supernet",
 ]

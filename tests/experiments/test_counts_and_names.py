@@ -100,6 +100,7 @@ NAMES = [
     ("supernet_search_cli", ["--refine-evaluator", "nosuchname"], "nosuchname", "'train'"),
     ("supernet_search_cli", ["--refine-evaluator", "supernet:fast"], "fast", "supernet:ft5"),
     ("supernet_search_cli", ["--refine-evaluator", "table"], "table", "cannot score space 'gnn'"),
+    ("supernet_search_cli", ["--option", "depth=2"], "depth", "'max_depth'"),  # exit 1, in the training
     ("metanet_accuracy", ["--zoo", "sqlite://", "--study", "z", "--label", "z", "--splits", "id",
                           "nosuchname"], "nosuchname", "'ood'"),  # after loading the zoo
 ]

@@ -1,6 +1,7 @@
 """Where supernet_ranking.py trains its supernet without ``--supernet``: one fixed
 ``/tmp/metanas-supernet-<space>-<dataset>-<seed>`` folder was resumed (or, trained longer before,
-reused as it was) whatever ``--supernet-epochs``, ``--sampling`` or the supernet options said."""
+reused as it was) whatever ``--supernet-epochs``, ``--sampling`` or the supernet options said.
+Options and ``--rescore`` are checked before any work."""
 from __future__ import annotations
 
 import json
@@ -55,3 +56,29 @@ def test_a_run_with_other_supernet_epochs_trains_a_supernet_of_its_own(ranking, 
         epochs[supernet_epochs] = json.loads((results / "tiny.json").read_text())["supernet_epochs"]
     assert epochs == {"2": 2, "1": 1}
     assert len(list((tmp_path / "cache" / "supernet_ranking").iterdir())) == 2
+
+
+def _usage_error(ranking, monkeypatch, capsys, argv: list[str]) -> str:  # noqa: ANN001
+    """The one error line of ``supernet_ranking.py argv``, which must exit 2 before any work."""
+    monkeypatch.setattr(ranking, "machine", lambda: pytest.fail("the benchmark started its work"))
+    monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        ranking.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--option", "depth=2"], "unknown option(s) ['depth'] of the 'gnn' supernet; valid: ['convs', "),
+    (["--space", "nasbench-graph", "--option", "max_depth=2"],
+     "unknown option(s) ['max_depth'] of the 'nasbench-graph' supernet; valid: ["),
+    (["--option", "dropouts"], "supernet option 'dropouts' must look like KEY=VALUE"),
+    (["--rescore", "supernet_ranking"], "--rescore supernet_ranking needs --supernet FOLDER: the "
+                                        "trained supernet whose inherited weights re-score the rows"),
+])
+def test_bad_options_and_a_rescore_without_supernet_are_usage_errors(ranking, monkeypatch, capsys,
+                                                                     argv, message) -> None:
+    # an unknown option: a traceback after loading the task; --rescore: a crash on its first row
+    line = _usage_error(ranking, monkeypatch, capsys, argv)
+    assert line.startswith(f"supernet_ranking.py: error: {message}")
