@@ -3,7 +3,9 @@
 ``--space gnn`` on a node task (default Cora): trains a supernet with SPOS (or reuses ``--supernet``;
 ``--option KEY=VALUE`` as in ``metanas supernet train``; without ``--supernet`` it is trained, and
 resumed, in a folder of ``$METANAS_CACHE/supernet_ranking`` named by every setting that determines
-it, see :func:`supernet_folder`), draws ``--archs`` architectures uniformly
+it, see :func:`supernet_folder`; a ``--supernet`` checkpoint is resumed up to ``--supernet-epochs``
+as ``metanas supernet train`` resumes one, and refused if trained further or otherwise, see
+:func:`reuse_error`), draws ``--archs`` architectures uniformly
 from the supernet's covered sub-space (seeded by ``--arch-seed``; lr and weight decay fixed at
 5e-3 / 5e-4), scores each with inherited weights (BatchNorm recalibrated, then fine-tuned for each
 of ``--variants`` epochs) and trains each from scratch with the ``train`` evaluator once per
@@ -42,6 +44,10 @@ def main() -> None:
     if args.rescore and not args.supernet:
         parser.error(f"--rescore {args.rescore} needs --supernet FOLDER: the trained supernet whose "
                      "inherited weights re-score the rows")
+    if args.supernet and not (args.merge or args.rescore):
+        error = reuse_error(Path(args.supernet), _train_config(args))
+        if error:
+            parser.error(error)
     info = machine()
     if args.merge:
         return _merge(args, info)
@@ -54,14 +60,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from nas.evaluators import SupernetEvaluator, TrainEvaluator
-    from nas.supernet import SupernetTrainConfig, build_supernet, train_supernet
+    from nas.supernet import build_supernet, train_supernet
     from nas.tasks import load_task
 
     task = load_task(args.dataset)
     supernet = build_supernet(args.space, task, **options)
-    config = SupernetTrainConfig(
-        epochs=args.supernet_epochs, seed=args.seed, device=args.device, sampling=args.sampling,
-    )
+    config = _train_config(args)
     folder = Path(args.supernet) if args.supernet else supernet_folder(
         args.space, task.name, supernet.config(), dataclasses.asdict(config))
     args.supernet_folder = str(folder)
@@ -121,6 +125,58 @@ def _supernet_options(parser: argparse.ArgumentParser, args: argparse.Namespace)
     except ValueError as error:
         parser.error(str(error))
     return options
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    """The :class:`nas.supernet.SupernetTrainConfig` of ``--supernet-epochs``, ``--seed``,
+    ``--sampling`` and ``--device``."""
+    from nas.supernet import SupernetTrainConfig
+
+    return SupernetTrainConfig(
+        epochs=args.supernet_epochs, seed=args.seed, device=args.device, sampling=args.sampling,
+    )
+
+
+#: training settings a supernet checkpoint must share with the run that reuses it, and their
+#: flags (the others are SupernetTrainConfig's defaults here); the device and the checkpoint
+#: interval do not change the weights, and fewer epochs are trained on, as a resumed run is
+REUSED_SETTINGS = {"seed": "--seed", "sampling": "--sampling", "lr": "lr", "weight_decay": "weight_decay",
+                   "batch_size": "batch_size", "amp": "amp"}
+
+
+def reuse_error(folder: Path, config: Any) -> str | None:
+    """Why the supernet checkpoint in ``folder`` (``--supernet``) is not this run's supernet, else
+    ``None`` (no checkpoint: trained there).
+
+    As ``metanas supernet train`` does, a checkpoint of fewer epochs than ``--supernet-epochs``
+    is resumed up to them (and :func:`nas.supernet.train_supernet` refuses another space,
+    supernet or dataset). One trained for more epochs, or with another seed, sampling or
+    optimiser setting, is refused: it was used as it was, its rows reported under settings it
+    was not trained with. So is a ``supernet.json`` that is no checkpoint's.
+    """
+    import dataclasses
+
+    from nas.supernet import SupernetTrainConfig, has_checkpoint, read_meta
+
+    try:
+        if not has_checkpoint(folder):
+            return None
+        meta = read_meta(folder)
+    except ValueError as error:
+        return f"--supernet {folder}: {error}"
+    requested, default = dataclasses.asdict(config), dataclasses.asdict(SupernetTrainConfig())
+    trained = {key: meta["train"].get(key, default[key]) for key in REUSED_SETTINGS}
+    differ = [key for key in REUSED_SETTINGS if trained[key] != requested[key]]
+    if differ:
+        return (f"--supernet {folder} holds a supernet trained with "
+                + ", ".join(f"{key} {trained[key]!r}" for key in differ) + ", not "
+                + ", ".join(f"{REUSED_SETTINGS[key]} {requested[key]!r}" for key in differ)
+                + ": pass the settings it was trained with, or another folder")
+    if meta["epoch"] > config.epochs:
+        return (f"--supernet {folder} holds a supernet trained {meta['epoch']} epochs, more than "
+                f"--supernet-epochs {config.epochs}: pass --supernet-epochs {meta['epoch']} (or more, "
+                "to train it further), or another folder")
+    return None
 
 
 def supernet_folder(space: str, dataset: str, supernet: dict[str, Any], train: dict[str, Any]) -> Path:
@@ -231,10 +287,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="gnn", choices=["gnn", "nasbench-graph"])
     p.add_argument("--archs", type=positive_int, default=50)
     p.add_argument("--supernet", default=None,
-                   help="checkpoint folder (trained/resumed there; default: a folder of "
-                        "$METANAS_CACHE/supernet_ranking named by the space, the dataset, the "
-                        "supernet options and the training settings, so other settings train "
-                        "another supernet)")
+                   help="checkpoint folder: trained there, or resumed up to --supernet-epochs; a "
+                        "checkpoint of more epochs or of another --seed or --sampling is refused "
+                        "(default: a folder of $METANAS_CACHE/supernet_ranking named by the space, "
+                        "the dataset, the supernet options and the training settings, so other "
+                        "settings train another supernet)")
     p.add_argument("--supernet-epochs", type=positive_int, default=500)
     p.add_argument("--max-depth", type=positive_int, default=2)
     p.add_argument("--width", type=int, default=64)

@@ -1,12 +1,14 @@
 """Where supernet_ranking.py trains its supernet without ``--supernet``: one fixed
 ``/tmp/metanas-supernet-<space>-<dataset>-<seed>`` folder was resumed (or, trained longer before,
 reused as it was) whatever ``--supernet-epochs``, ``--sampling`` or the supernet options said.
-Options and ``--rescore`` are checked before any work."""
+A ``--supernet`` folder is resumed, not reused, unless it was trained as the run asks; options,
+``--rescore`` and ``--supernet`` are checked before any work."""
 from __future__ import annotations
 
 import json
 import shutil
 import sys
+import types
 
 import pytest
 from _scripts import load_script
@@ -58,6 +60,18 @@ def test_a_run_with_other_supernet_epochs_trains_a_supernet_of_its_own(ranking, 
     assert len(list((tmp_path / "cache" / "supernet_ranking").iterdir())) == 2
 
 
+@pytest.fixture()
+def two_epoch_supernet(tiny_graph, tmp_path):
+    """A checkpoint folder of a GNN supernet trained 2 epochs (seed 0, uniform sampling)."""
+    from nas.supernet import GNNSupernet, SupernetTrainConfig, train_supernet
+
+    task = types.SimpleNamespace(data=tiny_graph, name="tiny", level="node", num_features=4, num_classes=3)
+    folder = tmp_path / "supernet"
+    train_supernet(GNNSupernet(4, 3, "node", max_depth=1, widths=(16,)), task,
+                   SupernetTrainConfig(epochs=2, seed=0, device="cpu"), out=folder)
+    return folder
+
+
 def _usage_error(ranking, monkeypatch, capsys, argv: list[str]) -> str:  # noqa: ANN001
     """The one error line of ``supernet_ranking.py argv``, which must exit 2 before any work."""
     monkeypatch.setattr(ranking, "machine", lambda: pytest.fail("the benchmark started its work"))
@@ -67,6 +81,49 @@ def _usage_error(ranking, monkeypatch, capsys, argv: list[str]) -> str:  # noqa:
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err
     return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv, stored, requested", [
+    (["--seed", "1"], "seed 0", "--seed 1"),
+    (["--sampling", "fair"], "sampling 'uniform'", "--sampling 'fair'"),
+    (["--seed", "2", "--sampling", "fair"], "seed 0, sampling 'uniform'", "--seed 2, --sampling 'fair'"),
+])
+def test_a_supernet_folder_trained_otherwise_is_refused_naming_both_settings(
+    ranking, two_epoch_supernet, monkeypatch, capsys, argv, stored, requested,
+) -> None:
+    # it was reused as it was: its rows were reported under a seed or sampling it never had
+    line = _usage_error(ranking, monkeypatch, capsys,
+                        ["--supernet", str(two_epoch_supernet), "--supernet-epochs", "2", *argv])
+    assert line == (f"supernet_ranking.py: error: --supernet {two_epoch_supernet} holds a supernet "
+                    f"trained with {stored}, not {requested}: pass the settings it was trained "
+                    "with, or another folder")
+
+
+def test_a_supernet_folder_trained_longer_is_refused_naming_its_epochs(
+    ranking, two_epoch_supernet, monkeypatch, capsys,
+) -> None:
+    # it was reused as it was, the result recording --supernet-epochs 1
+    line = _usage_error(ranking, monkeypatch, capsys,
+                        ["--supernet", str(two_epoch_supernet), "--supernet-epochs", "1"])
+    assert line == (f"supernet_ranking.py: error: --supernet {two_epoch_supernet} holds a supernet "
+                    "trained 2 epochs, more than --supernet-epochs 1: pass --supernet-epochs 2 (or "
+                    "more, to train it further), or another folder")
+
+
+def test_a_folder_whose_supernet_json_is_no_checkpoint_is_refused(ranking, tmp_path, monkeypatch,
+                                                                  capsys) -> None:
+    (tmp_path / "supernet.json").write_text("{bad")
+    line = _usage_error(ranking, monkeypatch, capsys, ["--supernet", str(tmp_path)])
+    assert line.startswith(f"supernet_ranking.py: error: --supernet {tmp_path}: {tmp_path / 'supernet.json'} "
+                           "is not JSON")
+
+
+def test_a_supernet_folder_trained_as_asked_or_shorter_is_used(ranking, two_epoch_supernet) -> None:
+    config = types.SimpleNamespace(supernet_epochs=2, seed=0, device="cuda", sampling="uniform")
+    assert ranking.reuse_error(two_epoch_supernet, ranking._train_config(config)) is None
+    config.supernet_epochs = 5  # resumed up to 5, as `metanas supernet train` resumes it
+    assert ranking.reuse_error(two_epoch_supernet, ranking._train_config(config)) is None
+    assert ranking.reuse_error(two_epoch_supernet.parent / "new", ranking._train_config(config)) is None
 
 
 @pytest.mark.parametrize("argv, message", [
