@@ -61,6 +61,24 @@ def resolved_names(resolve: Callable[[str], T]) -> Callable[[str], list[T]]:
     return lambda text: [one(part) for part in text.split(",")]
 
 
+def named_counts(resolve: Callable[[str], str]) -> Callable[[str], dict[str, int]]:
+    """An argparse ``type``: comma-separated ``NAME=COUNT`` pairs (``gp=5,tpe=10``), each name
+    resolved as by :func:`resolved_name` (a typo was ignored), each count as :func:`positive_int`;
+    ``""`` is no pair."""
+    name = resolved_name(resolve)
+
+    def parse(text: str) -> dict[str, int]:
+        pairs = {}
+        for part in filter(None, text.split(",")):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise argparse.ArgumentTypeError(f"{part!r} must look like NAME=COUNT, e.g. gp=5")
+            pairs[name(key.strip())] = positive_int(value.strip())
+        return pairs
+
+    return parse
+
+
 def machine() -> dict[str, Any]:
     import torch
 

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from experiments._results import positive_int, positive_ints, resolved_names  # noqa: E402
+from experiments._results import named_counts, positive_int, positive_ints, resolved_names  # noqa: E402
 
 DATASETS = ("cora", "citeseer", "pubmed", "cs", "physics", "photo", "computers", "arxiv")
 #: datasets strategies may be tuned on; the others are for acceptance only
@@ -257,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=positive_int, default=20)
     parser.add_argument("--budgets", type=positive_ints, default="50,100,200")
     parser.add_argument("--processes", type=positive_int, default=2)
-    parser.add_argument("--seeds-for", default="", help="fewer seeds for slow strategies, e.g. gp=5")
-    parser.add_argument("--max-budget-for", default="", help="smaller largest budget, e.g. gp=100")
+    parser.add_argument("--seeds-for", type=named_counts(strategy_name), default={},
+                        help="fewer seeds for slow strategies, e.g. gp=5")
+    parser.add_argument("--max-budget-for", type=named_counts(strategy_name), default={},
+                        help="smaller largest budget, e.g. gp=100")
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "nasbench_graph"))
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="instead of searching, merge result files into --out: a later "
@@ -272,8 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     strategies, datasets = args.strategies, args.datasets
     budgets = tuple(sorted(args.budgets))
-    fewer = {k: int(v) for k, v in (p.split("=") for p in args.seeds_for.split(",") if p)}
-    capped = {k: int(v) for k, v in (p.split("=") for p in args.max_budget_for.split(",") if p)}
+    fewer, capped = args.seeds_for, args.max_budget_for
+    for strategy, cap in capped.items():
+        if cap < budgets[0]:  # the strategy's runs had no budget: a traceback in the worker
+            parser.error(f"--max-budget-for {strategy}={cap} is below the smallest of --budgets "
+                         f"{','.join(map(str, budgets))}")
     jobs = [
         (s, d, seed, tuple(b for b in budgets if b <= capped.get(s, max(budgets))), args.transfer)
         for seed in range(args.seeds) for d in datasets for s in strategies

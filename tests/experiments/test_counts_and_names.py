@@ -10,10 +10,10 @@ import sys
 import pytest
 from _scripts import load_script
 
-from experiments._results import positive_int, positive_ints
+from experiments._results import named_counts, positive_int, positive_ints
 
 #: functions that start a benchmark's work; the test makes each raise if reached
-WORK = ("load_task", "run_search", "train_hypernet", "_run_child", "write_results", "machine")
+WORK = ("load_task", "run_search", "train_hypernet", "_run_child", "write_results", "machine", "_search")
 
 CASES = [
     ("batched_training", ["--epochs", "0"], "0"),
@@ -38,6 +38,10 @@ CASES = [
     ("supernet_ranking", ["--supernet-epochs", "0"], "0"),
     ("nasbench_graph", ["--budgets", "5,0", "--seeds", "1", "--strategies", "random",
                         "--datasets", "cora", "--processes", "1"], "0"),
+    # --processes 1: a regression reaches the patched _search in this process, not a pool's
+    ("nasbench_graph", ["--processes", "1", "--seeds-for", "gp=x"], "x"),  # a traceback
+    ("nasbench_graph", ["--processes", "1", "--max-budget-for", "gp=0"], "0"),
+    ("nasbench_graph", ["--processes", "1", "--seeds-for", "gp"], "gp"),
     # supernet_cost's counts, cascades and rows exited 1 through SystemExit("...") (its --budgets,
     # --draws and every supernet benchmark's --name: test_result_names.py)
     ("supernet_cost", ["--top-k", "1", "0"], "0"),
@@ -85,6 +89,8 @@ NAMES = [
     ("batched_training", ["--dataset", "nosuchname"], "nosuchname", "'cora'"),
     ("nasbench_graph", ["--strategies", "random,nosuchname"], "nosuchname", "'tpe'"),
     ("nasbench_graph", ["--datasets", "nosuchname"], "nosuchname", "'citeseer'"),
+    ("nasbench_graph", ["--processes", "1", "--seeds-for", "random=2,gpp=5"], "gpp", "'gp'"),  # ignored
+    ("nasbench_graph", ["--processes", "1", "--max-budget-for", "tpee=100"], "tpee", "'tpe'"),
     ("zero_cost", ["bench", "--dataset", "nosuchname"], "nosuchname", "'cora'"),
     ("zero_cost", ["prescreen", "--proxy-dataset", "nosuchname"], "nosuchname", "'cora'"),
     ("zero_cost", ["prescreen", "--strategy", "nosuchname"], "nosuchname", "'tpe'"),
@@ -120,3 +126,18 @@ def test_positive_int_parses_counts_and_refuses_the_rest() -> None:
     for text in ("0", "-2", "x", ""):
         with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
             positive_int(text)
+
+
+def test_named_counts_resolve_each_name_and_count() -> None:
+    from nas.samplers import strategy_name
+
+    parse = named_counts(strategy_name)
+    assert parse("GP=5, tpe=10") == {"gp": 5, "tpe": 10} and parse("") == {}
+
+
+def test_a_max_budget_below_every_budget_exits_2_naming_it(tmp_path, monkeypatch, capsys) -> None:
+    # the strategy's runs had no budget left: a ValueError traceback in the search worker
+    err = _refused("nasbench_graph", ["--processes", "1", "--budgets", "50,100", "--max-budget-for", "gp=20"],
+                   tmp_path, monkeypatch, capsys)
+    assert err.splitlines()[-1] == ("nasbench_graph.py: error: --max-budget-for gp=20 is below the "
+                                    "smallest of --budgets 50,100")
