@@ -48,15 +48,21 @@ from experiments._results import positive_int, resolved_name  # noqa: E402
 from nas.proxies import PROXIES, proxy_batches, proxy_name  # noqa: E402
 from nas.samplers import strategy_name  # noqa: E402
 from nas.samplers._prescreen import check_veto_quantile, resolve_rule  # noqa: E402
-from nas.tasks import load_task, resolve_dataset  # noqa: E402
+from nas.tasks import DATASETS, load_task, resolve_dataset  # noqa: E402
 from nas.train import seed_everything  # noqa: E402
 from search_spaces import get_space  # noqa: E402
+from search_spaces.nasbench_graph import BENCHMARK_SETTINGS, benchmark_dataset  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results"
 CACHE = RESULTS / "zero_cost_cache"
 NOTES = RESULTS / "zero_cost_notes.md"
 #: proxies in report order; params is the baseline
 PROXY_ORDER = ("params", "grad_norm", "snip", "synflow", "naswot", "gradsign")
+#: NAS-Bench-Graph's datasets whose data this project loads, as node tasks: bench builds the
+#: benchmark's cells on that data, prescreen computes its proxy on it (the benchmark's "proteins"
+#: is ogbn-proteins, not the TU graph dataset of nas.tasks; "arxiv" does not load here)
+LOADED_BENCHMARK_DATASETS = [name for name in BENCHMARK_SETTINGS
+                             if name in DATASETS and DATASETS[name].level == "node"]
 
 
 def machine() -> dict[str, Any]:
@@ -525,6 +531,40 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def loaded_benchmark_dataset(text: str) -> str:
+    """A dataset of :data:`LOADED_BENCHMARK_DATASETS` (any spelling), canonical; ``ValueError``
+    naming the value and them."""
+    try:
+        name = benchmark_dataset(text)
+    except ValueError:
+        name = None
+    if name not in LOADED_BENCHMARK_DATASETS:
+        raise ValueError(f"{text!r} is not among the NAS-Bench-Graph datasets whose data loads "
+                         f"here: {LOADED_BENCHMARK_DATASETS}")
+    return name
+
+
+def part_dataset(part: str, text: str, proxy_dataset: str | None) -> str:
+    """``--dataset`` of ``part``, canonical; ``ValueError`` naming it and the valid ones.
+
+    ``bench`` builds NAS-Bench-Graph cells on its data and looks them up in its table: a
+    benchmark dataset whose data loads here. ``prescreen`` looks its searches up in the table
+    (any benchmark dataset) and computes the proxy on ``--proxy-dataset``'s data, by default on
+    this one's (then it must load here). ``trained`` trains GNN-space models on any dataset;
+    ``report`` reads none.
+    """
+    if part == "prescreen" and proxy_dataset is None:
+        try:
+            return loaded_benchmark_dataset(text)
+        except ValueError as error:
+            raise ValueError(f"{error} (the proxy's data, as no --proxy-dataset is given)") from None
+    if part == "bench":
+        return loaded_benchmark_dataset(text)
+    if part == "prescreen":
+        return benchmark_dataset(text)
+    return resolve_dataset(text)
+
+
 def signed_proxy(text: str) -> str:
     """``--proxy``: a proxy name in any spelling made canonical, a leading '-' (rank by the
     negation) kept; ``ValueError`` naming the proxies otherwise."""
@@ -540,9 +580,10 @@ def veto_quantile(text: str) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=["bench", "trained", "prescreen", "report"])
-    dataset = resolved_name(resolve_dataset)
     proxy = resolved_name(proxy_name)
-    parser.add_argument("--dataset", type=dataset, default="cora")
+    parser.add_argument("--dataset", default="cora",
+                        help="bench: a NAS-Bench-Graph dataset whose data loads here; prescreen: "
+                             "the benchmark dataset searched; trained: any dataset")
     parser.add_argument("--archs", type=positive_int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", type=proxy, default=[], help="proxies to leave out")
@@ -556,7 +597,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="prescreen: base strategy")
     parser.add_argument("--proxy", type=resolved_name(signed_proxy), default="naswot",
                         help="prescreen: the proxy; a leading '-' ranks by its negation")
-    parser.add_argument("--proxy-dataset", type=dataset, default=None, help="prescreen: data for the proxy")
+    parser.add_argument("--proxy-dataset", type=resolved_name(loaded_benchmark_dataset), default=None,
+                        help="prescreen: data for the proxy, a NAS-Bench-Graph dataset whose data "
+                             "loads here (default: --dataset)")
     parser.add_argument("--transfer", type=int, default=0,
                         help="prescreen: warm-start both arms with the K best cells of the other "
                              "tuning datasets' tables (as experiments/nasbench_graph.py --transfer)")
@@ -571,6 +614,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=positive_int, default=100)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    try:  # it depends on the part: bench and prescreen accepted any dataset, crashing later
+        args.dataset = part_dataset(args.part, args.dataset, args.proxy_dataset)
+    except ValueError as error:
+        parser.error(f"argument --dataset: {error}")
     skipped = sorted(set(args.recompute) & set(args.skip))
     if skipped:
         parser.error(f"--recompute {skipped} are skipped; proxies of this run: "

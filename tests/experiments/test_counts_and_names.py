@@ -93,6 +93,14 @@ NAMES = [
     ("nasbench_graph", ["--processes", "1", "--max-budget-for", "tpee=100"], "tpee", "'tpe'"),
     ("zero_cost", ["bench", "--dataset", "nosuchname"], "nosuchname", "'cora'"),
     ("zero_cost", ["prescreen", "--proxy-dataset", "nosuchname"], "nosuchname", "'cora'"),
+    # not NAS-Bench-Graph datasets (PROTEINS is TU's graph dataset, the benchmark's ogbn-proteins):
+    # accepted, then the run crashed on the benchmark's table or space
+    ("zero_cost", ["bench", "--dataset", "mutag"], "mutag", "'citeseer'"),
+    ("zero_cost", ["bench", "--dataset", "proteins"], "proteins", "'citeseer'"),
+    ("zero_cost", ["prescreen", "--dataset", "texas"], "texas", "'citeseer'"),
+    ("zero_cost", ["prescreen", "--dataset", "arxiv"], "arxiv", "no --proxy-dataset"),  # no data here
+    ("zero_cost", ["prescreen", "--dataset", "texas", "--proxy-dataset", "cora"], "texas", "'arxiv'"),
+    ("zero_cost", ["prescreen", "--proxy-dataset", "mutag"], "mutag", "'citeseer'"),
     ("zero_cost", ["prescreen", "--strategy", "nosuchname"], "nosuchname", "'tpe'"),
     ("zero_cost", ["prescreen", "--proxy", "nosuchname"], "nosuchname", "'naswot'"),
     ("zero_cost", ["prescreen", "--rule", "top"], "top", "'veto'"),

@@ -193,6 +193,22 @@ def test_prescreen_rule_names_the_run_and_bad_values_fail_before_any_work(tmp_pa
     assert not list(tmp_path.glob("*.json"))
 
 
+@pytest.mark.parametrize("argv, dataset", [
+    (["bench", "--dataset", "CiteSeer"], "citeseer"),
+    (["prescreen", "--dataset", "citeseer"], "citeseer"),
+    # the search looks arxiv's table up; the proxy runs on Cora's data (arxiv does not load here)
+    (["prescreen", "--dataset", "arxiv", "--proxy-dataset", "cora"], "arxiv"),
+    (["trained", "--dataset", "MUTAG"], "mutag"),  # GNN-space models train on any dataset
+])
+def test_each_part_takes_the_datasets_it_can_run_on(monkeypatch, argv, dataset) -> None:
+    module = script("zero_cost")
+    runs = []
+    for part in ("bench", "trained", "prescreen"):
+        monkeypatch.setattr(module, f"run_{part}", runs.append)
+    module.main(argv)
+    assert [args.dataset for args in runs] == [dataset]
+
+
 def test_vetoed_arm_keeps_the_plain_search_when_nothing_is_in_the_low_tail() -> None:
     space = NasBenchGraphSpace("cora")
     plain = script("zero_cost").search_once(
