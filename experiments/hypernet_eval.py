@@ -123,12 +123,8 @@ def run_ghn(name: str, rows: dict[str, Any], hypernet: str) -> None:
     space_name, dataset, _ = SETUPS[name]
     space, task = get_space(space_name), load_task(dataset)
     ghn = load_hypernet(hypernet, task)
-    train_hashes = set(ghn.metadata.get("train_hashes", []))
-    _, _, config = SETUPS[name]
-    pool = sample_architectures(space, config.pool_size, config.seed,
-                                max_depth=config.max_depth, max_width=config.max_width)
-    if train_hashes and train_hashes != {a.arch_hash for a in pool}:
-        raise ValueError(f"{hypernet} was not trained on the pool of SETUPS[{name!r}]")
+    pool = _pool_of(ghn, hypernet, space, name)
+    train_hashes = {a.arch_hash for a in pool}
     seen = {structure_key(space, a) for a in pool}
     batches = TaskBatches(task)
     for arch_hash, row in rows.items():
@@ -260,12 +256,31 @@ def main() -> None:
              "retraining them (and the references can train while the GHN does)")
     parser.add_argument("--baselines-only", action="store_true",
                         help="train the references into --baselines (resumable) and stop")
+    parser.add_argument(
+        "--compare", type=Path, default=None, metavar="FILE",
+        help="score --hypernet with no training on the architectures of an earlier evaluation "
+             "FILE (its hypernet_eval.json), beside that file's predicted and trained accuracy, "
+             "into hypernet_eval_compare_<FILE stem>.{json,md}; architectures in the GHN's "
+             "training pool are marked and left out of the summary")
     args = parser.parse_args()
+    if args.compare is not None:
+        if args.baselines or args.baselines_only:
+            parser.error("--compare trains nothing: it takes no --baselines / --baselines-only")
+        if not args.compare.is_file():
+            parser.error(f"--compare {args.compare} not found")
     if args.baselines_only and args.baselines is None:
         parser.error("--baselines-only needs --baselines FILE")
     if not args.baselines_only and args.baselines is not None and not args.baselines.is_file():
         parser.error(f"--baselines {args.baselines} not found (write it with --baselines-only)")
     torch.set_num_threads(args.threads)
+    if args.compare is not None:
+        hypernet = args.hypernet or f"pretrained:{args.setup}"
+        try:
+            rows = compare(args.setup, args.compare, hypernet)
+        except ValueError as error:
+            parser.error(str(error))
+        write_comparison(args.setup, args.compare, hypernet, rows, _header(args))
+        return
     archs = held_out(args.setup)
     if args.baselines_only:
         write_baselines(args.setup, archs, args.baselines, _header(args))
@@ -288,6 +303,96 @@ def main() -> None:
         run_ghn(args.setup, {arch.arch_hash: rows[arch.arch_hash]}, hypernet)
         _write(args.setup, header, hypernet, rows)  # after every architecture
     print(json.dumps(summarise(rows), indent=1))
+
+
+def compare(name: str, earlier: Path, hypernet: str) -> list[dict[str, Any]]:
+    """No-training test accuracy of ``hypernet`` on the rows of an earlier evaluation file,
+    each with the file's kind, predicted and trained accuracy and whether its network (without
+    lr / weight decay / training fraction) is in the GHN's training pool."""
+    section = json.loads(earlier.read_text()).get("setups", {}).get(name)
+    if not section or not section.get("rows"):
+        raise ValueError(f"--compare {earlier} holds no {name!r} evaluation rows")
+    space_name, dataset, _ = SETUPS[name]
+    space, task = get_space(space_name), load_task(dataset)
+    ghn = load_hypernet(hypernet, task)
+    seen = {structure_key(space, a) for a in _pool_of(ghn, hypernet, space, name)}
+    batches = TaskBatches(task)
+    rows = []
+    for row in section["rows"].values():
+        if "predicted_test_acc" not in row:
+            continue
+        arch = space.architecture_from_dict(row["arch"])
+        model = predicted_model(ghn, space, arch, task, batches)
+        rows.append({"kind": row["kind"], "short": row["short"], "arch": row["arch"],
+                     "in_training_pool": structure_key(space, arch) in seen,
+                     "trained_test_acc": row["trained"]["test_acc"],
+                     "earlier_predicted_test_acc": row["predicted_test_acc"],
+                     "predicted_test_acc": accuracy(model, batches, "test")})
+        print(name, "compare", row["kind"], row["short"], row["predicted_test_acc"],
+              rows[-1]["predicted_test_acc"], flush=True)
+    return rows
+
+
+def _pool_of(ghn: Any, hypernet: str, space: Any, name: str) -> list[Any]:
+    """The GHN's training pool: the setup's pool, checked against the hashes in the checkpoint."""
+    _, _, config = SETUPS[name]
+    pool = sample_architectures(space, config.pool_size, config.seed,
+                                max_depth=config.max_depth, max_width=config.max_width)
+    hashes = set(ghn.metadata.get("train_hashes", []))
+    if hashes and hashes != {a.arch_hash for a in pool}:
+        raise ValueError(f"{hypernet} was not trained on the pool of SETUPS[{name!r}]")
+    return pool
+
+
+def comparison_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per earlier kind and overall, over rows outside the training pool: mean predicted over
+    mean trained accuracy for the earlier GHN and this one."""
+    summary = {}
+    for kind in ("all", "in-range", "deeper", "wider"):
+        sel = [r for r in rows if (kind == "all" or r["kind"] == kind) and not r["in_training_pool"]]
+        if not sel:
+            continue
+        trained = statistics.mean(r["trained_test_acc"] for r in sel)
+        summary[kind] = {
+            "n": len(sel), "in_training_pool_left_out": sum(
+                r["in_training_pool"] for r in rows if kind == "all" or r["kind"] == kind),
+            "trained_test_acc": round(trained, 4),
+            "earlier_over_trained": round(
+                statistics.mean(r["earlier_predicted_test_acc"] for r in sel) / trained, 4),
+            "predicted_over_trained": round(
+                statistics.mean(r["predicted_test_acc"] for r in sel) / trained, 4),
+        }
+    return summary
+
+
+def write_comparison(name: str, earlier: Path, hypernet: str, rows: list[dict[str, Any]],
+                     header: dict[str, Any]) -> None:
+    summary = comparison_summary(rows)
+    stem = f"hypernet_eval_compare_{earlier.stem}"
+    record = {**header, "setup": name, "hypernet": hypernet, "earlier": str(earlier),
+              "summary": summary, "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [f"# {hypernet} on the architectures of `{earlier}` ({name})", "",
+             f"No-training test accuracy of `{hypernet}` beside the earlier file's GHN and the "
+             "file's trained references (same networks, no training here). Kinds are the "
+             "earlier evaluation's; networks in this GHN's training pool are marked and left "
+             "out of the summary.", "",
+             f"Machine: {header['machine']}, {header['cpu_count']} CPUs, load at start "
+             f"{header['load_at_start']}; date {header['date']}.", "",
+             f"Command: `{header['command']}`", "",
+             "| earlier kind | n | left out (in pool) | trained | earlier predicted/trained | "
+             "predicted/trained |", "|---|---|---|---|---|---|"]
+    lines += [f"| {kind} | {s['n']} | {s['in_training_pool_left_out']} | {s['trained_test_acc']:.3f} "
+              f"| {s['earlier_over_trained']:.2f} | {s['predicted_over_trained']:.2f} |"
+              for kind, s in summary.items()]
+    lines += ["", "| earlier kind | architecture | in pool | trained | earlier predicted | predicted |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['kind']} | {r['short']} | {'yes' if r['in_training_pool'] else 'no'} | "
+              f"{r['trained_test_acc']:.3f} | {r['earlier_predicted_test_acc']:.3f} | "
+              f"{r['predicted_test_acc']:.3f} |" for r in rows]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print(json.dumps(summary, indent=1))
 
 
 def write_baselines(name: str, archs: list[tuple[str, Any]], path: Path,

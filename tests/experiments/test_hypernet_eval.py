@@ -102,3 +102,46 @@ def test_bad_reference_options_exit_2_naming_them(
     with pytest.raises(SystemExit) as exit_:
         script.main()
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_compare_scores_an_earlier_files_networks_and_leaves_pool_networks_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--compare``: the shipped GHN on the rows of an earlier evaluation file, no training."""
+    script = load_script("hypernet_eval")
+    _, _, config = script.SETUPS["cnn-mnist"]
+    pool = sample_architectures(get_space("cnn"), config.pool_size, config.seed,
+                                max_depth=config.max_depth, max_width=config.max_width)
+    unseen = CNNArchitecture(widths=(4, 4, 4, 4), norm="batch")
+    rows = {a.arch_hash: {"kind": kind, "arch": a.to_dict(), "short": a.short(),
+                          "predicted_test_acc": 0.2, "trained": {"test_acc": acc}}
+            for kind, a, acc in (("in-range", pool[0], 0.9), ("deeper", unseen, 0.8))}
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"setups": {"cnn-mnist": {"rows": rows}}}))
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr("sys.argv", ["hypernet_eval", "--setup", "cnn-mnist",
+                                     "--compare", str(earlier)])
+    script.main()
+    record = json.loads((tmp_path / "results" / "hypernet_eval_compare_earlier.json").read_text())
+    marked = {r["short"]: r["in_training_pool"] for r in record["rows"]}
+    assert marked == {pool[0].short(): True, unseen.short(): False}
+    predicted = next(r["predicted_test_acc"] for r in record["rows"] if not r["in_training_pool"])
+    summary = record["summary"]
+    assert set(summary) == {"all", "deeper"}  # the pool network is in no summary row
+    assert summary["all"]["n"] == 1 and summary["all"]["in_training_pool_left_out"] == 1
+    assert summary["deeper"]["earlier_over_trained"] == 0.25
+    assert summary["deeper"]["predicted_over_trained"] == round(predicted / 0.8, 4)
+
+
+def test_compare_refuses_a_file_without_the_setups_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+) -> None:
+    script = load_script("hypernet_eval")
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"setups": {"gnn-cora": {"rows": {"x": {}}}}}))
+    monkeypatch.setattr("sys.argv", ["hypernet_eval", "--setup", "cnn-mnist",
+                                     "--compare", str(earlier)])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    assert exit_.value.code == 2
+    assert "holds no 'cnn-mnist' evaluation rows" in capsys.readouterr().err
