@@ -26,6 +26,7 @@ Writes the checkpoints (safetensors, config and training-pool hashes in the meta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -61,6 +62,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated names of SETUPS")
     parser.add_argument("--steps", type=positive_int, default=None, help="override the steps")
+    parser.add_argument("--max-distance", type=positive_int, default=None,
+                        help="override the GHN's longest virtual edge (a variant)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="write the checkpoints and the train_hypernets.{json,md} record "
+                             "here instead of metanets/pretrained/ and experiments/results/ "
+                             "(variants that are not shipped)")
     parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
     unknown = [name for name in (args.only or "").split(",") if args.only and name not in SETUPS]
@@ -72,17 +79,17 @@ def main() -> None:
               "load_at_start": os.getloadavg(), "command": " ".join(["python -m experiments.train_hypernets", *sys.argv[1:]]),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "runs": {}}
-    out_json = RESULTS / "train_hypernets.json"
+    results = args.out_dir or RESULTS
+    out_json = results / "train_hypernets.json"
     for name in names:
         space_name, dataset, config = SETUPS[name]
-        if args.steps:
-            import dataclasses
-
-            config = dataclasses.replace(config, steps=args.steps)
+        overrides = {"steps": args.steps, "max_distance": args.max_distance}
+        config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
         space, task = get_space(space_name), load_task(dataset)
         cpu = time.process_time()
         result = train_hypernet(space, task, config, log=lambda s, e: print(name, e, flush=True))
-        path = result.ghn.save(PRETRAINED_DIR / f"{name}.safetensors", {
+        (args.out_dir or PRETRAINED_DIR).mkdir(parents=True, exist_ok=True)
+        path = result.ghn.save((args.out_dir or PRETRAINED_DIR) / f"{name}.safetensors", {
             "train_hashes": result.train_hashes, "train_config": dataclasses_asdict(config),
             "space": space_name, "dataset": dataset})
         record["runs"][name] = {
@@ -96,22 +103,20 @@ def main() -> None:
             "load_at_start": record["load_at_start"], "command": record["command"],
             "machine": record["machine"], "cpu_count": record["cpu_count"],
         }
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        results.mkdir(parents=True, exist_ok=True)
         if out_json.is_file():  # runs of other names (possibly written by a parallel process)
             earlier = json.loads(out_json.read_text()).get("runs", {})
             record["runs"] = {**{k: v for k, v in earlier.items() if k != name}, **record["runs"]}
         out_json.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {path} ({record['runs'][name]['megabytes']} MB)", flush=True)
-    _write_md(json.loads(out_json.read_text()) if out_json.is_file() else record)
+    _write_md(json.loads(out_json.read_text()) if out_json.is_file() else record, results)
 
 
 def dataclasses_asdict(config: HypernetTrainConfig) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(config)
 
 
-def _write_md(record: dict) -> None:
+def _write_md(record: dict, results: Path = RESULTS) -> None:
     lines = ["# Pretrained graph hypernetworks", ""]
     for name, run in record["runs"].items():
         lines += [f"- {name}: machine {run.get('machine', record['machine'])}, "
@@ -132,7 +137,7 @@ def _write_md(record: dict) -> None:
             f"{run['megabytes']} |")
     notes = [f"- {name}: {run['note']}" for name, run in record["runs"].items() if run.get("note")]
     lines += ["", *notes] if notes else []
-    (RESULTS / "train_hypernets.md").write_text("\n".join(lines) + "\n")
+    (results / "train_hypernets.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

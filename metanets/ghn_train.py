@@ -47,6 +47,9 @@ class HypernetTrainConfig:
         device: torch device.
         log_every: steps between log lines.
         hidden, rank, rounds: GHN sizes (see :class:`~metanets.ghn.GHNConfig`).
+        max_distance: longest virtual edge of the computation graphs (see
+            :class:`~metanets.ghn.GHNConfig`): with short ones each node sees only its
+            neighbouring layers, not the whole network.
         select_every: every this many steps, score the GHN by the mean validation accuracy of
             ``select_archs`` pool architectures with predicted parameters and keep the best
             state (0: keep the last). Selection sees training architectures only.
@@ -76,6 +79,7 @@ class HypernetTrainConfig:
     hidden: int = 64
     rank: int = 32
     rounds: int = 3
+    max_distance: int = 50
     select_every: int = 0
     select_archs: int = 8
     select_items: int = 2000
@@ -295,7 +299,8 @@ def train_hypernet(
         ghn = GraphHyperNetwork(GHNConfig(
             in_channels=task.num_features, out_channels=task.num_classes, level=task.level,
             space=space.name, dataset=task.name, hidden=config.hidden, rank=config.rank,
-            rounds=config.rounds, seed=config.seed, feature_basis=config.feature_basis,
+            rounds=config.rounds, max_distance=config.max_distance, seed=config.seed,
+            feature_basis=config.feature_basis,
             weight_norm=config.weight_norm,
         ))
         if config.feature_basis == "data":

@@ -784,6 +784,9 @@ def _add_hypernet(commands: Any) -> None:
     t.add_argument("--weight-norm", default="fan", choices=["fan", "op"],
                    help="predicted weight scale: fan-in, or operation-wise (Kaiming times a "
                         "decoded gain; carries over to deeper nets with widths up to the rank)")
+    t.add_argument("--max-distance", type=int, default=50,
+                   help="longest virtual edge (shortest-path length) a node reads; short ones "
+                        "make each node see only its neighbouring layers")
     t.add_argument("--select-every", type=int, default=0,
                    help="keep the step with the best validation accuracy of training "
                         "architectures, scored every this many steps (0: keep the last)")
@@ -810,7 +813,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
         device=str(resolve_device(args.device)), param_decay=args.param_decay,
         feature_basis=args.feature_basis, weight_norm=args.weight_norm,
-        select_every=args.select_every,
+        max_distance=args.max_distance, select_every=args.select_every,
         log_every=math.gcd(50, args.select_every) if args.select_every else 50,
     )
 
