@@ -65,13 +65,23 @@ HELD_OUT_SPACE: dict[str, dict[str, Any]] = {
 }
 
 
-def held_out(name: str) -> list[tuple[str, Any]]:
+#: first sampling seed of each held-out kind's draw: the evaluation set, and the development set
+#: (``--dev``) that variants are chosen on, disjoint from the evaluation set
+EVAL_SEED, DEV_SEED = 1000, 2000
+
+
+def held_out(name: str, seed: int = EVAL_SEED) -> list[tuple[str, Any]]:
+    """The held-out architectures of setup ``name`` (kind, architecture), none in the GHN's
+    training pool (nor its network with another lr / weight decay / training fraction); drawn
+    from ``seed`` on, and for the development set (``seed != EVAL_SEED``) none in the
+    evaluation set either."""
     space_name, _, config = SETUPS[name]
     pool = sample_architectures(get_space(space_name), config.pool_size, config.seed,
                                 max_depth=config.max_depth, max_width=config.max_width)
     space = get_space(space_name, **HELD_OUT_SPACE[name])
-    exclude = {a.arch_hash for a in pool}
-    seen = {structure_key(space, a) for a in pool}  # same network, other lr: seen as well
+    taken = pool + ([a for _, a in held_out(name)] if seed != EVAL_SEED else [])
+    exclude = {a.arch_hash for a in taken}
+    seen = {structure_key(space, a) for a in taken}  # same network, other lr: seen as well
     counts = PLAN[name][0]
     d, w = config.max_depth, config.max_width
     kinds = {
@@ -83,7 +93,7 @@ def held_out(name: str) -> list[tuple[str, Any]]:
     for i, (kind, n) in enumerate(counts.items()):
         rng_max_depth = d if kind == "in-range" else None
         rng_max_width = w if kind == "in-range" else None
-        archs = sample_architectures(space, n, 1000 + i, max_depth=rng_max_depth,
+        archs = sample_architectures(space, n, seed + i, max_depth=rng_max_depth,
                                      max_width=rng_max_width, exclude=exclude,
                                      predicate=lambda a, k=kind: kinds[k](a)
                                      and structure_key(space, a) not in seen)
@@ -257,6 +267,11 @@ def main() -> None:
     parser.add_argument("--baselines-only", action="store_true",
                         help="train the references into --baselines (resumable) and stop")
     parser.add_argument(
+        "--dev", nargs="+", default=None, metavar="HYPERNET",
+        help="score these GHNs with no training (validation accuracy) on a development set "
+             "drawn like the held-out one but disjoint from it, to choose between variants "
+             "without looking at the evaluation set; writes hypernet_eval_dev_<setup>.{json,md}")
+    parser.add_argument(
         "--compare", type=Path, default=None, metavar="FILE",
         help="score --hypernet with no training on the architectures of an earlier evaluation "
              "FILE (its hypernet_eval.json), beside that file's predicted and trained accuracy, "
@@ -273,6 +288,13 @@ def main() -> None:
     if not args.baselines_only and args.baselines is not None and not args.baselines.is_file():
         parser.error(f"--baselines {args.baselines} not found (write it with --baselines-only)")
     torch.set_num_threads(args.threads)
+    if args.dev is not None:
+        try:
+            rows = develop(args.setup, args.dev)
+        except ValueError as error:
+            parser.error(str(error))
+        write_development(args.setup, rows, _header(args))
+        return
     if args.compare is not None:
         hypernet = args.hypernet or f"pretrained:{args.setup}"
         try:
@@ -331,6 +353,51 @@ def compare(name: str, earlier: Path, hypernet: str) -> list[dict[str, Any]]:
         print(name, "compare", row["kind"], row["short"], row["predicted_test_acc"],
               rows[-1]["predicted_test_acc"], flush=True)
     return rows
+
+
+def develop(name: str, hypernets: list[str]) -> list[dict[str, Any]]:
+    """No-training validation accuracy of each GHN in ``hypernets`` on the development set."""
+    space_name, dataset, _ = SETUPS[name]
+    space, task = get_space(space_name), load_task(dataset)
+    ghns = {h: load_hypernet(h, task) for h in hypernets}
+    for hypernet, ghn in ghns.items():
+        _pool_of(ghn, hypernet, space, name)
+    batches = TaskBatches(task)
+    rows = []
+    for kind, arch in held_out(name, DEV_SEED):
+        row = {"kind": kind, "short": arch.short(), "arch": arch.to_dict(), "val_acc": {}}
+        for hypernet, ghn in ghns.items():
+            row["val_acc"][hypernet] = accuracy(
+                predicted_model(ghn, space, arch, task, batches), batches, "val")
+        print(name, "dev", kind, arch.short(), row["val_acc"], flush=True)
+        rows.append(row)
+    return rows
+
+
+def write_development(name: str, rows: list[dict[str, Any]], header: dict[str, Any]) -> None:
+    hypernets = list(rows[0]["val_acc"]) if rows else []
+    kinds = ["all", *dict.fromkeys(r["kind"] for r in rows)]
+    summary = {h: {k: round(statistics.mean(r["val_acc"][h] for r in rows
+                                            if k == "all" or r["kind"] == k), 4) for k in kinds}
+               for h in hypernets}
+    record = {**header, "setup": name, "seed": DEV_SEED, "summary": summary, "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"hypernet_eval_dev_{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [f"# GHN variants on the development set ({name})", "",
+             "Mean validation accuracy with predicted parameters and no training, on networks "
+             f"drawn like the held-out ones (seeds {DEV_SEED}+) but disjoint from the training "
+             "pool and from the evaluation set; variants are chosen here, never on the "
+             "evaluation set.", "",
+             f"Machine: {header['machine']}, {header['cpu_count']} CPUs, load at start "
+             f"{header['load_at_start']}; date {header['date']}.", "",
+             f"Command: `{header['command']}`", "",
+             "| GHN | " + " | ".join(f"{k} (n={sum(k == 'all' or r['kind'] == k for r in rows)})"
+                                     for k in kinds) + " |",
+             "|---|" + "---|" * len(kinds)]
+    lines += [f"| `{h}` | " + " | ".join(f"{summary[h][k]:.3f}" for k in kinds) + " |"
+              for h in hypernets]
+    (RESULTS / f"hypernet_eval_dev_{name}.md").write_text("\n".join(lines) + "\n")
+    print(json.dumps(summary, indent=1))
 
 
 def _pool_of(ghn: Any, hypernet: str, space: Any, name: str) -> list[Any]:

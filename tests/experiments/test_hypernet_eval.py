@@ -145,3 +145,30 @@ def test_compare_refuses_a_file_without_the_setups_rows(
         script.main()
     assert exit_.value.code == 2
     assert "holds no 'cnn-mnist' evaluation rows" in capsys.readouterr().err
+
+
+def test_development_set_is_disjoint_from_the_evaluation_set_and_the_pool() -> None:
+    script = load_script("hypernet_eval")
+    space = get_space("cnn")
+    evaluation = {structure_key(space, a) for _, a in script.held_out("cnn-mnist")}
+    dev = script.held_out("cnn-mnist", script.DEV_SEED)
+    assert [k for k, _ in dev] == [k for k, _ in script.held_out("cnn-mnist")]  # same kinds
+    assert not evaluation & {structure_key(space, a) for _, a in dev}
+    assert all(arch_depth(a) == 4 for k, a in dev if k == "deeper")
+
+
+def test_dev_scores_every_ghn_on_the_same_networks_and_summarises_per_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = load_script("hypernet_eval")
+    monkeypatch.setattr(script, "held_out", lambda name, seed=0: ARCHS)
+    monkeypatch.setattr(script, "RESULTS", tmp_path)
+    monkeypatch.setattr("sys.argv", ["hypernet_eval", "--setup", "cnn-mnist", "--dev",
+                                     "pretrained:cnn-mnist"])
+    script.main()
+    record = json.loads((tmp_path / "hypernet_eval_dev_cnn-mnist.json").read_text())
+    accs = [r["val_acc"]["pretrained:cnn-mnist"] for r in record["rows"]]
+    assert [r["kind"] for r in record["rows"]] == ["in-range", "deeper"]
+    assert record["summary"]["pretrained:cnn-mnist"] == {
+        "all": round(sum(accs) / 2, 4), "in-range": round(accs[0], 4), "deeper": round(accs[1], 4)}
+    assert "| `pretrained:cnn-mnist` |" in (tmp_path / "hypernet_eval_dev_cnn-mnist.md").read_text()
