@@ -137,3 +137,39 @@ def test_two_gloo_processes_train_the_same_fair_supernet_as_one(tmp_path: Path) 
     skip = _zero_gradient_before_batchnorm(supernet)
     assert len(skip) < len(supernet.state_dict()) // 4  # the rest, BatchNorm's own weights too, is compared
     _assert_equal_and_trained(single, distributed, split, skip)
+
+
+def _worker_reading_after_return(rank: int, world: int, port: int, out: str) -> None:
+    """Rank 0 takes a second to write the final checkpoint; every rank reads it right after
+    ``train_supernet`` returns."""
+    import time
+
+    import torch.distributed as dist
+
+    import nas.supernet._train as training
+    from nas.supernet import read_meta
+
+    save = training.save_checkpoint
+
+    def slow_save(*args, **kwargs):
+        time.sleep(1.0)
+        save(*args, **kwargs)
+
+    training.save_checkpoint = slow_save
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        config = SupernetTrainConfig(epochs=2, seed=0, device="cpu", checkpoint_every=2)
+        train_supernet(_supernet(), _Task(), config, out=out)
+        assert read_meta(out)["epoch"] == 2, f"rank {rank} returned before the final checkpoint"
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_every_rank_returns_after_the_final_checkpoint_is_written(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_worker_reading_after_return, args=(2, _free_port(), str(tmp_path / "ddp")),
+             nprocs=2, join=True)
