@@ -137,9 +137,10 @@ def _train_config(args: argparse.Namespace) -> Any:
     )
 
 
-#: training settings a supernet checkpoint must share with the run that reuses it, and their
-#: flags (the others are SupernetTrainConfig's defaults here); the device and the checkpoint
-#: interval do not change the weights, and fewer epochs are trained on, as a resumed run is
+#: the flags of the training settings a reused supernet checkpoint must share with this run
+#: (``nas.supernet.RESUME_SETTINGS``; the others are SupernetTrainConfig's defaults here): the
+#: device and the checkpoint interval do not change the weights, and fewer epochs are trained
+#: on, as a resumed run is
 REUSED_SETTINGS = {"seed": "--seed", "sampling": "--sampling", "lr": "lr", "weight_decay": "weight_decay",
                    "batch_size": "batch_size", "amp": "amp"}
 
@@ -156,7 +157,7 @@ def reuse_error(folder: Path, config: Any) -> str | None:
     """
     import dataclasses
 
-    from nas.supernet import SupernetTrainConfig, has_checkpoint, read_meta
+    from nas.supernet import has_checkpoint, read_meta, training_differences
 
     try:
         if not has_checkpoint(folder):
@@ -164,13 +165,11 @@ def reuse_error(folder: Path, config: Any) -> str | None:
         meta = read_meta(folder)
     except ValueError as error:
         return f"--supernet {folder}: {error}"
-    requested, default = dataclasses.asdict(config), dataclasses.asdict(SupernetTrainConfig())
-    trained = {key: meta["train"].get(key, default[key]) for key in REUSED_SETTINGS}
-    differ = [key for key in REUSED_SETTINGS if trained[key] != requested[key]]
+    differ = training_differences(meta["train"], dataclasses.asdict(config))
     if differ:
         return (f"--supernet {folder} holds a supernet trained with "
-                + ", ".join(f"{key} {trained[key]!r}" for key in differ) + ", not "
-                + ", ".join(f"{REUSED_SETTINGS[key]} {requested[key]!r}" for key in differ)
+                + ", ".join(f"{key} {was!r}" for key, (was, _) in differ.items()) + ", not "
+                + ", ".join(f"{REUSED_SETTINGS[key]} {now!r}" for key, (_, now) in differ.items())
                 + ": pass the settings it was trained with, or another folder")
     if meta["epoch"] > config.epochs:
         return (f"--supernet {folder} holds a supernet trained {meta['epoch']} epochs, more than "

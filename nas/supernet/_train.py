@@ -304,6 +304,22 @@ def _meta(supernet: Supernet, task: Task, config: SupernetTrainConfig, dataset: 
     }
 
 
+#: training settings a resumed run must share with its checkpoint: more epochs continue it, and
+#: the device and checkpoint interval may change, but a resume with another seed, path sampling
+#: or optimiser setting would continue one run as another
+RESUME_SETTINGS = ("seed", "sampling", "lr", "weight_decay", "batch_size", "amp")
+
+
+def training_differences(trained: dict[str, Any], requested: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{setting: (trained with, requested)}`` for the :data:`RESUME_SETTINGS` in which a
+    checkpoint's training settings (``meta["train"]``) and a requested
+    :class:`SupernetTrainConfig` (as a dict) differ; a setting an older checkpoint lacks counts
+    as its default."""
+    default = dataclasses.asdict(SupernetTrainConfig())
+    return {key: (trained.get(key, default[key]), requested[key]) for key in RESUME_SETTINGS
+            if trained.get(key, default[key]) != requested[key]}
+
+
 def _resume(
     out: str | Path, supernet: nn.Module, optimizer: torch.optim.Optimizer,
     meta: dict[str, Any], device: torch.device,
@@ -315,6 +331,14 @@ def _resume(
                 f"{out} holds a supernet checkpoint with {key} {saved[key]!r}, not {meta[key]!r}; "
                 "choose another --out folder"
             )
+    differ = training_differences(saved.get("train", {}), meta["train"])
+    if differ:
+        raise ValueError(
+            f"{out} holds a supernet trained with "
+            + ", ".join(f"{key} {was!r}" for key, (was, _) in differ.items()) + ", not "
+            + ", ".join(f"{key} {now!r}" for key, (_, now) in differ.items())
+            + "; resume it with the settings it was trained with, or choose another --out folder"
+        )
     supernet.load_state_dict(load_weights(out, device, saved))
     optimizer.load_state_dict(load_optimizer_state(out, saved))
     return int(saved["epoch"]), int(saved["step"]), float(saved["seconds"]), list(saved["history"])

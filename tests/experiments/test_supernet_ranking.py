@@ -139,3 +139,9 @@ def test_bad_options_and_a_rescore_without_supernet_are_usage_errors(ranking, mo
     # an unknown option: a traceback after loading the task; --rescore: a crash on its first row
     line = _usage_error(ranking, monkeypatch, capsys, argv)
     assert line.startswith(f"supernet_ranking.py: error: {message}")
+
+
+def test_every_setting_the_library_refuses_to_resume_with_has_a_flag_here() -> None:
+    from nas.supernet import RESUME_SETTINGS
+
+    assert set(load_script("supernet_ranking").REUSED_SETTINGS) == set(RESUME_SETTINGS)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 
 import optuna
 import pytest
@@ -235,6 +236,29 @@ def test_resume_refuses_another_supernet(tiny_graph, tmp_path) -> None:
     other = GNNSupernet(4, 3, widths=(32,), convs=("gcn", "gat", "sage", "linear"))
     with pytest.raises(ValueError, match="holds a supernet checkpoint with supernet"):
         train_supernet(other, TinyTask(tiny_graph), SupernetTrainConfig(epochs=2, device="cpu"), out=tmp_path)
+
+
+def test_resume_refuses_other_training_settings_but_not_more_epochs_or_another_device(
+    tiny_graph, tmp_path,
+) -> None:
+    """Continuing a checkpoint with another seed, sampling or optimiser setting would report one
+    run under another's settings; more epochs, another device or checkpoint interval continue it."""
+    task = TinyTask(tiny_graph)
+    _train(task, tmp_path, epochs=2)  # seed 3, lr 5e-3
+    before = read_meta(tmp_path)
+    for change, message in (({"seed": 4}, "trained with seed 3, not seed 4"),
+                            ({"lr": 1e-2}, "trained with lr 0.005, not lr 0.01"),
+                            ({"sampling": "fair", "weight_decay": 0.0},
+                             "sampling 'uniform', weight_decay 0.0005, not sampling 'fair', "
+                             "weight_decay 0.0")):
+        config = SupernetTrainConfig(**{"epochs": 4, "seed": 3, "device": "cpu", **change})
+        supernet = _supernet(widths=(16,), convs=("gcn", "gat", "sage", "linear"))
+        with pytest.raises(ValueError, match=re.escape(message)):
+            train_supernet(supernet, task, config, out=tmp_path)
+        assert read_meta(tmp_path) == before  # the checkpoint is left as it was
+    supernet = _supernet(widths=(16,), convs=("gcn", "gat", "sage", "linear"))
+    config = SupernetTrainConfig(epochs=4, seed=3, device="cpu", checkpoint_every=1)
+    assert train_supernet(supernet, task, config, out=tmp_path).resumed_from == 2
 
 
 def test_checkpoint_holds_no_pickle(tiny_graph, tmp_path) -> None:
