@@ -61,6 +61,17 @@ def resolved_names(resolve: Callable[[str], T]) -> Callable[[str], list[T]]:
     return lambda text: [one(part) for part in text.split(",")]
 
 
+def result_file_error(option: str, name: str, producer: str, results: Path = RESULTS) -> str | None:
+    """Why ``name`` (given to ``option``) names no JSON result file of ``results``, else
+    ``None``: a path instead of a file stem, or no such file (``producer``: the script that
+    writes it)."""
+    error = file_stem_error(option, name)
+    if error:
+        return error
+    path = results / f"{name}.json"
+    return None if path.is_file() else f"{option} {name!r}: there is no {path} (a result of {producer})"
+
+
 def named_counts(resolve: Callable[[str], str]) -> Callable[[str], dict[str, int]]:
     """An argparse ``type``: comma-separated ``NAME=COUNT`` pairs (``gp=5,tpe=10``), each name
     resolved as by :func:`resolved_name` (a typo was ignored), each count as :func:`positive_int`;
@@ -73,7 +84,10 @@ def named_counts(resolve: Callable[[str], str]) -> Callable[[str], dict[str, int
             key, sep, value = part.partition("=")
             if not sep:
                 raise argparse.ArgumentTypeError(f"{part!r} must look like NAME=COUNT, e.g. gp=5")
-            pairs[name(key.strip())] = positive_int(value.strip())
+            resolved = name(key.strip())
+            if resolved in pairs:
+                raise argparse.ArgumentTypeError(f"{resolved!r} given twice in {text!r}")
+            pairs[resolved] = positive_int(value.strip())
         return pairs
 
     return parse

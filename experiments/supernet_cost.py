@@ -30,7 +30,7 @@ import json
 import random
 import statistics
 
-from experiments._results import file_stem_error, positive_int
+from experiments._results import positive_int, result_file_error
 from experiments._supernet_common import RESULTS, check_name, machine, write_results
 
 
@@ -127,13 +127,10 @@ def _sources(parser: argparse.ArgumentParser, names: list[str]) -> list[dict]:
     missing file is refused through ``parser``, naming it."""
     sources = []
     for name in names:
-        error = file_stem_error("--rows", name)
+        error = result_file_error("--rows", name, "supernet_ranking.py", RESULTS)
         if error:
             parser.error(error)
-        path = RESULTS / f"{name}.json"
-        if not path.is_file():
-            parser.error(f"--rows {name!r}: there is no {path} (a result of supernet_ranking.py)")
-        sources.append(json.loads(path.read_text()))
+        sources.append(json.loads((RESULTS / f"{name}.json").read_text()))
     return sources
 
 

@@ -32,7 +32,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from experiments._results import positive_int, resolved_name
+from experiments._results import positive_int, resolved_name, result_file_error
 from experiments._supernet_common import check_name, kendall_tau, machine, write_results
 
 
@@ -41,6 +41,14 @@ def main() -> None:
     args = parser.parse_args()
     check_name(args.name, parser)
     options = _supernet_options(parser, args)
+    from experiments._supernet_common import RESULTS
+
+    for option, names in (("--merge", args.merge or []), ("--rescore", [args.rescore]),
+                          ("--reuse-reference", [args.reuse_reference])):
+        for name in filter(None, names):
+            error = result_file_error(option, name, "supernet_ranking.py", RESULTS)
+            if error:
+                parser.error(error)
     if args.rescore and not args.supernet:
         parser.error(f"--rescore {args.rescore} needs --supernet FOLDER: the trained supernet whose "
                      "inherited weights re-score the rows")

@@ -117,6 +117,13 @@ NAMES = [
     ("supernet_search_cli", ["--option", "depth=2"], "depth", "'max_depth'"),  # exit 1, in the training
     ("metanet_accuracy", ["--zoo", "sqlite://", "--study", "z", "--label", "z", "--splits", "id",
                           "nosuchname"], "nosuchname", "'ood'"),  # after loading the zoo
+    ("nasbench_graph", ["--processes", "1", "--seeds-for", "gp=5,gp=3"], "gp", "given twice"),
+    # result files read by name: a FileNotFoundError traceback, some after training the supernet
+    ("supernet_ranking", ["--merge", "supernet_ranking", "nosuchname"], "nosuchname",
+     "a result of supernet_ranking.py"),
+    ("supernet_ranking", ["--supernet", "/nonexistent", "--rescore", "nosuchname"], "nosuchname",
+     "a result of supernet_ranking.py"),
+    ("supernet_ranking", ["--reuse-reference", "../x"], "../x", "(a file stem)"),
 ]
 
 
