@@ -803,6 +803,8 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     from nas.train import resolve_device
     from search_spaces import get_space
 
+    _require_counts(args, "steps", "archs_per_step", "pool_size", "batch_size", "max_depth",
+                    "max_width", "max_distance")
     _check_overwritable_checkpoint(args.out)
     space = get_space(args.space)
     task = load_task(args.dataset, root=args.data_root, seed=args.seed)

@@ -189,6 +189,26 @@ def test_zoo_build_names_the_count_flag_the_user_typed(option, capsys, sqlite_ur
     assert err == f"metanas zoo: error: {option} must be >= 1, got 0\n"
 
 
+@pytest.mark.parametrize("option", ["--steps", "--archs-per-step", "--pool-size", "--batch-size",
+                                    "--max-depth", "--max-width", "--max-distance"])
+def test_hypernet_train_names_the_count_flag_before_loading_data(
+    option, capsys, tmp_path, monkeypatch,
+) -> None:
+    """HypernetTrainConfig names its fields (max_distance); the command its flags, before it
+    loads the dataset (it did after)."""
+    import nas.tasks
+
+    def load_task(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the dataset was loaded")
+
+    monkeypatch.setattr(nas.tasks, "load_task", load_task)
+    out = tmp_path / "ghn.safetensors"
+    argv = ["hypernet", "train", "--dataset", "cora", "--out", str(out), option, "0"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"metanas hypernet: error: {option} must be >= 1, got 0\n"
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv, file, content, message", [
     (["metanet", "predict", "--model", "{tmp}/m", "--model-dir", "{tmp}/m"], "m/metanet.json", "{bad",
      "m/metanet.json is not JSON"),
