@@ -10,7 +10,11 @@ architecture) and ``wider`` (a layer wider than any training layer).
     python -m experiments.hypernet_eval --setup gnn-cora   # from the root; or cnn-mnist
 
 Writes ``experiments/results/hypernet_eval.{json,md}`` (one section per setup) after every
-architecture.
+architecture. The references (random init, SGD-trained) do not depend on the GHN: train them
+apart (``--baselines-only --baselines FILE``, e.g. while the GHN trains) and reuse them
+(``--baselines FILE``). Two runs train nothing: ``--dev GHN [GHN ...]`` scores GHN variants on
+a development set disjoint from the evaluation set (choose variants there), and ``--compare
+FILE`` scores ``--hypernet`` on the networks of an earlier evaluation file.
 """
 from __future__ import annotations
 
@@ -278,11 +282,13 @@ def main() -> None:
              "into hypernet_eval_compare_<FILE stem>.{json,md}; architectures in the GHN's "
              "training pool are marked and left out of the summary")
     args = parser.parse_args()
-    if args.compare is not None:
-        if args.baselines or args.baselines_only:
-            parser.error("--compare trains nothing: it takes no --baselines / --baselines-only")
-        if not args.compare.is_file():
-            parser.error(f"--compare {args.compare} not found")
+    scoring = [flag for flag, value in (("--dev", args.dev), ("--compare", args.compare)) if value]
+    if len(scoring) > 1:
+        parser.error("--dev and --compare are separate runs: give one")
+    if scoring and (args.baselines or args.baselines_only):
+        parser.error(f"{scoring[0]} trains nothing: it takes no --baselines / --baselines-only")
+    if args.compare is not None and not args.compare.is_file():
+        parser.error(f"--compare {args.compare} not found")
     if args.baselines_only and args.baselines is None:
         parser.error("--baselines-only needs --baselines FILE")
     if not args.baselines_only and args.baselines is not None and not args.baselines.is_file():

@@ -92,6 +92,9 @@ def test_references_of_another_plan_or_other_networks_are_refused(tmp_path: Path
 @pytest.mark.parametrize("argv, message", [
     (["--baselines-only"], "--baselines-only needs --baselines FILE"),
     (["--baselines", "{tmp}/missing.json"], "missing.json not found"),
+    (["--dev", "pretrained:cnn-mnist", "--baselines", "{tmp}/b.json"], "--dev trains nothing"),
+    (["--dev", "a", "--compare", "{tmp}/e.json"], "--dev and --compare are separate runs"),
+    (["--compare", "{tmp}/missing.json"], "--compare {tmp}/missing.json not found"),
 ])
 def test_bad_reference_options_exit_2_naming_them(
     argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
@@ -101,7 +104,7 @@ def test_bad_reference_options_exit_2_naming_them(
     monkeypatch.setattr("sys.argv", ["hypernet_eval", "--setup", "cnn-mnist", *argv])
     with pytest.raises(SystemExit) as exit_:
         script.main()
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert exit_.value.code == 2 and message.format(tmp=tmp_path) in capsys.readouterr().err
 
 
 def test_compare_scores_an_earlier_files_networks_and_leaves_pool_networks_out(
