@@ -196,13 +196,20 @@ def test_killed_search_resumes_with_earlier_trials_intact(cora_available: None, 
     assert not resumed.get_trials(states=(TrialState.RUNNING,))
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_ctrl_c_stops_the_search_with_one_line(cora_available: None, sqlite_url: str, n_jobs: int) -> None:
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while trials train:
     exit code 130, one line on stderr and no traceback from any worker, no trial left RUNNING."""
     command = _search_command(sqlite_url, "c", 4, "--n-jobs", str(n_jobs), epochs=100_000)
+    # A program started from a terminal has SIGINT's default action; one started under a shell
+    # that runs the test suite in the background inherits SIGINT ignored, and then Python never
+    # turns it into KeyboardInterrupt (the search ran on, and this test failed, under `cmd &`).
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None:
@@ -214,7 +221,12 @@ def test_ctrl_c_stops_the_search_with_one_line(cora_available: None, sqlite_url:
         time.sleep(1.0)  # into training
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # never leave a 100,000-epoch search behind
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
     assert process.returncode == 130
     assert stderr.strip().splitlines() == ["metanas: interrupted; finished trials are stored"]
     states = [t.state for t in optuna.load_study(study_name="c", storage=sqlite_url).trials]
