@@ -436,22 +436,35 @@ def save_gmn(
     return folder
 
 
-def _check_files(folder: Path, checksums: dict[str, str]) -> None:
-    """The tensor files a ``metanet.json`` was saved with (older ones list none)."""
+def _read_checked(folder: Path, checksums: dict[str, str]) -> dict[str, dict[str, Tensor]]:
+    """The tensors of the files a ``metanet.json`` was saved with (older ones list none), each
+    decoded from the very bytes whose SHA-256 was checked (read once: no second read that a
+    file changed in between could slip through)."""
     from storage import ChecksumError
-    from storage.store import sha256
+    from storage.store import decode_state_dict, sha256
 
+    states = {}
     for name, expected in checksums.items():
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} not found: the metanetwork was saved with it")
-        if sha256((folder / name).read_bytes()) != expected:
+        blob = (folder / name).read_bytes()
+        if sha256(blob) != expected:
             raise ChecksumError(f"{folder / name} does not match the SHA-256 in {CONFIG_FILE} (a "
                                 f"save into {folder} was interrupted, or the file was changed)")
+        states[name] = decode_state_dict(blob)
+    return states
 
 
 def load_gmn(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
     """A saved GMN (never unpickles) and its metadata; ``FileNotFoundError`` naming the folder."""
-    from safetensors.torch import load_file
+    model, metadata, _ = load_gmn_files(folder)
+    return model, metadata
+
+
+def load_gmn_files(folder: str | Path) -> tuple[GMN, dict[str, Any], dict[str, dict[str, Tensor]]]:
+    """:func:`load_gmn`, and the tensors of every file the folder's ``metanet.json`` lists with
+    a checksum (e.g. a pruning metanetwork's gate), by file name."""
+    from storage.store import decode_state_dict
 
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
@@ -463,14 +476,16 @@ def load_gmn(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
         raise ValueError(f"{folder / CONFIG_FILE} is not JSON ({error}): not a saved metanetwork") from None
     if spec.get("kind") != "gmn":
         raise ValueError(f"{folder / CONFIG_FILE} holds a {spec.get('kind')!r}, not a 'gmn'")
-    _check_files(folder, spec.get("sha256", {}))
+    states = _read_checked(folder, spec.get("sha256", {}))
     model = GMN(GMNConfig(**spec["config"]))
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    weights = states.get(WEIGHTS_FILE)
+    model.load_state_dict(weights if weights is not None
+                          else decode_state_dict((folder / WEIGHTS_FILE).read_bytes()))
     model.eval()
-    return model, spec.get("metadata", {})
+    return model, spec.get("metadata", {}), states
 
 
 __all__ = [
-    "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "collate", "load_gmn", "prepare_graph",
-    "save_gmn",
+    "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "collate", "load_gmn", "load_gmn_files",
+    "prepare_graph", "save_gmn",
 ]

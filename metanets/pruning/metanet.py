@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from metanets.gmn import GMN, GMNConfig, _slot, load_gmn, prepare_graph, save_gmn
+from metanets.gmn import GMN, GMNConfig, _slot, load_gmn_files, prepare_graph, save_gmn
 from metanets.graphs import EdgeFeature, EdgeType, NodeType, to_parameter_graph
 
 #: edge types whose weights the metanetwork rewrites (dense, convolution, and the weight matrices
@@ -505,7 +505,7 @@ def _gate_head(hidden: int) -> nn.Module:
 
 def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
     """A saved pruning metanetwork (safetensors + JSON, see :func:`metanets.gmn.load_gmn`)."""
-    gmn, metadata = load_gmn(folder)
+    gmn, metadata, states = load_gmn_files(folder)
     if metadata.get("purpose") != "pruning":
         raise ValueError(f"{folder} holds a metanetwork trained for "
                          f"{metadata.get('purpose', 'accuracy prediction')!r}, not for pruning")
@@ -517,13 +517,15 @@ def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
               for shape, dtype in zip(shapes, dtypes, strict=True)]
     gate = None
     if metadata.get("gate"):
-        from safetensors.torch import load_file
+        from storage.store import decode_state_dict
 
         path = Path(folder) / GATE_FILE
-        if not path.is_file():
+        if GATE_FILE not in states and not path.is_file():
             raise FileNotFoundError(f"{path} not found: the metanetwork was saved with a gate")
         gate = _gate_head(gmn.config.hidden)
-        gate.load_state_dict(load_file(str(path)))
+        # the checksummed bytes load_gmn_files read; a folder saved before checksums: the file
+        gate.load_state_dict(states[GATE_FILE] if GATE_FILE in states
+                             else decode_state_dict(path.read_bytes()))
         gate.eval()
     preserve = metadata.get("preserve_norm", False)
     if not isinstance(preserve, bool):

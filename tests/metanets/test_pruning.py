@@ -657,6 +657,38 @@ def test_a_save_killed_over_another_metanetwork_is_refused(tmp_path: Path, new_f
     load_pruning_metanet(tmp_path / "new")
 
 
+def test_a_metanetwork_loads_from_the_bytes_its_checksums_were_checked_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each tensor file is read once: the checked bytes are the loaded ones (before, a second
+    read loaded whatever the file held by then), GMN weights and gate alike."""
+    import safetensors.torch
+
+    from metanets.pruning.metanet import PruningMetanet, load_pruning_metanet
+
+    torch.manual_seed(0)
+    metanet = PruningMetanet.create((torch.zeros(2, 1, 8, 8),), hidden=8, gate=True)
+    for param in metanet.parameters():
+        torch.nn.init.normal_(param)
+    folder = metanet.save(tmp_path / "m")
+    reads: list[str] = []
+    read_bytes = Path.read_bytes
+
+    def counting(path: Path) -> bytes:
+        reads.append(path.name)
+        return read_bytes(path)
+
+    def second_read(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a tensor file was read again after its checksum was checked")
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    monkeypatch.setattr(safetensors.torch, "load_file", second_read)
+    loaded = load_pruning_metanet(folder)
+    assert sorted(reads) == ["gate.safetensors", "metanet.safetensors"]
+    for (name, p), q in zip(metanet.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
 def test_saved_preserve_norm_must_be_a_boolean(tmp_path: Path) -> None:
     from metanets.pruning.metanet import PruningMetanet, load_pruning_metanet
 
