@@ -21,6 +21,16 @@ def results(tmp_path, monkeypatch):
     return folder
 
 
+def _usage_error(script: str, argv: list[str], monkeypatch, capsys) -> str:  # noqa: ANN001
+    """The last line ``script`` prints on stderr when ``argv`` ends it with a usage error (exit
+    2; these exited 1 through ``SystemExit("...")``)."""
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        load_script(script).main()
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
 @pytest.mark.parametrize("name", ["../x", "a/b", ""])
 def test_write_results_refuses_a_path(results, name) -> None:
     message = rf"^--name {re.escape(repr(name))} must be letters, digits, '_' or '-' \(a file stem\) in "
@@ -37,32 +47,21 @@ def test_write_results_refuses_a_path(results, name) -> None:
 def test_a_path_name_is_refused_before_the_run(results, tmp_path, monkeypatch, capsys, script,
                                                extra) -> None:
     extra = [a.format(tmp=tmp_path) for a in extra]
-    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--name", "../x", *extra])
-    with pytest.raises(SystemExit) as exit_:
-        load_script(script).main()
-    assert exit_.value.code == 2  # a usage error (it exited 1 through SystemExit("..."))
-    assert capsys.readouterr().err.splitlines()[-1].startswith(
+    assert _usage_error(script, ["--name", "../x", *extra], monkeypatch, capsys).startswith(
         f"{script}.py: error: --name '../x' must be letters, digits, '_' or '-' (a file stem) in ")
     assert sorted(p.name for p in results.parent.rglob("*")) == ["results", "supernet_ranking.json"]
 
 
 @pytest.mark.parametrize("argv", [["--budgets", "0"], ["--draws", "0"]])
 def test_supernet_cost_refuses_zero_budgets_or_draws(results, monkeypatch, capsys, argv) -> None:
-    monkeypatch.setattr(sys, "argv", ["supernet_cost.py", *argv])
-    with pytest.raises(SystemExit) as exit_:
-        load_script("supernet_cost").main()
-    assert exit_.value.code == 2  # a usage error (it exited 1 through SystemExit("..."))
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    assert _usage_error("supernet_cost", argv, monkeypatch, capsys) == (
         f"supernet_cost.py: error: argument {argv[0]}: '0' must be an integer >= 1")
     assert not (results / "supernet_cost.json").exists()
 
 
 @pytest.mark.parametrize("key", ["--trials", "--supernet-epochs"])
 def test_supernet_search_cli_refuses_zero_counts(results, tmp_path, monkeypatch, capsys, key) -> None:
-    monkeypatch.setattr(sys, "argv", ["supernet_search_cli.py", key, "0", "--out", str(tmp_path / "run")])
-    with pytest.raises(SystemExit) as exit_:
-        load_script("supernet_search_cli").main()
-    assert exit_.value.code == 2  # a usage error (it exited 1 through SystemExit("..."))
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    argv = [key, "0", "--out", str(tmp_path / "run")]
+    assert _usage_error("supernet_search_cli", argv, monkeypatch, capsys) == (
         f"supernet_search_cli.py: error: argument {key}: '0' must be an integer >= 1")
     assert not (tmp_path / "run").exists()
