@@ -79,7 +79,7 @@ def main() -> None:
               "load_at_start": os.getloadavg(), "command": " ".join(["python -m experiments.train_hypernets", *sys.argv[1:]]),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "runs": {}}
-    results = args.out_dir or RESULTS
+    results, checkpoints = args.out_dir or RESULTS, args.out_dir or PRETRAINED_DIR
     out_json = results / "train_hypernets.json"
     for name in names:
         space_name, dataset, config = SETUPS[name]
@@ -88,8 +88,8 @@ def main() -> None:
         space, task = get_space(space_name), load_task(dataset)
         cpu = time.process_time()
         result = train_hypernet(space, task, config, log=lambda s, e: print(name, e, flush=True))
-        (args.out_dir or PRETRAINED_DIR).mkdir(parents=True, exist_ok=True)
-        path = result.ghn.save((args.out_dir or PRETRAINED_DIR) / f"{name}.safetensors", {
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        path = result.ghn.save(checkpoints / f"{name}.safetensors", {
             "train_hashes": result.train_hashes, "train_config": dataclasses_asdict(config),
             "space": space_name, "dataset": dataset})
         record["runs"][name] = {
