@@ -15,6 +15,9 @@ reference caps any evaluator's tau (the seed-vs-seed tau is reported). Reports K
 between each variant's inherited validation accuracy (what a search selects on) and the
 reference's validation and test accuracies, and writes every row (reused by supernet_cost.py).
 
+``--extend-reference NAME --ref-seeds ...`` adds from-scratch runs of more seeds to the rows of an
+earlier result (its inherited scores kept, no supernet loaded) and reports the taus again.
+
 ``--space nasbench-graph``: the supernet over NAS-Bench-Graph's cells with the dataset's benchmark
 setting; the reference accuracy is the benchmark table's (mean over its runs), nothing is trained
 from scratch.
@@ -44,7 +47,8 @@ def main() -> None:
     from experiments._supernet_common import RESULTS
 
     for option, names in (("--merge", args.merge or []), ("--rescore", [args.rescore]),
-                          ("--reuse-reference", [args.reuse_reference])):
+                          ("--reuse-reference", [args.reuse_reference]),
+                          ("--extend-reference", [args.extend_reference])):
         for name in filter(None, names):
             error = result_file_error(option, name, "supernet_ranking.py", RESULTS)
             if error:
@@ -56,9 +60,16 @@ def main() -> None:
         error = reuse_error(Path(args.supernet), _train_config(args))
         if error:
             parser.error(error)
+    if args.extend_reference:
+        source = json.loads((RESULTS / f"{args.extend_reference}.json").read_text())
+        error = extend_error(source, args.ref_seeds)
+        if error:
+            parser.error(f"--extend-reference {args.extend_reference}: {error}")
     info = machine()
     if args.merge:
         return _merge(args, info)
+    if args.extend_reference:
+        return _extend(args, info, source)
     if args.rescore:
         return _rescore(args, info)
     from nas.train import resolve_device
@@ -216,6 +227,62 @@ def _reference_runs(name: str) -> dict:
     return out
 
 
+def extend_error(source: dict, ref_seeds: list[int]) -> str | None:
+    """Why the from-scratch reference of result ``source`` cannot be extended to ``ref_seeds``
+    (None when it can): only the GNN space has from-scratch runs, the new seeds must include the
+    result's own (their runs are kept) and add at least one."""
+    if source["args"].get("space", "gnn") != "gnn":
+        return (f"its reference is the {source['args']['space']} table, not from-scratch training; "
+                "only a gnn-space result can be extended")
+    have = list(source["args"]["ref_seeds"])
+    if len(set(ref_seeds)) != len(ref_seeds):
+        return f"--ref-seeds {ref_seeds} names a seed twice"
+    if not set(have) <= set(ref_seeds) or set(ref_seeds) == set(have):
+        return (f"--ref-seeds {ref_seeds} must hold the result's seeds {have} and at least one more; "
+                "the result's runs are kept and the other seeds trained")
+    return None
+
+
+def _extend(args, info, source: dict) -> None:
+    """The rows of an earlier result with from-scratch runs of more training seeds: inherited
+    scores and the result's own runs are kept as recorded (no supernet is loaded), the runs of
+    the seeds it lacks are trained with its ``--epochs`` / ``--patience``, and the reference
+    (the mean over all seeds) and every tau are computed again."""
+    import types
+
+    import torch
+
+    from nas.evaluators import TrainEvaluator
+    from nas.tasks import load_task
+    from search_spaces import GNNArchitecture, GNNSpace
+
+    torch.set_num_threads(args.threads)
+    have = list(source["args"]["ref_seeds"])
+    missing = [s for s in args.ref_seeds if s not in have]
+    for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed"):
+        setattr(args, key, source["args"].get(key))
+    args.ref_seeds = have + missing  # the order of every row's runs
+    args.supernet_repr = source["args"].get("supernet_repr", "as in the extended result")
+    task, space = load_task(args.dataset), GNNSpace()
+    trainer = TrainEvaluator(epochs=args.epochs, patience=args.patience)
+    trained = types.SimpleNamespace(epochs=source["supernet_epochs"], seconds=source["supernet_seconds"])
+    rows = []
+    selected = source["rows"][args.start:args.stop]
+    for i, row in enumerate(selected):
+        arch = GNNArchitecture.from_dict(row["arch"])
+        new = [trainer.evaluate(arch, space, task, seed=s, device=args.device) for s in missing]
+        runs = row["scratch_runs"] + [{"val": ev.metrics["val_acc"], "test": ev.metrics["test_acc"],
+                                       "seconds": ev.seconds, "epochs": ev.epochs} for ev in new]
+        rows.append({**row, "scratch_runs": runs,
+                     "scratch_val": sum(r["val"] for r in runs) / len(runs),
+                     "scratch_test": sum(r["test"] for r in runs) / len(runs)})
+        if len(rows) >= 3:  # results so far, in case the run is cut short
+            _report(args, info, trained, rows, quiet=True)
+        print(f"[{i + 1}/{len(selected)}] {arch.short():40s} scratch test "
+              + " ".join(f"{r['test']:.3f}" for r in runs), flush=True)
+    _report(args, info, trained, rows)
+
+
 def _merge(args, info) -> None:
     """Rows of several shard runs (same seed, same supernet) reported as one run."""
     import json
@@ -315,6 +382,10 @@ def _parser() -> argparse.ArgumentParser:
                         "the N best by it (what a two-fidelity search re-scores)")
     p.add_argument("--reuse-reference", default=None, metavar="NAME",
                    help="take the from-scratch runs of architectures already in result NAME instead of training them")
+    p.add_argument("--extend-reference", default=None, metavar="NAME",
+                   help="only add from-scratch runs of the --ref-seeds that result NAME lacks to its "
+                        "rows (its inherited scores, runs, epochs and patience kept) and report "
+                        "into --name; --start / --stop select a shard of its rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the supernet's training")
     p.add_argument("--sampling", default="uniform", choices=["uniform", "fair"],
                    help="supernet path sampling (`metanas supernet train --sampling`)")

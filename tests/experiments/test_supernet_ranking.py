@@ -145,3 +145,66 @@ def test_every_setting_the_library_refuses_to_resume_with_has_a_flag_here() -> N
     from nas.supernet import RESUME_SETTINGS
 
     assert set(load_script("supernet_ranking").REUSED_SETTINGS) == set(RESUME_SETTINGS)
+
+
+def _source_result(results, name: str, space: str = "gnn") -> list[dict]:
+    """A result file ``name`` of two GNN architectures with seed-0 runs (1 epoch, patience 1)."""
+    import random
+
+    from search_spaces import GNNSpace
+
+    rng = random.Random(3)
+    archs = [GNNSpace(max_depth=1, convs="gcn,sage").sample(rng).to_dict() for _ in range(2)]
+    rows = [{"arch": arch, "summary": "a", "inherited_val": 0.5 + i / 10, "inherited_test": 0.5,
+             "inherited_seconds": 0.1, "variants": {"0": {"val": 0.5 + i / 10, "test": 0.5, "seconds": 0.1}},
+             "scratch_runs": [{"val": 0.3 + i / 10, "test": 0.2 + i / 10, "seconds": 1.0, "epochs": 1}],
+             "scratch_val": 0.3 + i / 10, "scratch_test": 0.2 + i / 10, "scratch_seconds": 1.0,
+             "scratch_epochs": 1} for i, arch in enumerate(archs)]
+    args = {"dataset": "cora", "space": space, "epochs": 1, "patience": 1, "max_depth": 1, "width": 16,
+            "seed": 0, "ref_seeds": [0]}
+    text = json.dumps({"args": args, "rows": rows, "supernet_epochs": 7, "supernet_seconds": 2.0})
+    (results / f"{name}.json").write_text(text)
+    return json.loads(text)["rows"]
+
+
+@pytest.mark.usefixtures("cora_available")
+def test_extend_reference_keeps_the_recorded_runs_and_adds_the_missing_seeds(ranking, tmp_path,
+                                                                           monkeypatch) -> None:
+    from nas.evaluators import TrainEvaluator
+    from nas.tasks import load_task
+    from search_spaces import GNNArchitecture, GNNSpace
+
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setattr(common, "RESULTS", results)
+    rows = _source_result(results, "src")
+    monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--extend-reference", "src",
+                                      "--ref-seeds", "0", "2", "--device", "cpu", "--name", "ext"])
+    ranking.main()
+    out = json.loads((results / "ext.json").read_text())
+    assert out["args"]["ref_seeds"] == [0, 2] and out["supernet_epochs"] == 7
+    again = TrainEvaluator(epochs=1, patience=1).evaluate(
+        GNNArchitecture.from_dict(rows[1]["arch"]), GNNSpace(), load_task("cora"), seed=2, device="cpu")
+    first, second = out["rows"]
+    assert [r["arch"] for r in out["rows"]] == [r["arch"] for r in rows]
+    assert first["scratch_runs"][0] == rows[0]["scratch_runs"][0] and len(first["scratch_runs"]) == 2
+    assert second["scratch_runs"][1]["test"] == pytest.approx(again.metrics["test_acc"])
+    assert second["scratch_test"] == pytest.approx((0.3 + again.metrics["test_acc"]) / 2)
+    assert second["variants"] == rows[1]["variants"]
+    assert "reference noise: seed~seed scratch_test (mean of 1 pairs)" in out["kendall_tau"]
+
+
+@pytest.mark.parametrize("seeds, space, message", [
+    (["1", "2"], "gnn", "--ref-seeds [1, 2] must hold the result's seeds [0] and at least one more"),
+    (["0"], "gnn", "--ref-seeds [0] must hold the result's seeds [0] and at least one more"),
+    (["0", "1", "1"], "gnn", "--ref-seeds [0, 1, 1] names a seed twice"),
+    (["0", "1"], "nasbench-graph", "its reference is the nasbench-graph table, not from-scratch training"),
+])
+def test_extend_reference_refuses_seeds_that_drop_or_add_nothing(ranking, tmp_path, monkeypatch, capsys,
+                                                                 seeds, space, message) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setattr(common, "RESULTS", results)
+    _source_result(results, "src", space)
+    line = _usage_error(ranking, monkeypatch, capsys, ["--extend-reference", "src", "--ref-seeds", *seeds])
+    assert line.startswith(f"supernet_ranking.py: error: --extend-reference src: {message}")
