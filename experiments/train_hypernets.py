@@ -20,6 +20,10 @@
 
     python -m experiments.train_hypernets [--only gnn-cora] [--steps N]   # from the root
 
+A killed run started again with the same flags resumes from its training state (written every
+selection interval to ``$METANAS_CACHE/train_hypernets/<name>-<settings digest>.state``, removed
+once the checkpoint is written) and ends as an uninterrupted run would.
+
 Writes the checkpoints (safetensors, config and training-pool hashes in the metadata) and
 ``experiments/results/train_hypernets.{json,md}`` with machine, load, command and date.
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -87,15 +92,21 @@ def main() -> None:
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
         space, task = get_space(space_name), load_task(dataset)
         cpu = time.process_time()
-        result = train_hypernet(space, task, config, log=lambda s, e: print(name, e, flush=True))
+        state = state_file(name, config)
+        if state.exists():
+            print(f"{name}: resuming from {state}", flush=True)
+        result = train_hypernet(space, task, config, log=lambda s, e: print(name, e, flush=True),
+                                state=state, state_every=config.select_every or config.log_every)
         checkpoints.mkdir(parents=True, exist_ok=True)
         path = result.ghn.save(checkpoints / f"{name}.safetensors", {
             "train_hashes": result.train_hashes, "train_config": dataclasses_asdict(config),
             "space": space_name, "dataset": dataset})
+        state.unlink()
         record["runs"][name] = {
             "space": space_name, "dataset": dataset, "config": dataclasses_asdict(config),
             "seconds": round(result.seconds, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
             "best_step": result.best_step, "history": result.history,
+            "resumed_from_step": result.resumed_from,
             "file": str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path),
             "megabytes": round(path.stat().st_size / 1e6, 2),
             "ghn_parameters": sum(p.numel() for p in result.ghn.parameters()),
@@ -110,6 +121,16 @@ def main() -> None:
         out_json.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {path} ({record['runs'][name]['megabytes']} MB)", flush=True)
     _write_md(json.loads(out_json.read_text()) if out_json.is_file() else record, results)
+
+
+def state_file(name: str, config: HypernetTrainConfig) -> Path:
+    """Where the training state of setup ``name`` with ``config`` lies while it trains (in the
+    cache, named by every setting, so a run with other settings never meets it)."""
+    from nas.tasks import cache_dir
+
+    settings = json.dumps(dataclasses_asdict(config), sort_keys=True)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
+    return cache_dir() / "train_hypernets" / f"{name}-{digest}.state"
 
 
 def dataclasses_asdict(config: HypernetTrainConfig) -> dict:

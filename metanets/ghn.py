@@ -91,18 +91,21 @@ class UnsupportedLayerError(ValueError):
 
 # --------------------------------------------------------------------------- supported layers
 def _example_layers() -> list[nn.Module]:
-    """One or more instances of every layer type the hypernetwork decodes."""
+    """One or more instances of every layer type the hypernetwork decodes, built without
+    drawing from the global random stream (their weights are never used; the first GHN of a
+    process would otherwise start from another random state than the next ones)."""
     from search_spaces.gnn import ATTENTION_CONVS, CONVS, LayerSpec, make_conv
 
-    layers: list[nn.Module] = [
-        make_conv(LayerSpec(conv=c, width=8, heads=2 if c in ATTENTION_CONVS else 1), 4)
-        for c in CONVS
-    ]
-    layers += [
-        nn.Linear(4, 8), nn.Linear(4, 8, bias=False), nn.Conv1d(4, 8, 3), nn.Conv2d(4, 8, 3),
-        nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm1d(8), nn.BatchNorm2d(8), nn.LayerNorm(8),
-        nn.GroupNorm(2, 8),
-    ]
+    with torch.random.fork_rng(devices=[]):
+        layers: list[nn.Module] = [
+            make_conv(LayerSpec(conv=c, width=8, heads=2 if c in ATTENTION_CONVS else 1), 4)
+            for c in CONVS
+        ]
+        layers += [
+            nn.Linear(4, 8), nn.Linear(4, 8, bias=False), nn.Conv1d(4, 8, 3), nn.Conv2d(4, 8, 3),
+            nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm1d(8), nn.BatchNorm2d(8), nn.LayerNorm(8),
+            nn.GroupNorm(2, 8),
+        ]
     return layers
 
 

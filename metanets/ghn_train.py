@@ -10,10 +10,12 @@ graph) with dropout on, and backpropagates the classification loss into the GHN.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -114,6 +116,7 @@ class HypernetTrainResult:
     history: list[dict[str, float]]
     seconds: float
     best_step: int = 0                 # step whose state was kept
+    resumed_from: int = 0              # step the run resumed from (0: a fresh run)
 
 
 # --------------------------------------------------------------------------- architectures
@@ -288,11 +291,27 @@ class _ArchCache:
 
 def train_hypernet(
     space: SearchSpace, task: Task, config: HypernetTrainConfig, log: Logger | None = None,
-    ghn: GraphHyperNetwork | None = None,
+    ghn: GraphHyperNetwork | None = None, state: str | Path | None = None,
+    state_every: int = 500,
 ) -> HypernetTrainResult:
-    """Train a GHN for ``task`` over architectures of ``space`` (see the module docstring)."""
+    """Train a GHN for ``task`` over architectures of ``space`` (see the module docstring).
+
+    Args:
+        state: training-state file (see :func:`save_training_state`), written at the log steps
+            every ``state_every`` steps and at the last step. If it exists, the run resumes from
+            it and continues exactly as an uninterrupted run would (same GHN, history and kept
+            state); it must hold a run of the same ``config`` (the device may differ).
+        state_every: steps between training-state writes (a multiple of ``config.log_every``).
+
+    Raises:
+        ValueError: ``state`` holds another run's state, or ``state_every`` is not a multiple
+            of ``config.log_every``.
+    """
     from torch.func import functional_call
 
+    if state is not None and (state_every < 1 or state_every % config.log_every):
+        raise ValueError(f"state_every {state_every} must be a positive multiple of log_every "
+                         f"{config.log_every} (the state is written at log steps)")
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     if ghn is None:
@@ -314,20 +333,19 @@ def train_hypernet(
                                   foreach=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
-    rng = random.Random(config.seed)
-    order: list[Architecture] = []
-    history: list[dict[str, float]] = []
+    run = _Run(rng=random.Random(config.seed))
+    if state is not None and Path(state).exists():
+        run = load_training_state(state, config, pool, ghn, optimizer, schedule, cache, batches)
     window_loss, window_acc, window_n = 0.0, 0.0, 0
-    best_score, best_state, best_step = -math.inf, None, 0
-    start = time.perf_counter()
-    for step in range(1, config.steps + 1):
+    start = time.perf_counter() - run.seconds
+    for step in range(run.step + 1, config.steps + 1):
         optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=device)
         for _ in range(config.archs_per_step):
-            if not order:
-                order = pool[:]
-                rng.shuffle(order)
-            model, plan = cache.get(order.pop())
+            if not run.order:
+                run.order = pool[:]
+                run.rng.shuffle(run.order)
+            model, plan = cache.get(run.order.pop())
             params = ghn(plan)
             args, y = batches.train_batch()
             model.train()
@@ -353,19 +371,145 @@ def train_hypernet(
                 score = _selection_score(ghn, pool[:config.select_archs], cache, batches,
                                          config.select_items)
                 entry["select_val_acc"] = score
-                if score > best_score:
-                    best_score, best_step = score, step
-                    best_state = {k: v.detach().clone() for k, v in ghn.state_dict().items()}
+                if score > run.best_score:
+                    run.best_score, run.best_step = score, step
+                    run.best_state = {k: v.detach().clone() for k, v in ghn.state_dict().items()}
                 ghn.train()
-            history.append(entry)
+            run.history.append(entry)
             if log is not None:
                 log(step, entry)
             window_loss, window_acc, window_n = 0.0, 0.0, 0
-    if best_state is not None:
-        ghn.load_state_dict(best_state)
+            if state is not None and (step % state_every == 0 or step == config.steps):
+                run.step, run.seconds = step, time.perf_counter() - start
+                save_training_state(state, config, pool, ghn, optimizer, schedule, cache, batches, run)
+    if run.best_state is not None:
+        ghn.load_state_dict(run.best_state)
     ghn.eval()
-    return HypernetTrainResult(ghn.cpu(), [a.arch_hash for a in pool], history,
-                               time.perf_counter() - start, best_step or config.steps)
+    return HypernetTrainResult(ghn.cpu(), [a.arch_hash for a in pool], run.history,
+                               time.perf_counter() - start, run.best_step or config.steps,
+                               resumed_from=run.resumed_from)
+
+
+# --------------------------------------------------------------------------- training state
+#: the format of a training-state file
+STATE_FORMAT = "metanas-ghn-training/1"
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a training run carries from step to step besides the modules and the optimizer."""
+
+    rng: random.Random                 # shuffles the pool into ``order``
+    order: list[Architecture] = dataclasses.field(default_factory=list)  # drawn from the end
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    best_score: float = -math.inf
+    best_state: dict[str, Tensor] | None = None
+    best_step: int = 0
+    step: int = 0                      # last finished step
+    seconds: float = 0.0               # training time up to ``step``
+    resumed_from: int = 0
+
+
+def _comparable(config: HypernetTrainConfig) -> dict[str, Any]:
+    """The settings a resumed run must share with its state (all but the device)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k != "device"}
+
+
+def save_training_state(
+    path: str | Path, config: HypernetTrainConfig, pool: list[Architecture],
+    ghn: GraphHyperNetwork, optimizer: torch.optim.Optimizer, schedule: Any, cache: _ArchCache,
+    batches: TaskBatches, run: _Run,
+) -> None:
+    """Write everything a resumed run needs into one safetensors file (tensors: the GHN, the
+    kept best state, the optimizer state and the random generators; its JSON metadata: the
+    config, the step, the history, the pool's order and the scheduler), replacing the previous
+    one in one rename, so a run killed while writing leaves the previous state whole. Never
+    pickle."""
+    from safetensors.torch import save_file
+
+    from storage.store import replace_atomically
+
+    index = {arch.arch_hash: i for i, arch in enumerate(pool)}
+    tensors = {f"ghn.{k}": v for k, v in ghn.state_dict().items()}
+    tensors |= {f"best.{k}": v for k, v in (run.best_state or {}).items()}
+    optimizer_state = optimizer.state_dict()
+    for param, entries in optimizer_state["state"].items():
+        for name, value in entries.items():
+            tensors[f"optimizer.{param}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.batches"] = batches.generator.get_state()
+    if torch.cuda.is_available() and _device(ghn).type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(_device(ghn))
+    meta = {
+        "format": STATE_FORMAT, "config": _comparable(config), "step": run.step,
+        "seconds": run.seconds, "history": run.history, "best_score": run.best_score,
+        "best_step": run.best_step, "has_best": run.best_state is not None,
+        "pool": [arch.arch_hash for arch in pool],
+        "order": [index[arch.arch_hash] for arch in run.order],
+        "built": sorted(index[key] for key in cache.entries),
+        "rng": run.rng.getstate(), "param_groups": optimizer_state["param_groups"],
+        "schedule": schedule.state_dict(),
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)}))
+
+
+def _device(ghn: GraphHyperNetwork) -> torch.device:
+    return next(ghn.parameters()).device
+
+
+def load_training_state(
+    path: str | Path, config: HypernetTrainConfig, pool: list[Architecture],
+    ghn: GraphHyperNetwork, optimizer: torch.optim.Optimizer, schedule: Any, cache: _ArchCache,
+    batches: TaskBatches,
+) -> _Run:
+    """Restore a run written by :func:`save_training_state` into freshly built objects;
+    ``ValueError`` naming the difference if it holds another run."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("state", "{}"))
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"{path} is not a GHN training-state file ({type(error).__name__}: "
+                         f"{error}); it is never unpickled") from error
+    if meta.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a {STATE_FORMAT} file (format {meta.get('format')!r})")
+    saved, wanted = meta["config"], _comparable(config)
+    differ = [f"{k} {saved.get(k)!r}, not {wanted[k]!r}" for k in wanted if saved.get(k) != wanted[k]]
+    if differ:
+        raise ValueError(f"{path} holds the state of a GHN training with " + "; ".join(differ)
+                         + ": resume it with the settings it was trained with, or remove it to "
+                         "start again")
+    if meta["pool"] != [arch.arch_hash for arch in pool]:
+        raise ValueError(f"{path} holds a run over another pool of architectures (another space "
+                         "or version of the space): remove it to start again")
+    device = _device(ghn)
+    part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    ghn.load_state_dict(part("ghn."))
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in part("optimizer.").items():
+        param, name = key.split(".", 1)
+        state.setdefault(int(param), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    schedule.load_state_dict(meta["schedule"])
+    with torch.random.fork_rng(devices=[]):  # building draws module weights: keep the stream
+        for i in meta["built"]:
+            cache.get(pool[i])
+    torch.set_rng_state(tensors["rng.torch"])
+    batches.generator.set_state(tensors["rng.batches"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    version, internal, gauss = meta["rng"]
+    rng = random.Random()
+    rng.setstate((version, tuple(internal), gauss))
+    best = {k: v.to(device) for k, v in part("best.").items()} if meta["has_best"] else None
+    return _Run(rng=rng, order=[pool[i] for i in meta["order"]], history=meta["history"],
+                best_score=meta["best_score"], best_state=best, best_step=meta["best_step"],
+                step=meta["step"], seconds=meta["seconds"], resumed_from=meta["step"])
 
 
 @torch.no_grad()
@@ -432,5 +576,6 @@ def load_hypernet(path: str, task: Task | None = None) -> GraphHyperNetwork:
 __all__ = [
     "HypernetTrainConfig", "HypernetTrainResult", "TaskBatches", "accuracy", "arch_depth",
     "arch_widths", "check_task", "default_hypernet", "in_range", "load_hypernet", "predicted_model",
-    "sample_architectures", "structure_key", "task_features", "train_hypernet",
+    "load_training_state", "sample_architectures", "save_training_state", "structure_key",
+    "task_features", "train_hypernet",
 ]

@@ -790,6 +790,10 @@ def _add_hypernet(commands: Any) -> None:
     t.add_argument("--select-every", type=int, default=0,
                    help="keep the step with the best validation accuracy of training "
                         "architectures, scored every this many steps (0: keep the last)")
+    t.add_argument("--state-every", type=int, default=500,
+                   help="steps between writes of the training state (OUT.state, beside --out): "
+                        "a killed run started again with the same flags resumes from it; it is "
+                        "removed once OUT is written")
     t.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     t.add_argument("--data-root", default=None, help="dataset folder")
     t.set_defaults(handler=cmd_hypernet_train)
@@ -803,8 +807,10 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     from nas.train import resolve_device
     from search_spaces import get_space
 
+    from pathlib import Path
+
     _require_counts(args, "steps", "archs_per_step", "pool_size", "batch_size", "max_depth",
-                    "max_width", "max_distance")
+                    "max_width", "max_distance", "state_every")
     _check_overwritable_checkpoint(args.out)
     space = get_space(args.space)
     task = load_task(args.dataset, root=args.data_root, seed=args.seed)
@@ -818,15 +824,21 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         max_distance=args.max_distance, select_every=args.select_every,
         log_every=math.gcd(50, args.select_every) if args.select_every else 50,
     )
+    state_every = math.lcm(config.log_every, args.state_every)  # written at log steps
+    state = Path(args.out).with_name(Path(args.out).name + ".state")
 
     def log(step: int, entry: dict[str, float]) -> None:
         print(f"step {step:5d}  loss {entry['loss']:.4f}  train acc {entry['train_acc']:.3f}  "
               f"{entry['seconds']:.0f}s", flush=True)
 
-    result = train_hypernet(space, task, config, log=log)
+    if state.exists():
+        print(f"resuming from the training state {state}", flush=True)
+    result = train_hypernet(space, task, config, log=log, state=state, state_every=state_every)
     path = result.ghn.save(args.out, {"train_hashes": result.train_hashes,
                                       "train_config": vars(args) | {"handler": None}})
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {result.seconds:.0f}s)")
+    state.unlink(missing_ok=True)
+    resumed = f", resumed at step {result.resumed_from}" if result.resumed_from else ""
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {result.seconds:.0f}s{resumed})")
     return 0
 
 

@@ -36,7 +36,11 @@ def test_a_variant_goes_to_its_out_dir_with_its_override_and_leaves_the_shipped_
     record_before = (script.RESULTS / "train_hypernets.json").read_bytes()
     monkeypatch.setattr("sys.argv", ["train_hypernets", "--only", "cnn-mnist", "--steps", "2",
                                      "--max-distance", "3", "--out-dir", str(tmp_path)])
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
     script.main()
+    # the training state was written (at the last step) and removed once the checkpoint was
+    assert (tmp_path / "cache" / "train_hypernets").is_dir()
+    assert not list((tmp_path / "cache" / "train_hypernets").iterdir())
     ghn = GraphHyperNetwork.load(tmp_path / "cnn-mnist.safetensors")
     assert ghn.config.max_distance == 3 and ghn.metadata["train_config"]["max_distance"] == 3
     assert ghn.metadata["train_config"]["steps"] == 2

@@ -622,3 +622,15 @@ def test_hypernet_training_ranges_below_one_are_named(field: str, value: int, me
 
     with pytest.raises(ValueError, match=re.escape(message)):
         HypernetTrainConfig(**{field: value})
+
+
+def test_listing_the_supported_layers_draws_nothing_from_the_global_random_stream() -> None:
+    # it built example layers with the global generator, so the first GHN trained in a process
+    # started from another random state than every later one with the same seed
+    from metanets.ghn import supported_roles
+
+    supported_roles.cache_clear()
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    assert supported_roles()
+    assert torch.equal(torch.get_rng_state(), before)
