@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -76,13 +77,61 @@ def sha256(blob: bytes) -> str:
 def replace_atomically(path: Path, content: bytes | Callable[[Path], object]) -> None:
     """Write ``path`` through a temporary name in its folder (``content``: the bytes, or a function
     that writes the file it is given) and rename it: a killed process leaves the old file whole,
-    and at most a hidden ``.<name>.tmp<pid>`` beside it."""
+    and at most a hidden ``.<name>.tmp<pid>`` beside it, which the next write of ``path`` removes
+    once that process is gone. The file is flushed to disk before the rename and the rename
+    after it (a power cut leaves the old or the new file, not an empty one), and it gets the
+    mode the umask gives new files (safetensors writes 0600)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     if isinstance(content, bytes):
         tmp.write_bytes(content)
     else:
         content(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())
+    with open(tmp, "rb") as written:
+        os.fsync(written.fileno())
     os.replace(tmp, path)
+    _fsync_folder(path.parent)
+    _remove_leftovers(path)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system tells it (Linux)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk; not possible on every system."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary files of ``path`` that writers killed before their rename left behind."""
+    prefix = f".{path.name}.tmp"
+    for leftover in path.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = leftover.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class ModelStore:

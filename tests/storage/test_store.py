@@ -144,3 +144,58 @@ def test_sqlite_connections_journal_to_wal_without_a_sync_per_commit(sqlite_url:
             assert pragma("synchronous") == 1  # NORMAL (FULL is 2, the default)
     with store_engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+# writing files atomically ---------------------------------------------------------------------
+def test_an_atomic_write_gets_the_umask_mode_not_the_writers_0600(tmp_path) -> None:
+    import os
+    import stat
+
+    from storage.store import replace_atomically
+
+    def private_writer(tmp) -> None:  # as safetensors writes its files
+        tmp.write_bytes(b"x")
+        os.chmod(tmp, 0o600)
+
+    mask = os.umask(0o027)
+    try:
+        replace_atomically(tmp_path / "a.safetensors", private_writer)
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.safetensors").stat().st_mode) == 0o640
+
+
+def test_an_atomic_write_flushes_the_file_before_its_rename(tmp_path, monkeypatch) -> None:
+    import os
+
+    import storage.store
+    from storage.store import replace_atomically
+
+    events = []
+    monkeypatch.setattr(storage.store.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))))
+    replace = os.replace
+    monkeypatch.setattr(storage.store.os, "replace", lambda a, b: (events.append(("replace", str(b))), replace(a, b)))
+    replace_atomically(tmp_path / "f.json", b"{}")
+    assert events[0] == ("fsync", str(tmp_path / ".f.json.tmp" f"{os.getpid()}"))
+    assert events[1] == ("replace", str(tmp_path / "f.json"))
+    assert events[2] == ("fsync", str(tmp_path))  # the rename itself
+
+
+def test_the_next_write_removes_leftovers_of_dead_writers_only(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from storage.store import replace_atomically
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    leftover = tmp_path / f".f.json.tmp{int(dead.stdout)}"
+    leftover.write_bytes(b"half")
+    alive = tmp_path / f".f.json.tmp{os.getppid()}"  # a writer still at work
+    alive.write_bytes(b"busy")
+    other = tmp_path / ".g.json.tmp1"  # another file's
+    other.write_bytes(b"other")
+    replace_atomically(tmp_path / "f.json", b"{}")
+    assert (tmp_path / "f.json").read_bytes() == b"{}"
+    assert not leftover.exists() and alive.exists() and other.exists()
