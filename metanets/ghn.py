@@ -173,6 +173,11 @@ class GHNConfig:
             from layer to layer at any depth for widths up to ``rank`` (wider layers read a
             signal aligned with their low-rank weights and amplify it). Checkpoints without
             this field are ``"fan"``.
+        tile_width: hidden channel ``i`` reads basis row ``i mod tile_width`` (``None``: row
+            ``i``). Set to the widest layer of the training pool, a wider layer is decoded as
+            copies of a trained width (GHN-2 tiles predicted tensors the same way) instead of
+            from rows no decoded matrix acted on in training; narrower layers are unchanged.
+            Checkpoints without this field read row ``i``.
     """
 
     in_channels: int
@@ -192,6 +197,7 @@ class GHNConfig:
     seed: int = 0
     feature_basis: str = "learned"
     weight_norm: str = "fan"
+    tile_width: int | None = None
 
     def __post_init__(self) -> None:
         if self.feature_basis not in FEATURE_BASES:
@@ -206,6 +212,9 @@ class GHNConfig:
                       "max_index", "max_positions", "basis_size"):
             if int(getattr(self, field)) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.tile_width is not None and not 1 <= self.tile_width <= self.basis_size:
+            raise ValueError(f"tile_width must be in [1, basis_size {self.basis_size}] (or None: "
+                             f"no tiling), got {self.tile_width}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -579,7 +588,7 @@ class GraphHyperNetwork(nn.Module):
     def _columns(self, slot: _Slot) -> Tensor:
         """Input-channel rows: a concatenation reads each part with the rows its producer wrote."""
         if slot.col_segments:
-            return torch.cat([self.basis[:size] for size in slot.col_segments])
+            return torch.cat([self._hidden_rows(size) for size in slot.col_segments])
         return self._table(slot.col_table, slot.cols)
 
     def _table(self, kind: str, size: int) -> Tensor:
@@ -587,7 +596,14 @@ class GraphHyperNetwork(nn.Module):
             return self.feature_table[:size]
         if kind == "class":
             return self.class_table[:size]
-        return self.basis[:size]
+        return self._hidden_rows(size)
+
+    def _hidden_rows(self, size: int) -> Tensor:
+        """Basis rows of ``size`` hidden channels (tiled past ``config.tile_width``)."""
+        tile = self.config.tile_width
+        if tile is None or size <= tile:
+            return self.basis[:size]
+        return self.basis[torch.arange(size, device=self.basis.device) % tile]
 
     def forward(self, plan: HyperPlan) -> dict[str, Tensor]:
         """Every parameter of the planned network, differentiable w.r.t. the GHN's weights."""

@@ -64,6 +64,9 @@ class HypernetTrainConfig:
             small labelled set (Cora's 140 nodes) and generalise worse.
         weight_norm: scale of predicted weight matrices, ``"fan"`` or ``"op"`` (operation-wise;
             see :class:`~metanets.ghn.GHNConfig`).
+        tile_width: the GHN's ``tile_width`` (see :class:`~metanets.ghn.GHNConfig`): wider
+            layers than this are decoded as copies of this width; it does not change training
+            when it is at least ``max_width``.
     """
 
     steps: int = 600
@@ -88,6 +91,7 @@ class HypernetTrainConfig:
     param_decay: float = 0.0
     feature_basis: str = "learned"
     weight_norm: str = "fan"
+    tile_width: int | None = None
 
     def __post_init__(self) -> None:
         for field in ("steps", "archs_per_step", "pool_size", "batch_size", "log_every"):
@@ -97,7 +101,7 @@ class HypernetTrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.param_decay < 0:
             raise ValueError(f"param_decay must be >= 0, got {self.param_decay}")
-        for field in ("max_depth", "max_width"):
+        for field in ("max_depth", "max_width", "tile_width"):
             if getattr(self, field) is not None and getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1 (or None: any), got {getattr(self, field)}")
         if self.select_every < 0:
@@ -320,7 +324,7 @@ def train_hypernet(
             space=space.name, dataset=task.name, hidden=config.hidden, rank=config.rank,
             rounds=config.rounds, max_distance=config.max_distance, seed=config.seed,
             feature_basis=config.feature_basis,
-            weight_norm=config.weight_norm,
+            weight_norm=config.weight_norm, tile_width=config.tile_width,
         ))
         if config.feature_basis == "data":
             ghn.set_feature_basis(task_features(task))

@@ -787,6 +787,10 @@ def _add_hypernet(commands: Any) -> None:
     t.add_argument("--max-distance", type=int, default=50,
                    help="longest virtual edge (shortest-path length) a node reads; short ones "
                         "make each node see only its neighbouring layers")
+    t.add_argument("--tile-width", type=int, default=None,
+                   help="decode hidden layers wider than this as copies of this width (set it "
+                        "to --max-width: wider networks than any in training then get tiled "
+                        "copies of trained rows instead of untrained ones)")
     t.add_argument("--select-every", type=int, default=0,
                    help="keep the step with the best validation accuracy of training "
                         "architectures, scored every this many steps (0: keep the last)")
@@ -810,7 +814,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     _require_counts(args, "steps", "archs_per_step", "pool_size", "batch_size", "max_depth",
-                    "max_width", "max_distance", "state_every")
+                    "max_width", "max_distance", "state_every", "tile_width")
     _check_overwritable_checkpoint(args.out)
     space = get_space(args.space)
     task = load_task(args.dataset, root=args.data_root, seed=args.seed)
@@ -822,6 +826,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         device=str(resolve_device(args.device)), param_decay=args.param_decay,
         feature_basis=args.feature_basis, weight_norm=args.weight_norm,
         max_distance=args.max_distance, select_every=args.select_every,
+        tile_width=args.tile_width,
         log_every=math.gcd(50, args.select_every) if args.select_every else 50,
     )
     state_every = math.lcm(config.log_every, args.state_every)  # written at log steps

@@ -616,6 +616,7 @@ def test_logit_scale_multiplies_the_output_layer_only() -> None:
     ("max_depth", 0, "max_depth must be >= 1 (or None: any), got 0"),
     ("max_width", -4, "max_width must be >= 1 (or None: any), got -4"),
     ("select_every", -1, "select_every must be >= 0 (0: keep the last state), got -1"),
+    ("tile_width", 0, "tile_width must be >= 1 (or None: any), got 0"),
 ])
 def test_hypernet_training_ranges_below_one_are_named(field: str, value: int, message: str) -> None:
     from metanets.ghn_train import HypernetTrainConfig
@@ -634,3 +635,50 @@ def test_listing_the_supported_layers_draws_nothing_from_the_global_random_strea
     before = torch.get_rng_state()
     assert supported_roles()
     assert torch.equal(torch.get_rng_state(), before)
+
+
+# tiling the hidden-channel basis past the trained width ---------------------------------------
+def _tiled_pair(tile_width: int | None = 4, weight_norm: str = "fan") -> tuple[GraphHyperNetwork, GraphHyperNetwork]:
+    """The same GHN weights with and without ``tile_width``."""
+    plain = _cnn_ghn(weight_norm)
+    tiled = GraphHyperNetwork(GHNConfig.from_dict({**plain.config.to_dict(), "tile_width": tile_width}))
+    tiled.load_state_dict(plain.state_dict())
+    return plain, tiled
+
+
+@pytest.mark.parametrize("weight_norm", ["fan", "op"])
+def test_a_wider_layer_than_the_tile_is_decoded_as_copies_of_it(weight_norm: str) -> None:
+    _, tiled = _tiled_pair(4, weight_norm)
+    w = tiled.predict(_cnn((8, 4)))
+    first, second = w["blocks.0.conv.weight"], w["blocks.1.conv.weight"]  # (8, 1, 3, 3), (4, 8, 3, 3)
+    assert torch.equal(first[:4], first[4:]) and torch.equal(w["blocks.0.conv.bias"][:4], w["blocks.0.conv.bias"][4:])
+    assert torch.equal(second[:, :4], second[:, 4:])
+    assert not torch.equal(first[:2], first[2:4])  # copies of the tile, not of one channel
+    plain, _ = _tiled_pair(None, weight_norm)
+    untiled = plain.predict(_cnn((8, 4)))["blocks.0.conv.weight"]
+    assert not torch.equal(untiled[:4], untiled[4:])
+
+
+@pytest.mark.parametrize("weight_norm", ["fan", "op"])
+def test_layers_within_the_tile_are_decoded_as_without_it(weight_norm: str) -> None:
+    plain, tiled = _tiled_pair(4, weight_norm)
+    model = _cnn((4, 2, 4), residual=True)
+    before, after = plain.predict(model), tiled.predict(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_tile_width_round_trips_and_older_checkpoints_read_every_row(tmp_path: Path) -> None:
+    _, tiled = _tiled_pair(4)
+    assert GraphHyperNetwork.load(tiled.save(tmp_path / "t.safetensors")).config.tile_width == 4
+    data = GHNConfig(6, 3).to_dict()
+    del data["tile_width"]
+    assert GHNConfig.from_dict(data).tile_width is None
+    with pytest.raises(ValueError, match=re.escape("tile_width must be in [1, basis_size 4096] "
+                                                   "(or None: no tiling), got 0")):
+        GHNConfig(6, 3, tile_width=0)
+
+
+def test_the_shipped_cnn_ghn_tiles_past_its_widest_training_layer() -> None:
+    ghn = GraphHyperNetwork.load("pretrained:cnn-mnist")
+    assert ghn.config.tile_width == ghn.metadata["train_config"]["max_width"] == 16
+    assert GraphHyperNetwork.load("pretrained:gnn-cora").config.tile_width is None
