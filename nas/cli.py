@@ -35,12 +35,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        print("metanas: interrupted; finished trials are stored", file=sys.stderr)
+        kept = _kept_on_interrupt(args)
+        print("metanas: interrupted" + (f"; {kept}" if kept else ""), file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - every error becomes one clear line
         code = _exit_code(error)
         print(f"metanas {args.command}: error: {_message(error)}", file=sys.stderr)
         return code
+
+
+def _kept_on_interrupt(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves for the next run, said after Ctrl-C ("" if nothing
+    worth naming)."""
+    command = (args.command, getattr(args, "hypernet_command", None) or getattr(args, "supernet_command", None))
+    if command == ("hypernet", "train"):
+        return f"the training state {args.out}.state is kept: the same command resumes from it"
+    if command == ("supernet", "train"):
+        return f"the last checkpoint in {args.out} is kept: the same command resumes from it"
+    if args.command in ("search", "zoo"):
+        return "finished trials are stored"
+    return ""
 
 
 def _quiet_optuna() -> None:

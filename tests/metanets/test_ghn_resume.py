@@ -152,6 +152,8 @@ def test_hypernet_train_cli_resumes_a_killed_run_and_refuses_other_flags(
     monkeypatch.setattr(ghn_train, "_selection_score", killed_at_the_second_selection)
     assert main(argv) == 130
     state = tmp_path / "ghn.safetensors.state"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"metanas: interrupted; the training state {state} is kept: the same command resumes from it")
     assert state.is_file() and not out.exists()
     monkeypatch.setattr(ghn_train, "_selection_score", score)
     capsys.readouterr()

@@ -307,3 +307,18 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(sqlite_url: str) -> No
     err = process.stderr.read().decode()
     assert process.wait() == 141
     assert err == ""
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["supernet", "train", "--dataset", "cora", "--out", "sn"],
+     "the last checkpoint in sn is kept: the same command resumes from it"),
+    (["hypernet", "train", "--dataset", "cora", "--out", "g.safetensors"],
+     "the training state g.safetensors.state is kept: the same command resumes from it"),
+    (["search", "--dataset", "cora"], "finished trials are stored"),
+    (["prune", "--model", "m", "--dataset", "cora", "--speedup", "2", "--out", "p"], ""),
+])
+def test_ctrl_c_says_what_the_interrupted_command_kept(argv, said) -> None:
+    # every command said "finished trials are stored", a search's message, after Ctrl-C
+    from nas.cli import _kept_on_interrupt, build_parser
+
+    assert _kept_on_interrupt(build_parser().parse_args(argv)) == said
