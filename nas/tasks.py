@@ -140,6 +140,7 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
 
     info = DATASETS[name]
     family_root = writable_family_root(root, info)
+    check_processed_files(family_root, info.pyg_name)
     loaders: dict[str, Callable[[], Dataset]] = {
         "planetoid": lambda: _planetoid(str(family_root), info.pyg_name),
         "tu": lambda: pyg_datasets.TUDataset(str(family_root), info.pyg_name),
@@ -159,6 +160,32 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
             f"downloaded ({type(error).__name__}: {error}). Put its PyG raw files there, or point "
             f"--data-root / METANAS_DATA at a folder that holds {info.folder}/{info.pyg_name}/raw."
         ) from error
+
+
+def check_processed_files(family_root: Path, pyg_name: str) -> None:
+    """Refuse ``processed/*.pt`` files of a dataset that need full unpickling to load.
+
+    PyG writes them with tensors and plain containers only (they load with
+    ``torch.load(weights_only=True)`` once ``torch_geometric`` registered its classes), but reads
+    ``pre_transform.pt`` and ``pre_filter.pt`` with ``weights_only=False`` and falls back to it
+    for ``data.pt``: a file planted in a writable data root would run code. Such a file raises
+    ``pickle.UnpicklingError`` naming it, before PyG opens anything.
+    """
+    import torch_geometric  # noqa: F401 - registers PyG's classes as safe to load
+
+    if not family_root.is_dir():
+        return
+    folders = [d / "processed" for d in family_root.iterdir() if d.name.lower() == pyg_name.lower()]
+    for path in sorted(f for folder in folders if folder.is_dir() for f in folder.glob("*.pt")):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - torch raises several types for bad files
+            reason = str(error).strip().splitlines()[-1][:200]
+            raise pickle.UnpicklingError(
+                f"refusing to load {path}: it does not load without unpickling code ({reason}), "
+                f"and PyG writes these files with tensors only. Delete {path.parent} to rebuild "
+                f"it from the raw files."
+            ) from None
 
 
 #: the only globals Planetoid's raw files (Python 2 pickles) hold: numpy arrays, a scipy CSR

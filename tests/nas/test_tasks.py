@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -125,3 +126,26 @@ def test_featureless_graphs_get_degree_features() -> None:
     graph = task.dataset[0]
     assert graph.x.shape[1] == task.num_features > 1
     assert torch.equal(graph.x.sum(1), torch.ones(graph.num_nodes))
+
+
+@pytest.mark.parametrize("planted", ["pre_transform.pt", "data.pt"])
+def test_a_planted_processed_file_is_refused_not_run(
+    cora_available: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: str,
+) -> None:
+    # PyG reads pre_transform.pt with torch.load(weights_only=False), and data.pt so when the
+    # safe load fails: a file planted in a writable data root ran its code
+    import pickle
+
+    raw = tmp_path / "root" / "Planetoid" / "Cora" / "raw"
+    shutil.copytree(Path(os.environ["METANAS_DATA"]) / "Planetoid" / "Cora" / "raw", raw)
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    assert load_task("cora", root=tmp_path / "root").data.num_nodes == 2708  # processes it
+    processed = raw.parent / "processed"
+    marker = tmp_path / "code-ran"
+    torch.save(_Planted(marker), processed / planted)
+    with pytest.raises(pickle.UnpicklingError, match=re.escape(f"refusing to load {processed / planted}: "
+                                                                "it does not load without unpickling code")):
+        load_task("cora", root=tmp_path / "root").data
+    assert not marker.exists()
+    shutil.rmtree(processed)  # as the message says: rebuilt from the raw files
+    assert load_task("cora", root=tmp_path / "root").data.num_nodes == 2708
