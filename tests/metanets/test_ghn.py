@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,7 @@ from metanets.ghn_train import (
 from search_spaces.gnn import ATTENTION_CONVS, CONVS, GNNArchitecture, GNNSpace, LayerSpec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_metanet_one_thread")
 
 
 def _ghn(in_channels: int = 6, out_channels: int = 3, level: str = "node", **sizes) -> GraphHyperNetwork:

@@ -3,7 +3,6 @@ uninterrupted run ends; a state file of another run, or a damaged one, is refuse
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,7 @@ import torch
 from metanets.ghn_train import HypernetTrainConfig, train_hypernet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_metanet_one_thread")
 
 
 def _node_task() -> types.SimpleNamespace:
