@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--steps", type=positive_int, default=None, help="override the steps")
     parser.add_argument("--max-distance", type=positive_int, default=None,
                         help="override the GHN's longest virtual edge (a variant)")
+    parser.add_argument("--spatial", action="store_true",
+                        help="the GHN reads each op's feature-map size (a variant)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="write the checkpoints and the train_hypernets.{json,md} record "
                              "here instead of metanets/pretrained/ and experiments/results/ "
@@ -88,7 +90,7 @@ def main() -> None:
     out_json = results / "train_hypernets.json"
     for name in names:
         space_name, dataset, config = SETUPS[name]
-        overrides = {"steps": args.steps, "max_distance": args.max_distance}
+        overrides = {"steps": args.steps, "max_distance": args.max_distance, "spatial": args.spatial}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
         space, task = get_space(space_name), load_task(dataset)
         cpu = time.process_time()

@@ -178,6 +178,11 @@ class GHNConfig:
             copies of a trained width (GHN-2 tiles predicted tensors the same way) instead of
             from rows no decoded matrix acted on in training; narrower layers are unchanged.
             Checkpoints without this field read row ``i``.
+        spatial: also read ``log(1 + H * W)`` of each op's output feature map for inputs of
+            ``image_size`` pixels (image tasks), so that the GHN knows at which resolution a
+            block works; checkpoints without this field do not.
+        image_size: side of the square example images a network is traced with (image tasks;
+            the task's own size when ``spatial``).
     """
 
     in_channels: int
@@ -198,6 +203,8 @@ class GHNConfig:
     feature_basis: str = "learned"
     weight_norm: str = "fan"
     tile_width: int | None = None
+    spatial: bool = False
+    image_size: int = 16
 
     def __post_init__(self) -> None:
         if self.feature_basis not in FEATURE_BASES:
@@ -209,7 +216,7 @@ class GHNConfig:
         object.__setattr__(self, "op_types", tuple(self.op_types))
         object.__setattr__(self, "roles", tuple(self.roles))
         for field in ("in_channels", "out_channels", "hidden", "rank", "rounds", "max_distance",
-                      "max_index", "max_positions", "basis_size"):
+                      "max_index", "max_positions", "basis_size", "image_size"):
             if int(getattr(self, field)) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.tile_width is not None and not 1 <= self.tile_width <= self.basis_size:
@@ -274,10 +281,10 @@ class HyperPlan:
         )
 
 
-def example_inputs(level: str, in_channels: int) -> tuple[Tensor, ...]:
+def example_inputs(level: str, in_channels: int, image_size: int = 16) -> tuple[Tensor, ...]:
     """Small inputs to trace a model of a task level (shapes only matter)."""
     if level == "image":
-        return (torch.zeros(2, in_channels, 16, 16),)
+        return (torch.zeros(2, in_channels, image_size, image_size),)
     x = torch.zeros(4, in_channels)
     edge_index = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]])
     if level == "graph":
@@ -374,7 +381,7 @@ class GraphHyperNetwork(nn.Module):
         self.layers = tuple(sorted({role.split(":", 1)[0] for role in config.roles}))
         self.op_embed = nn.Embedding(len(config.op_types), d)
         self.shape_embed = nn.Sequential(
-            nn.Linear(len(OpFeature) + 2, d), nn.ReLU(), nn.Linear(d, d)
+            nn.Linear(len(OpFeature) + 2 + int(config.spatial), d), nn.ReLU(), nn.Linear(d, d)
         )
         self.distance_gate = nn.Embedding(config.max_distance + 1, d)
         self.message_forward = nn.Linear(d, d)
@@ -458,7 +465,7 @@ class GraphHyperNetwork(nn.Module):
         """
         cfg = self.config
         if inputs is None:
-            inputs = example_inputs(cfg.level, cfg.in_channels)
+            inputs = example_inputs(cfg.level, cfg.in_channels, cfg.image_size)
             self._check_task_inputs(model, inputs)
         try:
             graph = to_computation_graph(model, inputs, max_distance=cfg.max_distance)
@@ -511,11 +518,12 @@ class GraphHyperNetwork(nn.Module):
         features = graph.x.clone()
         features = torch.log1p(features.clamp_min(0))
         flags = torch.tensor([input_facing, output_facing], dtype=torch.float).t()
+        columns = [features, flags] + ([torch.log1p(graph.spatial)[:, None]] if cfg.spatial else [])
         distance = graph.edge_attr[:, OpEdgeFeature.DISTANCE].long()
         buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
         return HyperPlan(
             op_index=torch.tensor(op_index, dtype=torch.long),
-            features=torch.cat([features, flags], dim=1),
+            features=torch.cat(columns, dim=1),
             edge_index=graph.edge_index, distance=distance, slots=slots, buffers=buffers,
         )
 

@@ -67,6 +67,8 @@ class HypernetTrainConfig:
         tile_width: the GHN's ``tile_width`` (see :class:`~metanets.ghn.GHNConfig`): wider
             layers than this are decoded as copies of this width; it does not change training
             when it is at least ``max_width``.
+        spatial: the GHN reads each op's feature-map size at the task's image size (see
+            :class:`~metanets.ghn.GHNConfig`; image tasks).
     """
 
     steps: int = 600
@@ -92,6 +94,7 @@ class HypernetTrainConfig:
     feature_basis: str = "learned"
     weight_norm: str = "fan"
     tile_width: int | None = None
+    spatial: bool = False
 
     def __post_init__(self) -> None:
         for field in ("steps", "archs_per_step", "pool_size", "batch_size", "log_every"):
@@ -250,6 +253,13 @@ class TaskBatches:
             yield (batch.x, batch.edge_index, batch.batch), batch.y.view(-1), None  # type: ignore[misc]
 
 
+def _image_size(task: Task) -> int:
+    """Side of the task's (square) images; 16 (the tracing default) for graph tasks."""
+    if task.level != "image":
+        return 16
+    return int(task.dataset.x["train"].shape[-1])
+
+
 def task_features(task: Task) -> Tensor:
     """The task's input-feature matrix ``(items, num_features)`` without labels: all nodes of a
     node task, all nodes of all graphs of a graph task (image tasks: ``ValueError``)."""
@@ -325,6 +335,7 @@ def train_hypernet(
             rounds=config.rounds, max_distance=config.max_distance, seed=config.seed,
             feature_basis=config.feature_basis,
             weight_norm=config.weight_norm, tile_width=config.tile_width,
+            spatial=config.spatial, image_size=_image_size(task) if config.spatial else 16,
         ))
         if config.feature_basis == "data":
             ghn.set_feature_basis(task_features(task))

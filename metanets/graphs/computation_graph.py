@@ -9,6 +9,7 @@ with all its tensors), and ``param_names`` lists the state_dict keys a hypernetw
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -123,7 +124,9 @@ def to_computation_graph(
 
     Returns ``Data`` with ``x`` ``(N, len(OpFeature))``, ``op_type`` ``(N,)`` (index into
     :data:`OP_TYPES`), ``edge_index`` ``(2, E)`` and ``edge_attr`` ``(E, 1)`` (distance; data
-    flow first), ``node_names`` (module path or fx name) and ``param_names`` per node.
+    flow first), ``node_names`` (module path or fx name), ``param_names`` per node and
+    ``spatial`` ``(N,)`` (positions per channel of each node's output: ``H * W`` of a feature map
+    for the example inputs, 1 for vectors).
 
     Raises:
         UnsupportedOperationError: an op outside :data:`OP_TYPES`.
@@ -150,8 +153,17 @@ def to_computation_graph(
         node_names=[module_path(str(n.target)) if n.op == "call_module" else n.name
                     for n in nodes],
         param_names=[_param_names(n, m) for n, m in zip(nodes, modules)],
+        spatial=torch.tensor([_spatial_size(n) for n in nodes], dtype=torch.float),
         num_nodes=len(nodes),
     )
+
+
+def _spatial_size(node: fx.Node) -> int:
+    """Positions of the node's output per channel (``H * W`` of an image feature map; 1 for
+    vectors, node features and values without a recorded shape)."""
+    meta = node.meta.get("tensor_meta")
+    shape = getattr(meta, "shape", None)
+    return math.prod(shape[2:]) if shape is not None and len(shape) > 2 else 1
 
 
 def _path(node: fx.Node) -> str:

@@ -676,3 +676,26 @@ def test_the_shipped_cnn_ghn_tiles_past_its_widest_training_layer() -> None:
     ghn = GraphHyperNetwork.load("pretrained:cnn-mnist")
     assert ghn.config.tile_width == ghn.metadata["train_config"]["max_width"] == 16
     assert GraphHyperNetwork.load("pretrained:gnn-cora").config.tile_width is None
+
+
+# the feature-map size of each op (GHNConfig.spatial) ------------------------------------------
+def test_the_computation_graph_records_each_feature_maps_size() -> None:
+    from metanets.graphs import to_computation_graph
+
+    model = _cnn((4, 8, 8))
+    graph = to_computation_graph(model, (torch.zeros(2, 1, 28, 28),))
+    size = dict(zip(graph.node_names, graph.spatial.tolist()))
+    assert [size[f"blocks.{i}.conv"] for i in range(3)] == [28 * 28, 14 * 14, 7 * 7]
+    assert size["classifier"] == 1
+
+
+def test_a_spatial_ghn_reads_the_sizes_at_its_image_size_and_tells_depths_apart() -> None:
+    plain = _cnn_ghn()
+    torch.manual_seed(0)
+    spatial = GraphHyperNetwork(GHNConfig(1, 10, "image", space="cnn", hidden=16, rank=8,
+                                          weight_norm="op", spatial=True, image_size=28))
+    model = _cnn((4, 4, 4, 4))
+    plan = spatial.plan(model)
+    assert plan.features.shape[1] == plain.plan(model).features.shape[1] + 1
+    assert sorted(set(plan.features[:, -1].exp().sub(1).round().tolist())) == [1, 9, 49, 196, 784]
+    _assert_complete(model, spatial.predict(model))
