@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from experiments._results import positive_int
+from experiments._results import file_stem_error, positive_int
 from experiments.train_hypernets import SETUPS
 from metanets.ghn_train import (
     TaskBatches,
@@ -275,6 +275,9 @@ def main() -> None:
         help="score these GHNs with no training (validation accuracy) on a development set "
              "drawn like the held-out one but disjoint from it, to choose between variants "
              "without looking at the evaluation set; writes hypernet_eval_dev_<setup>.{json,md}")
+    parser.add_argument("--dev-name", default=None, metavar="NAME",
+                        help="with --dev: write NAME.{json,md} instead (another round of "
+                             "variants beside an earlier one)")
     parser.add_argument(
         "--compare", type=Path, default=None, metavar="FILE",
         help="score --hypernet with no training on the architectures of an earlier evaluation "
@@ -282,6 +285,12 @@ def main() -> None:
              "into hypernet_eval_compare_<FILE stem>.{json,md}; architectures in the GHN's "
              "training pool are marked and left out of the summary")
     args = parser.parse_args()
+    if args.dev_name is not None:
+        if args.dev is None:
+            parser.error("--dev-name names the table of a --dev run: give --dev GHN ...")
+        error = file_stem_error("--dev-name", args.dev_name)
+        if error:
+            parser.error(f"{error} in {RESULTS}")
     scoring = [flag for flag, value in (("--dev", args.dev), ("--compare", args.compare)) if value]
     if len(scoring) > 1:
         parser.error("--dev and --compare are separate runs: give one")
@@ -299,7 +308,7 @@ def main() -> None:
             rows = develop(args.setup, args.dev)
         except ValueError as error:
             parser.error(str(error))
-        write_development(args.setup, rows, _header(args))
+        write_development(args.setup, rows, _header(args), args.dev_name)
         return
     if args.compare is not None:
         hypernet = args.hypernet or f"pretrained:{args.setup}"
@@ -380,7 +389,8 @@ def develop(name: str, hypernets: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_development(name: str, rows: list[dict[str, Any]], header: dict[str, Any]) -> None:
+def write_development(name: str, rows: list[dict[str, Any]], header: dict[str, Any],
+                      stem: str | None = None) -> None:
     hypernets = list(rows[0]["val_acc"]) if rows else []
     kinds = ["all", *dict.fromkeys(r["kind"] for r in rows)]
     summary = {h: {k: round(statistics.mean(r["val_acc"][h] for r in rows
@@ -388,7 +398,8 @@ def write_development(name: str, rows: list[dict[str, Any]], header: dict[str, A
                for h in hypernets}
     record = {**header, "setup": name, "seed": DEV_SEED, "summary": summary, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"hypernet_eval_dev_{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    stem = stem or f"hypernet_eval_dev_{name}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [f"# GHN variants on the development set ({name})", "",
              "Mean validation accuracy with predicted parameters and no training, on networks "
              f"drawn like the held-out ones (seeds {DEV_SEED}+) but disjoint from the training "
@@ -402,7 +413,7 @@ def write_development(name: str, rows: list[dict[str, Any]], header: dict[str, A
              "|---|" + "---|" * len(kinds)]
     lines += [f"| `{h}` | " + " | ".join(f"{summary[h][k]:.3f}" for k in kinds) + " |"
               for h in hypernets]
-    (RESULTS / f"hypernet_eval_dev_{name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(summary, indent=1))
 
 

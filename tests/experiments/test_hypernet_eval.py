@@ -175,3 +175,21 @@ def test_dev_scores_every_ghn_on_the_same_networks_and_summarises_per_kind(
     assert record["summary"]["pretrained:cnn-mnist"] == {
         "all": round(sum(accs) / 2, 4), "in-range": round(accs[0], 4), "deeper": round(accs[1], 4)}
     assert "| `pretrained:cnn-mnist` |" in (tmp_path / "hypernet_eval_dev_cnn-mnist.md").read_text()
+
+
+def test_dev_name_writes_another_table_and_needs_dev(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script("hypernet_eval")
+    monkeypatch.setattr(script, "held_out", lambda name, seed=0: ARCHS)
+    monkeypatch.setattr(script, "RESULTS", tmp_path)
+    monkeypatch.setattr("sys.argv", ["hypernet_eval", "--setup", "cnn-mnist", "--dev",
+                                     "pretrained:cnn-mnist", "--dev-name", "round2"])
+    script.main()
+    assert (tmp_path / "round2.json").is_file() and (tmp_path / "round2.md").is_file()
+    assert not (tmp_path / "hypernet_eval_dev_cnn-mnist.json").exists()
+    for argv, message in ([["--dev-name", "round2"], "--dev-name names the table of a --dev run"],
+                          [["--dev", "pretrained:cnn-mnist", "--dev-name", "../x"], "--dev-name"]):
+        monkeypatch.setattr("sys.argv", ["hypernet_eval", "--setup", "cnn-mnist", *argv])
+        with pytest.raises(SystemExit) as exit_:
+            script.main()
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
