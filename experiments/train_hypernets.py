@@ -59,7 +59,7 @@ SETUPS: dict[str, tuple[str, str, HypernetTrainConfig]] = {
     "cnn-mnist": ("cnn", "mnist", HypernetTrainConfig(
         steps=30000, archs_per_step=2, pool_size=300, max_depth=3, max_width=16, lr=2e-3,
         weight_decay=5e-4, batch_size=128, log_every=250, select_every=1000, select_archs=8,
-        select_items=2000, weight_norm="op", tile_width=16)),
+        select_items=2000, weight_norm="op", tile_width=16, spatial=True)),
 }
 
 
