@@ -16,7 +16,10 @@
   normalisation the GHN learned weight scales per width and position (classifier weights 3-4x
   larger after 4 channels than after 8, hidden convs 5-8x Kaiming that the classifier of a
   2-block net compensates), so in a 3-block net without BatchNorm the pre-activations grew
-  2.8 -> 13 -> 66.
+  2.8 -> 13 -> 66. Layers wider than 16 channels are decoded as tiled copies of 16
+  (``tile_width``), and the GHN reads each op's feature-map size at MNIST's 28 pixels
+  (``spatial``): without it a 4-block CNN's last block, which works on 3x3 maps no training
+  network has, was decoded like a 7x7 one (see ``experiments/results/hypernet_notes.md``).
 
     python -m experiments.train_hypernets [--only gnn-cora] [--steps N]   # from the root
 
