@@ -805,6 +805,9 @@ def _add_hypernet(commands: Any) -> None:
                    help="decode hidden layers wider than this as copies of this width (set it "
                         "to --max-width: wider networks than any in training then get tiled "
                         "copies of trained rows instead of untrained ones)")
+    t.add_argument("--spatial", action="store_true",
+                   help="image tasks: the GHN also reads each op's feature-map size at the "
+                        "task's image size (decodes networks deeper than training far better)")
     t.add_argument("--select-every", type=int, default=0,
                    help="keep the step with the best validation accuracy of training "
                         "architectures, scored every this many steps (0: keep the last)")
@@ -840,7 +843,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         device=str(resolve_device(args.device)), param_decay=args.param_decay,
         feature_basis=args.feature_basis, weight_norm=args.weight_norm,
         max_distance=args.max_distance, select_every=args.select_every,
-        tile_width=args.tile_width,
+        tile_width=args.tile_width, spatial=args.spatial,
         log_every=math.gcd(50, args.select_every) if args.select_every else 50,
     )
     state_every = math.lcm(config.log_every, args.state_every)  # written at log steps

@@ -400,9 +400,11 @@ def test_hypernet_train_cli_on_cora_writes_a_checkpoint(cora_available: None, tm
     assert main(["hypernet", "train", "--space", "gnn", "--dataset", "cora", "--out", str(out),
                  "--steps", "2", "--pool-size", "2", "--archs-per-step", "1",
                  "--max-depth", "1", "--max-width", "16", "--feature-basis", "data",
-                 "--param-decay", "5e-4", "--select-every", "2"]) == 0
+                 "--param-decay", "5e-4", "--select-every", "2", "--tile-width", "16",
+                 "--spatial"]) == 0
     assert "wrote" in capsys.readouterr().out
     ghn = GraphHyperNetwork.load(out)
+    assert (ghn.config.tile_width, ghn.config.spatial) == (16, True)
     assert (ghn.config.in_channels, ghn.config.out_channels, ghn.config.dataset) == (1433, 7, "cora")
     assert ghn.config.feature_basis == "data" and ghn.feature_table.abs().sum() > 0
     assert len(ghn.metadata["train_hashes"]) == 2
