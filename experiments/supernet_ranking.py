@@ -176,7 +176,7 @@ def reuse_error(folder: Path, config: Any) -> str | None:
     """
     import dataclasses
 
-    from nas.supernet import has_checkpoint, read_meta, training_differences
+    from nas.supernet import describe_differences, has_checkpoint, read_meta, training_differences
 
     try:
         if not has_checkpoint(folder):
@@ -186,10 +186,8 @@ def reuse_error(folder: Path, config: Any) -> str | None:
         return f"--supernet {folder}: {error}"
     differ = training_differences(meta["train"], dataclasses.asdict(config))
     if differ:
-        return (f"--supernet {folder} holds a supernet trained with "
-                + ", ".join(f"{key} {was!r}" for key, (was, _) in differ.items()) + ", not "
-                + ", ".join(f"{REUSED_SETTINGS[key]} {now!r}" for key, (_, now) in differ.items())
-                + ": pass the settings it was trained with, or another folder")
+        return (f"--supernet {folder} holds a supernet {describe_differences(differ, REUSED_SETTINGS)}"
+                ": pass the settings it was trained with, or another folder")
     if meta["epoch"] > config.epochs:
         return (f"--supernet {folder} holds a supernet trained {meta['epoch']} epochs, more than "
                 f"--supernet-epochs {config.epochs}: pass --supernet-epochs {meta['epoch']} (or more, "
@@ -273,9 +271,7 @@ def _extend(args, info, source: dict) -> None:
         new = [trainer.evaluate(arch, space, task, seed=s, device=args.device) for s in missing]
         runs = row["scratch_runs"] + [{"val": ev.metrics["val_acc"], "test": ev.metrics["test_acc"],
                                        "seconds": ev.seconds, "epochs": ev.epochs} for ev in new]
-        rows.append({**row, "scratch_runs": runs,
-                     "scratch_val": sum(r["val"] for r in runs) / len(runs),
-                     "scratch_test": sum(r["test"] for r in runs) / len(runs)})
+        rows.append({**row, **_reference(runs)})
         if len(rows) >= 3:  # results so far, in case the run is cut short
             _report(args, info, trained, rows, quiet=True)
         print(f"[{i + 1}/{len(selected)}] {arch.short():40s} scratch test "
@@ -427,12 +423,16 @@ def _row(arch, inherited: dict, scratch: list) -> dict:
              "epochs": ev.epochs} for ev in scratch]
     first = next(iter(variants.values()))
     return {
-        "arch": arch.to_dict(), "summary": arch.short(), "variants": variants, "scratch_runs": runs,
+        "arch": arch.to_dict(), "summary": arch.short(), "variants": variants,
         "inherited_val": first["val"], "inherited_test": first["test"], "inherited_seconds": first["seconds"],
-        "scratch_val": sum(r["val"] for r in runs) / len(runs),
-        "scratch_test": sum(r["test"] for r in runs) / len(runs),
-        "scratch_seconds": runs[0]["seconds"], "scratch_epochs": runs[0]["epochs"],
+        **_reference(runs), "scratch_seconds": runs[0]["seconds"], "scratch_epochs": runs[0]["epochs"],
     }
+
+
+def _reference(runs: list[dict]) -> dict:
+    """A row's from-scratch runs and the reference they give: the mean over the runs."""
+    return {"scratch_runs": runs, "scratch_val": sum(r["val"] for r in runs) / len(runs),
+            "scratch_test": sum(r["test"] for r in runs) / len(runs)}
 
 
 def _report(args, info, trained, rows, quiet: bool = False) -> None:

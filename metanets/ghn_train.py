@@ -254,9 +254,7 @@ class TaskBatches:
 
 
 def _image_size(task: Task) -> int:
-    """Side of the task's (square) images; 16 (the tracing default) for graph tasks."""
-    if task.level != "image":
-        return 16
+    """Side of an image task's (square) images."""
     return int(task.dataset.x["train"].shape[-1])
 
 
@@ -334,8 +332,8 @@ def train_hypernet(
             space=space.name, dataset=task.name, hidden=config.hidden, rank=config.rank,
             rounds=config.rounds, max_distance=config.max_distance, seed=config.seed,
             feature_basis=config.feature_basis,
-            weight_norm=config.weight_norm, tile_width=config.tile_width,
-            spatial=config.spatial, image_size=_image_size(task) if config.spatial else 16,
+            weight_norm=config.weight_norm, tile_width=config.tile_width, spatial=config.spatial,
+            **({"image_size": _image_size(task)} if config.spatial and task.level == "image" else {}),
         ))
         if config.feature_basis == "data":
             ghn.set_feature_basis(task_features(task))
@@ -442,15 +440,13 @@ def save_training_state(
     pickle."""
     from safetensors.torch import save_file
 
-    from storage.store import replace_atomically
+    from storage.store import flatten_optimizer_state, replace_atomically
 
     index = {arch.arch_hash: i for i, arch in enumerate(pool)}
     tensors = {f"ghn.{k}": v for k, v in ghn.state_dict().items()}
     tensors |= {f"best.{k}": v for k, v in (run.best_state or {}).items()}
-    optimizer_state = optimizer.state_dict()
-    for param, entries in optimizer_state["state"].items():
-        for name, value in entries.items():
-            tensors[f"optimizer.{param}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    optimizer_tensors, param_groups = flatten_optimizer_state(optimizer.state_dict())
+    tensors |= {f"optimizer.{k}": v for k, v in optimizer_tensors.items()}
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.batches"] = batches.generator.get_state()
     if torch.cuda.is_available() and _device(ghn).type == "cuda":
@@ -462,7 +458,7 @@ def save_training_state(
         "pool": [arch.arch_hash for arch in pool],
         "order": [index[arch.arch_hash] for arch in run.order],
         "built": sorted(index[key] for key in cache.entries),
-        "rng": run.rng.getstate(), "param_groups": optimizer_state["param_groups"],
+        "rng": run.rng.getstate(), "param_groups": param_groups,
         "schedule": schedule.state_dict(),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
@@ -483,6 +479,8 @@ def load_training_state(
     """Restore a run written by :func:`save_training_state` into freshly built objects;
     ``ValueError`` naming the difference if it holds another run."""
     from safetensors import safe_open
+
+    from storage.store import unflatten_optimizer_state
 
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -505,11 +503,7 @@ def load_training_state(
     device = _device(ghn)
     part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
     ghn.load_state_dict(part("ghn."))
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, value in part("optimizer.").items():
-        param, name = key.split(".", 1)
-        state.setdefault(int(param), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    optimizer.load_state_dict(unflatten_optimizer_state(part("optimizer."), meta["param_groups"]))
     schedule.load_state_dict(meta["schedule"])
     with torch.random.fork_rng(devices=[]):  # building draws module weights: keep the stream
         for i in meta["built"]:

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 EXIT_FAILURE = 1
@@ -49,7 +50,7 @@ def _kept_on_interrupt(args: argparse.Namespace) -> str:
     worth naming)."""
     command = (args.command, getattr(args, "hypernet_command", None) or getattr(args, "supernet_command", None))
     if command == ("hypernet", "train"):
-        return f"the training state {args.out}.state is kept: the same command resumes from it"
+        return f"the training state {hypernet_state(args.out)} is kept: the same command resumes from it"
     if command == ("supernet", "train"):
         return f"the last checkpoint in {args.out} is kept: the same command resumes from it"
     if args.command in ("search", "zoo"):
@@ -828,8 +829,6 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     from nas.train import resolve_device
     from search_spaces import get_space
 
-    from pathlib import Path
-
     _require_counts(args, "steps", "archs_per_step", "pool_size", "batch_size", "max_depth",
                     "max_width", "max_distance", "state_every", "tile_width")
     _check_overwritable_checkpoint(args.out)
@@ -847,7 +846,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         log_every=math.gcd(50, args.select_every) if args.select_every else 50,
     )
     state_every = math.lcm(config.log_every, args.state_every)  # written at log steps
-    state = Path(args.out).with_name(Path(args.out).name + ".state")
+    state = hypernet_state(args.out)
 
     def log(step: int, entry: dict[str, float]) -> None:
         print(f"step {step:5d}  loss {entry['loss']:.4f}  train acc {entry['train_acc']:.3f}  "
@@ -862,6 +861,11 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     resumed = f", resumed at step {result.resumed_from}" if result.resumed_from else ""
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {result.seconds:.0f}s{resumed})")
     return 0
+
+
+def hypernet_state(out: str) -> Path:
+    """The training state ``metanas hypernet train --out OUT`` keeps while it trains: ``OUT.state``."""
+    return Path(f"{out}.state")
 
 
 def _check_overwritable_checkpoint(out: str) -> None:

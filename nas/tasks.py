@@ -166,9 +166,9 @@ def check_processed_files(family_root: Path, pyg_name: str) -> None:
     """Refuse ``processed/*.pt`` files of a dataset that need full unpickling to load.
 
     PyG writes them with tensors and plain containers only (they load with
-    ``torch.load(weights_only=True)`` once ``torch_geometric`` registered its classes), but reads
-    ``pre_transform.pt`` and ``pre_filter.pt`` with ``weights_only=False`` and falls back to it
-    for ``data.pt``: a file planted in a writable data root would run code. Such a file raises
+    ``torch.load(weights_only=True)`` once ``torch_geometric`` registered its classes), but
+    unpickles ``pre_transform.pt`` and ``pre_filter.pt`` fully, and ``data.pt`` too when its safe
+    load fails: a file planted in a writable data root would run code. Such a file raises
     ``pickle.UnpicklingError`` naming it, before PyG opens anything.
     """
     import torch_geometric  # noqa: F401 - registers PyG's classes as safe to load

@@ -70,6 +70,29 @@ def decode_state_dict(blob: bytes) -> dict[str, Tensor]:
     return load(blob)
 
 
+def flatten_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+    """An optimizer's ``state_dict`` as tensors for safetensors (``"<param index>.<name>"``,
+    scalars made tensors, on the CPU) and its param groups for JSON."""
+    import torch
+
+    tensors = {}
+    for index, entries in state_dict["state"].items():
+        for name, value in entries.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{index}.{name}"] = tensor.detach().to("cpu").contiguous()
+    return tensors, [dict(group) for group in state_dict["param_groups"]]
+
+
+def unflatten_optimizer_state(tensors: dict[str, Tensor], groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The inverse of :func:`flatten_optimizer_state`: a ``state_dict`` for
+    ``optimizer.load_state_dict``."""
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": groups}
+
+
 def sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 

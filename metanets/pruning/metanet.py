@@ -519,13 +519,15 @@ def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
     if metadata.get("gate"):
         from storage.store import decode_state_dict
 
-        path = Path(folder) / GATE_FILE
-        if GATE_FILE not in states and not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the metanetwork was saved with a gate")
-        gate = _gate_head(gmn.config.hidden)
         # the checksummed bytes load_gmn_files read; a folder saved before checksums: the file
-        gate.load_state_dict(states[GATE_FILE] if GATE_FILE in states
-                             else decode_state_dict(path.read_bytes()))
+        gate_state = states.get(GATE_FILE)
+        if gate_state is None:
+            path = Path(folder) / GATE_FILE
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: the metanetwork was saved with a gate")
+            gate_state = decode_state_dict(path.read_bytes())
+        gate = _gate_head(gmn.config.hidden)
+        gate.load_state_dict(gate_state)
         gate.eval()
     preserve = metadata.get("preserve_norm", False)
     if not isinstance(preserve, bool):

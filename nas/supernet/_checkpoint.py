@@ -63,7 +63,7 @@ def save_checkpoint(
     """Write weights, optimizer state and ``meta`` (the JSON file last: it marks completeness)."""
     from safetensors.torch import save_file
 
-    from storage.store import replace_atomically
+    from storage.store import flatten_optimizer_state, replace_atomically
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def save_checkpoint(
     replace_atomically(folder / files["weights"], lambda p: save_file(_contiguous(model.state_dict()), str(p)))
     groups: list[dict[str, Any]] = []
     if optimizer is not None:
-        tensors, groups = _flatten_optimizer(optimizer.state_dict())
+        tensors, groups = flatten_optimizer_state(optimizer.state_dict())
         files["optimizer"] = f"optimizer.{tag}.safetensors"
         replace_atomically(folder / files["optimizer"], lambda p: save_file(tensors, str(p)))
     text = json.dumps({**meta, "format": FORMAT, "param_groups": groups, "files": files},
@@ -109,22 +109,11 @@ def load_optimizer_state(folder: str | Path, meta: dict[str, Any]) -> dict[str, 
     """The optimizer state dict saved with ``meta`` (for ``optimizer.load_state_dict``)."""
     from safetensors.torch import load_file
 
+    from storage.store import unflatten_optimizer_state
+
     path = _path(Path(folder), meta, "optimizer")
-    tensors = load_file(str(path)) if path.is_file() else {}
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
-    tensors = {}
-    for index, entries in state_dict["state"].items():
-        for name, value in entries.items():
-            tensor = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"{index}.{name}"] = tensor.detach().to("cpu").contiguous()
-    return tensors, [dict(group) for group in state_dict["param_groups"]]
+    return unflatten_optimizer_state(load_file(str(path)) if path.is_file() else {},
+                                     meta["param_groups"])
 
 
 def _contiguous(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -320,6 +320,14 @@ def training_differences(trained: dict[str, Any], requested: dict[str, Any]) -> 
             if trained.get(key, default[key]) != requested[key]}
 
 
+def describe_differences(differ: dict[str, tuple[Any, Any]], names: dict[str, str] | None = None) -> str:
+    """``"trained with seed 0, lr 0.005, not seed 1, lr 0.001"`` for :func:`training_differences`'
+    result; ``names`` renames settings on the requested side (a script's flags)."""
+    names = names or {}
+    return ("trained with " + ", ".join(f"{key} {was!r}" for key, (was, _) in differ.items())
+            + ", not " + ", ".join(f"{names.get(key, key)} {now!r}" for key, (_, now) in differ.items()))
+
+
 def _resume(
     out: str | Path, supernet: nn.Module, optimizer: torch.optim.Optimizer,
     meta: dict[str, Any], device: torch.device,
@@ -334,10 +342,8 @@ def _resume(
     differ = training_differences(saved.get("train", {}), meta["train"])
     if differ:
         raise ValueError(
-            f"{out} holds a supernet trained with "
-            + ", ".join(f"{key} {was!r}" for key, (was, _) in differ.items()) + ", not "
-            + ", ".join(f"{key} {now!r}" for key, (_, now) in differ.items())
-            + "; resume it with the settings it was trained with, or choose another --out folder"
+            f"{out} holds a supernet {describe_differences(differ)}; resume it with the settings "
+            "it was trained with, or choose another --out folder"
         )
     supernet.load_state_dict(load_weights(out, device, saved))
     optimizer.load_state_dict(load_optimizer_state(out, saved))

@@ -132,8 +132,8 @@ def test_featureless_graphs_get_degree_features() -> None:
 def test_a_planted_processed_file_is_refused_not_run(
     cora_available: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: str,
 ) -> None:
-    # PyG reads pre_transform.pt with torch.load(weights_only=False), and data.pt so when the
-    # safe load fails: a file planted in a writable data root ran its code
+    # PyG unpickles pre_transform.pt fully, and data.pt too when its safe load fails: a file
+    # planted in a writable data root ran its code
     import pickle
 
     raw = tmp_path / "root" / "Planetoid" / "Cora" / "raw"
