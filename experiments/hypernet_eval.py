@@ -42,6 +42,7 @@ from metanets.ghn_train import (
     predicted_model,
     sample_architectures,
     structure_key,
+    training_pool,
 )
 from nas.tasks import load_task
 from nas.train import TrainConfig, seed_everything, train_model
@@ -80,8 +81,7 @@ def held_out(name: str, seed: int = EVAL_SEED) -> list[tuple[str, Any]]:
     from ``seed`` on, and for the development set (``seed != EVAL_SEED``) none in the
     evaluation set either."""
     space_name, _, config = SETUPS[name]
-    pool = sample_architectures(get_space(space_name), config.pool_size, config.seed,
-                                max_depth=config.max_depth, max_width=config.max_width)
+    pool = training_pool(get_space(space_name), config)
     space = get_space(space_name, **HELD_OUT_SPACE[name])
     taken = pool + ([a for _, a in held_out(name)] if seed != EVAL_SEED else [])
     exclude = {a.arch_hash for a in taken}
@@ -420,8 +420,7 @@ def write_development(name: str, rows: list[dict[str, Any]], header: dict[str, A
 def _pool_of(ghn: Any, hypernet: str, space: Any, name: str) -> list[Any]:
     """The GHN's training pool: the setup's pool, checked against the hashes in the checkpoint."""
     _, _, config = SETUPS[name]
-    pool = sample_architectures(space, config.pool_size, config.seed,
-                                max_depth=config.max_depth, max_width=config.max_width)
+    pool = training_pool(space, config)
     hashes = set(ghn.metadata.get("train_hashes", []))
     if hashes and hashes != {a.arch_hash for a in pool}:
         raise ValueError(f"{hypernet} was not trained on the pool of SETUPS[{name!r}]")

@@ -21,7 +21,7 @@ from torch import nn
 from experiments._results import file_stem_error, positive_int
 from experiments.hypernet_eval import held_out
 from experiments.train_hypernets import SETUPS
-from metanets.ghn_train import TaskBatches, accuracy, load_hypernet, predicted_model, sample_architectures
+from metanets.ghn_train import TaskBatches, accuracy, load_hypernet, predicted_model, training_pool
 from nas.tasks import load_task
 from search_spaces import get_space
 
@@ -56,8 +56,7 @@ def rows(setup: str, hypernet: str, per_kind: int) -> list[dict[str, Any]]:
     ghn = load_hypernet(hypernet, task)
     batches = TaskBatches(task, seed=1)
     x = batches.calibration_inputs(1)[0][0]
-    pool = sample_architectures(space, config.pool_size, config.seed,
-                                max_depth=config.max_depth, max_width=config.max_width)
+    pool = training_pool(space, config)
     archs = [("train", a) for a in pool[:per_kind]]
     counts: dict[str, int] = {}
     for kind, arch in held_out(setup):

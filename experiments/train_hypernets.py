@@ -23,6 +23,9 @@
 
     python -m experiments.train_hypernets [--only gnn-cora] [--steps N]   # from the root
 
+``--seed N --out-dir DIR`` trains a setup again from another initialisation (and batch order)
+on the same training architectures: the run-to-run spread of the shipped GHN.
+
 A killed run started again with the same flags resumes from its training state (written every
 selection interval to ``$METANAS_CACHE/train_hypernets/<name>-<settings digest>.state``, removed
 once the checkpoint is written) and ends as an uninterrupted run would.
@@ -74,6 +77,9 @@ def main() -> None:
                         help="override the GHN's longest virtual edge (a variant)")
     parser.add_argument("--spatial", action="store_true",
                         help="the GHN reads each op's feature-map size (a variant)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="another run of the setup: initialisation, basis, batches and draw "
+                             "order from this seed, the same training pool (a variant)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="write the checkpoints and the train_hypernets.{json,md} record "
                              "here instead of metanets/pretrained/ and experiments/results/ "
@@ -84,6 +90,8 @@ def main() -> None:
     if unknown:
         parser.error(f"--only {unknown} not among choices {list(SETUPS)}")
     torch.set_num_threads(args.threads)
+    if args.seed is not None and args.out_dir is None:
+        parser.error("--seed trains a variant: give --out-dir (the shipped GHNs stay as they are)")
     names = args.only.split(",") if args.only else list(SETUPS)
     record = {"machine": platform.platform(), "cpu_count": os.cpu_count(),
               "load_at_start": os.getloadavg(), "command": " ".join(["python -m experiments.train_hypernets", *sys.argv[1:]]),
@@ -95,6 +103,9 @@ def main() -> None:
         space_name, dataset, config = SETUPS[name]
         overrides = {"steps": args.steps, "max_distance": args.max_distance, "spatial": args.spatial}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
+        if args.seed is not None:
+            pool_seed = config.seed if config.pool_seed is None else config.pool_seed
+            config = dataclasses.replace(config, seed=args.seed, pool_seed=pool_seed)
         space, task = get_space(space_name), load_task(dataset)
         cpu = time.process_time()
         state = state_file(name, config)

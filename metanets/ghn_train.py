@@ -45,7 +45,11 @@ class HypernetTrainConfig:
         weight_decay: Adam weight decay.
         batch_size: images / graphs per architecture and step (node tasks: the whole graph).
         grad_clip: gradient-norm clip.
-        seed: seeds the pool, batches and GHN initialisation.
+        seed: seeds the GHN's initialisation, its fixed basis, the batches and the order in
+            which pool architectures are drawn (and the pool, unless ``pool_seed`` is given).
+        pool_seed: seeds the pool of training architectures (``None``: ``seed``). Two runs
+            with the same ``pool_seed`` and different ``seed`` train on the same architectures
+            from different initialisations: the run-to-run spread of one setup.
         device: torch device.
         log_every: steps between log lines.
         hidden, rank, rounds: GHN sizes (see :class:`~metanets.ghn.GHNConfig`).
@@ -81,6 +85,7 @@ class HypernetTrainConfig:
     batch_size: int = 128
     grad_clip: float = 5.0
     seed: int = 0
+    pool_seed: int | None = None
     device: str = "cpu"
     log_every: int = 50
     hidden: int = 64
@@ -186,6 +191,14 @@ def sample_architectures(
     if len(found) < n:
         raise ValueError(f"found only {len(found)} of {n} architectures in the requested range")
     return list(found.values())
+
+
+def training_pool(space: SearchSpace, config: HypernetTrainConfig) -> list[Architecture]:
+    """The distinct architectures a GHN trained with ``config`` sees (seeded by
+    ``config.pool_seed``, else ``config.seed``)."""
+    seed = config.seed if config.pool_seed is None else config.pool_seed
+    return sample_architectures(space, config.pool_size, seed,
+                                max_depth=config.max_depth, max_width=config.max_width)
 
 
 # --------------------------------------------------------------------------- task batches
@@ -338,8 +351,7 @@ def train_hypernet(
         if config.feature_basis == "data":
             ghn.set_feature_basis(task_features(task))
     ghn = ghn.to(device).train()
-    pool = sample_architectures(space, config.pool_size, config.seed,
-                                max_depth=config.max_depth, max_width=config.max_width)
+    pool = training_pool(space, config)
     cache = _ArchCache(ghn, space, task, device)
     batches = TaskBatches(task, device, config.seed, config.batch_size)
     optimizer = torch.optim.AdamW(ghn.parameters(), lr=config.lr, weight_decay=config.weight_decay,

@@ -791,7 +791,11 @@ def _add_hypernet(commands: Any) -> None:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--batch-size", type=int, default=128, help="images/graphs per step")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0,
+                   help="seeds the GHN's initialisation, batches and the training pool")
+    t.add_argument("--pool-seed", type=int, default=None,
+                   help="seeds the training pool instead of --seed (two runs with one "
+                        "--pool-seed and different --seed: same architectures, other init)")
     t.add_argument("--param-decay", type=float, default=0.0,
                    help="L2 penalty on the predicted parameters (as SGD's weight decay)")
     t.add_argument("--feature-basis", default="learned", choices=["learned", "data"],
@@ -839,7 +843,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         steps=args.steps, archs_per_step=args.archs_per_step, pool_size=args.pool_size,
         max_depth=args.max_depth, max_width=args.max_width, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
-        device=str(resolve_device(args.device)), param_decay=args.param_decay,
+        pool_seed=args.pool_seed, device=str(resolve_device(args.device)), param_decay=args.param_decay,
         feature_basis=args.feature_basis, weight_norm=args.weight_norm,
         max_distance=args.max_distance, select_every=args.select_every,
         tile_width=args.tile_width, spatial=args.spatial,

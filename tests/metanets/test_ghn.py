@@ -206,6 +206,21 @@ def test_sampled_pool_respects_the_training_range_and_exclusions() -> None:
     assert not {a.arch_hash for a in pool} & {a.arch_hash for a in again}
 
 
+
+def test_pool_seed_keeps_the_architectures_and_seed_changes_the_initialisation() -> None:
+    task = _tiny_task()
+    space = GNNSpace(convs=("gcn", "linear"))
+    base = dict(steps=4, archs_per_step=1, pool_size=4, max_depth=2, max_width=32, hidden=16,
+                rank=8, rounds=1, log_every=2)
+    first = train_hypernet(space, task, HypernetTrainConfig(seed=0, **base))
+    other_init = train_hypernet(space, task, HypernetTrainConfig(seed=1, pool_seed=0, **base))
+    other_pool = train_hypernet(space, task, HypernetTrainConfig(seed=1, **base))
+    assert other_init.train_hashes == first.train_hashes
+    assert other_pool.train_hashes != first.train_hashes
+    model = space.build(UNSEEN[1], 6, 3)
+    a, b = first.ghn.predict(model), other_init.ghn.predict(model)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
 # checkpoints --------------------------------------------------------------------------------
 def test_checkpoint_round_trip_is_safetensors_without_pickle(tmp_path: Path) -> None:
     ghn = _ghn()
