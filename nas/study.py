@@ -49,6 +49,8 @@ OBJECTIVES: dict[str, tuple[str, Callable[[Evaluation], float]]] = {
 PRUNERS: tuple[str, ...] = ("none", "median")
 #: user attribute a trial gets when its objective failed for a reason of its own
 FAIL_REASON = "fail_reason"
+#: user attribute holding the traceback of a failed trial (its last lines)
+FAIL_TRACEBACK = "fail_traceback"
 #: trial states that use up budget (FAIL only with a FAIL_REASON: a dead worker's is retried)
 _BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -149,6 +151,15 @@ class Objective:
         self.device = str(resolve_device(config.device))
 
     def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # diverged, out of memory, a bad model: the trial fails with
+            _record_failure(trial, error)  # its reason and traceback stored, the search goes on
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | Sequence[float]:
         arch = self.space.suggest(trial)
         trial.set_user_attr("arch_hash", arch.arch_hash)
         trial.set_user_attr("arch", arch.to_json())
@@ -165,7 +176,6 @@ class Objective:
         values = [OBJECTIVES[name][1](evaluation) for name in self.config.objectives]
         unmeasured = [name for name, value in zip(self.config.objectives, values) if math.isnan(value)]
         if unmeasured:  # optuna would fail the trial without a reason, and it would not count
-            trial.set_user_attr(FAIL_REASON, f"objective(s) {unmeasured} not measured (NaN)")
             raise ValueError(f"objective(s) {unmeasured} not measured (NaN)")
         return values if len(values) > 1 else values[0]
 
@@ -177,16 +187,10 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} with val_acc {val_acc:.4f}")
 
-        try:
-            return self.evaluator.evaluate(
-                arch, self.space, self.task, seed=self.config.seed + trial.number,
-                device=self.device, report=report,
-            )
-        except optuna.TrialPruned:
-            raise
-        except Exception as error:  # diverged, out of memory, a bad model: the trial fails, the
-            trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:1000])  # search goes on
-            raise
+        return self.evaluator.evaluate(
+            arch, self.space, self.task, seed=self.config.seed + trial.number,
+            device=self.device, report=report,
+        )
 
     def _record(self, trial: optuna.Trial, arch: Architecture, evaluation: Evaluation) -> None:
         for key, value in evaluation.metrics.items():
@@ -215,6 +219,17 @@ def _completed_with_hash(study: optuna.Study, arch_hash: str) -> optuna.trial.Fr
         if trial.user_attrs.get("arch_hash") == arch_hash:
             return trial
     return None
+
+
+def _record_failure(trial: optuna.Trial, error: Exception) -> None:
+    """Store why ``trial`` failed (``FAIL_REASON``: the error in one line; ``FAIL_TRACEBACK``:
+    where) and mark ``error`` as recorded, so the search's trial printer can state the failure
+    in one line in place of optuna's logged traceback (:func:`_quiet_recorded_failures`)."""
+    import traceback
+
+    trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:1000])
+    trial.set_user_attr(FAIL_TRACEBACK, "".join(traceback.format_exception(error))[-4000:])
+    error.metanas_failure_recorded = True  # type: ignore[attr-defined]
 
 
 def counts_against_budget(trial: optuna.trial.FrozenTrial) -> bool:
@@ -365,7 +380,7 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     objective = Objective(space, task, evaluator, store, config)
     printer = TrialPrinter(config, worker) if config.verbose else None
     deadline = time.monotonic() + config.timeout if config.timeout else math.inf
-    with _silent_interrupted_trial():
+    with _filtered_trial_logs(quiet_failures=printer is not None):
         while time.monotonic() < deadline:
             action = _next_action(study, config.n_trials)
             if action == "done":
@@ -393,29 +408,51 @@ def _worker_process(config: SearchConfig, worker: int, verbosity: int) -> None:
         sys.exit(130)
 
 
-class _InterruptFilter(logging.Filter):
-    """Drops optuna's report of a trial stopped by Ctrl-C (the KeyboardInterrupt's traceback)
-    and what it logs after it; the interrupt itself ends the search."""
+class _TrialLogFilter(logging.Filter):
+    """Filters what optuna logs about finished trials during a search.
 
-    def __init__(self) -> None:
+    It drops optuna's report of a trial stopped by Ctrl-C (the KeyboardInterrupt's traceback)
+    and everything logged after it: the interrupt itself ends the search. With
+    ``quiet_failures`` it also drops optuna's report of a failed trial whose reason and
+    traceback the objective stored (:func:`_record_failure`), which is two warnings, the first
+    with the traceback: the search's trial printer states the failure in one line, and
+    ``metanas trials --json`` shows the traceback.
+    """
+
+    def __init__(self, quiet_failures: bool = False) -> None:
         super().__init__()
         self.interrupted = False
+        self.quiet_failures = quiet_failures
+        self._quieted: set[str] = set()  # "Trial 7": its second warning is dropped too
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KeyboardInterrupt):
             self.interrupted = True
-        return not self.interrupted
+        if self.interrupted:
+            return False
+        if not self.quiet_failures:
+            return True
+        message = record.getMessage()
+        if getattr(error, "metanas_failure_recorded", False):
+            self._quieted.add(message.split(" failed with", 1)[0])
+            return False
+        head, found, _ = message.partition(" failed with value")
+        if found and head in self._quieted:
+            self._quieted.discard(head)
+            return False
+        return True
 
 
 @contextlib.contextmanager
-def _silent_interrupted_trial() -> Iterator[None]:
+def _filtered_trial_logs(quiet_failures: bool = False) -> Iterator[None]:
     logger = logging.getLogger("optuna.study._optimize")  # where optuna logs a failed trial
-    interrupt_filter = _InterruptFilter()
-    logger.addFilter(interrupt_filter)
+    trial_filter = _TrialLogFilter(quiet_failures)
+    logger.addFilter(trial_filter)
     try:
         yield
     finally:
-        logger.removeFilter(interrupt_filter)
+        logger.removeFilter(trial_filter)
 
 
 def prescreen_task(config: SearchConfig, task: Task) -> Task:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,8 +16,9 @@ import torch
 from optuna.trial import TrialState
 
 from nas.evaluators import Evaluation, Evaluator, TrainEvaluator
+from nas.cli import main
 from nas.export import load_exported, load_trial_model
-from nas.study import FAIL_REASON, SearchConfig, run_search
+from nas.study import FAIL_REASON, FAIL_TRACEBACK, SearchConfig, run_search
 from nas.train import DivergedError
 from storage import ModelStore
 
@@ -76,6 +78,49 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(sqlite_url: str) -> 
     assert all("DivergedError" in t.user_attrs[FAIL_REASON] for t in failed)
     run_search(config)  # re-running a finished study runs nothing more
     assert len(optuna.load_study(study_name=study.study_name, storage=sqlite_url).trials) == 6
+
+
+class _Records(logging.Handler):
+    """What optuna's optimisation logger lets through its filters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture()
+def optuna_trial_logs() -> list[logging.LogRecord]:
+    logger, handler = logging.getLogger("optuna.study._optimize"), _Records()
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_a_failed_trial_is_one_line_and_its_traceback_is_stored(
+    sqlite_url: str, optuna_trial_logs: list[logging.LogRecord], capsys, verbose: bool,
+) -> None:
+    config = SearchConfig("cora", n_trials=3, storage=sqlite_url, evaluator=_FlakyEvaluator(),
+                          strategy="random", verbose=verbose)
+    study = run_search(config)
+    (failed,) = study.get_trials(states=(TrialState.FAIL,))  # trial 1: an odd seed
+    assert 'raise DivergedError("training loss became nan at epoch 3")' in failed.user_attrs[FAIL_TRACEBACK]
+    failures = [r for r in optuna_trial_logs if "failed with" in r.getMessage()]
+    if verbose:  # the trial printer states it; optuna's two warnings and traceback are dropped
+        assert "[trial 1] FAIL DivergedError: training loss became nan at epoch 3" in capsys.readouterr().out
+        assert failures == []
+    else:  # no printer: optuna's own report stays
+        assert [r.exc_info is not None for r in failures] == [True, False]
+    capsys.readouterr()
+    assert main(["trials", "--storage", sqlite_url, "--study", study.study_name]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:2] == ["1", "FAIL"]
+    assert lines[2].endswith("(DivergedError: training loss became nan at epoch 3)")
 
 
 def test_rerun_continues_the_study(cora_available: None, sqlite_url: str) -> None:
