@@ -18,6 +18,12 @@ reference's validation and test accuracies, and writes every row (reused by supe
 ``--extend-reference NAME --ref-seeds ...`` adds from-scratch runs of more seeds to the rows of an
 earlier result (its inherited scores kept, no supernet loaded) and reports the taus again.
 
+``--control NAME --control-epochs 5 20 --control-seed S``: the short-training control of the
+``ftN`` scorers over the rows of an earlier result (its scores and reference kept, no supernet
+loaded): each architecture trained from random weights with the fine-tuning's settings for each
+of ``--control-epochs`` epochs, added as the variant ``scratchN``, so the taus show what the
+inherited weights add to N epochs of training.
+
 ``--space nasbench-graph``: the supernet over NAS-Bench-Graph's cells with the dataset's benchmark
 setting; the reference accuracy is the benchmark table's (mean over its runs), nothing is trained
 from scratch.
@@ -48,7 +54,8 @@ def main() -> None:
 
     for option, names in (("--merge", args.merge or []), ("--rescore", [args.rescore]),
                           ("--reuse-reference", [args.reuse_reference]),
-                          ("--extend-reference", [args.extend_reference])):
+                          ("--extend-reference", [args.extend_reference]),
+                          ("--control", [args.control])):
         for name in filter(None, names):
             error = result_file_error(option, name, "supernet_ranking.py", RESULTS)
             if error:
@@ -65,7 +72,14 @@ def main() -> None:
         error = extend_error(source, args.ref_seeds)
         if error:
             parser.error(f"--extend-reference {args.extend_reference}: {error}")
+    if args.control:
+        source = json.loads((RESULTS / f"{args.control}.json").read_text())
+        if source["args"].get("space", "gnn") != "gnn":
+            parser.error(f"--control {args.control}: its architectures are NAS-Bench-Graph cells "
+                         "scored against the table; the control trains gnn-space rows only")
     info = machine()
+    if args.control:
+        return _control(args, info, source)
     if args.merge:
         return _merge(args, info)
     if args.extend_reference:
@@ -279,6 +293,53 @@ def _extend(args, info, source: dict) -> None:
     _report(args, info, trained, rows)
 
 
+def _control(args, info, source: dict) -> None:
+    """The rows of an earlier result with the short-training control added: each architecture
+    built with random weights (seeded by ``--control-seed``) and trained for each of
+    ``--control-epochs`` epochs with the settings of a fine-tune of as many epochs
+    (:func:`nas.evaluators.finetune_config`), stored as the variant ``scratchN``; the result's
+    scores and reference are kept as recorded and every tau is reported again."""
+    import types
+
+    import torch
+
+    from nas.evaluators import finetune_config
+    from nas.tasks import load_task
+    from nas.train import resolve_device, seed_everything, train_model
+    from search_spaces import GNNArchitecture, GNNSpace
+
+    torch.set_num_threads(args.threads)
+    device = str(resolve_device(args.device))
+    for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed", "ref_seeds"):
+        setattr(args, key, source["args"].get(key))
+    args.supernet_repr = source["args"].get("supernet_repr", "as in the controlled result")
+    task, space = load_task(args.dataset), GNNSpace()
+    trained = types.SimpleNamespace(epochs=source["supernet_epochs"], seconds=source["supernet_seconds"])
+    rows = []
+    selected = source["rows"][args.start:args.stop]
+    for i, row in enumerate(selected):
+        arch = GNNArchitecture.from_dict(row["arch"])
+        variants = dict(row["variants"])
+        for epochs in args.control_epochs:
+            seed_everything(args.control_seed)
+            model = space.build(arch, task.num_features, task.num_classes, task.level)
+            result = train_model(model, task, finetune_config(
+                space, arch, epochs, seed=args.control_seed, device=device))
+            variants[f"scratch{epochs}"] = {"val": result.metrics["val_acc"], "test": result.metrics["test_acc"],
+                                            "seconds": result.seconds}
+        rows.append({**row, "variants": variants})
+        if len(rows) >= 3:  # results so far, in case the run is cut short
+            _report(args, info, trained, rows, quiet=True)
+        print(f"[{i + 1}/{len(selected)}] {arch.short():40s} "
+              + " ".join(f"{_label(k)} {v['val']:.3f}" for k, v in variants.items()), flush=True)
+    _report(args, info, trained, rows)
+
+
+def _label(variant: str) -> str:
+    """``ft20`` for an inherited-weight scorer (variant ``"20"``), the name of any other."""
+    return f"ft{variant}" if variant.isdigit() else variant
+
+
 def _merge(args, info) -> None:
     """Rows of several shard runs (same seed, same supernet) reported as one run."""
     import json
@@ -382,6 +443,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="only add from-scratch runs of the --ref-seeds that result NAME lacks to its "
                         "rows (its inherited scores, runs, epochs and patience kept) and report "
                         "into --name; --start / --stop select a shard of its rows")
+    p.add_argument("--control", default=None, metavar="NAME",
+                   help="only add the short-training control (--control-epochs from random "
+                        "weights) to the rows of result NAME and report into --name")
+    p.add_argument("--control-epochs", type=positive_int, nargs="+", default=[20], metavar="N",
+                   help="with --control: epochs of each short training (as ftN fine-tunes)")
+    p.add_argument("--control-seed", type=int, default=100,
+                   help="with --control: training seed (keep it off the reference's seeds)")
     p.add_argument("--seed", type=int, default=0, help="seed of the supernet's training")
     p.add_argument("--sampling", default="uniform", choices=["uniform", "fair"],
                    help="supernet path sampling (`metanas supernet train --sampling`)")
@@ -443,8 +511,8 @@ def _report(args, info, trained, rows, quiet: bool = False) -> None:
         scored = [r for r in rows if ft in r.get("variants", {})] if "variants" in rows[0] else rows
         scores = [r["variants"][ft]["val"] for r in scored] if "variants" in rows[0] else col("inherited_val")
         some = "" if len(scored) == len(rows) else f" (its {len(scored)} best by the first scorer only)"
-        taus[f"ft{ft}: inherited_val~scratch_val{some}"] = kendall_tau(scores, [r["scratch_val"] for r in scored])
-        taus[f"ft{ft}: inherited_val~scratch_test{some}"] = kendall_tau(scores, [r["scratch_test"] for r in scored])
+        taus[f"{_label(ft)}: inherited_val~scratch_val{some}"] = kendall_tau(scores, [r["scratch_val"] for r in scored])
+        taus[f"{_label(ft)}: inherited_val~scratch_test{some}"] = kendall_tau(scores, [r["scratch_test"] for r in scored])
     runs = [r.get("scratch_runs", []) for r in rows]
     n_seeds = min(len(r) for r in runs)
     if n_seeds >= 2:  # the reference's own noise: how well one training seed ranks another
@@ -457,7 +525,7 @@ def _report(args, info, trained, rows, quiet: bool = False) -> None:
                else col("inherited_seconds") for ft in variants}
     throughput = {
         "supernet_epochs_per_s_cpu": trained.epochs / max(trained.seconds, 1e-9),
-        **{f"archs_scored_per_s_cpu_ft{ft}": len(s) / max(sum(s), 1e-9) for ft, s in score_s.items()},
+        **{f"archs_scored_per_s_cpu_{_label(ft)}": len(s) / max(sum(s), 1e-9) for ft, s in score_s.items()},
         "from_scratch_s_per_arch_cpu": sum(col("scratch_seconds")) / len(rows),
         "gpu": "not measured: no GPU" if info["gpu"] is None else info["gpu"],
     }
@@ -474,6 +542,8 @@ def _report(args, info, trained, rows, quiet: bool = False) -> None:
               f", {args.epochs} epochs, patience {args.patience}, mean over training seeds {list(seeds)}"
               if args.space == "gnn" else ""),
           "- ftN: inherited weights (BatchNorm recalibrated) fine-tuned N epochs before measuring",
+          *(["- scratchN (control): random weights trained N epochs with ftN's settings, training "
+             f"seed {args.control_seed}"] if getattr(args, "control", None) else []),
           "", "| measure | value |", "|---|---|"]
     md += [f"| Kendall tau {k} ({len(rows)} archs) | {v:.3f} |" for k, v in taus.items()]
     md += [f"| {k} | {v if isinstance(v, str) else f'{v:.3f}'} |" for k, v in throughput.items()]

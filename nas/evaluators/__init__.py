@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from nas.evaluators._hypernet import HypernetEvaluator
-from nas.evaluators._supernet import SupernetEvaluator
+from nas.evaluators._supernet import SupernetEvaluator, finetune_config
 from nas.evaluators._table import TableEvaluator
 from nas.evaluators._train import TrainEvaluator
 from nas.evaluators._zero_cost import ZeroCostEvaluator
@@ -53,5 +53,5 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "EVALUATORS", "Evaluation", "Evaluator", "HypernetEvaluator", "SupernetEvaluator",
-    "TableEvaluator", "TrainEvaluator", "ZeroCostEvaluator", "get_evaluator",
+    "TableEvaluator", "TrainEvaluator", "ZeroCostEvaluator", "finetune_config", "get_evaluator",
 ]

@@ -121,11 +121,8 @@ class SupernetEvaluator(Evaluator):
         if self.recalibrate:
             recalibrate_batchnorm(model, task, device, self.batch_size)
         if self.finetune_epochs:
-            config = TrainConfig(
-                **space.training_config(arch), epochs=self.finetune_epochs, patience=0,
-                batch_size=self.batch_size, seed=seed, device=device,
-                keep_best_on_divergence=True,  # a fine-tune that blows up scores its best epoch
-            )
+            config = finetune_config(space, arch, self.finetune_epochs, seed=seed, device=device,
+                                     batch_size=self.batch_size)
             metrics = dict(train_model(model, task, config, report=report).metrics)
         else:
             metrics = accuracies(model, task, device, self.batch_size)
@@ -190,6 +187,19 @@ class SupernetEvaluator(Evaluator):
             f"SupernetEvaluator(supernet={self.path!r}, recalibrate={self.recalibrate}, "
             f"finetune_epochs={self.finetune_epochs})"
         )
+
+
+def finetune_config(
+    space: SearchSpace, arch: Architecture, epochs: int, *, seed: int, device: str,
+    batch_size: int = 64,
+) -> TrainConfig:
+    """The settings an ``ftN`` scorer fine-tunes inherited weights with: the architecture's lr
+    and weight decay, ``epochs`` epochs, no early stop, the best validation epoch kept (a
+    fine-tune that blows up scores its best epoch before the NaN)."""
+    return TrainConfig(
+        **space.training_config(arch), epochs=epochs, patience=0, batch_size=batch_size,
+        seed=seed, device=device, keep_best_on_divergence=True,
+    )
 
 
 def _start_recalibration(norms: list[nn.Module]) -> None:

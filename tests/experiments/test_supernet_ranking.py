@@ -208,3 +208,44 @@ def test_extend_reference_refuses_seeds_that_drop_or_add_nothing(ranking, tmp_pa
     _source_result(results, "src", space)
     line = _usage_error(ranking, monkeypatch, capsys, ["--extend-reference", "src", "--ref-seeds", *seeds])
     assert line.startswith(f"supernet_ranking.py: error: --extend-reference src: {message}")
+
+
+@pytest.mark.usefixtures("cora_available")
+def test_control_trains_random_weights_as_the_fine_tune_and_keeps_the_rows(ranking, tmp_path,
+                                                                         monkeypatch) -> None:
+    from nas.evaluators import finetune_config
+    from nas.tasks import load_task
+    from nas.train import seed_everything, train_model
+    from search_spaces import GNNArchitecture, GNNSpace
+
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setattr(common, "RESULTS", results)
+    rows = _source_result(results, "src")
+    monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--control", "src", "--control-epochs",
+                                      "1", "2", "--control-seed", "5", "--device", "cpu", "--name", "ctl"])
+    ranking.main()
+    out = json.loads((results / "ctl.json").read_text())
+    space, task, arch = GNNSpace(), load_task("cora"), GNNArchitecture.from_dict(rows[1]["arch"])
+    seed_everything(5)
+    model = space.build(arch, task.num_features, task.num_classes, task.level)
+    again = train_model(model, task, finetune_config(space, arch, 2, seed=5, device="cpu"))
+    first, second = out["rows"]
+    assert list(second["variants"]) == ["0", "scratch1", "scratch2"]
+    assert second["variants"]["scratch2"]["val"] == pytest.approx(again.metrics["val_acc"])
+    assert second["variants"]["0"] == rows[1]["variants"]["0"]
+    without = lambda row: {k: v for k, v in row.items() if k != "variants"}  # noqa: E731
+    assert without(first) == without(rows[0]) and without(second) == without(rows[1])
+    assert {"ft0: inherited_val~scratch_test", "scratch2: inherited_val~scratch_test"} <= set(out["kendall_tau"])
+    assert "scratchN (control): random weights trained N epochs with ftN's settings, training seed 5" in (
+        results / "ctl.md").read_text()
+
+
+def test_control_refuses_a_nasbench_graph_result(ranking, tmp_path, monkeypatch, capsys) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setattr(common, "RESULTS", results)
+    _source_result(results, "src", "nasbench-graph")
+    line = _usage_error(ranking, monkeypatch, capsys, ["--control", "src"])
+    assert line.startswith("supernet_ranking.py: error: --control src: its architectures are "
+                           "NAS-Bench-Graph cells")
