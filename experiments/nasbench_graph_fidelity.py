@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="training epochs (default: the benchmark's for the dataset)")
     p.add_argument("--eval-every", type=positive_int, default=1, help="epochs between validations")
+    p.add_argument("--select", choices=("val_acc", "val_loss"), default="val_acc",
+                   help="which validated epoch is kept: highest validation accuracy, or lowest "
+                        "validation loss (what NAS-Bench-Graph's published training code reports)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads per worker")
     p.add_argument("--workers", type=positive_int, default=1, help="architectures trained at once")
     p.add_argument("--indices", default=None,
@@ -79,7 +82,7 @@ def choose_architectures(dataset: str, n: int, seed: int) -> list[Any]:
 
 
 def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, seed: int,
-              keep_best_on_divergence: bool = False) -> dict:
+              keep_best_on_divergence: bool = False, select: str = "val_acc") -> dict:
     from nas.evaluators._table import query
     from nas.train import (
         DivergedError, TrainConfig, count_parameters, seed_everything, train_model,
@@ -91,7 +94,7 @@ def train_one(arch: Any, dataset: str, task: Any, epochs: int, eval_every: int, 
     model = space.build(arch, task.num_features, task.num_classes)
     config = TrainConfig(
         **space.training_config(arch), epochs=epochs, patience=0, seed=seed, device="cpu",
-        eval_every=eval_every, keep_best_on_divergence=keep_best_on_divergence,
+        eval_every=eval_every, keep_best_on_divergence=keep_best_on_divergence, select=select,
     )
     row = query(arch, dataset)
     try:
@@ -150,7 +153,7 @@ def header(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
         "dataset": args.dataset, "seed": args.seed, "epochs": epochs,
         "train_seed": args.seed if args.train_seed is None else args.train_seed,
         "divergence": args.divergence,
-        "eval_every": args.eval_every, "torch_threads": args.threads, "workers": args.workers,
+        "eval_every": args.eval_every, "select": args.select, "torch_threads": args.threads, "workers": args.workers,
         "setting": vars(BENCHMARK_SETTINGS[args.dataset]) | {"epochs_used": epochs},
     }
 
@@ -173,7 +176,7 @@ def markdown(record: dict) -> str:
         f"- architectures: {record['n_archs']} (seed {record['seed']}, one per quantile stratum "
         f"of the table's test accuracy); complete: {record['complete']}",
         f"- ours: {_seeds_text(record)}, {record['epochs']} epochs, validation "
-        f"every {record['eval_every']}, best-validation epoch kept; a run whose loss became NaN: "
+        f"every {record['eval_every']}, {_selection_text(record)} kept; a run whose loss became NaN: "
         f"{_divergence_text(record)}; the table: the mean of three "
         f"seeds trained {record['setting']['epochs']} epochs",
         "",
@@ -206,6 +209,13 @@ def markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _selection_text(record: dict) -> str:
+    """Which epoch a run kept (records written before ``--select`` kept the best accuracy)."""
+    if record.get("select", "val_acc") == "val_loss":
+        return "the epoch of lowest validation loss"
+    return "the best-validation-accuracy epoch"
+
+
 def _seeds_text(record: dict) -> str:
     if "train_seeds" in record:
         return f"the mean over training seeds {record['train_seeds']} (seeds that diverged left out)"
@@ -225,22 +235,31 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_job(job: tuple[int, dict, str, int, int, int, bool]) -> tuple[int, dict]:
+def _train_job(job: tuple[int, dict, str, int, int, int, bool, str]) -> tuple[int, dict]:
     from nas.tasks import load_task
     from search_spaces.nasbench_graph import NasBenchGraphArchitecture
 
-    index, spec, dataset, epochs, eval_every, seed, keep_best = job
+    index, spec, dataset, epochs, eval_every, seed, keep_best, select = job
     arch = NasBenchGraphArchitecture.from_dict(spec)
-    return index, train_one(arch, dataset, load_task(dataset), epochs, eval_every, seed, keep_best)
+    return index, train_one(arch, dataset, load_task(dataset), epochs, eval_every, seed, keep_best,
+                            select)
+
+
+#: what runs joined by --merge or --seed-mean must share
+JOINED_SETTINGS = ("dataset", "seed", "epochs", "eval_every", "select")
+
+
+def _joined_settings(record: dict) -> tuple:
+    """A run's :data:`JOINED_SETTINGS` (records written before ``--select`` kept ``val_acc``)."""
+    return tuple(record.get(k, "val_acc") if k == "select" else record[k] for k in JOINED_SETTINGS)
 
 
 def merge(paths: list[Path], out: Path) -> int:
     """Join split runs (same dataset, seed and epochs): one row per architecture, ordered by the
     table's test accuracy."""
     records = [json.loads(path.read_text()) for path in paths]
-    keys = ("dataset", "seed", "epochs", "eval_every")
-    if any(tuple(r[k] for k in keys) != tuple(records[0][k] for k in keys) for r in records):
-        raise ValueError(f"cannot merge runs with different {keys}")
+    if any(_joined_settings(r) != _joined_settings(records[0]) for r in records):
+        raise ValueError(f"cannot merge runs with different {JOINED_SETTINGS}")
     rows = {row["bench_hash"]: row for record in records for row in record["rows"]}
     head = {k: v for k, v in records[0].items() if k not in ("rows", "complete", "n_archs")}
     head = {k: v for k, v in head.items() if not k.startswith(("spearman", "kendall", "mean_"))}
@@ -272,9 +291,8 @@ def seed_mean(paths: list[Path], out: Path) -> int:
     import statistics
 
     records = [json.loads(path.read_text()) for path in paths]
-    keys = ("dataset", "seed", "epochs", "eval_every")
-    if any(tuple(r[k] for k in keys) != tuple(records[0][k] for k in keys) for r in records):
-        raise ValueError(f"cannot join runs with different {keys}")
+    if any(_joined_settings(r) != _joined_settings(records[0]) for r in records):
+        raise ValueError(f"cannot join runs with different {JOINED_SETTINGS}")
     seeds = [r.get("train_seed", r["seed"]) for r in records]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"each run must have its own training seed, got {seeds}")
@@ -336,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {int(i) for i in args.indices.split(",")}
     jobs = [
         (i, arch.to_dict(), args.dataset, epochs, args.eval_every,
-         args.seed if args.train_seed is None else args.train_seed, args.divergence == "best")
+         args.seed if args.train_seed is None else args.train_seed, args.divergence == "best",
+         args.select)
         for i, arch in enumerate(archs) if i in wanted
     ]
     done: dict[int, dict] = {}

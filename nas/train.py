@@ -32,6 +32,10 @@ class DivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+#: what ``TrainConfig.select`` may keep: the epoch of highest validation accuracy or lowest loss
+SELECTIONS: tuple[str, ...] = ("val_acc", "val_loss")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """How to train one model."""
@@ -39,7 +43,7 @@ class TrainConfig:
     lr: float = 5e-3              # learning rate
     weight_decay: float = 5e-4    # L2 weight decay
     epochs: int = 200             # most epochs
-    patience: int = 50            # stop after this many epochs without a better val accuracy; 0 = never
+    patience: int = 50            # stop after this many epochs without a better selected epoch (select); 0 = never
     batch_size: int = 64          # graphs per mini-batch (graph tasks)
     seed: int = 0                 # seeds initialisation, dropout and batch order
     device: str = "cpu"           # torch device
@@ -54,6 +58,14 @@ class TrainConfig:
     #: a benchmark that trains on through NaN and keeps its best validation epoch records)
     #: instead of raising ``DivergedError``; it still raises when no epoch was validated yet
     keep_best_on_divergence: bool = False
+    #: which validated epoch's weights and metrics are kept (and patience counts from):
+    #: ``"val_acc"``, the highest validation accuracy (the first of equal ones), or
+    #: ``"val_loss"``, the lowest validation loss (what NAS-Bench-Graph's training code reports)
+    select: str = "val_acc"
+
+    def __post_init__(self) -> None:
+        if self.select not in SELECTIONS:
+            raise ValueError(f"could not resolve select {self.select!r} among choices {list(SELECTIONS)}")
 
 
 @dataclasses.dataclass
@@ -128,7 +140,7 @@ def _train(
     else:
         loop = _ImageLoop(task, config, device)
     start = time.perf_counter()
-    best_acc, best_epoch, best_state = -math.inf, 0, _cpu_state(model)
+    best_score, best_epoch, best_state = -math.inf, 0, _cpu_state(model)
     history: list[tuple[int, float]] = []
     checkpoints: dict[int, tuple[dict[str, float], dict[str, Tensor]]] = {}
     epoch, diverged_at = 0, None
@@ -143,10 +155,14 @@ def _train(
             checkpoints[epoch] = (loop.final_metrics(model), _cpu_state(model))
         if epoch % config.eval_every and epoch != config.epochs:
             continue
-        val_acc = checkpoints[epoch][0]["val_acc"] if epoch in checkpoints else loop.evaluate(model, "val")[0]
+        if epoch in checkpoints:
+            val_acc, val_loss = checkpoints[epoch][0]["val_acc"], checkpoints[epoch][0]["val_loss"]
+        else:
+            val_acc, val_loss = loop.evaluate(model, "val")
         history.append((epoch, val_acc))
-        if val_acc > best_acc:
-            best_acc, best_epoch, best_state = val_acc, epoch, _cpu_state(model)
+        score = val_acc if config.select == "val_acc" else -val_loss
+        if score > best_score:
+            best_score, best_epoch, best_state = score, epoch, _cpu_state(model)
         if report is not None:
             report(epoch, val_acc)
         if config.patience and epoch - best_epoch >= config.patience:

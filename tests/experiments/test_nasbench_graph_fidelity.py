@@ -65,3 +65,18 @@ def test_seed_mean_refuses_runs_that_do_not_match(tmp_path: Path) -> None:
     other_epochs["epochs"] = 20
     with pytest.raises(ValueError, match="different"):
         module.seed_mean([first, _write(tmp_path / "c", other_epochs)], tmp_path / "out")
+
+
+def test_runs_of_another_epoch_selection_are_not_joined(tmp_path: Path) -> None:
+    module = fidelity()
+    old = _write(tmp_path / "a", _record(0, {1: 0.2}))  # written before --select: val_acc
+    by_loss = _write(tmp_path / "b", _record(1, {1: 0.3}, select="val_loss"))
+    with pytest.raises(ValueError, match="different .*'select'"):
+        module.seed_mean([old, by_loss], tmp_path / "out")
+    with pytest.raises(ValueError, match="different .*'select'"):
+        module.merge([old, by_loss], tmp_path / "out")
+    other = _write(tmp_path / "c", _record(2, {1: 0.5}, select="val_loss"))
+    module.seed_mean([by_loss, other], tmp_path / "out")
+    text = (tmp_path / "out" / "nasbench_graph_fidelity.md").read_text()
+    assert "the epoch of lowest validation loss kept" in text
+

@@ -158,3 +158,26 @@ def test_training_is_seeded_by_its_config_whatever_ran_before(tiny_graph) -> Non
     model.load_state_dict(state)  # same start, another seed: other dropout masks
     other = train_model(model, _FakeNodeTask(tiny_graph), TrainConfig(lr=0.05, epochs=15, patience=0, seed=4))
     assert any(not torch.equal(other.state_dict[k], first.state_dict[k]) for k in first.state_dict)
+
+
+def test_select_val_loss_keeps_the_epoch_of_lowest_validation_loss(tiny_graph) -> None:
+    tiny_graph.train_mask = torch.arange(6) < 5  # validation nodes 1-5: four of them learned
+    tiny_graph.val_mask = torch.arange(6) > 0
+    epochs = 60
+    config = TrainConfig(lr=0.01, epochs=epochs, patience=0, select="val_loss",
+                         checkpoint_epochs=tuple(range(1, epochs + 1)))
+    result = train_model(_model(), _FakeNodeTask(tiny_graph), config)
+    per_epoch = {e: metrics for e, (metrics, _) in result.checkpoints.items()}
+    lowest_loss = min(per_epoch, key=lambda e: (per_epoch[e]["val_loss"], e))
+    highest_acc = max(per_epoch, key=lambda e: (per_epoch[e]["val_acc"], -e))
+    assert lowest_loss != highest_acc  # the two rules pick different epochs here
+    assert result.best_epoch == lowest_loss
+    assert result.metrics == pytest.approx(per_epoch[lowest_loss])
+    by_acc = train_model(_model(), _FakeNodeTask(tiny_graph), TrainConfig(
+        lr=0.01, epochs=epochs, patience=0, checkpoint_epochs=config.checkpoint_epochs))
+    assert by_acc.best_epoch == highest_acc
+
+
+def test_an_unknown_selection_names_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"select 'test_acc' among choices \['val_acc', 'val_loss'\]"):
+        TrainConfig(select="test_acc")
