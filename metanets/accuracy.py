@@ -12,6 +12,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -88,6 +89,7 @@ def fit_gmn(
     val_targets: Tensor, config: FitConfig = FitConfig(), verbose: bool = False,
     train_networks: Sequence[ProbedNetwork] | None = None,
     val_networks: Sequence[ProbedNetwork] | None = None, probe_start: Tensor | None = None,
+    state: str | Path | None = None, state_every: int = 1,
 ) -> FitResult:
     """Fit a GMN predicting ``targets`` from parameter graphs (raw or prepared), and from the
     networks' answers to learned probes when ``config.probes`` is set (then the networks
@@ -95,9 +97,20 @@ def fit_gmn(
     with ``config.probe_init="data"``, ``probe_start`` holds the task inputs the probes start
     from, :func:`metanets.probes.task_probe_inputs`).
 
+    Args:
+        state: training-state file, written every ``state_every`` epochs and after the last
+            (safetensors and JSON, never pickle). If it exists, the fit resumes from it and
+            ends exactly as an uninterrupted fit would; it must hold a fit of the same
+            ``config`` on the same networks and targets.
+
     Shapes:
         ``train_targets``: ``(N,)`` or ``(N, T)``; ``val_targets`` likewise.
+
+    Raises:
+        ValueError: ``state`` holds another fit, or ``state_every`` < 1.
     """
+    if state_every < 1:
+        raise ValueError(f"state_every must be >= 1 (epochs), got {state_every}")
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     train = _prepared(train_graphs, config.max_inputs)
@@ -126,27 +139,116 @@ def fit_gmn(
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     generator = torch.Generator().manual_seed(config.seed)
-    by_tau = (-math.inf, 0, None)  # (val tau, epoch, state) of the best validated epoch
-    by_loss = (math.inf, 0, None)  # (train loss, epoch, state): the choice when no tau exists
-    history: list[tuple[int, float, float]] = []
-    for epoch in range(1, config.epochs + 1):
+    run = _FitRun()
+    data = _data_fingerprint(train, y, val, val_targets)
+    if state is not None and Path(state).exists():
+        run = _load_fit_state(state, config, data, model, optimizer, schedule, generator)
+    by_tau, by_loss, history = run.by_tau, run.by_loss, run.history
+    start -= run.seconds
+    for epoch in range(run.epoch + 1, config.epochs + 1):
         loss = _train_epoch(model, train, train_networks, y, optimizer, schedule,
                             config.batch_size, generator)
-        if epoch % config.eval_every and epoch != config.epochs:
-            continue
-        tau = kendall_tau(predict(model, val, val_networks),
-                          val_targets.float().view(len(val), -1)[:, 0]) if len(val) > 1 else math.nan
-        history.append((epoch, loss, tau))
-        if verbose:
-            print(f"epoch {epoch:3d} loss {loss:.4f} val tau {tau:.4f}", flush=True)
-        if not math.isnan(tau) and tau > by_tau[0]:
-            by_tau = (tau, epoch, copy.deepcopy(model.state_dict()))
-        if by_tau[2] is None and (by_loss[2] is None or loss < by_loss[0]):
-            by_loss = (loss, epoch, copy.deepcopy(model.state_dict()))
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            tau = kendall_tau(predict(model, val, val_networks),
+                              val_targets.float().view(len(val), -1)[:, 0]) if len(val) > 1 else math.nan
+            history.append((epoch, loss, tau))
+            if verbose:
+                print(f"epoch {epoch:3d} loss {loss:.4f} val tau {tau:.4f}", flush=True)
+            if not math.isnan(tau) and tau > by_tau[0]:
+                by_tau = (tau, epoch, copy.deepcopy(model.state_dict()))
+            if by_tau[2] is None and (by_loss[2] is None or loss < by_loss[0]):
+                by_loss = (loss, epoch, copy.deepcopy(model.state_dict()))
+        if state is not None and (epoch % state_every == 0 or epoch == config.epochs):
+            _save_fit_state(state, config, data, model, optimizer, schedule, generator, _FitRun(
+                epoch, time.perf_counter() - start, history, by_tau, by_loss))
     chosen, selected_on = (by_tau, "val_tau") if by_tau[2] is not None else (by_loss, "train_loss")
     model.load_state_dict(chosen[2])
     model.eval()
     return FitResult(model, chosen[1], history, time.perf_counter() - start, selected_on)
+
+
+#: the format of a GMN fit's training-state file
+FIT_STATE_FORMAT = "metanas-gmn-fit/1"
+
+
+@dataclasses.dataclass
+class _FitRun:
+    """What a fit carries from epoch to epoch besides the model, optimizer and generators."""
+
+    epoch: int = 0                     # last finished epoch
+    seconds: float = 0.0               # fitting time up to ``epoch``
+    history: list[tuple[int, float, float]] = dataclasses.field(default_factory=list)
+    #: (val tau, epoch, state) of the best validated epoch
+    by_tau: tuple[float, int, dict[str, Tensor] | None] = (-math.inf, 0, None)
+    #: (train loss, epoch, state): the choice when no validation epoch has a tau
+    by_loss: tuple[float, int, dict[str, Tensor] | None] = (math.inf, 0, None)
+
+
+def _data_fingerprint(train: list[Data], y: Tensor, val: list[Data], val_targets: Tensor) -> str:
+    """A digest of the networks (every tensor of their graphs: weights, biases, structure) and
+    targets a fit learns from, so that a state file is never resumed on another zoo or split."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for graphs, targets in ((train, y), (val, val_targets)):
+        for graph in graphs:
+            for key, value in sorted(graph.to_dict().items()):
+                if isinstance(value, Tensor):
+                    digest.update(key.encode())
+                    digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(targets.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _save_fit_state(
+    path: str | Path, config: FitConfig, data: str, model: GMN, optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator, run: _FitRun,
+) -> None:
+    from storage.store import flatten_optimizer_state, write_state_file
+
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for name, kept in (("by_tau", run.by_tau), ("by_loss", run.by_loss)):
+        tensors |= {f"{name}.{k}": v for k, v in (kept[2] or {}).items()}
+    optimizer_tensors, param_groups = flatten_optimizer_state(optimizer.state_dict())
+    tensors |= {f"optimizer.{k}": v for k, v in optimizer_tensors.items()}
+    tensors["rng.torch"], tensors["rng.batches"] = torch.get_rng_state(), generator.get_state()
+    meta = {
+        "format": FIT_STATE_FORMAT, "config": dataclasses.asdict(config), "data": data,
+        "epoch": run.epoch, "seconds": run.seconds, "history": run.history,
+        "by_tau": list(run.by_tau[:2]) + [run.by_tau[2] is not None],
+        "by_loss": list(run.by_loss[:2]) + [run.by_loss[2] is not None],
+        "param_groups": param_groups, "schedule": schedule.state_dict(),
+    }
+    write_state_file(path, tensors, meta)
+
+
+def _load_fit_state(
+    path: str | Path, config: FitConfig, data: str, model: GMN, optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
+) -> _FitRun:
+    """Restore a fit written by :func:`_save_fit_state` into fresh objects; ``ValueError``
+    naming the difference when it holds another fit."""
+    from storage.store import read_state_file, settings_differences, unflatten_optimizer_state
+
+    tensors, meta = read_state_file(path, FIT_STATE_FORMAT, "metanetwork training-state")
+    differ = settings_differences(meta["config"], dataclasses.asdict(config))
+    if differ:
+        raise ValueError(f"{path} holds the state of a metanetwork fit with " + "; ".join(differ)
+                         + ": resume it with the settings it was fitted with, or remove it to "
+                         "start again")
+    if meta["data"] != data:
+        raise ValueError(f"{path} holds a fit on other networks or targets (another zoo, study, "
+                         "target or split): remove it to start again")
+    part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    model.load_state_dict(part("model."))
+    optimizer.load_state_dict(unflatten_optimizer_state(part("optimizer."), meta["param_groups"]))
+    schedule.load_state_dict(meta["schedule"])
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.batches"])
+    kept = {name: (meta[name][0], meta[name][1], part(f"{name}.") if meta[name][2] else None)
+            for name in ("by_tau", "by_loss")}
+    return _FitRun(meta["epoch"], meta["seconds"], [tuple(h) for h in meta["history"]],
+                   kept["by_tau"], kept["by_loss"])
 
 
 def _prepared(graphs: Sequence[Data], max_inputs: int = 0) -> list[Data]:
@@ -203,9 +305,10 @@ def predict(model: GMN, graphs: Sequence[Data], networks: Sequence[ProbedNetwork
 def train_accuracy_predictor(
     zoo: Zoo, config: FitConfig = FitConfig(), target: str = "test_acc",
     val_fraction: float = 0.1, verbose: bool = False, probe_start: Tensor | None = None,
+    state: str | Path | None = None, state_every: int = 1,
 ) -> FitResult:
     """Fit a GMN on a whole zoo (``val_fraction`` of its runs held out to select the epoch),
-    what ``metanas metanet train`` does."""
+    what ``metanas metanet train`` does; ``state`` / ``state_every`` as in :func:`fit_gmn`."""
     from metanets.zoo import split_by_run
 
     if len(set(zoo.runs)) < 3:
@@ -217,4 +320,4 @@ def train_accuracy_predictor(
     networks = (train.networks(), val.networks()) if config.probes else (None, None)
     return fit_gmn(train.graphs(), train.targets(target), val.graphs(), val.targets(target),
                    config, verbose=verbose, train_networks=networks[0], val_networks=networks[1],
-                   probe_start=probe_start)
+                   probe_start=probe_start, state=state, state_every=state_every)

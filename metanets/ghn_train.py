@@ -165,8 +165,6 @@ def structure_key(space: SearchSpace, arch: Architecture) -> str:
     """The architecture without its training hyper-parameters (the fields
     ``space.training_config`` returns: lr, weight decay, ...) as canonical JSON: what a GHN sees
     of it. Two architectures with equal keys build the same network."""
-    import json
-
     hyper = space.training_config(arch)
     return json.dumps({k: v for k, v in arch.to_dict().items() if k not in hyper}, sort_keys=True)
 
@@ -450,9 +448,7 @@ def save_training_state(
     config, the step, the history, the pool's order and the scheduler), replacing the previous
     one in one rename, so a run killed while writing leaves the previous state whole. Never
     pickle."""
-    from safetensors.torch import save_file
-
-    from storage.store import flatten_optimizer_state, replace_atomically
+    from storage.store import flatten_optimizer_state, write_state_file
 
     index = {arch.arch_hash: i for i, arch in enumerate(pool)}
     tensors = {f"ghn.{k}": v for k, v in ghn.state_dict().items()}
@@ -473,10 +469,7 @@ def save_training_state(
         "rng": run.rng.getstate(), "param_groups": param_groups,
         "schedule": schedule.state_dict(),
     }
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)}))
+    write_state_file(path, tensors, meta)
 
 
 def _device(ghn: GraphHyperNetwork) -> torch.device:
@@ -490,21 +483,10 @@ def load_training_state(
 ) -> _Run:
     """Restore a run written by :func:`save_training_state` into freshly built objects;
     ``ValueError`` naming the difference if it holds another run."""
-    from safetensors import safe_open
+    from storage.store import read_state_file, settings_differences, unflatten_optimizer_state
 
-    from storage.store import unflatten_optimizer_state
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("state", "{}"))
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-        raise ValueError(f"{path} is not a GHN training-state file ({type(error).__name__}: "
-                         f"{error}); it is never unpickled") from error
-    if meta.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a {STATE_FORMAT} file (format {meta.get('format')!r})")
-    saved, wanted = meta["config"], _comparable(config)
-    differ = [f"{k} {saved.get(k)!r}, not {wanted[k]!r}" for k in wanted if saved.get(k) != wanted[k]]
+    tensors, meta = read_state_file(path, STATE_FORMAT, "GHN training-state")
+    differ = settings_differences(meta["config"], _comparable(config))
     if differ:
         raise ValueError(f"{path} holds the state of a GHN training with " + "; ".join(differ)
                          + ": resume it with the settings it was trained with, or remove it to "

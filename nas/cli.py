@@ -48,9 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _kept_on_interrupt(args: argparse.Namespace) -> str:
     """What an interrupted command leaves for the next run, said after Ctrl-C ("" if nothing
     worth naming)."""
-    command = (args.command, getattr(args, "hypernet_command", None) or getattr(args, "supernet_command", None))
+    command = (args.command, getattr(args, "hypernet_command", None) or getattr(args, "supernet_command", None)
+               or getattr(args, "metanet_command", None))
     if command == ("hypernet", "train"):
         return f"the training state {hypernet_state(args.out)} is kept: the same command resumes from it"
+    if command == ("metanet", "train"):
+        return f"the training state {metanet_state(args.out)} is kept: the same command resumes from it"
     if command == ("supernet", "train"):
         return f"the last checkpoint in {args.out} is kept: the same command resumes from it"
     if args.command in ("search", "zoo"):
@@ -633,6 +636,10 @@ def _add_metanet(commands: Any) -> None:
     t.add_argument("--kernel-width", type=int, default=9, help="edge feature columns (kernel entries)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-checkpoints", action="store_true", help="final weights only, not every epoch")
+    t.add_argument("--state-every", type=int, default=5,
+                   help="epochs between writes of the training state (OUT.state, beside --out): "
+                        "a killed fit started again with the same flags resumes from it; it is "
+                        "removed once OUT is written")
     t.add_argument("--probes", type=int, default=0,
                    help="learned probe inputs whose answers the metanetwork reads too (image "
                         "networks; 0: weights only)")
@@ -659,7 +666,7 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
 
     from metanets.probes import PROBE_INITS, task_probe_inputs
 
-    _require_counts(args, "epochs", "hidden", "layers", "batch_size", "kernel_width")
+    _require_counts(args, "epochs", "hidden", "layers", "batch_size", "kernel_width", "state_every")
     existing_database(args.zoo)
     if args.probes < 0:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
@@ -680,8 +687,11 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
                        probe_init=args.probe_init)
     start = (task_probe_inputs(zoo[0].dataset, args.probes, seed=args.seed)
              if args.probes and args.probe_init == "data" else None)
+    state = metanet_state(args.out)
+    if state.exists():
+        print(f"resuming from the training state {state}", flush=True)
     result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose,
-                                      probe_start=start)
+                                      probe_start=start, state=state, state_every=args.state_every)
     best = next(h for h in result.history if h[0] == result.best_epoch)
     validated = result.selected_on == "val_tau"
     save_gmn(result.model, args.out, metadata={
@@ -691,12 +701,20 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
         "val_tau": best[2] if validated else None, "selected_on": result.selected_on,
         "fit": _asdict(config), "seconds": round(result.seconds, 1),
     })
+    state.unlink(missing_ok=True)
     chosen = (f"val tau {best[2]:.4f}" if validated else
               f"no validation tau (too few or tied validation networks): the epoch of lowest "
               f"training loss {best[1]:.4f}")
     print(f"metanet: {len(zoo)} networks ({len(set(zoo.runs))} runs), best epoch "
           f"{result.best_epoch}, {chosen}, {result.seconds:.0f}s -> {args.out}")
     return 0
+
+
+def metanet_state(out: str) -> Path:
+    """The training state ``metanas metanet train --out OUT`` keeps while it fits: ``OUT.state``
+    beside the folder OUT."""
+    folder = Path(out)
+    return folder.with_name(f"{folder.name}.state")
 
 
 def _probed(module: Any, document: dict[str, Any], config: Any) -> Any:

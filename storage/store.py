@@ -93,6 +93,44 @@ def unflatten_optimizer_state(tensors: dict[str, Tensor], groups: list[dict[str,
     return {"state": state, "param_groups": groups}
 
 
+def write_state_file(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """A training state as one safetensors file: ``tensors`` (moved to the CPU) and ``meta`` as
+    JSON under the metadata key ``"state"``, replacing ``path`` in one rename (a run killed
+    while writing leaves the previous state whole). Never pickle."""
+    import json
+
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)}))
+
+
+def read_state_file(path: str | Path, fmt: str, what: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and JSON metadata of a :func:`write_state_file` file whose ``meta["format"]``
+    is ``fmt``; ``ValueError`` naming ``what`` it should be otherwise (it is never unpickled)."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("state", "{}"))
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"{path} is not a {what} file ({type(error).__name__}: {error}); it is "
+                         "never unpickled") from error
+    if meta.get("format") != fmt:
+        raise ValueError(f"{path} is not a {fmt} file (format {meta.get('format')!r})")
+    return tensors, meta
+
+
+def settings_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``"key saved, not wanted"`` for every setting of ``wanted`` that ``saved`` holds otherwise."""
+    return [f"{k} {saved.get(k)!r}, not {wanted[k]!r}" for k in wanted if saved.get(k) != wanted[k]]
+
+
 def sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
