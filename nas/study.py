@@ -224,11 +224,15 @@ def _completed_with_hash(study: optuna.Study, arch_hash: str) -> optuna.trial.Fr
 def _record_failure(trial: optuna.Trial, error: Exception) -> None:
     """Store why ``trial`` failed (``FAIL_REASON``: the error in one line; ``FAIL_TRACEBACK``:
     where) and mark ``error`` as recorded, so the search's trial printer can state the failure
-    in one line in place of optuna's logged traceback (:func:`_quiet_recorded_failures`)."""
+    in one line in place of optuna's logged traceback (:class:`_TrialLogFilter`). If the storage
+    cannot take them, ``error`` stays unmarked and optuna logs it in full."""
     import traceback
 
-    trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:1000])
-    trial.set_user_attr(FAIL_TRACEBACK, "".join(traceback.format_exception(error))[-4000:])
+    try:
+        trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:1000])
+        trial.set_user_attr(FAIL_TRACEBACK, "".join(traceback.format_exception(error))[-4000:])
+    except Exception:  # noqa: BLE001 - the trial's own error is the one to raise and log
+        return
     error.metanas_failure_recorded = True  # type: ignore[attr-defined]
 
 
