@@ -24,6 +24,15 @@ def ranking():
     return load_script("supernet_ranking")
 
 
+@pytest.fixture()
+def results(tmp_path, monkeypatch):
+    """An empty results folder that the script reads and writes instead of experiments/results."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    monkeypatch.setattr(common, "RESULTS", folder)
+    return folder
+
+
 def test_the_folder_lies_in_the_cache_and_depends_on_every_setting(ranking, tmp_path,
                                                                    monkeypatch) -> None:
     monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
@@ -168,15 +177,12 @@ def _source_result(results, name: str, space: str = "gnn") -> list[dict]:
 
 
 @pytest.mark.usefixtures("cora_available")
-def test_extend_reference_keeps_the_recorded_runs_and_adds_the_missing_seeds(ranking, tmp_path,
+def test_extend_reference_keeps_the_recorded_runs_and_adds_the_missing_seeds(ranking, results,
                                                                            monkeypatch) -> None:
     from nas.evaluators import TrainEvaluator
     from nas.tasks import load_task
     from search_spaces import GNNArchitecture, GNNSpace
 
-    results = tmp_path / "results"
-    results.mkdir()
-    monkeypatch.setattr(common, "RESULTS", results)
     rows = _source_result(results, "src")
     monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--extend-reference", "src",
                                       "--ref-seeds", "0", "2", "--device", "cpu", "--name", "ext"])
@@ -200,27 +206,21 @@ def test_extend_reference_keeps_the_recorded_runs_and_adds_the_missing_seeds(ran
     (["0", "1", "1"], "gnn", "--ref-seeds [0, 1, 1] names a seed twice"),
     (["0", "1"], "nasbench-graph", "its reference is the nasbench-graph table, not from-scratch training"),
 ])
-def test_extend_reference_refuses_seeds_that_drop_or_add_nothing(ranking, tmp_path, monkeypatch, capsys,
+def test_extend_reference_refuses_seeds_that_drop_or_add_nothing(ranking, results, monkeypatch, capsys,
                                                                  seeds, space, message) -> None:
-    results = tmp_path / "results"
-    results.mkdir()
-    monkeypatch.setattr(common, "RESULTS", results)
     _source_result(results, "src", space)
     line = _usage_error(ranking, monkeypatch, capsys, ["--extend-reference", "src", "--ref-seeds", *seeds])
     assert line.startswith(f"supernet_ranking.py: error: --extend-reference src: {message}")
 
 
 @pytest.mark.usefixtures("cora_available")
-def test_control_trains_random_weights_as_the_fine_tune_and_keeps_the_rows(ranking, tmp_path,
+def test_control_trains_random_weights_as_the_fine_tune_and_keeps_the_rows(ranking, results,
                                                                          monkeypatch) -> None:
     from nas.evaluators import finetune_config
     from nas.tasks import load_task
     from nas.train import seed_everything, train_model
     from search_spaces import GNNArchitecture, GNNSpace
 
-    results = tmp_path / "results"
-    results.mkdir()
-    monkeypatch.setattr(common, "RESULTS", results)
     rows = _source_result(results, "src")
     monkeypatch.setattr(sys, "argv", ["supernet_ranking.py", "--control", "src", "--control-epochs",
                                       "1", "2", "--control-seed", "5", "--device", "cpu", "--name", "ctl"])
@@ -241,10 +241,7 @@ def test_control_trains_random_weights_as_the_fine_tune_and_keeps_the_rows(ranki
         results / "ctl.md").read_text()
 
 
-def test_control_refuses_a_nasbench_graph_result(ranking, tmp_path, monkeypatch, capsys) -> None:
-    results = tmp_path / "results"
-    results.mkdir()
-    monkeypatch.setattr(common, "RESULTS", results)
+def test_control_refuses_a_nasbench_graph_result(ranking, results, monkeypatch, capsys) -> None:
     _source_result(results, "src", "nasbench-graph")
     line = _usage_error(ranking, monkeypatch, capsys, ["--control", "src"])
     assert line.startswith("supernet_ranking.py: error: --control src: its architectures are "
