@@ -142,6 +142,9 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--n-jobs", type=int, default=1, help="worker processes")
     p.add_argument("--epochs", type=int, default=200, help="most epochs per trial")
     p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs")
+    p.add_argument("--select", default="val_acc", metavar="val_acc|val_loss",
+                   help="train evaluator: the epoch a trial keeps, best validation accuracy or "
+                        "lowest validation loss (NAS-Bench-Graph's rule; its tables rank alike)")
     p.add_argument("--objectives", default="accuracy", help="comma-separated: accuracy, params, latency")
     p.add_argument("--pruner", default="none", choices=["none", "median"])
     p.add_argument("--heartbeat", type=int, default=30, help=argparse.SUPPRESS)
@@ -207,12 +210,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"--final-train takes a number of architectures >= 1, got {args.final_train}")
     if args.refine < 0:
         raise UsageError(f"--refine takes a number of architectures >= 1, got {args.refine}")
+    if args.select != "val_acc" and args.evaluator.partition(":")[0] != "train" and not args.final_train:
+        raise UsageError(f"--select {args.select} chooses the epoch a trained trial keeps; "
+                         f"--evaluator {args.evaluator} trains none (use --evaluator train, or "
+                         f"--final-train for the final training)")
     config = SearchConfig(
         dataset=args.dataset, space=args.space, strategy=args.strategy, evaluator=args.evaluator,
         convs=tuple(c.strip() for c in args.convs.split(",")) if args.convs is not None else None,
         n_trials=args.trials, timeout=args.timeout, storage=args.storage, study_name=args.study,
         seed=args.seed, device=args.device, data_root=args.data_root, n_jobs=args.n_jobs,
-        epochs=args.epochs, patience=args.patience,
+        epochs=args.epochs, patience=args.patience, select=args.select,
         objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),
         pruner=args.pruner, heartbeat=args.heartbeat, grace_period=args.grace_period,
         verbose=not args.quiet, prescreen=args.prescreen, prescreen_candidates=args.prescreen_k,

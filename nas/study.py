@@ -74,6 +74,7 @@ class SearchConfig:
     n_jobs: int = 1                        # worker processes
     epochs: int = 200                      # most training epochs per trial
     patience: int = 50                     # early-stopping patience
+    select: str = "val_acc"                # epoch a trained trial keeps (nas.train.SELECTIONS)
     objectives: tuple[str, ...] = ("accuracy",)  # or a comma-separated string
     pruner: str = "none"                   # one of PRUNERS
     heartbeat: int = 30                    # seconds between heartbeats of a running trial
@@ -131,7 +132,7 @@ class SearchConfig:
         # each evaluator takes the options it understands (see get_evaluator)
         return get_evaluator(
             self.evaluator, epochs=self.epochs, patience=self.patience, supernet=self.supernet,
-            init=self.init, hypernet=self.hypernet,
+            init=self.init, hypernet=self.hypernet, select=self.select,
         )
 
 
@@ -286,13 +287,16 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
 
 
 def _evaluation_identity(config: SearchConfig) -> str:
-    """The evaluator as given, and for the ``train`` evaluator its epochs, patience and init."""
+    """The evaluator as given, and for the ``train`` evaluator its epochs, patience, init and
+    (when not the default, so that older studies keep their identity) its epoch selection."""
     evaluator = config.evaluator
     name = evaluator if isinstance(evaluator, str) else getattr(evaluator, "name", type(evaluator).__name__)
     if name != "train":
         return f"evaluator {name}"
     made = config.make_evaluator()  # a TrainEvaluator given as an object carries its own settings
-    return f"evaluator train, epochs {made.epochs}, patience {made.patience}, init {made.init}"
+    chosen = getattr(made, "select", "val_acc")
+    select = "" if chosen == "val_acc" else f", select {chosen}"
+    return f"evaluator train, epochs {made.epochs}, patience {made.patience}, init {made.init}{select}"
 
 
 def run_search(config: SearchConfig) -> optuna.Study:

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 from nas.evaluators.base import Evaluation, Evaluator
 from nas.train import (
+    SELECTIONS,
     TrainConfig,
     count_parameters,
     forward_flops,
@@ -38,6 +39,9 @@ class TrainEvaluator(Evaluator):
         hypernet: GHN checkpoint for ``init="hypernet"`` (default ``pretrained:<space>-<dataset>``).
         checkpoint_epochs: epochs after which metrics and weights are kept as well
             (``Evaluation.checkpoints``; a search stores them as model-zoo checkpoints).
+        select: which validated epoch a trial keeps (see ``TrainConfig.select``): the highest
+            validation accuracy, or ``"val_loss"``, the lowest validation loss
+            (NAS-Bench-Graph's rule).
         batch_size applies to graph and image tasks (graphs or images per mini-batch).
     """
 
@@ -47,7 +51,7 @@ class TrainEvaluator(Evaluator):
     def __init__(
         self, epochs: int = 200, patience: int = 50, batch_size: int = 64, progress: bool = False,
         init: str = "random", hypernet: str | None = None,
-        checkpoint_epochs: tuple[int, ...] = (),
+        checkpoint_epochs: tuple[int, ...] = (), select: str = "val_acc",
     ) -> None:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -55,6 +59,9 @@ class TrainEvaluator(Evaluator):
             raise ValueError(f"patience must be >= 0 (0: never stop early), got {patience}")
         self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
         self.progress = progress
+        if select not in SELECTIONS:
+            raise ValueError(f"could not resolve select {select!r} among choices {list(SELECTIONS)}")
+        self.select = select
         if init not in INITS:
             raise ValueError(f"could not resolve init {init!r} among choices {list(INITS)}")
         self.init, self.hypernet = init, hypernet
@@ -75,7 +82,7 @@ class TrainEvaluator(Evaluator):
         config = TrainConfig(
             **space.training_config(arch), epochs=self.epochs, patience=self.patience,
             batch_size=self.batch_size, seed=seed, device=device,
-            checkpoint_epochs=self.checkpoint_epochs,
+            checkpoint_epochs=self.checkpoint_epochs, select=self.select,
         )
         result = train_model(model, task, config, report=report, progress=self.progress)
         return Evaluation(
@@ -106,7 +113,8 @@ class TrainEvaluator(Evaluator):
 
     def __repr__(self) -> str:
         init = "" if self.init == "random" else f", init={self.init!r}"
-        return f"TrainEvaluator(epochs={self.epochs}, patience={self.patience}{init})"
+        select = "" if self.select == "val_acc" else f", select={self.select!r}"
+        return f"TrainEvaluator(epochs={self.epochs}, patience={self.patience}{init}{select})"
 
 
 def _latency(seconds: float | None) -> dict[str, float]:

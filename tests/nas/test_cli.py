@@ -21,6 +21,7 @@ from nas.cli import main
         (["search", "--dataset", "cora", "--evaluator", "baz"], "'baz'", "'train'"),
         (["search", "--dataset", "cora", "--space", "qux"], "'qux'", "'gnn'"),
         (["search", "--dataset", "cora", "--objectives", "accuracy,speed"], "'speed'", "'params'"),
+        (["search", "--dataset", "cora", "--select", "val_f1"], "'val_f1'", "'val_loss'"),
         (["search", "--dataset", "cora", "--prescreen", "naswot", "--prescreen-rule", "top"],
          "'top'", "'veto'"),
     ],
@@ -29,6 +30,14 @@ def test_bad_names_exit_2_naming_value_and_choices(argv, bad, choice, capsys, sq
     assert main([*argv, "--storage", sqlite_url]) == 2
     err = capsys.readouterr().err
     assert bad in err and choice in err and "Traceback" not in err
+
+
+def test_select_without_a_training_evaluator_is_refused(capsys, sqlite_url) -> None:
+    argv = ["search", "--dataset", "cora", "--space", "nasbench-graph", "--evaluator", "table",
+            "--select", "val_loss", "--storage", sqlite_url, "--quiet"]
+    assert main(argv) == 2
+    assert ("--select val_loss chooses the epoch a trained trial keeps; --evaluator table trains "
+            "none") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -164,7 +164,8 @@ def test_resuming_with_other_training_is_refused_and_the_same_resumes(sqlite_url
 
     create_or_load_study(config("t", epochs=200), task)
     for other, shown in (({"epochs": 50}, "epochs 50"), ({"patience": 5}, "patience 5"),
-                         ({"init": "hypernet"}, "init hypernet")):
+                         ({"init": "hypernet"}, "init hypernet"),
+                         ({"select": "val_loss"}, "init random, select val_loss")):
         with pytest.raises(ValueError, match=rf"created with evaluation 'evaluator train, epochs 200, "
                                              rf"patience 50, init random', not '.*{shown}"):
             create_or_load_study(config("t", **other), task)

@@ -181,3 +181,24 @@ def test_select_val_loss_keeps_the_epoch_of_lowest_validation_loss(tiny_graph) -
 def test_an_unknown_selection_names_the_choices() -> None:
     with pytest.raises(ValueError, match=r"select 'test_acc' among choices \['val_acc', 'val_loss'\]"):
         TrainConfig(select="test_acc")
+
+
+def test_train_evaluator_keeps_the_epoch_its_selection_names(tiny_graph) -> None:
+    from nas.evaluators import TrainEvaluator
+    from search_spaces.gnn import GNNSpace
+
+    tiny_graph.train_mask = torch.arange(6) < 5  # as in the selection test above
+    tiny_graph.val_mask = torch.arange(6) > 0
+    space, task = GNNSpace(), _FakeNodeTask(tiny_graph)
+    arch = GNNArchitecture(layers=(LayerSpec("gcn", 8, dropout=0.0),), lr=0.01)
+    by_loss = TrainEvaluator(epochs=60, patience=0, select="val_loss").evaluate(arch, space, task)
+    seed_everything(0)
+    model = space.build(arch, 4, 3)
+    direct = train_model(model, task, TrainConfig(**space.training_config(arch), epochs=60, patience=0,
+                                                  select="val_loss"))
+    assert by_loss.metrics["best_epoch"] == direct.best_epoch
+    by_acc = TrainEvaluator(epochs=60, patience=0).evaluate(arch, space, task)
+    assert by_acc.metrics["best_epoch"] != by_loss.metrics["best_epoch"]
+    assert "select='val_loss'" in repr(TrainEvaluator(select="val_loss"))
+    with pytest.raises(ValueError, match=r"select 'val' among choices \['val_acc', 'val_loss'\]"):
+        TrainEvaluator(select="val")
