@@ -260,8 +260,6 @@ def _extend(args, info, source: dict) -> None:
     scores and the result's own runs are kept as recorded (no supernet is loaded), the runs of
     the seeds it lacks are trained with its ``--epochs`` / ``--patience``, and the reference
     (the mean over all seeds) and every tau are computed again."""
-    import types
-
     import torch
 
     from nas.evaluators import TrainEvaluator
@@ -271,13 +269,10 @@ def _extend(args, info, source: dict) -> None:
     torch.set_num_threads(args.threads)
     have = list(source["args"]["ref_seeds"])
     missing = [s for s in args.ref_seeds if s not in have]
-    for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed"):
-        setattr(args, key, source["args"].get(key))
+    trained = _take_settings(args, source, "as in the extended result")
     args.ref_seeds = have + missing  # the order of every row's runs
-    args.supernet_repr = source["args"].get("supernet_repr", "as in the extended result")
     task, space = load_task(args.dataset), GNNSpace()
     trainer = TrainEvaluator(epochs=args.epochs, patience=args.patience)
-    trained = types.SimpleNamespace(epochs=source["supernet_epochs"], seconds=source["supernet_seconds"])
     rows = []
     selected = source["rows"][args.start:args.stop]
     for i, row in enumerate(selected):
@@ -299,8 +294,6 @@ def _control(args, info, source: dict) -> None:
     ``--control-epochs`` epochs with the settings of a fine-tune of as many epochs
     (:func:`nas.evaluators.finetune_config`), stored as the variant ``scratchN``; the result's
     scores and reference are kept as recorded and every tau is reported again."""
-    import types
-
     import torch
 
     from nas.evaluators import finetune_config
@@ -310,11 +303,8 @@ def _control(args, info, source: dict) -> None:
 
     torch.set_num_threads(args.threads)
     device = str(resolve_device(args.device))
-    for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed", "ref_seeds"):
-        setattr(args, key, source["args"].get(key))
-    args.supernet_repr = source["args"].get("supernet_repr", "as in the controlled result")
+    trained = _take_settings(args, source, "as in the controlled result")
     task, space = load_task(args.dataset), GNNSpace()
-    trained = types.SimpleNamespace(epochs=source["supernet_epochs"], seconds=source["supernet_seconds"])
     rows = []
     selected = source["rows"][args.start:args.stop]
     for i, row in enumerate(selected):
@@ -335,6 +325,22 @@ def _control(args, info, source: dict) -> None:
     _report(args, info, trained, rows)
 
 
+#: the run settings that a report of an earlier result's rows takes from that result
+RESULT_SETTINGS = ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed", "ref_seeds")
+
+
+def _take_settings(args, result: dict, supernet_repr: str):  # noqa: ANN001, ANN202
+    """Set ``args``' :data:`RESULT_SETTINGS` to those ``result`` was run with (results written
+    before the space was recorded are gnn-space ones) and return its supernet's training
+    (``epochs``, ``seconds``) for :func:`_report`; ``supernet_repr`` where it names no supernet."""
+    import types
+
+    for key in RESULT_SETTINGS:
+        setattr(args, key, result["args"].get(key, "gnn" if key == "space" else None))
+    args.supernet_repr = result["args"].get("supernet_repr", supernet_repr)
+    return types.SimpleNamespace(epochs=result["supernet_epochs"], seconds=result["supernet_seconds"])
+
+
 def _label(variant: str) -> str:
     """``ft20`` for an inherited-weight scorer (variant ``"20"``), the name of any other."""
     return f"ft{variant}" if variant.isdigit() else variant
@@ -343,7 +349,6 @@ def _label(variant: str) -> str:
 def _merge(args, info) -> None:
     """Rows of several shard runs (same seed, same supernet) reported as one run."""
     import json
-    import types
 
     from experiments._supernet_common import RESULTS
 
@@ -353,12 +358,8 @@ def _merge(args, info) -> None:
         for row in part["rows"]:
             unique.setdefault(json.dumps(row["arch"], sort_keys=True), row)
     rows = list(unique.values())
-    first = parts[0]
-    for key in ("dataset", "space", "epochs", "patience", "max_depth", "width", "seed", "ref_seeds"):
-        setattr(args, key, first["args"].get(key, "gnn" if key == "space" else None))
-    args.supernet_repr = first["args"].get("supernet_repr", "see shards")
+    trained = _take_settings(args, parts[0], "see shards")
     info["shards"] = [p["machine"] for p in parts]
-    trained = types.SimpleNamespace(epochs=first["supernet_epochs"], seconds=first["supernet_seconds"])
     _report(args, info, trained, rows)
 
 

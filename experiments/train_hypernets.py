@@ -50,7 +50,7 @@ import torch
 
 from experiments._results import positive_int
 from metanets.ghn import PRETRAINED_DIR
-from metanets.ghn_train import HypernetTrainConfig, train_hypernet
+from metanets.ghn_train import HypernetTrainConfig, pool_seed, train_hypernet
 from nas.tasks import load_task
 from search_spaces import get_space
 
@@ -103,9 +103,8 @@ def main() -> None:
         space_name, dataset, config = SETUPS[name]
         overrides = {"steps": args.steps, "max_distance": args.max_distance, "spatial": args.spatial}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
-        if args.seed is not None:
-            pool_seed = config.seed if config.pool_seed is None else config.pool_seed
-            config = dataclasses.replace(config, seed=args.seed, pool_seed=pool_seed)
+        if args.seed is not None:  # the same training architectures: their seed is kept
+            config = dataclasses.replace(config, seed=args.seed, pool_seed=pool_seed(config))
         space, task = get_space(space_name), load_task(dataset)
         cpu = time.process_time()
         state = state_file(name, config)

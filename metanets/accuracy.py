@@ -140,7 +140,7 @@ def fit_gmn(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     generator = torch.Generator().manual_seed(config.seed)
     run = _FitRun()
-    data = _data_fingerprint(train, y, val, val_targets)
+    data = _data_fingerprint(train, y, val, val_targets) if state is not None else ""
     if state is not None and Path(state).exists():
         run = _load_fit_state(state, config, data, model, optimizer, schedule, generator)
     by_tau, by_loss, history = run.by_tau, run.by_loss, run.history

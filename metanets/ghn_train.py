@@ -191,11 +191,15 @@ def sample_architectures(
     return list(found.values())
 
 
+def pool_seed(config: HypernetTrainConfig) -> int:
+    """The seed of the training pool of ``config``: ``config.pool_seed``, else ``config.seed``."""
+    return config.seed if config.pool_seed is None else config.pool_seed
+
+
 def training_pool(space: SearchSpace, config: HypernetTrainConfig) -> list[Architecture]:
     """The distinct architectures a GHN trained with ``config`` sees (seeded by
-    ``config.pool_seed``, else ``config.seed``)."""
-    seed = config.seed if config.pool_seed is None else config.pool_seed
-    return sample_architectures(space, config.pool_size, seed,
+    :func:`pool_seed`)."""
+    return sample_architectures(space, config.pool_size, pool_seed(config),
                                 max_depth=config.max_depth, max_width=config.max_width)
 
 
