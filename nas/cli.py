@@ -52,7 +52,7 @@ def _kept_on_interrupt(args: argparse.Namespace) -> str:
                or getattr(args, "metanet_command", None))
     if command == ("hypernet", "train"):
         return f"the training state {hypernet_state(args.out)} is kept: the same command resumes from it"
-    if command == ("metanet", "train"):
+    if command in (("metanet", "train"), ("prune-metanet", None)):
         return f"the training state {metanet_state(args.out)} is kept: the same command resumes from it"
     if command == ("supernet", "train"):
         return f"the last checkpoint in {args.out} is kept: the same command resumes from it"
@@ -1047,6 +1047,9 @@ def _add_prune_metanet(commands: Any) -> None:
     p.add_argument("--layers", type=int, default=2, help="metanetwork layers")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (image tasks)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--state-every", type=int, default=100,
+                   help="steps between writes of the training state OUT.state, from which a "
+                        "killed run resumes (removed once the metanetwork is written)")
     p.add_argument("--quiet", action="store_true", help="no training log lines")
     p.set_defaults(handler=cmd_prune_metanet)
 
@@ -1063,20 +1066,22 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
             existing_database(args.zoo)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit} must be >= 1")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size {args.batch_size} must be >= 1")
+    _require_counts(args, "batch_size", "state_every")
     config = MetanetTrainConfig(lam=args.lam, penalty=args.penalty, fraction=args.fraction,
                                 pruned_weight=args.pruned_weight, distill=args.distill,
                                 preserve_norm=args.preserve_norm, steps=args.steps, lr=args.lr,
                                 hidden=args.hidden, layers=args.layers, seed=args.seed)
+    state = metanet_state(args.out)
     job = MetanetJob(args.dataset, args.out, tuple(args.model_dir), args.zoo, tuple(args.study),
-                     args.limit, args.batch_size, config)
+                     args.limit, args.batch_size, config, str(state), args.state_every)
 
     def log(step: int, task: float, penalty: float) -> None:
         if not args.quiet:
             print(f"step {step:5d}  task loss {task:.4f}  relative {args.penalty} {penalty:.4f}",
                   flush=True)
 
+    if state.exists():
+        print(f"resuming from the training state {state}", flush=True)
     _, folder = train_prune_metanet(job, log=log)
     print(f"pruning metanetwork written to {folder}")
     return 0

@@ -122,6 +122,8 @@ class MetanetJob:
     limit: int | None = None               # most networks per study (first trials)
     batch_size: int = 128                  # images per step (image tasks)
     config: Any = None                     # MetanetTrainConfig (default: its defaults)
+    state: str | None = None               # training-state file: resumed from, kept while fitting
+    state_every: int = 100                 # steps between training-state writes
 
 
 def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
@@ -179,11 +181,13 @@ def task_loss(task: Any, batch_size: int = 128) -> Any:
 
 def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
     """Train a pruning metanetwork on the job's zoo and save it (safetensors + JSON) for
-    ``metanas prune --method metanet --metanet DIR``; returns it and the written folder."""
+    ``metanas prune --method metanet --metanet DIR``; returns it and the written folder. With
+    ``job.state`` a killed fit resumes from that file, which is removed once the metanetwork is
+    written."""
     from metanets.pruning.metanet import (
         MetanetTrainConfig,
+        fit_pruning_metanet,
         relative_group_lasso,
-        train_pruning_metanet,
     )
     from metanets.zoo import example_inputs as trace_inputs
 
@@ -197,21 +201,17 @@ def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
     _check_task(first, task)
     inputs = trace_inputs(task.level, first["in_channels"], job.dataset)
     models = [module.eval() for module, _ in networks]
-    history: list[dict[str, float]] = []
-
-    def record(step: int, task_value: float, penalty: float) -> None:
-        history.append({"step": step, "task_loss": round(task_value, 5),
-                        "relative_penalty": round(penalty, 5)})
-        if log is not None:
-            log(step, task_value, penalty)
-
-    metanet = train_pruning_metanet(models, loss, inputs, config, log=record)
+    fit = fit_pruning_metanet(models, loss, inputs, config, log=log, state=job.state,
+                              state_every=job.state_every)
+    metanet = fit.metanet
     relative = [relative_group_lasso(metanet, m, config.penalty, config.fraction) for m in models]
     folder = metanet.save(job.out, {
         "dataset": job.dataset, "level": task.level, "networks": len(models),
         "sources": [m["source"] for _, m in networks], "train": dataclasses.asdict(config),
-        "history": history, "zoo_relative_penalty": sum(relative) / len(relative),
+        "history": fit.history, "zoo_relative_penalty": sum(relative) / len(relative),
     })
+    if job.state is not None:
+        Path(job.state).unlink(missing_ok=True)
     return metanet, Path(folder)
 
 

@@ -549,6 +549,26 @@ def train_pruning_metanet(
     models: Sequence[nn.Module], task_loss: TaskLoss, inputs: Sequence[Tensor],
     config: MetanetTrainConfig = MetanetTrainConfig(), log: Any = None,
 ) -> PruningMetanet:
+    """Fit a pruning metanetwork on a zoo of trained networks of one task (the metanetwork of
+    :func:`fit_pruning_metanet`, without a training state)."""
+    return fit_pruning_metanet(models, task_loss, inputs, config, log=log).metanet
+
+
+@dataclasses.dataclass
+class PruningMetanetFit:
+    """What :func:`fit_pruning_metanet` returns."""
+
+    metanet: PruningMetanet
+    #: ``{"step", "task_loss", "relative_penalty"}`` every 20 steps and at the first and last
+    history: list[dict[str, float]]
+    resumed_from: int = 0              # the step a resumed fit went on after (0: not resumed)
+
+
+def fit_pruning_metanet(
+    models: Sequence[nn.Module], task_loss: TaskLoss, inputs: Sequence[Tensor],
+    config: MetanetTrainConfig = MetanetTrainConfig(), log: Any = None,
+    state: str | Path | None = None, state_every: int = 100,
+) -> PruningMetanetFit:
     """Fit a pruning metanetwork on a zoo of trained networks of one task.
 
     Args:
@@ -556,8 +576,19 @@ def train_pruning_metanet(
         task_loss: the task loss on training data (:class:`ImageLoss`, :class:`NodeLoss`).
         inputs: example inputs to trace the networks (shapes only).
         config: see :class:`MetanetTrainConfig`.
-        log: ``log(step, task_loss, relative_lasso)`` every 20 steps and at the first and last.
+        log: ``log(step, task_loss, relative_penalty)`` every 20 steps and at the first and last
+            (of the steps this call trains: a resumed fit does not log the earlier ones again).
+        state: training-state file, written every ``state_every`` steps and after the last
+            (safetensors and JSON, never pickle). If it exists, the fit resumes from it and ends
+            exactly as an uninterrupted fit would; it must hold a fit of the same ``config`` on
+            the same networks and training data.
+
+    Raises:
+        ValueError: ``state`` holds another fit, or ``state_every`` < 1.
+        FloatingPointError: the loss became NaN or infinite (the last state written is kept).
     """
+    if state_every < 1:
+        raise ValueError(f"state_every must be >= 1 (steps), got {state_every}")
     penalty = _penalty(config)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -566,15 +597,20 @@ def train_pruning_metanet(
     networks = [_network(metanet, model, penalty) for model in models]
     metanet.gmn.scaler.fit([n.prepared for n in networks])
     optimizer = torch.optim.Adam(metanet.parameters(), lr=config.lr)
+    history: list[dict[str, float]] = []
+    done = 0
+    data = _fit_fingerprint(models, task_loss) if state is not None else ""
+    if state is not None and Path(state).exists():
+        done, history = _load_fit_state(state, config, data, metanet, optimizer, rng)
     metanet.train()
-    for step in range(1, config.steps + 1):
+    for step in range(done + 1, config.steps + 1):
         network = rng.choice(networks)
         new = metanet.rewrite(network.raw, network.prepared)
-        state = state_from_graph(network.raw, new, network.module)
-        task = task_loss(network.module, state)
+        state_dict = state_from_graph(network.raw, new, network.module)
+        task = task_loss(network.module, state_dict)
         lasso = penalty(network.raw, new) / network.reference
         loss = task + config.lam * lasso
-        states = [state]
+        states = [state_dict]
         if config.pruned_weight > 0:  # the loss of the network as pruning will leave it
             dropped = state_from_graph(network.raw, drop_lowest(network.raw, new, config.fraction),
                                        network.module)
@@ -586,12 +622,82 @@ def train_pruning_metanet(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if log is not None and (step % 20 == 0 or step in (1, config.steps)):
-            log(step, float(task.detach()), float(lasso.detach()))
+        if step % 20 == 0 or step in (1, config.steps):
+            history.append({"step": step, "task_loss": round(float(task.detach()), 5),
+                            "relative_penalty": round(float(lasso.detach()), 5)})
+            if log is not None:
+                log(step, float(task.detach()), float(lasso.detach()))
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"metanetwork loss became {float(loss)} at step {step}")
+        if state is not None and (step % state_every == 0 or step == config.steps):
+            _save_fit_state(state, config, data, metanet, optimizer, rng, step, history)
     metanet.eval()
-    return metanet
+    return PruningMetanetFit(metanet, history, done)
+
+
+#: the format of a pruning metanetwork fit's training-state file
+FIT_STATE_FORMAT = "metanas-pruning-metanet-fit/1"
+
+
+def _fit_fingerprint(models: Sequence[nn.Module], task_loss: TaskLoss) -> str:
+    """A digest of the zoo's weights and of the task loss's training data and settings, so that a
+    training state is never resumed on other networks or data."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for model in models:
+        for key, value in model.state_dict().items():
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(type(task_loss).__name__.encode())
+    fields = dataclasses.fields(task_loss) if dataclasses.is_dataclass(task_loss) else ()
+    for field in fields:
+        value = getattr(task_loss, field.name)
+        digest.update(field.name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes()
+                      if isinstance(value, Tensor) else repr(value).encode())
+    return digest.hexdigest()
+
+
+def _save_fit_state(path: str | Path, config: MetanetTrainConfig, data: str,
+                    metanet: PruningMetanet, optimizer: torch.optim.Optimizer, rng: random.Random,
+                    step: int, history: list[dict[str, float]]) -> None:
+    from storage.store import flatten_optimizer_state, write_state_file
+
+    tensors = {f"metanet.{k}": v for k, v in metanet.state_dict().items()}
+    optimizer_tensors, param_groups = flatten_optimizer_state(optimizer.state_dict())
+    tensors |= {f"optimizer.{k}": v for k, v in optimizer_tensors.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    write_state_file(path, tensors, {
+        "format": FIT_STATE_FORMAT, "config": dataclasses.asdict(config), "data": data,
+        "step": step, "history": history, "param_groups": param_groups,
+        "rng": list(rng.getstate()),
+    })
+
+
+def _load_fit_state(path: str | Path, config: MetanetTrainConfig, data: str,
+                    metanet: PruningMetanet, optimizer: torch.optim.Optimizer,
+                    rng: random.Random) -> tuple[int, list[dict[str, float]]]:
+    """Restore a fit written by :func:`_save_fit_state` into fresh objects and return its step
+    and history; ``ValueError`` naming the difference when it holds another fit."""
+    from storage.store import read_state_file, settings_differences, unflatten_optimizer_state
+
+    tensors, meta = read_state_file(path, FIT_STATE_FORMAT, "pruning metanetwork training-state")
+    differ = settings_differences(meta["config"], dataclasses.asdict(config))
+    if differ:
+        raise ValueError(f"{path} holds the state of a pruning metanetwork fit with "
+                         + "; ".join(differ) + ": resume it with the settings it was fitted "
+                         "with, or remove it to start again")
+    if meta["data"] != data:
+        raise ValueError(f"{path} holds a fit on other networks or training data (another zoo, "
+                         "dataset or batch size): remove it to start again")
+    part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    metanet.load_state_dict(part("metanet."))
+    optimizer.load_state_dict(unflatten_optimizer_state(part("optimizer."), meta["param_groups"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    version, internal, gauss = meta["rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    return meta["step"], meta["history"]
 
 
 @torch.no_grad()
