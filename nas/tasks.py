@@ -25,6 +25,7 @@ from torch import Tensor
 from search_spaces.resolver import normalize
 
 if TYPE_CHECKING:
+    from filelock import FileLock
     from torch_geometric.data import Data, Dataset
 
 
@@ -135,11 +136,34 @@ def _can_write(folder: Path) -> bool:
     return os.access(target, os.W_OK) and bool(target.stat().st_mode & stat.S_IWUSR)
 
 
-def _load_pyg_dataset(name: str, root: Path) -> Dataset:
-    from torch_geometric import datasets as pyg_datasets
+def processing_lock(dataset_dir: Path) -> FileLock:
+    """An inter-process lock for one dataset folder, held while PyG processes or reads it.
 
+    PyG writes ``processed/*.pt`` in place, so a second process (another search worker, another
+    benchmark job) reading the folder while the first one is still writing gets a truncated
+    file (``EOFError`` from ``torch.load``). The lock file lives under ``cache_dir()/locks``,
+    named by the folder's resolved path, so a read-only data root needs no write access.
+    """
+    import hashlib
+
+    from filelock import FileLock
+
+    key = hashlib.sha256(str(dataset_dir.resolve()).encode()).hexdigest()[:24]
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{dataset_dir.name}-{key}.lock"))
+
+
+def _load_pyg_dataset(name: str, root: Path) -> Dataset:
     info = DATASETS[name]
     family_root = writable_family_root(root, info)
+    with processing_lock(family_root / info.pyg_name):
+        return _load_pyg_dataset_unlocked(name, info, family_root)
+
+
+def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) -> Dataset:
+    from torch_geometric import datasets as pyg_datasets
+
     check_processed_files(family_root, info.pyg_name)
     loaders: dict[str, Callable[[], Dataset]] = {
         "planetoid": lambda: _planetoid(str(family_root), info.pyg_name),

@@ -149,3 +149,40 @@ def test_a_planted_processed_file_is_refused_not_run(
     assert not marker.exists()
     shutil.rmtree(processed)  # as the message says: rebuilt from the raw files
     assert load_task("cora", root=tmp_path / "root").data.num_nodes == 2708
+
+
+def test_a_dataset_folder_is_processed_by_one_process_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyG writes processed/*.pt in place: a second loader must wait for the first (it read a
+    truncated file, EOFError, when two benchmark jobs started on a fresh cache at once)."""
+    import threading
+
+    from nas import tasks
+
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    loaded = threading.Event()
+
+    def load_stub(name, info, family_root):
+        loaded.set()
+        return name
+
+    monkeypatch.setattr(tasks, "_load_pyg_dataset_unlocked", load_stub)
+    results: list[str] = []
+    holder = tasks.processing_lock(tmp_path / "data" / "Planetoid" / "Cora")  # another process's
+    holder.acquire()
+    try:
+        loader = threading.Thread(target=lambda: results.append(
+            tasks._load_pyg_dataset("cora", tmp_path / "data")))
+        loader.start()
+        assert not loaded.wait(timeout=1.0)  # waits while the folder is locked
+    finally:
+        holder.release()
+    loader.join(timeout=10)
+    assert results == ["cora"]
+    # another dataset's folder has its own lock
+    holder.acquire()
+    try:
+        assert tasks._load_pyg_dataset("citeseer", tmp_path / "data") == "citeseer"
+    finally:
+        holder.release()
