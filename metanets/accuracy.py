@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -228,18 +229,14 @@ def _load_fit_state(
 ) -> _FitRun:
     """Restore a fit written by :func:`_save_fit_state` into fresh objects; ``ValueError``
     naming the difference when it holds another fit."""
-    from storage.store import read_state_file, settings_differences, unflatten_optimizer_state
+    from storage.store import read_training_state, tensors_under, unflatten_optimizer_state
 
-    tensors, meta = read_state_file(path, FIT_STATE_FORMAT, "metanetwork training-state")
-    differ = settings_differences(meta["config"], dataclasses.asdict(config))
-    if differ:
-        raise ValueError(f"{path} holds the state of a metanetwork fit with " + "; ".join(differ)
-                         + ": resume it with the settings it was fitted with, or remove it to "
-                         "start again")
+    tensors, meta = read_training_state(path, FIT_STATE_FORMAT, "metanetwork training-state",
+                                        "metanetwork fit", dataclasses.asdict(config))
     if meta["data"] != data:
         raise ValueError(f"{path} holds a fit on other networks or targets (another zoo, study, "
                          "target or split): remove it to start again")
-    part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    part = functools.partial(tensors_under, tensors)
     model.load_state_dict(part("model."))
     optimizer.load_state_dict(unflatten_optimizer_state(part("optimizer."), meta["param_groups"]))
     schedule.load_state_dict(meta["schedule"])

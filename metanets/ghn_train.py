@@ -10,6 +10,7 @@ graph) with dropout on, and backpropagates the classification loss into the GHN.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -487,19 +488,15 @@ def load_training_state(
 ) -> _Run:
     """Restore a run written by :func:`save_training_state` into freshly built objects;
     ``ValueError`` naming the difference if it holds another run."""
-    from storage.store import read_state_file, settings_differences, unflatten_optimizer_state
+    from storage.store import read_training_state, tensors_under, unflatten_optimizer_state
 
-    tensors, meta = read_state_file(path, STATE_FORMAT, "GHN training-state")
-    differ = settings_differences(meta["config"], _comparable(config))
-    if differ:
-        raise ValueError(f"{path} holds the state of a GHN training with " + "; ".join(differ)
-                         + ": resume it with the settings it was trained with, or remove it to "
-                         "start again")
+    tensors, meta = read_training_state(path, STATE_FORMAT, "GHN training-state", "GHN training",
+                                        _comparable(config))
     if meta["pool"] != [arch.arch_hash for arch in pool]:
         raise ValueError(f"{path} holds a run over another pool of architectures (another space "
                          "or version of the space): remove it to start again")
     device = _device(ghn)
-    part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    part = functools.partial(tensors_under, tensors)
     ghn.load_state_dict(part("ghn."))
     optimizer.load_state_dict(unflatten_optimizer_state(part("optimizer."), meta["param_groups"]))
     schedule.load_state_dict(meta["schedule"])

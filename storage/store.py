@@ -131,6 +131,27 @@ def settings_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[
     return [f"{k} {saved.get(k)!r}, not {wanted[k]!r}" for k in wanted if saved.get(k) != wanted[k]]
 
 
+def read_training_state(
+    path: str | Path, fmt: str, what: str, run: str, settings: dict[str, Any],
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and metadata of a training state written by :func:`write_state_file` with
+    its settings in ``meta["config"]``; ``ValueError`` when the file is not a ``what`` file
+    ("GHN training-state", :func:`read_state_file`) or holds a ``run`` ("GHN training") under
+    other ``settings`` (each difference named: ``"lr 0.002, not 0.001"``)."""
+    tensors, meta = read_state_file(path, fmt, what)
+    differ = settings_differences(meta["config"], settings)
+    if differ:
+        raise ValueError(f"{path} holds the state of a {run} with " + "; ".join(differ)
+                         + ": resume it with the settings it was run with, or remove it to "
+                         "start again")
+    return tensors, meta
+
+
+def tensors_under(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The entries of ``tensors`` whose key starts with ``prefix``, the prefix taken off."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 

@@ -680,20 +680,17 @@ def _load_fit_state(path: str | Path, config: MetanetTrainConfig, data: str,
                     rng: random.Random) -> tuple[int, list[dict[str, float]]]:
     """Restore a fit written by :func:`_save_fit_state` into fresh objects and return its step
     and history; ``ValueError`` naming the difference when it holds another fit."""
-    from storage.store import read_state_file, settings_differences, unflatten_optimizer_state
+    from storage.store import read_training_state, tensors_under, unflatten_optimizer_state
 
-    tensors, meta = read_state_file(path, FIT_STATE_FORMAT, "pruning metanetwork training-state")
-    differ = settings_differences(meta["config"], dataclasses.asdict(config))
-    if differ:
-        raise ValueError(f"{path} holds the state of a pruning metanetwork fit with "
-                         + "; ".join(differ) + ": resume it with the settings it was fitted "
-                         "with, or remove it to start again")
+    tensors, meta = read_training_state(
+        path, FIT_STATE_FORMAT, "pruning metanetwork training-state", "pruning metanetwork fit",
+        dataclasses.asdict(config))
     if meta["data"] != data:
         raise ValueError(f"{path} holds a fit on other networks or training data (another zoo, "
                          "dataset or batch size): remove it to start again")
-    part = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
-    metanet.load_state_dict(part("metanet."))
-    optimizer.load_state_dict(unflatten_optimizer_state(part("optimizer."), meta["param_groups"]))
+    metanet.load_state_dict(tensors_under(tensors, "metanet."))
+    optimizer.load_state_dict(unflatten_optimizer_state(tensors_under(tensors, "optimizer."),
+                                                        meta["param_groups"]))
     torch.set_rng_state(tensors["rng.torch"])
     version, internal, gauss = meta["rng"]
     rng.setstate((version, tuple(internal), gauss))
