@@ -117,9 +117,7 @@ class SupernetEvaluator(Evaluator):
                 state_dict=None, seconds=time.perf_counter() - start, epochs=0,
                 in_channels=task.num_features, out_channels=task.num_classes,
             )
-        model = supernet.extract(projected)
-        if self.recalibrate:
-            recalibrate_batchnorm(model, task, device, self.batch_size)
+        model = self.inherited_model(projected, task, device)
         if self.finetune_epochs:
             config = finetune_config(space, arch, self.finetune_epochs, seed=seed, device=device,
                                      batch_size=self.batch_size)
@@ -134,6 +132,15 @@ class SupernetEvaluator(Evaluator):
             seconds=time.perf_counter() - start, epochs=self.finetune_epochs,
             in_channels=task.num_features, out_channels=task.num_classes,
         )
+
+    def inherited_model(self, arch: Architecture, task: Task, device: str) -> nn.Module:
+        """The stand-alone model of ``arch`` (already projected into the supernet's sub-space)
+        with the supernet's weights of its path, BatchNorm statistics recomputed on the
+        training split when ``recalibrate``: what the ``ftN`` scorers fine-tune."""
+        model = self.supernet(device).extract(arch)
+        if self.recalibrate:
+            recalibrate_batchnorm(model, task, device, self.batch_size)
+        return model
 
     @torch.no_grad()
     def _score_in_supernet(
