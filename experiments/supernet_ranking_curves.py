@@ -210,7 +210,8 @@ def _read(args: argparse.Namespace, info: dict[str, Any]) -> None:
         f"- machine: {info['platform']}, {info['cpu_count']} CPUs, load at start {info['loadavg_at_start']}",
         f"- command: `{info['command']}`", f"- date: {info['date']}",
         f"- curves: {', '.join(p['machine']['command'] for p in parts)}",
-        f"- reproduced the recorded best-accuracy score: ft {reproduced['ft']} / {len(rows)}, "
+        f"- curves whose best accuracy equals the rows' recorded ft / scratch score: ft {reproduced['ft']} / {len(rows)} "
+        "(only if the supernet is the rows' own, bit for bit), "
         f"control {reproduced['scratch']} / {len(rows)}",
         f"- chosen on positions < {args.split} ({len(choosing)} rows): **ft, N={n}, {stat}** "
         f"(tau {chosen_taus[(n, stat)]:.3f})",
