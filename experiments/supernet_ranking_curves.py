@@ -169,9 +169,13 @@ def taus(rows: list[dict[str, Any]], scorer: str) -> dict[tuple[int, str], float
 
 def choose(tau: dict[tuple[int, str], float]) -> tuple[int, str]:
     """The (N, statistic) of the highest tau; on a tie the fewer epochs, then the first statistic
-    of :data:`STATISTICS`."""
+    of :data:`STATISTICS`. A statistic that ranks nothing (every score equal: tau NaN) is never
+    chosen."""
     order = list(STATISTICS)
-    return max(tau, key=lambda key: (round(tau[key], 12), -key[0], -order.index(key[1])))
+    ranked = [key for key in tau if not math.isnan(tau[key])]
+    if not ranked:
+        raise ValueError("no statistic ranks these rows: every score of every statistic is tied")
+    return max(ranked, key=lambda key: (round(tau[key], 12), -key[0], -order.index(key[1])))
 
 
 def paired_bootstrap(rows: list[dict[str, Any]], a: Callable[[dict], float], b: Callable[[dict], float],
