@@ -205,7 +205,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     parse_url(args.storage)
     # SearchConfig checks these too, under its own field names (n_trials, ...): a user of the
     # command should read the flag they typed
-    _require_counts(args, "trials", "n_jobs", "warm_start_k")
+    _require_counts(args, "trials", "n_jobs", "warm_start_k", "prescreen_k")
     if args.final_train < 0:
         raise UsageError(f"--final-train takes a number of architectures >= 1, got {args.final_train}")
     if args.refine < 0:
@@ -283,8 +283,10 @@ def _validate_names(config: Any) -> None:
     """Resolve every name before any work, so bad input exits 2 at once."""
     from nas.samplers import get_sampler
     from nas.tasks import resolve_dataset
+    from nas.train import resolve_device
 
     resolve_dataset(config.dataset)
+    resolve_device(config.device)
     config.make_space()
     get_sampler(config.strategy)
     config.make_evaluator()

@@ -111,6 +111,12 @@ class SearchConfig:
             raise ValueError(f"could not resolve pruner {self.pruner!r} among choices {list(PRUNERS)}")
         self.prescreen_rule = resolve_rule(self.prescreen_rule)
         check_veto_quantile(self.prescreen_veto_quantile)
+        if self.prescreen is not None:
+            from nas.proxies import proxy_name
+
+            proxy_name(self.prescreen)  # an unknown proxy names the valid ones before any work
+            if self.prescreen_candidates < 1:
+                raise ValueError(f"prescreen_candidates must be >= 1, got {self.prescreen_candidates}")
         if self.warm_start is not None:
             parse_source(self.warm_start)  # a malformed source fails before anything runs
             if self.warm_start_k < 1:
@@ -271,7 +277,12 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
         # what a trial's numbers mean: another evaluator, or training with other epochs,
         # patience or initialisation, would mix incomparable trials in one study
         "evaluation": _evaluation_identity(config),
+        # the train evaluator's batch size and checkpoint epochs: a zoo resumed with others
+        # would mix networks trained or recorded otherwise (recorded from this key's
+        # introduction on; a study made before it takes it on its first resume)
+        "training": _training_identity(config),
     }
+    identity = {key: value for key, value in identity.items() if value is not None}
     stored = {key: study.user_attrs.get(key) for key in identity}
     if all(value is None for value in stored.values()):
         study.set_user_attr("task_level", task.level)
@@ -299,8 +310,23 @@ def _evaluation_identity(config: SearchConfig) -> str:
     return f"evaluator train, epochs {made.epochs}, patience {made.patience}, init {made.init}{select}"
 
 
+def _training_identity(config: SearchConfig) -> str | None:
+    """For the ``train`` evaluator, its batch size and checkpoint epochs (None for others)."""
+    evaluator = config.evaluator
+    name = evaluator if isinstance(evaluator, str) else getattr(evaluator, "name", None)
+    if name != "train":
+        return None
+    made = config.make_evaluator()
+    return f"batch size {made.batch_size}, checkpoint epochs {list(made.checkpoint_epochs)}"
+
+
 def run_search(config: SearchConfig) -> optuna.Study:
-    """Run (or continue) the search described by ``config``; returns the study."""
+    """Run (or continue) the search described by ``config``; returns the study.
+
+    Everything that can be refused is refused before the study is created (a new study that
+    failed to start would hold the identity of the refused command and refuse the corrected
+    one)."""
+    resolve_device(config.device)  # cuda without CUDA: refused before any data or study
     task = load_task(config.dataset, config.data_root, seed=0)
     space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
@@ -315,9 +341,15 @@ def run_search(config: SearchConfig) -> optuna.Study:
     evaluator.prepare(space, task)
     if config.prescreen:
         prescreen_task(config, task).num_features  # the proxy's data, likewise
+    queued = None
+    if config.warm_start and not study_exists(config):  # a bad source fails before the study exists
+        queued = warm_start_architectures(
+            config.warm_start, space, min(config.warm_start_k, config.n_trials),
+            storage=config.storage, dataset=task.name,
+        )
     study = create_or_load_study(config, task)
     if config.warm_start:
-        warm_start(study, space, config, task)
+        warm_start(study, space, config, task, queued)
     if config.n_jobs == 1:
         run_worker(config, worker=0, task=task)
         return study
@@ -351,14 +383,29 @@ def check_objectives(objectives: Sequence[str], evaluator: Evaluator) -> None:
         )
 
 
-def warm_start(study: optuna.Study, space: SearchSpace, config: SearchConfig, task: Task) -> int:
-    """Queue the warm-start architectures (once per study, at most the trial budget)."""
+def study_exists(config: SearchConfig) -> bool:
+    """Whether ``config``'s storage holds its study (a missing SQLite file is not created)."""
+    from storage.engine import existing_database
+
+    try:
+        existing_database(config.storage)
+    except FileNotFoundError:
+        return False
+    storage = make_optuna_storage(config.storage, config.heartbeat, config.grace_period)
+    return config.study_name in optuna.get_all_study_names(storage)
+
+
+def warm_start(study: optuna.Study, space: SearchSpace, config: SearchConfig, task: Task,
+               archs: list | None = None) -> int:
+    """Queue the warm-start architectures (once per study, at most the trial budget):
+    ``archs`` where the caller already chose them, else chosen here."""
     if describe_warm_start(study):
         return 0  # a resumed study: queued when it started
-    archs = warm_start_architectures(
-        config.warm_start, space, min(config.warm_start_k, config.n_trials),
-        storage=config.storage, dataset=task.name,
-    )
+    if archs is None:
+        archs = warm_start_architectures(
+            config.warm_start, space, min(config.warm_start_k, config.n_trials),
+            storage=config.storage, dataset=task.name,
+        )
     queued = enqueue_warm_start(study, space, archs, config.warm_start)
     if config.verbose:
         print(f"warm start: queued {queued} architectures from {config.warm_start}", flush=True)

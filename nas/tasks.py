@@ -67,6 +67,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "photo": _node("amazon", "Photo", "Amazon"),
     "cs": _node("coauthor", "CS", "Coauthor"),
     "physics": _node("coauthor", "Physics", "Coauthor"),
+    # OGB node tasks of NAS-Bench-Graph: answered from its tables (--evaluator table); their
+    # graphs are not loaded (see TABLE_ONLY)
+    "arxiv": _node("ogb", "ogbn-arxiv", "ogb"),
+    "ogbn-proteins": _node("ogb", "ogbn-proteins", "ogb"),
     # image tasks: raw IDX files in <root>/MNIST/raw, read with numpy (see load_image_dataset)
     "mnist": DatasetInfo("idx", "MNIST", "image", "MNIST"),
     # cheap variant for model zoos: 14x14 (2x2 average pool), val 1,000 and test 2,000 images
@@ -81,9 +85,17 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+#: other names of a dataset -> its canonical name
+DATASET_ALIASES = {"ogbn-arxiv": "arxiv"}
+
+#: dataset families whose data metanas does not load (NAS-Bench-Graph's tables answer them)
+TABLE_ONLY = frozenset({"ogb"})
+
+
 def resolve_dataset(name: str) -> str:
     """Canonical dataset name; ``ValueError`` naming the valid choices otherwise."""
     by_key = {normalize(key): key for key in DATASETS}
+    by_key |= {normalize(alias): key for alias, key in DATASET_ALIASES.items()}
     key = normalize(name)
     if key not in by_key:
         raise ValueError(f"could not resolve dataset {name!r} among choices {sorted(DATASETS)}")
@@ -156,6 +168,12 @@ def processing_lock(dataset_dir: Path) -> FileLock:
 
 def _load_pyg_dataset(name: str, root: Path) -> Dataset:
     info = DATASETS[name]
+    if info.family in TABLE_ONLY:
+        raise DatasetNotFoundError(
+            f"dataset {name!r} ({info.pyg_name}) is answered from NAS-Bench-Graph's table only "
+            f"(--space nasbench-graph --evaluator table); metanas does not load its graph, so it "
+            f"cannot be trained or scored with data here"
+        )
     family_root = writable_family_root(root, info)
     with processing_lock(family_root / info.pyg_name):
         return _load_pyg_dataset_unlocked(name, info, family_root)

@@ -79,8 +79,14 @@ def _best_of_studies(names: tuple[str, ...], space: SearchSpace, k: int, storage
                      ) -> list[Architecture]:
     import optuna
 
-    from storage import make_optuna_storage
+    from storage import make_optuna_storage, redact
+    from storage.engine import existing_database
 
+    try:
+        existing_database(storage)  # a missing SQLite file holds no study and is not created
+    except FileNotFoundError:
+        raise ValueError(f"could not resolve warm-start studies {list(names)}: there is no database "
+                         f"at {redact(storage)} yet") from None
     backend = make_optuna_storage(storage)
     known = optuna.get_all_study_names(backend)
     ranked: list[tuple[float, Architecture]] = []

@@ -187,8 +187,14 @@ def _arch_hash(links: tuple[int, ...], ops: tuple[str, ...]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: metanas dataset names of benchmark datasets that the benchmark names otherwise
+TASK_NAMES = {"ogbn-arxiv": "arxiv", "ogbn-proteins": "proteins"}
+
+
 def benchmark_dataset(name: str) -> str:
-    """Canonical benchmark dataset name (any spelling); ``ValueError`` listing the valid ones."""
+    """Canonical benchmark dataset name (any spelling; ``ogbn-arxiv``, ``ogbn-proteins`` too);
+    ``ValueError`` listing the valid ones."""
+    name = TASK_NAMES.get(name.strip().lower(), name)
     try:
         return resolve_name(name, BENCHMARK_SETTINGS, "benchmark dataset")
     except ValueError:
@@ -227,9 +233,12 @@ class NasBenchGraphSpace(SearchSpace):
 
     def __init__(self, dataset: str | None = None) -> None:
         self.dataset = None if dataset is None else benchmark_dataset(dataset)
+        #: the ops a cell draws from: ogbn-proteins' table covers five of the nine
+        self.ops = PROTEINS_OPS if self.dataset == "proteins" else OPS
 
     def for_dataset(self, dataset: str) -> NasBenchGraphSpace:
         """This space with ``dataset``'s benchmark hyper-parameters (itself for other datasets)."""
+        dataset = TASK_NAMES.get(dataset, dataset)
         if self.dataset is not None or dataset not in BENCHMARK_SETTINGS:
             return self
         return NasBenchGraphSpace(dataset)
@@ -242,7 +251,7 @@ class NasBenchGraphSpace(SearchSpace):
                 the benchmark leaves it out, so the trial ends without a value.
         """
         pattern = trial.suggest_categorical("link_pattern", list(range(len(LINK_PATTERNS))))
-        ops = tuple(trial.suggest_categorical(f"op{i}", list(OPS)) for i in range(NUM_NODES))
+        ops = tuple(trial.suggest_categorical(f"op{i}", list(self.ops)) for i in range(NUM_NODES))
         if all(op == "skip" for op in ops):
             import optuna
 
@@ -269,7 +278,7 @@ class NasBenchGraphSpace(SearchSpace):
             rng = random.Random(rng)
         while True:
             pattern = rng.randrange(len(LINK_PATTERNS))
-            ops = tuple(rng.choice(OPS) for _ in range(NUM_NODES))
+            ops = tuple(rng.choice(self.ops) for _ in range(NUM_NODES))
             if any(op != "skip" for op in ops):
                 return NasBenchGraphArchitecture.from_pattern(pattern, ops)
 

@@ -110,6 +110,12 @@ class TableEvaluator(Evaluator):
             )
 
     def check_task(self, task: Task) -> None:
+        if task.level != "node":  # e.g. TU's PROTEINS, not the benchmark's ogbn-proteins
+            raise ValueError(
+                f"dataset {task.name!r} is a {task.level} task; NAS-Bench-Graph's tables are node "
+                f"tasks (cora, citeseer, pubmed, cs, physics, photo, computers, arxiv, "
+                f"ogbn-proteins)"
+            )
         if self.dataset is None:
             _dataset(task.name)  # ValueError listing the benchmark's datasets
 

@@ -331,3 +331,80 @@ def test_ctrl_c_says_what_the_interrupted_command_kept(argv, said) -> None:
     from nas.cli import _kept_on_interrupt, build_parser
 
     assert _kept_on_interrupt(build_parser().parse_args(argv)) == said
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prescreen", "synflw"], "could not resolve zero-cost proxy 'synflw' among choices"),
+    (["--prescreen", "naswot", "--prescreen-k", "0"], "--prescreen-k must be >= 1, got 0"),
+    (["--device", "cuda"], "device 'cuda' requested but CUDA is not available"),
+    (["--warm-start", "study:nope"], "could not resolve warm-start studies ['nope']"),
+    (["--warm-start", "nasbench-graph:citeseer"], "needs space 'nasbench-graph'"),
+])
+def test_a_refused_search_leaves_no_study_to_block_the_corrected_one(
+    extra, message, cora_available, capsys, sqlite_url, tmp_path: Path, monkeypatch,
+) -> None:
+    """These were refused after the study was created: the empty study kept the refused
+    command's settings and refused the corrected command ("was created with ...")."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["search", "--dataset", "cora", "--trials", "1", "--epochs", "1", "--quiet",
+            "--storage", sqlite_url, "--study", "s"]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "metanas.db").exists()
+
+
+def test_a_refused_warm_start_study_lists_only_studies_that_were_there(capsys, sqlite_url, tmp_path) -> None:
+    import optuna
+
+    optuna.create_study(storage=sqlite_url, study_name="source")
+    argv = ["search", "--dataset", "cora", "--space", "nasbench-graph", "--evaluator", "table",
+            "--trials", "1", "--quiet", "--storage", sqlite_url, "--study", "new",
+            "--warm-start", "study:nope", "--data-root", str(tmp_path)]
+    assert main(argv) == 2
+    assert "'nope' among choices ['source']" in capsys.readouterr().err
+    assert optuna.get_all_study_names(sqlite_url) == ["source"]
+
+
+def test_a_zoo_resumed_with_other_checkpoints_or_batch_size_is_refused(sqlite_url) -> None:
+    """Resuming with other --checkpoints or --batch-size mixed networks recorded otherwise."""
+    from nas.evaluators import TrainEvaluator
+    from nas.study import SearchConfig, create_or_load_study
+    from nas.tasks import load_task
+
+    def config(**options):
+        evaluator = TrainEvaluator(epochs=2, patience=0, **options)
+        return SearchConfig("mutag", strategy="random", evaluator=evaluator, storage=sqlite_url,
+                            study_name="zoo", verbose=False)
+
+    task = load_task("mutag")
+    create_or_load_study(config(checkpoint_epochs=(1,)), task)
+    create_or_load_study(config(checkpoint_epochs=(1,)), task)  # the same settings resume
+    for other in ({"checkpoint_epochs": (2,)}, {"checkpoint_epochs": (1,), "batch_size": 32}):
+        with pytest.raises(ValueError, match=r"created with training 'batch size 64, checkpoint epochs \[1\]'"):
+            create_or_load_study(config(**other), task)
+
+
+@pytest.mark.parametrize("dataset", ["arxiv", "ogbn-arxiv", "ogbn-proteins"])
+def test_the_ogb_tables_of_nas_bench_graph_are_searched_without_data(dataset, capsys, sqlite_url, no_data) -> None:
+    import optuna
+
+    argv = ["search", "--dataset", dataset, "--space", "nasbench-graph", "--evaluator", "table",
+            "--trials", "6", "--storage", sqlite_url, "--study", "t", "--quiet"]
+    assert main(argv) == 0
+    trials = optuna.load_study(study_name="t", storage=sqlite_url).trials
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)  # proteins: its 5 ops only
+
+
+def test_training_on_a_table_only_dataset_says_so(capsys, sqlite_url, no_data) -> None:
+    assert main(["search", "--dataset", "arxiv", "--trials", "1", "--storage", sqlite_url]) == 1
+    assert "answered from NAS-Bench-Graph's table only" in capsys.readouterr().err
+
+
+def test_the_table_evaluator_refuses_tu_proteins_naming_ogbn_proteins(capsys, sqlite_url, no_data) -> None:
+    argv = ["search", "--dataset", "proteins", "--space", "nasbench-graph", "--evaluator", "table",
+            "--trials", "1", "--storage", sqlite_url]
+    assert main(argv) == 2
+    assert "'proteins' is a graph task" in (err := capsys.readouterr().err) and "ogbn-proteins" in err
