@@ -153,9 +153,9 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--prescreen", default=None, metavar="PROXY",
                    help="zero-cost proxy (synflow, naswot, ...) that screens --prescreen-k "
                         "proposals of the strategy before any is evaluated (see --prescreen-rule)")
-    p.add_argument("--prescreen-k", type=int, default=10,
+    p.add_argument("--prescreen-k", type=int, default=None,
                    help="proposals per trial (default 10; rule veto: the most tried)")
-    p.add_argument("--prescreen-rule", default="best", metavar="RULE",
+    p.add_argument("--prescreen-rule", default=None, metavar="RULE",
                    help="best: evaluate the proposal of highest proxy; veto: keep the strategy's "
                         "own proposal unless its proxy is below --prescreen-veto's quantile of a "
                         "fixed random sample of the space, then its next (default best)")
@@ -210,6 +210,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"--final-train takes a number of architectures >= 1, got {args.final_train}")
     if args.refine < 0:
         raise UsageError(f"--refine takes a number of architectures >= 1, got {args.refine}")
+    _refuse_unused_options(args)
     if args.select != "val_acc" and args.evaluator.partition(":")[0] != "train" and not args.final_train:
         raise UsageError(f"--select {args.select} chooses the epoch a trained trial keeps; "
                          f"--evaluator {args.evaluator} trains none (use --evaluator train, or "
@@ -222,8 +223,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         epochs=args.epochs, patience=args.patience, select=args.select,
         objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),
         pruner=args.pruner, heartbeat=args.heartbeat, grace_period=args.grace_period,
-        verbose=not args.quiet, prescreen=args.prescreen, prescreen_candidates=args.prescreen_k,
-        prescreen_dataset=args.prescreen_dataset, prescreen_rule=args.prescreen_rule,
+        verbose=not args.quiet, prescreen=args.prescreen, prescreen_dataset=args.prescreen_dataset,
+        **({"prescreen_candidates": args.prescreen_k} if args.prescreen_k is not None else {}),
+        **({"prescreen_rule": args.prescreen_rule} if args.prescreen_rule is not None else {}),
         **({"prescreen_veto_quantile": args.prescreen_veto}
            if args.prescreen_veto is not None else {}),
         supernet=args.supernet, init=args.init, hypernet=args.hypernet, warm_start=args.warm_start,
@@ -243,6 +245,31 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.final_train:
         _final_train(config, args.final_train)
     return 0
+
+
+def _refuse_unused_options(args: argparse.Namespace) -> None:
+    """A :class:`UsageError` for a search option that no part of the search would read (it was
+    silently ignored): the user meant something the command would not do."""
+    evaluator = args.evaluator.partition(":")[0]
+    refined_by_supernet = bool(args.refine) and args.refine_evaluator.partition(":")[0] == "supernet"
+    if args.supernet is not None and evaluator != "supernet" and not refined_by_supernet:
+        raise UsageError(f"--supernet is read by --evaluator supernet (or --refine with a supernet "
+                         f"--refine-evaluator); --evaluator {args.evaluator} would ignore it")
+    if args.hypernet is not None and args.init != "hypernet" and evaluator != "hypernet":
+        raise UsageError(f"--hypernet is read by --init hypernet or --evaluator hypernet; --init "
+                         f"{args.init} with --evaluator {args.evaluator} would ignore it")
+    screening = ("--prescreen-k", args.prescreen_k), ("--prescreen-rule", args.prescreen_rule), \
+        ("--prescreen-veto", args.prescreen_veto), ("--prescreen-dataset", args.prescreen_dataset)
+    for flag, value in screening:
+        if value is not None and args.prescreen is None:
+            raise UsageError(f"{flag} sets how --prescreen PROXY screens proposals; without "
+                             f"--prescreen nothing is screened")
+    from nas.samplers._prescreen import resolve_rule
+
+    rule = resolve_rule(args.prescreen_rule) if args.prescreen_rule is not None else "best"
+    if args.prescreen_veto is not None and rule != "veto":
+        raise UsageError(f"--prescreen-veto {args.prescreen_veto} is the threshold of --prescreen-rule "
+                         f"veto; rule {rule} keeps the top proxy instead")
 
 
 def _require_counts(args: argparse.Namespace, *options: str) -> None:

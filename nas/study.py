@@ -126,6 +126,11 @@ class SearchConfig:
                 raise ValueError(
                     f"could not resolve objective {name!r} among choices {sorted(OBJECTIVES)}"
                 )
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives {list(self.objectives)} name one twice")
+        if self.objectives[0] != "accuracy":
+            raise ValueError(f"objectives {list(self.objectives)} must start with 'accuracy' (the "
+                             f"others are traded against it: accuracy,params or accuracy,latency)")
         if self.study_name is None:
             space = getattr(self.space, "name", self.space)
             evaluator = getattr(self.evaluator, "name", self.evaluator)

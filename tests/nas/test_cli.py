@@ -408,3 +408,23 @@ def test_the_table_evaluator_refuses_tu_proteins_naming_ogbn_proteins(capsys, sq
             "--trials", "1", "--storage", sqlite_url]
     assert main(argv) == 2
     assert "'proteins' is a graph task" in (err := capsys.readouterr().err) and "ogbn-proteins" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--supernet", "runs/sn"], "--supernet is read by --evaluator supernet"),
+    (["--hypernet", "g.safetensors"], "--hypernet is read by --init hypernet or --evaluator hypernet"),
+    (["--prescreen-k", "3"], "--prescreen-k sets how --prescreen PROXY screens"),
+    (["--prescreen-veto", "0.3"], "--prescreen-veto sets how --prescreen PROXY screens"),
+    (["--prescreen-dataset", "citeseer"], "--prescreen-dataset sets how --prescreen PROXY screens"),
+    (["--prescreen", "naswot", "--prescreen-veto", "0.3"], "is the threshold of --prescreen-rule veto"),
+    (["--objectives", "accuracy,accuracy"], "name one twice"),
+    (["--objectives", "params"], "must start with 'accuracy'"),
+])
+def test_options_the_search_would_ignore_are_refused(extra, message, capsys, sqlite_url, tmp_path) -> None:
+    """Each of these was accepted and silently ignored (or, for a repeated objective, made a
+    two-objective study of one objective)."""
+    argv = ["search", "--dataset", "cora", "--trials", "1", "--storage", sqlite_url, "--quiet"]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "metanas.db").exists()
