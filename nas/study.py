@@ -426,7 +426,8 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     evaluator = config.make_evaluator()
     study = create_or_load_study(config, task)
     study.sampler = get_sampler(
-        config.strategy, seed=sampler_seed(config.seed, worker, study), space=space
+        config.strategy, seed=sampler_seed(config.seed, worker, study), space=space,
+        data_root=config.data_root, device=config.device,
     )
     if config.prescreen:
         study.sampler = PrescreenSampler(

@@ -19,57 +19,65 @@ if TYPE_CHECKING:
     from search_spaces.base import SearchSpace
 
 
+#: what a search hands every strategy (``get_sampler(name, seed, space=..., data_root=...,
+#: device=...)``): its space, data root and device; a factory keeps those its strategy uses
+SEARCH_CONTEXT: frozenset[str] = frozenset({"space", "data_root", "device"})
+
+
+def _strategy_options(options: dict[str, Any], *uses: str) -> dict[str, Any]:
+    """``options`` without the search context (:data:`SEARCH_CONTEXT`) but what ``uses`` names."""
+    return {key: value for key, value in options.items() if key not in SEARCH_CONTEXT or key in uses}
+
+
 def _random(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
-    options.pop("space", None)
-    return optuna.samplers.RandomSampler(seed=seed, **options)
+    return optuna.samplers.RandomSampler(seed=seed, **_strategy_options(options))
 
 
 def _tpe(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
     # group=True models the conditional (depth-dependent) parameters of a space jointly;
     # constant_liar keeps parallel workers from proposing the same point.
-    options.pop("space", None)
     settings = dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
-    return optuna.samplers.TPESampler(seed=seed, **{**settings, **options})
+    return optuna.samplers.TPESampler(seed=seed, **{**settings, **_strategy_options(options)})
 
 
 def _gradient(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
-    options.pop("space", None)
-    return GradientSampler(seed=seed, **options)
+    # the supernet covers the search's space; the search reads the search's data on its device
+    return GradientSampler(seed=seed, **_strategy_options(options, "space", "data_root", "device"))
 
 
 def _gp(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
     # Gaussian-process BO over the parameters every trial has; conditional ones (a deeper
     # layer's choices) are drawn at random by its independent sampler.
-    options.pop("space", None)
     settings = dict(n_startup_trials=10, warn_independent_sampling=False)
-    return optuna.samplers.GPSampler(seed=seed, **{**settings, **options})
+    return optuna.samplers.GPSampler(seed=seed, **{**settings, **_strategy_options(options)})
 
 
 def _nsga2(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
     # a population of 20 lets the genetic search start within budgets of 50-200 trials
-    options.pop("space", None)
-    return optuna.samplers.NSGAIISampler(seed=seed, **{"population_size": 20, **options})
+    return optuna.samplers.NSGAIISampler(seed=seed, **{"population_size": 20, **_strategy_options(options)})
 
 
 def _evolution(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
-    return EvolutionSampler(seed=seed, **options)
+    return EvolutionSampler(seed=seed, **_strategy_options(options, "space"))
 
 
 def _reinforce(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
-    return ReinforceSampler(seed=seed, **options)
+    return ReinforceSampler(seed=seed, **_strategy_options(options, "space"))
 
 
 def _predictor(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
-    return PredictorSampler(seed=seed, **options)
+    return PredictorSampler(seed=seed, **_strategy_options(options, "space"))
 
 
 def _nac(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
-    options.pop("space", None)
-    return NACSampler(seed=seed, **options)
+    # candidates from the search's space; the task from its data root; runs on its device
+    return NACSampler(seed=seed, **_strategy_options(options, "space", "data_root", "device"))
 
 
-#: canonical strategy name -> factory ``(seed, **options) -> sampler``; the option ``space``
-#: (a SearchSpace) lets the proposing strategies deduplicate by architecture
+#: canonical strategy name -> factory ``(seed, **options) -> sampler``; of the search context
+#: (:data:`SEARCH_CONTEXT`), ``space`` (a SearchSpace) lets the proposing strategies deduplicate
+#: by architecture and bounds what NAC and the gradient strategy search, ``data_root`` and
+#: ``device`` are where those two read their task and run
 STRATEGIES: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "random": _random,
     "tpe": _tpe,
@@ -97,8 +105,9 @@ def get_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The sampler of strategy ``name`` (any spelling), seeded; a sampler is returned as is.
 
-    ``options`` go to the strategy's constructor (``space=`` is dropped by strategies that do
-    not use it). ``TypeError`` if ``name`` is neither a string nor a sampler.
+    ``options`` go to the strategy's constructor (the search context ``space=``,
+    ``data_root=``, ``device=`` is dropped by strategies that do not use it). ``TypeError`` if
+    ``name`` is neither a string nor a sampler.
     """
     if isinstance(name, optuna.samplers.BaseSampler):
         return name
@@ -138,10 +147,37 @@ def check_strategy(
                     f"strategy {canonical!r} needs discrete choices, but space {space.name!r} "
                     f"has the continuous parameter {param!r} ({distribution!r})"
                 )
+    if space is not None and canonical in DATA_BOUND:
+        _check_searchable(canonical, space)
+
+
+def _check_searchable(canonical: str, space: SearchSpace) -> None:
+    """``ValueError`` naming the space (or its convs) that NAC or the gradient strategy cannot
+    search, and what they can: NAC searches the GNN space over its candidate convolutions, the
+    gradient strategy a space with a supernet."""
+    if canonical == "nac":
+        from nas.samplers._nac import NAC_CONVS
+
+        if space.name != "gnn":
+            raise ValueError(f"strategy 'nac' searches space 'gnn', not {space.name!r}")
+        outside = [conv for conv in getattr(space, "convs", ()) if conv not in NAC_CONVS]
+        if outside:
+            raise ValueError(
+                f"strategy 'nac' cannot search the convs {outside}; its candidates: {list(NAC_CONVS)}"
+            )
+    elif canonical == "gradient":
+        from nas.supernet import SUPERNETS
+
+        if space.name not in SUPERNETS:
+            raise ValueError(
+                f"strategy 'gradient' needs a space with a supernet, not {space.name!r}; "
+                f"spaces with one: {sorted(SUPERNETS)}"
+            )
 
 
 __all__ = [
-    "DATA_BOUND", "DISCRETE_ONLY", "EvolutionSampler", "NACSampler", "PredictorSampler", "PrescreenSampler",
-    "ProposalSampler", "ReinforceSampler", "SINGLE_OBJECTIVE_ONLY", "STRATEGIES",
+    "DATA_BOUND", "DISCRETE_ONLY", "EvolutionSampler", "GradientSampler", "NACSampler",
+    "PredictorSampler", "PrescreenSampler", "ProposalSampler", "ReinforceSampler", "SEARCH_CONTEXT",
+    "SINGLE_OBJECTIVE_ONLY", "STRATEGIES",
     "check_strategy", "get_sampler", "nac_search", "proxy_scorer", "strategy_name",
 ]

@@ -13,11 +13,17 @@ there, so the strategy's state lives in the study's storage. Proposals:
 Each proposal is trained by the study's evaluator (from scratch with the default ``train``), so
 its accuracy compares directly with every other strategy's trials. Parameters the proposal does
 not fix (none for the GNN space) fall back to random sampling.
+
+The supernet covers only the search's space: for a GNN space its convs, and at most its
+``max_depth`` layers (:func:`supernet_options_within`), so every proposal is a point of it.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from nas.supernet._gradient import GradientConfig, GradientResult
+    from search_spaces.base import SearchSpace
 
 RESULT_ATTR = "gradient_search"
 PROPOSAL_ATTR = "gradient_proposal"
@@ -40,16 +47,25 @@ class GradientSampler(BaseSampler):
     Args:
         seed: seeds the search and the sampled proposals.
         config: GDAS settings (default :class:`nas.supernet.GradientConfig` with ``seed``).
-        supernet_options: keyword arguments of the space's supernet (e.g. ``max_depth``).
+        supernet_options: keyword arguments of the space's supernet (e.g. ``max_depth``); within
+            ``space`` (see :func:`supernet_options_within`).
         data_root: dataset folder (default ``$METANAS_DATA``).
+        space: the search's space, whose restrictions the supernet keeps.
+        device: where the search runs (``"auto"``: CUDA when available); replaces ``config``'s
+            device (default: ``config``'s, ``"auto"``).
     """
 
     def __init__(
         self, seed: int | None = None, config: GradientConfig | None = None,
-        supernet_options: dict[str, Any] | None = None, data_root: str | None = None,
+        supernet_options: dict[str, Any] | None = None, data_root: str | None = None, *,
+        space: SearchSpace | None = None, device: str | None = None,
     ) -> None:
+        from nas.train import resolve_device
+
         self.seed = 0 if seed is None else seed
-        self.config, self.options, self.data_root = config, supernet_options or {}, data_root
+        self.config, self.data_root = config, data_root
+        self.options = supernet_options_within(space, supernet_options or {})
+        self.device = None if device is None else str(resolve_device(device))
         self._fallback = RandomSampler(seed=seed)
         self._proposals: dict[int, dict[str, Any]] = {}
 
@@ -94,11 +110,31 @@ class GradientSampler(BaseSampler):
         if stored is None:
             stored = self._search(study)
             study.set_user_attr(RESULT_ATTR, stored)
+        self._check_covered(stored)
         return stored
+
+    def search_config(self) -> GradientConfig:
+        """The GDAS settings: ``config`` (default one seeded with ``seed``) on ``device``."""
+        from nas.supernet._gradient import GradientConfig
+
+        config = self.config or GradientConfig(seed=self.seed)
+        return config if self.device is None else dataclasses.replace(config, device=self.device)
+
+    def _check_covered(self, stored: dict[str, Any]) -> None:
+        """``ValueError`` if the study's stored search covered convs outside this search's."""
+        allowed = self.options.get("convs")
+        if allowed is None:
+            return
+        outside = sorted(set(stored.get("supernet", {}).get("convs") or ()) - set(allowed))
+        if outside:
+            raise ValueError(
+                f"the study's stored gradient search covers convs {outside} outside this search's "
+                f"convs {list(allowed)}; search in a new study"
+            )
 
     def _search(self, study: Study) -> dict[str, Any]:
         from nas.supernet import build_supernet
-        from nas.supernet._gradient import GradientConfig, gradient_search
+        from nas.supernet._gradient import gradient_search
         from nas.tasks import load_task
 
         dataset, space = study.user_attrs.get("dataset"), study.user_attrs.get("space")
@@ -106,15 +142,13 @@ class GradientSampler(BaseSampler):
             raise ValueError("the gradient strategy needs a study made by run_search (dataset and space attributes)")
         task = load_task(dataset, self.data_root)
         supernet = build_supernet(space, task, **self.options)
-        config = self.config or GradientConfig(seed=self.seed)
-        result: GradientResult = gradient_search(supernet, task, config)
+        result: GradientResult = gradient_search(supernet, task, self.search_config())
         payload = result.to_json_dict()
         payload["derived_params"] = supernet.trial_params(result.derived)
         payload["supernet"] = supernet.config()
         return json.loads(json.dumps(payload))  # JSON-clean (tuples -> lists)
 
     def _sampled(self, study: Study, result: dict[str, Any], number: int) -> dict[str, Any]:
-        from nas.supernet import build_supernet
         from nas.supernet._gradient import sample_from_logits
         from nas.tasks import load_task
 
@@ -123,6 +157,32 @@ class GradientSampler(BaseSampler):
         task = load_task(study.user_attrs["dataset"], self.data_root)
         supernet = _cached_supernet(study.user_attrs["space"], task, result["supernet"])
         return supernet.trial_params(supernet.from_decisions(picked))
+
+
+def supernet_options_within(space: SearchSpace | None, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Supernet ``options`` narrowed to ``space``'s restrictions. A GNN space: ``convs``
+    (default the space's; ``ValueError`` naming any outside it) and ``max_depth`` (default the
+    supernet's, lowered to the space's; ``ValueError`` above it). Other spaces: as given."""
+    from search_spaces.gnn import GNNSpace
+
+    options = dict(options)
+    if not isinstance(space, GNNSpace):
+        return options
+    convs = GNNSpace(convs=options["convs"]).convs if options.get("convs") else space.convs
+    outside = [c for c in convs if c not in space.convs]
+    if outside:
+        raise ValueError(f"supernet convs {outside} are outside the space's convs {list(space.convs)}")
+    depth = options.get("max_depth", min(_gnn_supernet_depth(), space.max_depth))
+    if depth > space.max_depth:
+        raise ValueError(f"supernet max_depth {depth} exceeds the space's max_depth {space.max_depth}")
+    return {**options, "convs": convs, "max_depth": depth}
+
+
+def _gnn_supernet_depth() -> int:
+    """The GNN supernet's default ``max_depth``."""
+    from nas.supernet import GNNSupernet
+
+    return inspect.signature(GNNSupernet.__init__).parameters["max_depth"].default
 
 
 _SUPERNETS: dict[str, Any] = {}

@@ -38,6 +38,7 @@ from search_spaces.gnn import (
 if TYPE_CHECKING:
     from nas.proxies import ProxyBatch
     from nas.tasks import Task
+    from search_spaces.base import SearchSpace
 
 #: system attribute of a trial: the fitted architecture weights and the candidate names
 NAC_ATTR = "nac"
@@ -46,6 +47,8 @@ NAC_CONVS: tuple[str, ...] = (
     "gcn", "gat", "gatv2", "sage", "gin", "graph", "cheb", "arma", "sg", "tag", "transformer",
     "linear",
 )
+#: layers of the supernet (and of the derived architecture) unless the space allows fewer
+NAC_DEPTH = 2
 
 
 class Supernet(nn.Module):
@@ -103,8 +106,8 @@ class Supernet(nn.Module):
 
 def nac_search(
     batches: Sequence[ProxyBatch], in_channels: int, out_channels: int, level: str = "node", *,
-    convs: Sequence[str] = NAC_CONVS, depth: int = 2, width: int = 64, steps: int = 50,
-    step_size: float = 0.1, l1: float = 1e-3, seed: int = 0,
+    convs: Sequence[str] = NAC_CONVS, depth: int = NAC_DEPTH, width: int = 64, steps: int = 50,
+    step_size: float = 0.1, l1: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu",
 ) -> tuple[tuple[str, ...], Tensor]:
     """Fit the architecture weights of a randomly initialised, frozen supernet by sparse coding.
 
@@ -116,13 +119,17 @@ def nac_search(
         steps: proximal gradient (ISTA) steps.
         step_size: gradient step on ``alpha``.
         l1: weight of the L1 penalty (the soft threshold is ``step_size * l1``).
-        seed: initialisation of the supernet's (frozen) weights.
+        seed: initialisation of the supernet's (frozen) weights (drawn on the CPU, so a seed
+            gives the same initial supernet on every device).
+        device: where the supernet runs (the batches are moved there).
 
     Returns:
-        The chosen convolution of every layer and the fitted ``alpha`` ``(depth, len(convs))``.
+        The chosen convolution of every layer and the fitted ``alpha`` ``(depth, len(convs))``,
+        on the CPU.
     """
     torch.manual_seed(seed)
-    net = Supernet(in_channels, out_channels, convs, depth, width, level)
+    net = Supernet(in_channels, out_channels, convs, depth, width, level).to(device)
+    batches = [b.to(device) for b in batches]
     for name, parameter in net.named_parameters():
         parameter.requires_grad_(name == "alpha")
     net.eval()
@@ -134,7 +141,7 @@ def nac_search(
         with torch.no_grad():  # ISTA: gradient step, then soft threshold (the L1 proximal map)
             alpha = net.alpha - step_size * grad
             net.alpha.copy_(alpha.sign() * (alpha.abs() - step_size * l1).clamp_min(0.0))
-    return net.derive(), net.alpha.detach().clone()
+    return net.derive(), net.alpha.detach().cpu().clone()
 
 
 def _least_squares(net: Supernet, batch: ProxyBatch, first: Tensor, classes: int) -> Tensor:
@@ -152,26 +159,38 @@ class NACSampler(optuna.samplers.BaseSampler):
     """NAC as a strategy of the GNN space: every trial evaluates the architecture a fresh
     sparse-coding search derives (see the module docstring).
 
-    The task is the study's (``study.user_attrs["dataset"]``, read from the default data root)
-    unless one is given. Layers of the derived architecture take the space's defaults for what
-    NAC does not search (width ``width``, ReLU, no norm, dropout 0.5, one head, add aggregation,
-    no skip, mean readout, lr 5e-3, weight decay 5e-4).
+    The task is the study's (``study.user_attrs["dataset"]``, read from ``data_root``) unless
+    one is given. Layers of the derived architecture take the space's defaults for what NAC does
+    not search (width ``width``, ReLU, no norm, dropout 0.5, one head, add aggregation, no skip,
+    mean readout, lr 5e-3, weight decay 5e-4).
 
     Args:
         seed: base seed; trial ``n`` initialises its supernet with ``seed + n``.
-        depth, width, steps, step_size, l1: see :func:`nac_search`.
+        depth: supernet layers (default :data:`NAC_DEPTH`, or the space's ``max_depth`` if
+            smaller).
+        width, steps, step_size, l1: see :func:`nac_search`.
         task: the task to search on (default: the study's dataset).
+        space: the GNN space searched: its convs are the candidates and its ``max_depth``
+            bounds ``depth`` (default: every convolution of :data:`NAC_CONVS`).
+        convs: candidate convolutions (default: the space's); must lie in the space.
+        data_root: dataset folder of the study's dataset (default ``$METANAS_DATA``).
+        device: where the search runs (``"auto"``: CUDA when available).
     """
 
     def __init__(
-        self, seed: int | None = None, depth: int = 2, width: int = 64, steps: int = 50,
-        step_size: float = 0.1, l1: float = 1e-3, task: Task | None = None,
+        self, seed: int | None = None, depth: int | None = None, width: int = 64, steps: int = 50,
+        step_size: float = 0.1, l1: float = 1e-3, task: Task | None = None, *,
+        space: SearchSpace | None = None, convs: Sequence[str] | None = None,
+        data_root: str | None = None, device: str | torch.device = "auto",
     ) -> None:
+        from nas.train import resolve_device
+
         if width not in WIDTHS:
             raise ValueError(f"NAC width {width} is not among the space's widths {list(WIDTHS)}")
         self.seed = 0 if seed is None else seed
+        self.convs, depth = candidates_within(space, convs, depth)
         self.options = dict(depth=depth, width=width, steps=steps, step_size=step_size, l1=l1)
-        self.task = task
+        self.task, self.data_root, self.device = task, data_root, resolve_device(device)
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
         self._chosen = ChosenParams()
 
@@ -192,7 +211,7 @@ class NACSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"strategy 'nac' searches space 'gnn', not {space!r}")
         arch, alpha = self.derive(self._task(study), seed=self.seed + trial.number)
         self._chosen.set(trial, architecture_params(arch))
-        record = {"convs": list(NAC_CONVS), "alpha": [[round(float(a), 6) for a in row] for row in alpha]}
+        record = {"convs": list(self.convs), "alpha": [[round(float(a), 6) for a in row] for row in alpha]}
         study._storage.set_trial_system_attr(trial._trial_id, NAC_ATTR, json.dumps(record))
 
     def derive(self, task: Task, seed: int = 0) -> tuple[GNNArchitecture, Tensor]:
@@ -201,7 +220,8 @@ class NACSampler(optuna.samplers.BaseSampler):
 
         batches = proxy_batches(task, seed=seed)
         convs, alpha = nac_search(
-            batches, task.num_features, task.num_classes, task.level, seed=seed, **self.options
+            batches, task.num_features, task.num_classes, task.level, convs=self.convs, seed=seed,
+            device=self.device, **self.options,
         )
         width = self.options["width"]
         layers = tuple(LayerSpec(conv, width) for conv in convs)
@@ -224,8 +244,33 @@ class NACSampler(optuna.samplers.BaseSampler):
 
             if "dataset" not in study.user_attrs:
                 raise ValueError("strategy 'nac' needs the study's dataset (run it with metanas search)")
-            self.task = load_task(study.user_attrs["dataset"])
+            self.task = load_task(study.user_attrs["dataset"], self.data_root)
         return self.task
 
     def __repr__(self) -> str:
-        return f"NACSampler(seed={self.seed}, {self.options})"
+        return f"NACSampler(seed={self.seed}, convs={list(self.convs)}, {self.options}, device={self.device})"
+
+
+def candidates_within(
+    space: SearchSpace | None, convs: Sequence[str] | None = None, depth: int | None = None,
+) -> tuple[tuple[str, ...], int]:
+    """NAC's candidate convolutions and depth inside ``space``: ``convs`` (default the space's)
+    and ``depth`` (default :data:`NAC_DEPTH`, lowered to the space's ``max_depth``).
+
+    ``ValueError`` naming the value and the valid choices if a conv is outside the space or
+    not a NAC candidate, or if ``depth`` exceeds the space's ``max_depth``. A space other than
+    the GNN space restricts nothing here (the sampler refuses it before a trial).
+    """
+    gnn = space if isinstance(space, GNNSpace) else None
+    allowed = gnn.convs if gnn is not None else NAC_CONVS
+    max_depth = gnn.max_depth if gnn is not None else None
+    chosen = tuple(convs) if convs is not None else tuple(allowed)
+    outside = [c for c in chosen if c not in allowed or c not in NAC_CONVS]
+    if outside or not chosen:
+        valid = [c for c in allowed if c in NAC_CONVS]
+        raise ValueError(f"NAC convs {outside or list(chosen)} are not among its candidates {valid}")
+    if depth is None:
+        depth = NAC_DEPTH if max_depth is None else min(NAC_DEPTH, max_depth)
+    if max_depth is not None and depth > max_depth:
+        raise ValueError(f"NAC depth {depth} exceeds the space's max_depth {max_depth}")
+    return chosen, depth

@@ -10,7 +10,7 @@ import torch
 from nas.proxies import ProxyBatch
 from nas.samplers import NACSampler, get_sampler, nac_search
 from nas.samplers._nac import NAC_ATTR, NAC_CONVS, Supernet, architecture_params
-from search_spaces import GNNArchitecture, get_space
+from search_spaces import GNNArchitecture, GNNSpace, get_space
 from search_spaces.gnn import CONVS
 
 
@@ -103,3 +103,85 @@ def test_strategy_is_registered_and_refuses_other_spaces():
     study.set_user_attr("space", "nasbench-graph")
     with pytest.raises(ValueError, match="strategy 'nac' searches space 'gnn'"):
         study.optimize(lambda t: 0.0, n_trials=1)
+
+
+# -- the strategy searches the search's space, reads its data root, runs on its device --------
+
+GCN_GAT = GNNSpace(convs=("gcn", "gat"))
+
+
+def _nac_study(sampler, space, n_trials: int = 4) -> optuna.Study:
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.set_user_attr("space", "gnn")
+    study.set_user_attr("dataset", "cora")
+    study.optimize(lambda t: float(space.suggest(t).depth), n_trials=n_trials)
+    return study
+
+
+def _proposed_convs(study: optuna.Study, space) -> set[str]:
+    archs = [space.suggest(optuna.trial.FixedTrial(t.params)) for t in study.trials]
+    return {layer.conv for arch in archs for layer in arch.layers}
+
+
+def test_strategy_proposes_only_the_convs_of_the_space(tiny_graph):
+    # --convs gcn,gat: NAC searched all twelve convs and every trial failed on "'gin' not in
+    # ('gcn', 'gat')"
+    sampler = get_sampler("nac", seed=0, space=GCN_GAT, task=_TinyTask(tiny_graph), width=16, steps=3)
+    study = _nac_study(sampler, GCN_GAT)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert _proposed_convs(study, GCN_GAT) <= {"gcn", "gat"}
+    assert all(json.loads(t.system_attrs[NAC_ATTR])["convs"] == ["gcn", "gat"] for t in study.trials)
+
+
+def test_strategy_keeps_within_the_depth_of_the_space(tiny_graph):
+    shallow = GNNSpace(max_depth=1, convs=("sage", "gcn"))
+    sampler = get_sampler("nac", seed=0, space=shallow, task=_TinyTask(tiny_graph), width=16, steps=3)
+    study = _nac_study(sampler, shallow, n_trials=2)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.params["depth"] == 1 for t in study.trials)
+    with pytest.raises(ValueError, match="NAC depth 3 exceeds the space's max_depth 1"):
+        get_sampler("nac", space=shallow, depth=3)
+    with pytest.raises(ValueError, match=r"NAC convs \['gin'\] are not among its candidates \['sage', 'gcn'\]"):
+        get_sampler("nac", space=shallow, convs=("gin",))
+
+
+def test_strategy_reads_the_study_dataset_from_the_search_data_root(tiny_graph, monkeypatch, tmp_path):
+    import nas.tasks
+
+    asked = []
+
+    def load_task(name, root=None, seed=0):
+        asked.append((name, root))
+        return _TinyTask(tiny_graph)
+
+    monkeypatch.setattr(nas.tasks, "load_task", load_task)
+    sampler = get_sampler("nac", seed=0, space=GCN_GAT, data_root=str(tmp_path), width=16, steps=2)
+    _nac_study(sampler, GCN_GAT, n_trials=1)
+    assert asked == [("cora", str(tmp_path))]
+
+
+def test_strategy_runs_on_the_search_device(tiny_graph, monkeypatch):
+    import importlib
+
+    from nas.train import resolve_device
+
+    nac = importlib.import_module("nas.samplers._nac")  # the attribute nas.samplers._nac is a factory
+
+    devices = []
+
+    def recording(*args, **kwargs):
+        devices.append(kwargs["device"])
+        return nac_search(*args, **kwargs)
+
+    monkeypatch.setattr(nac, "nac_search", recording)
+    sampler = get_sampler("nac", seed=0, space=GCN_GAT, task=_TinyTask(tiny_graph), device="cpu", width=16, steps=2)
+    _nac_study(sampler, GCN_GAT, n_trials=1)
+    assert devices == [torch.device("cpu")]
+    assert get_sampler("nac", space=GCN_GAT, device="auto").device == resolve_device("auto")
+
+
+def test_check_strategy_refuses_a_space_nac_cannot_search():
+    from nas.samplers import check_strategy
+
+    with pytest.raises(ValueError, match="strategy 'nac' searches space 'gnn', not 'nasbench-graph'"):
+        check_strategy("nac", get_space("nasbench-graph"))
+    check_strategy("nac", GCN_GAT)

@@ -313,3 +313,40 @@ def test_a_strategy_that_is_neither_a_name_nor_a_sampler_is_named(value) -> None
 def test_get_sampler_keeps_its_old_signature(name: str) -> None:
     assert isinstance(get_sampler(name, 0), optuna.samplers.BaseSampler)
     assert isinstance(STRATEGIES[name](None), optuna.samplers.BaseSampler)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_takes_the_search_context(name: str) -> None:
+    # run_worker hands every strategy the search's space, data root and device; those that do
+    # not use one drop it
+    sampler = get_sampler(name, 0, space=SPACE, data_root="/nowhere", device="cpu")
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+
+
+def test_a_search_hands_its_strategy_the_space_data_root_and_device(
+    sqlite_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # --data-root and --device did not reach NAC and the gradient strategy, which read the
+    # default data root ("Cora is missing ... point --data-root") and ran wherever they chose
+    import nas.study
+    from nas.study import SearchConfig, run_worker
+    from nas.tasks import load_task
+
+    given = {}
+
+    class Stop(Exception):
+        pass
+
+    def get_sampler(name, seed=None, **options):
+        given.update(options, name=name)
+        raise Stop
+
+    monkeypatch.setattr(nas.study, "get_sampler", get_sampler)
+    config = SearchConfig(
+        dataset="cora", strategy="nac", convs=("gcn", "gat"), storage=sqlite_url,
+        data_root=str(tmp_path), device="cpu", verbose=False,
+    )
+    with pytest.raises(Stop):
+        run_worker(config, task=load_task("cora", str(tmp_path)))
+    assert given["name"] == "nac" and given["space"].convs == ("gcn", "gat")
+    assert given["data_root"] == str(tmp_path) and given["device"] == "cpu"
