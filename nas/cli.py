@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:  # noqa: BLE001 - every error becomes one clear line
         code = _exit_code(error)
-        print(f"metanas {args.command}: error: {_message(error)}", file=sys.stderr)
+        print(f"metanas {args.command}: error: {_message(error, args)}", file=sys.stderr)
         return code
 
 
@@ -83,10 +83,47 @@ def _exit_code(error: Exception) -> int:
     return EXIT_FAILURE
 
 
-def _message(error: Exception) -> str:
+def _message(error: Exception, args: argparse.Namespace | None = None) -> str:
+    refused = _database_error(error)
+    if refused is not None:
+        return _database_message(refused, args)
     if isinstance(error, KeyError) and error.args:
         return str(error.args[0])
     return str(error) or type(error).__name__
+
+
+def _database_error(error: BaseException) -> BaseException | None:
+    """The database driver's own error behind ``error`` (SQLAlchemy wraps it, and optuna wraps
+    that in "An exception is raised during the commit ..."), or None."""
+    import sqlalchemy.exc
+
+    seen: BaseException | None = error
+    for _ in range(10):  # the chain of causes, not a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.orig is not None:
+            return seen.orig
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+#: what an SQLite error means for the file the user named
+_SQLITE_HINTS = {
+    "unable to open database file": "a folder, or a file in a folder this user cannot write",
+    "file is not a database": "the file is not an SQLite database",
+    "attempt to write a readonly database": "the file (or its folder) cannot be written",
+}
+
+
+def _database_message(refused: BaseException, args: argparse.Namespace | None) -> str:
+    """One line naming the database (password hidden) and what its driver said."""
+    from storage import redact
+
+    url = getattr(args, "storage", None) or getattr(args, "zoo", None)
+    text = str(refused).strip().splitlines()[0] if str(refused).strip() else type(refused).__name__
+    hint = next((h for key, h in _SQLITE_HINTS.items() if key in text), None)
+    where = f"the database {redact(url)}" if url else "the database"
+    return f"{where} refused the command: {text}" + (f" ({hint})" if hint else "")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -428,3 +428,32 @@ def test_options_the_search_would_ignore_are_refused(extra, message, capsys, sql
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "metanas.db").exists()
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda path: path.write_text("hello"), "file is not a database (the file is not an SQLite database)"),
+    (lambda path: path.mkdir(), "unable to open database file (a folder, or a file in a folder"),
+])
+def test_a_database_that_refuses_is_named_with_its_drivers_reason(make, said, capsys, tmp_path: Path) -> None:
+    """These read "An exception is raised during the commit ... e.g. exceeding max length", or a
+    SQLAlchemy line with its SQL and a link, and named no file."""
+    make(tmp_path / "db")
+    url = f"sqlite:///{tmp_path / 'db'}"
+    assert main(["search", "--dataset", "cora", "--space", "nasbench-graph", "--evaluator", "table",
+                 "--trials", "1", "--quiet", "--storage", url]) == 1
+    err = capsys.readouterr().err
+    assert f"the database {url} refused the command: {said}" in err
+    assert "SQL:" not in err and "Traceback" not in err
+
+
+def test_a_refusing_database_message_hides_the_password() -> None:
+    import argparse
+
+    import sqlalchemy.exc
+
+    from nas.cli import _message
+
+    error = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+    args = argparse.Namespace(storage="postgresql://bob:hunter2@db.example/metanas")
+    message = _message(error, args)
+    assert "connection refused" in message and "hunter2" not in message and "bob:***@" in message
