@@ -441,14 +441,19 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     objective = Objective(space, task, evaluator, store, config)
     printer = TrialPrinter(config, worker) if config.verbose else None
     deadline = time.monotonic() + config.timeout if config.timeout else math.inf
+    waiting = False
     with _filtered_trial_logs(quiet_failures=printer is not None):
         while time.monotonic() < deadline:
             action = _next_action(study, config.n_trials)
             if action == "done":
                 break
             if action == "wait":  # the last trials run in other workers (or in dead ones)
+                if printer and not waiting:
+                    print(_waiting_line(study, config), flush=True)
+                waiting = True
                 time.sleep(min(config.heartbeat, 5))
                 continue
+            waiting = False
             study.optimize(
                 objective, n_trials=1, catch=(Exception,),
                 callbacks=[printer] if printer else None,
@@ -527,6 +532,17 @@ def sampler_seed(seed: int, worker: int, study: optuna.Study) -> int:
     """Distinct per worker and per resumption (a resumed study must not replay the random
     start-up proposals it already tried), and still a function of the study's state."""
     return (seed * 1_000_003 + worker * 7_919 + 104_729 * len(study.get_trials(deepcopy=False))) % 2**31
+
+
+def _waiting_line(study: optuna.Study, config: SearchConfig) -> str:
+    """What a worker says while the study's last trials run elsewhere: a killed worker's trial
+    is failed and retried only after its heartbeat has been silent for the grace period."""
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    from storage.optuna_storage import GRACE_PERIOD
+
+    grace = config.grace_period if config.grace_period is not None else max(GRACE_PERIOD, 2 * config.heartbeat)
+    return (f"waiting for trial {', '.join(map(str, running))} running elsewhere (a trial whose "
+            f"worker stopped is retried once its heartbeat has been silent for {grace} s)")
 
 
 def _next_action(study: optuna.Study, n_trials: int) -> str:

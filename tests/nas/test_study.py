@@ -362,3 +362,19 @@ def test_search_config_refuses_an_unknown_pruner_naming_the_choices() -> None:
     # a typo used to run the search without any pruner, silently
     with pytest.raises(ValueError, match=r"pruner 'medain' among choices \['none', 'median'\]"):
         SearchConfig("cora", pruner="medain")
+
+
+def test_a_worker_waiting_for_a_trial_running_elsewhere_says_so_once(sqlite_url: str, no_data, capsys) -> None:
+    """A resumed search whose last trial was left RUNNING by a killed worker sat silent until the
+    heartbeat grace period failed and retried it (about 110 s on the CLI's defaults)."""
+    from nas.study import create_or_load_study, run_worker
+    from nas.tasks import load_task
+
+    config = SearchConfig("cora", space="nasbench-graph", evaluator="table", n_trials=1,
+                          storage=sqlite_url, study_name="w", timeout=2.5, heartbeat=1, grace_period=60)
+    study = create_or_load_study(config, load_task("cora"))
+    study.ask()  # the trial a killed worker left RUNNING
+    run_worker(config)
+    out = capsys.readouterr().out
+    assert out.count("waiting for trial 0 running elsewhere") == 1
+    assert "retried once its heartbeat has been silent for 60 s" in out
