@@ -90,7 +90,7 @@ def fit_gmn(
     val_targets: Tensor, config: FitConfig = FitConfig(), verbose: bool = False,
     train_networks: Sequence[ProbedNetwork] | None = None,
     val_networks: Sequence[ProbedNetwork] | None = None, probe_start: Tensor | None = None,
-    state: str | Path | None = None, state_every: int = 1,
+    state: str | Path | None = None, state_every: int = 1, device: str | torch.device = "cpu",
 ) -> FitResult:
     """Fit a GMN predicting ``targets`` from parameter graphs (raw or prepared), and from the
     networks' answers to learned probes when ``config.probes`` is set (then the networks
@@ -103,6 +103,10 @@ def fit_gmn(
             (safetensors and JSON, never pickle). If it exists, the fit resumes from it and
             ends exactly as an uninterrupted fit would; it must hold a fit of the same
             ``config`` on the same networks and targets.
+        device: where the GMN, the mini-batches and the probed networks' weights go (a torch
+            device; resolve ``"auto"`` with :func:`nas.train.resolve_device` first). The model
+            is initialised and its feature scaler fitted on the CPU before it moves, so a fit
+            starts alike on every device; the fitted model stays on ``device``.
 
     Shapes:
         ``train_targets``: ``(N,)`` or ``(N, T)``; ``val_targets`` likewise.
@@ -136,6 +140,9 @@ def fit_gmn(
     model.scaler.fit(train)
     model.target_mean.copy_(y.mean(0))
     model.target_std.copy_(y.std(0).clamp(min=1e-6) if len(y) > 1 else torch.ones(y.size(1)))
+    model.to(device)
+    y = y.to(device)
+    train_networks, val_networks = _on(train_networks, device), _on(val_networks, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
@@ -258,6 +265,16 @@ def _outputs(network: ProbedNetwork) -> int:
         return int(network(torch.zeros(1, *network.input_shape)).size(-1))
 
 
+def _on(networks: Sequence[ProbedNetwork] | None,
+        device: str | torch.device) -> list[ProbedNetwork] | None:
+    """The networks with their weights on ``device`` (the caller's networks are left as they
+    are; weights already there are the same tensors)."""
+    if networks is None:
+        return None
+    return [ProbedNetwork(n.module, {k: v.to(device) for k, v in n.state.items()}, n.input_shape)
+            for n in networks]
+
+
 def _pick(networks: Sequence[ProbedNetwork] | None, idx: list[int]) -> list[ProbedNetwork] | None:
     return None if networks is None else [networks[i] for i in idx]
 
@@ -272,7 +289,7 @@ def _train_epoch(
     total = 0.0
     for idx in order.split(batch_size):
         idx_list = idx.tolist()
-        batch = collate([graphs[i] for i in idx_list])
+        batch = collate([graphs[i] for i in idx_list]).to(y.device)
         pred = model(batch, _pick(networks, idx_list))  # (B, T)
         loss = nn.functional.mse_loss(
             (pred - model.target_mean) / model.target_std,
@@ -289,23 +306,27 @@ def _train_epoch(
 @torch.no_grad()
 def predict(model: GMN, graphs: Sequence[Data], networks: Sequence[ProbedNetwork] | None = None,
             batch_size: int = 256) -> Tensor:
-    """Predictions ``(N, out_graph)`` for parameter graphs (raw or prepared); a GMN that reads
-    probes needs the ``networks`` of the graphs too."""
+    """Predictions ``(N, out_graph)``, on the CPU, for parameter graphs (raw or prepared); a GMN
+    that reads probes needs the ``networks`` of the graphs too. Runs where ``model`` is (the
+    graphs and the networks' weights are moved there)."""
     model.eval()
+    device = model.target_mean.device
     prepared = _prepared(graphs, model.config.max_inputs)
-    outs = [model(collate(prepared[i:i + batch_size]),
+    networks = _on(networks, device)
+    outs = [model(collate(prepared[i:i + batch_size]).to(device),
                   _pick(networks, list(range(i, min(i + batch_size, len(prepared))))))
             for i in range(0, len(prepared), batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0, model.config.out_graph)
+    return torch.cat(outs).cpu() if outs else torch.empty(0, model.config.out_graph)
 
 
 def train_accuracy_predictor(
     zoo: Zoo, config: FitConfig = FitConfig(), target: str = "test_acc",
     val_fraction: float = 0.1, verbose: bool = False, probe_start: Tensor | None = None,
-    state: str | Path | None = None, state_every: int = 1,
+    state: str | Path | None = None, state_every: int = 1, device: str | torch.device = "cpu",
 ) -> FitResult:
     """Fit a GMN on a whole zoo (``val_fraction`` of its runs held out to select the epoch),
-    what ``metanas metanet train`` does; ``state`` / ``state_every`` as in :func:`fit_gmn`."""
+    what ``metanas metanet train`` does; ``state``, ``state_every`` and ``device`` as in
+    :func:`fit_gmn`."""
     from metanets.zoo import split_by_run
 
     if len(set(zoo.runs)) < 3:
@@ -317,4 +338,4 @@ def train_accuracy_predictor(
     networks = (train.networks(), val.networks()) if config.probes else (None, None)
     return fit_gmn(train.graphs(), train.targets(target), val.graphs(), val.targets(target),
                    config, verbose=verbose, train_networks=networks[0], val_networks=networks[1],
-                   probe_start=probe_start, state=state, state_every=state_every)
+                   probe_start=probe_start, state=state, state_every=state_every, device=device)

@@ -588,6 +588,19 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
 
 
 # model zoos -----------------------------------------------------------------------------------
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto (default): CUDA when there is a GPU, else the CPU")
+
+
+def _device(args: argparse.Namespace) -> str:
+    """``--device`` resolved (auto -> cuda or cpu); ``ValueError`` (exit 2) for cuda without
+    CUDA, before the command reads or writes anything."""
+    from nas.train import resolve_device
+
+    return str(resolve_device(args.device))
+
+
 def _add_zoo(commands: Any) -> None:
     p = commands.add_parser("zoo", help="model zoos: many trained networks for metanetworks")
     zoo = p.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
@@ -608,6 +621,7 @@ def _add_zoo(commands: Any) -> None:
     b.add_argument("--n-jobs", type=int, default=1, help="worker processes")
     b.add_argument("--timeout", type=float, default=None, help="seconds after which no run starts")
     b.add_argument("--data-root", default=None)
+    _device_option(b)
     b.add_argument("--quiet", action="store_true", help="no per-run lines")
     b.set_defaults(handler=cmd_zoo_build)
     i = zoo.add_parser("info", help="size and accuracy range of a zoo")
@@ -644,6 +658,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     from nas.zoo import ZooConfig, build_zoo
     from storage import parse_url, redact
 
+    device = _device(args)
     parse_url(args.storage)
     # ZooConfig checks size and epochs under its field names; a user of the command should read
     # the flag they typed (--batch-size 0 started the zoo; --max-depth 0 meant the default)
@@ -653,7 +668,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
         checkpoint_epochs=_int_list(args.checkpoints, "--checkpoints"), batch_size=args.batch_size,
         storage=args.storage, study_name=args.study, seed=args.seed, n_jobs=args.n_jobs,
         data_root=args.data_root, timeout=args.timeout, verbose=not args.quiet,
-        space_options=_space_options(args),
+        space_options=_space_options(args), device=device,
     )
     search = config.search_config()
     _validate_names(search)
@@ -720,6 +735,7 @@ def _add_metanet(commands: Any) -> None:
                    help="probes start from noise, or from unlabelled training images of the "
                         "zoo's task ('data'); learned either way (default noise)")
     t.add_argument("--verbose", action="store_true")
+    _device_option(t)
     t.set_defaults(handler=cmd_metanet_train)
     q = sub.add_parser("predict", help="predict for stored or exported networks")
     q.add_argument("--model", required=True, help="folder written by `metanet train`")
@@ -728,6 +744,7 @@ def _add_metanet(commands: Any) -> None:
     q.add_argument("--model-dir", action="append", default=[],
                    help="exported model folder (`metanas export`), repeatable")
     q.add_argument("--json", action="store_true")
+    _device_option(q)
     q.set_defaults(handler=cmd_metanet_predict)
 
 
@@ -739,6 +756,7 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
 
     from metanets.probes import PROBE_INITS, task_probe_inputs
 
+    device = _device(args)
     _require_counts(args, "epochs", "hidden", "layers", "batch_size", "kernel_width", "state_every")
     existing_database(args.zoo)
     if args.probes < 0:
@@ -764,7 +782,8 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     if state.exists():
         print(f"resuming from the training state {state}", flush=True)
     result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose,
-                                      probe_start=start, state=state, state_every=args.state_every)
+                                      probe_start=start, state=state, state_every=args.state_every,
+                                      device=device)
     best = next(h for h in result.history if h[0] == result.best_epoch)
     validated = result.selected_on == "val_tau"
     save_gmn(result.model, args.out, metadata={
@@ -826,7 +845,9 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
     from metanets.gmn import load_gmn
     from metanets.zoo import load_zoo, network_graph
 
+    device = _device(args)
     model, metadata = load_gmn(args.model)
+    model.to(device)
     rows: list[dict[str, Any]] = []
     if args.zoo or args.study:
         if not (args.zoo and args.study):
@@ -912,7 +933,7 @@ def _add_hypernet(commands: Any) -> None:
                    help="steps between writes of the training state (OUT.state, beside --out): "
                         "a killed run started again with the same flags resumes from it; it is "
                         "removed once OUT is written")
-    t.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    _device_option(t)
     t.add_argument("--data-root", default=None, help="dataset folder")
     t.set_defaults(handler=cmd_hypernet_train)
 
@@ -922,9 +943,9 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
 
     from metanets.ghn_train import HypernetTrainConfig, train_hypernet
     from nas.tasks import load_task
-    from nas.train import resolve_device
     from search_spaces import get_space
 
+    device = _device(args)
     _require_counts(args, "steps", "archs_per_step", "pool_size", "batch_size", "max_depth",
                     "max_width", "max_distance", "state_every", "tile_width")
     _check_overwritable_checkpoint(args.out)
@@ -935,7 +956,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         steps=args.steps, archs_per_step=args.archs_per_step, pool_size=args.pool_size,
         max_depth=args.max_depth, max_width=args.max_width, lr=args.lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
-        pool_seed=args.pool_seed, device=str(resolve_device(args.device)), param_decay=args.param_decay,
+        pool_seed=args.pool_seed, device=device, param_decay=args.param_decay,
         feature_basis=args.feature_basis, weight_norm=args.weight_norm,
         max_distance=args.max_distance, select_every=args.select_every,
         tile_width=args.tile_width, spatial=args.spatial,
@@ -995,6 +1016,7 @@ def _add_predict_params(commands: Any) -> None:
                    help="recompute BatchNorm statistics on this task's training data "
                         "(default: keep running statistics at 0/1)")
     p.add_argument("--data-root", default=None, help="dataset folder")
+    _device_option(p)
     p.set_defaults(handler=cmd_predict_params)
 
 
@@ -1006,8 +1028,9 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
     from nas.export import export_model
     from search_spaces import get_space
 
+    device = _device(args)
     start, cpu = time.perf_counter(), time.process_time()
-    ghn = GraphHyperNetwork.load(args.hypernet)
+    ghn = GraphHyperNetwork.load(args.hypernet, device)
     path = Path(args.arch)
     if not path.is_file():
         raise FileNotFoundError(f"architecture file {path} not found")
@@ -1030,7 +1053,8 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
 
         task = load_task(args.dataset, root=args.data_root)
         check_task(ghn, task)
-        calibrate_batchnorm(model, TaskBatches(task).calibration_inputs())
+        calibrate_batchnorm(model.to(device), TaskBatches(task, device).calibration_inputs())
+        model.to("cpu")
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     folder = export_model(
         args.out, space=space.name, spec=arch.to_dict(), in_channels=cfg.in_channels,
@@ -1056,7 +1080,7 @@ def _add_prune(commands: Any) -> None:
     p.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs (0: none)")
     p.add_argument("--metanet", default=None, help="trained pruning metanetwork (method metanet)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    _device_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.set_defaults(handler=cmd_prune)
 
@@ -1064,10 +1088,11 @@ def _add_prune(commands: Any) -> None:
 def cmd_prune(args: argparse.Namespace) -> int:
     from nas.prune import PruneJob, format_outcome, run_prune
 
+    device = _device(args)
     if args.finetune_epochs < 0:
         raise UsageError(f"--finetune-epochs {args.finetune_epochs} must be >= 0")
     job = PruneJob(args.model, args.dataset, args.speedup, args.out, args.method,
-                   args.finetune_epochs, args.metanet, args.seed, args.device)
+                   args.finetune_epochs, args.metanet, args.seed, device)
     outcome, folder = run_prune(job)
     if args.json:
         print(json.dumps({**outcome.summary(), "out": str(folder)}))
@@ -1117,6 +1142,7 @@ def _add_prune_metanet(commands: Any) -> None:
                    help="steps between writes of the training state OUT.state, from which a "
                         "killed run resumes (removed once the metanetwork is written)")
     p.add_argument("--quiet", action="store_true", help="no training log lines")
+    _device_option(p)
     p.set_defaults(handler=cmd_prune_metanet)
 
 
@@ -1124,6 +1150,7 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
     from metanets.pruning.metanet import MetanetTrainConfig
     from nas.prune import MetanetJob, train_prune_metanet
 
+    device = _device(args)
     if args.zoo:
         from storage import existing_database, parse_url
 
@@ -1139,7 +1166,7 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
                                 hidden=args.hidden, layers=args.layers, seed=args.seed)
     state = metanet_state(args.out)
     job = MetanetJob(args.dataset, args.out, tuple(args.model_dir), args.zoo, tuple(args.study),
-                     args.limit, args.batch_size, config, str(state), args.state_every)
+                     args.limit, args.batch_size, config, str(state), args.state_every, device)
 
     def log(step: int, task: float, penalty: float) -> None:
         if not args.quiet:

@@ -29,7 +29,7 @@ class PruneJob:
     finetune_epochs: int = 10   # epochs of fine-tuning (0: none)
     metanet: str | None = None  # trained pruning metanetwork (method metanet)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"         # cpu or cuda (resolve auto with nas.train.resolve_device)
 
 
 def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
@@ -42,7 +42,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     model = load_exported(job.model)
     task = load_task(job.dataset, seed=job.seed)
     _check_task(document, task)
-    transform = _transform(job.metanet) if method == "metanet" else None
+    transform = _transform(job.metanet, job.device) if method == "metanet" else None
     defaults = _training_defaults(document)
     config = TrainConfig(epochs=job.finetune_epochs, patience=0, seed=job.seed,
                          device=job.device, **defaults)
@@ -63,12 +63,13 @@ def _training_defaults(document: dict[str, Any]) -> dict[str, float]:
     return {key: float(arch[key]) for key in ("lr", "weight_decay", "train_fraction") if key in arch}
 
 
-def _transform(path: str | None) -> Any:
+def _transform(path: str | None, device: str = "cpu") -> Any:
+    """The rewrite of the pruning metanetwork at ``path``, run on ``device``."""
     if path is None:
         raise ValueError("method 'metanet' needs --metanet PATH (a trained pruning metanetwork)")
     from metanets.pruning.metanet import load_pruning_metanet
 
-    return load_pruning_metanet(path).transform
+    return load_pruning_metanet(path).to(device).transform
 
 
 def _export(job: PruneJob, document: dict[str, Any], original: Any,
@@ -124,6 +125,7 @@ class MetanetJob:
     config: Any = None                     # MetanetTrainConfig (default: its defaults)
     state: str | None = None               # training-state file: resumed from, kept while fitting
     state_every: int = 100                 # steps between training-state writes
+    device: str = "cpu"                    # where the fit runs: cpu or cuda (see PruneJob)
 
 
 def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
@@ -166,15 +168,18 @@ def _shape(document: dict[str, Any]) -> dict[str, Any]:
     return {key: document.get(key) for key in ("level", "in_channels", "out_channels", "dataset")}
 
 
-def task_loss(task: Any, batch_size: int = 128) -> Any:
-    """The metanetwork's task loss on ``task``'s training data (image and node tasks)."""
+def task_loss(task: Any, batch_size: int = 128, device: str = "cpu") -> Any:
+    """The metanetwork's task loss on ``task``'s training data (image and node tasks), the data
+    on ``device``."""
     from metanets.pruning.metanet import ImageLoss, NodeLoss
 
     if task.level == "image":
-        return ImageLoss(task.dataset.x["train"], task.dataset.y["train"], batch_size)
+        x, y = task.dataset.x["train"], task.dataset.y["train"]
+        return ImageLoss(x.to(device), y.to(device), batch_size)
     if task.level == "node":
         d = task.data
-        return NodeLoss(d.x, d.edge_index, d.y, d.train_mask)
+        return NodeLoss(d.x.to(device), d.edge_index.to(device), d.y.to(device),
+                        d.train_mask.to(device))
     raise ValueError(f"dataset {task.name!r} is a {task.level}-level task; a pruning "
                      f"metanetwork trains on one of the levels ['image', 'node']")
 
@@ -195,14 +200,14 @@ def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
     _check_config(config)
     _check_zoo(job)
     task = load_task(job.dataset, seed=config.seed)
-    loss = task_loss(task, job.batch_size)
+    loss = task_loss(task, job.batch_size, job.device)
     networks = zoo_networks(job)
     _, first = networks[0]
     _check_task(first, task)
     inputs = trace_inputs(task.level, first["in_channels"], job.dataset)
     models = [module.eval() for module, _ in networks]
     fit = fit_pruning_metanet(models, loss, inputs, config, log=log, state=job.state,
-                              state_every=job.state_every)
+                              state_every=job.state_every, device=job.device)
     metanet = fit.metanet
     relative = [relative_group_lasso(metanet, m, config.penalty, config.fraction) for m in models]
     folder = metanet.save(job.out, {

@@ -10,6 +10,7 @@ the raw files are copied once to a writable mirror under ``$METANAS_CACHE`` (def
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -175,8 +176,21 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
             f"cannot be trained or scored with data here"
         )
     family_root = writable_family_root(root, info)
+    raw = family_root / info.pyg_name / "raw"
+    missing = [folder for folder in (raw, *raw.parents) if not folder.exists()]
     with processing_lock(family_root / info.pyg_name):
-        return _load_pyg_dataset_unlocked(name, info, family_root)
+        try:
+            return _load_pyg_dataset_unlocked(name, info, family_root)
+        except DatasetNotFoundError:
+            _remove_empty(missing)  # a failed download leaves no empty folders behind
+            raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove those of ``folders`` (created by a failed load) that are empty, deepest first."""
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty, or gone: leave it
+            folder.rmdir()
 
 
 def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) -> Dataset:

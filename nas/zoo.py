@@ -39,7 +39,7 @@ class ZooConfig:
     seed: int = 0                          # sampler seed; run i is trained with seed + i
     n_jobs: int = 1                        # worker processes
     data_root: str | None = None
-    device: str = "cpu"
+    device: str = "cpu"                    # cpu, cuda or auto (nas.train.resolve_device)
     timeout: float | None = None           # seconds after which no new run starts
     space_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. max_depth
     verbose: bool = True
@@ -74,10 +74,16 @@ class ZooConfig:
 
 
 def build_zoo(config: ZooConfig) -> optuna.Study:
-    """Train (the rest of) the zoo and return its study; see the module docstring."""
+    """Train (the rest of) the zoo and return its study; see the module docstring.
+
+    Raises:
+        ValueError: ``config.device`` is cuda without CUDA (before any data or study is touched).
+    """
     from nas.study import run_search
     from nas.tasks import load_task
+    from nas.train import resolve_device
 
+    resolve_device(config.device)
     task = load_task(config.dataset, config.data_root)
     if task.level != "image":
         raise ValueError(

@@ -32,6 +32,7 @@ with respect to the metanetwork.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import random
@@ -175,8 +176,14 @@ def _channel_squares(graph: Any, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
     src, dst = graph.edge_index
     per_node = scatter(sq, dst, 0, dim_size=n, reduce="sum") + scatter(sq, src, 0, dim_size=n,
                                                                        reduce="sum")
-    channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
+    channel = _channel_mask(graph)
     return per_node[channel], channel
+
+
+def _channel_mask(graph: Any) -> Tensor:
+    """``(N,)`` bool: the channel neurons (:data:`CHANNEL_NODES`) among the graph's nodes."""
+    types = graph.node_type.long()
+    return torch.isin(types, torch.tensor(CHANNEL_NODES, device=types.device))
 
 
 def group_lasso(graph: Any, edge_attr: Tensor) -> Tensor:
@@ -216,11 +223,11 @@ def coupled_channels(graph: Any) -> tuple[Tensor, Tensor]:
     cached = getattr(graph, "_coupled_channels", None)
     if cached is not None:
         return cached
-    channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
+    channel = _channel_mask(graph)
     src, dst = graph.edge_index
     keep = (graph.edge_type.long() == int(EdgeType.IDENTITY)) & channel[src] & channel[dst]
     src, dst = src[keep], dst[keep]
-    label = torch.arange(int(graph.num_nodes))
+    label = torch.arange(int(graph.num_nodes), device=src.device)
     while True:  # label propagation: every neuron takes the smallest label of its component
         pair = torch.minimum(label[src], label[dst])
         new = label.scatter_reduce(0, src, pair, "amin").scatter_reduce(0, dst, pair, "amin")
@@ -229,7 +236,8 @@ def coupled_channels(graph: Any) -> tuple[Tensor, Tensor]:
         label = new
     ids = torch.unique(label[channel], return_inverse=True)[1]
     layers = graph.node_layer.long()[channel]
-    groups = torch.full((int(ids.max()) + 1 if len(ids) else 0,), 1 << 30, dtype=torch.long)
+    groups = torch.full((int(ids.max()) + 1 if len(ids) else 0,), 1 << 30, dtype=torch.long,
+                        device=ids.device)
     groups = groups.scatter_reduce(0, ids, layers, "amin")
     graph._coupled_channels = (ids, groups)
     return ids, groups
@@ -281,14 +289,14 @@ def drop_lowest(graph: Any, edge_attr: Tensor, fraction: float) -> Tensor:
         raise ValueError(f"fraction {fraction} must be in (0, 1)")
     ids, groups = coupled_channels(graph)
     norms = _coupled_norms(graph, edge_attr.detach(), ids, len(groups))
-    drop = torch.zeros(len(groups), dtype=torch.bool)
+    drop = torch.zeros(len(groups), dtype=torch.bool, device=groups.device)
     for group in torch.unique(groups).tolist():
         members = (groups == group).nonzero()[:, 0]
         k = int(fraction * len(members))
         if 1 <= k < len(members):
             drop[members[norms[members].argsort()[:k]]] = True
-    channel = torch.isin(graph.node_type.long(), torch.tensor(CHANNEL_NODES))
-    dropped = torch.zeros(int(graph.num_nodes), dtype=torch.bool)
+    channel = _channel_mask(graph)
+    dropped = torch.zeros(int(graph.num_nodes), dtype=torch.bool, device=channel.device)
     dropped[channel] = drop[ids]
     src, dst = graph.edge_index
     cut = (dropped[src] | dropped[dst]) & _rewritten_mask(graph)
@@ -312,7 +320,8 @@ def _penalty(config: MetanetTrainConfig) -> Any:
 
 
 def _rewritten_mask(graph: Any) -> Tensor:
-    return torch.isin(graph.edge_type.long(), torch.tensor(REWRITTEN_EDGES))
+    types = graph.edge_type.long()
+    return torch.isin(types, torch.tensor(REWRITTEN_EDGES, device=types.device))
 
 
 def preserve_norms(graph: Any, edge_attr: Tensor) -> Tensor:
@@ -360,7 +369,8 @@ def _tensor_norms(graph: Any) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
 def _edge_slots(graph: Any) -> Tensor:
     """``(E,)`` int64: the index of the edge ``param_slot`` (weight tensor) every edge belongs
     to, -1 for edges of none."""
-    slots = torch.full((int(graph.edge_index.size(1)),), -1, dtype=torch.long)
+    slots = torch.full((int(graph.edge_index.size(1)),), -1, dtype=torch.long,
+                       device=graph.edge_index.device)
     for i, slot in enumerate(s for s in graph.param_slots if s.where == "edge"):
         slots[slot.start:slot.start + slot.count] = i
     return slots
@@ -370,12 +380,14 @@ def _kernel_mask(graph: Any) -> Tensor:
     """``(E, K)`` float: 1 where an edge's feature is one of its ``edge_kernel_len`` kernel
     entries, 0 in the padding."""
     width = graph.edge_attr.size(1)
-    return (torch.arange(width)[None, :] < graph.edge_kernel_len.long()[:, None]).float()
+    cols = torch.arange(width, device=graph.edge_attr.device)
+    return (cols[None, :] < graph.edge_kernel_len.long()[:, None]).float()
 
 
 def state_from_graph(graph: Any, edge_attr: Tensor, module: nn.Module) -> dict[str, Tensor]:
     """``module``'s parameters and buffers with the edge weights taken from ``edge_attr``
-    (differentiable in ``edge_attr``; the inverse of the conversion's ``param_slots``)."""
+    (differentiable in ``edge_attr``; the inverse of the conversion's ``param_slots``), on the
+    module's device."""
     state = dict(module.state_dict())
     flat = {name: tensor.detach().reshape(-1) for name, tensor in state.items()}
     for slot in graph.param_slots:
@@ -386,7 +398,7 @@ def state_from_graph(graph: Any, edge_attr: Tensor, module: nn.Module) -> dict[s
         values = attr.reshape(rows, -1)[:, :slot.kernel].reshape(-1)
         old = flat[slot.name]
         flat[slot.name] = torch.cat(
-            [old[:slot.offset], values.to(old.dtype), old[slot.offset + slot.numel:]])
+            [old[:slot.offset], values.to(old.device, old.dtype), old[slot.offset + slot.numel:]])
     return {name: flat[name].view(state[name].shape) for name in state}
 
 
@@ -428,12 +440,26 @@ class PruningMetanet(nn.Module):
         nn.init.zeros_(last.bias)  # an untrained metanetwork changes nothing
         return cls(gmn, inputs, _gate_head(hidden) if gate else None, preserve_norm)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the metanetwork's weights are (and where it rewrites)."""
+        return self.gmn.target_mean.device
+
     def graph_of(self, module: nn.Module) -> Any:
+        """``module``'s parameter graph, traced with the example inputs (CPU tensors: ``module``
+        is on the CPU, where zoos and exported models are loaded)."""
         was_training = module.training
         module.eval()
         graph = to_parameter_graph(module, self.inputs, kernel_width=self.gmn.config.kernel_width)
         module.train(was_training)
         return graph
+
+    def graphs_of(self, module: nn.Module) -> tuple[Any, Any]:
+        """``module``'s parameter graph and its prepared graph (:func:`prepare_graph`), both on
+        the metanetwork's device: what :meth:`rewrite` takes."""
+        raw = self.graph_of(module)
+        prepared = prepare_graph(raw)
+        return raw.to(self.device), prepared.to(self.device)
 
     def rewrite(self, raw: Any, prepared: Any) -> Tensor:
         """Rewritten ``edge_attr`` ``(E, K)`` of one network's parameter graph."""
@@ -455,19 +481,20 @@ class PruningMetanet(nn.Module):
 
     def node_gates(self, raw: Any, h: Tensor) -> Tensor:
         """``(N,)`` multipliers: the coupled channel's gate for channel neurons, 1 otherwise."""
-        channel = torch.isin(raw.node_type.long(), torch.tensor(CHANNEL_NODES))
+        channel = _channel_mask(raw)
         ids, groups = coupled_channels(raw)
         rank = relative_channel_norms(raw, ids, groups)[ids][:, None]
         per_neuron = 2 * torch.sigmoid(self.gate(torch.cat([h[channel], rank], dim=1))[:, 0])
         per_channel = scatter(per_neuron, ids, 0, dim_size=len(groups), reduce="mean")
-        gates = torch.ones(int(raw.num_nodes), dtype=per_channel.dtype)
+        gates = torch.ones(int(raw.num_nodes), dtype=per_channel.dtype, device=per_channel.device)
         return gates.masked_scatter(channel, per_channel[ids])
 
     @torch.no_grad()
     def transform(self, module: nn.Module) -> nn.Module:
-        """``module`` with rewritten weights (in place; pass a copy to keep the original)."""
-        raw = self.graph_of(module)
-        new = self.rewrite(raw, prepare_graph(raw))
+        """``module`` with rewritten weights (in place; pass a copy to keep the original). The
+        rewrite runs on the metanetwork's device; ``module`` stays where it is."""
+        raw, prepared = self.graphs_of(module)
+        new = self.rewrite(raw, prepared)
         module.load_state_dict(state_from_graph(raw, new, module))
         return module
 
@@ -548,10 +575,11 @@ def _check_dtypes(dtypes: list[str], folder: str | Path) -> None:
 def train_pruning_metanet(
     models: Sequence[nn.Module], task_loss: TaskLoss, inputs: Sequence[Tensor],
     config: MetanetTrainConfig = MetanetTrainConfig(), log: Any = None,
+    device: str | torch.device = "cpu",
 ) -> PruningMetanet:
     """Fit a pruning metanetwork on a zoo of trained networks of one task (the metanetwork of
     :func:`fit_pruning_metanet`, without a training state)."""
-    return fit_pruning_metanet(models, task_loss, inputs, config, log=log).metanet
+    return fit_pruning_metanet(models, task_loss, inputs, config, log=log, device=device).metanet
 
 
 @dataclasses.dataclass
@@ -567,13 +595,14 @@ class PruningMetanetFit:
 def fit_pruning_metanet(
     models: Sequence[nn.Module], task_loss: TaskLoss, inputs: Sequence[Tensor],
     config: MetanetTrainConfig = MetanetTrainConfig(), log: Any = None,
-    state: str | Path | None = None, state_every: int = 100,
+    state: str | Path | None = None, state_every: int = 100, device: str | torch.device = "cpu",
 ) -> PruningMetanetFit:
     """Fit a pruning metanetwork on a zoo of trained networks of one task.
 
     Args:
         models: the zoo (trained networks; not modified).
-        task_loss: the task loss on training data (:class:`ImageLoss`, :class:`NodeLoss`).
+        task_loss: the task loss on training data (:class:`ImageLoss`, :class:`NodeLoss`), its
+            data on ``device``.
         inputs: example inputs to trace the networks (shapes only).
         config: see :class:`MetanetTrainConfig`.
         log: ``log(step, task_loss, relative_penalty)`` every 20 steps and at the first and last
@@ -582,6 +611,11 @@ def fit_pruning_metanet(
             (safetensors and JSON, never pickle). If it exists, the fit resumes from it and ends
             exactly as an uninterrupted fit would; it must hold a fit of the same ``config`` on
             the same networks and training data.
+        device: where the metanetwork, the parameter graphs and the zoo's networks go (a torch
+            device; resolve ``"auto"`` with :func:`nas.train.resolve_device` first). The
+            metanetwork is initialised on the CPU before it moves, so a fit starts alike on
+            every device; the zoo's networks are copied there, never moved; the fitted
+            metanetwork stays on ``device``.
 
     Raises:
         ValueError: ``state`` holds another fit, or ``state_every`` < 1.
@@ -593,7 +627,7 @@ def fit_pruning_metanet(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     metanet = PruningMetanet.create(inputs, config.hidden, config.layers, gate=config.gate,
-                                    preserve_norm=config.preserve_norm)
+                                    preserve_norm=config.preserve_norm).to(device)
     networks = [_network(metanet, model, penalty) for model in models]
     metanet.gmn.scaler.fit([n.prepared for n in networks])
     optimizer = torch.optim.Adam(metanet.parameters(), lr=config.lr)
@@ -704,14 +738,24 @@ def relative_group_lasso(metanet: PruningMetanet, module: nn.Module,
     ``module`` after the metanetwork's rewrite over the same before (1.0: no sparser; what its
     training lowers)."""
     measure = _penalty(MetanetTrainConfig(penalty=penalty, fraction=fraction))
-    raw = metanet.graph_of(module)
-    new = metanet.rewrite(raw, prepare_graph(raw))
+    raw, prepared = metanet.graphs_of(module)
+    new = metanet.rewrite(raw, prepared)
     before = measure(raw, raw.edge_attr.float()).clamp_min(1e-12)
     return float(measure(raw, new) / before)
 
 
 def _network(metanet: PruningMetanet, model: nn.Module, penalty: Any = group_lasso) -> _Network:
+    """A zoo network for the fit: its graphs, and the network itself, on the metanetwork's
+    device (a copy when it is elsewhere)."""
     module = model.eval()
-    raw = metanet.graph_of(module)
+    raw, prepared = metanet.graphs_of(module)
     reference = float(penalty(raw, raw.edge_attr.float()))
-    return _Network(module, raw, prepare_graph(raw), max(reference, 1e-12))
+    return _Network(_moved(module, metanet.device), raw, prepared, max(reference, 1e-12))
+
+
+def _moved(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` itself when all its tensors are on ``device``, else a copy moved there."""
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(t.device == device for t in tensors):
+        return module
+    return copy.deepcopy(module).to(device)

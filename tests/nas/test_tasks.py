@@ -186,3 +186,23 @@ def test_a_dataset_folder_is_processed_by_one_process_at_a_time(
         assert tasks._load_pyg_dataset("citeseer", tmp_path / "data") == "citeseer"
     finally:
         holder.release()
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch) -> None:
+    """PyG makes the dataset's folders before it tries to download; offline, a mistyped
+    --data-root was left behind as a tree of empty folders."""
+    import nas.tasks as tasks
+
+    def offline(name, info, family_root):
+        (family_root / info.pyg_name / "raw").mkdir(parents=True)  # what PyG does first
+        raise tasks.DatasetNotFoundError(f"dataset {name!r} could not be downloaded")
+
+    monkeypatch.setattr(tasks, "_load_pyg_dataset_unlocked", offline)
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    for root in (tmp_path / "new" / "deeper", tmp_path / "kept"):
+        with pytest.raises(tasks.DatasetNotFoundError):
+            tasks.load_task("cora", root=root).num_features
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]  # only what was there
