@@ -171,4 +171,10 @@ def load_exported(folder: str | Path) -> nn.Module:
 
         resize_to_pruned(model, state, document[PRUNED_KEY]["attributes"])
     model.load_state_dict(state)
+    from search_spaces.gnn import GNN
+
+    if PRUNED_KEY in document and isinstance(model, GNN):
+        from metanets.pruning._gnn import refresh_widths
+
+        refresh_widths(model)  # its layer specs and architecture: the widths it was pruned to
     return model

@@ -12,7 +12,7 @@ from typing import Any
 
 from metanets.pruning.pipeline import PruneOutcome, prune_and_finetune, resolve_method
 from metanets.pruning.shapes import pruned_attributes
-from nas.export import PRUNED_KEY, export_model, load_exported, read_export
+from nas.export import PRUNED_KEY, build_module, export_model, load_exported, read_export
 from nas.tasks import load_task
 from nas.train import TrainConfig
 
@@ -47,7 +47,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     config = TrainConfig(epochs=job.finetune_epochs, patience=0, seed=job.seed,
                          device=job.device, **defaults)
     outcome = prune_and_finetune(model, task, job.speedup, method, config, transform, job.seed)
-    folder = _export(job, document, model, outcome)
+    folder = _export(job, document, outcome)
     return outcome, folder
 
 
@@ -72,12 +72,15 @@ def _transform(path: str | None, device: str = "cpu") -> Any:
     return load_pruning_metanet(path).to(device).transform
 
 
-def _export(job: PruneJob, document: dict[str, Any], original: Any,
-            outcome: PruneOutcome) -> Path:
+def _export(job: PruneJob, document: dict[str, Any], outcome: PruneOutcome) -> Path:
     keep = {k: v for k, v in document.items()
             if k not in ("format", "space", "architecture", "in_channels", "out_channels",
                          "level", PRUNED_KEY)}
-    pruned = {"attributes": pruned_attributes(original, outcome.model),
+    # against the unpruned build: an input pruned before was loaded with its first pruning's
+    # attributes, which the new export must carry as well as this pruning's
+    unpruned = build_module(document["space"], document["architecture"], document["in_channels"],
+                            document["out_channels"], document["level"])
+    pruned = {"attributes": pruned_attributes(unpruned, outcome.model),
               "source": str(job.model), "dataset": job.dataset,
               "finetune_epochs": job.finetune_epochs, **outcome.summary()}
     from search_spaces.gnn import GNN

@@ -256,6 +256,13 @@ def _replace(module: nn.Module, name: str, data: Tensor) -> None:
         module._buffers[name] = data
 
 
+def refresh_widths(model: nn.Module) -> None:
+    """Set every width attribute of a GNN-space ``model``, its layer specs and its architecture
+    to the widths of its (pruned) tensors: what pruning leaves, and what a pruned export needs
+    after loading (it is built from the unpruned architecture)."""
+    _refresh_attributes(model)
+
+
 def _refresh_attributes(model: nn.Module) -> None:
     """Update width attributes of every layer to its (pruned) tensors, and the architecture."""
     from torch_geometric.nn.dense.linear import Linear as PyGLinear

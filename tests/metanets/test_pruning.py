@@ -196,6 +196,32 @@ def test_cli_prunes_an_exported_cnn(tmp_path: Path) -> None:
                  "--out", str(tmp_path / "x"), "--finetune-epochs", "0"]) == 2
 
 
+def test_a_pruned_gnn_export_prunes_again_and_loads(cora_available, tmp_path: Path) -> None:
+    """A pruned export was loaded with its unpruned layer specs, so pruning it again failed
+    ("start (0) + length (64) exceeds dimension size (38)"), and the second export recorded only
+    the second pruning's widths."""
+    from nas.cli import main
+    from nas.tasks import load_task
+
+    task = load_task("cora")
+    torch.manual_seed(0)
+    arch = GNNArchitecture(layers=(LayerSpec("gcn", 64), LayerSpec("sage", 32)), skip="residual")
+    model = GNN(arch, task.num_features, task.num_classes).eval()
+    source = export_model(tmp_path / "model", space="gnn", spec=arch.to_dict(),
+                          in_channels=task.num_features, out_channels=task.num_classes, level="node",
+                          state_dict=model.state_dict())
+    inputs = (task.data.x, task.data.edge_index)
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    for model_dir, out in ((source, once), (once, twice)):
+        assert main(["prune", "--model", str(model_dir), "--dataset", "cora", "--speedup", "1.5",
+                     "--out", str(out), "--finetune-epochs", "1"]) == 0
+    macs = [count_macs(load_exported(folder).eval(), inputs) for folder in (source, once, twice)]
+    assert macs[0] / macs[1] >= 1.5 and macs[1] / macs[2] >= 1.5
+    loaded = load_exported(twice)
+    assert loaded.arch.layers[0].width == loaded.layers[0].conv.lin.weight.shape[0] < 64
+    assert loaded(*inputs).shape == (task.data.num_nodes, task.num_classes)
+
+
 # the metanetwork ---------------------------------------------------------------------------
 def _tiny_zoo() -> list[nn.Module]:
     zoo = []
