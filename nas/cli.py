@@ -468,15 +468,36 @@ def _fmt(value: float | None) -> str:
 def _add_export(commands: Any) -> None:
     p = commands.add_parser("export", help="write the best model: spec JSON + safetensors weights")
     _study_options(p)
-    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--out", required=True, help="folder to write (a new or empty one)")
     p.add_argument("--trial", type=int, default=None, help="a trial number instead of the best")
+    _overwrite_option(p)
     p.set_defaults(handler=cmd_export)
+
+
+def _overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out folder that already holds files (a model "
+                             "exported there is replaced)")
+
+
+def check_out_folder(out: str, overwrite: bool) -> None:
+    """A :class:`UsageError` for an ``--out`` that is a file, or a folder that already holds
+    files (a model exported there would be replaced) unless ``overwrite``."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; choose a folder to write the model into")
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if held and not overwrite:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise UsageError(f"--out {out} already holds {shown}; choose a new folder, or pass "
+                         f"--overwrite to write the model there")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nas.export import export_trial
 
     _load_study(args)
+    check_out_folder(args.out, args.overwrite)
     folder = export_trial(args.storage, args.study, args.out, args.trial)
     print(f"exported to {folder}")
     return 0
@@ -1082,6 +1103,7 @@ def _add_prune(commands: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     _device_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    _overwrite_option(p)
     p.set_defaults(handler=cmd_prune)
 
 
@@ -1091,6 +1113,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     device = _device(args)
     if args.finetune_epochs < 0:
         raise UsageError(f"--finetune-epochs {args.finetune_epochs} must be >= 0")
+    if Path(args.out).resolve() != Path(args.model).resolve():  # that one is refused by name below
+        check_out_folder(args.out, args.overwrite)
     job = PruneJob(args.model, args.dataset, args.speedup, args.out, args.method,
                    args.finetune_epochs, args.metanet, args.seed, device)
     outcome, folder = run_prune(job)

@@ -457,3 +457,29 @@ def test_a_refusing_database_message_hides_the_password() -> None:
     args = argparse.Namespace(storage="postgresql://bob:hunter2@db.example/metanas")
     message = _message(error, args)
     assert "connection refused" in message and "hunter2" not in message and "bob:***@" in message
+
+
+def test_export_and_prune_never_write_over_files_unless_told(cora_available, capsys, sqlite_url, tmp_path: Path) -> None:
+    """`export --out` replaced another model's files, and `prune --out` an export, silently."""
+    args = ["--storage", sqlite_url, "--study", "o"]
+    assert main(["search", "--dataset", "cora", "--trials", "2", "--epochs", "2", "--convs", "gcn",
+                 "--quiet", *args]) == 0
+    first = tmp_path / "first"
+    assert main(["export", *args, "--out", str(first), "--trial", "0"]) == 0
+    kept = {p.name: p.read_bytes() for p in first.iterdir()}
+    capsys.readouterr()
+    assert main(["export", *args, "--out", str(first), "--trial", "1"]) == 2
+    assert f"--out {first} already holds architecture.json, model.safetensors; choose a new folder" \
+        in capsys.readouterr().err
+    prune = ["prune", "--model", str(first), "--dataset", "cora", "--speedup", "1.5",
+             "--finetune-epochs", "0", "--device", "cpu"]
+    other = tmp_path / "other"
+    assert main(["export", *args, "--out", str(other), "--trial", "1"]) == 0
+    assert main([*prune, "--out", str(other)]) == 2
+    (tmp_path / "file").write_text("x")
+    assert main(["export", *args, "--out", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == kept
+    assert main(["export", *args, "--out", str(first), "--trial", "1", "--overwrite"]) == 0
+    assert main([*prune, "--out", str(other), "--overwrite"]) == 0
+    assert json.loads((first / "architecture.json").read_text())["trial"] == 1
