@@ -26,7 +26,9 @@ class UsageError(ValueError):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metanas`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, with its usage (the top level's named none)
+        _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     _quiet_optuna()
     try:
         code = int(args.handler(args) or 0)
@@ -43,6 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _exit_code(error)
         print(f"metanas {args.command}: error: {_message(error, args)}", file=sys.stderr)
         return code
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser ``args`` were parsed by: ``metanas zoo build`` -> its parser."""
+    while True:
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subparsers[0].dest, None) if subparsers else None
+        if chosen is None or chosen not in subparsers[0].choices:
+            return parser
+        parser = subparsers[0].choices[chosen]
 
 
 def _kept_on_interrupt(args: argparse.Namespace) -> str:
@@ -137,7 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
         _add_prune_metanet,
     ):
         add(commands)
+    _show_defaults(parser)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default X)`` to the help of every option of ``parser`` and its subcommands that
+    has a default worth saying and whose help does not already say it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                _show_defaults(sub)
+            continue
+        quiet = action.help == argparse.SUPPRESS or not action.option_strings or action.required
+        default = action.default
+        if quiet or default is None or default is False or default == argparse.SUPPRESS or default == []:
+            continue
+        text = action.help or ""
+        if "default" not in text.lower():
+            action.help = f"{text} (default %(default)s)" if text else "default %(default)s"
 
 
 def _storage_option(parser: argparse.ArgumentParser, required: bool = False) -> None:

@@ -483,3 +483,27 @@ def test_export_and_prune_never_write_over_files_unless_told(cora_available, cap
     assert main(["export", *args, "--out", str(first), "--trial", "1", "--overwrite"]) == 0
     assert main([*prune, "--out", str(other), "--overwrite"]) == 0
     assert json.loads((first / "architecture.json").read_text())["trial"] == 1
+
+
+def test_help_says_every_default(capsys) -> None:
+    """--seed, --device, --pruner and many other options showed no default in --help."""
+    for argv, shown in ((["search", "--help"], ["default 0", "default auto", "(default 20)", "default none"]),
+                        (["prune", "--help"], ["(default 10)"]),
+                        (["prune-metanet", "--help"], ["default 100"])):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        assert all(text in out for text in shown), (argv, [t for t in shown if t not in out])
+        assert "default None" not in out and "default False" not in out
+
+
+@pytest.mark.parametrize("argv, usage", [
+    (["best", "--study", "x", "--foo"], "usage: metanas best"),
+    (["zoo", "build", "--size", "1", "--bar", "2"], "usage: metanas zoo build"),
+])
+def test_an_unknown_option_is_named_with_its_commands_usage(argv, usage, capsys) -> None:
+    """It was named under the top-level usage, `metanas [-h] COMMAND ...`."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(usage) and "unrecognized arguments: " + argv[-1 if argv[-1].startswith("--") else -2] in err
