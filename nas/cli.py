@@ -272,7 +272,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     parse_url(args.storage)
     # SearchConfig checks these too, under its own field names (n_trials, ...): a user of the
     # command should read the flag they typed
-    _require_counts(args, "trials", "n_jobs", "warm_start_k", "prescreen_k")
+    _require_counts(args, "trials", "n_jobs", "warm_start_k", "prescreen_k", "epochs")
     if args.final_train < 0:
         raise UsageError(f"--final-train takes a number of architectures >= 1, got {args.final_train}")
     if args.refine < 0:

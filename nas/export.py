@@ -69,7 +69,10 @@ def load_trial_model(storage: str, study_name: str, trial_number: int | None = N
     trial = best_trial(study) if trial_number is None else _trial(study, trial_number)
     stored_number = _stored_trial_number(trial)
     store = ModelStore(storage)
-    record = store.get(study_name, stored_number)
+    try:
+        record = store.get(study_name, stored_number)
+    except KeyError as error:
+        raise KeyError(f"{error.args[0]}{_why_no_model(study, trial)}") from None
     model = build_module(record.space, json.loads(record.spec), record.in_channels,
                          record.out_channels, record.level)
     model.load_state_dict(store.load_state_dict(study_name, stored_number))
@@ -114,7 +117,10 @@ def export_trial(storage: str, study_name: str, out: str | Path,
     trial = best_trial(study) if trial_number is None else _trial(study, trial_number)
     stored_number = _stored_trial_number(trial)
     store = ModelStore(storage)
-    record = store.get(study_name, stored_number)
+    try:
+        record = store.get(study_name, stored_number)
+    except KeyError as error:
+        raise KeyError(f"{error.args[0]}{_why_no_model(study, trial)}") from None
     return export_model(
         out, space=record.space, spec=json.loads(record.spec), in_channels=record.in_channels,
         out_channels=record.out_channels, level=record.level,
@@ -122,6 +128,21 @@ def export_trial(storage: str, study_name: str, out: str | Path,
         metadata={"dataset": record.dataset, "study": study_name, "trial": trial.number,
                   "metrics": record.metrics, "num_params": record.num_params},
     )
+
+
+def _why_no_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """Why ``trial`` stored no model, as far as the study knows (": ..." or "")."""
+    from nas.study import FAIL_REASON
+
+    state = trial.state.name
+    if state != "COMPLETE":
+        reason = trial.user_attrs.get(FAIL_REASON)
+        return f": the trial is {state}" + (f" ({reason})" if reason else "")
+    evaluation = str(study.user_attrs.get("evaluation", ""))  # "evaluator table", "evaluator train, ..."
+    evaluator = evaluation.removeprefix("evaluator ").split(",")[0]
+    if evaluator and evaluator != "train":
+        return f": the study's evaluator {evaluator!r} trains no model to store"
+    return ""
 
 
 def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:

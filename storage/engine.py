@@ -86,7 +86,7 @@ def existing_database(url: str | URL) -> URL:
     path = _sqlite_file(parsed)
     if path is not None and not path.is_file():
         raise FileNotFoundError(
-            f"no SQLite database at {str(path)!r} ({redact(parsed)}); check --storage / --zoo"
+            f"no SQLite database at {str(path)!r} ({redact(parsed)}); check the storage URL given"
         )
     return parsed
 

@@ -58,6 +58,7 @@ def test_search_refuses_values_it_would_silently_misread(option, value, message,
 
 @pytest.mark.parametrize("option, value, extra", [
     ("--trials", "0", []), ("--n-jobs", "0", []), ("--warm-start-k", "0", ["--warm-start", "study:x"]),
+    ("--epochs", "0", []),
 ])
 def test_search_names_the_count_flag_the_user_typed(option, value, extra, capsys, sqlite_url) -> None:
     """SearchConfig names its fields (n_trials, n_jobs, warm_start_k); the command its flags."""

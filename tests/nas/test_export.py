@@ -99,3 +99,22 @@ def test_load_trial_model_never_creates_a_missing_sqlite_file(tmp_path: Path) ->
     with pytest.raises(FileNotFoundError, match="typo.db"):
         export_trial(f"sqlite:///{path}", "any", tmp_path / "out")
     assert not path.exists()
+
+
+def test_exporting_a_trial_without_a_model_says_why(sqlite_url: str, tmp_path: Path) -> None:
+    """It said only "no stored model for trial N"."""
+    import optuna
+
+    from nas.study import FAIL_REASON
+
+    study = optuna.create_study(storage=sqlite_url, study_name="s", direction="maximize")
+    study.set_user_attr("evaluation", "evaluator table")
+    study.add_trial(optuna.trial.create_trial(value=0.8))
+    failed = study.ask()
+    failed.set_user_attr(FAIL_REASON, "RuntimeError: out of memory")
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(KeyError, match=r"trial 0 .*: the study's evaluator 'table' trains no model to store"):
+        export_trial(sqlite_url, "s", tmp_path / "a", 0)
+    with pytest.raises(KeyError, match=r"trial 1 .*: the trial is FAIL \(RuntimeError: out of memory\)"):
+        export_trial(sqlite_url, "s", tmp_path / "b", 1)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
