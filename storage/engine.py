@@ -29,7 +29,7 @@ def parse_url(url: str | URL) -> URL:
         return url
     try:
         parsed = make_url(str(url))
-    except Exception as error:  # SQLAlchemy raises ArgumentError with the raw (secret) text
+    except Exception:  # SQLAlchemy raises ArgumentError with the raw (secret) text
         raise StorageURLError(
             f"malformed storage URL {redact(str(url))!r}: expected dialect://user@host/db, e.g. "
             f"{DEFAULT_STORAGE!r} or 'postgresql://user@localhost/metanas'"
