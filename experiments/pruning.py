@@ -108,7 +108,8 @@ def train_cnn_zoo(task, scale: dict) -> list[torch.nn.Module]:
 
 
 def train_gcn_zoo(task, scale: dict) -> list[torch.nn.Module]:
-    """GCNs of the GNN space (two layers, other widths / seeds than the evaluated 64-64)."""
+    """GCNs of the GNN space (two layers; six width patterns, the evaluated 64-64 among them;
+    seeds 200 on, none an evaluated network's)."""
     zoo = []
     for i in range(scale["gnn_zoo"]):
         widths = ((32, 64), (64, 32), (128, 64), (64, 64), (48, 96), (96, 48))[i % 6]
@@ -403,6 +404,9 @@ def main() -> None:
                         help="override the scale's MNIST metanetwork steps")
     parser.add_argument("--zoo", type=int, default=None,
                         help="override the scale's number of MNIST zoo networks")
+    parser.add_argument("--gnn-zoo", type=int, default=None,
+                        help="override the scale's number of Cora zoo GCNs (their widths cycle "
+                             "through six patterns, 64-64 among them)")
     parser.add_argument("--zoo-epochs", type=int, default=None,
                         help="override the scale's training epochs of each MNIST zoo network")
     parser.add_argument("--zoo-fraction", type=float, default=None,
@@ -417,7 +421,7 @@ def main() -> None:
         if args.gnn_steps < 1:
             parser.error(f"--gnn-steps {args.gnn_steps} must be >= 1")
         scale["gnn_steps"] = args.gnn_steps
-    for key in ("steps", "zoo", "zoo_epochs"):
+    for key in ("steps", "zoo", "zoo_epochs", "gnn_zoo"):
         value = getattr(args, key)
         if value is not None:
             if value < 1:

@@ -35,6 +35,7 @@ def test_standard_scale_searches_lambda_and_preserve_norm_per_domain() -> None:
     (["--gnn-steps", "0"], "--gnn-steps 0 must be >= 1"),
     (["--steps", "0"], "--steps 0 must be >= 1"),
     (["--zoo-epochs", "-1"], "--zoo-epochs -1 must be >= 1"),
+    (["--gnn-zoo", "0"], "--gnn-zoo 0 must be >= 1"),
     (["--zoo-fraction", "1.5"], "--zoo-fraction 1.5 must be in (0, 1]"),
 ])
 def test_bad_arguments_are_named_before_anything_runs(argv: list[str], message: str, monkeypatch,
