@@ -48,7 +48,7 @@ from experiments._results import positive_int, resolved_name  # noqa: E402
 from nas.proxies import PROXIES, proxy_batches, proxy_name  # noqa: E402
 from nas.samplers import strategy_name  # noqa: E402
 from nas.samplers._prescreen import check_veto_quantile, resolve_rule  # noqa: E402
-from nas.tasks import DATASETS, load_task, resolve_dataset  # noqa: E402
+from nas.tasks import DATASETS, TABLE_ONLY, load_task, resolve_dataset  # noqa: E402
 from nas.train import seed_everything  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.nasbench_graph import BENCHMARK_SETTINGS, benchmark_dataset  # noqa: E402
@@ -61,8 +61,8 @@ PROXY_ORDER = ("params", "grad_norm", "snip", "synflow", "naswot", "gradsign")
 #: NAS-Bench-Graph's datasets whose data this project loads, as node tasks: bench builds the
 #: benchmark's cells on that data, prescreen computes its proxy on it (the benchmark's "proteins"
 #: is ogbn-proteins, not the TU graph dataset of nas.tasks; "arxiv" does not load here)
-LOADED_BENCHMARK_DATASETS = [name for name in BENCHMARK_SETTINGS
-                             if name in DATASETS and DATASETS[name].level == "node"]
+LOADED_BENCHMARK_DATASETS = [name for name in BENCHMARK_SETTINGS if name in DATASETS
+                             and DATASETS[name].level == "node" and DATASETS[name].family not in TABLE_ONLY]
 
 
 def machine() -> dict[str, Any]:
