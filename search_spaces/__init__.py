@@ -6,6 +6,7 @@ from typing import Any
 from search_spaces.base import Architecture, RandomTrial, SearchSpace
 from search_spaces.cnn import CNNArchitecture, CNNSpace
 from search_spaces.gnn import GNNArchitecture, GNNSpace, LayerSpec
+from search_spaces.mlp import MLPArchitecture, MLPSpace
 from search_spaces.nasbench_graph import NasBenchGraphArchitecture, NasBenchGraphSpace
 from search_spaces.resolver import normalize, require_name, resolve, resolve_name
 
@@ -14,6 +15,7 @@ SPACES: dict[str, type[SearchSpace]] = {
     "gnn": GNNSpace,
     "nasbench-graph": NasBenchGraphSpace,
     "cnn": CNNSpace,
+    "mlp": MLPSpace,
 }
 
 
@@ -41,6 +43,6 @@ def get_space(name: str | SearchSpace, **options: Any) -> SearchSpace:
 
 __all__ = [
     "Architecture", "CNNArchitecture", "CNNSpace", "GNNArchitecture", "GNNSpace", "LayerSpec",
-    "NasBenchGraphArchitecture", "NasBenchGraphSpace", "RandomTrial", "SPACES", "SearchSpace",
-    "get_space", "normalize", "resolve", "resolve_name",
+    "MLPArchitecture", "MLPSpace", "NasBenchGraphArchitecture", "NasBenchGraphSpace",
+    "RandomTrial", "SPACES", "SearchSpace", "get_space", "normalize", "resolve", "resolve_name",
 ]

@@ -12,10 +12,12 @@ from nas.study import SearchConfig, run_search
 from nas.warm_start import (
     describe, enqueue_warm_start, parse_source, warm_start_architectures,
 )
-from search_spaces import CNNSpace, GNNSpace, NasBenchGraphArchitecture, NasBenchGraphSpace
+from search_spaces import (
+    CNNSpace, GNNSpace, MLPSpace, NasBenchGraphArchitecture, NasBenchGraphSpace,
+)
 
 
-@pytest.mark.parametrize("space", [GNNSpace(), NasBenchGraphSpace(), CNNSpace()],
+@pytest.mark.parametrize("space", [GNNSpace(), NasBenchGraphSpace(), CNNSpace(), MLPSpace()],
                          ids=lambda s: s.name)
 def test_trial_params_is_the_inverse_of_suggest(space) -> None:
     rng = random.Random(0)

@@ -25,7 +25,7 @@ def test_objects_pass_through_and_unknown_names_list_choices() -> None:
 @pytest.mark.parametrize("value", [5, None, b"gnn", ["gnn"]])
 def test_get_space_refuses_what_is_neither_a_name_nor_a_space(value) -> None:
     # resolve passes objects through, and get_space then failed on `<int>.name` (AttributeError)
-    choices = r"a name among \['cnn', 'gnn', 'nasbench-graph'\] or a SearchSpace"
+    choices = r"a name among \['cnn', 'gnn', 'mlp', 'nasbench-graph'\] or a SearchSpace"
     with pytest.raises(TypeError, match=rf"^space must be {choices}, got {re.escape(repr(value))} "):
         get_space(value)
 
