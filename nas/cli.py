@@ -655,7 +655,7 @@ def _device(args: argparse.Namespace) -> str:
 def _add_zoo(commands: Any) -> None:
     p = commands.add_parser("zoo", help="model zoos: many trained networks for metanetworks")
     zoo = p.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
-    b = zoo.add_parser("build", help="train (the rest of) a zoo of small CNNs; resumable")
+    b = zoo.add_parser("build", help="train (the rest of) a zoo of small CNNs or MLPs; resumable")
     b.add_argument("--dataset", default="mnist14", help="image dataset (default mnist14: 14x14 MNIST)")
     b.add_argument("--space", default="cnn", help="search space of the networks (default cnn)")
     b.add_argument("--size", type=int, required=True, help="training runs in the zoo, finished ones included")
@@ -663,7 +663,8 @@ def _add_zoo(commands: Any) -> None:
     b.add_argument("--checkpoints", default=None,
                    help="comma-separated epochs whose weights and accuracies are stored (default: every epoch)")
     b.add_argument("--batch-size", type=int, default=128)
-    b.add_argument("--max-depth", type=int, default=None, help="most conv blocks (cnn space, 1..3)")
+    b.add_argument("--max-depth", type=int, default=None,
+                   help="most blocks: conv blocks of the cnn space (1..3), hidden layers of the mlp space (1..4)")
     b.add_argument("--space-options", default=None,
                    help='JSON options of the space, e.g. \'{"min_depth": 2, "widths": [8]}\'')
     _storage_option(b)
