@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from search_spaces.base import Architecture, SearchSpace, TaskLevel
+from search_spaces._image import ImageSpace, check_depths, check_fractions, check_subset, check_widths
+from search_spaces.base import Architecture, TaskLevel
 
 if TYPE_CHECKING:
     import optuna
@@ -97,7 +98,7 @@ class CNNArchitecture(Architecture):
         return " ".join(parts)
 
 
-class CNNSpace(SearchSpace):
+class CNNSpace(ImageSpace):
     """Small image CNNs for model zoos (see the module docstring).
 
     Every choice can be narrowed, down to one architecture whose training hyper-parameters
@@ -113,7 +114,6 @@ class CNNSpace(SearchSpace):
     """
 
     name = "cnn"
-    levels = ("image",)
 
     def __init__(
         self, max_depth: int = DEFAULT_MAX_DEPTH, widths: tuple[int, ...] = WIDTHS,
@@ -121,23 +121,17 @@ class CNNSpace(SearchSpace):
         kernel_sizes: tuple[int, ...] = KERNELS, activations: tuple[str, ...] = ACTIVATIONS,
         norms: tuple[str, ...] = NORMS, residuals: tuple[bool, ...] = (False, True),
     ) -> None:
-        if not 1 <= min_depth <= max_depth <= MAX_DEPTH:
-            raise ValueError(
-                f"depths must satisfy 1 <= min_depth ({min_depth}) <= max_depth ({max_depth}) "
-                f"<= {MAX_DEPTH}")
+        check_depths(min_depth, max_depth, MAX_DEPTH)
         for field, values, choices in (
             ("kernel_sizes", kernel_sizes, KERNELS), ("activations", activations, ACTIVATIONS),
             ("norms", norms, NORMS), ("residuals", residuals, (False, True)),
         ):
-            if not values or any(v not in choices for v in values):
-                raise ValueError(f"{field} {list(values)!r} must be a non-empty subset of {list(choices)}")
+            check_subset(field, tuple(values), choices)
         self.min_depth, self.kernel_sizes = min_depth, tuple(kernel_sizes)
         self.activations, self.norms = tuple(activations), tuple(norms)
         self.residuals = tuple(bool(r) for r in residuals)
-        if not widths or min(widths) < 1:
-            raise ValueError(f"widths {widths!r} must be positive channel counts")
-        if not train_fractions or not all(0 < f <= 1 for f in train_fractions):
-            raise ValueError(f"train_fractions {train_fractions!r} must lie in (0, 1]")
+        check_widths(tuple(widths), "channel")
+        check_fractions(tuple(train_fractions))
         self.max_depth, self.widths = max_depth, tuple(widths)
         self.train_fractions = tuple(train_fractions)
 
@@ -175,10 +169,6 @@ class CNNSpace(SearchSpace):
 
     def architecture_from_dict(self, data: dict[str, Any]) -> CNNArchitecture:
         return CNNArchitecture.from_dict(data)
-
-    def training_config(self, arch: Architecture) -> dict[str, float]:
-        """Learning rate, weight decay and the training-data fraction."""
-        return {**super().training_config(arch), "train_fraction": float(arch.train_fraction)}  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return (

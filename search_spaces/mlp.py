@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from search_spaces.base import Architecture, SearchSpace, TaskLevel
+from search_spaces._image import ImageSpace, check_depths, check_fractions, check_subset, check_widths
+from search_spaces.base import Architecture, TaskLevel
 from search_spaces.cnn import (
     _ACTIVATION_MODULES,
     ACTIVATIONS,
@@ -117,12 +118,7 @@ class MLPArchitecture(Architecture):
         return " ".join(parts)
 
 
-def _check_subset(field: str, values: tuple[Any, ...], choices: tuple[Any, ...]) -> None:
-    if not values or any(v not in choices for v in values):
-        raise ValueError(f"{field} {list(values)!r} must be a non-empty subset of {list(choices)}")
-
-
-class MLPSpace(SearchSpace):
+class MLPSpace(ImageSpace):
     """Small image MLPs for model zoos (see the module docstring).
 
     Every choice can be narrowed, down to one architecture whose training hyper-parameters
@@ -139,7 +135,6 @@ class MLPSpace(SearchSpace):
     """
 
     name = "mlp"
-    levels = ("image",)
 
     def __init__(
         self, max_depth: int = DEFAULT_MAX_DEPTH, widths: tuple[int, ...] = WIDTHS,
@@ -148,19 +143,14 @@ class MLPSpace(SearchSpace):
         dropouts: tuple[float, ...] = DROPOUTS, residuals: tuple[bool, ...] = (False, True),
         input_size: int = INPUT_SIZE,
     ) -> None:
-        if not 1 <= min_depth <= max_depth <= MAX_DEPTH:
-            raise ValueError(
-                f"depths must satisfy 1 <= min_depth ({min_depth}) <= max_depth ({max_depth}) "
-                f"<= {MAX_DEPTH}")
-        _check_subset("activations", tuple(activations), ACTIVATIONS)
-        _check_subset("norms", tuple(norms), NORMS)
-        _check_subset("residuals", tuple(residuals), (False, True))
-        if not widths or min(widths) < 1:
-            raise ValueError(f"widths {list(widths)!r} must be positive neuron counts")
+        check_depths(min_depth, max_depth, MAX_DEPTH)
+        check_subset("activations", tuple(activations), ACTIVATIONS)
+        check_subset("norms", tuple(norms), NORMS)
+        check_subset("residuals", tuple(residuals), (False, True))
+        check_widths(tuple(widths), "neuron")
         if not dropouts or not all(0 <= d < 1 for d in dropouts):
             raise ValueError(f"dropouts {list(dropouts)!r} must lie in [0, 1)")
-        if not train_fractions or not all(0 < f <= 1 for f in train_fractions):
-            raise ValueError(f"train_fractions {list(train_fractions)!r} must lie in (0, 1]")
+        check_fractions(tuple(train_fractions))
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
             raise ValueError(f"input_size {input_size!r} must be a positive pixel count")
         self.min_depth, self.max_depth = min_depth, max_depth
@@ -207,10 +197,6 @@ class MLPSpace(SearchSpace):
 
     def architecture_from_dict(self, data: dict[str, Any]) -> MLPArchitecture:
         return MLPArchitecture.from_dict(data)
-
-    def training_config(self, arch: Architecture) -> dict[str, float]:
-        """Learning rate, weight decay and the training-data fraction."""
-        return {**super().training_config(arch), "train_fraction": float(arch.train_fraction)}  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return (
