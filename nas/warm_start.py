@@ -75,6 +75,15 @@ def warm_start_architectures(
     return _best_benchmark_cells(names, space, k, dataset)
 
 
+def _admitted_by(space: SearchSpace) -> Any:
+    """``arch -> bool``: whether the search's space can propose ``arch`` (a source's best may
+    use a conv outside ``--convs``, or an op ogbn-proteins' table lacks: queued, it would fail
+    its trial and use up budget)."""
+    from nas.samplers._base import space_admits, space_distributions
+
+    return space_admits(space, space_distributions(space))
+
+
 def _best_of_studies(names: tuple[str, ...], space: SearchSpace, k: int, storage: str
                      ) -> list[Architecture]:
     import optuna
@@ -104,7 +113,8 @@ def _best_of_studies(names: tuple[str, ...], space: SearchSpace, k: int, storage
     if not ranked:
         raise ValueError(f"warm-start studies {list(names)} have no completed trial with an architecture")
     ranked.sort(key=lambda item: item[0])  # best first (stable: earlier trials win ties)
-    return _unique([arch for _, arch in ranked])[:k]
+    admits = _admitted_by(space)
+    return _unique([arch for _, arch in ranked if admits(arch)])[:k]
 
 
 def _best_benchmark_cells(names: tuple[str, ...], space: SearchSpace, k: int,
@@ -124,7 +134,8 @@ def _best_benchmark_cells(names: tuple[str, ...], space: SearchSpace, k: int,
                 f"warm-start source {target!r} is the search's own dataset: its table is what "
                 f"the search is scored by; choose other datasets"
             )
-    archs = space.all_architectures()
+    admits = _admitted_by(space)
+    archs = [arch for arch in space.all_architectures() if admits(arch)]
     ranks = [0.0] * len(archs)
     for name in sources:
         table = load_table(name)

@@ -27,7 +27,7 @@ import json
 import math
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import optuna
@@ -202,6 +202,25 @@ def space_distributions(space: SearchSpace, samples: int = 64, seed: int = 0) ->
             pass
         found.update(trial.distributions)
     return found
+
+
+def space_admits(space: SearchSpace, distributions: dict[str, BaseDistribution]) -> Callable[[Any], bool]:
+    """``arch -> bool``: whether ``space`` (its ``distributions``, see :func:`space_distributions`)
+    can propose ``arch``, i.e. every trial parameter of it is among that parameter's choices
+    (an architecture of a wider space, e.g. a conv outside ``--convs``, is not)."""
+    def admits(arch: Any) -> bool:
+        for name, value in space.trial_params(arch).items():
+            distribution = distributions.get(name)
+            if distribution is None:
+                return False
+            try:
+                if not distribution._contains(distribution.to_internal_repr(value)):
+                    return False
+            except (ValueError, TypeError):  # a value of another kind than the choices
+                return False
+        return True
+
+    return admits
 
 
 def resolve_study_space(study: Study) -> SearchSpace | None:

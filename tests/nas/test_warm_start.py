@@ -142,3 +142,37 @@ def test_queued_cells_of_the_cli_search_are_in_the_benchmark(no_data, sqlite_url
     first = NasBenchGraphArchitecture.from_json(study.trials[0].user_attrs["arch"])
     cora = load_table("cora")
     assert cora[first.bench_hash].val_acc == max(row.val_acc for row in cora.values())
+
+
+def test_warm_start_queues_only_what_the_searchs_space_can_propose(sqlite_url: str) -> None:
+    """ogbn-proteins' table covers five ops and --convs narrows the GNN space: the sources'
+    best cells outside them were queued, failed their trials and used up the budget."""
+    from search_spaces.nasbench_graph import PROTEINS_OPS
+
+    proteins = NasBenchGraphSpace("proteins")
+    cells = warm_start_architectures("nasbench-graph:cora", proteins, 10, dataset="ogbn-proteins")
+    assert len(cells) == 10 and all(op in PROTEINS_OPS for c in cells for op in c.ops)
+    assert any(op not in PROTEINS_OPS for c in warm_start_architectures(
+        "nasbench-graph:cora", NasBenchGraphSpace(), 10) for op in c.ops)  # what was queued before
+
+    wide, narrow = GNNSpace(), GNNSpace(convs=("gcn",))
+    study = optuna.create_study(study_name="wide", storage=sqlite_url, direction="maximize")
+    rng = random.Random(0)
+    kept = []
+    for value in range(200):
+        arch = wide.sample(rng)
+        trial = study.ask()
+        trial.set_user_attr("arch", arch.to_json())
+        study.tell(trial, float(value))
+        if {layer.conv for layer in arch.layers} == {"gcn"}:
+            kept.append(arch.arch_hash)
+    archs = warm_start_architectures("study:wide", narrow, 200, storage=sqlite_url)
+    assert len(kept) >= 2 and [a.arch_hash for a in archs] == kept[::-1]  # best first, all-gcn only
+
+
+def test_a_search_warm_started_across_op_sets_completes_every_trial(no_data, sqlite_url: str) -> None:
+    config = SearchConfig("ogbn-proteins", space="nasbench-graph", evaluator="table", strategy="predictor",
+                          n_trials=4, storage=sqlite_url, warm_start="nasbench-graph:cora", warm_start_k=3,
+                          verbose=False)
+    study = run_search(config)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
