@@ -131,10 +131,14 @@ class SearchConfig:
         if self.objectives[0] != "accuracy":
             raise ValueError(f"objectives {list(self.objectives)} must start with 'accuracy' (the "
                              f"others are traded against it: accuracy,params or accuracy,latency)")
-        if self.study_name is None:
-            space = getattr(self.space, "name", self.space)
+        if self.study_name is None:  # canonical names: `--dataset Cora` resumes `cora-...`
+            from nas.samplers import strategy_name
+            from nas.tasks import resolve_dataset
+
+            space = getattr(self.space, "name", None) or get_space(self.space).name
+            strategy = self.strategy if not isinstance(self.strategy, str) else strategy_name(self.strategy)
             evaluator = getattr(self.evaluator, "name", self.evaluator)
-            self.study_name = f"{self.dataset}-{space}-{self.strategy}-{evaluator}"
+            self.study_name = f"{resolve_dataset(self.dataset)}-{space}-{strategy}-{evaluator}"
 
     def make_space(self) -> SearchSpace:
         return get_space(self.space, convs=self.convs)

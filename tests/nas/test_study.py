@@ -378,3 +378,10 @@ def test_a_worker_waiting_for_a_trial_running_elsewhere_says_so_once(sqlite_url:
     out = capsys.readouterr().out
     assert out.count("waiting for trial 0 running elsewhere") == 1
     assert "retried once its heartbeat has been silent for 60 s" in out
+
+
+def test_the_default_study_name_uses_canonical_names() -> None:
+    """`--dataset Cora` made the study `Cora-gnn-tpe-train`, another study than `--dataset
+    cora`'s, though dataset names are case-insensitive."""
+    assert SearchConfig("Cora", space="GNN", strategy="TPE").study_name == "cora-gnn-tpe-train"
+    assert SearchConfig("cora").study_name == "cora-gnn-tpe-train"
