@@ -366,7 +366,7 @@ def _final_train(config: Any, top_k: int) -> None:
     for rank, trial in enumerate(trials):
         attrs = trial.user_attrs
         print(
-            f"from scratch: trial {attrs['source_trial']} of {config.study_name!r} -> trial "
+            f"from scratch: trial {attrs['source_trial']} of {attrs.get('source_study', config.study_name)!r} -> trial "
             f"{trial.number} of {config.study_name + '-final'!r}: val {attrs.get('val_acc', 0):.4f} "
             f"test {attrs.get('test_acc', 0):.4f} | {attrs.get('summary', '')}"
             + (" (best)" if rank == 0 and len(trials) > 1 else "")

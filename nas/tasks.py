@@ -169,8 +169,8 @@ def processing_lock(dataset_dir: Path) -> FileLock:
 
 def _load_pyg_dataset(name: str, root: Path) -> Dataset:
     info = DATASETS[name]
-    if info.family in TABLE_ONLY:
-        raise DatasetNotFoundError(
+    if info.family in TABLE_ONLY:  # bad input (exit 2), not missing data
+        raise ValueError(
             f"dataset {name!r} ({info.pyg_name}) is answered from NAS-Bench-Graph's table only "
             f"(--space nasbench-graph --evaluator table); metanas does not load its graph, so it "
             f"cannot be trained or scored with data here"

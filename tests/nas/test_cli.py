@@ -400,7 +400,7 @@ def test_the_ogb_tables_of_nas_bench_graph_are_searched_without_data(dataset, ca
 
 
 def test_training_on_a_table_only_dataset_says_so(capsys, sqlite_url, no_data) -> None:
-    assert main(["search", "--dataset", "arxiv", "--trials", "1", "--storage", sqlite_url]) == 1
+    assert main(["search", "--dataset", "arxiv", "--trials", "1", "--storage", sqlite_url]) == 2
     assert "answered from NAS-Bench-Graph's table only" in capsys.readouterr().err
 
 

@@ -113,7 +113,8 @@ def test_refine_re_scores_the_best_and_final_training_takes_the_best_of_those(
     code = _supernet_search(cora_supernet, sqlite_url, "r", "supernet:ft0", 6, "--refine", "3",
                             "--refine-evaluator", "supernet:ft2", "--final-train")
     assert code == 0, capsys.readouterr().err
-    assert "re-scored the" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "re-scored the" in out
     searched = optuna.load_study(study_name="r", storage=sqlite_url)
     refined = optuna.load_study(study_name="r-refine", storage=sqlite_url)
     assert searched.user_attrs["refine_study"] == "r-refine"
@@ -129,6 +130,8 @@ def test_refine_re_scores_the_best_and_final_training_takes_the_best_of_those(
     best_refined = min(rescored, key=lambda t: (-t.value, t.number))
     assert final.user_attrs["source_study"] == "r-refine"
     assert final.user_attrs["source_trial"] == best_refined.number
+    # and says so: the trial number is the refine study's (it named the search's study)
+    assert f"from scratch: trial {best_refined.number} of 'r-refine' -> trial" in out
     assert final.user_attrs["arch"] == best_refined.user_attrs["arch"]
     base = ["search", "--dataset", "cora", "--storage", sqlite_url, "--quiet"]
     assert main([*base, "--refine", "-1"]) == 2
