@@ -14,3 +14,7 @@ class GNNBackend:
 
     def apply(self, model: nn.Module, drops: list[Tensor]) -> None:
         _gnn.prune_groups(model, _gnn.build_groups(model), drops)
+
+    def layer_order(self, model: nn.Module) -> list[int]:
+        """The groups by position in the model: they come in layer order already."""
+        return list(range(len(_gnn.build_groups(model))))

@@ -78,6 +78,13 @@ class TorchBackend:
         with torch.no_grad():
             return [importance(group).detach().float().cpu() for group in groups]
 
+    def layer_order(self, model: nn.Module) -> list[int]:
+        """Group indices by the position of their root layer in ``model`` (torch-pruning lists
+        the groups from the output back; the pruning itself keeps its order)."""
+        _, groups = _groups(model, self.inputs)
+        position = {module: i for i, module in enumerate(model.modules())}
+        return sorted(range(len(groups)), key=lambda g: position[groups[g][0].dep.target.module])
+
     def apply(self, model: nn.Module, drops: list[Tensor]) -> None:
         """Remove the ``drops`` channels (current positions) of each group, in place. The
         dependency graph of ``model`` is built on the first call and reused (it follows the

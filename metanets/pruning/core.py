@@ -36,7 +36,7 @@ class PruneResult:
     params_before: int
     params_after: int
     removed_fraction: float          # fraction of prunable channels removed
-    widths_before: tuple[int, ...]   # channels of every prunable group (per head: attention)
+    widths_before: tuple[int, ...]   # channels of every prunable group, input to output (per head: attention)
     widths_after: tuple[int, ...]
 
     @property
@@ -153,7 +153,8 @@ def prune_model(
         macs = count_macs(pruned, inputs)
     if before / max(macs, 1) < speedup:
         raise UnreachableSpeedupError(speedup, before / max(macs, 1))
+    layers = backend.layer_order(model)  # widths are reported input to output
     return PruneResult(
         pruned, before, macs, count_params(model), count_params(pruned),
-        removed / max(sum(sizes), 1), tuple(sizes), tuple(len(a) for a in alive),
+        removed / max(sum(sizes), 1), tuple(sizes[g] for g in layers), tuple(len(alive[g]) for g in layers),
     )

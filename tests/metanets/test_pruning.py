@@ -742,3 +742,14 @@ def test_cli_preserve_norm_reaches_the_training_config(flag: list[str], expected
     assert main(["prune-metanet", "--dataset", "mnist14", "--out", str(tmp_path / "m"),
                  "--model-dir", str(tmp_path / "zoo0"), "--quiet", *flag]) == 0
     assert len(jobs) == 1 and jobs[0].config.preserve_norm is expected
+
+
+def test_widths_are_reported_from_input_to_output() -> None:
+    """torch-pruning lists a CNN's groups from the output back: `prune` printed c16-c8-c4 as
+    [4, 8, 16]."""
+    torch.manual_seed(0)
+    model = CNN(CNNArchitecture(widths=(16, 8, 4), norm="batch", residual=False), 1, 10).eval()
+    result = prune_model(model, _images(), 1.5, step=STEP)
+    assert result.widths_before == (16, 8, 4)
+    convs = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert result.widths_after == tuple(c.out_channels for c in convs)
