@@ -619,6 +619,11 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     )
     from nas.tasks import load_task
 
+    from nas.train import resolve_device
+
+    if args.amp and resolve_device(args.device).type != "cuda":  # recorded, then refused on resume
+        raise UsageError(f"--amp is bfloat16 autocast on CUDA; on the CPU (--device {args.device}) it "
+                         "does nothing: drop it")
     device = init_distributed(args.device)  # joins torchrun's process group, if any
     task = load_task(args.dataset, args.data_root)
     supernet = build_supernet(args.space, task, **parse_options(args.option))

@@ -508,3 +508,15 @@ def test_an_unknown_option_is_named_with_its_commands_usage(argv, usage, capsys)
         main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith(usage) and "unrecognized arguments: " + argv[-1 if argv[-1].startswith("--") else -2] in err
+
+
+def test_supernet_amp_on_the_cpu_is_refused_before_it_is_recorded(capsys, tmp_path: Path, monkeypatch) -> None:
+    """--amp did nothing on the CPU but was recorded in the checkpoint, so resuming without it
+    was refused ("trained with amp True, not amp False")."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["supernet", "train", "--dataset", "cora", "--out", str(tmp_path / "sn"), "--epochs", "1", "--amp"]
+    assert main(argv) == 2
+    assert "--amp is bfloat16 autocast on CUDA" in capsys.readouterr().err
+    assert not (tmp_path / "sn").exists()
