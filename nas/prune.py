@@ -108,8 +108,14 @@ def format_outcome(outcome: PruneOutcome) -> str:
     lines = [f"{a:<10}{b:>18}{c:>18}" for a, b, c in rows]
     lines.append(f"method {outcome.method}: speed-up {r.speedup:.2f}x, test acc right after "
                  f"pruning {outcome.pruned['test_acc']:.4f}, widths {list(r.widths_before)} -> "
-                 f"{list(r.widths_after)}")
+                 f"{list(r.widths_after)}" + (" (attention layers: channels per head)"
+                                             if _has_heads(outcome.model) else ""))
     return "\n".join(lines)
+
+
+def _has_heads(model: Any) -> bool:
+    """Whether some layer of a GNN-space ``model`` has several attention heads."""
+    return any(getattr(layer, "heads", 1) > 1 for layer in getattr(getattr(model, "arch", None), "layers", ()))
 
 
 # training a pruning metanetwork (``metanas prune-metanet``) ------------------------------------

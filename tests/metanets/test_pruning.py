@@ -753,3 +753,22 @@ def test_widths_are_reported_from_input_to_output() -> None:
     assert result.widths_before == (16, 8, 4)
     convs = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
     assert result.widths_after == tuple(c.out_channels for c in convs)
+
+
+def test_the_printed_widths_say_when_they_count_channels_per_head() -> None:
+    """`transformer64h8` printed as 8 with nothing saying the widths of attention layers are
+    per head."""
+    from types import SimpleNamespace
+
+    from nas.prune import format_outcome
+
+    metrics = {"test_acc": 0.8, "val_acc": 0.8}
+    result = SimpleNamespace(macs_before=10, macs_after=5, params_before=4, params_after=2, speedup=2.0,
+                             widths_before=(8, 16), widths_after=(4, 8))
+    for conv, heads, said in (("gat", 8, True), ("gcn", 1, False)):
+        model = _gnn(conv, "none") if heads > 1 else GNN(GNNArchitecture(layers=(LayerSpec("gcn", 16),)), 6, 3)
+        if heads > 1:
+            model.arch = dataclasses.replace(model.arch, layers=(LayerSpec("gat", 64, heads),))
+        outcome = SimpleNamespace(result=result, model=model, before=metrics, finetuned=metrics,
+                                  pruned=metrics, method="magnitude")
+        assert ("channels per head" in format_outcome(outcome)) is said
