@@ -288,12 +288,28 @@ def load_parameter_graph(module: nn.Module, data: Data) -> nn.Module:
     bit-identical to the converted one if the features were not edited. Returns ``module``.
     """
     state = module.state_dict(keep_vars=True)
+    _check_same_tensors(state, data)
     width = data.edge_attr.shape[1]
     with torch.no_grad():
         for slot in data.param_slots:
             target = state[slot.name].data.view(-1)[slot.offset:slot.offset + slot.numel]
             target.copy_(_slot_values(data, slot, width))
     return module
+
+
+def _check_same_tensors(state: dict[str, Tensor], data: Data) -> None:
+    """``ValueError`` naming the tensors of ``state`` whose sizes are not those the graph holds
+    (``module`` is of another architecture: writing would scramble its weights)."""
+    held: dict[str, int] = {}
+    for slot in data.param_slots:
+        held[slot.name] = held.get(slot.name, 0) + slot.numel
+    wrong = sorted(name for name in held.keys() | state.keys()
+                   if held.get(name) != (state[name].numel() if name in state else None))
+    if wrong:
+        shown = ", ".join(f"{name} ({held.get(name, 0)} entries in the graph, "
+                          f"{state[name].numel() if name in state else 0} in the module)" for name in wrong[:3])
+        raise ValueError(f"the module is not of the architecture the graph was made from: {shown}"
+                         + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""))
 
 
 def _slot_values(data: Data, slot: Any, width: int) -> Tensor:

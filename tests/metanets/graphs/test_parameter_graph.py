@@ -417,3 +417,17 @@ def test_shared_weights_are_refused() -> None:
 
     with pytest.raises(UnsupportedOperationError, match="called twice"):
         to_parameter_graph(Twice(), (torch.randn(2, 4),))
+
+
+def test_loading_into_a_module_of_another_architecture_is_refused() -> None:
+    """The flat slices were copied anyway: 8 of 9 rows of each layer got scrambled weights."""
+    from metanets.graphs import load_parameter_graph, to_parameter_graph
+
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    target = nn.Sequential(nn.Linear(4, 9), nn.ReLU(), nn.Linear(9, 2))
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    graph = to_parameter_graph(source, (torch.randn(1, 4),))
+    with pytest.raises(ValueError, match=r"not of the architecture .*0.weight \(32 entries in the graph, 36 in the module\)"):
+        load_parameter_graph(target, graph)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
