@@ -202,13 +202,19 @@ def load_zoo(
         progress: ``progress(done, total)`` after each run (of all the studies).
 
     Raises:
+        FileNotFoundError: ``store`` is the URL of an SQLite file that does not exist (it is
+            not created).
         KeyError: a study stored no networks.
         TypeError: ``study`` is neither a name nor a sequence of names.
         ValueError: no name, or a name given twice (its networks would count twice).
     """
     from storage import ModelStore
 
-    store = ModelStore(store) if isinstance(store, str) else store
+    if isinstance(store, str):
+        from storage.engine import existing_database
+
+        existing_database(store)  # reading: a mistyped SQLite path is not created
+        store = ModelStore(store)
     runs = [run for name in _study_names(study) for run in _study_runs(store, name, checkpoints, limit)]
     entries: list[ZooEntry] = []
     for done, (record, epochs) in enumerate(runs, 1):

@@ -371,9 +371,11 @@ def run_search(config: SearchConfig) -> optuna.Study:
     ]
     for process in workers:
         process.start()
+    threads = torch.get_num_threads()  # worker 0 is this process: its share is for the search only
     try:
         run_worker(config, worker=0, task=task)
     finally:
+        torch.set_num_threads(threads)
         for process in workers:
             process.join()
     return study

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +67,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.select not in SELECTIONS:
             raise ValueError(f"could not resolve select {self.select!r} among choices {list(SELECTIONS)}")
+        for name, least in (("epochs", 0), ("eval_every", 1), ("batch_size", 1), ("patience", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}"
+                                 + {"patience": " (0: never stop early)", "epochs": " (0: no training)"}.get(name, ""))
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must lie in (0, 1], got {self.train_fraction!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"could not resolve optimizer {self.optimizer!r} among choices {list(OPTIMIZERS)}")
 
 
 @dataclasses.dataclass
@@ -95,7 +105,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else as torch understands it."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):  # torch lists every device type it knows, twenty of them
+        raise ValueError(f"could not resolve device {str(device)!r} among choices ['auto', 'cpu', "
+                         f"'cuda', 'cuda:N']") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use cpu or auto")
     return resolved

@@ -250,3 +250,11 @@ def test_probing_needs_image_networks_with_their_weights() -> None:
                                 state_dict={})
     with pytest.raises(ValueError, match="keep_state_dicts=True"):
         Zoo([image]).networks()
+
+
+def test_reading_a_zoo_at_a_mistyped_path_creates_no_database(tmp_path) -> None:
+    from metanets.zoo import load_zoo
+
+    with pytest.raises(FileNotFoundError, match="no SQLite database"):
+        load_zoo(f"sqlite:///{tmp_path / 'nothere.db'}", "zoo")
+    assert not (tmp_path / "nothere.db").exists()

@@ -385,3 +385,15 @@ def test_the_default_study_name_uses_canonical_names() -> None:
     cora`'s, though dataset names are case-insensitive."""
     assert SearchConfig("Cora", space="GNN", strategy="TPE").study_name == "cora-gnn-tpe-train"
     assert SearchConfig("cora").study_name == "cora-gnn-tpe-train"
+
+
+def test_a_search_with_several_workers_gives_the_callers_threads_back(sqlite_url: str, no_data) -> None:
+    """Worker 0 runs in the caller's process and set its torch threads for good."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_search(SearchConfig("cora", space="nasbench-graph", evaluator="table", n_trials=4, n_jobs=2,
+                                storage=sqlite_url, verbose=False))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -202,3 +203,23 @@ def test_train_evaluator_keeps_the_epoch_its_selection_names(tiny_graph) -> None
     assert "select='val_loss'" in repr(TrainEvaluator(select="val_loss"))
     with pytest.raises(ValueError, match=r"select 'val' among choices \['val_acc', 'val_loss'\]"):
         TrainEvaluator(select="val")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("eval_every", 0, "eval_every must be an integer >= 1, got 0"),
+    ("patience", -1, "patience must be an integer >= 0, got -1 (0: never stop early)"),
+    ("epochs", "5", "epochs must be an integer >= 0, got '5'"),
+    ("batch_size", 0, "batch_size must be an integer >= 1, got 0"),
+    ("train_fraction", 1.5, "train_fraction must lie in (0, 1], got 1.5"),
+    ("optimizer", "adamw", "could not resolve optimizer 'adamw' among choices ['adam', 'sgd']"),
+])
+def test_a_training_config_that_could_not_train_is_refused_by_name(field, value, message) -> None:
+    """eval_every 0 divided by zero at the first epoch, patience -1 stopped after one epoch,
+    epochs '5' failed on string concatenation deep inside."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**{field: value})
+
+
+def test_an_unknown_device_names_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"could not resolve device 'gpu' among choices \['auto', 'cpu', 'cuda'"):
+        resolve_device("gpu")
