@@ -54,6 +54,7 @@ from metanets.graphs import (
     UnsupportedOperationError,
     to_computation_graph,
 )
+from nas.train import kept_modes
 
 #: ``pretrained:<name>`` checkpoints shipped with the package (see experiments/train_hypernets.py)
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -441,19 +442,17 @@ class GraphHyperNetwork(nn.Module):
         """``ValueError`` naming the GHN's task when ``model`` does not run on its inputs (built
         for another input size or task level); tracing would fail deep in ``torch.fx``."""
         cfg = self.config
-        was_training = model.training
-        model.eval()  # no BatchNorm statistics change
-        try:
-            with torch.no_grad():
-                model(*inputs)
-        except Exception as error:  # noqa: BLE001 - any failure means the wrong task
-            raise ValueError(
-                f"{type(model).__name__} does not run on this hypernetwork's task inputs "
-                f"({cfg.level} level, {cfg.in_channels} input channels, dataset {cfg.dataset!r}): "
-                f"{type(error).__name__}: {error}; build the model for that task"
-            ) from None
-        finally:
-            model.train(was_training)
+        with kept_modes(model):
+            model.eval()  # no BatchNorm statistics change
+            try:
+                with torch.no_grad():
+                    model(*inputs)
+            except Exception as error:  # noqa: BLE001 - any failure means the wrong task
+                raise ValueError(
+                    f"{type(model).__name__} does not run on this hypernetwork's task inputs "
+                    f"({cfg.level} level, {cfg.in_channels} input channels, dataset {cfg.dataset!r}): "
+                    f"{type(error).__name__}: {error}; build the model for that task"
+                ) from None
 
     def plan(self, model: nn.Module, inputs: Sequence[Tensor] | None = None) -> HyperPlan:
         """Computation graph of ``model`` and the tensors to decode.
@@ -771,19 +770,18 @@ def calibrate_batchnorm(model: nn.Module, inputs: Sequence[Tensor] | list[Sequen
     if not norms:
         return
     batches = inputs if isinstance(inputs, list) else [inputs]
-    was_training = model.training
     momenta = [m.momentum for m in norms]
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    with torch.no_grad():
-        for args in batches:
-            model(*args)
+    with kept_modes(model):
+        model.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        with torch.no_grad():
+            for args in batches:
+                model(*args)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
-    model.train(was_training)
 
 
 __all__ = [

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from nas.train import kept_modes
 from search_spaces.resolver import resolve
 
 if TYPE_CHECKING:
@@ -155,12 +156,9 @@ def naswot(model: nn.Module, batches: Sequence[ProxyBatch], loss_fn: LossFn = cr
 
     Mellor et al., "Neural Architecture Search without Training", ICML 2021.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with kept_modes(model):
+        model.eval()
         scores = [_naswot_batch(model, batch, max_samples) for batch in batches]
-    finally:
-        model.train(was_training)
     return float(sum(scores) / len(scores))
 
 

@@ -7,6 +7,7 @@ callback so Optuna pruners work.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -113,6 +114,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use cpu or auto")
     return resolved
+
+
+@contextlib.contextmanager
+def kept_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` for the block; afterwards every submodule is back in the train or eval mode it
+    was in (``model.train(was_training)`` would put them all in the root's mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def count_parameters(model: nn.Module) -> int:

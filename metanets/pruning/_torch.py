@@ -15,6 +15,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from metanets.pruning.errors import UnsupportedLayerError
+from nas.train import kept_modes
 
 #: leaf layers with parameters torch-pruning's dependency graph knows how to prune
 SUPPORTED: tuple[type[nn.Module], ...] = (
@@ -51,13 +52,12 @@ def output_layer(model: nn.Module, inputs: tuple[Any, ...]) -> nn.Module:
 
 
 def _groups(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[tp.DependencyGraph, list]:
-    was_training = model.training
-    model.eval()
-    graph = tp.DependencyGraph().build_dependency(
-        model, example_inputs=inputs if len(inputs) > 1 else inputs[0])
-    ignored = [output_layer(model, inputs)]
-    groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES))
-    model.train(was_training)
+    with kept_modes(model):
+        model.eval()
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=inputs if len(inputs) > 1 else inputs[0])
+        ignored = [output_layer(model, inputs)]
+        groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES))
     return graph, groups
 
 

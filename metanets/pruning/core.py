@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from metanets.pruning.errors import UnreachableSpeedupError
+from nas.train import kept_modes
 
 Importance = Literal["magnitude", "random"]
 IMPORTANCES: tuple[str, ...] = ("magnitude", "random")
@@ -49,12 +50,10 @@ def count_macs(model: nn.Module, inputs: tuple[Any, ...]) -> int:
     """Multiply-accumulates of one forward pass (see the module docstring)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
     counter = FlopCounterMode(display=False)
-    with counter:
+    with kept_modes(model), counter:
+        model.eval()
         model(*inputs)
-    model.train(was_training)
     return int(counter.get_total_flops()) // 2
 
 

@@ -46,6 +46,7 @@ from torch_geometric.utils import scatter
 
 from metanets.gmn import GMN, GMNConfig, _slot, load_gmn_files, prepare_graph, save_gmn
 from metanets.graphs import EdgeFeature, EdgeType, NodeType, to_parameter_graph
+from nas.train import kept_modes
 
 #: edge types whose weights the metanetwork rewrites (dense, convolution, and the weight matrices
 #: of graph convolutions: GCN/SGC ``MESSAGE``, SAGE/GraphConv ``ROOT``, Cheb/TAG ``HOP``)
@@ -448,11 +449,9 @@ class PruningMetanet(nn.Module):
     def graph_of(self, module: nn.Module) -> Any:
         """``module``'s parameter graph, traced with the example inputs (CPU tensors: ``module``
         is on the CPU, where zoos and exported models are loaded)."""
-        was_training = module.training
-        module.eval()
-        graph = to_parameter_graph(module, self.inputs, kernel_width=self.gmn.config.kernel_width)
-        module.train(was_training)
-        return graph
+        with kept_modes(module):
+            module.eval()
+            return to_parameter_graph(module, self.inputs, kernel_width=self.gmn.config.kernel_width)
 
     def graphs_of(self, module: nn.Module) -> tuple[Any, Any]:
         """``module``'s parameter graph and its prepared graph (:func:`prepare_graph`), both on

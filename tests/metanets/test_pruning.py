@@ -772,3 +772,21 @@ def test_the_printed_widths_say_when_they_count_channels_per_head() -> None:
         outcome = SimpleNamespace(result=result, model=model, before=metrics, finetuned=metrics,
                                   pruned=metrics, method="magnitude")
         assert ("channels per head" in format_outcome(outcome)) is said
+
+
+def test_pruning_leaves_every_submodule_of_the_input_in_its_mode() -> None:
+    """`model.train(was_training)` put every submodule in the root's mode: a frozen (eval) layer
+    of a model in training came back training."""
+    model = _gnn("gcn", "none")
+    model.train()
+    model.layers[0].eval()
+    modes = {name: m.training for name, m in model.named_modules()}
+    prune_model(model, _graph(), 1.5, step=STEP)
+    count_macs(model, _graph())
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    cnn_model = _cnn()
+    cnn_model.train()
+    next(m for m in cnn_model.modules() if isinstance(m, nn.BatchNorm2d)).eval()
+    modes = {name: m.training for name, m in cnn_model.named_modules()}
+    prune_model(cnn_model, _images(), 1.5, step=STEP)
+    assert {name: m.training for name, m in cnn_model.named_modules()} == modes
