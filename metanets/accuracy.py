@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from metanets.gmn import GMN, GMNConfig, collate, prepare_graph
 from metanets.probes import ProbedNetwork
+from nas.train import own_random_state
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
@@ -85,6 +86,7 @@ def _numpy(values: Sequence[float] | Tensor):  # noqa: ANN202
     return np.asarray(values, dtype=float).reshape(-1)
 
 
+@own_random_state
 def fit_gmn(
     train_graphs: Sequence[Data], train_targets: Tensor, val_graphs: Sequence[Data],
     val_targets: Tensor, config: FitConfig = FitConfig(), verbose: bool = False,

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from metanets.ghn import GHNConfig, GraphHyperNetwork, HyperPlan, calibrate_batchnorm
+from nas.train import own_random_state
 
 if TYPE_CHECKING:
     from nas.tasks import Task
@@ -317,6 +318,7 @@ class _ArchCache:
         return self.entries[key]
 
 
+@own_random_state
 def train_hypernet(
     space: SearchSpace, task: Task, config: HypernetTrainConfig, log: Logger | None = None,
     ghn: GraphHyperNetwork | None = None, state: str | Path | None = None,

@@ -10,16 +10,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import numbers
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from nas.tasks import Task
@@ -114,6 +118,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use cpu or auto")
     return resolved
+
+
+def own_random_state(function: Callable[P, R]) -> Callable[P, R]:
+    """``function`` run in a fork of torch's generators (the CPU's and every CUDA device's):
+    the seed it sets and the numbers it draws leave the caller's random state as it was."""
+    @functools.wraps(function)
+    def forked(*args: P.args, **kwargs: P.kwargs) -> R:
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            return function(*args, **kwargs)
+
+    return forked
 
 
 @contextlib.contextmanager

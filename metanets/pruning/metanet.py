@@ -46,7 +46,7 @@ from torch_geometric.utils import scatter
 
 from metanets.gmn import GMN, GMNConfig, _slot, load_gmn_files, prepare_graph, save_gmn
 from metanets.graphs import EdgeFeature, EdgeType, NodeType, to_parameter_graph
-from nas.train import kept_modes
+from nas.train import kept_modes, own_random_state
 
 #: edge types whose weights the metanetwork rewrites (dense, convolution, and the weight matrices
 #: of graph convolutions: GCN/SGC ``MESSAGE``, SAGE/GraphConv ``ROOT``, Cheb/TAG ``HOP``)
@@ -591,6 +591,7 @@ class PruningMetanetFit:
     resumed_from: int = 0              # the step a resumed fit went on after (0: not resumed)
 
 
+@own_random_state
 def fit_pruning_metanet(
     models: Sequence[nn.Module], task_loss: TaskLoss, inputs: Sequence[Tensor],
     config: MetanetTrainConfig = MetanetTrainConfig(), log: Any = None,

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from nas.supernet._checkpoint import (
     has_checkpoint, load_optimizer_state, load_weights, read_meta, save_checkpoint,
 )
-from nas.train import resolve_device
+from nas.train import own_random_state, resolve_device
 
 if TYPE_CHECKING:
     from nas.supernet._base import Supernet
@@ -91,6 +91,7 @@ def path_rng(seed: int, step: int) -> random.Random:
     return random.Random(f"supernet-path-{seed}-{step}")
 
 
+@own_random_state
 def train_supernet(
     supernet: Supernet, task: Task, config: SupernetTrainConfig, out: str | Path | None = None,
     dataset: str | None = None,

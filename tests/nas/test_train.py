@@ -223,3 +223,18 @@ def test_a_training_config_that_could_not_train_is_refused_by_name(field, value,
 def test_an_unknown_device_names_the_choices() -> None:
     with pytest.raises(ValueError, match=r"could not resolve device 'gpu' among choices \['auto', 'cpu', 'cuda'"):
         resolve_device("gpu")
+
+
+def test_own_random_state_runs_a_function_in_a_fork_of_the_generators() -> None:
+    from nas.train import own_random_state
+
+    @own_random_state
+    def reseeds() -> torch.Tensor:
+        torch.manual_seed(123)
+        return torch.rand(2)
+
+    torch.manual_seed(7)
+    expected = torch.rand(2)
+    torch.manual_seed(7)
+    first = reseeds()
+    assert torch.equal(torch.rand(2), expected) and torch.equal(reseeds(), first)
