@@ -439,20 +439,29 @@ class GraphHyperNetwork(nn.Module):
 
     # ----------------------------------------------------------------- planning
     def _check_task_inputs(self, model: nn.Module, inputs: Sequence[Tensor]) -> None:
-        """``ValueError`` naming the GHN's task when ``model`` does not run on its inputs (built
-        for another input size or task level); tracing would fail deep in ``torch.fx``."""
+        """``ValueError`` naming the GHN's task when ``model`` is built for another one: another
+        input size (tracing would fail deep in ``torch.fx``), task level or number of classes
+        (it would run, and get parameters for a task they do not fit)."""
         cfg = self.config
+        task = (f"this hypernetwork's task ({cfg.level} level, {cfg.in_channels} input channels, "
+                f"{cfg.out_channels} classes, dataset {cfg.dataset!r})")
+        level = getattr(model, "level", cfg.level)  # GNN-space models know theirs
+        if level != cfg.level:
+            raise ValueError(f"{type(model).__name__} is built for a {level}-level task, not {task}; "
+                             "build the model for that task")
         with kept_modes(model):
             model.eval()  # no BatchNorm statistics change
             try:
                 with torch.no_grad():
-                    model(*inputs)
+                    out = model(*inputs)
             except Exception as error:  # noqa: BLE001 - any failure means the wrong task
                 raise ValueError(
-                    f"{type(model).__name__} does not run on this hypernetwork's task inputs "
-                    f"({cfg.level} level, {cfg.in_channels} input channels, dataset {cfg.dataset!r}): "
+                    f"{type(model).__name__} does not run on the inputs of {task}: "
                     f"{type(error).__name__}: {error}; build the model for that task"
                 ) from None
+        if out.shape[-1] != cfg.out_channels:
+            raise ValueError(f"{type(model).__name__} has {out.shape[-1]} outputs, not the "
+                             f"{cfg.out_channels} classes of {task}; build the model for that task")
 
     def plan(self, model: nn.Module, inputs: Sequence[Tensor] | None = None) -> HyperPlan:
         """Computation graph of ``model`` and the tensors to decode.

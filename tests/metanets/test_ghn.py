@@ -326,6 +326,11 @@ def test_predict_for_a_model_of_another_task_names_the_ghn_task() -> None:
     cnn = CNNSpace()
     with pytest.raises(ValueError, match=r"CNN does not run on .*node level"):
         ghn.predict(cnn.build(cnn.sample(0), 1, 3, "image"))
+    # built for the inputs but another task: it ran, and got parameters it could not use
+    with pytest.raises(ValueError, match=r"GNN has 20 outputs, not the 3 classes of this hypernetwork"):
+        ghn.predict(GNNSpace().build(arch, 6, 20))
+    with pytest.raises(ValueError, match=r"GNN is built for a graph-level task, not this hypernetwork's task \(node level"):
+        ghn.predict(GNNSpace().build(arch, 6, 3, "graph"))
     right = GNNSpace().build(arch, 6, 3).train()
     _assert_complete(right, ghn.predict(right))
     assert right.training and all(  # the check ran in eval mode: no statistics changed
