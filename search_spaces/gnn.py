@@ -13,6 +13,7 @@ with Jumping Knowledge Networks", ICML 2018.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -61,6 +62,14 @@ def _check_choice(field: str, value: Any, choices: tuple[Any, ...]) -> None:
         raise ValueError(f"{field} {value!r} is not among the choices {list(choices)}")
 
 
+def _whole(field: str, value: Any) -> int:
+    """``value`` as an ``int`` (``64.0`` -> ``64``); ``ValueError`` naming ``field`` if it is not
+    a whole number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value):
+        raise ValueError(f"{field} {value!r} must be a whole number")
+    return int(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
     """One message-passing layer: ``dropout -> conv -> norm -> activation``."""
@@ -78,6 +87,10 @@ class LayerSpec:
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("norm", self.norm, NORMS)
+        # one type per field, so that equal layers hash equally (64 and 64.0, 0 and 0.0)
+        object.__setattr__(self, "width", _whole("width", self.width))
+        object.__setattr__(self, "heads", _whole("heads", self.heads))
+        object.__setattr__(self, "dropout", float(self.dropout))
         if self.width < 1 or self.heads < 1 or self.width % self.heads:
             raise ValueError(
                 f"width {self.width} must be a positive multiple of heads {self.heads}"
@@ -111,6 +124,8 @@ class GNNArchitecture(Architecture):
         object.__setattr__(self, "layers", tuple(layer.canonical() for layer in layers))
         _check_choice("skip", self.skip, SKIPS)
         _check_choice("readout", self.readout, READOUTS)
+        object.__setattr__(self, "lr", float(self.lr))  # one type per field: see LayerSpec
+        object.__setattr__(self, "weight_decay", float(self.weight_decay))
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"lr {self.lr} must be > 0 and weight_decay {self.weight_decay} >= 0")
 

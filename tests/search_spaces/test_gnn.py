@@ -141,3 +141,15 @@ def test_convs_as_a_comma_separated_string_are_several_convs() -> None:
     # as --convs takes them; iterating the string gave "could not resolve conv 'g'"
     assert get_space("gnn", convs="gcn, GraphConv").convs == ("gcn", "graph")
     assert GNNSpace(convs="sage").convs == ("sage",)
+
+
+def test_equal_architectures_hash_equally_whatever_the_number_types() -> None:
+    """64 and 64.0, 0 and 0.0 made equal architectures with different hashes (duplicate
+    trials went undetected)."""
+    a = GNNArchitecture.from_dict({"layers": [{"width": 64, "dropout": 0}], "weight_decay": 0})
+    b = GNNArchitecture.from_dict({"layers": [{"width": 64.0, "dropout": 0.0}], "weight_decay": 0.0})
+    assert a == b and a.arch_hash == b.arch_hash and isinstance(b.layers[0].width, int)
+    with pytest.raises(ValueError, match="width 64.5 must be a whole number"):
+        GNNArchitecture.from_dict({"layers": [{"width": 64.5}]})
+    sampled = GNNSpace().sample(0)  # what the space proposes keeps the hash it had
+    assert GNNArchitecture.from_dict(json.loads(json.dumps(sampled.to_dict()))).arch_hash == sampled.arch_hash
