@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from metanets.gmn import GMN, GMNConfig, collate, prepare_graph
 from metanets.probes import ProbedNetwork
-from nas.train import own_random_state
+from nas.train import check_counts, own_random_state
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
@@ -45,6 +45,9 @@ class FitConfig:
     probes: int = 0             # learned probe inputs the GMN also reads (GMNConfig.probes)
     probe_init: str = "noise"   # probes start from noise or from task inputs (fit_gmn probe_start)
     graph_branch: bool = True   # False: probes only, no parameter graph (an ablation)
+
+    def __post_init__(self) -> None:
+        check_counts(self, epochs=1, batch_size=1, hidden=1, layers=0, eval_every=1, max_inputs=0, probes=0)
 
 
 @dataclasses.dataclass

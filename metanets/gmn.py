@@ -38,6 +38,7 @@ from torch_geometric.utils import degree, scatter
 
 from metanets.graphs.features import EdgeFeature, EdgeType, NodeFeature, NodeType
 from metanets.probes import PROBE_INITS, ProbedNetwork, ProbeEncoder
+from nas.train import check_counts
 
 if TYPE_CHECKING:
     from torch_geometric.data import Batch, Data
@@ -256,6 +257,8 @@ class GMNConfig:
     graph_branch: bool = True  # read the parameter graph (False: probes only, an ablation)
 
     def __post_init__(self) -> None:
+        check_counts(self, hidden=1, layers=0, out_graph=0, out_edge=0, kernel_width=1, max_inputs=0,
+                     probes=0, probe_outputs=0)
         object.__setattr__(self, "probe_shape", tuple(int(s) for s in self.probe_shape))
         if self.probes and (not self.probe_shape or self.probe_outputs < 1):
             raise ValueError(

@@ -72,11 +72,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.select not in SELECTIONS:
             raise ValueError(f"could not resolve select {self.select!r} among choices {list(SELECTIONS)}")
-        for name, least in (("epochs", 0), ("eval_every", 1), ("batch_size", 1), ("patience", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}"
-                                 + {"patience": " (0: never stop early)", "epochs": " (0: no training)"}.get(name, ""))
+        check_counts(self, epochs=(0, "0: no training"), eval_every=1, batch_size=1,
+                     patience=(0, "0: never stop early"))
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must lie in (0, 1], got {self.train_fraction!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -118,6 +115,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use cpu or auto")
     return resolved
+
+
+def check_counts(config: object, **least: int | tuple[int, str]) -> None:
+    """``ValueError`` naming the first field of ``config`` that is not an integer at least
+    ``least[field]`` (or ``(least, what it means)``): a config of counts that could not run."""
+    for name, bound in least.items():
+        lowest, meaning = bound if isinstance(bound, tuple) else (bound, "")
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
+            raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}"
+                             + (f" ({meaning})" if meaning else ""))
 
 
 def own_random_state(function: Callable[P, R]) -> Callable[P, R]:

@@ -296,6 +296,8 @@ class NasBenchGraphSpace(SearchSpace):
         level: TaskLevel = "node",
     ) -> NasBenchGraphNet:
         self.check_level(level)
+        if not isinstance(arch, NasBenchGraphArchitecture):
+            raise TypeError(f"space 'nasbench-graph' builds NasBenchGraphArchitecture, not {type(arch).__name__}")
         setting = self.setting(in_channels, out_channels)
         return NasBenchGraphNet(arch, in_channels, out_channels, setting)
 

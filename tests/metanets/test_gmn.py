@@ -3,6 +3,7 @@ mixed-architecture batches, saving."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -376,3 +377,21 @@ def test_fitting_leaves_the_callers_random_state_alone() -> None:
         draws.append((torch.rand(3), expected))
     assert all(torch.equal(after, expected) for after, expected in draws)
     assert all(torch.equal(fits[0][k], fits[1][k]) for k in fits[0])  # its own seed decides the fit
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: GMNConfig(hidden=0), "hidden must be an integer >= 1, got 0"),
+    (lambda: GMNConfig(layers=-1), "layers must be an integer >= 0, got -1"),
+])
+def test_a_gmn_config_that_could_not_run_is_refused_by_name(make, message) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("eval_every", 0)])
+def test_a_fit_config_that_could_not_fit_is_refused_by_name(field, value) -> None:
+    """epochs 0 failed in load_state_dict with NoneType, batch_size 0 divided by zero."""
+    from metanets.accuracy import FitConfig
+
+    with pytest.raises(ValueError, match=f"{field} must be an integer >= 1, got 0"):
+        FitConfig(**{field: value})

@@ -221,3 +221,10 @@ def test_for_dataset_picks_the_benchmarks_setting() -> None:
     assert space.for_dataset("texas") is space  # not a benchmark dataset: shapes decide
     assert citeseer.for_dataset("cora") is citeseer  # an explicit choice is kept
     assert GNNSpace().for_dataset("cora").name == "gnn"
+
+
+def test_building_an_architecture_of_another_space_names_both() -> None:
+    from search_spaces.gnn import GNNArchitecture
+
+    with pytest.raises(TypeError, match="space 'nasbench-graph' builds NasBenchGraphArchitecture, not GNNArchitecture"):
+        NasBenchGraphSpace().build(GNNArchitecture(), 1433, 7)
