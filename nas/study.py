@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import multiprocessing
+import numbers
 import os
 import sys
 import time
@@ -97,6 +98,13 @@ class SearchConfig:
     warm_start_k: int = WARM_START_K
 
     def __post_init__(self) -> None:
+        for name in ("n_trials", "n_jobs", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if self.convs is not None and not isinstance(self.space, str):
+            raise ValueError("convs narrows a space given by name; a SearchSpace object carries its "
+                             "own: build it with them (e.g. GNNSpace(convs=...))")
         if self.n_trials < 1:
             raise ValueError(f"n_trials must be >= 1, got {self.n_trials}")
         if self.n_jobs < 1:

@@ -397,3 +397,16 @@ def test_a_search_with_several_workers_gives_the_callers_threads_back(sqlite_url
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_search_config_refuses_what_it_would_misread() -> None:
+    """A space object with convs ignored the convs; n_trials 2.5 and seed 'a' were accepted."""
+    from search_spaces import GNNSpace
+
+    with pytest.raises(ValueError, match=r"convs narrows a space given by name"):
+        SearchConfig("cora", space=GNNSpace(max_depth=1), convs=("gcn",))
+    with pytest.raises(ValueError, match=r"n_trials must be an integer, got 2.5"):
+        SearchConfig("cora", n_trials=2.5)
+    with pytest.raises(ValueError, match=r"seed must be an integer, got 'a'"):
+        SearchConfig("cora", seed="a")
+    assert SearchConfig("cora", space=GNNSpace(convs=("gcn",))).make_space().convs == ("gcn",)
