@@ -210,6 +210,8 @@ def load_zoo(
     """
     from storage import ModelStore
 
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a number of runs >= 1 (None: all), got {limit!r}")
     if isinstance(store, str):
         from storage.engine import existing_database
 

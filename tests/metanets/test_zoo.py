@@ -258,3 +258,12 @@ def test_reading_a_zoo_at_a_mistyped_path_creates_no_database(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no SQLite database"):
         load_zoo(f"sqlite:///{tmp_path / 'nothere.db'}", "zoo")
     assert not (tmp_path / "nothere.db").exists()
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_that_is_no_number_of_runs_is_refused(limit, tmp_path) -> None:
+    """limit 0 read every run, limit -1 all but the last."""
+    from metanets.zoo import load_zoo
+
+    with pytest.raises(ValueError, match=f"limit must be a number of runs >= 1 \\(None: all\\), got {limit}"):
+        load_zoo(f"sqlite:///{tmp_path / 'z.db'}", "zoo", limit=limit)
