@@ -513,10 +513,15 @@ def _overwrite_option(parser: argparse.ArgumentParser) -> None:
 def check_out_folder(out: str, overwrite: bool) -> None:
     """A :class:`UsageError` for an ``--out`` that is a file, or a folder that already holds
     files (a model exported there would be replaced) unless ``overwrite``."""
+    from nas.export import SPEC_FILE, WEIGHTS_FILE
+
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder; choose a folder to write the model into")
-    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    # a killed write's hidden temporary files, and weights without their spec, are no model
+    held = sorted(p.name for p in path.iterdir() if not p.name.startswith(".")) if path.is_dir() else []
+    if held == [WEIGHTS_FILE] and not (path / SPEC_FILE).exists():
+        held = []
     if held and not overwrite:
         shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         raise UsageError(f"--out {out} already holds {shown}; choose a new folder, or pass "
@@ -626,7 +631,11 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
                          "does nothing: drop it")
     device = init_distributed(args.device)  # joins torchrun's process group, if any
     task = load_task(args.dataset, args.data_root)
-    supernet = build_supernet(args.space, task, **parse_options(args.option))
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # --seed fixes the starting weights too
+        torch.manual_seed(args.seed)
+        supernet = build_supernet(args.space, task, **parse_options(args.option))
     config = SupernetTrainConfig(
         epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
         batch_size=args.batch_size, seed=args.seed, device=device,

@@ -555,8 +555,8 @@ def _waiting_line(study: optuna.Study, config: SearchConfig) -> str:
     from storage.optuna_storage import GRACE_PERIOD
 
     grace = config.grace_period if config.grace_period is not None else max(GRACE_PERIOD, 2 * config.heartbeat)
-    return (f"waiting for trial {', '.join(map(str, running))} running elsewhere (a trial whose "
-            f"worker stopped is retried once its heartbeat has been silent for {grace} s)")
+    return (f"waiting for trial {', '.join(map(str, running))} running in other workers (one whose "
+            f"worker was killed is retried once its heartbeat has been silent for {grace} s)")
 
 
 def _next_action(study: optuna.Study, n_trials: int) -> str:

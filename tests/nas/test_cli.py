@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+import torch
 
 from nas.cli import main
 
@@ -520,3 +521,34 @@ def test_supernet_amp_on_the_cpu_is_refused_before_it_is_recorded(capsys, tmp_pa
     assert main(argv) == 2
     assert "--amp is bfloat16 autocast on CUDA" in capsys.readouterr().err
     assert not (tmp_path / "sn").exists()
+
+
+def test_a_killed_exports_leftovers_do_not_block_its_rerun(tmp_path: Path) -> None:
+    """A killed export left only its weights (or a hidden temporary file); the re-run was refused
+    as if a model were there."""
+    from nas.cli import check_out_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"partial")
+    (out / ".model.safetensors.tmp123").write_bytes(b"partial")
+    check_out_folder(str(out), overwrite=False)  # no model there: not refused
+    (out / "architecture.json").write_text("{}")
+    with pytest.raises(ValueError, match="already holds architecture.json, model.safetensors"):
+        check_out_folder(str(out), overwrite=False)
+
+
+def test_supernet_seed_fixes_its_starting_weights(cora_available, tmp_path: Path) -> None:
+    """The supernet was built before the seed was set: two runs of one command differed."""
+    from safetensors.torch import load_file
+
+    def weights(out: str, seed: str) -> dict:
+        assert main(["supernet", "train", "--dataset", "cora", "--out", out, "--epochs", "1", "--seed", seed,
+                     "--device", "cpu", "--option", "max_depth=1", "--option", "widths=16",
+                     "--option", "convs=gcn,sage"]) == 0
+        (file,) = Path(out).glob("supernet*.safetensors")
+        return load_file(str(file))
+
+    a, b, c = (weights(str(tmp_path / name), seed) for name, seed in (("a", "0"), ("b", "0"), ("c", "1")))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)

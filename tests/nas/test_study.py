@@ -376,7 +376,7 @@ def test_a_worker_waiting_for_a_trial_running_elsewhere_says_so_once(sqlite_url:
     study.ask()  # the trial a killed worker left RUNNING
     run_worker(config)
     out = capsys.readouterr().out
-    assert out.count("waiting for trial 0 running elsewhere") == 1
+    assert out.count("waiting for trial 0 running in other workers") == 1
     assert "retried once its heartbeat has been silent for 60 s" in out
 
 
