@@ -9,6 +9,7 @@ checksum its weights fail, and is never loaded as a model.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,9 @@ SPEC_FILE = "architecture.json"
 #: narrow (see :mod:`metanets.pruning.shapes`)
 PRUNED_KEY = "pruned"
 WEIGHTS_FILE = "model.safetensors"
+#: spec key naming the weights file when it is not WEIGHTS_FILE (an export written over another)
+WEIGHTS_KEY = "weights_file"
+_WEIGHTS_NAME = re.compile(r"model(\.[0-9a-f]{16})?\.safetensors")
 #: key of ``architecture.json``: the SHA-256 of the ``model.safetensors`` written with it
 #: (exports written before it existed have none and are not checked)
 WEIGHTS_SHA256 = "weights_sha256"
@@ -94,19 +98,31 @@ def export_model(
     out: str | Path, *, space: str, spec: dict[str, Any], in_channels: int, out_channels: int,
     level: str, state_dict: dict[str, Tensor], metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write an exported model folder; returns its path."""
+    """Write an exported model folder; returns its path.
+
+    A new folder gets ``architecture.json`` and ``model.safetensors``. Over an existing export
+    the new weights go to a file of their own (``model.<digest>.safetensors``, named in the
+    spec) and the spec is replaced last, in one atomic step: a process killed at any moment
+    leaves the old model or the new one loadable, never half of each.
+    """
     from storage.store import encode_state_dict, replace_atomically, sha256
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     blob = encode_state_dict(state_dict)
+    digest = sha256(blob)
+    weights = f"model.{digest[:16]}.safetensors" if (folder / SPEC_FILE).exists() else WEIGHTS_FILE
     document = {
         "format": FORMAT_VERSION, "space": space, "architecture": spec,
         "in_channels": in_channels, "out_channels": out_channels, "level": level,
-        **(metadata or {}), WEIGHTS_SHA256: sha256(blob),
+        **{k: v for k, v in (metadata or {}).items() if k != WEIGHTS_KEY}, WEIGHTS_SHA256: digest,
+        **({WEIGHTS_KEY: weights} if weights != WEIGHTS_FILE else {}),
     }
-    replace_atomically(folder / WEIGHTS_FILE, blob)
+    replace_atomically(folder / weights, blob)
     replace_atomically(folder / SPEC_FILE, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+    for old in folder.iterdir():  # the replaced model's weights
+        if old.name != weights and _WEIGHTS_NAME.fullmatch(old.name):
+            old.unlink(missing_ok=True)
     return folder
 
 
@@ -177,7 +193,10 @@ def load_exported(folder: str | Path) -> nn.Module:
     document = read_export(folder)
     model = build_module(document["space"], document["architecture"], document["in_channels"],
                          document["out_channels"], document["level"])
-    path = Path(folder) / WEIGHTS_FILE
+    name = document.get(WEIGHTS_KEY, WEIGHTS_FILE)
+    if not isinstance(name, str) or not _WEIGHTS_NAME.fullmatch(name):  # never a path elsewhere
+        raise ValueError(f"{Path(folder) / SPEC_FILE} names weights {name!r}, not an export's weights file")
+    path = Path(folder) / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the exported model has no weights")
     blob = path.read_bytes()

@@ -118,3 +118,45 @@ def test_exporting_a_trial_without_a_model_says_why(sqlite_url: str, tmp_path: P
     with pytest.raises(KeyError, match=r"trial 1 .*: the trial is FAIL \(RuntimeError: out of memory\)"):
         export_trial(sqlite_url, "s", tmp_path / "b", 1)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_export_over_another_switches_in_one_step(tmp_path: Path, monkeypatch) -> None:
+    """Over an existing export the weights were replaced first and the spec second: killed in
+    between, the old model was gone and the new one did not load (checksum)."""
+    old_state = _export(tmp_path / "a", seed=0, trial=11)
+    new_state = build_module("cnn", SPEC, 1, 10, "image").state_dict()
+    new_state = {k: v + 1 if v.is_floating_point() else v for k, v in new_state.items()}
+    from storage import store
+
+    written, write = [], store.replace_atomically
+
+    def killed_after_the_weights(path, content):
+        written.append(path.name)
+        if path.name == SPEC_FILE:
+            raise KeyboardInterrupt  # the kill, after the weights were written
+        return write(path, content)
+
+    monkeypatch.setattr(store, "replace_atomically", killed_after_the_weights)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(tmp_path / "a", space="cnn", spec=SPEC, in_channels=1, out_channels=10, level="image",
+                     state_dict=new_state, metadata={"trial": 4})
+    monkeypatch.undo()
+    assert written[0] != WEIGHTS_FILE  # the new weights went to a file of their own
+    loaded = load_exported(tmp_path / "a")  # the old model, whole
+    assert read_export(tmp_path / "a")["trial"] == 11
+    assert all(torch.equal(v, old_state[k]) for k, v in loaded.state_dict().items())
+    export_model(tmp_path / "a", space="cnn", spec=SPEC, in_channels=1, out_channels=10, level="image",
+                 state_dict=new_state, metadata={"trial": 4})
+    assert read_export(tmp_path / "a")["trial"] == 4
+    assert all(torch.equal(v, new_state[k]) for k, v in load_exported(tmp_path / "a").state_dict().items())
+    assert len([p for p in (tmp_path / "a").iterdir() if p.suffix == ".safetensors"]) == 1  # old ones gone
+
+
+def test_an_export_spec_naming_weights_elsewhere_is_refused(tmp_path: Path) -> None:
+    import json
+
+    _export(tmp_path / "a", seed=0, trial=0)
+    spec = json.loads((tmp_path / "a" / SPEC_FILE).read_text())
+    (tmp_path / "a" / SPEC_FILE).write_text(json.dumps({**spec, "weights_file": "../../etc/passwd"}))
+    with pytest.raises(ValueError, match="names weights '../../etc/passwd', not an export's weights file"):
+        load_exported(tmp_path / "a")
