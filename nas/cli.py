@@ -486,7 +486,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
         print(
             f"{row['trial']:>5} {row['state']:>8} {_fmt(row['val_acc'])} {_fmt(row['test_acc'])} "
             f"{row['num_params'] or '':>10}  {row.get('summary', '')}"
-            + (f"  ({row['fail_reason']})" if row.get("fail_reason") else "")
+            + (f"  ({row.get('fail_reason') or 'worker stopped'})" if row["state"] == "FAIL" else "")
         )
     return 0
 

@@ -552,3 +552,20 @@ def test_supernet_seed_fixes_its_starting_weights(cora_available, tmp_path: Path
     a, b, c = (weights(str(tmp_path / name), seed) for name, seed in (("a", "0"), ("b", "0"), ("c", "1")))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_trials_says_why_a_killed_workers_trial_failed(capsys, sqlite_url) -> None:
+    """A killed worker's trial is failed by the heartbeat with no reason recorded: `trials`
+    showed a blank, while the search's own line says "worker stopped"."""
+    import optuna
+
+    from nas.study import FAIL_REASON
+
+    study = optuna.create_study(storage=sqlite_url, study_name="k", direction="maximize")
+    stopped, raised = study.ask(), study.ask()
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    raised.set_user_attr(FAIL_REASON, "RuntimeError: boom")
+    study.tell(raised, state=optuna.trial.TrialState.FAIL)
+    assert main(["trials", "--storage", sqlite_url, "--study", "k"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("(worker stopped)") and lines[2].endswith("(RuntimeError: boom)")
