@@ -344,7 +344,12 @@ class LinearOp(nn.Module):
         self.lin.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Adj) -> Tensor:  # noqa: ARG002 - graph unused
-        return sparse_linear(x, self.lin.weight, self.lin.bias)  # = self.lin(x); CSR x welcome
+        return self.lin(x)  # plain, so torch.fx traces it (parameter graphs, pruning)
+
+    def forward_sparse(self, x: Tensor) -> Tensor:
+        """:meth:`forward` for a dense or CSR ``x`` (the fixed-graph path's sparse input
+        features), with gradients for the weights (see :func:`sparse_linear`)."""
+        return sparse_linear(x, self.lin.weight, self.lin.bias)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels})"
@@ -465,7 +470,9 @@ class NasBenchGraphCell(nn.Module):
                 h = dropout(h, self.dropout) if self.training and self.dropout else h
             if name in _STATIC_SPECS:
                 states.append(static_conv_forward(op, _STATIC_SPECS[name], h, graph))
-            else:  # fc (a linear layer takes CSR as it is) and skip
+            elif name == "fc":  # a linear layer takes CSR as it is
+                states.append(op.forward_sparse(h))
+            else:  # skip
                 states.append(op(h, graph.edge_index))
         out = torch.cat([_dense(states[i]) for i in self.leaves], dim=-1)
         return self.lin(out.relu())
@@ -535,9 +542,9 @@ class NasBenchGraphNet(nn.Module):
 
     def _forward_static(self, x: Tensor, graph: StaticGraph) -> Tensor:
         x = input_dropout(x, self.setting.dropout, self.training)
-        x = _linear_stack(self.pre, x, graph.edge_index)
+        x = _linear_stack(self.pre, x, graph.edge_index, sparse=True)
         x = self.cell.forward_static(x, graph)
-        return _linear_stack(self.post, x, graph.edge_index)  # (N, C)
+        return _linear_stack(self.post, x, graph.edge_index, sparse=True)  # (N, C)
 
     def __repr__(self) -> str:
         return (
@@ -546,10 +553,11 @@ class NasBenchGraphNet(nn.Module):
         )
 
 
-def _linear_stack(layers: nn.ModuleList, x: Tensor, edge_index: Adj) -> Tensor:
-    # the benchmark applies ELU after the second-to-last layer of a stack only
+def _linear_stack(layers: nn.ModuleList, x: Tensor, edge_index: Adj, sparse: bool = False) -> Tensor:
+    # the benchmark applies ELU after the second-to-last layer of a stack only; sparse: x may
+    # be CSR (see LinearOp.forward_sparse)
     for i, layer in enumerate(layers):
-        x = layer(x, edge_index)
+        x = layer.forward_sparse(x) if sparse else layer(x, edge_index)
         if i == len(layers) - 2:
             x = nn.functional.elu(x)
     return x

@@ -20,7 +20,7 @@ from metanets.graphs._functional import describe
 from metanets.graphs._values import Group, Pending, Value, shape_of
 from metanets.graphs.errors import UnsupportedOperationError
 from metanets.graphs.features import EdgeFeature, NodeType
-from metanets.graphs.tracing import module_path, trace
+from metanets.graphs.tracing import LEAF_ROOT, module_path, trace
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
@@ -177,9 +177,10 @@ class ParameterGraphWalker:
 
     def walk_submodule(self, module: nn.Module, path: str, inputs: Sequence[Value],
                        example_inputs: Sequence[Any]) -> Value:
-        """Convert a leaf's child network (GIN's MLP) with the same builder."""
-        self._check_once(module, path)
+        """Convert a leaf's child network (GIN's MLP, or a single layer) with the same builder."""
         gm = trace(module, example_inputs, leaf_types=tuple(self.handlers))
+        if not hasattr(gm, LEAF_ROOT):  # a single layer is checked when its graph calls it
+            self._check_once(module, path)
         walker = ParameterGraphWalker(gm, self.builder, self.handlers, self.passthrough, path)
         walker._called = self._called
         return walker.run(inputs)

@@ -228,3 +228,24 @@ def test_building_an_architecture_of_another_space_names_both() -> None:
 
     with pytest.raises(TypeError, match="space 'nasbench-graph' builds NasBenchGraphArchitecture, not GNNArchitecture"):
         NasBenchGraphSpace().build(GNNArchitecture(), 1433, 7)
+
+
+@pytest.mark.parametrize("pattern", range(len(LINK_PATTERNS)))
+def test_every_op_converts_to_a_parameter_graph_and_back(tiny_graph, pattern: int) -> None:
+    """Networks as data: a benchmark model traces (its fc op too) and its parameter graph
+    loads into a fresh model of the cell that then computes the same function."""
+    from metanets.graphs import load_parameter_graph, to_parameter_graph
+
+    for k, num_pre in ((0, 0), (3, 1), (6, 0)):  # three cells per pattern cover all nine ops
+        ops = tuple(OPS[(k + i) % len(OPS)] for i in range(4))
+        setting = dataclasses.replace(TINY, num_pre=num_pre, num_pro=1 - num_pre)
+        arch = Arch_.from_pattern(pattern, ops)
+        model = NasBenchGraphNet(arch, 4, 3, setting).eval()
+        graph = to_parameter_graph(model, (tiny_graph.x, tiny_graph.edge_index))
+        weights = sum(p.numel() for p in model.parameters())
+        assert graph.num_edges > 0 and graph.num_nodes > 0, arch.short()
+        fresh = NasBenchGraphNet(arch, 4, 3, setting).eval()
+        load_parameter_graph(fresh, graph)
+        torch.testing.assert_close(
+            fresh(tiny_graph.x, tiny_graph.edge_index), model(tiny_graph.x, tiny_graph.edge_index),
+            msg=f"{arch.short()} ({weights} weights)")

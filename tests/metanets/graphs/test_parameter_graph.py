@@ -83,6 +83,20 @@ def conv1d() -> nn.Module:
                          nn.Conv1d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(28, 2))
 
 
+class GinOfOneLinear(nn.Module):
+    """A GINConv whose ``nn`` is a bare Linear (NAS-Bench-Graph's gin), not an MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch_geometric.nn import GINConv
+
+        self.conv = GINConv(nn.Linear(5, 8), train_eps=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.head(self.conv(x, edge_index).relu())
+
+
 IMAGE = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
 NETWORKS: dict[str, tuple[Callable[[], nn.Module], tuple[Tensor, ...]]] = {
     "mlp": (mlp, (torch.randn(3, 4),)),
@@ -93,6 +107,7 @@ NETWORKS: dict[str, tuple[Callable[[], nn.Module], tuple[Tensor, ...]]] = {
     "pyg_gcn": (lambda: pyg_models.GCN(5, 8, 2, 3, norm="batch_norm"), (X_GRAPH, EDGE_INDEX)),
     "pyg_sage": (lambda: pyg_models.GraphSAGE(5, 8, 2, 3, jk="cat"), (X_GRAPH, EDGE_INDEX)),
     "pyg_gin": (lambda: pyg_models.GIN(5, 8, 2, 3), (X_GRAPH, EDGE_INDEX)),
+    "gin_of_one_linear": (GinOfOneLinear, (X_GRAPH, EDGE_INDEX)),
     "pyg_gat": (lambda: pyg_models.GAT(5, 8, 2, 3, heads=2), (X_GRAPH, EDGE_INDEX)),
     "pyg_gatv2": (lambda: pyg_models.GAT(5, 8, 2, 3, heads=4, v2=True), (X_GRAPH, EDGE_INDEX)),
     "pyg_mlp": (lambda: pyg_models.MLP([5, 8, 3]), (X_GRAPH,)),
