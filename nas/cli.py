@@ -512,20 +512,14 @@ def _overwrite_option(parser: argparse.ArgumentParser) -> None:
 
 def check_out_folder(out: str, overwrite: bool) -> None:
     """A :class:`UsageError` for an ``--out`` that is a file, or a folder that already holds
-    files (a model exported there would be replaced) unless ``overwrite``."""
-    from nas.export import SPEC_FILE, WEIGHTS_FILE
+    files (a model exported there would be replaced) unless ``overwrite``
+    (:func:`nas.export.check_export_folder`)."""
+    from nas.export import check_export_folder
 
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder; choose a folder to write the model into")
-    # a killed write's hidden temporary files, and weights without their spec, are no model
-    held = sorted(p.name for p in path.iterdir() if not p.name.startswith(".")) if path.is_dir() else []
-    if held == [WEIGHTS_FILE] and not (path / SPEC_FILE).exists():
-        held = []
-    if held and not overwrite:
-        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-        raise UsageError(f"--out {out} already holds {shown}; choose a new folder, or pass "
-                         f"--overwrite to write the model there")
+    try:
+        check_export_folder(out, overwrite, name="--out", overwrite_hint="--overwrite")
+    except (NotADirectoryError, FileExistsError) as error:
+        raise UsageError(str(error)) from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -533,7 +527,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     _load_study(args)
     check_out_folder(args.out, args.overwrite)
-    folder = export_trial(args.storage, args.study, args.out, args.trial)
+    folder = export_trial(args.storage, args.study, args.out, args.trial, overwrite=args.overwrite)
     print(f"exported to {folder}")
     return 0
 
@@ -564,11 +558,10 @@ def _add_studies(commands: Any) -> None:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from storage import existing_database
+    from storage import reading_url
 
-    existing_database(args.storage)
     rows = []
-    for summary in optuna.get_all_study_summaries(args.storage, include_best_trial=False):
+    for summary in optuna.get_all_study_summaries(reading_url(args.storage), include_best_trial=False):
         rows.append({
             "study": summary.study_name, "trials": summary.n_trials,
             "dataset": summary.user_attrs.get("dataset"), "space": summary.user_attrs.get("space"),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from search_spaces import get_space
-from storage import ChecksumError, ModelStore
+from storage import ChecksumError, ModelStore, StoredModel, reading_url
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -47,14 +47,15 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 def load_study(storage: str, study_name: str) -> optuna.Study:
     """An existing study: ``FileNotFoundError`` for an SQLite file that does not exist (none is
-    created), ``KeyError`` naming the studies the storage holds for an unknown name."""
-    from storage import existing_database, redact
+    created), ``KeyError`` naming the studies the storage holds for an unknown name. An SQLite
+    file in a folder this user cannot write is opened read-only (:func:`storage.reading_url`)."""
+    from storage import redact
 
-    existing_database(storage)
+    url = reading_url(storage)
     try:
-        return optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.load_study(study_name=study_name, storage=url)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        names = [s.study_name for s in optuna.get_all_study_summaries(url)]
         raise KeyError(
             f"no study {study_name!r} in {redact(storage)}; studies there: {names}"
         ) from None
@@ -68,19 +69,29 @@ def load_trial_model(storage: str, study_name: str, trial_number: int | None = N
         study_name: the study (``metanas studies`` lists them).
         trial_number: a trial of the study (a duplicate trial gives the weights of the trial it
             duplicates); ``None``: the best completed trial.
+
+    Returns:
+        The model in eval mode, for inference (as :func:`load_exported`): dropout off,
+        BatchNorm with its stored running statistics; call ``.train()`` to train it further.
     """
     study = load_study(storage, study_name)
     trial = best_trial(study) if trial_number is None else _trial(study, trial_number)
-    stored_number = _stored_trial_number(trial)
-    store = ModelStore(storage)
-    try:
-        record = store.get(study_name, stored_number)
-    except KeyError as error:
-        raise KeyError(f"{error.args[0]}{_why_no_model(study, trial)}") from None
+    store, record = _stored_model(storage, study, trial)
     model = build_module(record.space, json.loads(record.spec), record.in_channels,
                          record.out_channels, record.level)
-    model.load_state_dict(store.load_state_dict(study_name, stored_number))
-    return model
+    model.load_state_dict(store.load_state_dict(study_name, record.trial_number))
+    return model.eval()
+
+
+def _stored_model(storage: str, study: optuna.Study,
+                  trial: optuna.trial.FrozenTrial) -> tuple[ModelStore, StoredModel]:
+    """The store (opened to read) and the record of the model ``trial`` trained (a duplicate
+    trial's: the one it duplicates); ``KeyError`` saying why there is none."""
+    store = ModelStore(reading_url(storage))
+    try:
+        return store, store.get(study.study_name, _stored_trial_number(trial))
+    except KeyError as error:
+        raise KeyError(f"{error.args[0]}{_why_no_model(study, trial)}") from None
 
 
 def _stored_trial_number(trial: optuna.trial.FrozenTrial) -> int:
@@ -127,23 +138,44 @@ def export_model(
 
 
 def export_trial(storage: str, study_name: str, out: str | Path,
-                 trial_number: int | None = None) -> Path:
-    """Export a trial's model (the best by default) with its metrics."""
+                 trial_number: int | None = None, overwrite: bool = False) -> Path:
+    """Export a trial's model (the best by default) with its metrics into the folder ``out``.
+
+    A folder that already holds files is refused (``FileExistsError``: a model exported there
+    would be replaced) unless ``overwrite``; the replacement is then atomic, as
+    :func:`export_model` says. ``NotADirectoryError`` for an ``out`` that is a file.
+    """
     study = load_study(storage, study_name)
     trial = best_trial(study) if trial_number is None else _trial(study, trial_number)
-    stored_number = _stored_trial_number(trial)
-    store = ModelStore(storage)
-    try:
-        record = store.get(study_name, stored_number)
-    except KeyError as error:
-        raise KeyError(f"{error.args[0]}{_why_no_model(study, trial)}") from None
+    check_export_folder(out, overwrite)
+    store, record = _stored_model(storage, study, trial)
     return export_model(
         out, space=record.space, spec=json.loads(record.spec), in_channels=record.in_channels,
         out_channels=record.out_channels, level=record.level,
-        state_dict=store.load_state_dict(study_name, stored_number),
+        state_dict=store.load_state_dict(study_name, record.trial_number),
         metadata={"dataset": record.dataset, "study": study_name, "trial": trial.number,
                   "metrics": record.metrics, "num_params": record.num_params},
     )
+
+
+def check_export_folder(out: str | Path, overwrite: bool, *, name: str = "out",
+                        overwrite_hint: str = "overwrite=True") -> None:
+    """Refuse to export into ``out`` when it is a file (``NotADirectoryError``), or a folder
+    that already holds files (``FileExistsError``: a model exported there would be replaced)
+    unless ``overwrite``. A killed export's leftovers (hidden temporary files, weights without
+    their spec) are no model and do not count. ``name`` and ``overwrite_hint`` are how the
+    message calls the folder and the way to allow it (the CLI: ``--out``, ``--overwrite``)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(
+            f"{name} {out} is a file, not a folder; choose a folder to write the model into")
+    held = sorted(p.name for p in path.iterdir() if not p.name.startswith(".")) if path.is_dir() else []
+    if held == [WEIGHTS_FILE]:  # weights without their spec
+        held = []
+    if held and not overwrite:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise FileExistsError(f"{name} {out} already holds {shown}; choose a new folder, or pass "
+                              f"{overwrite_hint} to write the model there")
 
 
 def _why_no_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
@@ -187,7 +219,8 @@ def read_export(folder: str | Path) -> dict[str, Any]:
 
 
 def load_exported(folder: str | Path) -> nn.Module:
-    """Rebuild an exported model with its weights."""
+    """Rebuild an exported model with its weights, in eval mode for inference (as
+    :func:`load_trial_model`); call ``.train()`` on it to train it further."""
     from storage.store import decode_state_dict, sha256
 
     document = read_export(folder)
@@ -217,4 +250,4 @@ def load_exported(folder: str | Path) -> nn.Module:
         from metanets.pruning._gnn import refresh_widths
 
         refresh_widths(model)  # its layer specs and architecture: the widths it was pruned to
-    return model
+    return model.eval()

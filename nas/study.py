@@ -26,6 +26,7 @@ import torch
 from optuna.trial import TrialState
 
 from nas.evaluators import Evaluation, Evaluator, get_evaluator
+from nas.evaluators.base import COUNT_METRICS
 from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
 from nas.samplers._prescreen import VETO_QUANTILE, check_veto_quantile, resolve_rule
 from nas.tasks import Task, load_task
@@ -217,8 +218,8 @@ class Objective:
         )
 
     def _record(self, trial: optuna.Trial, arch: Architecture, evaluation: Evaluation) -> None:
-        for key, value in evaluation.metrics.items():
-            trial.set_user_attr(key, float(value))
+        for key, value in evaluation.recorded_metrics().items():
+            trial.set_user_attr(key, value)
         trial.set_user_attr("num_params", evaluation.num_params)
         trial.set_user_attr("flops", evaluation.flops)
         trial.set_user_attr("seconds", round(evaluation.seconds, 3))
@@ -231,7 +232,7 @@ class Objective:
             level=self.task.level, in_channels=int(evaluation.in_channels or 0),
             out_channels=int(evaluation.out_channels or 0),
             num_params=int(evaluation.num_params or 0), flops=evaluation.flops,
-            metrics={k: float(v) for k, v in evaluation.metrics.items()},
+            metrics=evaluation.recorded_metrics(),
             state_dict=evaluation.state_dict,
         )
         if evaluation.checkpoints:  # model zoos: weights and metrics at several epochs
@@ -668,6 +669,9 @@ def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
     attrs = dict(trial.user_attrs)
     spec = attrs.pop("arch", None)
+    for key in COUNT_METRICS:  # databases written before counts were stored as ints hold floats
+        if isinstance(attrs.get(key), float) and attrs[key].is_integer():
+            attrs[key] = int(attrs[key])
     return {
         "trial": trial.number,
         "state": trial.state.name,

@@ -1,16 +1,19 @@
 """One SQLAlchemy engine factory from a URL (SQLite by default, PostgreSQL for many workers)."""
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import sqlalchemy
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.util import asbool
 
 T = TypeVar("T")
 
@@ -55,6 +58,7 @@ def parse_url(url: str | URL) -> URL:
             f"pip install -e '.[postgres]'"
         ) from None
     _check_sqlite_folder(parsed)
+    _check_sqlite_query(parsed)
     return parsed
 
 
@@ -79,6 +83,26 @@ def _check_sqlite_folder(url: URL) -> None:
         )
 
 
+#: query arguments that pysqlite reads itself; others are SQLite URI arguments, read with uri=true only
+_PYSQLITE_ARGUMENTS = ("uri", "timeout", "isolation_level", "detect_types", "check_same_thread",
+                       "cached_statements")
+
+
+def _check_sqlite_query(url: URL) -> None:
+    """SQLite URI arguments (``?mode=ro``) without ``uri=true`` would be ignored, with only an
+    SAWarning to say so: refused, naming them."""
+    if url.get_backend_name() != "sqlite" or asbool(url.query.get("uri", False)):
+        return
+    ignored = sorted(set(url.query) - set(_PYSQLITE_ARGUMENTS))
+    if ignored:
+        raise StorageURLError(
+            f"storage URL {redact(url)!r}: SQLite would ignore {ignored} without uri=true; "
+            f"commands that only read a database open it read-only themselves where its folder "
+            f"cannot be written, so leave them out, or write an SQLite URI such as "
+            f"'sqlite:///file:/path/metanas.db?mode=ro&uri=true'"
+        )
+
+
 def existing_database(url: str | URL) -> URL:
     """:func:`parse_url`, and for an SQLite file, ``FileNotFoundError`` when it does not exist:
     commands that only read a database must not create an empty one at a mistyped path."""
@@ -89,6 +113,31 @@ def existing_database(url: str | URL) -> URL:
             f"no SQLite database at {str(path)!r} ({redact(parsed)}); check the storage URL given"
         )
     return parsed
+
+
+def reading_url(url: str) -> str:
+    """``url`` for a command that only reads the database: an SQLite file in a folder this
+    process cannot write is opened read-only, where WAL journaling would fail to create its
+    ``-shm`` and ``-wal`` files beside it ("unable to open database file"). With a ``-shm``
+    file there (a writer is or was connected) it is read through the write-ahead log
+    (``mode=ro``); without one everything committed is in the file itself, which is read as
+    ``immutable=1`` (SQLite opens no WAL file in a folder it cannot write otherwise). Any other
+    URL is returned as it is; ``FileNotFoundError`` as :func:`existing_database` says."""
+    parsed = existing_database(url)
+    path = _sqlite_file(parsed)
+    if path is None or os.access(path.resolve().parent, os.W_OK):
+        return url
+    shm, wal = (path.with_name(path.name + suffix) for suffix in ("-shm", "-wal"))
+    if wal.exists() and not shm.exists():
+        raise PermissionError(
+            f"cannot read {str(path)!r}: its write-ahead log {wal.name} is read through a -shm "
+            f"file, which cannot be created in the folder {str(path.resolve().parent)!r} (this "
+            f"user cannot write it); copy the database with its -wal file into a writable folder"
+        )
+    access = {"mode": "ro"} if shm.exists() else {"immutable": "1"}
+    return parsed.set(
+        database=f"file:{quote(str(path.resolve()))}", query={**parsed.query, **access, "uri": "true"},
+    ).render_as_string(hide_password=False)
 
 
 def redact(url: str | URL) -> str:

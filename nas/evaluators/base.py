@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from search_spaces.base import Architecture, SearchSpace
 
 
+#: metrics that count something: recorded as ints (every other metric as a float)
+COUNT_METRICS = ("best_epoch",)
+
+
 @dataclasses.dataclass
 class Evaluation:
     """An evaluator's answer for one architecture.
@@ -40,6 +44,12 @@ class Evaluation:
         else a training-free ``score``; NaN when it has neither."""
         value = self.metrics.get("val_acc", self.metrics.get("score", math.nan))
         return float(value)
+
+    def recorded_metrics(self) -> dict[str, float | int]:
+        """The metrics as a trial records them: :data:`COUNT_METRICS` (``best_epoch``) as
+        ints, every other one as a float (NumPy and torch scalars included)."""
+        return {key: int(value) if key in COUNT_METRICS else float(value)
+                for key, value in self.metrics.items()}
 
 
 class Evaluator(abc.ABC):

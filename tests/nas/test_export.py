@@ -3,6 +3,7 @@
 model."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,12 +11,13 @@ import optuna
 import pytest
 import torch
 
+from nas.cli import main
 from nas.export import (
     SPEC_FILE, WEIGHTS_FILE, build_module, export_model, export_trial, load_exported, load_trial_model,
     read_export,
 )
 from nas.study import SearchConfig, run_search
-from storage import ChecksumError
+from storage import ChecksumError, ModelStore
 
 SPEC = {"widths": [4]}
 
@@ -153,10 +155,59 @@ def test_an_export_over_another_switches_in_one_step(tmp_path: Path, monkeypatch
 
 
 def test_an_export_spec_naming_weights_elsewhere_is_refused(tmp_path: Path) -> None:
-    import json
-
     _export(tmp_path / "a", seed=0, trial=0)
     spec = json.loads((tmp_path / "a" / SPEC_FILE).read_text())
     (tmp_path / "a" / SPEC_FILE).write_text(json.dumps({**spec, "weights_file": "../../etc/passwd"}))
     with pytest.raises(ValueError, match="names weights '../../etc/passwd', not an export's weights file"):
         load_exported(tmp_path / "a")
+
+
+def test_loaded_models_are_in_eval_mode_for_inference(
+    duplicated_study: optuna.Study, sqlite_url: str, tmp_path: Path,
+) -> None:
+    """Both came back in training mode: dropout on, and BatchNorm updating its statistics at
+    every prediction."""
+    name = duplicated_study.study_name
+    stored = load_trial_model(sqlite_url, name, 0)
+    exported = load_exported(export_trial(sqlite_url, name, tmp_path / "a", 0))
+    for model in (stored, exported):
+        assert not any(module.training for module in model.modules())
+
+
+def test_export_trial_refuses_a_folder_that_holds_files_unless_told(
+    duplicated_study: optuna.Study, sqlite_url: str, tmp_path: Path,
+) -> None:
+    """`metanas export` refused a non-empty --out without --overwrite; export_trial wrote over
+    whatever model the folder held."""
+    name = duplicated_study.study_name
+    folder = export_trial(sqlite_url, name, tmp_path / "a", 0)
+    kept = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(FileExistsError, match=f"out {folder} already holds architecture.json, "
+                                              "model.safetensors; .* pass overwrite=True"):
+        export_trial(sqlite_url, name, folder, 1)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == kept
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        export_trial(sqlite_url, name, tmp_path / "file", 1)
+    assert export_trial(sqlite_url, name, folder, 1, overwrite=True) == folder
+    assert read_export(folder)["trial"] == 1
+
+
+def test_best_epoch_is_stored_as_an_int(duplicated_study: optuna.Study, sqlite_url: str, tmp_path: Path) -> None:
+    """It was stored as a float (3.0) in the trial's attributes and the stored model's metrics."""
+    name = duplicated_study.study_name
+    assert [type(t.user_attrs["best_epoch"]) for t in duplicated_study.trials] == [int, int]
+    assert type(ModelStore(sqlite_url).get(name, 0).metrics["best_epoch"]) is int
+    exported = read_export(export_trial(sqlite_url, name, tmp_path / "a", 0))
+    assert type(exported["metrics"]["best_epoch"]) is int
+
+
+def test_a_best_epoch_that_an_older_version_stored_as_a_float_is_shown_as_an_int(
+    capsys, sqlite_url: str,
+) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="old", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.8, user_attrs={"val_acc": 0.8, "best_epoch": 17.0}))
+    for command in ("trials", "best"):
+        assert main([command, "--storage", sqlite_url, "--study", "old", "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert repr((shown[0] if command == "trials" else shown)["best_epoch"]) == "17"
