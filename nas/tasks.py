@@ -11,6 +11,7 @@ the raw files are copied once to a writable mirror under ``$METANAS_CACHE`` (def
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import os
@@ -18,6 +19,7 @@ import pickle
 import shutil
 import stat
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -39,7 +41,8 @@ class DatasetInfo:
     """How to load one dataset with PyG."""
 
     family: str     # key of LOADERS: planetoid, tu, webkb, actor, airports, amazon, coauthor
-    pyg_name: str   # the name PyG's class takes ("Cora", "MUTAG", ...)
+    pyg_name: str   # the name PyG's class takes, spelled as PyG names its folder <root>/<pyg_name>
+    #                 ("Cora", "MUTAG"; WebKB and Airports lowercase theirs: "cornell", "usa")
     level: str      # "node", "graph" or "image"
     folder: str     # folder under the data root that holds <pyg_name>/raw (image: <folder>/raw)
 
@@ -57,13 +60,13 @@ DATASETS: dict[str, DatasetInfo] = {
     "cora": _node("planetoid", "Cora", "Planetoid"),
     "citeseer": _node("planetoid", "CiteSeer", "Planetoid"),
     "pubmed": _node("planetoid", "PubMed", "Planetoid"),
-    "cornell": _node("webkb", "Cornell", "WebKB"),
-    "texas": _node("webkb", "Texas", "WebKB"),
-    "wisconsin": _node("webkb", "Wisconsin", "WebKB"),
+    "cornell": _node("webkb", "cornell", "WebKB"),
+    "texas": _node("webkb", "texas", "WebKB"),
+    "wisconsin": _node("webkb", "wisconsin", "WebKB"),
     "actor": _node("actor", "Actor", "Actor"),
-    "airports-usa": _node("airports", "USA", "Airports"),
-    "airports-brazil": _node("airports", "Brazil", "Airports"),
-    "airports-europe": _node("airports", "Europe", "Airports"),
+    "airports-usa": _node("airports", "usa", "Airports"),
+    "airports-brazil": _node("airports", "brazil", "Airports"),
+    "airports-europe": _node("airports", "europe", "Airports"),
     "computers": _node("amazon", "Computers", "Amazon"),
     "photo": _node("amazon", "Photo", "Amazon"),
     "cs": _node("coauthor", "CS", "Coauthor"),
@@ -93,8 +96,11 @@ DATASET_ALIASES = {"ogbn-arxiv": "arxiv"}
 TABLE_ONLY = frozenset({"ogb"})
 
 
-def resolve_dataset(name: str) -> str:
-    """Canonical dataset name; ``ValueError`` naming the valid choices otherwise."""
+def resolve_dataset(name: str | Task) -> str:
+    """Canonical dataset name; ``ValueError`` naming the valid choices otherwise. A
+    :class:`Task` (e.g. a :class:`DataTask` on one's own graphs) answers with its name."""
+    if isinstance(name, Task):
+        return name.name
     by_key = {normalize(key): key for key in DATASETS}
     by_key |= {normalize(alias): key for alias, key in DATASET_ALIASES.items()}
     key = normalize(name)
@@ -298,7 +304,9 @@ class Task:
 
     Node tasks hold one graph with boolean ``train_mask``/``val_mask``/``test_mask``; graph tasks
     hold a dataset and index tensors ``splits["train"|"val"|"test"]`` (stratified, by ``seed``).
-    The metric is accuracy; the test split is recorded but never used to select.
+    The metric is accuracy; the test split is recorded but never used to select. Graphs without
+    node features get one-hot degree features (:class:`DegreeFeatures`). A task on graphs held
+    in memory rather than named: :class:`DataTask`.
 
     Args:
         name: dataset name (any spelling, see :data:`DATASETS`).
@@ -320,18 +328,16 @@ class Task:
         """Graph/node tasks: the PyG dataset; image tasks: an :class:`ImageDataset`."""
         if self.level == "image":
             return load_image_dataset(self.name, self.root)  # type: ignore[return-value]
-        dataset = _load_pyg_dataset(self.name, self.root)
-        if dataset.num_node_features == 0:
-            dataset.transform = DegreeFeatures(_max_degree(dataset))
-        return dataset
+        return with_node_features(_load_pyg_dataset(self.name, self.root))
 
     @functools.cached_property
     def data(self) -> Data:
         """Node tasks: the graph with its three masks."""
         if self.level != "node":
             raise AttributeError(f"{self.name} is a graph task: use .dataset and .splits")
-        data = self.dataset[0]
-        return with_node_split(data, self.seed)
+        data = with_node_split(self.dataset[0], self.seed)
+        check_split_sizes(self.name, "nodes", {s: int(data[f"{s}_mask"].sum()) for s in SPLITS})
+        return data
 
     @functools.cached_property
     def splits(self) -> dict[str, Tensor]:
@@ -340,7 +346,9 @@ class Task:
             raise AttributeError(
                 f"{self.name} is a {self.level} task: splits are for graph tasks (node tasks: "
                 f".data and its masks; image tasks: .dataset.x/.y per split)")
-        return stratified_split(self.dataset.y.view(-1), self.seed, (0.8, 0.1, 0.1))
+        splits = stratified_split(graph_labels(self.dataset), self.seed, GRAPH_SPLIT)
+        check_split_sizes(self.name, "graphs", {s: int(idx.numel()) for s, idx in splits.items()})
+        return splits
 
     @property
     def num_features(self) -> int:
@@ -362,47 +370,219 @@ class Task:
         return f"Task({self.name!r}, level={self.level!r}, root={str(self.root)!r})"
 
 
-def load_task(name: str, root: str | Path | None = None, seed: int = 0) -> Task:
-    """Resolve ``name`` and return its :class:`Task` (data is read lazily)."""
+class DataTask(Task):
+    """A task on graphs the caller holds in memory: a ``torch_geometric.data.Data``, a list of
+    them, or any PyG dataset (``KarateClub()``, ``FakeDataset(...)``, an ``InMemoryDataset`` of
+    one's own). Nothing is read from or written to a data root, and the caller's objects are
+    not modified.
+
+    One graph is a node task: its own ``train_mask``/``val_mask``/``test_mask`` when it has all
+    three (boolean, ``(N,)``, or ``(N, k)`` for k splits of which ``seed % k`` is used), else a
+    seeded per-class split (:func:`with_node_split`); only some of the three is an error.
+    Several graphs are a graph task with a seeded stratified 80/10/10 split. Labels ``y`` are
+    integer classes, one per node or one per graph. The split is made (and refused, naming
+    what is wrong) when the task is built. ``run_search(SearchConfig(dataset=task, ...))``
+    searches it; the study records ``name`` as its dataset, so give each data set its own name.
+
+    Args:
+        data: the graph(s).
+        name: the dataset name studies and stored models record; not one of :data:`DATASETS`.
+        level: ``"node"`` or ``"graph"`` (default: node for one graph, graph for several).
+        seed: split seed.
+    """
+
+    def __init__(
+        self, data: Data | Dataset | list[Data], name: str, level: str | None = None, seed: int = 0,
+    ) -> None:
+        self.name = _own_dataset_name(name)
+        dataset = _as_dataset(data)
+        self.level = _data_level(dataset, level, self.name)
+        self.info = DatasetInfo("memory", self.name, self.level, "")
+        self.root = None  # type: ignore[assignment]
+        self.seed = seed
+        self.dataset = with_node_features(dataset)  # type: ignore[misc]
+        check_class_labels(self.dataset, self.level, self.name)
+        self.data if self.level == "node" else self.splits  # noqa: B018 - split now, fail now
+
+    def __repr__(self) -> str:
+        return f"DataTask({self.name!r}, level={self.level!r}, graphs={len(self.dataset)})"
+
+
+def load_task(name: str | Task, root: str | Path | None = None, seed: int = 0) -> Task:
+    """Resolve ``name`` and return its :class:`Task` (data is read lazily); a :class:`Task`
+    (e.g. a :class:`DataTask`) is returned as it is."""
+    if isinstance(name, Task):
+        return name
     return Task(name, root, seed)
 
 
+def _own_dataset_name(name: str) -> str:
+    """``name`` for a :class:`DataTask`, refused when it is empty or names a dataset metanas
+    loads itself (its studies would mix with that dataset's, and strategies that reload the
+    task by name would read the other data)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a DataTask needs a non-empty name, got {name!r}")
+    try:
+        known = resolve_dataset(name)
+    except ValueError:
+        return name.strip()
+    raise ValueError(f"name {name!r} is metanas's dataset {known!r}; give your data a name of its "
+                     f"own (not one of {sorted(DATASETS)})")
+
+
+def _as_dataset(data: Any) -> Dataset:
+    """A PyG dataset as it is; a ``Data`` or a list of them collated into an in-memory one."""
+    from torch_geometric.data import Data, Dataset, InMemoryDataset
+
+    if isinstance(data, Dataset):
+        return data
+    graphs = [data] if isinstance(data, Data) else list(data) if isinstance(data, (list, tuple)) else None
+    if not graphs or not all(isinstance(graph, Data) for graph in graphs):
+        raise TypeError(f"a DataTask takes a torch_geometric Data, a non-empty list of them or a "
+                        f"PyG Dataset, got {type(data).__name__}")
+    dataset = InMemoryDataset()
+    dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
+    return dataset
+
+
+def _data_level(dataset: Dataset, level: str | None, name: str) -> str:
+    """``level``, checked (node tasks need exactly one graph), else guessed from the size."""
+    if level is None:
+        return "node" if len(dataset) == 1 else "graph"
+    if level not in ("node", "graph"):
+        raise ValueError(f"could not resolve level {level!r} among choices ['graph', 'node']")
+    if level == "node" and len(dataset) != 1:
+        raise ValueError(f"{name!r} has {len(dataset)} graphs; a node task is one graph")
+    return level
+
+
+def check_class_labels(dataset: Dataset, level: str, name: str) -> None:
+    """``ValueError`` unless the first graph's ``y`` holds integer class labels, one per node
+    (node task) or one per graph (graph task)."""
+    graph = dataset[0]
+    y = getattr(graph, "y", None)
+    expected = graph.num_nodes if level == "node" else 1
+    if y is None or y.is_floating_point() or y.dtype == torch.bool or y.numel() != expected:
+        got = "no y" if y is None else f"y of dtype {y.dtype} and shape {tuple(y.shape)}"
+        raise ValueError(f"{name!r}: a {level} task needs integer class labels y, one per "
+                         f"{level} ({expected} here), got {got}")
+
+
+#: a graph task's split: fractions of each class for train, val and test
+GRAPH_SPLIT = (0.8, 0.1, 0.1)
+#: the three splits, in order
+SPLITS = ("train", "val", "test")
+#: a node task's seeded split per class (Shchur et al., 2018): this many training and
+#: validation nodes, the rest for test, when the class has more nodes than the two together
+NODE_SPLIT_PER_CLASS = (20, 30)
+#: a smaller class is divided by these fractions (train, val, test) instead
+SMALL_CLASS_SPLIT = (0.6, 0.2, 0.2)
+_MASKS = tuple(f"{split}_mask" for split in SPLITS)
+
+
 def with_node_split(data: Data, seed: int) -> Data:
-    """Keep the dataset's masks (first split if it ships several); else draw a per-class split
-    of 20 training and 30 validation nodes per class, the rest for test (Shchur et al., 2018)."""
-    if getattr(data, "train_mask", None) is not None:
-        for key in ("train_mask", "val_mask", "test_mask"):
-            mask = data[key]
-            if mask.dim() == 2:  # WebKB / Actor ship ten splits as columns
-                data[key] = mask[:, seed % mask.size(1)]
+    """Keep the graph's masks (first split if it ships several); else draw a per-class split
+    of 20 training and 30 validation nodes per class, the rest for test (Shchur et al., 2018);
+    a class of at most 50 nodes is divided 60/20/20 instead, so that it has test nodes too.
+
+    Raises ``ValueError`` when the graph has only some of the three masks, or a mask that is
+    not boolean over the nodes (an index tensor would silently select other nodes)."""
+    present = [key for key in _MASKS if getattr(data, key, None) is not None]
+    if present:
+        if len(present) < len(_MASKS):
+            missing = [key for key in _MASKS if key not in present]
+            raise ValueError(f"the graph has {present} but not {missing}: give all three boolean "
+                             f"masks, or none for a seeded per-class split")
+        for key in _MASKS:
+            data[key] = _one_mask(data[key], key, data.num_nodes, seed)
         return data
     y = data.y.view(-1)
-    generator = torch.Generator().manual_seed(seed)
-    train, val = torch.zeros_like(y, dtype=torch.bool), torch.zeros_like(y, dtype=torch.bool)
-    for cls in y.unique():
-        idx = (y == cls).nonzero().view(-1)
-        idx = idx[torch.randperm(idx.numel(), generator=generator)]
-        train[idx[:20]] = True
-        val[idx[20:50]] = True
-    data.train_mask, data.val_mask, data.test_mask = train, val, ~(train | val)
+    masks = {split: torch.zeros_like(y, dtype=torch.bool) for split in SPLITS}
+    for idx in _shuffled_classes(y, seed):
+        n_train, n_val = _node_split_sizes(idx.numel())
+        masks["train"][idx[:n_train]] = True
+        masks["val"][idx[n_train:n_train + n_val]] = True
+        masks["test"][idx[n_train + n_val:]] = True
+    data.train_mask, data.val_mask, data.test_mask = masks["train"], masks["val"], masks["test"]
     return data
+
+
+def _node_split_sizes(class_size: int) -> tuple[int, int]:
+    """(train, val) nodes of one class of a seeded node split; the rest are test nodes."""
+    n_train, n_val = NODE_SPLIT_PER_CLASS
+    if class_size > n_train + n_val:
+        return n_train, n_val
+    return (int(round(SMALL_CLASS_SPLIT[0] * class_size)),
+            int(round(SMALL_CLASS_SPLIT[1] * class_size)))
+
+
+def _one_mask(mask: Tensor, key: str, num_nodes: int, seed: int) -> Tensor:
+    """``mask`` as one boolean ``(N,)`` mask: column ``seed % k`` of an ``(N, k)`` one (WebKB
+    and Actor ship ten splits as columns)."""
+    if mask.dim() == 2:
+        mask = mask[:, seed % mask.size(1)]
+    if mask.dtype != torch.bool or mask.dim() != 1 or mask.numel() != num_nodes:
+        raise ValueError(f"{key} must be a boolean tensor of shape ({num_nodes},) (or "
+                         f"({num_nodes}, k) for k splits), got dtype {mask.dtype} and shape "
+                         f"{tuple(mask.shape)}")
+    return mask
+
+
+def check_split_sizes(name: str, unit: str, sizes: dict[str, int]) -> None:
+    """``ValueError`` naming the sizes when a split is empty (nothing to train on, nothing to
+    select with, or nothing to test)."""
+    empty = [split for split in SPLITS if not sizes.get(split)]
+    if empty:
+        raise ValueError(f"dataset {name!r} has no {unit} in its {' and '.join(empty)} split "
+                         f"(train/val/test: {sizes['train']}/{sizes['val']}/{sizes['test']}): too "
+                         f"few {unit} per class")
 
 
 def stratified_split(
     y: Tensor, seed: int, fractions: tuple[float, float, float]
 ) -> dict[str, Tensor]:
     """Indices per split, each class divided by ``fractions`` (train, val, test)."""
-    generator = torch.Generator().manual_seed(seed)
-    parts: dict[str, list[Tensor]] = {"train": [], "val": [], "test": []}
-    for cls in y.unique():
-        idx = (y == cls).nonzero().view(-1)
-        idx = idx[torch.randperm(idx.numel(), generator=generator)]
+    parts: dict[str, list[Tensor]] = {split: [] for split in SPLITS}
+    for idx in _shuffled_classes(y, seed):
         n_train = int(round(fractions[0] * idx.numel()))
         n_val = int(round(fractions[1] * idx.numel()))
         parts["train"].append(idx[:n_train])
         parts["val"].append(idx[n_train:n_train + n_val])
         parts["test"].append(idx[n_train + n_val:])
     return {key: torch.cat(value).sort().values for key, value in parts.items()}
+
+
+def _shuffled_classes(y: Tensor, seed: int) -> Iterator[Tensor]:
+    """The indices of each class (in label order), each shuffled by one seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    for cls in y.unique():
+        idx = (y == cls).nonzero().view(-1)
+        yield idx[torch.randperm(idx.numel(), generator=generator)]
+
+
+def graph_labels(dataset: Dataset) -> Tensor:
+    """One class label per graph, ``(len(dataset),)``; ``ValueError`` otherwise."""
+    y = getattr(dataset, "y", None)  # an in-memory dataset's labels without reading each graph
+    if y is None:
+        y = torch.cat([graph.y.view(-1) for graph in dataset])
+    y = y.view(-1)
+    if y.numel() != len(dataset):
+        raise ValueError(f"a graph task needs one class label per graph: {len(dataset)} graphs, "
+                         f"{y.numel()} labels")
+    return y
+
+
+def with_node_features(dataset: Dataset) -> Dataset:
+    """``dataset``, or a shallow copy of it whose graphs get one-hot degree features when they
+    have none (as PyG's ``OneHotDegree`` gives IMDB-BINARY; after any transform of its own)."""
+    if dataset.num_node_features:
+        return dataset
+    from torch_geometric.transforms import Compose
+
+    dataset = copy.copy(dataset)
+    degrees = DegreeFeatures(_max_degree(dataset))
+    dataset.transform = degrees if dataset.transform is None else Compose([dataset.transform, degrees])
+    return dataset
 
 
 def _max_degree(dataset: Dataset) -> int:

@@ -206,3 +206,127 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch) -> Non
             tasks.load_task("cora", root=root).num_features
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]  # only what was there
+
+
+@pytest.mark.parametrize("name", ["cornell", "airports-usa", "photo", "cs", "actor", "pubmed", "dd"])
+def test_offline_error_names_the_folder_pyg_reads_and_leaves_none(tmp_path, monkeypatch, name) -> None:
+    """WebKB and Airports keep their raw files in lowercase folders (WebKB/cornell/raw): the
+    error named WebKB/Cornell, so files put there were never found, and the empty WebKB/cornell
+    tree PyG made before its download was left in the data root."""
+    import torch_geometric.datasets as pyg_datasets
+
+    from nas.tasks import DATASETS
+
+    def offline(self) -> None:
+        raise OSError("urlopen error: Name or service not known")
+
+    for cls in ("WebKB", "Airports", "Amazon", "Coauthor", "Actor", "Planetoid", "TUDataset"):
+        monkeypatch.setattr(getattr(pyg_datasets, cls), "download", offline)
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    root.mkdir()
+    with pytest.raises(DatasetNotFoundError) as error:
+        load_task(name, root=root).num_features
+    info = DATASETS[name]
+    folder = root / info.folder / info.pyg_name
+    assert f"is not in {folder} " in str(error.value)
+    assert not any(root.iterdir())
+    if info.family in ("webkb", "airports"):
+        assert info.pyg_name == info.pyg_name.lower()  # the folder PyG reads
+
+
+def _labelled_graph(sizes: list[int]):
+    """A path graph with ``sizes[c]`` nodes of class c and 3 features."""
+    from torch_geometric.data import Data
+
+    y = torch.cat([torch.full((size,), cls) for cls, size in enumerate(sizes)])
+    n = y.numel()
+    edge_index = torch.stack([torch.arange(n - 1), torch.arange(1, n)])
+    return Data(x=torch.rand(n, 3, generator=torch.Generator().manual_seed(0)), edge_index=edge_index, y=y)
+
+
+def test_node_split_divides_small_classes_60_20_20_and_keeps_20_30_for_large_ones() -> None:
+    """A class of at most 50 nodes had 20 training nodes and the rest validation, and no test
+    nodes (Airports-Brazil: empty test split, test accuracy NaN in every trial)."""
+    data = with_node_split(_labelled_graph([60, 30, 5]), seed=0)
+    y = data.y
+    counts = [[int(data[f"{split}_mask"][y == cls].sum()) for split in ("train", "val", "test")]
+              for cls in range(3)]
+    assert counts == [[20, 30, 10], [18, 6, 6], [3, 1, 1]]
+    assert not (data.train_mask & data.val_mask).any() and not (data.val_mask & data.test_mask).any()
+
+
+def test_node_split_refuses_partial_or_non_boolean_masks() -> None:
+    """KarateClub ships a train_mask only: with_node_split failed with KeyError 'val_mask'. An
+    index tensor named like a mask selected other nodes (out[tensor([0, 5])] picks rows)."""
+    graph = _labelled_graph([4, 4])
+    graph.train_mask = torch.zeros(8, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"has \['train_mask'\] but not \['val_mask', 'test_mask'\]"):
+        with_node_split(graph, seed=0)
+    graph.val_mask, graph.test_mask = torch.tensor([0, 5]), torch.ones(8, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"val_mask must be a boolean tensor of shape \(8,\).*int64"):
+        with_node_split(graph, seed=0)
+
+
+def test_data_task_node_keeps_its_masks_and_leaves_the_callers_graph_alone(tiny_graph) -> None:
+    from nas.tasks import DataTask
+
+    task = DataTask(tiny_graph, "tiny")
+    assert task.level == "node" and task.num_features == 4 and task.num_classes == 3
+    assert torch.equal(task.data.train_mask, tiny_graph.train_mask)
+    bare = _labelled_graph([10, 10])
+    task = DataTask(bare, "bare", seed=1)
+    assert [int(task.data[f"{s}_mask"].sum()) for s in ("train", "val", "test")] == [12, 4, 4]
+    assert "train_mask" not in bare  # the split is the task's, not written into the caller's graph
+    assert load_task(task) is task and resolve_dataset(task) == "bare"
+
+
+def test_data_task_graph_level_from_a_list_with_degree_features_for_featureless_graphs() -> None:
+    from torch_geometric.data import Data
+
+    from nas.tasks import DataTask
+
+    ring = torch.tensor([[0, 1, 2, 1, 2, 0], [1, 2, 0, 0, 1, 2]])
+    graphs = [Data(edge_index=ring, num_nodes=3, y=torch.tensor([i % 2])) for i in range(20)]
+    task = DataTask(graphs, "rings")
+    assert task.level == "graph" and task.num_classes == 2
+    assert {s: len(idx) for s, idx in task.splits.items()} == {"train": 16, "val": 2, "test": 2}
+    assert task.num_features == 3  # one-hot degree 0..2
+    assert graphs[0].x is None  # the caller's graphs untouched
+
+
+def test_data_task_refuses_what_it_cannot_search(tiny_graph) -> None:
+    from torch_geometric.data import Data
+
+    from nas.tasks import DataTask
+
+    with pytest.raises(ValueError, match="name 'Cora' is metanas's dataset 'cora'"):
+        DataTask(tiny_graph, "Cora")
+    float_y = Data(x=torch.rand(4, 2), edge_index=torch.zeros(2, 0, dtype=torch.long), y=torch.rand(4))
+    with pytest.raises(ValueError, match="integer class labels y, one per node"):
+        DataTask(float_y, "regression")
+    few = [Data(x=torch.rand(2, 2), edge_index=torch.zeros(2, 0, dtype=torch.long),
+                y=torch.tensor([i % 2])) for i in range(8)]
+    with pytest.raises(ValueError, match=r"'few' has no graphs in its val split \(train/val/test: 6/0/2\)"):
+        DataTask(few, "few")
+    with pytest.raises(ValueError, match="has 8 graphs; a node task is one graph"):
+        DataTask(few, "few", level="node")
+    with pytest.raises(TypeError, match="takes a torch_geometric Data"):
+        DataTask(torch.zeros(3), "tensor")
+
+
+def test_a_search_runs_on_a_data_task_of_pygs_karate_club(sqlite_url: str) -> None:
+    """A researcher's own graph, searched through the library: KarateClub (shipped with PyG)
+    without its one-node-per-class train_mask gets a seeded split."""
+    from torch_geometric.datasets import KarateClub
+
+    from nas.study import SearchConfig, run_search
+    from nas.tasks import DataTask
+
+    graph = KarateClub()[0]
+    del graph.train_mask
+    study = run_search(SearchConfig(DataTask(graph, "karate"), n_trials=1, epochs=2,
+                                    storage=sqlite_url, verbose=False))
+    assert study.study_name == "karate-gnn-tpe-train"
+    assert study.user_attrs["dataset"] == "karate" and study.user_attrs["task_level"] == "node"
+    assert study.best_trial.user_attrs["test_acc"] >= 0.0
