@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -420,42 +421,91 @@ def save_gmn(
     """Write ``metanet.safetensors`` (and ``extra_files``, name to tensors), then ``metanet.json``
     (config, metadata and every tensor file's SHA-256) into ``folder``.
 
-    Each file is written to a temporary name and renamed, the JSON last: a folder whose save was
-    killed has no ``metanet.json`` yet, or one whose checksums the new tensor files fail, and
-    :func:`load_gmn` refuses it rather than mix two metanetworks.
+    Each file is written to a temporary name and renamed, the JSON last. Into a folder that
+    already holds a metanetwork the tensor files go to names of their own (``metanet.<16 hex
+    digits of their SHA-256>.safetensors``, listed under ``files`` in the JSON), so the earlier
+    metanetwork stays whole until the new JSON replaces its own in one rename; its tensor files
+    are removed after that. A save killed at any point leaves the earlier metanetwork (or, in a
+    new folder, no ``metanet.json``), never one that loads half-written.
     """
     from storage.store import encode_state_dict, replace_atomically, sha256
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    checksums = {}
+    earlier = _saved_checksums(folder)  # None: no metanetwork there yet
+    checksums, files = {}, {}
     for name, state in {WEIGHTS_FILE: model.state_dict(), **(extra_files or {})}.items():
         blob = encode_state_dict(state)
         checksums[name] = sha256(blob)
-        replace_atomically(folder / name, blob)
+        files[name] = name if earlier is None else _own_name(name, checksums[name])
+        replace_atomically(folder / files[name], blob)
     config = {"kind": "gmn", "config": dataclasses.asdict(model.config), "metadata": metadata or {},
-              "sha256": checksums}
+              "sha256": checksums, **({"files": files} if earlier is not None else {})}
     replace_atomically(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True).encode())
+    _remove_unnamed_tensor_files(folder, {*checksums, *(earlier or {})}, set(files.values()))
     return folder
 
 
-def _read_checked(folder: Path, checksums: dict[str, str]) -> dict[str, dict[str, Tensor]]:
-    """The tensors of the files a ``metanet.json`` was saved with (older ones list none), each
-    decoded from the very bytes whose SHA-256 was checked (read once: no second read that a
-    file changed in between could slip through)."""
+def _saved_checksums(folder: Path) -> dict[str, str] | None:
+    """The tensor files (by name) of the metanetwork ``folder`` holds, None if it holds none."""
+    if not (folder / CONFIG_FILE).is_file():
+        return None
+    try:
+        return dict(json.loads((folder / CONFIG_FILE).read_text()).get("sha256", {}))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return {}
+
+
+def _own_name(name: str, digest: str) -> str:
+    """``metanet.safetensors`` -> ``metanet.<16 hex digits>.safetensors``."""
+    return f"{name.removesuffix('.safetensors')}.{digest[:16]}.safetensors"
+
+
+def _tensor_file_pattern(name: str) -> re.Pattern[str]:
+    """The names a tensor file ``name`` is saved under: itself, or :func:`_own_name`'s."""
+    return re.compile(re.escape(name.removesuffix(".safetensors")) + r"(\.[0-9a-f]{16})?\.safetensors")
+
+
+def _remove_unnamed_tensor_files(folder: Path, names: set[str], keep: set[str]) -> None:
+    """Remove the files saved for tensor files ``names`` (the earlier metanetwork's, and any a
+    killed save wrote) but ``keep``, the ones the folder's JSON now names."""
+    patterns = [_tensor_file_pattern(name) for name in names]
+    for path in folder.iterdir():
+        if path.name not in keep and any(p.fullmatch(path.name) for p in patterns):
+            path.unlink(missing_ok=True)
+
+
+def _read_checked(folder: Path, checksums: dict[str, str],
+                  files: dict[str, str]) -> dict[str, dict[str, Tensor]]:
+    """The tensors of the files a ``metanet.json`` was saved with (older ones list none), by
+    name, each from the file ``files`` names for it (default: the name itself) and decoded from
+    the very bytes whose SHA-256 was checked (read once: no second read that a file changed in
+    between could slip through)."""
     from storage import ChecksumError
     from storage.store import decode_state_dict, sha256
 
     states = {}
     for name, expected in checksums.items():
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} not found: the metanetwork was saved with it")
-        blob = (folder / name).read_bytes()
+        path = folder / _named_file(folder, name, files)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the metanetwork was saved with it")
+        blob = path.read_bytes()
         if sha256(blob) != expected:
-            raise ChecksumError(f"{folder / name} does not match the SHA-256 in {CONFIG_FILE} (a "
+            raise ChecksumError(f"{path} does not match the SHA-256 in {CONFIG_FILE} (a "
                                 f"save into {folder} was interrupted, or the file was changed)")
         states[name] = decode_state_dict(blob)
     return states
+
+
+def _named_file(folder: Path, name: str, files: dict[str, str]) -> str:
+    """The file ``metanet.json``'s ``files`` names for tensor file ``name``: one of its own
+    names in the folder, never a path elsewhere."""
+    named = files.get(name, name)
+    if not isinstance(named, str) or not _tensor_file_pattern(name).fullmatch(named):
+        raise ValueError(f"{folder / CONFIG_FILE} names {named!r} for {name}, not a file "
+                         f"{name.removesuffix('.safetensors')}[.<16 hex digits>].safetensors "
+                         f"of the folder")
+    return named
 
 
 def load_gmn(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
@@ -470,16 +520,21 @@ def load_gmn_files(folder: str | Path) -> tuple[GMN, dict[str, Any], dict[str, d
     from storage.store import decode_state_dict
 
     folder = Path(folder)
-    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+    if not (folder / CONFIG_FILE).is_file():
         raise FileNotFoundError(
             f"{folder} is not a saved metanetwork: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
     try:
         spec = json.loads((folder / CONFIG_FILE).read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{folder / CONFIG_FILE} is not JSON ({error}): not a saved metanetwork") from None
-    if spec.get("kind") != "gmn":
-        raise ValueError(f"{folder / CONFIG_FILE} holds a {spec.get('kind')!r}, not a 'gmn'")
-    states = _read_checked(folder, spec.get("sha256", {}))
+    if not isinstance(spec, dict) or spec.get("kind") != "gmn":
+        kind = spec.get("kind") if isinstance(spec, dict) else type(spec).__name__
+        raise ValueError(f"{folder / CONFIG_FILE} holds a {kind!r}, not a 'gmn'")
+    files = spec.get("files", {})
+    if not (folder / _named_file(folder, WEIGHTS_FILE, files)).is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a saved metanetwork: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+    states = _read_checked(folder, spec.get("sha256", {}), files)
     model = GMN(GMNConfig(**spec["config"]))
     weights = states.get(WEIGHTS_FILE)
     model.load_state_dict(weights if weights is not None

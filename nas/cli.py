@@ -638,6 +638,11 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     result = train_supernet(supernet, task, config, out=args.out)
     resumed = f", resumed from epoch {result.resumed_from}" if result.resumed_from else ""
     loss = f"{result.history[-1]:.4f}" if result.history else "-"
+    if result.resumed_from == result.epochs:
+        from nas.rerun import trained_line
+
+        print(trained_line("supernet", args.out, f"{result.epochs} epochs, last loss {loss}"))
+        return 0
     print(
         f"trained {result.epochs} epochs ({result.steps} steps, {result.seconds:.1f}s{resumed}); "
         f"last loss {loss}; checkpoint in {args.out}"
@@ -795,6 +800,7 @@ def _add_metanet(commands: Any) -> None:
                         "zoo's task ('data'); learned either way (default noise)")
     t.add_argument("--verbose", action="store_true")
     _device_option(t)
+    _retrain_option(t)
     t.set_defaults(handler=cmd_metanet_train)
     q = sub.add_parser("predict", help="predict for stored or exported networks")
     q.add_argument("--model", required=True, help="folder written by `metanet train`")
@@ -814,6 +820,7 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     from storage import existing_database
 
     from metanets.probes import PROBE_INITS, task_probe_inputs
+    from nas.rerun import found_metanet, training_flags
 
     device = _device(args)
     _require_counts(args, "epochs", "hidden", "layers", "batch_size", "kernel_width", "state_every")
@@ -822,6 +829,8 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
     if args.probe_init not in PROBE_INITS:
         raise UsageError(f"--probe-init {args.probe_init!r} is not among {list(PROBE_INITS)}")
+    if _already_trained(args, found_metanet(args.out), "metanetwork"):
+        return 0
     zoo = load_zoo(args.zoo, args.study, checkpoints=not args.no_checkpoints,
                    kernel_width=args.kernel_width, keep_state_dicts=bool(args.probes))
     levels = sorted({entry.level for entry in zoo})
@@ -851,6 +860,7 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
         "datasets": sorted({entry.dataset for entry in zoo}),  # what metanet predict accepts
         "val_tau": best[2] if validated else None, "selected_on": result.selected_on,
         "fit": _asdict(config), "seconds": round(result.seconds, 1),
+        "train_config": training_flags(args),
     })
     state.unlink(missing_ok=True)
     chosen = (f"val tau {best[2]:.4f}" if validated else
@@ -994,6 +1004,7 @@ def _add_hypernet(commands: Any) -> None:
                         "removed once OUT is written")
     _device_option(t)
     t.add_argument("--data-root", default=None, help="dataset folder")
+    _retrain_option(t)
     t.set_defaults(handler=cmd_hypernet_train)
 
 
@@ -1001,13 +1012,15 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     import math
 
     from metanets.ghn_train import HypernetTrainConfig, train_hypernet
+    from nas.rerun import found_ghn, training_flags
     from nas.tasks import load_task
     from search_spaces import get_space
 
     device = _device(args)
     _require_counts(args, "steps", "archs_per_step", "pool_size", "batch_size", "max_depth",
                     "max_width", "max_distance", "state_every", "tile_width")
-    _check_overwritable_checkpoint(args.out)
+    if _already_trained(args, found_ghn(args.out), "GHN"):
+        return 0
     space = get_space(args.space)
     task = load_task(args.dataset, root=args.data_root, seed=args.seed)
     space.check_level(task.level)
@@ -1032,7 +1045,8 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         print(f"resuming from the training state {state}", flush=True)
     result = train_hypernet(space, task, config, log=log, state=state, state_every=state_every)
     path = result.ghn.save(args.out, {"train_hashes": result.train_hashes,
-                                      "train_config": vars(args) | {"handler": None}})
+                                      "train_config": training_flags(args),
+                                      "history": result.history, "kept_step": result.best_step})
     state.unlink(missing_ok=True)
     resumed = f", resumed at step {result.resumed_from}" if result.resumed_from else ""
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {result.seconds:.0f}s{resumed})")
@@ -1044,22 +1058,26 @@ def hypernet_state(out: str) -> Path:
     return Path(f"{out}.state")
 
 
-def _check_overwritable_checkpoint(out: str) -> None:
-    """``--out`` may be new or a GHN checkpoint (re-training replaces it), never another file."""
-    from pathlib import Path
+def _retrain_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train even if --out holds a finished model (of the same or other "
+                             "flags) and replace it once the new one is written; without it a "
+                             "re-run with the same flags trains nothing, and other flags are "
+                             "refused")
 
-    from safetensors import safe_open
 
-    if not Path(out).exists():
-        return
-    try:
-        with safe_open(out, framework="pt") as handle:
-            if "config" in (handle.metadata() or {}):
-                return
-    except Exception:  # noqa: BLE001 - a folder, or not safetensors: refused below
-        pass
-    raise UsageError(f"--out {out} exists and is not a GHN checkpoint; it is never overwritten "
-                     f"(name a new file)")
+def _already_trained(args: argparse.Namespace, found: Any, kind: str) -> bool:
+    """Whether ``--out`` already holds the ``kind`` that ``args`` train (then said, and nothing
+    is trained); ``ValueError`` (exit 2) when it holds another model, unless ``--overwrite``
+    (see :mod:`nas.rerun`)."""
+    from nas.rerun import already_trained, training_flags
+
+    parser = _chosen_parser(build_parser(), args)
+    defaults = {action.dest: action.default for action in parser._actions}
+    line = already_trained(args.out, found, kind, training_flags(args), defaults, args.overwrite)
+    if line is not None:
+        print(line)
+    return line is not None
 
 
 def _add_predict_params(commands: Any) -> None:
@@ -1205,12 +1223,14 @@ def _add_prune_metanet(commands: Any) -> None:
                         "killed run resumes (removed once the metanetwork is written)")
     p.add_argument("--quiet", action="store_true", help="no training log lines")
     _device_option(p)
+    _retrain_option(p)
     p.set_defaults(handler=cmd_prune_metanet)
 
 
 def cmd_prune_metanet(args: argparse.Namespace) -> int:
     from metanets.pruning.metanet import MetanetTrainConfig
     from nas.prune import MetanetJob, train_prune_metanet
+    from nas.rerun import found_metanet, training_flags
 
     device = _device(args)
     if args.zoo:
@@ -1226,9 +1246,12 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
                                 pruned_weight=args.pruned_weight, distill=args.distill,
                                 preserve_norm=args.preserve_norm, steps=args.steps, lr=args.lr,
                                 hidden=args.hidden, layers=args.layers, seed=args.seed)
+    if _already_trained(args, found_metanet(args.out), "pruning metanetwork"):
+        return 0
     state = metanet_state(args.out)
     job = MetanetJob(args.dataset, args.out, tuple(args.model_dir), args.zoo, tuple(args.study),
-                     args.limit, args.batch_size, config, str(state), args.state_every, device)
+                     args.limit, args.batch_size, config, str(state), args.state_every, device,
+                     training_flags(args))
 
     def log(step: int, task: float, penalty: float) -> None:
         if not args.quiet:

@@ -135,6 +135,7 @@ class MetanetJob:
     state: str | None = None               # training-state file: resumed from, kept while fitting
     state_every: int = 100                 # steps between training-state writes
     device: str = "cpu"                    # where the fit runs: cpu or cuda (see PruneJob)
+    flags: dict[str, Any] | None = None    # the command's flags, recorded with the metanetwork
 
 
 def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
@@ -223,6 +224,7 @@ def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
         "dataset": job.dataset, "level": task.level, "networks": len(models),
         "sources": [m["source"] for _, m in networks], "train": dataclasses.asdict(config),
         "history": fit.history, "zoo_relative_penalty": sum(relative) / len(relative),
+        **({"train_config": job.flags} if job.flags is not None else {}),
     })
     if job.state is not None:
         Path(job.state).unlink(missing_ok=True)

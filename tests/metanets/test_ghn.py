@@ -244,7 +244,7 @@ def test_a_killed_save_leaves_the_checkpoint_it_replaces(tmp_path: Path, monkeyp
     re-run may replace it (before: a truncated file, which a re-run refused to overwrite)."""
     import safetensors.torch
 
-    from nas.cli import _check_overwritable_checkpoint
+    from nas.rerun import found_ghn
 
     path = _ghn().save(tmp_path / "ghn.safetensors", {"run": 1})
     real = safetensors.torch.save_file
@@ -259,7 +259,7 @@ def test_a_killed_save_leaves_the_checkpoint_it_replaces(tmp_path: Path, monkeyp
         _ghn().save(path, {"run": 2})
     monkeypatch.undo()
     assert GraphHyperNetwork.load(path).metadata == {"run": 1}
-    _check_overwritable_checkpoint(str(path))  # not refused
+    assert found_ghn(str(path)).kind == "GHN"  # a GHN at --out, not another file
 
 
 def test_a_pickle_checkpoint_is_refused(tmp_path: Path) -> None:

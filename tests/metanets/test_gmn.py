@@ -182,6 +182,33 @@ def test_save_and_load_round_trip(tmp_path) -> None:  # noqa: ANN001
         load_gmn(tmp_path / "missing")
 
 
+def test_a_save_over_a_metanetwork_switches_in_one_step_and_names_files_of_the_folder_only(
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """The new weights go to a file of their own, named in metanet.json, which replaces the old
+    one last (the earlier weights are removed after); a name that leads out of the folder is
+    refused."""
+    import json
+
+    folder = save_gmn(_gmn(), tmp_path / "m", metadata={"run": 1})
+    second = _gmn()
+    for param in second.parameters():  # trained weights differ between runs
+        torch.nn.init.normal_(param)
+    save_gmn(second, folder, metadata={"run": 2})
+    spec = json.loads((folder / "metanet.json").read_text())
+    named = spec["files"]["metanet.safetensors"]
+    assert re.fullmatch(r"metanet\.[0-9a-f]{16}\.safetensors", named)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["metanet.json", named])
+    loaded, metadata = load_gmn(folder)
+    assert metadata == {"run": 2}
+    assert all(torch.equal(v, second.state_dict()[k]) for k, v in loaded.state_dict().items())
+    (tmp_path / "x.safetensors").write_bytes((folder / named).read_bytes())
+    spec["files"]["metanet.safetensors"] = "../x.safetensors"
+    (folder / "metanet.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=r"names '../x.safetensors' for metanet.safetensors, not a file"):
+        load_gmn(folder)
+
+
 def test_wide_input_layers_are_summarised_and_stay_invariant() -> None:
     from search_spaces import GNNArchitecture, GNNSpace, LayerSpec
 
