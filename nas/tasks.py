@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import os
 import pickle
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -96,17 +97,44 @@ DATASET_ALIASES = {"ogbn-arxiv": "arxiv"}
 TABLE_ONLY = frozenset({"ogb"})
 
 
+#: prefixes of a TUDataset named by its PyG name, ``tu:BZR`` or ``TUDataset:BZR`` (any of the
+#: TU collection, not only those DATASETS lists); the canonical name is ``tu:<PyG name>``
+TU_PREFIXES = ("tu", "tudataset")
+
+
 def resolve_dataset(name: str | Task) -> str:
     """Canonical dataset name; ``ValueError`` naming the valid choices otherwise. A
     :class:`Task` (e.g. a :class:`DataTask` on one's own graphs) answers with its name."""
     if isinstance(name, Task):
         return name.name
+    if ":" in str(name):
+        return _resolve_tu_name(str(name))
     by_key = {normalize(key): key for key in DATASETS}
     by_key |= {normalize(alias): key for alias, key in DATASET_ALIASES.items()}
     key = normalize(name)
     if key not in by_key:
-        raise ValueError(f"could not resolve dataset {name!r} among choices {sorted(DATASETS)}")
+        raise ValueError(f"could not resolve dataset {name!r} among choices {sorted(DATASETS)} "
+                         f"(or tu:NAME for any TUDataset, NAME as PyG spells it)")
     return by_key[key]
+
+
+def _resolve_tu_name(name: str) -> str:
+    """``tu:NAME``: the listed dataset of that TU name (``tu:MUTAG`` is ``mutag``), else
+    ``tu:NAME`` itself; NAME is case-sensitive, as in PyG's folders and download URLs."""
+    prefix, _, pyg_name = name.partition(":")
+    if normalize(prefix) not in TU_PREFIXES or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", pyg_name):
+        raise ValueError(f"could not resolve dataset {name!r}: a prefixed name is tu:NAME or "
+                         f"TUDataset:NAME, NAME a TUDataset's name as PyG spells it (letters, "
+                         f"digits, '_', '-', '.')")
+    listed = {info.pyg_name: key for key, info in DATASETS.items() if info.family == "tu"}
+    return listed.get(pyg_name, f"tu:{pyg_name}")
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """How to load the dataset of canonical name ``name`` (see :func:`resolve_dataset`)."""
+    if name.startswith("tu:"):
+        return _graph(name[len("tu:"):])
+    return DATASETS[name]
 
 
 def default_data_root() -> Path:
@@ -174,7 +202,7 @@ def processing_lock(dataset_dir: Path) -> FileLock:
 
 
 def _load_pyg_dataset(name: str, root: Path) -> Dataset:
-    info = DATASETS[name]
+    info = dataset_info(name)
     if info.family in TABLE_ONLY:  # bad input (exit 2), not missing data
         raise ValueError(
             f"dataset {name!r} ({info.pyg_name}) is answered from NAS-Bench-Graph's table only "
@@ -318,7 +346,7 @@ class Task:
 
     def __init__(self, name: str, root: str | Path | None = None, seed: int = 0) -> None:
         self.name = resolve_dataset(name)
-        self.info = DATASETS[self.name]
+        self.info = dataset_info(self.name)
         self.level = self.info.level
         self.root = Path(root).expanduser() if root else default_data_root()
         self.seed = seed
