@@ -266,7 +266,7 @@ def _add_search(commands: Any) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.study import SearchConfig, run_search
+    from nas.study import SearchConfig, WorkersDied, run_search
     from storage import parse_url, redact
 
     parse_url(args.storage)
@@ -305,7 +305,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         refine_config = dataclasses.replace(config, evaluator=args.refine_evaluator)
         refine_config.make_evaluator().check_space(refine_config.make_space())
     print(f"metanas search: study {config.study_name!r} in {redact(config.storage)}", flush=True)
-    study = run_search(config)
+    try:
+        study = run_search(config)
+    except WorkersDied as died:  # the best of what finished, then the error's line: exit 1
+        _print_best(died.study)
+        raise
     _print_best(study)
     if args.refine:
         _refine(config, args.refine, args.refine_evaluator)
@@ -687,6 +691,8 @@ def _add_zoo(commands: Any) -> None:
     b.add_argument("--data-root", default=None)
     _device_option(b)
     b.add_argument("--quiet", action="store_true", help="no per-run lines")
+    b.add_argument("--heartbeat", type=int, default=30, help=argparse.SUPPRESS)
+    b.add_argument("--grace-period", type=int, default=None, help=argparse.SUPPRESS)
     b.set_defaults(handler=cmd_zoo_build)
     i = zoo.add_parser("info", help="size and accuracy range of a zoo")
     _study_options(i)
@@ -719,6 +725,9 @@ def _space_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from nas.study import WorkersDied
     from nas.zoo import ZooConfig, build_zoo
     from storage import parse_url, redact
 
@@ -732,13 +741,20 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
         checkpoint_epochs=_int_list(args.checkpoints, "--checkpoints"), batch_size=args.batch_size,
         storage=args.storage, study_name=args.study, seed=args.seed, n_jobs=args.n_jobs,
         data_root=args.data_root, timeout=args.timeout, verbose=not args.quiet,
-        space_options=_space_options(args), device=device,
+        space_options=_space_options(args), device=device, heartbeat=args.heartbeat,
+        grace_period=args.grace_period,
     )
     search = config.search_config()
     _validate_names(search)
     print(f"metanas zoo build: zoo {config.study_name!r} in {redact(config.storage)}", flush=True)
-    build_zoo(config)
-    return cmd_zoo_info(argparse.Namespace(storage=args.storage, study=config.study_name, json=False))
+    info = argparse.Namespace(storage=args.storage, study=config.study_name, json=False)
+    try:
+        build_zoo(config)
+    except WorkersDied:  # what the zoo holds (if anything yet), then the error's line: exit 1
+        with contextlib.suppress(KeyError):
+            cmd_zoo_info(info)
+        raise
+    return cmd_zoo_info(info)
 
 
 def cmd_zoo_info(args: argparse.Namespace) -> int:

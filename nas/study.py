@@ -4,7 +4,8 @@
 name continues the study: the budget (``n_trials``) counts the trials the study already finished,
 so a killed search re-run finishes the rest, with every earlier trial intact. A trial left RUNNING
 by a killed worker is failed by its missing heartbeat and retried (same parameters) by whichever
-worker runs next.
+worker runs next. The ``n_jobs`` worker processes are supervised (:func:`nas.workers.supervise`):
+one that dies is said as it happens and, once the others are done, raises :class:`WorkersDied`.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from nas.tasks import Task, load_task
 from nas.train import resolve_device
 from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
 from nas.warm_start import describe as describe_warm_start
+from nas.workers import WorkerExit, supervise
 from search_spaces import SearchSpace, get_space
 from storage import DEFAULT_STORAGE, ModelStore, make_optuna_storage, redact
 
@@ -372,22 +374,32 @@ def run_search(config: SearchConfig) -> optuna.Study:
         run_worker(config, worker=0, task=task)
         return study
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(
-            target=_worker_process, args=(config, i, optuna.logging.get_verbosity()), daemon=False,
-        )
+    workers = {
+        i: context.Process(target=_worker_process, args=(config, i, optuna.logging.get_verbosity()))
         for i in range(1, config.n_jobs)
-    ]
-    for process in workers:
-        process.start()
+    }
     threads = torch.get_num_threads()  # worker 0 is this process: its share is for the search only
     try:
-        run_worker(config, worker=0, task=task)
+        died = supervise(workers, lambda: run_worker(config, worker=0, task=task), grace_seconds(config))
     finally:
         torch.set_num_threads(threads)
-        for process in workers:
-            process.join()
+    if died:
+        raise WorkersDied(died, study, config.n_trials)
     return study
+
+
+class WorkersDied(RuntimeError):
+    """Worker processes of a search exited abnormally (``exits`` says how); the others ran on.
+    ``study`` holds every trial that finished."""
+
+    def __init__(self, exits: list[WorkerExit], study: optuna.Study, n_trials: int) -> None:
+        self.exits, self.study = exits, study
+        finished = sum(counts_against_budget(t) for t in study.get_trials(deepcopy=False))
+        stored = (f"the other workers finished the study: its {finished} trials are stored"
+                  if finished >= n_trials else
+                  f"{finished} of the study's {n_trials} trials are finished and stored: re-run "
+                  f"the same command for the rest")
+        super().__init__(f"{'; '.join(map(str, exits))}; {stored}")
 
 
 def check_objectives(objectives: Sequence[str], evaluator: Evaluator) -> None:
@@ -481,8 +493,15 @@ def _worker_process(config: SearchConfig, worker: int, verbosity: int) -> None:
     """A spawned worker: optuna logs as in the parent (whose experimental warnings were shown
     there), and Ctrl-C, which a terminal sends to every worker, ends it without a traceback;
     the parent reports the interruption."""
+    import threading
+
+    from tqdm.auto import tqdm
+
     optuna.logging.set_verbosity(verbosity)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # tqdm's default lock is a multiprocessing semaphore; a killed worker's was reported at exit
+    # as "leaked semaphore objects". This worker's bar is disabled, its lock is its own.
+    tqdm.set_lock(threading.RLock())
     try:
         run_worker(config, worker)
     except KeyboardInterrupt:
@@ -553,11 +572,16 @@ def _waiting_line(study: optuna.Study, config: SearchConfig) -> str:
     """What a worker says while the study's last trials run elsewhere: a killed worker's trial
     is failed and retried only after its heartbeat has been silent for the grace period."""
     running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    return (f"waiting for trial {', '.join(map(str, running))} running in other workers (one whose "
+            f"worker was killed is retried once its heartbeat has been silent for {grace_seconds(config)} s)")
+
+
+def grace_seconds(config: SearchConfig) -> int:
+    """Seconds without a heartbeat after which a RUNNING trial of ``config``'s search is failed
+    and retried (as :func:`storage.make_optuna_storage` sets it)."""
     from storage.optuna_storage import GRACE_PERIOD
 
-    grace = config.grace_period if config.grace_period is not None else max(GRACE_PERIOD, 2 * config.heartbeat)
-    return (f"waiting for trial {', '.join(map(str, running))} running in other workers (one whose "
-            f"worker was killed is retried once its heartbeat has been silent for {grace} s)")
+    return config.grace_period if config.grace_period is not None else max(GRACE_PERIOD, 2 * config.heartbeat)
 
 
 def _next_action(study: optuna.Study, n_trials: int) -> str:

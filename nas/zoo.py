@@ -43,6 +43,8 @@ class ZooConfig:
     timeout: float | None = None           # seconds after which no new run starts
     space_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. max_depth
     verbose: bool = True
+    heartbeat: int = 30                    # seconds between heartbeats of a running run
+    grace_period: int | None = None        # seconds before a silent RUNNING run is failed and retried
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -69,7 +71,7 @@ class ZooConfig:
             strategy="random", evaluator=evaluator, n_trials=self.size, timeout=self.timeout,
             storage=self.storage, study_name=self.study_name, seed=self.seed, device=self.device,
             data_root=self.data_root, n_jobs=self.n_jobs, epochs=self.epochs, patience=0,
-            verbose=self.verbose,
+            verbose=self.verbose, heartbeat=self.heartbeat, grace_period=self.grace_period,
         )
 
 

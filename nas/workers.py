@@ -1,0 +1,141 @@
+"""Worker processes supervised by the process that started them (``--n-jobs`` of ``metanas
+search`` and ``metanas zoo build``).
+
+:func:`supervise` starts the worker processes, runs the parent's own share of the work, and
+says on one line, as it happens, when a worker exits abnormally (killed by the OOM killer or
+``kill -9``, or ended by an exception) while the others carry on. If the parent's own work fails
+or is interrupted (Ctrl-C, or SIGTERM, which it turns into an interrupt), the workers still
+running are terminated and joined rather than left running unsupervised.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+#: exit code of a worker ended by Ctrl-C (its own KeyboardInterrupt, see nas.study)
+INTERRUPTED = 130
+#: seconds workers get to stop by themselves after a Ctrl-C (a terminal sends it to all of them)
+STOP_WAIT = 5.0
+#: seconds a terminated worker gets to exit before it is killed
+TERMINATE_WAIT = 10.0
+#: exits that a Ctrl-C or SIGTERM sent to the whole process group gives the workers
+_GROUP_STOP_EXITS = {INTERRUPTED, -signal.SIGINT, -signal.SIGTERM}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerExit:
+    """How a worker process ended."""
+
+    worker: int    # the worker's number (1.., as in the search's "[trial 3 w1]" lines)
+    pid: int       # its process id
+    exitcode: int  # its exit code; minus the signal's number when a signal killed it
+
+    def __str__(self) -> str:
+        if self.exitcode < 0:
+            try:
+                how = f"was killed by {signal.Signals(-self.exitcode).name}"
+            except ValueError:
+                how = f"was killed by signal {-self.exitcode}"
+        else:
+            how = f"exited with code {self.exitcode}"
+        return f"worker {self.worker} (pid {self.pid}) {how}"
+
+
+def supervise(workers: Mapping[int, BaseProcess], own_work: Callable[[], None], grace: float) -> list[WorkerExit]:
+    """Start ``workers`` (by number), run ``own_work`` here, wait for the workers; returns the
+    abnormal exits, each said on stderr as it happened. ``grace``: seconds without a heartbeat
+    after which a dead worker's running trial is failed and retried.
+
+    If ``own_work`` raises (an error, Ctrl-C, or SIGTERM, raised here as KeyboardInterrupt),
+    the workers still running are stopped, said on one line, and the error is raised.
+    """
+    died: list[WorkerExit] = []
+    stopping = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(workers, stopping, died, grace), daemon=True)
+    try:
+        with _sigterm_interrupts():
+            for process in workers.values():
+                process.start()
+            watcher.start()
+            own_work()
+            watcher.join()  # interruptible: a lock wait, on POSIX
+    except BaseException as error:
+        stopping.set()
+        if watcher.is_alive():
+            watcher.join()
+        _stop(workers, grace, wait_first=isinstance(error, KeyboardInterrupt))
+        raise
+    return died
+
+
+def _watch(workers: Mapping[int, BaseProcess], stopping: threading.Event, died: list[WorkerExit],
+           grace: float) -> None:
+    """Say each abnormal exit as it happens, until every worker has exited or ``stopping``.
+
+    An exit of the kind a Ctrl-C or SIGTERM to the whole process group gives is said only if
+    the parent is not stopping because of the same signal within a moment."""
+    pending = {process.sentinel: (number, process) for number, process in workers.items()}
+    while pending and not stopping.is_set():
+        for sentinel in wait(list(pending), timeout=0.5):
+            number, process = pending.pop(sentinel)
+            process.join()
+            code = process.exitcode
+            if not code or (code in _GROUP_STOP_EXITS and stopping.wait(2.0)):
+                continue
+            exit_ = WorkerExit(number, process.pid or 0, code)
+            died.append(exit_)
+            print(f"{exit_}; its running trial, if any, will be retried once its heartbeat has been "
+                  f"silent for {grace:g} s", file=sys.stderr, flush=True)
+
+
+def _stop(workers: Mapping[int, BaseProcess], grace: float, wait_first: bool) -> None:
+    """Terminate the workers still running (after ``STOP_WAIT`` s for them to stop by
+    themselves when ``wait_first``) and join them, killing any that outlive the wait."""
+    started = {n: p for n, p in workers.items() if p.pid is not None}
+    try:
+        if wait_first:
+            _join_all(started.values(), STOP_WAIT)
+    finally:
+        running = {n: p for n, p in started.items() if p.is_alive()}
+        for process in running.values():
+            process.terminate()
+        _join_all(running.values(), TERMINATE_WAIT)
+        for process in running.values():
+            if process.is_alive():
+                process.kill()
+                process.join()
+        if running:
+            names = ", ".join(f"{n} (pid {p.pid})" for n, p in running.items())
+            print(f"stopped worker{'s' if len(running) > 1 else ''} {names}; the next run retries a trial "
+                  f"left running once its heartbeat has been silent for {grace:g} s", file=sys.stderr, flush=True)
+
+
+def _join_all(processes: Iterable[BaseProcess], timeout: float) -> None:
+    """Join ``processes`` within ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt here, as Ctrl-C does (its default ended the parent at
+    once, leaving the workers unsupervised); only the main thread can catch signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

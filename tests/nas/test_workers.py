@@ -1,0 +1,165 @@
+"""Supervised worker processes (nas.workers) of `metanas search --n-jobs` and `zoo build --n-jobs`.
+
+The workers here are tiny test doubles (spawned processes are slow to start): this module
+imports nothing heavy at the top, because every spawned worker imports it to find its target.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from nas import workers
+from nas.workers import supervise
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _exit_3() -> None:
+    os._exit(3)
+
+
+def _kill_myself() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _finish_later(marker: str) -> None:
+    time.sleep(1.0)
+    Path(marker).write_text("done")
+
+
+def test_a_dead_worker_is_said_as_it_happens_and_the_others_finish(tmp_path: Path, capsys) -> None:
+    """Before: a dead worker was never reported, and the command exited 0."""
+    marker = tmp_path / "survivor"
+    started = {1: SPAWN.Process(target=_exit_3), 2: SPAWN.Process(target=_kill_myself),
+               3: SPAWN.Process(target=_finish_later, args=(str(marker),))}
+    said = []
+
+    def own_work() -> None:  # still running when the deaths are said
+        deadline = time.monotonic() + 60
+        while len(said) < 2 and time.monotonic() < deadline:
+            said.extend(capsys.readouterr().err.splitlines())
+            time.sleep(0.1)
+
+    died = supervise(started, own_work, grace=120)
+    pids = {n: p.pid for n, p in started.items()}
+    assert sorted(said) == [
+        f"worker 1 (pid {pids[1]}) exited with code 3; its running trial, if any, will be retried "
+        f"once its heartbeat has been silent for 120 s",
+        f"worker 2 (pid {pids[2]}) was killed by SIGKILL; its running trial, if any, will be "
+        f"retried once its heartbeat has been silent for 120 s",
+    ]
+    assert sorted((d.worker, d.exitcode) for d in died) == [(1, 3), (2, -signal.SIGKILL)]
+    assert started[3].exitcode == 0 and marker.read_text() == "done"  # the survivor finished
+
+
+class _Refused(RuntimeError):
+    pass
+
+
+def _fail_own_work(config, worker: int = 0, task=None) -> None:
+    raise _Refused("the parent's own worker failed")
+
+
+def _terminate_myself(config, worker: int = 0, task=None) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the signal arrives here
+
+
+def _sleeping_worker(config, worker: int, verbosity: int) -> None:
+    time.sleep(30)
+
+
+@pytest.mark.parametrize("own_work, raised", [(_fail_own_work, _Refused), (_terminate_myself, KeyboardInterrupt)])
+def test_workers_are_stopped_when_the_parent_fails_or_is_terminated(
+    own_work, raised, sqlite_url: str, no_data, monkeypatch, capsys,
+) -> None:
+    """Before: an error in the parent's own worker waited for the workers to finish the whole
+    budget, and SIGTERM ended the parent at once, leaving them to run on unsupervised."""
+    import nas.study
+    from nas.study import SearchConfig, run_search
+
+    monkeypatch.setattr(nas.study, "run_worker", own_work)  # worker 0, in this process
+    monkeypatch.setattr(nas.study, "_worker_process", _sleeping_worker)
+    monkeypatch.setattr(workers, "STOP_WAIT", 0.5)
+    config = SearchConfig("cora", space="nasbench-graph", evaluator="table", n_trials=4, n_jobs=2,
+                          storage=sqlite_url, verbose=False)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a SIGTERM not caught must not end pytest
+    began = time.monotonic()
+    try:
+        with pytest.raises(raised):
+            run_search(config)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert time.monotonic() - began < 25  # not after the worker's 30 s
+    line, = capsys.readouterr().err.splitlines()
+    found = re.fullmatch(r"stopped worker 1 \(pid (\d+)\); the next run retries a trial left running "
+                         r"once its heartbeat has been silent for 120 s", line)
+    assert found, line
+    with pytest.raises(ProcessLookupError):  # stopped and joined
+        os.kill(int(found[1]), 0)
+
+
+def _search_worker_killed_at_start(config, worker: int, verbosity: int) -> None:
+    """Stands in for nas.study._worker_process: worker 1 is killed before it takes a trial."""
+    if worker == 1:
+        _kill_myself()
+    from nas.study import _worker_process
+
+    _worker_process(config, worker, verbosity)
+
+
+def test_search_with_a_killed_worker_finishes_and_exits_1(sqlite_url: str, no_data, monkeypatch, capsys) -> None:
+    """Before: `metanas search --n-jobs 2` with a worker killed by SIGKILL said nothing of it
+    and exited 0."""
+    import optuna
+    from optuna.trial import TrialState
+
+    import nas.study
+    from nas.cli import main
+
+    monkeypatch.setattr(nas.study, "_worker_process", _search_worker_killed_at_start)
+    code = main(["search", "--dataset", "cora", "--space", "nasbench-graph", "--evaluator", "table",
+                 "--trials", "4", "--n-jobs", "2", "--storage", sqlite_url, "--study", "k"])
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = captured.err.strip().splitlines()
+    assert re.fullmatch(r"worker 1 \(pid \d+\) was killed by SIGKILL; its running trial, if any, will "
+                        r"be retried once its heartbeat has been silent for 120 s", lines[0])
+    assert re.fullmatch(r"metanas search: error: worker 1 \(pid \d+\) was killed by SIGKILL; the other "
+                        r"workers finished the study: its 4 trials are stored", lines[-1])
+    assert "best: trial" in captured.out
+    study = optuna.load_study(study_name="k", storage=sqlite_url)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4  # worker 0's trials completed
+
+
+def test_zoo_build_takes_the_heartbeat_options_and_exits_1_when_a_worker_died(sqlite_url: str, monkeypatch, capsys) -> None:
+    """zoo build runs through run_search's supervision; before, it had no --heartbeat or
+    --grace-period (its killed workers' runs waited the default 120 s) and exited 0."""
+    import optuna
+
+    import nas.zoo
+    from nas.cli import main
+    from nas.study import WorkersDied
+    from nas.workers import WorkerExit
+
+    seen = {}
+
+    def build_zoo(config):  # stands in for the zoo's run_search, whose worker 1 was killed
+        search = config.search_config()
+        seen.update(heartbeat=search.heartbeat, grace=search.grace_period)
+        study = optuna.create_study(storage=sqlite_url, study_name=config.study_name)
+        raise WorkersDied([WorkerExit(1, 4321, -signal.SIGKILL)], study, search.n_trials)
+
+    monkeypatch.setattr(nas.zoo, "build_zoo", build_zoo)
+    code = main(["zoo", "build", "--size", "2", "--storage", sqlite_url, "--n-jobs", "2",
+                 "--heartbeat", "1", "--grace-period", "3"])
+    assert code == 1 and seen == {"heartbeat": 1, "grace": 3}
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "metanas zoo: error: worker 1 (pid 4321) was killed by SIGKILL; 0 of the study's 2 trials are "
+        "finished and stored: re-run the same command for the rest")
