@@ -125,6 +125,7 @@ def fit_gmn(
     start = time.perf_counter()
     train = _prepared(train_graphs, config.max_inputs)
     val = _prepared(val_graphs, config.max_inputs)
+    check_pass_memory([*train, *val], config, device)
     if config.probes and (train_networks is None or val_networks is None):
         raise ValueError(f"probes={config.probes} needs the networks of the training and "
                          f"validation graphs (train_networks=, val_networks=)")
@@ -311,9 +312,50 @@ def _train_epoch(
 
 #: edges of the parameter graphs one GMN pass reads at most: a mini-batch of larger networks
 #: (Cora GNNs hold 0.1-2 million weights each) runs in chunks, its gradients summed, so a
-#: step is the one pass would take, in bounded memory. A pass takes about 11 KB per edge at
-#: hidden 64 and 3 layers (23 GB for a 2-million-weight NAS-Bench-Graph network on Cora)
+#: step is the one pass would take, in bounded memory (about 3 GiB a chunk at hidden 64 and
+#: 3 layers, see :func:`pass_bytes`; a larger network is a chunk of its own)
 CHUNK_EDGES = 250_000
+
+
+def pass_bytes(edges: int, hidden: int, layers: int) -> int:
+    """Memory one GMN training pass over ``edges`` parameter-graph edges takes, rounded up:
+    measured on the CPU at hidden 64 and 3 layers, 12.7 GiB for a NAS-Bench-Graph Cora network
+    of 1.13 million edges (12 KB an edge; this gives 13.5 GiB); scaled by ``hidden`` and
+    ``layers``."""
+    return edges * hidden * 4 * (16 * layers + 2)
+
+
+def available_bytes(device: str | torch.device = "cpu") -> int | None:
+    """Memory free for a fit on ``device`` (Linux's MemAvailable on the CPU), or None where it
+    cannot be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_pass_memory(graphs: Sequence[Data], config: FitConfig,
+                      device: str | torch.device = "cpu") -> None:
+    """``MemoryError`` before a fit whose largest network alone would not fit in memory in
+    one pass (chunks cannot split a network): the fit was killed minutes in, saying nothing."""
+    if not graphs:
+        return
+    edges = max(int(graph.num_edges) for graph in graphs)
+    need, free = pass_bytes(edges, config.hidden, config.layers), available_bytes(device)
+    if free is None or need <= free:
+        return
+    change = ("summarise the networks' input layers (max_inputs, --max-inputs; e.g. 64) or lower"
+              if not config.max_inputs else "lower max_inputs (--max-inputs),")
+    raise MemoryError(
+        f"the largest network's parameter graph has {edges:,} edges (weights): one metanetwork "
+        f"pass over it needs about {need / 2**30:.1f} GiB at hidden {config.hidden} and "
+        f"{config.layers} layers, more than the {free / 2**30:.1f} GiB free on "
+        f"{torch.device(device).type}; {change} hidden (--hidden) or layers (--layers)")
 
 
 def edge_bounded_chunks(graphs: Sequence[Data], keys: Sequence[int],

@@ -455,3 +455,27 @@ def test_edge_bounded_chunks_keep_order_and_give_an_oversized_graph_its_own_chun
     graphs = [SimpleNamespace(num_edges=n) for n in (3, 4, 9, 1, 1, 2)]
     assert list(edge_bounded_chunks(graphs, range(6), max_edges=8)) == [[0, 1], [2], [3, 4, 5]]
     assert list(edge_bounded_chunks([], [], max_edges=8)) == []
+
+
+def test_a_fit_whose_largest_network_cannot_fit_in_memory_is_refused_before_it_starts(monkeypatch) -> None:
+    """A NAS-Bench-Graph Cora network (2 million weights) needs over 22 GB in one pass: the fit
+    was killed minutes in, silently; now it is refused up front with what to change."""
+    import metanets.accuracy as accuracy
+
+    graphs = [to_parameter_graph(_cnn(seed=s, widths=(4,)), IMAGE) for s in range(3)]
+    y = torch.linspace(0.1, 0.9, 3)
+    config = accuracy.FitConfig(epochs=1, hidden=8, layers=1, batch_size=2)
+    largest = max(g.num_edges for g in graphs)
+    need = accuracy.pass_bytes(largest, 8, 1)
+    assert need == largest * 8 * 4 * 18
+    monkeypatch.setattr(accuracy, "available_bytes", lambda device: need - 1)
+    monkeypatch.setattr(accuracy, "_train_epoch", lambda *a: pytest.fail("the fit started"))
+    with pytest.raises(MemoryError, match=rf"has {largest:,} edges \(weights\): one metanetwork pass "
+                       r"over it needs about 0\.0 GiB at hidden 8 and 1 layers, more than the 0\.0 "
+                       r"GiB free on cpu; summarise the networks. input layers \(max_inputs, --max-inputs; "
+                       r"e\.g\. 64\) or lower hidden \(--hidden\) or layers \(--layers\)$"):
+        accuracy.fit_gmn(graphs, y, graphs, y, config)
+    monkeypatch.undo()
+    for free in (need, None):  # enough, or unknown: the fit runs
+        monkeypatch.setattr(accuracy, "available_bytes", lambda device, free=free: free)
+        assert accuracy.fit_gmn(graphs, y, graphs, y, config).history

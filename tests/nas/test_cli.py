@@ -569,3 +569,32 @@ def test_trials_says_why_a_killed_workers_trial_failed(capsys, sqlite_url) -> No
     assert main(["trials", "--storage", sqlite_url, "--study", "k"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].endswith("(worker stopped)") and lines[2].endswith("(RuntimeError: boom)")
+
+
+def test_metanet_train_summarises_wide_input_layers_with_max_inputs(capsys, sqlite_url, tmp_path: Path) -> None:
+    """--max-inputs reaches the fit and the saved metanetwork (the library had it; the command
+    did not, and a Cora search's networks, 1,433 inputs each, then took gigabytes a network)."""
+    from metanets.gmn import load_gmn
+    from search_spaces.mlp import MLPArchitecture, MLPSpace
+    from storage import ModelStore
+
+    arch = MLPArchitecture(widths=(4,))  # 14 x 14 = 196 input neurons
+    store = ModelStore(sqlite_url)
+    for trial in range(4):
+        torch.manual_seed(trial)
+        store.save_model(
+            study_name="z", trial_number=trial, space="mlp", arch_hash=arch.arch_hash,
+            spec=arch.to_json(), dataset="mnist14", level="image", in_channels=1, out_channels=10,
+            num_params=0, flops=None, metrics={"test_acc": trial / 10},
+            state_dict=MLPSpace().build(arch, 1, 10).state_dict())
+    argv = ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--epochs", "1", "--hidden", "8",
+            "--layers", "1", "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--max-inputs", "-1"]) == 2
+    assert "--max-inputs must be >= 0 (0: never summarise), got -1" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "m"), "--max-inputs", "16"]) == 0
+    model, metadata = load_gmn(tmp_path / "m")
+    assert model.config.max_inputs == 16 and metadata["fit"]["max_inputs"] == 16
+    capsys.readouterr()
+    assert main(["metanet", "predict", "--model", str(tmp_path / "m"), "--zoo", sqlite_url,
+                 "--study", "z", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 4
