@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -425,54 +424,35 @@ def save_gmn(
     already holds a metanetwork the tensor files go to names of their own (``metanet.<16 hex
     digits of their SHA-256>.safetensors``, listed under ``files`` in the JSON), so the earlier
     metanetwork stays whole until the new JSON replaces its own in one rename; its tensor files
-    are removed after that. A save killed at any point leaves the earlier metanetwork (or, in a
-    new folder, no ``metanet.json``), never one that loads half-written.
+    are removed after that (:func:`storage.store.write_model_folder`). A save killed at any
+    point leaves the earlier metanetwork (or, in a new folder, no ``metanet.json``), never one
+    that loads half-written.
     """
-    from storage.store import encode_state_dict, replace_atomically, sha256
+    from storage.store import encode_state_dict, sha256, write_model_folder
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    earlier = _saved_checksums(folder)  # None: no metanetwork there yet
-    checksums, files = {}, {}
-    for name, state in {WEIGHTS_FILE: model.state_dict(), **(extra_files or {})}.items():
-        blob = encode_state_dict(state)
-        checksums[name] = sha256(blob)
-        files[name] = name if earlier is None else _own_name(name, checksums[name])
-        replace_atomically(folder / files[name], blob)
-    config = {"kind": "gmn", "config": dataclasses.asdict(model.config), "metadata": metadata or {},
-              "sha256": checksums, **({"files": files} if earlier is not None else {})}
-    replace_atomically(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True).encode())
-    _remove_unnamed_tensor_files(folder, {*checksums, *(earlier or {})}, set(files.values()))
+    blobs = {name: encode_state_dict(state)
+             for name, state in {WEIGHTS_FILE: model.state_dict(), **(extra_files or {})}.items()}
+    checksums = {name: sha256(blob) for name, blob in blobs.items()}
+
+    def spec_naming(files: dict[str, str]) -> bytes:
+        named = {"files": files} if any(name != file for name, file in files.items()) else {}
+        return json.dumps({"kind": "gmn", "config": dataclasses.asdict(model.config),
+                           "metadata": metadata or {}, "sha256": checksums, **named},
+                          indent=2, sort_keys=True).encode()
+
+    write_model_folder(folder, CONFIG_FILE, blobs, spec_naming, replaced=_saved_checksums(folder))
     return folder
 
 
-def _saved_checksums(folder: Path) -> dict[str, str] | None:
-    """The tensor files (by name) of the metanetwork ``folder`` holds, None if it holds none."""
+def _saved_checksums(folder: Path) -> dict[str, str]:
+    """The tensor files (by name) of the metanetwork ``folder`` holds (none: it holds none)."""
     if not (folder / CONFIG_FILE).is_file():
-        return None
+        return {}
     try:
         return dict(json.loads((folder / CONFIG_FILE).read_text()).get("sha256", {}))
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
         return {}
-
-
-def _own_name(name: str, digest: str) -> str:
-    """``metanet.safetensors`` -> ``metanet.<16 hex digits>.safetensors``."""
-    return f"{name.removesuffix('.safetensors')}.{digest[:16]}.safetensors"
-
-
-def _tensor_file_pattern(name: str) -> re.Pattern[str]:
-    """The names a tensor file ``name`` is saved under: itself, or :func:`_own_name`'s."""
-    return re.compile(re.escape(name.removesuffix(".safetensors")) + r"(\.[0-9a-f]{16})?\.safetensors")
-
-
-def _remove_unnamed_tensor_files(folder: Path, names: set[str], keep: set[str]) -> None:
-    """Remove the files saved for tensor files ``names`` (the earlier metanetwork's, and any a
-    killed save wrote) but ``keep``, the ones the folder's JSON now names."""
-    patterns = [_tensor_file_pattern(name) for name in names]
-    for path in folder.iterdir():
-        if path.name not in keep and any(p.fullmatch(path.name) for p in patterns):
-            path.unlink(missing_ok=True)
 
 
 def _read_checked(folder: Path, checksums: dict[str, str],
@@ -499,13 +479,10 @@ def _read_checked(folder: Path, checksums: dict[str, str],
 
 def _named_file(folder: Path, name: str, files: dict[str, str]) -> str:
     """The file ``metanet.json``'s ``files`` names for tensor file ``name``: one of its own
-    names in the folder, never a path elsewhere."""
-    named = files.get(name, name)
-    if not isinstance(named, str) or not _tensor_file_pattern(name).fullmatch(named):
-        raise ValueError(f"{folder / CONFIG_FILE} names {named!r} for {name}, not a file "
-                         f"{name.removesuffix('.safetensors')}[.<16 hex digits>].safetensors "
-                         f"of the folder")
-    return named
+    names in the folder, never a path elsewhere (:func:`storage.store.named_tensor_file`)."""
+    from storage.store import named_tensor_file
+
+    return named_tensor_file(folder / CONFIG_FILE, name, files.get(name)).name
 
 
 def load_gmn(folder: str | Path) -> tuple[GMN, dict[str, Any]]:

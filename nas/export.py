@@ -9,7 +9,6 @@ checksum its weights fail, and is never loaded as a model.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,6 @@ PRUNED_KEY = "pruned"
 WEIGHTS_FILE = "model.safetensors"
 #: spec key naming the weights file when it is not WEIGHTS_FILE (an export written over another)
 WEIGHTS_KEY = "weights_file"
-_WEIGHTS_NAME = re.compile(r"model(\.[0-9a-f]{16})?\.safetensors")
 #: key of ``architecture.json``: the SHA-256 of the ``model.safetensors`` written with it
 #: (exports written before it existed have none and are not checked)
 WEIGHTS_SHA256 = "weights_sha256"
@@ -113,27 +111,25 @@ def export_model(
 
     A new folder gets ``architecture.json`` and ``model.safetensors``. Over an existing export
     the new weights go to a file of their own (``model.<digest>.safetensors``, named in the
-    spec) and the spec is replaced last, in one atomic step: a process killed at any moment
-    leaves the old model or the new one loadable, never half of each.
+    spec) and the spec is replaced last, in one atomic step
+    (:func:`storage.store.write_model_folder`): a process killed at any moment leaves the old
+    model or the new one loadable, never half of each.
     """
-    from storage.store import encode_state_dict, replace_atomically, sha256
+    from storage.store import encode_state_dict, sha256, write_model_folder
 
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     blob = encode_state_dict(state_dict)
-    digest = sha256(blob)
-    weights = f"model.{digest[:16]}.safetensors" if (folder / SPEC_FILE).exists() else WEIGHTS_FILE
     document = {
         "format": FORMAT_VERSION, "space": space, "architecture": spec,
         "in_channels": in_channels, "out_channels": out_channels, "level": level,
-        **{k: v for k, v in (metadata or {}).items() if k != WEIGHTS_KEY}, WEIGHTS_SHA256: digest,
-        **({WEIGHTS_KEY: weights} if weights != WEIGHTS_FILE else {}),
+        **{k: v for k, v in (metadata or {}).items() if k != WEIGHTS_KEY}, WEIGHTS_SHA256: sha256(blob),
     }
-    replace_atomically(folder / weights, blob)
-    replace_atomically(folder / SPEC_FILE, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
-    for old in folder.iterdir():  # the replaced model's weights
-        if old.name != weights and _WEIGHTS_NAME.fullmatch(old.name):
-            old.unlink(missing_ok=True)
+
+    def spec_naming(files: dict[str, str]) -> bytes:
+        named = {WEIGHTS_KEY: files[WEIGHTS_FILE]} if files[WEIGHTS_FILE] != WEIGHTS_FILE else {}
+        return (json.dumps({**document, **named}, indent=2, sort_keys=True) + "\n").encode()
+
+    folder = Path(out)
+    write_model_folder(folder, SPEC_FILE, {WEIGHTS_FILE: blob}, spec_naming)
     return folder
 
 
@@ -165,14 +161,16 @@ def check_export_folder(out: str | Path, overwrite: bool, *, name: str = "out",
     unless ``overwrite``. A killed export's leftovers (hidden temporary files, weights without
     their spec) are no model and do not count. ``name`` and ``overwrite_hint`` are how the
     message calls the folder and the way to allow it (the CLI: ``--out``, ``--overwrite``)."""
+    from storage.store import holds_only_leftovers
+
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(
             f"{name} {out} is a file, not a folder; choose a folder to write the model into")
-    held = sorted(p.name for p in path.iterdir() if not p.name.startswith(".")) if path.is_dir() else []
-    if held == [WEIGHTS_FILE]:  # weights without their spec
-        held = []
-    if held and not overwrite:
+    if overwrite or holds_only_leftovers(path, SPEC_FILE, [WEIGHTS_FILE]):
+        return
+    held = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+    if held:
         shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         raise FileExistsError(f"{name} {out} already holds {shown}; choose a new folder, or pass "
                               f"{overwrite_hint} to write the model there")
@@ -221,15 +219,14 @@ def read_export(folder: str | Path) -> dict[str, Any]:
 def load_exported(folder: str | Path) -> nn.Module:
     """Rebuild an exported model with its weights, in eval mode for inference (as
     :func:`load_trial_model`); call ``.train()`` on it to train it further."""
-    from storage.store import decode_state_dict, sha256
+    from storage.store import decode_state_dict, named_tensor_file, sha256
 
     document = read_export(folder)
     model = build_module(document["space"], document["architecture"], document["in_channels"],
                          document["out_channels"], document["level"])
-    name = document.get(WEIGHTS_KEY, WEIGHTS_FILE)
-    if not isinstance(name, str) or not _WEIGHTS_NAME.fullmatch(name):  # never a path elsewhere
-        raise ValueError(f"{Path(folder) / SPEC_FILE} names weights {name!r}, not an export's weights file")
-    path = Path(folder) / name
+    spec_path, name = Path(folder) / SPEC_FILE, document.get(WEIGHTS_KEY)
+    path = named_tensor_file(spec_path, WEIGHTS_FILE, name, refusal=f"{spec_path} names weights "
+                             f"{name!r}, not an export's weights file")  # never a path elsewhere
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the exported model has no weights")
     blob = path.read_bytes()

@@ -128,13 +128,13 @@ def found_metanet(out: str) -> FoundModel | None:
     """The metanetwork in the folder ``out`` (None: an absent or empty folder, or one holding
     only what a killed first save left; kind None: a folder of files that load as no
     metanetwork); ``ValueError`` for a file."""
-    from metanets.gmn import CONFIG_FILE, load_gmn
+    from metanets.gmn import load_gmn
 
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder; choose a folder to write the "
                          f"metanetwork into")
-    if not folder.is_dir() or (not (folder / CONFIG_FILE).exists() and _only_leftovers(folder)):
+    if _only_leftovers(folder):
         return None
     try:
         _, metadata = load_gmn(folder)
@@ -150,10 +150,11 @@ def found_metanet(out: str) -> FoundModel | None:
 def _only_leftovers(folder: Path) -> bool:
     """Whether ``folder`` holds nothing but hidden temporary files and the tensor files of a
     metanetwork whose save was killed before its JSON."""
-    import re
+    from metanets.gmn import CONFIG_FILE, WEIGHTS_FILE
+    from metanets.pruning.metanet import GATE_FILE
+    from storage.store import holds_only_leftovers
 
-    leftover = re.compile(r"\..*|(metanet|gate)(\.[0-9a-f]{16})?\.safetensors")
-    return all(leftover.fullmatch(path.name) for path in folder.iterdir())
+    return holds_only_leftovers(folder, CONFIG_FILE, [WEIGHTS_FILE, GATE_FILE])
 
 
 def _accuracy_summary(metadata: dict[str, Any]) -> str:

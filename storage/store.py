@@ -6,7 +6,8 @@ import dataclasses
 import glob
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -214,6 +215,92 @@ def _running(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+# model folders: tensor files and the JSON that names them ----------------------------------
+def write_model_folder(
+    folder: Path, spec_file: str, tensor_files: dict[str, bytes],
+    spec: Callable[[dict[str, str]], bytes], replaced: Iterable[str] = (),
+) -> dict[str, str]:
+    """Write a model folder (tensor files and the JSON ``spec_file`` that names them) so that a
+    process killed at any moment leaves the model it held, or the new one, whole:
+
+    1. each of ``tensor_files`` (name to bytes) goes to a file of its own: ``name`` in a folder
+       without ``spec_file``, else :func:`own_name` (a new name for new bytes: the files the
+       committed spec names are never touched);
+    2. ``spec(files)``, the spec naming the file each tensor file got, replaces ``spec_file``
+       in one rename (the commit);
+    3. then the files of these names (and of the ``replaced`` names: the earlier model's
+       other tensor files) that the new spec does not name are removed, with the hidden
+       temporary files of writers killed before their rename.
+
+    Every file goes through :func:`replace_atomically`. Returns ``{name: file written}``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    replacing = (folder / spec_file).is_file()
+    files = {name: own_name(name, sha256(blob)) if replacing else name
+             for name, blob in tensor_files.items()}
+    for name, blob in tensor_files.items():
+        replace_atomically(folder / files[name], blob)
+    replace_atomically(folder / spec_file, spec(files))
+    _remove_unnamed(folder, {*tensor_files, *replaced}, {*files.values(), spec_file})
+    return files
+
+
+def own_name(name: str, digest: str) -> str:
+    """``model.safetensors`` -> ``model.<16 hex digits of digest>.safetensors``."""
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.{digest[:16]}.{suffix}" if dot else f"{name}.{digest[:16]}"
+
+
+def tensor_file_names(name: str) -> re.Pattern[str]:
+    """The names tensor file ``name`` has in a model folder: itself or an :func:`own_name`
+    (any number of hex digits: supernet checkpoints wrote 8)."""
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        return re.compile(re.escape(name) + r"(\.[0-9a-f]+)?")
+    return re.compile(re.escape(stem) + r"(\.[0-9a-f]+)?" + re.escape(f".{suffix}"))
+
+
+def named_tensor_file(spec_path: Path, name: str, named: object = None,
+                      refusal: str | None = None) -> Path:
+    """The file a model folder's spec (``spec_path``) names (``named``; None: ``name``
+    itself) for its tensor file ``name``: one of :func:`tensor_file_names` in the spec's
+    folder. Anything else (a path to a file elsewhere) is never read: ``ValueError`` saying
+    ``refusal`` (default: what was named and what may be)."""
+    named = name if named is None else named
+    if not isinstance(named, str) or not tensor_file_names(name).fullmatch(named):
+        stem, _, suffix = name.rpartition(".")
+        raise ValueError(refusal or f"{spec_path} names {named!r} for {name}, not a file "
+                                    f"{stem}[.<hex digits>].{suffix} of the folder")
+    return spec_path.parent / named
+
+
+def holds_only_leftovers(folder: Path, spec_file: str, names: Iterable[str]) -> bool:
+    """Whether ``folder`` holds no model but at most what a write killed before its spec left:
+    no ``spec_file``, only hidden (temporary) files and tensor files of ``names``. A missing
+    folder holds nothing."""
+    if not folder.is_dir():
+        return True
+    patterns = [tensor_file_names(name) for name in names]
+    return not (folder / spec_file).exists() and all(
+        path.name.startswith(".") or any(p.fullmatch(path.name) for p in patterns)
+        for path in folder.iterdir())
+
+
+def _remove_unnamed(folder: Path, names: set[str], keep: set[str]) -> None:
+    """Remove the files of tensor files ``names`` but ``keep`` (those the folder's spec names
+    now), and the temporary files that writers of them killed before their rename left."""
+    patterns = [tensor_file_names(name) for name in names]
+    for path in folder.iterdir():
+        if path.name not in keep and any(p.fullmatch(path.name) for p in patterns):
+            path.unlink(missing_ok=True)
+        temporary = _TEMPORARY.fullmatch(path.name)
+        if temporary and any(p.fullmatch(temporary[1]) for p in patterns):
+            _remove_leftovers(path.with_name(temporary[1]))
+
+
+#: :func:`replace_atomically`'s temporary file of a file (group 1: its name)
+_TEMPORARY = re.compile(r"\.(.+)\.tmp\d+")
 
 
 class ModelStore:

@@ -2,15 +2,16 @@
 
 A checkpoint folder holds
 
-- ``supernet.<id>.safetensors``: the supernet's state dict;
-- ``optimizer.<id>.safetensors``: the optimizer's per-parameter state (``"<index>.<name>"``);
+- ``supernet[.<id>].safetensors``: the supernet's state dict;
+- ``optimizer[.<id>].safetensors``: the optimizer's per-parameter state (``"<index>.<name>"``);
 - ``supernet.json``: ``format``, ``space``, the supernet's constructor ``config``, the training
   config, the ``dataset``, the finished ``epoch`` and ``step``, the optimizer's param groups,
   the loss ``history``, the training ``seconds`` and the names of the two tensor ``files``.
 
-A checkpoint commits as a whole: its tensor files get a new ``<id>`` and are written first, then
-``supernet.json`` naming them replaces the previous one in one rename (the commit), and only then
-are the previous checkpoint's files removed. A run killed at any point leaves the previous
+A checkpoint commits as a whole (:func:`storage.store.write_model_folder`): its tensor files
+are written first, under new names over an earlier checkpoint (``<id>``: 16 hex digits of their
+SHA-256; 8 random ones before), then ``supernet.json`` naming them replaces the previous one in
+one rename (the commit), and only then are the previous checkpoint's files removed. A run killed at any point leaves the previous
 checkpoint intact and never mixes one checkpoint's weights with another's optimizer state or
 epoch. Checkpoints written before ``files`` existed (``supernet.safetensors``,
 ``optimizer.safetensors``) still load.
@@ -18,8 +19,6 @@ epoch. Checkpoints written before ``files`` existed (``supernet.safetensors``,
 from __future__ import annotations
 
 import json
-import re
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +30,8 @@ if TYPE_CHECKING:
 FORMAT = "metanas-supernet/1"
 #: the JSON file, and the tensor files of a checkpoint without ``files`` (written before it existed)
 META, WEIGHTS, OPTIMIZER = "supernet.json", "supernet.safetensors", "optimizer.safetensors"
-#: tensor files of any checkpoint, and temporary files a killed write left behind (ours, and
-#: the ``.tmpXXXXXX`` that safetensors writes before its own rename)
-_TENSOR_FILE = re.compile(r"(supernet|optimizer)(\.[0-9a-f]+)?\.safetensors")
-_LEFTOVER = re.compile(r"\.(supernet|optimizer)\S*\.tmp\d+|\.tmp[0-9A-Za-z]{6}")
+#: the tensor file of each kind in ``files`` (its name in a new folder)
+_FILES = {"weights": WEIGHTS, "optimizer": OPTIMIZER}
 
 
 def has_checkpoint(folder: str | Path) -> bool:
@@ -60,39 +57,30 @@ def save_checkpoint(
     folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
     meta: dict[str, Any],
 ) -> None:
-    """Write weights, optimizer state and ``meta`` (the JSON file last: it marks completeness)."""
-    from safetensors.torch import save_file
+    """Write weights, optimizer state and ``meta`` as one commit
+    (:func:`storage.store.write_model_folder`: the JSON last, the earlier files removed after)."""
+    from storage.store import encode_state_dict, flatten_optimizer_state, write_model_folder
 
-    from storage.store import flatten_optimizer_state, replace_atomically
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tag = secrets.token_hex(4)  # new names: the committed checkpoint's files are never touched
-    files = {"weights": f"supernet.{tag}.safetensors"}
-    replace_atomically(folder / files["weights"], lambda p: save_file(_contiguous(model.state_dict()), str(p)))
+    tensors: dict[str, bytes] = {WEIGHTS: encode_state_dict(model.state_dict())}
     groups: list[dict[str, Any]] = []
     if optimizer is not None:
-        tensors, groups = flatten_optimizer_state(optimizer.state_dict())
-        files["optimizer"] = f"optimizer.{tag}.safetensors"
-        replace_atomically(folder / files["optimizer"], lambda p: save_file(tensors, str(p)))
-    text = json.dumps({**meta, "format": FORMAT, "param_groups": groups, "files": files},
-                      indent=1, sort_keys=True)
-    replace_atomically(folder / META, lambda p: p.write_text(text))  # the commit
-    _remove_stale(folder, set(files.values()))
+        state, groups = flatten_optimizer_state(optimizer.state_dict())
+        tensors[OPTIMIZER] = encode_state_dict(state)
 
+    def meta_naming(files: dict[str, str]) -> bytes:
+        named = {kind: files[name] for kind, name in _FILES.items() if name in files}
+        return json.dumps({**meta, "format": FORMAT, "param_groups": groups, "files": named},
+                          indent=1, sort_keys=True).encode()
 
-def _remove_stale(folder: Path, keep: set[str]) -> None:
-    """Tensor files of earlier checkpoints and leftovers of killed writes."""
-    for path in folder.iterdir():
-        stale = _TENSOR_FILE.fullmatch(path.name) and path.name not in keep
-        if stale or _LEFTOVER.fullmatch(path.name):
-            path.unlink(missing_ok=True)
+    write_model_folder(Path(folder), META, tensors, meta_naming, replaced=_FILES.values())
 
 
 def _path(folder: Path, meta: dict[str, Any], kind: str) -> Path:
-    """The tensor file of ``kind`` (weights or optimizer) that ``meta`` was committed with."""
-    legacy = {"weights": WEIGHTS, "optimizer": OPTIMIZER}
-    return folder / meta.get("files", legacy).get(kind, legacy[kind])
+    """The tensor file of ``kind`` (weights or optimizer) that ``meta`` was committed with: one
+    of the folder's own (:func:`storage.store.named_tensor_file`), never a path elsewhere."""
+    from storage.store import named_tensor_file
+
+    return named_tensor_file(folder / META, _FILES[kind], meta.get("files", {}).get(kind))
 
 
 def load_weights(
@@ -114,9 +102,3 @@ def load_optimizer_state(folder: str | Path, meta: dict[str, Any]) -> dict[str, 
     path = _path(Path(folder), meta, "optimizer")
     return unflatten_optimizer_state(load_file(str(path)) if path.is_file() else {},
                                      meta["param_groups"])
-
-
-def _contiguous(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
-
-

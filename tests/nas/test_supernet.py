@@ -323,6 +323,20 @@ def test_a_checkpoint_without_files_entry_still_resumes(tiny_graph, tmp_path) ->
         ["supernet.json", *read_meta(tmp_path / "b")["files"].values()])  # the old files went
 
 
+def test_a_checkpoint_naming_tensor_files_outside_its_folder_is_refused(tiny_graph, tmp_path) -> None:
+    """``files`` of supernet.json was read as any path (``../x.safetensors`` loaded a file of
+    another folder); it names files of the checkpoint's folder only, as an export's spec does."""
+    import json
+
+    _train(TinyTask(tiny_graph), tmp_path / "b", epochs=2)
+    meta = json.loads((tmp_path / "b" / "supernet.json").read_text())
+    (tmp_path / "x.safetensors").write_bytes((tmp_path / "b" / meta["files"]["weights"]).read_bytes())
+    (tmp_path / "b" / "supernet.json").write_text(json.dumps(
+        {**meta, "files": {**meta["files"], "weights": "../x.safetensors"}}))
+    with pytest.raises(ValueError, match=r"names '../x.safetensors' for supernet.safetensors, not a file"):
+        load_supernet(tmp_path / "b")
+
+
 def test_nasbench_supernet_paths_equal_the_benchmark_models(tiny_graph) -> None:
     from nas.supernet import NasBenchGraphSupernet
     from search_spaces.nasbench_graph import NasBenchGraphArchitecture, NasBenchGraphSpace

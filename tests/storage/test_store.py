@@ -199,3 +199,113 @@ def test_the_next_write_removes_leftovers_of_dead_writers_only(tmp_path) -> None
     replace_atomically(tmp_path / "f.json", b"{}")
     assert (tmp_path / "f.json").read_bytes() == b"{}"
     assert not leftover.exists() and alive.exists() and other.exists()
+
+
+# model folders (write_model_folder): what export, metanetwork saves and supernet checkpoints share
+def _write_folder(folder, tensors: dict[str, bytes], run: int) -> dict[str, str]:
+    import json
+
+    from storage.store import write_model_folder
+
+    def spec(files: dict[str, str]) -> bytes:
+        return json.dumps({"run": run, "files": files}).encode()
+
+    return write_model_folder(folder, "spec.json", tensors, spec)
+
+
+def _read_folder(folder) -> tuple[int, dict[str, bytes]]:
+    """The run a folder's spec was written by and the bytes of the files it names."""
+    import json
+
+    from storage.store import named_tensor_file
+
+    spec = json.loads((folder / "spec.json").read_text())
+    return spec["run"], {name: named_tensor_file(folder / "spec.json", name, named).read_bytes()
+                         for name, named in spec["files"].items()}
+
+
+@pytest.mark.parametrize("killed_at", [1, 2, 3])  # first tensor file, second one, the spec
+def test_a_model_folder_write_killed_between_its_files_leaves_the_old_model_whole(
+    tmp_path, monkeypatch, killed_at: int,
+) -> None:
+    import storage.store
+
+    old = {"model.safetensors": b"old weights", "optimizer.safetensors": b"old state"}
+    new = {"model.safetensors": b"new weights", "optimizer.safetensors": b"new state"}
+    assert _write_folder(tmp_path, old, run=1) == {name: name for name in old}  # a new folder
+    writes, write = [], storage.store.replace_atomically
+
+    def killed(path, content):
+        writes.append(path.name)
+        if len(writes) == killed_at:
+            raise KeyboardInterrupt(f"killed before {path.name}")
+        return write(path, content)
+
+    monkeypatch.setattr(storage.store, "replace_atomically", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _write_folder(tmp_path, new, run=2)
+    monkeypatch.undo()
+    assert _read_folder(tmp_path) == (1, old)  # the old model, whole
+    files = _write_folder(tmp_path, new, run=2)  # the re-run is not blocked by the leftovers
+    assert all(files[name] != name for name in new)  # files of their own, named in the spec
+    assert _read_folder(tmp_path) == (2, new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["spec.json", *files.values()])
+
+
+def test_a_model_folder_write_removes_the_old_files_and_dead_writers_temporaries(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    _write_folder(tmp_path, {"model.safetensors": b"one"}, run=1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    killed = tmp_path / f".model.0123456789abcdef.safetensors.tmp{int(dead.stdout)}"
+    killed.write_bytes(b"half")
+    busy = tmp_path / f".model.fedcba9876543210.safetensors.tmp{os.getppid()}"  # a live writer's
+    busy.write_bytes(b"busy")
+    mine = tmp_path / "notes.txt"  # no file of the model's
+    mine.write_bytes(b"mine")
+    files = _write_folder(tmp_path, {"model.safetensors": b"two"}, run=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["spec.json", files["model.safetensors"], busy.name, mine.name])
+
+
+@pytest.mark.parametrize("named", [
+    "../x.safetensors", "/etc/passwd", "sub/model.safetensors", "model.safetensors/../../x",
+    "other.safetensors", "model.XYZ.safetensors", "model.safetensors.json", 3, ["model.safetensors"],
+])
+def test_a_spec_naming_a_file_outside_its_folder_is_refused(tmp_path, named) -> None:
+    from storage.store import named_tensor_file
+
+    with pytest.raises(ValueError, match=r"spec.json names .* for model.safetensors, not a file "
+                                         r"model\[\.<hex digits>\]\.safetensors of the folder"):
+        named_tensor_file(tmp_path / "spec.json", "model.safetensors", named)
+    with pytest.raises(ValueError, match="^refused$"):
+        named_tensor_file(tmp_path / "spec.json", "model.safetensors", named, refusal="refused")
+
+
+@pytest.mark.parametrize("named", [None, "model.safetensors", "model.0123abcd.safetensors",
+                                   "model.0123456789abcdef.safetensors"])
+def test_a_spec_names_the_tensor_files_of_its_folder(tmp_path, named) -> None:
+    from storage.store import named_tensor_file
+
+    found = named_tensor_file(tmp_path / "spec.json", "model.safetensors", named)
+    assert found == tmp_path / (named or "model.safetensors")
+
+
+@pytest.mark.parametrize(("files", "leftovers"), [
+    ([], True),
+    (["model.safetensors"], True),  # weights of a first write killed before its spec
+    (["model.0123456789abcdef.safetensors", ".model.safetensors.tmp12"], True),
+    (["spec.json"], False),
+    (["spec.json", "model.safetensors"], False),
+    (["model.safetensors", "notes.txt"], False),
+])
+def test_what_a_killed_write_leaves_is_no_model(tmp_path, files: list[str], leftovers: bool) -> None:
+    from storage.store import holds_only_leftovers
+
+    for name in files:
+        (tmp_path / name).write_bytes(b"x")
+    assert holds_only_leftovers(tmp_path, "spec.json", ["model.safetensors"]) is leftovers
+    assert holds_only_leftovers(tmp_path / "missing", "spec.json", ["model.safetensors"])
