@@ -63,7 +63,8 @@ _BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 class SearchConfig:
     """Everything a search needs; what ``metanas search`` parses its options into."""
 
-    dataset: str                           # task name (any spelling, see nas.tasks.DATASETS)
+    # task name (any spelling, see nas.tasks.DATASETS), or a Task: a DataTask on one's own graphs
+    dataset: str | Task
     space: str | SearchSpace = "gnn"       # search space name (or a space)
     strategy: str = "tpe"                  # sampler name (nas.samplers.STRATEGIES)
     evaluator: str | Evaluator = "train"   # evaluator name (nas.evaluators.EVALUATORS) or one
@@ -142,6 +143,7 @@ class SearchConfig:
         if self.objectives[0] != "accuracy":
             raise ValueError(f"objectives {list(self.objectives)} must start with 'accuracy' (the "
                              f"others are traded against it: accuracy,params or accuracy,latency)")
+        check_dataset(self.dataset)
         if self.study_name is None:  # canonical names: `--dataset Cora` resumes `cora-...`
             from nas.samplers import strategy_name
             from nas.tasks import resolve_dataset
@@ -160,6 +162,22 @@ class SearchConfig:
             self.evaluator, epochs=self.epochs, patience=self.patience, supernet=self.supernet,
             init=self.init, hypernet=self.hypernet, select=self.select,
         )
+
+
+def check_dataset(dataset: object) -> None:
+    """``TypeError`` naming what a search takes unless ``dataset`` is a dataset name or a
+    :class:`~nas.tasks.Task`; an unknown name is ``ValueError`` listing the names."""
+    from nas.tasks import DATASETS, resolve_dataset
+
+    if isinstance(dataset, Task):
+        return
+    if not isinstance(dataset, str):
+        raise TypeError(
+            f"dataset must be a dataset name (one of {sorted(DATASETS)}, or tu:NAME) or a "
+            f"nas.tasks.Task (graphs of one's own: DataTask(graphs, 'a-name')), got "
+            f"{type(dataset).__name__} {repr(dataset)[:100]}"
+        )
+    resolve_dataset(dataset)
 
 
 class Objective:
@@ -361,6 +379,8 @@ def run_search(config: SearchConfig) -> optuna.Study:
     evaluator.prepare(space, task)
     if config.prescreen:
         prescreen_task(config, task).num_features  # the proxy's data, likewise
+    if config.n_jobs > 1:
+        check_sendable(config)  # a DataTask's graphs go to the spawned workers with it
     queued = None
     if config.warm_start and not study_exists(config):  # a bad source fails before the study exists
         queued = warm_start_architectures(
@@ -386,6 +406,22 @@ def run_search(config: SearchConfig) -> optuna.Study:
     if died:
         raise WorkersDied(died, study, config.n_trials)
     return study
+
+
+def check_sendable(config: SearchConfig) -> None:
+    """``ValueError`` naming what failed if ``config`` (a :class:`~nas.tasks.DataTask` and its
+    graphs included) cannot be pickled, as the ``n_jobs`` spawned workers receive it."""
+    from multiprocessing.reduction import ForkingPickler
+
+    try:
+        ForkingPickler.dumps(config)
+    except Exception as error:  # noqa: BLE001 - pickling raises several types
+        what = f"dataset {config.dataset!r}" if isinstance(config.dataset, Task) else "settings"
+        raise ValueError(
+            f"n_jobs {config.n_jobs} sends the search's {what} to worker processes, which "
+            f"cannot be pickled ({type(error).__name__}: {error}); search with n_jobs=1, or "
+            f"make it picklable (a transform defined at module level, not a lambda)"
+        ) from error
 
 
 class WorkersDied(RuntimeError):
@@ -452,9 +488,9 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     study = create_or_load_study(config, task)
-    study.sampler = get_sampler(
-        config.strategy, seed=sampler_seed(config.seed, worker, study), space=space,
-        data_root=config.data_root, device=config.device,
+    study.sampler = get_sampler(  # NAC and the gradient strategy fit their supernet on `task`
+        config.strategy, seed=sampler_seed(config.seed, worker, study), space=space, task=task,
+        device=config.device,
     )
     if config.prescreen:
         study.sampler = PrescreenSampler(

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from search_spaces.base import SearchSpace
 
 
-#: what a search hands every strategy (``get_sampler(name, seed, space=..., data_root=...,
-#: device=...)``): its space, data root and device; a factory keeps those its strategy uses
-SEARCH_CONTEXT: frozenset[str] = frozenset({"space", "data_root", "device"})
+#: what a search hands every strategy (``get_sampler(name, seed, space=..., task=...,
+#: device=...)``): its space, the task it loaded and its device (``data_root=``, where a
+#: data-bound strategy used outside a search loads the study's dataset, is context too); a
+#: factory keeps those its strategy uses
+SEARCH_CONTEXT: frozenset[str] = frozenset({"space", "task", "data_root", "device"})
 
 
 def _strategy_options(options: dict[str, Any], *uses: str) -> dict[str, Any]:
@@ -41,8 +43,8 @@ def _tpe(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler
 
 
 def _gradient(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
-    # the supernet covers the search's space; the search reads the search's data on its device
-    return GradientSampler(seed=seed, **_strategy_options(options, "space", "data_root", "device"))
+    # the supernet covers the search's space; GDAS runs on the search's task, on its device
+    return GradientSampler(seed=seed, **_strategy_options(options, "space", "task", "data_root", "device"))
 
 
 def _gp(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
@@ -70,14 +72,15 @@ def _predictor(seed: int | None = None, **options: Any) -> optuna.samplers.BaseS
 
 
 def _nac(seed: int | None = None, **options: Any) -> optuna.samplers.BaseSampler:
-    # candidates from the search's space; the task from its data root; runs on its device
-    return NACSampler(seed=seed, **_strategy_options(options, "space", "data_root", "device"))
+    # candidates from the search's space; runs on the search's task, on its device
+    return NACSampler(seed=seed, **_strategy_options(options, "space", "task", "data_root", "device"))
 
 
 #: canonical strategy name -> factory ``(seed, **options) -> sampler``; of the search context
 #: (:data:`SEARCH_CONTEXT`), ``space`` (a SearchSpace) lets the proposing strategies deduplicate
-#: by architecture and bounds what NAC and the gradient strategy search, ``data_root`` and
-#: ``device`` are where those two read their task and run
+#: by architecture and bounds what NAC and the gradient strategy search, ``task`` and
+#: ``device`` are what those two fit their supernet on and where (``data_root``: where they
+#: load the study's dataset by name when given no task)
 STRATEGIES: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "random": _random,
     "tpe": _tpe,
@@ -93,8 +96,8 @@ STRATEGIES: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
 #: strategies that handle studies of one objective only
 SINGLE_OBJECTIVE_ONLY: frozenset[str] = frozenset({"evolution", "reinforce", "predictor"})
 #: strategies that read the study's task data themselves (NAC and the gradient strategy fit a
-#: supernet on it), so they run only in studies made by ``metanas search``
-#: (``study.user_attrs["dataset"]``)
+#: supernet on it): the search hands them its task, and outside a search they load the study's
+#: dataset by name (``study.user_attrs["dataset"]``)
 DATA_BOUND: frozenset[str] = frozenset({"nac", "gradient"})
 #: strategies that need every parameter to have finitely many values
 DISCRETE_ONLY: frozenset[str] = frozenset({"reinforce"})
@@ -105,7 +108,7 @@ def get_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The sampler of strategy ``name`` (any spelling), seeded; a sampler is returned as is.
 
-    ``options`` go to the strategy's constructor (the search context ``space=``,
+    ``options`` go to the strategy's constructor (the search context ``space=``, ``task=``,
     ``data_root=``, ``device=`` is dropped by strategies that do not use it). ``TypeError`` if
     ``name`` is neither a string nor a sampler.
     """

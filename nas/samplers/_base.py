@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
+    from nas.tasks import Task
     from search_spaces.base import SearchSpace
 
 #: trial system attribute holding the proposed parameters (JSON)
@@ -234,6 +235,27 @@ def resolve_study_space(study: Study) -> SearchSpace | None:
         return get_space(name)
     except ValueError:
         return None
+
+
+def load_study_task(study: Study, strategy: str, data_root: str | None = None) -> Task:
+    """The task of the study's ``dataset`` user attribute (set by ``nas.study``), loaded by name
+    from ``data_root``: for a data-bound strategy (NAC, gradient) used outside a search, which
+    hands it its task. ``ValueError`` naming the strategy if the study records no dataset, or
+    one that is no name metanas loads (a :class:`~nas.tasks.DataTask`'s: pass the task)."""
+    from nas.tasks import load_task, resolve_dataset
+
+    name = study.user_attrs.get("dataset")
+    if name is None:
+        raise ValueError(f"strategy {strategy!r} needs the study's task: give the sampler "
+                         f"task=..., or run it with run_search / metanas search")
+    try:
+        resolve_dataset(name)
+    except ValueError:
+        raise ValueError(
+            f"strategy {strategy!r} cannot load the study's dataset {name!r} by name (graphs of "
+            f"one's own, a DataTask?): give the sampler task=..., as run_search does"
+        ) from None
+    return load_task(name, data_root)
 
 
 # --- what the study already holds --------------------------------------------------------------

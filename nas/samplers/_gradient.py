@@ -1,9 +1,10 @@
 """The gradient strategy as an Optuna sampler: GDAS over the study's space, then its proposals.
 
 On its first trial in a study the sampler runs a GDAS search (:mod:`nas.supernet._gradient`) on
-the study's dataset and space and stores the result (logits, derived architecture, guard) as the
-study user attribute ``gradient_search``; every later trial, worker or resumption reads it from
-there, so the strategy's state lives in the study's storage. Proposals:
+the study's task (the one the search hands it) and space and stores the result (logits, derived
+architecture, guard) as the study user attribute ``gradient_search``; every later trial, worker
+or resumption reads it from there, so the strategy's state lives in the study's storage.
+Proposals:
 
 - the first trial that this sampler proposes in a study gets the *derived* architecture (argmax
   of the logits after the collapse guard), user attribute ``gradient_proposal = "derived"``;
@@ -29,12 +30,15 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.samplers import BaseSampler, RandomSampler
 
+from nas.samplers._base import load_study_task
+
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
     from nas.supernet._gradient import GradientConfig, GradientResult
+    from nas.tasks import Task
     from search_spaces.base import SearchSpace
 
 RESULT_ATTR = "gradient_search"
@@ -49,8 +53,11 @@ class GradientSampler(BaseSampler):
         config: GDAS settings (default :class:`nas.supernet.GradientConfig` with ``seed``).
         supernet_options: keyword arguments of the space's supernet (e.g. ``max_depth``); within
             ``space`` (see :func:`supernet_options_within`).
-        data_root: dataset folder (default ``$METANAS_DATA``).
+        data_root: dataset folder of the study's dataset, without ``task`` (default
+            ``$METANAS_DATA``).
         space: the search's space, whose restrictions the supernet keeps.
+        task: the task searched (a search hands its own, a :class:`~nas.tasks.DataTask` too;
+            default: the study's dataset, loaded by name).
         device: where the search runs (``"auto"``: CUDA when available); replaces ``config``'s
             device (default: ``config``'s, ``"auto"``).
     """
@@ -58,12 +65,12 @@ class GradientSampler(BaseSampler):
     def __init__(
         self, seed: int | None = None, config: GradientConfig | None = None,
         supernet_options: dict[str, Any] | None = None, data_root: str | None = None, *,
-        space: SearchSpace | None = None, device: str | None = None,
+        space: SearchSpace | None = None, device: str | None = None, task: Task | None = None,
     ) -> None:
         from nas.train import resolve_device
 
         self.seed = 0 if seed is None else seed
-        self.config, self.data_root = config, data_root
+        self.config, self.data_root, self.task = config, data_root, task
         self.options = supernet_options_within(space, supernet_options or {})
         self.device = None if device is None else str(resolve_device(device))
         self._fallback = RandomSampler(seed=seed)
@@ -135,12 +142,11 @@ class GradientSampler(BaseSampler):
     def _search(self, study: Study) -> dict[str, Any]:
         from nas.supernet import build_supernet
         from nas.supernet._gradient import gradient_search
-        from nas.tasks import load_task
 
-        dataset, space = study.user_attrs.get("dataset"), study.user_attrs.get("space")
-        if dataset is None or space is None:
-            raise ValueError("the gradient strategy needs a study made by run_search (dataset and space attributes)")
-        task = load_task(dataset, self.data_root)
+        space = study.user_attrs.get("space")
+        if space is None:
+            raise ValueError("the gradient strategy needs a study made by run_search (its space attribute)")
+        task = self.task if self.task is not None else load_study_task(study, "gradient", self.data_root)
         supernet = build_supernet(space, task, **self.options)
         result: GradientResult = gradient_search(supernet, task, self.search_config())
         payload = result.to_json_dict()
@@ -150,12 +156,10 @@ class GradientSampler(BaseSampler):
 
     def _sampled(self, study: Study, result: dict[str, Any], number: int) -> dict[str, Any]:
         from nas.supernet._gradient import sample_from_logits
-        from nas.tasks import load_task
 
         rng = random.Random(f"gradient-{self.seed}-{number}")
         picked = sample_from_logits(result["logits"], result["choices"], rng)
-        task = load_task(study.user_attrs["dataset"], self.data_root)
-        supernet = _cached_supernet(study.user_attrs["space"], task, result["supernet"])
+        supernet = _cached_supernet(study.user_attrs["space"], result["supernet"])
         return supernet.trial_params(supernet.from_decisions(picked))
 
 
@@ -188,7 +192,7 @@ def _gnn_supernet_depth() -> int:
 _SUPERNETS: dict[str, Any] = {}
 
 
-def _cached_supernet(space: str, task: Any, config: dict[str, Any]) -> Any:
+def _cached_supernet(space: str, config: dict[str, Any]) -> Any:
     """A supernet of the stored configuration (its decisions only are used; built once)."""
     from nas.supernet import SUPERNETS
     from search_spaces.resolver import resolve

@@ -30,7 +30,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from torch import Tensor, nn
 
-from nas.samplers._base import ChosenParams
+from nas.samplers._base import ChosenParams, load_study_task
 from search_spaces.gnn import (
     WIDTHS, GNNArchitecture, GNNSpace, LayerSpec, make_conv, readout,
 )
@@ -159,21 +159,22 @@ class NACSampler(optuna.samplers.BaseSampler):
     """NAC as a strategy of the GNN space: every trial evaluates the architecture a fresh
     sparse-coding search derives (see the module docstring).
 
-    The task is the study's (``study.user_attrs["dataset"]``, read from ``data_root``) unless
-    one is given. Layers of the derived architecture take the space's defaults for what NAC does
-    not search (width ``width``, ReLU, no norm, dropout 0.5, one head, add aggregation, no skip,
-    mean readout, lr 5e-3, weight decay 5e-4).
+    The task is the one given (a search hands its own, a :class:`~nas.tasks.DataTask` too), else
+    the study's dataset loaded by name from ``data_root``. Layers of the derived architecture
+    take the space's defaults for what NAC does not search (width ``width``, ReLU, no norm,
+    dropout 0.5, one head, add aggregation, no skip, mean readout, lr 5e-3, weight decay 5e-4).
 
     Args:
         seed: base seed; trial ``n`` initialises its supernet with ``seed + n``.
         depth: supernet layers (default :data:`NAC_DEPTH`, or the space's ``max_depth`` if
             smaller).
         width, steps, step_size, l1: see :func:`nac_search`.
-        task: the task to search on (default: the study's dataset).
+        task: the task to search on (default: the study's dataset, by name).
         space: the GNN space searched: its convs are the candidates and its ``max_depth``
             bounds ``depth`` (default: every convolution of :data:`NAC_CONVS`).
         convs: candidate convolutions (default: the space's); must lie in the space.
-        data_root: dataset folder of the study's dataset (default ``$METANAS_DATA``).
+        data_root: dataset folder of the study's dataset, without ``task`` (default
+            ``$METANAS_DATA``).
         device: where the search runs (``"auto"``: CUDA when available).
     """
 
@@ -240,11 +241,7 @@ class NACSampler(optuna.samplers.BaseSampler):
 
     def _task(self, study: optuna.Study) -> Task:
         if self.task is None:
-            from nas.tasks import load_task
-
-            if "dataset" not in study.user_attrs:
-                raise ValueError("strategy 'nac' needs the study's dataset (run it with metanas search)")
-            self.task = load_task(study.user_attrs["dataset"], self.data_root)
+            self.task = load_study_task(study, "nac", self.data_root)
         return self.task
 
     def __repr__(self) -> str:

@@ -116,15 +116,24 @@ def test_strategy_keeps_within_the_depth_of_the_space() -> None:
         get_sampler("gradient", space=shallow, supernet_options={"max_depth": 2})
 
 
-def test_strategy_reads_the_study_dataset_from_the_search_data_root(tiny_graph, monkeypatch, tmp_path) -> None:
+def test_strategy_without_a_task_reads_the_study_dataset_from_its_data_root(tiny_graph, monkeypatch, tmp_path) -> None:
     from search_spaces.gnn import GNNSpace
 
     space = GNNSpace(convs=GCN_GAT_CONVS)
-    # the search's context, as run_worker hands it
+    # outside a search, which hands it its task: the study's dataset, by name
     _, roots = _gradient_study(
         monkeypatch, tiny_graph, n_trials=2, space=space, data_root=str(tmp_path), device="cpu",
     )
-    assert roots and set(roots) == {str(tmp_path)}  # the search, and the sampled proposal
+    assert roots == [str(tmp_path)]  # the search only: a sampled proposal needs no data
+
+
+def test_strategy_searches_the_task_it_is_given(tiny_graph, monkeypatch) -> None:
+    # as run_worker hands it (a DataTask has no name to reload it by)
+    from search_spaces.gnn import GNNSpace
+
+    space = GNNSpace(convs=GCN_GAT_CONVS)
+    study, roots = _gradient_study(monkeypatch, tiny_graph, n_trials=2, space=space, task=TinyTask(tiny_graph))
+    assert roots == [] and study.user_attrs["gradient_search"]["supernet"]["in_channels"] == 4
 
 
 def test_strategy_runs_on_the_search_device(tiny_graph, monkeypatch) -> None:

@@ -144,7 +144,7 @@ def test_strategy_keeps_within_the_depth_of_the_space(tiny_graph):
         get_sampler("nac", space=shallow, convs=("gin",))
 
 
-def test_strategy_reads_the_study_dataset_from_the_search_data_root(tiny_graph, monkeypatch, tmp_path):
+def test_strategy_without_a_task_reads_the_study_dataset_from_its_data_root(tiny_graph, monkeypatch, tmp_path):
     import nas.tasks
 
     asked = []
@@ -157,6 +157,17 @@ def test_strategy_reads_the_study_dataset_from_the_search_data_root(tiny_graph, 
     sampler = get_sampler("nac", seed=0, space=GCN_GAT, data_root=str(tmp_path), width=16, steps=2)
     _nac_study(sampler, GCN_GAT, n_trials=1)
     assert asked == [("cora", str(tmp_path))]
+
+
+def test_strategy_without_a_task_names_a_study_dataset_it_cannot_load():
+    # a DataTask's study: its name loads nothing; "could not resolve dataset 'mine'" said
+    # neither which strategy nor what to do
+    study = optuna.create_study(sampler=get_sampler("nac", space=GCN_GAT))
+    study.set_user_attr("space", "gnn")
+    study.set_user_attr("dataset", "mine")
+    with pytest.raises(ValueError, match=r"strategy 'nac' cannot load the study's dataset 'mine' by "
+                                         r"name .* give the sampler task=\.\.\., as run_search does"):
+        study.optimize(lambda t: 0.0, n_trials=1)
 
 
 def test_strategy_runs_on_the_search_device(tiny_graph, monkeypatch):

@@ -317,17 +317,18 @@ def test_get_sampler_keeps_its_old_signature(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_strategy_takes_the_search_context(name: str) -> None:
-    # run_worker hands every strategy the search's space, data root and device; those that do
-    # not use one drop it
-    sampler = get_sampler(name, 0, space=SPACE, data_root="/nowhere", device="cpu")
+    # run_worker hands every strategy the search's space, task and device; those that do not
+    # use one drop it (and data_root, where NAC and gradient load a study's dataset by name)
+    sampler = get_sampler(name, 0, space=SPACE, task=object(), data_root="/nowhere", device="cpu")
     assert isinstance(sampler, optuna.samplers.BaseSampler)
 
 
-def test_a_search_hands_its_strategy_the_space_data_root_and_device(
+def test_a_search_hands_its_strategy_the_space_task_and_device(
     sqlite_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # --data-root and --device did not reach NAC and the gradient strategy, which read the
-    # default data root ("Cora is missing ... point --data-root") and ran wherever they chose
+    # default data root ("Cora is missing ... point --data-root") and ran wherever they chose;
+    # they reloaded the task by name, which a DataTask has none of
     import nas.study
     from nas.study import SearchConfig, run_worker
     from nas.tasks import load_task
@@ -346,7 +347,8 @@ def test_a_search_hands_its_strategy_the_space_data_root_and_device(
         dataset="cora", strategy="nac", convs=("gcn", "gat"), storage=sqlite_url,
         data_root=str(tmp_path), device="cpu", verbose=False,
     )
+    task = load_task("cora", str(tmp_path))
     with pytest.raises(Stop):
-        run_worker(config, task=load_task("cora", str(tmp_path)))
+        run_worker(config, task=task)
     assert given["name"] == "nac" and given["space"].convs == ("gcn", "gat")
-    assert given["data_root"] == str(tmp_path) and given["device"] == "cpu"
+    assert given["task"] is task and given["device"] == "cpu"

@@ -399,6 +399,22 @@ def test_a_search_with_several_workers_gives_the_callers_threads_back(sqlite_url
         torch.set_num_threads(before)
 
 
+def test_search_config_names_what_it_takes_as_dataset(tiny_graph) -> None:
+    """A graph given as it is (not in a DataTask) was accepted whenever a study name was given,
+    and failed later in normalize(); without one, obscurely."""
+    from nas.tasks import DataTask
+
+    with pytest.raises(TypeError, match=r"dataset must be a dataset name \(one of \[.*'cora'.*\], or "
+                                        r"tu:NAME\) or a nas.tasks.Task \(graphs of one's own: "
+                                        r"DataTask\(graphs, 'a-name'\)\), got Data Data\(x=\[6, 4\]"):
+        SearchConfig(tiny_graph, study_name="mine")
+    with pytest.raises(TypeError, match="got int 5"):
+        SearchConfig(5)
+    with pytest.raises(ValueError, match="could not resolve dataset 'coar' among choices"):
+        SearchConfig("coar", study_name="mine")
+    assert SearchConfig(DataTask(tiny_graph, "mine")).study_name == "mine-gnn-tpe-train"
+
+
 def test_search_config_refuses_what_it_would_misread() -> None:
     """A space object with convs ignored the convs; n_trials 2.5 and seed 'a' were accepted."""
     from search_spaces import GNNSpace

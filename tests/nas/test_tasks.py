@@ -332,6 +332,79 @@ def test_a_search_runs_on_a_data_task_of_pygs_karate_club(sqlite_url: str) -> No
     assert study.best_trial.user_attrs["test_acc"] >= 0.0
 
 
+@pytest.mark.parametrize("strategy", ["nac", "gradient"])
+def test_data_bound_strategies_search_a_data_task(strategy: str, tiny_graph, sqlite_url: str) -> None:
+    """NAC and the gradient strategy reloaded the task by the study's dataset name: a DataTask's
+    search failed with "could not resolve dataset 'tiny'", its first trial left RUNNING."""
+    import optuna
+
+    from nas.study import SearchConfig, run_search
+    from nas.tasks import DataTask
+
+    study = run_search(SearchConfig(DataTask(tiny_graph, "tiny"), strategy=strategy, n_trials=2,
+                                    epochs=2, convs=("gcn", "sage"), storage=sqlite_url, verbose=False))
+    stored = optuna.load_study(study_name=f"tiny-gnn-{strategy}-train", storage=sqlite_url)
+    assert [t.state.name for t in stored.trials] == ["COMPLETE", "COMPLETE"]
+    assert stored.user_attrs["dataset"] == "tiny" and study.best_trial.user_attrs["test_acc"] >= 0.0
+    if strategy == "gradient":  # the GDAS result, stored in the study, was fitted on the task
+        assert stored.user_attrs["gradient_search"]["supernet"]["in_channels"] == 4
+
+
+def test_a_spawned_worker_searches_the_data_task_it_was_sent(tiny_graph, sqlite_url: str) -> None:
+    """With n_jobs > 1 each worker gets the search's settings pickled, the DataTask included, and
+    runs run_worker(config, worker) without a task of its own: NAC failed there too."""
+    from multiprocessing.reduction import ForkingPickler
+
+    import optuna
+
+    from nas.study import SearchConfig, run_worker
+    from nas.tasks import DataTask
+
+    config = SearchConfig(DataTask(tiny_graph, "tiny"), strategy="nac", n_trials=1, epochs=2,
+                          n_jobs=2, convs=("gcn", "sage"), storage=sqlite_url, verbose=False)
+    run_worker(ForkingPickler.loads(ForkingPickler.dumps(config)), worker=1)
+    study = optuna.load_study(study_name="tiny-gnn-nac-train", storage=sqlite_url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+
+
+def test_a_data_task_that_cannot_go_to_workers_is_refused_before_its_study(tiny_graph, sqlite_url: str) -> None:
+    """A DataTask holding a lambda transform failed on PicklingError when the workers started,
+    after its study had been created."""
+    from torch_geometric.data import InMemoryDataset
+
+    from nas.study import SearchConfig, run_search, study_exists
+    from nas.tasks import DataTask
+
+    dataset = InMemoryDataset(transform=lambda graph: graph)
+    dataset._data, dataset.slices = InMemoryDataset.collate([tiny_graph])
+    config = SearchConfig(DataTask(dataset, "tiny"), n_trials=2, n_jobs=2, epochs=2,
+                          storage=sqlite_url, verbose=False)
+    with pytest.raises(ValueError, match=r"n_jobs 2 sends the search's dataset DataTask\('tiny'.*"
+                                         r"cannot be pickled \(.*lambda.*search with n_jobs=1"):
+        run_search(config)
+    assert not study_exists(config)
+
+
+def test_a_data_task_study_is_not_resumed_with_another_dataset(
+    cora_available: None, tiny_graph, sqlite_url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A study made on one's own graphs, named by --study in a CLI search of Cora, is refused by
+    its dataset name and keeps its trials and stored search."""
+    import optuna
+
+    from nas.cli import main
+    from nas.study import SearchConfig, run_search
+    from nas.tasks import DataTask
+
+    run_search(SearchConfig(DataTask(tiny_graph, "mine"), strategy="gradient", study_name="shared",
+                            n_trials=1, epochs=2, convs=("gcn",), storage=sqlite_url, verbose=False))
+    assert main(["search", "--dataset", "cora", "--strategy", "gradient", "--study", "shared",
+                 "--trials", "2", "--epochs", "2", "--convs", "gcn", "--storage", sqlite_url, "--quiet"]) == 2
+    assert "study 'shared' was created with dataset 'mine', not 'cora'" in capsys.readouterr().err
+    study = optuna.load_study(study_name="shared", storage=sqlite_url)
+    assert len(study.trials) == 1 and "gradient_search" in study.user_attrs
+
+
 def _write_tu_dataset(root: Path, name: str, graphs_per_class: int) -> None:
     """A featureless TUDataset in PyG's raw format: triangles (class 0) and 3-node paths (class 1)."""
     raw = root / "TUDataset" / name / "raw"
