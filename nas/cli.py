@@ -1159,6 +1159,7 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
         out_channels=cfg.out_channels, level=cfg.level, state_dict=model.state_dict(),
         metadata={"dataset": args.dataset or cfg.dataset, "hypernet": str(args.hypernet),
                   "predicted_parameters": True},
+        overwrite=True,  # predict-params has no --overwrite: it replaces --out as it always did
     )
     print(f"predicted {sum(p.numel() for p in model.parameters())} parameters of "
           f"{arch.short()} in {seconds:.2f}s ({cpu:.2f}s CPU, GHN loading and graph tracing "
@@ -1193,7 +1194,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if Path(args.out).resolve() != Path(args.model).resolve():  # that one is refused by name below
         check_out_folder(args.out, args.overwrite)
     job = PruneJob(args.model, args.dataset, args.speedup, args.out, args.method,
-                   args.finetune_epochs, args.metanet, args.seed, device)
+                   args.finetune_epochs, args.metanet, args.seed, device, args.overwrite)
     outcome, folder = run_prune(job)
     if args.json:
         print(json.dumps({**outcome.summary(), "out": str(folder)}))

@@ -106,17 +106,21 @@ def build_module(space: str, spec: dict[str, Any], in_channels: int, out_channel
 def export_model(
     out: str | Path, *, space: str, spec: dict[str, Any], in_channels: int, out_channels: int,
     level: str, state_dict: dict[str, Tensor], metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write an exported model folder; returns its path.
 
-    A new folder gets ``architecture.json`` and ``model.safetensors``. Over an existing export
-    the new weights go to a file of their own (``model.<digest>.safetensors``, named in the
-    spec) and the spec is replaced last, in one atomic step
-    (:func:`storage.store.write_model_folder`): a process killed at any moment leaves the old
-    model or the new one loadable, never half of each.
+    A folder that already holds files is refused (``FileExistsError``: a model exported there
+    would be replaced) unless ``overwrite``, and an ``out`` that is a file
+    (``NotADirectoryError``), as :func:`check_export_folder` says. A new folder gets
+    ``architecture.json`` and ``model.safetensors``. Over an existing export the new weights go
+    to a file of their own (``model.<digest>.safetensors``, named in the spec) and the spec is
+    replaced last, in one atomic step (:func:`storage.store.write_model_folder`): a process
+    killed at any moment leaves the old model or the new one loadable, never half of each.
     """
     from storage.store import encode_state_dict, sha256, write_model_folder
 
+    check_export_folder(out, overwrite)
     blob = encode_state_dict(state_dict)
     document = {
         "format": FORMAT_VERSION, "space": space, "architecture": spec,
@@ -143,7 +147,7 @@ def export_trial(storage: str, study_name: str, out: str | Path,
     """
     study = load_study(storage, study_name)
     trial = best_trial(study) if trial_number is None else _trial(study, trial_number)
-    check_export_folder(out, overwrite)
+    check_export_folder(out, overwrite)  # before the weights are read
     store, record = _stored_model(storage, study, trial)
     return export_model(
         out, space=record.space, spec=json.loads(record.spec), in_channels=record.in_channels,
@@ -151,6 +155,7 @@ def export_trial(storage: str, study_name: str, out: str | Path,
         state_dict=store.load_state_dict(study_name, record.trial_number),
         metadata={"dataset": record.dataset, "study": study_name, "trial": trial.number,
                   "metrics": record.metrics, "num_params": record.num_params},
+        overwrite=overwrite,
     )
 
 

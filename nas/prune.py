@@ -12,7 +12,9 @@ from typing import Any
 
 from metanets.pruning.pipeline import PruneOutcome, prune_and_finetune, resolve_method
 from metanets.pruning.shapes import pruned_attributes
-from nas.export import PRUNED_KEY, build_module, export_model, load_exported, read_export
+from nas.export import (
+    PRUNED_KEY, build_module, check_export_folder, export_model, load_exported, read_export,
+)
 from nas.tasks import load_task
 from nas.train import TrainConfig
 
@@ -30,14 +32,20 @@ class PruneJob:
     metanet: str | None = None  # trained pruning metanetwork (method metanet)
     seed: int = 0
     device: str = "cpu"         # cpu or cuda (resolve auto with nas.train.resolve_device)
+    overwrite: bool = False     # write into an out folder that already holds files
 
 
 def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
-    """Prune, fine-tune and export; returns the outcome and the written folder."""
+    """Prune, fine-tune and export; returns the outcome and the written folder.
+
+    An ``out`` that is the input model's folder is refused (``ValueError``), and one that
+    already holds files (``FileExistsError``) unless ``job.overwrite``, before anything is
+    pruned (:func:`nas.export.check_export_folder`)."""
     method = resolve_method(job.method)
     if Path(job.out).resolve() == Path(job.model).resolve():
         raise ValueError(f"--out {job.out!r} is the input model's folder; the input is never "
                          "overwritten")
+    check_export_folder(job.out, job.overwrite)
     document = read_export(job.model)
     model = load_exported(job.model)
     task = load_task(job.dataset, seed=job.seed)
@@ -93,6 +101,7 @@ def _export(job: PruneJob, document: dict[str, Any], outcome: PruneOutcome) -> P
         level=document["level"], state_dict=outcome.model.state_dict(),
         metadata={**keep, PRUNED_KEY: pruned, "metrics": outcome.finetuned,
                   "num_params": outcome.result.params_after},
+        overwrite=job.overwrite,
     )
 
 

@@ -222,6 +222,34 @@ def test_a_pruned_gnn_export_prunes_again_and_loads(cora_available, tmp_path: Pa
     assert loaded(*inputs).shape == (task.data.num_nodes, task.num_classes)
 
 
+def test_run_prune_refuses_an_out_that_holds_files_unless_told(cora_available, tmp_path: Path) -> None:
+    """run_prune wrote over whatever its out folder held (only the CLI checked); it refuses
+    before pruning unless overwrite, and the CLI's --overwrite reaches it."""
+    from nas.cli import main
+    from nas.export import read_export
+    from nas.prune import PruneJob, run_prune
+    from nas.tasks import load_task
+
+    task = load_task("cora")
+    torch.manual_seed(0)
+    arch = GNNArchitecture(layers=(LayerSpec("gcn", 16), LayerSpec("gcn", 16)))
+    source = export_model(tmp_path / "model", space="gnn", spec=arch.to_dict(),
+                          in_channels=task.num_features, out_channels=task.num_classes,
+                          level="node", state_dict=GNN(arch, task.num_features, task.num_classes).state_dict())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    job = PruneJob(str(source), "cora", 1.5, str(out), finetune_epochs=0)
+    with pytest.raises(FileExistsError, match=f"out {out} already holds mine.txt; .* pass overwrite=True"):
+        run_prune(job)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    _, folder = run_prune(dataclasses.replace(job, overwrite=True))
+    assert read_export(folder)[PRUNED_KEY]["speedup"] >= 1.5
+    assert main(["prune", "--model", str(source), "--dataset", "cora", "--speedup", "3", "--out",
+                 str(out), "--finetune-epochs", "0", "--overwrite"]) == 0
+    assert read_export(out)[PRUNED_KEY]["speedup"] >= 3
+
+
 # the metanetwork ---------------------------------------------------------------------------
 def _tiny_zoo() -> list[nn.Module]:
     zoo = []

@@ -141,14 +141,14 @@ def test_an_export_over_another_switches_in_one_step(tmp_path: Path, monkeypatch
     monkeypatch.setattr(store, "replace_atomically", killed_after_the_weights)
     with pytest.raises(KeyboardInterrupt):
         export_model(tmp_path / "a", space="cnn", spec=SPEC, in_channels=1, out_channels=10, level="image",
-                     state_dict=new_state, metadata={"trial": 4})
+                     state_dict=new_state, metadata={"trial": 4}, overwrite=True)
     monkeypatch.undo()
     assert written[0] != WEIGHTS_FILE  # the new weights went to a file of their own
     loaded = load_exported(tmp_path / "a")  # the old model, whole
     assert read_export(tmp_path / "a")["trial"] == 11
     assert all(torch.equal(v, old_state[k]) for k, v in loaded.state_dict().items())
     export_model(tmp_path / "a", space="cnn", spec=SPEC, in_channels=1, out_channels=10, level="image",
-                 state_dict=new_state, metadata={"trial": 4})
+                 state_dict=new_state, metadata={"trial": 4}, overwrite=True)
     assert read_export(tmp_path / "a")["trial"] == 4
     assert all(torch.equal(v, new_state[k]) for k, v in load_exported(tmp_path / "a").state_dict().items())
     assert len([p for p in (tmp_path / "a").iterdir() if p.suffix == ".safetensors"]) == 1  # old ones gone
@@ -191,6 +191,34 @@ def test_export_trial_refuses_a_folder_that_holds_files_unless_told(
         export_trial(sqlite_url, name, tmp_path / "file", 1)
     assert export_trial(sqlite_url, name, folder, 1, overwrite=True) == folder
     assert read_export(folder)["trial"] == 1
+
+
+def test_export_model_refuses_a_folder_that_holds_files_unless_told(tmp_path: Path) -> None:
+    """export_model (what prune and predict-params write with) wrote over whatever the folder
+    held; it refuses as export_trial does, and a killed export's leftovers do not count."""
+    _export(tmp_path / "a", seed=0, trial=1)
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    with pytest.raises(FileExistsError, match=f"out {tmp_path / 'a'} already holds architecture.json, "
+                                              "model.safetensors; .* pass overwrite=True"):
+        _export(tmp_path / "a", seed=1, trial=2)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == kept
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds mine.txt"):
+        _export(tmp_path / "notes", seed=1, trial=2)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        _export(tmp_path / "file", seed=1, trial=2)
+    (tmp_path / "killed").mkdir()  # a first export killed before its spec
+    (tmp_path / "killed" / WEIGHTS_FILE).write_bytes(b"half")
+    (tmp_path / "killed" / f".{WEIGHTS_FILE}.tmp1").write_bytes(b"half")
+    state = _export(tmp_path / "killed", seed=1, trial=2)
+    assert all(torch.equal(v, state[k]) for k, v in load_exported(tmp_path / "killed").state_dict().items())
+    torch.manual_seed(2)
+    new_state = build_module("cnn", SPEC, 1, 10, "image").state_dict()
+    export_model(tmp_path / "a", space="cnn", spec=SPEC, in_channels=1, out_channels=10,
+                 level="image", state_dict=new_state, metadata={"trial": 3}, overwrite=True)
+    assert read_export(tmp_path / "a")["trial"] == 3
 
 
 def test_best_epoch_is_stored_as_an_int(duplicated_study: optuna.Study, sqlite_url: str, tmp_path: Path) -> None:
