@@ -66,6 +66,9 @@ def _kept_on_interrupt(args: argparse.Namespace) -> str:
         return f"the training state {hypernet_state(args.out)} is kept: the same command resumes from it"
     if command in (("metanet", "train"), ("prune-metanet", None)):
         return f"the training state {metanet_state(args.out)} is kept: the same command resumes from it"
+    if command == ("supernet", "train") and args.overwrite:
+        return (f"the last checkpoint in {args.out} is kept: the command without --overwrite "
+                "resumes from it (with --overwrite it starts again)")
     if command == ("supernet", "train"):
         return f"the last checkpoint in {args.out} is kept: the same command resumes from it"
     if args.command in ("search", "zoo"):
@@ -612,6 +615,12 @@ def _add_supernet(commands: Any) -> None:
         "--option", action="append", default=[], metavar="KEY=VALUE",
         help="supernet option, e.g. max_depth=3, widths=32,64, convs=gcn,gat, dropouts=0.5 (gnn space)",
     )
+    t.add_argument(
+        "--overwrite", action="store_true",
+        help="train from scratch even if --out holds a checkpoint (of the same or other settings); "
+        "it is replaced when this run writes its first checkpoint, not before. Without it a "
+        "checkpoint is resumed, and one of other settings refused",
+    )
     t.set_defaults(handler=cmd_supernet_train)
 
 
@@ -639,7 +648,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, amp=args.amp, sampling=args.sampling,
     )
     print(f"metanas supernet train: {supernet} on {task.name} ({config.device})", flush=True)
-    result = train_supernet(supernet, task, config, out=args.out)
+    result = train_supernet(supernet, task, config, out=args.out, overwrite=args.overwrite)
     resumed = f", resumed from epoch {result.resumed_from}" if result.resumed_from else ""
     loss = f"{result.history[-1]:.4f}" if result.history else "-"
     if result.resumed_from == result.epochs:

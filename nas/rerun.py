@@ -10,7 +10,8 @@ that ``--out``:
 - an ``--out`` that holds files of no model (other than the tensor files of a save killed
   before its JSON, which are no model) is refused in the same way, unless ``--overwrite``.
 
-``supernet train`` has its own rule (more ``--epochs`` continue a checkpoint), and shares the
+``supernet train`` has its own rule (more ``--epochs`` continue a checkpoint; ``--overwrite``
+trains a new one from scratch, whatever its settings), and shares the
 line it prints for a finished run (:func:`trained_line`).
 
 Flags that say where or how a run goes rather than what it trains (:data:`NOT_SETTINGS`: the

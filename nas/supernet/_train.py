@@ -94,7 +94,7 @@ def path_rng(seed: int, step: int) -> random.Random:
 @own_random_state
 def train_supernet(
     supernet: Supernet, task: Task, config: SupernetTrainConfig, out: str | Path | None = None,
-    dataset: str | None = None,
+    dataset: str | None = None, overwrite: bool = False,
 ) -> SupernetTrainResult:
     """Train ``supernet`` with SPOS; checkpoint into ``out`` and resume from it if present.
 
@@ -104,9 +104,12 @@ def train_supernet(
         config: training settings.
         out: checkpoint folder; ``None`` trains without checkpoints.
         dataset: dataset name recorded in the checkpoint (default ``task.name``).
+        overwrite: train from scratch even if ``out`` holds a checkpoint (of any settings); it
+            stays whole until this run's first checkpoint replaces it in one step.
 
     Raises:
-        ValueError: ``out`` holds a checkpoint of another space, supernet or dataset.
+        ValueError: ``out`` holds a checkpoint of another space, supernet, dataset or training
+            settings (:data:`RESUME_SETTINGS`), unless ``overwrite``.
     """
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -114,7 +117,7 @@ def train_supernet(
     optimizer = torch.optim.Adam(supernet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     meta = _meta(supernet, task, config, dataset)
     start_epoch, step, seconds, history = 0, 0, 0.0, []
-    if out is not None and has_checkpoint(out):
+    if out is not None and not overwrite and has_checkpoint(out):
         start_epoch, step, seconds, history = _resume(out, supernet, optimizer, meta, device)
     model = _maybe_distributed(supernet, device)
     loop = _NodeSteps(task, device, supernet) if task.level == "node" else _GraphSteps(task, config, device)
@@ -329,6 +332,10 @@ def describe_differences(differ: dict[str, tuple[Any, Any]], names: dict[str, st
             + ", not " + ", ".join(f"{names.get(key, key)} {now!r}" for key, (_, now) in differ.items()))
 
 
+#: how a checkpoint of other settings is trained over (the CLI flag; train_supernet's overwrite)
+_OVERWRITE_HINT = "pass --overwrite to train a new one from scratch that replaces it"
+
+
 def _resume(
     out: str | Path, supernet: nn.Module, optimizer: torch.optim.Optimizer,
     meta: dict[str, Any], device: torch.device,
@@ -338,13 +345,13 @@ def _resume(
         if saved[key] != meta[key]:
             raise ValueError(
                 f"{out} holds a supernet checkpoint with {key} {saved[key]!r}, not {meta[key]!r}; "
-                "choose another --out folder"
+                f"choose another --out folder, or {_OVERWRITE_HINT}"
             )
     differ = training_differences(saved.get("train", {}), meta["train"])
     if differ:
         raise ValueError(
             f"{out} holds a supernet {describe_differences(differ)}; resume it with the settings "
-            "it was trained with, or choose another --out folder"
+            f"it was trained with, choose another --out folder, or {_OVERWRITE_HINT}"
         )
     supernet.load_state_dict(load_weights(out, device, saved))
     optimizer.load_state_dict(load_optimizer_state(out, saved))

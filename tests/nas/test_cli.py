@@ -323,6 +323,9 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(sqlite_url: str) -> No
 @pytest.mark.parametrize("argv, said", [
     (["supernet", "train", "--dataset", "cora", "--out", "sn"],
      "the last checkpoint in sn is kept: the same command resumes from it"),
+    (["supernet", "train", "--dataset", "cora", "--out", "sn", "--overwrite"],
+     "the last checkpoint in sn is kept: the command without --overwrite resumes from it (with "
+     "--overwrite it starts again)"),
     (["hypernet", "train", "--dataset", "cora", "--out", "g.safetensors"],
      "the training state g.safetensors.state is kept: the same command resumes from it"),
     (["search", "--dataset", "cora"], "finished trials are stored"),

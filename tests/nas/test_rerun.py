@@ -293,3 +293,29 @@ def test_supernet_train_again_says_it_is_already_trained(cora_available: None, t
     assert capsys.readouterr().out.splitlines()[-1].startswith(
         f"the supernet in {out} is already trained (2 epochs, last loss ")
     assert _written(out) == before
+
+
+def test_supernet_train_with_other_settings_is_refused_unless_overwrite(
+    cora_available: None, tmp_path: Path, capsys,
+) -> None:
+    """A supernet of other settings could only be trained into the same --out by deleting it by
+    hand; --overwrite trains it from scratch (as a fresh --out would) and replaces the checkpoint."""
+    from nas.supernet import load_supernet, read_meta
+
+    out = tmp_path / "sn"
+    argv = ["supernet", "train", "--dataset", "cora", "--out", str(out), "--epochs", "2",
+            "--device", "cpu", "--option", "max_depth=1", "--option", "widths=16"]
+    assert main(argv) == 0
+    before = _written(out)
+    capsys.readouterr()
+    assert main([*argv, "--seed", "1"]) == 2
+    assert "trained with seed 0, not seed 1; " in capsys.readouterr().err
+    assert _written(out) == before
+    assert main([*argv, "--seed", "1", "--overwrite"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("trained 2 epochs (")  # not resumed
+    assert main([*argv[:5], str(tmp_path / "fresh"), *argv[6:], "--seed", "1"]) == 0
+    assert read_meta(out)["history"] == read_meta(tmp_path / "fresh")["history"]
+    assert read_meta(out)["train"]["seed"] == 1
+    fresh = load_supernet(tmp_path / "fresh")[0].state_dict()
+    assert all(torch.equal(v, fresh[k]) for k, v in load_supernet(out)[0].state_dict().items())
+    assert not set(before) - {"supernet.json"} & {p.name for p in out.iterdir()}  # old files gone

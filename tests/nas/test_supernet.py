@@ -323,6 +323,47 @@ def test_a_checkpoint_without_files_entry_still_resumes(tiny_graph, tmp_path) ->
         ["supernet.json", *read_meta(tmp_path / "b")["files"].values()])  # the old files went
 
 
+def test_overwrite_trains_from_scratch_and_replaces_the_checkpoint_in_one_step(
+    tiny_graph, tmp_path, monkeypatch,
+) -> None:
+    """A checkpoint of other settings was refused with no way to train over it but deleting it
+    by hand; with overwrite it is trained from scratch, the old checkpoint whole until the new
+    run's first checkpoint replaces it (killed before that, the old one still resumes)."""
+    import storage.store
+
+    task = TinyTask(tiny_graph)
+    _train(task, tmp_path / "b", epochs=2)  # seed 3
+    before = read_meta(tmp_path / "b")
+
+    def seed_4(out, overwrite=False):
+        supernet = _supernet(widths=(16,), convs=("gcn", "gat", "sage", "linear"))
+        config = SupernetTrainConfig(epochs=2, seed=4, device="cpu", checkpoint_every=2)
+        return supernet, train_supernet(supernet, task, config, out=out, overwrite=overwrite)
+
+    with pytest.raises(ValueError, match=r"trained with seed 3, not seed 4; .* pass --overwrite"):
+        seed_4(tmp_path / "b")
+    write = storage.store.replace_atomically
+
+    def killed(path, content):
+        if path.name == "supernet.json":
+            raise KeyboardInterrupt("killed before the commit")
+        return write(path, content)
+
+    monkeypatch.setattr(storage.store, "replace_atomically", killed)
+    with pytest.raises(KeyboardInterrupt):
+        seed_4(tmp_path / "b", overwrite=True)
+    monkeypatch.undo()
+    assert read_meta(tmp_path / "b") == before and load_supernet(tmp_path / "b")[1]["epoch"] == 2
+    straight, result = seed_4(tmp_path / "a")
+    again, replaced = seed_4(tmp_path / "b", overwrite=True)
+    assert replaced.resumed_from == 0 and replaced.history == pytest.approx(result.history, abs=0)
+    assert read_meta(tmp_path / "b")["train"]["seed"] == 4
+    for (name, p), q in zip(straight.state_dict().items(), load_supernet(tmp_path / "b")[0].state_dict().values()):
+        assert torch.equal(p, q), name
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
+        ["supernet.json", *read_meta(tmp_path / "b")["files"].values()])  # the old files went
+
+
 def test_a_checkpoint_naming_tensor_files_outside_its_folder_is_refused(tiny_graph, tmp_path) -> None:
     """``files`` of supernet.json was read as any path (``../x.safetensors`` loaded a file of
     another folder); it names files of the checkpoint's folder only, as an export's spec does."""
