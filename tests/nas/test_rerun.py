@@ -93,6 +93,20 @@ def test_hypernet_train_again_trains_nothing_refuses_other_flags_and_overwrites(
     assert "is already trained" in capsys.readouterr().out
 
 
+def test_a_finished_out_keeps_the_training_state_of_another_run(
+    hypernet_argv: list[str], tmp_path: Path, capsys,
+) -> None:
+    """OUT.state beside a finished OUT may be the state of an --overwrite run still going (it
+    writes the file every --state-every steps): a run that finds OUT trained leaves it."""
+    assert main(hypernet_argv) == 0
+    state = tmp_path / "ghn.safetensors.state"
+    state.write_bytes(b"the state of a run with other flags")
+    capsys.readouterr()
+    assert main(hypernet_argv) == 0
+    assert "is already trained" in capsys.readouterr().out
+    assert state.read_bytes() == b"the state of a run with other flags"
+
+
 def test_a_flag_a_ghn_does_not_record_counts_as_its_default(
     hypernet_argv: list[str], tmp_path: Path, monkeypatch, capsys,
 ) -> None:
