@@ -40,6 +40,8 @@ from nas.samplers._base import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from optuna.study import Study
 
@@ -273,25 +275,31 @@ class PredictorSampler(ProposalSampler):
 
     def encoder(self, study: Study, archive: Archive) -> Encoder:
         space = self.space(study)
-        extra = None
-        if space is not None and getattr(space, "name", None) == "nasbench-graph":
-            cache = self._features
-
-            def extra(params: Params) -> list[float]:
-                key = json.dumps(params, sort_keys=True, default=str)
-                if key not in cache:
-                    replay = ReplayTrial(params, random.Random(0))
-                    try:
-                        cache[key] = cell_features(space.suggest(replay))  # type: ignore[arg-type]
-                    except optuna.TrialPruned:
-                        cache[key] = cell_features(None)
-                return cache[key]
         distributions = dict(archive.distributions)
         if space is not None:
             if self._space_distributions is None:
                 self._space_distributions = space_distributions(space)
             distributions = {**self._space_distributions, **distributions}
-        return Encoder(distributions, extra)
+        return Encoder(distributions, self._extra_features(space))
+
+    def _extra_features(self, space: SearchSpace | None) -> Callable[[Params], list[float]] | None:
+        """A NAS-Bench-Graph cell's structural features from its parameters (cached), which
+        the encoder appends; None for other spaces."""
+        if space is None or getattr(space, "name", None) != "nasbench-graph":
+            return None
+        cache = self._features
+
+        def features(params: Params) -> list[float]:
+            key = json.dumps(params, sort_keys=True, default=str)
+            if key not in cache:
+                replay = ReplayTrial(params, random.Random(0))
+                try:
+                    cache[key] = cell_features(space.suggest(replay))  # type: ignore[arg-type]
+                except optuna.TrialPruned:
+                    cache[key] = cell_features(None)
+            return cache[key]
+
+        return features
 
     def fit(self, encoder: Encoder, archive: Archive, used: int, seed: int) -> Ensemble:
         """An ensemble trained on the first ``used`` completed trials."""
