@@ -35,22 +35,35 @@ class PruneJob:
     overwrite: bool = False     # write into an out folder that already holds files
 
 
+#: spaces whose models ``metanas prune`` prunes: torch-pruning's dependency graph (cnn, mlp),
+#: the GNN pruner (gnn); NAS-Bench-Graph cells (PyG ops torch-pruning cannot follow) are not
+PRUNABLE_SPACES: tuple[str, ...] = ("cnn", "gnn", "mlp")
+#: task levels a pruning metanetwork trains on (:func:`task_loss`), so method metanet prunes
+METANET_LEVELS: tuple[str, ...] = ("image", "node")
+
+
 def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     """Prune, fine-tune and export; returns the outcome and the written folder.
 
     An ``out`` that is the input model's folder is refused (``ValueError``), and one that
     already holds files (``FileExistsError``) unless ``job.overwrite``, before anything is
-    pruned (:func:`nas.export.check_export_folder`)."""
+    pruned (:func:`nas.export.check_export_folder`); so are, before the task is loaded, a model
+    of a space that cannot be pruned, a metanetwork for another method, and one that does not
+    fit the model."""
     method = resolve_method(job.method)
+    if job.metanet is not None and method != "metanet":
+        raise ValueError(f"--metanet is read by --method metanet only, not {method!r}: drop "
+                         "it or pass --method metanet")
     if Path(job.out).resolve() == Path(job.model).resolve():
         raise ValueError(f"--out {job.out!r} is the input model's folder; the input is never "
                          "overwritten")
     check_export_folder(job.out, job.overwrite)
     document = read_export(job.model)
+    check_prunable(document, job.model)
     model = load_exported(job.model)
+    transform = _transform(job.metanet, document, model, job.device) if method == "metanet" else None
     task = load_task(job.dataset, seed=job.seed)
     _check_task(document, task)
-    transform = _transform(job.metanet, job.device) if method == "metanet" else None
     defaults = _training_defaults(document)
     config = TrainConfig(epochs=job.finetune_epochs, patience=0, seed=job.seed,
                          device=job.device, **defaults)
@@ -71,13 +84,28 @@ def _training_defaults(document: dict[str, Any]) -> dict[str, float]:
     return {key: float(arch[key]) for key in ("lr", "weight_decay", "train_fraction") if key in arch}
 
 
-def _transform(path: str | None, device: str = "cpu") -> Any:
-    """The rewrite of the pruning metanetwork at ``path``, run on ``device``."""
+def check_prunable(document: dict[str, Any], source: Any) -> None:
+    """``ValueError`` naming the prunable spaces when the exported model read from ``source``
+    is of another space."""
+    if document["space"] not in PRUNABLE_SPACES:
+        raise ValueError(f"{source} holds a {document['space']!r} model, which cannot be pruned; "
+                         f"models of the spaces {list(PRUNABLE_SPACES)} can")
+
+
+def _transform(path: str | None, document: dict[str, Any], model: Any, device: str = "cpu") -> Any:
+    """The rewrite of the pruning metanetwork at ``path``, run on ``device``; ``ValueError``
+    when it cannot rewrite ``model`` (the exported ``document``'s network)."""
+    if document["level"] not in METANET_LEVELS:
+        raise ValueError(f"method 'metanet' prunes {' and '.join(METANET_LEVELS)}-level models "
+                         f"(a pruning metanetwork trains on those); this one is "
+                         f"{document['level']}-level: use --method magnitude or random")
     if path is None:
         raise ValueError("method 'metanet' needs --metanet PATH (a trained pruning metanetwork)")
     from metanets.pruning.metanet import load_pruning_metanet
 
-    return load_pruning_metanet(path).to(device).transform
+    metanet = load_pruning_metanet(path)
+    metanet.check_fits(model, document["level"])
+    return metanet.to(device).transform
 
 
 def _export(job: PruneJob, document: dict[str, Any], outcome: PruneOutcome) -> Path:
@@ -154,6 +182,7 @@ def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
     networks = []
     for folder in job.model_dirs:
         document = read_export(folder)
+        check_prunable(document, folder)
         networks.append((load_exported(folder), {**_shape(document), "source": str(folder)}))
     if job.zoo:
         from metanets.zoo import build_module, completed_models
@@ -200,7 +229,7 @@ def task_loss(task: Any, batch_size: int = 128, device: str = "cpu") -> Any:
         return NodeLoss(d.x.to(device), d.edge_index.to(device), d.y.to(device),
                         d.train_mask.to(device))
     raise ValueError(f"dataset {task.name!r} is a {task.level}-level task; a pruning "
-                     f"metanetwork trains on one of the levels ['image', 'node']")
+                     f"metanetwork trains on one of the levels {list(METANET_LEVELS)}")
 
 
 def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:

@@ -32,7 +32,9 @@ def check_layers(model: nn.Module) -> None:
         own = list(module.parameters(recurse=False))
         if own and not isinstance(module, SUPPORTED):
             names = sorted(cls.__name__ for cls in SUPPORTED)
-            raise UnsupportedLayerError(type(module).__name__, path, names)
+            kind = type(module)  # PyG's Linear is not the Linear named as supported
+            name = f"{kind.__module__}.{kind.__qualname__}" if kind.__name__ in names else kind.__name__
+            raise UnsupportedLayerError(name, path, names)
 
 
 def output_layer(model: nn.Module, inputs: tuple[Any, ...]) -> nn.Module:

@@ -419,16 +419,39 @@ class PruningMetanet(nn.Module):
         gmn: the graph metanetwork (``out_edge == kernel_width``).
         inputs: example inputs to trace the networks it rewrites (shapes only).
         gate: the per-node gate head (``None``: additive rewrite only).
+        trained_on: ``{"level", "dataset"}`` of the task it was trained on, when known.
     """
 
     def __init__(self, gmn: GMN, inputs: Sequence[Tensor], gate: nn.Module | None = None,
-                 preserve_norm: bool = False) -> None:
+                 preserve_norm: bool = False, trained_on: dict[str, Any] | None = None) -> None:
         super().__init__()
         if gmn.config.out_edge != gmn.config.kernel_width:
             raise ValueError(f"pruning metanetwork needs out_edge == kernel_width, got "
                              f"{gmn.config.out_edge} and {gmn.config.kernel_width}")
         self.gmn, self.inputs, self.gate = gmn, tuple(inputs), gate
         self.preserve_norm = preserve_norm
+        self.trained_on = dict(trained_on or {})
+
+    def check_fits(self, module: nn.Module, level: str) -> None:
+        """``ValueError`` naming the metanetwork's task when ``module``, a network of a
+        ``level``-level task, is not one it rewrites: it traces networks on its task's inputs
+        (another input size failed deep in ``torch.fx``)."""
+        shape = list(self.inputs[0].shape[1:])
+        task = (f"this pruning metanetwork rewrites networks of a "
+                f"{self.trained_on.get('level', 'task')}-level task with inputs of shape {shape} "
+                f"per example (dataset {self.trained_on.get('dataset', 'unknown')!r})")
+        trained = self.trained_on.get("level")
+        if trained is not None and level != trained:
+            raise ValueError(f"{task}; the model is {level}-level: train one on networks of "
+                             "its task (metanas prune-metanet)")
+        with kept_modes(module), torch.no_grad():
+            module.eval()
+            try:
+                module(*self.inputs)
+            except Exception as error:  # noqa: BLE001 - any failure means another task
+                raise ValueError(f"{task}; the model does not run on them ({type(error).__name__}: "
+                                 f"{error}): train one on networks of its task (metanas "
+                                 "prune-metanet)") from None
 
     @classmethod
     def create(cls, inputs: Sequence[Tensor], hidden: int = 32, layers: int = 2,
@@ -558,7 +581,8 @@ def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
     preserve = metadata.get("preserve_norm", False)
     if not isinstance(preserve, bool):
         raise ValueError(f"{folder}: preserve_norm {preserve!r} must be one of [true, false]")
-    return PruningMetanet(gmn, inputs, gate, preserve)
+    trained_on = {key: metadata[key] for key in ("level", "dataset") if key in metadata}
+    return PruningMetanet(gmn, inputs, gate, preserve, trained_on)
 
 
 _INPUT_DTYPES = ("float32", "float64", "int64", "int32")

@@ -818,3 +818,102 @@ def test_pruning_leaves_every_submodule_of_the_input_in_its_mode() -> None:
     modes = {name: m.training for name, m in cnn_model.named_modules()}
     prune_model(cnn_model, _images(), 1.5, step=STEP)
     assert {name: m.training for name, m in cnn_model.named_modules()} == modes
+
+
+# refusals before the task is loaded (found by auditing every space and task) ----------------
+def _no_task(monkeypatch) -> None:
+    import nas.prune
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the task was loaded before the refusal")
+
+    monkeypatch.setattr(nas.prune, "load_task", refuse)
+
+
+def _export_gnn(tmp_path: Path, level: str = "node", features: int = 6) -> Path:
+    torch.manual_seed(0)
+    arch = GNNArchitecture(layers=(LayerSpec("gcn", 16), LayerSpec("gcn", 16)))
+    model = GNN(arch, features, 3, level=level)
+    return export_model(tmp_path / f"gnn-{level}-{features}", space="gnn", spec=arch.to_dict(),
+                        in_channels=features, out_channels=3, level=level,
+                        state_dict=model.state_dict())
+
+
+def _node_metanet(tmp_path: Path, features: int) -> Path:
+    from metanets.pruning.metanet import PruningMetanet
+
+    inputs = (torch.zeros(4, features), torch.zeros(2, 8, dtype=torch.long))
+    metanet = PruningMetanet.create(inputs, hidden=8, layers=1, gate=True)
+    return metanet.save(tmp_path / "metanet", {"level": "node", "dataset": "cora"})
+
+
+def test_a_metanetwork_of_another_task_is_refused_before_pruning(tmp_path: Path, monkeypatch) -> None:
+    """A Cora metanetwork given for a MUTAG or MNIST model failed deep in torch.fx's shape
+    propagation (exit 1, a traceback), after the task was loaded."""
+    from nas.prune import PruneJob, run_prune
+
+    _no_task(monkeypatch)
+    metanet = str(_node_metanet(tmp_path, features=1433))
+    image = _export_tiny_cnns(tmp_path)[0]
+    job = PruneJob(str(image), "mnist14", 1.5, str(tmp_path / "out"), "metanet", metanet=metanet)
+    with pytest.raises(ValueError, match=r"rewrites networks of a node-level task .*'cora'.*the "
+                                         r"model is image-level"):
+        run_prune(job)
+    node = _export_gnn(tmp_path, features=6)  # a node task with 6 features, not Cora's 1433
+    with pytest.raises(ValueError, match=r"inputs of shape \[1433\].*does not run on them"):
+        run_prune(dataclasses.replace(job, model=str(node), dataset="cora"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_method_metanet_refuses_a_graph_level_model_by_level(tmp_path: Path, monkeypatch) -> None:
+    """prune-metanet trains on image and node tasks only; prune said 'needs --metanet PATH'."""
+    from nas.prune import PruneJob, run_prune
+
+    _no_task(monkeypatch)
+    graph = _export_gnn(tmp_path, level="graph")
+    with pytest.raises(ValueError, match=r"prunes image and node-level models.*this one is "
+                                         r"graph-level: use --method magnitude or random"):
+        run_prune(PruneJob(str(graph), "mutag", 2.0, str(tmp_path / "out"), "metanet"))
+
+
+def test_a_metanetwork_given_to_another_method_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """--metanet with --method magnitude was ignored: the user got magnitude pruning."""
+    from nas.prune import PruneJob, run_prune
+
+    _no_task(monkeypatch)
+    job = PruneJob(str(_export_gnn(tmp_path)), "cora", 2.0, str(tmp_path / "out"), "magnitude",
+                   metanet=str(_node_metanet(tmp_path, 6)))
+    with pytest.raises(ValueError, match="--metanet is read by --method metanet only, not 'magnitude'"):
+        run_prune(job)
+
+
+def _export_nasbench_graph(tmp_path: Path) -> Path:
+    from search_spaces import get_space
+
+    space = get_space("nasbench-graph")
+    arch = space.sample(0)
+    model = space.build(arch, 6, 3, "node")
+    return export_model(tmp_path / "nbg", space="nasbench-graph", spec=arch.to_dict(),
+                        in_channels=6, out_channels=3, level="node", state_dict=model.state_dict())
+
+
+def test_a_nasbench_graph_model_is_refused_by_space(tmp_path: Path, monkeypatch) -> None:
+    """It failed after the task was loaded with 'cannot prune layer Linear ...; supported
+    layers: [..., 'Linear', ...]', and prune-metanet trained a metanetwork on such models."""
+    from nas.prune import MetanetJob, PruneJob, run_prune, zoo_networks
+
+    _no_task(monkeypatch)
+    folder = _export_nasbench_graph(tmp_path)
+    message = r"'nasbench-graph' model, which cannot be pruned; models of the spaces \['cnn', 'gnn', 'mlp'\] can"
+    with pytest.raises(ValueError, match=message):
+        run_prune(PruneJob(str(folder), "cora", 2.0, str(tmp_path / "out")))
+    with pytest.raises(ValueError, match=message):
+        zoo_networks(MetanetJob("cora", str(tmp_path / "m"), model_dirs=(str(folder),)))
+
+
+def test_a_pyg_linear_is_not_named_as_the_supported_linear() -> None:
+    from torch_geometric.nn import Linear as PyGLinear
+
+    model = nn.Sequential(PyGLinear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(UnsupportedLayerError, match=r"torch_geometric\.nn\.dense\.linear\.Linear at '0'"):
+        prune_model(model, (torch.randn(5, 6),), 2.0)
