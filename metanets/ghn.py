@@ -110,11 +110,17 @@ def _example_layers() -> list[nn.Module]:
     return layers
 
 
+#: roles decoded as another: NAS-Bench-Graph's gin has one Linear as its nn, decoded as the
+#: first Linear of the GNN space's GIN MLP (``nn.0``)
+_ROLE_ALIASES = {"GINConv:nn.weight": "GINConv:nn.#.weight", "GINConv:nn.bias": "GINConv:nn.#.bias"}
+
+
 def role_key(op: str, local_name: str) -> tuple[str, int]:
     """``("TAGConv", "lins.2.weight") -> ("TAGConv:lins.#.weight", 2)``: a tensor's role and the
     index (hop, sub-layer) its name carries (0 if none)."""
     digits = _DIGITS.findall(local_name)
-    return f"{op}:{_DIGITS.sub('#', local_name)}", int(digits[0]) if digits else 0
+    role = f"{op}:{_DIGITS.sub('#', local_name)}"
+    return _ROLE_ALIASES.get(role, role), int(digits[0]) if digits else 0
 
 
 def _op_name(module: nn.Module) -> str:
@@ -541,9 +547,11 @@ class GraphHyperNetwork(nn.Module):
         op = _op_name(module)
         role, index = role_key(op, local)
         if role not in self._role_ids:
+            known = [r for r in self.config.roles if r.startswith(f"{op}:")]
+            reason = f"no decoder for {role!r}" + (f"; of {op} it decodes {known}" if known else "")
             raise UnsupportedLayerError(op, name.rpartition(".")[0] if not local else
                                         name[: len(name) - len(local) - 1], [name],
-                                        self.layers, f"no decoder for {role!r}")
+                                        self.layers, reason)
         shape = tuple(param.shape)
         slot = _Slot(name, node, self._role_ids[role], min(index, cfg.max_index - 1), shape, "")
         if _is_matrix_module(parent) and param.dim() >= 2:

@@ -68,6 +68,18 @@ def test_every_conv_of_the_gnn_space_gets_every_parameter(conv: str, norm: str) 
     assert out.shape == (5, 3) and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("op", ["gat", "gcn", "gin", "cheb", "sage", "arma", "graph", "fc"])
+def test_every_op_of_the_nasbench_graph_space_gets_every_parameter(op: str) -> None:
+    """A cell with a gin (whose nn is one Linear, not GNN-space's MLP) could not be predicted
+    ('no decoder for GINConv:nn.weight'), so hypernet train --space nasbench-graph failed."""
+    from search_spaces import get_space
+
+    space = get_space("nasbench-graph")
+    model = space.build(space.architecture_from_dict({"links": [0, 1, 2, 3], "ops": [op, "skip", op, "gcn"]}),
+                        6, 3, "node")
+    _assert_complete(model, _ghn().predict(model))
+
+
 class _TorchLayers(nn.Module):
     """Conv1d, Conv2d (with and without bias), BatchNorm1d/2d, GroupNorm, LayerNorm, Linear."""
 
@@ -300,6 +312,18 @@ def test_a_layer_without_decoder_is_named_with_its_path() -> None:
     with pytest.raises(UnsupportedLayerError, match=r"'Embedding' at 'tokens'.*tokens.weight") as info:
         _ghn().plan(_WithEmbedding(), (torch.zeros(2, 4, dtype=torch.long),))
     assert info.value.op == "Embedding" and "GATConv" in str(info.value)
+
+
+def test_a_tensor_without_decoder_names_those_of_its_layer_it_decodes() -> None:
+    """A GHN without a role listed the layer among those it produces and said no more."""
+    config = GHNConfig(6, 3, "node", hidden=16, rank=8)
+    roles = tuple(r for r in config.roles if r != "SAGEConv:lin_r.weight")
+    ghn = GraphHyperNetwork(GHNConfig(6, 3, "node", hidden=16, rank=8, roles=roles))
+    model = GNNSpace().build(GNNArchitecture(layers=(LayerSpec(conv="sage", width=8),)), 6, 3)
+    with pytest.raises(UnsupportedLayerError, match=r"'SAGEConv' at 'layers.0.conv' .*no decoder for "
+                                                    r"'SAGEConv:lin_r.weight'; of SAGEConv it decodes "
+                                                    r"\['SAGEConv:lin_l.bias', 'SAGEConv:lin_l.weight'\]"):
+        ghn.predict(model)
 
 
 def test_a_layer_without_graph_conversion_is_named() -> None:
