@@ -1148,6 +1148,7 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
     if not isinstance(document, dict):
         raise UsageError(f"{path} holds a JSON {type(document).__name__}, not an architecture "
                          f"spec (a JSON object)")
+    _refuse_pruned_spec(document, path)
     spec = document.get("architecture", document)
     space = get_space(args.space or document.get("space") or ghn.config.space)
     arch = space.architecture_from_dict(spec)
@@ -1174,6 +1175,20 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
           f"{arch.short()} in {seconds:.2f}s ({cpu:.2f}s CPU, GHN loading and graph tracing "
           f"included); exported to {folder}")
     return 0
+
+
+def _refuse_pruned_spec(document: dict[str, Any], path: Path) -> None:
+    """A pruned export's spec is the architecture it was pruned from; its narrower layers are
+    no architecture of the space, so predict-params would predict for the unpruned one."""
+    from nas.export import PRUNED_KEY
+
+    pruned = document.get(PRUNED_KEY)
+    if isinstance(pruned, dict):
+        raise UsageError(
+            f"{path} is the spec of a pruned model (widths {pruned.get('widths_before')} -> "
+            f"{pruned.get('widths_after')}): no architecture spec describes its narrower layers, "
+            f"and its spec is the unpruned one; give that spec (from {pruned.get('source')}) to "
+            "predict for it")
 
 
 def _add_prune(commands: Any) -> None:

@@ -745,3 +745,23 @@ def test_a_spatial_ghn_reads_the_sizes_at_its_image_size_and_tells_depths_apart(
     assert plan.features.shape[1] == plain.plan(model).features.shape[1] + 1
     assert sorted(set(plan.features[:, -1].exp().sub(1).round().tolist())) == [1, 9, 49, 196, 784]
     _assert_complete(model, spatial.predict(model))
+
+
+def test_predict_params_refuses_a_pruned_models_spec(tmp_path: Path, capsys) -> None:
+    """A pruned export's architecture.json is the unpruned architecture: predict-params
+    predicted for that (1,062 parameters for a 393-parameter pruned CNN) and said nothing."""
+    from nas.cli import main
+    from nas.export import PRUNED_KEY, export_model
+    from search_spaces.cnn import CNN, CNNArchitecture
+
+    arch = CNNArchitecture(widths=(4, 8))
+    folder = export_model(tmp_path / "pruned", space="cnn", spec=arch.to_dict(), in_channels=1,
+                          out_channels=10, level="image", state_dict=CNN(arch, 1, 10).state_dict(),
+                          metadata={PRUNED_KEY: {"widths_before": [4, 8], "widths_after": [2, 5],
+                                                 "source": "/models/cnn"}})
+    assert main(["predict-params", "--hypernet", "pretrained:cnn-mnist", "--arch",
+                 str(folder / "architecture.json"), "--out", str(tmp_path / "out")]) == 2
+    assert ("is the spec of a pruned model (widths [4, 8] -> [2, 5]): no architecture spec describes its "
+            "narrower layers, and its spec is the unpruned one; give that spec (from /models/cnn)"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
