@@ -562,10 +562,19 @@ _LOADED: dict[str, GraphHyperNetwork] = {}
 
 
 def default_hypernet(space: SearchSpace | str, task: Task | str) -> str:
-    """``pretrained:<space>-<dataset>``: the shipped GHN for a space and task."""
+    """``pretrained:<space>-<dataset>``: the shipped GHN for a space and task; ``ValueError``
+    saying how to train one when none ships."""
+    from metanets.ghn import pretrained_names
+
     space_name = getattr(space, "name", space)
     task_name = getattr(task, "name", task)
-    return f"pretrained:{space_name}-{task_name}"
+    name = f"{space_name}-{task_name}"
+    if name not in pretrained_names():
+        raise ValueError(
+            f"no pretrained hypernetwork for space {space_name!r} on {task_name!r} (shipped: "
+            f"{pretrained_names()}); train one with metanas hypernet train --space {space_name} "
+            f"--dataset {task_name} --out FILE and pass --hypernet FILE")
+    return f"pretrained:{name}"
 
 
 def load_hypernet(path: str, task: Task | None = None) -> GraphHyperNetwork:

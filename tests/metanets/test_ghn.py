@@ -288,6 +288,19 @@ def test_unknown_pretrained_name_lists_the_choices() -> None:
         resolve_checkpoint("missing.safetensors")
 
 
+def test_a_missing_default_hypernetwork_says_how_to_train_one() -> None:
+    """--evaluator hypernet without --hypernet on MUTAG said only that 'gnn-mutag' was not
+    among the shipped names."""
+    from metanets.ghn_train import default_hypernet
+
+    assert default_hypernet(GNNSpace(), "cora") == "pretrained:gnn-cora"
+    with pytest.raises(ValueError, match=r"no pretrained hypernetwork for space 'gnn' on 'mutag' "
+                                         r"\(shipped: \['cnn-mnist', 'gnn-cora'\]\); train one with "
+                                         r"metanas hypernet train --space gnn --dataset mutag "
+                                         r"--out FILE and pass --hypernet FILE"):
+        default_hypernet(GNNSpace(), "mutag")
+
+
 # bad input ------------------------------------------------------------------------------------
 class _WithEmbedding(nn.Module):
     def __init__(self) -> None:
