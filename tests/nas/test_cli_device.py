@@ -218,5 +218,5 @@ def test_pruning_metanet_fit_and_rewrite_move_to_the_device(monkeypatch, tmp_pat
     from nas.prune import _transform
 
     fit.metanet.save(tmp_path / "pm")
-    _transform(str(tmp_path / "pm"), "cpu")  # metanas prune --method metanet
+    _transform(str(tmp_path / "pm"), {"level": "image"}, zoo[0], "cpu")  # metanas prune --method metanet
     assert moves == ["cpu", "cpu"]
