@@ -92,3 +92,31 @@ def no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("METANAS_DATA", str(root))
     monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
     return root
+
+
+def _store_image_networks(url: str, study: str = "z", runs: int = 6, arch=None) -> None:  # noqa: ANN001
+    """Freshly initialised small image networks (default: a one-block CNN with BatchNorm) as
+    trials 0..runs-1 of ``study`` in ``url``'s model store, test accuracy trial / 10: a zoo for
+    metanetwork commands without training one."""
+    from search_spaces import get_space
+    from search_spaces.cnn import CNNArchitecture
+    from search_spaces.mlp import MLPArchitecture
+    from storage import ModelStore
+
+    arch = arch or CNNArchitecture(widths=(4,), norm="batch")
+    space = "mlp" if isinstance(arch, MLPArchitecture) else "cnn"
+    store = ModelStore(url)
+    for trial in range(runs):
+        torch.manual_seed(trial)
+        store.save_model(
+            study_name=study, trial_number=trial, space=space, arch_hash=arch.arch_hash,
+            spec=arch.to_json(), dataset="mnist14", level="image", in_channels=1, out_channels=10,
+            num_params=0, flops=None, metrics={"test_acc": trial / 10},
+            state_dict=get_space(space).build(arch, 1, 10).state_dict())
+    store.engine.dispose()  # the WAL checkpointed into the file: what follows sees it whole
+
+
+@pytest.fixture
+def store_image_networks():  # noqa: ANN201
+    """``store_image_networks(url, study="z", runs=6, arch=None)``: see :func:`_store_image_networks`."""
+    return _store_image_networks

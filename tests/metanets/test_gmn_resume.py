@@ -83,20 +83,11 @@ def test_a_state_of_another_fit_is_refused_by_name(tmp_path: Path, monkeypatch) 
 
 
 def test_metanet_train_cli_resumes_a_killed_fit(sqlite_url: str, tmp_path: Path, monkeypatch,
-                                                capsys) -> None:
+                                                capsys, store_image_networks) -> None:
     from metanets.gmn import load_gmn
     from nas.cli import main
-    from storage import ModelStore
 
-    arch = CNNArchitecture(widths=(4,), norm="batch")
-    store = ModelStore(sqlite_url)
-    for trial in range(6):
-        torch.manual_seed(trial)
-        model = CNNSpace().build(arch, 1, 10)
-        store.save_model(
-            study_name="z", trial_number=trial, space="cnn", arch_hash=arch.arch_hash,
-            spec=arch.to_json(), dataset="mnist14", level="image", in_channels=1, out_channels=10,
-            num_params=0, flops=None, metrics={"test_acc": trial / 10}, state_dict=model.state_dict())
+    store_image_networks(sqlite_url)
     out = tmp_path / "gmn"
     argv = ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out", str(out), "--epochs",
             "4", "--hidden", "8", "--layers", "1", "--batch-size", "2", "--state-every", "1"]

@@ -574,22 +574,15 @@ def test_trials_says_why_a_killed_workers_trial_failed(capsys, sqlite_url) -> No
     assert lines[1].endswith("(worker stopped)") and lines[2].endswith("(RuntimeError: boom)")
 
 
-def test_metanet_train_summarises_wide_input_layers_with_max_inputs(capsys, sqlite_url, tmp_path: Path) -> None:
+def test_metanet_train_summarises_wide_input_layers_with_max_inputs(
+    capsys, sqlite_url, tmp_path: Path, store_image_networks,
+) -> None:
     """--max-inputs reaches the fit and the saved metanetwork (the library had it; the command
     did not, and a Cora search's networks, 1,433 inputs each, then took gigabytes a network)."""
     from metanets.gmn import load_gmn
-    from search_spaces.mlp import MLPArchitecture, MLPSpace
-    from storage import ModelStore
+    from search_spaces.mlp import MLPArchitecture
 
-    arch = MLPArchitecture(widths=(4,))  # 14 x 14 = 196 input neurons
-    store = ModelStore(sqlite_url)
-    for trial in range(4):
-        torch.manual_seed(trial)
-        store.save_model(
-            study_name="z", trial_number=trial, space="mlp", arch_hash=arch.arch_hash,
-            spec=arch.to_json(), dataset="mnist14", level="image", in_channels=1, out_channels=10,
-            num_params=0, flops=None, metrics={"test_acc": trial / 10},
-            state_dict=MLPSpace().build(arch, 1, 10).state_dict())
+    store_image_networks(sqlite_url, runs=4, arch=MLPArchitecture(widths=(4,)))  # 196 inputs
     argv = ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--epochs", "1", "--hidden", "8",
             "--layers", "1", "--device", "cpu"]
     assert main([*argv, "--out", str(tmp_path / "bad"), "--max-inputs", "-1"]) == 2

@@ -47,29 +47,13 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _store_networks(url: str, study: str = "a", runs: int = 3) -> None:
-    """Final weights of small CNNs as trials of ``study`` (as tests/metanets/test_zoo.py)."""
-    from storage import ModelStore
-
-    arch = CNNArchitecture(widths=(4,), norm="batch")
-    store = ModelStore(url)
-    for trial in range(runs):
-        torch.manual_seed(trial)
-        store.save_model(
-            study_name=study, trial_number=trial, space="cnn", arch_hash=arch.arch_hash,
-            spec=arch.to_json(), dataset="mnist14", level="image", in_channels=1, out_channels=10,
-            num_params=0, flops=None, metrics={"test_acc": trial / 10},
-            state_dict=CNN(arch, 1, 10).state_dict())
-    store.engine.dispose()  # the WAL checkpointed into the file: what follows sees it whole
-
-
 @pytest.mark.parametrize("command", COMMANDS)
 def test_cuda_without_cuda_exits_2_naming_it_before_reading_or_writing(
-    command: str, tmp_path: Path, capsys, monkeypatch,
+    command: str, tmp_path: Path, capsys, monkeypatch, store_image_networks,
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     url = f"sqlite:///{tmp_path / 'zoo.db'}"
-    _store_networks(url)
+    store_image_networks(url, "a", runs=3)
     (tmp_path / "gmn").mkdir()  # an output folder that must stay as it is
     before = _files(tmp_path)
     assert main([*_commands(tmp_path, url)[command], "--device", "cuda"]) == 2
@@ -93,7 +77,8 @@ def _spy(monkeypatch, owner: object, name: str, seen: list, device_of) -> None:
     monkeypatch.setattr(owner, name, spy)
 
 
-def test_each_command_passes_the_device_on(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_each_command_passes_the_device_on(tmp_path: Path, monkeypatch, capsys,
+                                           store_image_networks) -> None:
     """With CUDA reported (nothing runs on it: every library entry point is a spy), ``--device
     cuda`` reaches the library code of every command."""
     import metanets.accuracy
@@ -104,7 +89,7 @@ def test_each_command_passes_the_device_on(tmp_path: Path, monkeypatch, capsys) 
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     url = f"sqlite:///{tmp_path / 'zoo.db'}"
-    _store_networks(url)
+    store_image_networks(url, "a", runs=3)
     seen: list[str] = []
     _spy(monkeypatch, nas.zoo, "build_zoo", seen, lambda config: config.device)
     _spy(monkeypatch, metanets.accuracy, "train_accuracy_predictor", seen,
@@ -125,13 +110,13 @@ def test_each_command_passes_the_device_on(tmp_path: Path, monkeypatch, capsys) 
 
 
 def test_metanet_predict_moves_the_metanetwork_to_the_device(tmp_path: Path, monkeypatch,
-                                                              capsys) -> None:
+                                                              capsys, store_image_networks) -> None:
     """The metanetwork goes to ``--device`` (the move is recorded, not made: no GPU here), and
     its predictions are those it makes on the CPU."""
     from metanets.gmn import GMN, GMNConfig, save_gmn
 
     url = f"sqlite:///{tmp_path / 'zoo.db'}"
-    _store_networks(url)
+    store_image_networks(url, "a", runs=3)
     save_gmn(GMN(GMNConfig(hidden=8, layers=1)), tmp_path / "gmn", {"datasets": ["mnist14"]})
     argv = _commands(tmp_path, url)["metanet predict"] + ["--json"]
     assert main([*argv, "--device", "cpu"]) == 0

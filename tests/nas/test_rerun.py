@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nas.cli import main
-from search_spaces.cnn import CNN, CNNArchitecture, CNNSpace
+from search_spaces.cnn import CNN, CNNArchitecture
 
 pytestmark = pytest.mark.usefixtures("_one_thread")
 
@@ -144,18 +144,8 @@ def test_hypernet_train_overwrite_never_replaces_a_file_that_is_not_a_ghn(
 
 # -- metanet train ----------------------------------------------------------------------------
 @pytest.fixture
-def metanet_argv(sqlite_url: str, tmp_path: Path) -> list[str]:
-    from storage import ModelStore
-
-    arch = CNNArchitecture(widths=(4,), norm="batch")
-    store = ModelStore(sqlite_url)
-    for trial in range(6):
-        torch.manual_seed(trial)
-        store.save_model(
-            study_name="z", trial_number=trial, space="cnn", arch_hash=arch.arch_hash,
-            spec=arch.to_json(), dataset="mnist14", level="image", in_channels=1, out_channels=10,
-            num_params=0, flops=None, metrics={"test_acc": trial / 10},
-            state_dict=CNNSpace().build(arch, 1, 10).state_dict())
+def metanet_argv(sqlite_url: str, tmp_path: Path, store_image_networks) -> list[str]:
+    store_image_networks(sqlite_url)
     return ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out", str(tmp_path / "gmn"),
             "--epochs", "2", "--hidden", "8", "--layers", "1", "--batch-size", "2", "--device", "cpu"]
 
