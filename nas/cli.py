@@ -1124,6 +1124,7 @@ def _add_predict_params(commands: Any) -> None:
                         "(default: keep running statistics at 0/1)")
     p.add_argument("--data-root", default=None, help="dataset folder")
     _device_option(p)
+    _overwrite_option(p)
     p.set_defaults(handler=cmd_predict_params)
 
 
@@ -1136,6 +1137,7 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
     from search_spaces import get_space
 
     device = _device(args)
+    check_out_folder(args.out, args.overwrite)
     start, cpu = time.perf_counter(), time.process_time()
     ghn = GraphHyperNetwork.load(args.hypernet, device)
     path = Path(args.arch)
@@ -1169,7 +1171,7 @@ def cmd_predict_params(args: argparse.Namespace) -> int:
         out_channels=cfg.out_channels, level=cfg.level, state_dict=model.state_dict(),
         metadata={"dataset": args.dataset or cfg.dataset, "hypernet": str(args.hypernet),
                   "predicted_parameters": True},
-        overwrite=True,  # predict-params has no --overwrite: it replaces --out as it always did
+        overwrite=args.overwrite,
     )
     print(f"predicted {sum(p.numel() for p in model.parameters())} parameters of "
           f"{arch.short()} in {seconds:.2f}s ({cpu:.2f}s CPU, GHN loading and graph tracing "

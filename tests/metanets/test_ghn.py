@@ -778,3 +778,29 @@ def test_predict_params_refuses_a_pruned_models_spec(tmp_path: Path, capsys) -> 
             "narrower layers, and its spec is the unpruned one; give that spec (from /models/cnn)"
             in capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_params_refuses_an_out_holding_files_unless_overwrite(tmp_path: Path, capsys) -> None:
+    """predict-params wrote its export among whatever --out held and replaced a model exported
+    there without a word; as export and prune, it now needs --overwrite for that."""
+    from nas.cli import main
+    from nas.export import load_exported
+    from search_spaces.cnn import CNNArchitecture
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    spec = tmp_path / "arch.json"
+    spec.write_text(CNNArchitecture(widths=(4, 8)).to_json())
+    argv = ["predict-params", "--hypernet", "pretrained:cnn-mnist", "--arch", str(spec),
+            "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 2
+    assert (f"--out {out} already holds notes.txt; choose a new folder, or pass --overwrite to "
+            f"write the model there") in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    before = load_exported(out).state_dict()
+    spec.write_text(CNNArchitecture(widths=(8, 8)).to_json())
+    assert main(argv) == 2  # the model predicted first is not replaced either
+    assert all(torch.equal(a, b) for a, b in zip(before.values(), load_exported(out).state_dict().values()))
