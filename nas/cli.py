@@ -619,14 +619,16 @@ def _add_supernet(commands: Any) -> None:
         "--overwrite", action="store_true",
         help="train from scratch even if --out holds a checkpoint (of the same or other settings); "
         "it is replaced when this run writes its first checkpoint, not before. Without it a "
-        "checkpoint is resumed, and one of other settings refused",
+        "checkpoint is resumed, and one of other settings refused, as is a folder of other "
+        "files (with it they are kept)",
     )
     t.set_defaults(handler=cmd_supernet_train)
 
 
 def cmd_supernet_train(args: argparse.Namespace) -> int:
     from nas.supernet import (
-        SupernetTrainConfig, build_supernet, init_distributed, parse_options, train_supernet,
+        SupernetTrainConfig, build_supernet, check_checkpoint_folder, init_distributed,
+        parse_options, train_supernet,
     )
     from nas.tasks import load_task
 
@@ -635,6 +637,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     if args.amp and resolve_device(args.device).type != "cuda":  # recorded, then refused on resume
         raise UsageError(f"--amp is bfloat16 autocast on CUDA; on the CPU (--device {args.device}) it "
                          "does nothing: drop it")
+    check_checkpoint_folder(args.out, args.overwrite)  # before the data loads (and again in training)
     device = init_distributed(args.device)  # joins torchrun's process group, if any
     task = load_task(args.dataset, args.data_root)
     import torch

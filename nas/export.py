@@ -166,7 +166,7 @@ def check_export_folder(out: str | Path, overwrite: bool, *, name: str = "out",
     unless ``overwrite``. A killed export's leftovers (hidden temporary files, weights without
     their spec) are no model and do not count. ``name`` and ``overwrite_hint`` are how the
     message calls the folder and the way to allow it (the CLI: ``--out``, ``--overwrite``)."""
-    from storage.store import holds_only_leftovers
+    from storage.store import held_files, holds_only_leftovers
 
     path = Path(out)
     if path.exists() and not path.is_dir():
@@ -174,11 +174,8 @@ def check_export_folder(out: str | Path, overwrite: bool, *, name: str = "out",
             f"{name} {out} is a file, not a folder; choose a folder to write the model into")
     if overwrite or holds_only_leftovers(path, SPEC_FILE, [WEIGHTS_FILE]):
         return
-    held = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
-    if held:
-        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-        raise FileExistsError(f"{name} {out} already holds {shown}; choose a new folder, or pass "
-                              f"{overwrite_hint} to write the model there")
+    raise FileExistsError(f"{name} {out} already holds {held_files(path)}; choose a new folder, "
+                          f"or pass {overwrite_hint} to write the model there")
 
 
 def _why_no_model(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:

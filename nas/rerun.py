@@ -130,6 +130,7 @@ def found_metanet(out: str) -> FoundModel | None:
     only what a killed first save left; kind None: a folder of files that load as no
     metanetwork); ``ValueError`` for a file."""
     from metanets.gmn import load_gmn
+    from storage.store import held_files
 
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
@@ -140,9 +141,7 @@ def found_metanet(out: str) -> FoundModel | None:
     try:
         _, metadata = load_gmn(folder)
     except (OSError, ValueError) as error:  # ChecksumError is a ValueError
-        held = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-        return FoundModel(None, None, f"{shown} (no metanetwork: {error})")
+        return FoundModel(None, None, f"{held_files(folder)} (no metanetwork: {error})")
     if metadata.get("purpose") == "pruning":
         return FoundModel("pruning metanetwork", metadata.get(FLAGS_KEY), _pruning_summary(metadata))
     return FoundModel("metanetwork", metadata.get(FLAGS_KEY), _accuracy_summary(metadata))

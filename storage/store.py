@@ -287,6 +287,13 @@ def holds_only_leftovers(folder: Path, spec_file: str, names: Iterable[str]) -> 
         for path in folder.iterdir())
 
 
+def held_files(folder: Path, most: int = 3) -> str:
+    """The files ``folder`` holds, for a message: ``"a.json, b.txt, c.txt and 2 more"``
+    (hidden files, such as temporary ones, left out)."""
+    held = sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
+    return ", ".join(held[:most]) + (f" and {len(held) - most} more" if len(held) > most else "")
+
+
 def _remove_unnamed(folder: Path, names: set[str], keep: set[str]) -> None:
     """Remove the files of tensor files ``names`` but ``keep`` (those the folder's spec names
     now), and the temporary files that writers of them killed before their rename left."""

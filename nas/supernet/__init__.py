@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.supernet._base import Gates, Supernet
-from nas.supernet._checkpoint import has_checkpoint, read_meta
+from nas.supernet._checkpoint import check_checkpoint_folder, has_checkpoint, read_meta
 from nas.supernet._final import DEFAULT_REFINE_EVALUATOR, FINAL_SUFFIX, REFINE_SUFFIX, final_train, refine
 from nas.supernet._gradient import GradientConfig, GradientResult, derive, gradient_search
 from nas.supernet._gnn import GNNSupernet, gnn_trial_params
@@ -101,6 +101,6 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
 
 __all__ = [
     "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SAMPLINGS", "SupernetTrainConfig", "SupernetTrainResult",
-    "DEFAULT_REFINE_EVALUATOR", "FINAL_SUFFIX", "REFINE_SUFFIX", "build_supernet", "check_options", "final_train", "refine", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
+    "DEFAULT_REFINE_EVALUATOR", "FINAL_SUFFIX", "REFINE_SUFFIX", "build_supernet", "check_checkpoint_folder", "check_options", "final_train", "refine", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
     "read_meta", "train_supernet", "RESUME_SETTINGS", "describe_differences", "training_differences",
 ]

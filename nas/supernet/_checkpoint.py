@@ -39,6 +39,32 @@ def has_checkpoint(folder: str | Path) -> bool:
     return (folder / META).is_file() and _path(folder, read_meta(folder), "weights").is_file()
 
 
+def check_checkpoint_folder(folder: str | Path, overwrite: bool) -> None:
+    """``ValueError`` (the CLI: exit 2) for a ``folder`` to train into that is a file, or that
+    holds files but no supernet checkpoint (a user's notes, another model's export: the
+    checkpoint was written among them without a word), unless ``overwrite``. What a killed first checkpoint left (tensor files without
+    ``supernet.json``, hidden temporary files) is no checkpoint and does not count. A checkpoint
+    written there with ``overwrite`` replaces only checkpoint files: the others are kept."""
+    from storage.store import held_files, holds_only_leftovers
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {folder} is a file, not a folder; choose a folder to write the "
+                         f"supernet checkpoint into")
+    if overwrite or holds_only_leftovers(folder, META, _FILES.values()):
+        return
+    try:
+        if has_checkpoint(folder):
+            return
+        why = f"its {META} names no weights file there"
+    except ValueError as error:  # a supernet.json of something else
+        why = str(error)
+    reason = f" ({why})" if (folder / META).exists() else ""
+    raise ValueError(f"--out {folder} already holds {held_files(folder)} and no supernet "
+                     f"checkpoint{reason}; choose another --out folder, or pass --overwrite to "
+                     f"train a supernet there (the folder's other files are kept)")
+
+
 def read_meta(folder: str | Path) -> dict[str, Any]:
     """The JSON part of a checkpoint; ``FileNotFoundError`` naming the folder if absent."""
     path = Path(folder) / META

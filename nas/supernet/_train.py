@@ -35,7 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from nas.supernet._checkpoint import (
-    has_checkpoint, load_optimizer_state, load_weights, read_meta, save_checkpoint,
+    check_checkpoint_folder, has_checkpoint, load_optimizer_state, load_weights, read_meta,
+    save_checkpoint,
 )
 from nas.train import own_random_state, resolve_device
 
@@ -109,8 +110,11 @@ def train_supernet(
 
     Raises:
         ValueError: ``out`` holds a checkpoint of another space, supernet, dataset or training
-            settings (:data:`RESUME_SETTINGS`), unless ``overwrite``.
+            settings (:data:`RESUME_SETTINGS`), or files but no checkpoint
+            (:func:`check_checkpoint_folder`), unless ``overwrite``; ``out`` is a file.
     """
+    if out is not None:
+        check_checkpoint_folder(out, overwrite)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     supernet.to(device)

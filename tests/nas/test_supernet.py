@@ -543,3 +543,71 @@ def test_fair_paths_on_nasbench_graph_deal_every_op_and_never_an_all_skip_cell()
         assert len(paths) == len(OPS)
         assert sorted(supernet.to_decisions(arch)["op2"] for arch in paths) == sorted(OPS)
         assert all(any(op != "skip" for op in arch.ops) for arch in paths)
+
+
+def _users_folder(folder):
+    """A folder of a user's files: notes and a model exported there."""
+    from nas.export import export_model
+    from search_spaces.cnn import CNN, CNNArchitecture
+
+    arch = CNNArchitecture(widths=(4,))
+    export_model(folder, space="cnn", spec=arch.to_dict(), in_channels=1, out_channels=10,
+                 level="image", state_dict=CNN(arch, 1, 10).state_dict())
+    (folder / "notes.txt").write_text("mine")
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_a_folder_of_other_files_is_refused_unless_overwrite_which_keeps_them(tiny_graph, tmp_path) -> None:
+    """train_supernet wrote its checkpoint among whatever --out held (a user's notes, another
+    model's export) and said nothing; it now refuses such a folder, and --overwrite writes the
+    checkpoint beside those files without removing or changing any."""
+    from nas.export import load_exported
+
+    task, out = TinyTask(tiny_graph), tmp_path / "out"
+    users = _users_folder(out)
+    with pytest.raises(ValueError, match=re.escape(
+            f"--out {out} already holds architecture.json, model.safetensors, notes.txt and no "
+            f"supernet checkpoint; choose another --out folder, or pass --overwrite")):
+        _train(task, out, epochs=2)
+    assert {path.name for path in out.iterdir()} == set(users)
+    supernet = _supernet(widths=(16,), convs=("gcn", "gat", "sage", "linear"))
+    config = SupernetTrainConfig(epochs=2, seed=3, device="cpu", checkpoint_every=1)
+    train_supernet(supernet, task, config, out=out, overwrite=True)  # two checkpoints: one replaced
+    assert {name: (out / name).read_bytes() for name in users} == users
+    assert read_meta(out)["epoch"] == 2 and load_exported(out) is not None
+    assert _train(task, out, epochs=4)[1].resumed_from == 2  # the checkpoint there now resumes
+
+
+def test_what_a_killed_first_checkpoint_left_is_no_other_files(tiny_graph, tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "supernet.safetensors").write_bytes(b"killed before supernet.json")
+    (out / ".supernet.json.tmp999999999").write_text("{")
+    _, result = _train(TinyTask(tiny_graph), out, epochs=2)
+    assert result.resumed_from == 0 and has_checkpoint(out)
+
+
+def test_a_supernet_json_of_no_checkpoint_is_refused_naming_why(tiny_graph, tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "supernet.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match=re.escape(
+            f"--out {out} already holds supernet.json and no supernet checkpoint ({out}/supernet.json "
+            f"is not a metanas-supernet/1 checkpoint (format 'other'))")):
+        _train(TinyTask(tiny_graph), out, epochs=2)
+
+
+def test_supernet_train_cli_refuses_other_files_before_the_data_loads(tmp_path, monkeypatch, capsys) -> None:
+    import nas.tasks
+    from nas.cli import main
+
+    monkeypatch.setattr(nas.tasks, "load_task", lambda *a, **k: pytest.fail("the data loaded"))
+    out = tmp_path / "out"
+    users = _users_folder(out)
+    assert main(["supernet", "train", "--dataset", "cora", "--out", str(out), "--device", "cpu"]) == 2
+    assert (f"--out {out} already holds architecture.json, model.safetensors, notes.txt and no "
+            f"supernet checkpoint; choose another --out folder, or pass --overwrite to train a "
+            f"supernet there (the folder's other files are kept)") in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == users
+    assert main(["supernet", "train", "--dataset", "cora", "--out", str(out / "notes.txt")]) == 2
+    assert f"--out {out / 'notes.txt'} is a file, not a folder" in capsys.readouterr().err
