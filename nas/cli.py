@@ -307,9 +307,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         refine_config = dataclasses.replace(config, evaluator=args.refine_evaluator)
         refine_config.make_evaluator().check_space(refine_config.make_space())
-    print(f"metanas search: study {config.study_name!r} in {redact(config.storage)}", flush=True)
+    def header(study: Any) -> None:  # once it exists (new or resumed): a refused search made none
+        print(f"metanas search: study {study.study_name!r} in {redact(config.storage)}", flush=True)
+
     try:
-        study = run_search(config)
+        study = run_search(config, header)
     except WorkersDied as died:  # the best of what finished, then the error's line: exit 1
         _print_best(died.study)
         raise
@@ -758,10 +760,12 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     )
     search = config.search_config()
     _validate_names(search)
-    print(f"metanas zoo build: zoo {config.study_name!r} in {redact(config.storage)}", flush=True)
+    def header(study: Any) -> None:  # once it exists (new or resumed): a refused build made none
+        print(f"metanas zoo build: zoo {study.study_name!r} in {redact(config.storage)}", flush=True)
+
     info = argparse.Namespace(storage=args.storage, study=config.study_name, json=False)
     try:
-        build_zoo(config)
+        build_zoo(config, header)
     except WorkersDied:  # what the zoo holds (if anything yet), then the error's line: exit 1
         with contextlib.suppress(KeyError):
             cmd_zoo_info(info)

@@ -358,12 +358,14 @@ def _training_identity(config: SearchConfig) -> str | None:
     return f"batch size {made.batch_size}, checkpoint epochs {list(made.checkpoint_epochs)}"
 
 
-def run_search(config: SearchConfig) -> optuna.Study:
+def run_search(config: SearchConfig,
+               on_study: Callable[[optuna.Study], object] | None = None) -> optuna.Study:
     """Run (or continue) the search described by ``config``; returns the study.
 
     Everything that can be refused is refused before the study is created (a new study that
     failed to start would hold the identity of the refused command and refuse the corrected
-    one)."""
+    one). ``on_study(study)`` is called once the study exists (created, or resumed with the
+    same settings), before any trial: what names it is said then, never for a refused one."""
     resolve_device(config.device)  # cuda without CUDA: refused before any data or study
     task = load_task(config.dataset, config.data_root, seed=0)
     space = config.make_space().for_dataset(task.name)
@@ -388,6 +390,8 @@ def run_search(config: SearchConfig) -> optuna.Study:
             storage=config.storage, dataset=task.name,
         )
     study = create_or_load_study(config, task)
+    if on_study is not None:
+        on_study(study)
     if config.warm_start:
         warm_start(study, space, config, task, queued)
     if config.n_jobs == 1:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
 
 
@@ -75,8 +77,10 @@ class ZooConfig:
         )
 
 
-def build_zoo(config: ZooConfig) -> optuna.Study:
+def build_zoo(config: ZooConfig,
+              on_study: Callable[[optuna.Study], object] | None = None) -> optuna.Study:
     """Train (the rest of) the zoo and return its study; see the module docstring.
+    ``on_study`` as :func:`nas.study.run_search` says (called once the zoo's study exists).
 
     Raises:
         ValueError: ``config.device`` is cuda without CUDA (before any data or study is touched).
@@ -93,4 +97,4 @@ def build_zoo(config: ZooConfig) -> optuna.Study:
             f"task (use an image dataset such as mnist or mnist14, or `metanas search` for GNNs, "
             f"whose stored networks are zoo entries too)"
         )
-    return run_search(config.search_config())
+    return run_search(config.search_config(), on_study)

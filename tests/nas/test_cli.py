@@ -594,3 +594,29 @@ def test_metanet_train_summarises_wide_input_layers_with_max_inputs(
     assert main(["metanet", "predict", "--model", str(tmp_path / "m"), "--zoo", sqlite_url,
                  "--study", "z", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 4
+
+
+@pytest.mark.parametrize("argv, header", [
+    (["search", "--dataset", "cora", "--evaluator", "table"], "metanas search: study "),
+    (["zoo", "build", "--dataset", "cora", "--size", "1"], "metanas zoo build: zoo "),
+])
+def test_a_refused_search_or_zoo_prints_no_header_naming_a_study(
+    argv, header, cora_available: None, capsys, sqlite_url: str,
+) -> None:
+    """`metanas search: study 'X' in URL` came before the refusal of its input, though no study
+    was created; the header now comes once the study exists."""
+    import optuna
+
+    assert main([*argv, "--storage", sqlite_url, "--device", "cpu"]) == 2
+    assert header not in capsys.readouterr().out
+    assert optuna.get_all_study_names(sqlite_url) == []
+
+
+def test_the_search_header_names_the_study_once_it_exists(cora_available: None, capsys,
+                                                          sqlite_url: str) -> None:
+    argv = ["search", "--dataset", "cora", "--trials", "1", "--epochs", "1", "--convs", "gcn",
+            "--strategy", "random", "--quiet", "--storage", sqlite_url, "--device", "cpu"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"metanas search: study 'cora-gnn-random-train' in {sqlite_url}\n")
+    assert main([*argv, "--epochs", "2"]) == 2  # resumed with other settings: refused by name
+    assert "metanas search: study" not in capsys.readouterr().out
