@@ -318,10 +318,9 @@ CHUNK_EDGES = 250_000
 
 
 def pass_bytes(edges: int, hidden: int, layers: int) -> int:
-    """Memory one GMN training pass over ``edges`` parameter-graph edges takes, rounded up:
-    measured on the CPU at hidden 64 and 3 layers, 12.7 GiB for a NAS-Bench-Graph Cora network
-    of 1.13 million edges (12 KB an edge; this gives 13.5 GiB); scaled by ``hidden`` and
-    ``layers``."""
+    """Memory one GMN training pass over ``edges`` parameter-graph edges takes, about: 12 KiB
+    an edge at hidden 64 and 3 layers, scaled by ``hidden`` and ``layers``; 0.76-1.12 times the
+    peak measured on the CPU (``python -m experiments.metanet_memory``)."""
     return edges * hidden * 4 * (16 * layers + 2)
 
 
