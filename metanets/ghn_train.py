@@ -342,6 +342,9 @@ def train_hypernet(
     if state is not None and (state_every < 1 or state_every % config.log_every):
         raise ValueError(f"state_every {state_every} must be a positive multiple of log_every "
                          f"{config.log_every} (the state is written at log steps)")
+    if config.spatial and task.level != "image":
+        raise ValueError(f"spatial (--spatial) reads the feature-map size of image networks; "
+                         f"{task.name!r} is a {task.level}-level task, whose networks have none")
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     if ghn is None:
@@ -351,7 +354,7 @@ def train_hypernet(
             rounds=config.rounds, max_distance=config.max_distance, seed=config.seed,
             feature_basis=config.feature_basis,
             weight_norm=config.weight_norm, tile_width=config.tile_width, spatial=config.spatial,
-            **({"image_size": _image_size(task)} if config.spatial and task.level == "image" else {}),
+            **({"image_size": _image_size(task)} if config.spatial else {}),
         ))
         if config.feature_basis == "data":
             ghn.set_feature_basis(task_features(task))

@@ -170,6 +170,16 @@ def _tiny_task(seed: int = 0) -> types.SimpleNamespace:
                                  data=Data(x=x, edge_index=edge_index, y=y, **masks))
 
 
+def test_spatial_is_refused_for_networks_without_feature_maps() -> None:
+    """--spatial reads image feature-map sizes; on a node task it added a constant input column
+    and was recorded as if it meant something."""
+    config = HypernetTrainConfig(steps=1, archs_per_step=1, pool_size=1, max_depth=1, max_width=8,
+                                 spatial=True)
+    with pytest.raises(ValueError, match=r"spatial \(--spatial\) reads the feature-map size of "
+                       r"image networks; 'tiny' is a node-level task, whose networks have none"):
+        train_hypernet(GNNSpace(convs=("gcn",)), _tiny_task(), config)
+
+
 @pytest.fixture(scope="module")
 def trained() -> tuple[GraphHyperNetwork, list[str], types.SimpleNamespace]:
     """A GHN trained for 100 steps (about a CPU second) on 8 architectures of depth <= 2 and
@@ -457,11 +467,10 @@ def test_hypernet_train_cli_on_cora_writes_a_checkpoint(cora_available: None, tm
     assert main(["hypernet", "train", "--space", "gnn", "--dataset", "cora", "--out", str(out),
                  "--steps", "2", "--pool-size", "2", "--archs-per-step", "1",
                  "--max-depth", "1", "--max-width", "16", "--feature-basis", "data",
-                 "--param-decay", "5e-4", "--select-every", "2", "--tile-width", "16",
-                 "--spatial"]) == 0
+                 "--param-decay", "5e-4", "--select-every", "2", "--tile-width", "16"]) == 0
     assert "wrote" in capsys.readouterr().out
     ghn = GraphHyperNetwork.load(out)
-    assert (ghn.config.tile_width, ghn.config.spatial) == (16, True)
+    assert ghn.config.tile_width == 16
     assert (ghn.config.in_channels, ghn.config.out_channels, ghn.config.dataset) == (1433, 7, "cora")
     assert ghn.config.feature_basis == "data" and ghn.feature_table.abs().sum() > 0
     assert len(ghn.metadata["train_hashes"]) == 2
