@@ -1,7 +1,8 @@
 """The ``metanas`` command.
 
-Exit codes: 0 success; 1 a failure at run time (missing study, corrupt weights, missing data);
-2 bad input (unknown dataset, space, strategy or evaluator, malformed storage URL, bad option);
+Exit codes: 0 success; 1 a failure at run time (corrupt weights, missing data, a study with no
+stored networks); 2 bad input (unknown dataset, space, strategy, evaluator or study, malformed
+storage URL, bad option);
 130 interrupted (Ctrl-C); 141 the reader of the output went away (``| head``), as for SIGPIPE.
 """
 from __future__ import annotations
@@ -89,8 +90,10 @@ def _quiet_optuna() -> None:
 
 def _exit_code(error: Exception) -> int:
     from nas.tasks import DatasetNotFoundError
-    from storage import ChecksumError
+    from storage import ChecksumError, UnknownStudyError
 
+    if isinstance(error, UnknownStudyError):  # a KeyError too
+        return EXIT_USAGE
     if isinstance(error, (DatasetNotFoundError, ChecksumError, KeyError, FileNotFoundError)):
         return EXIT_FAILURE
     if isinstance(error, (UsageError, ValueError)):
@@ -774,18 +777,14 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_info(args: argparse.Namespace) -> int:
-    import optuna
-
     from metanets.zoo import completed_models
-    from storage import ModelStore, existing_database, redact
+    from storage import ModelStore, redact
 
-    existing_database(args.storage)
+    _check_studies(args.storage, [args.study])
     store = ModelStore(args.storage)
     models = completed_models(store, args.study)
-    if not models:
-        names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]
-        raise KeyError(f"no stored networks in zoo/study {args.study!r} in "
-                       f"{redact(args.storage)}; studies there: {names}")
+    if not models:  # a study whose trials stored no network (yet)
+        raise KeyError(f"no stored networks in zoo/study {args.study!r} in {redact(args.storage)}")
     runs = {m.trial_number for m in models}
     checkpoints = [c for c in store.list_checkpoints(args.study) if c.trial_number in runs]
     accs = sorted(m.metrics.get("test_acc", float("nan")) for m in models)
@@ -852,14 +851,13 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     from metanets.accuracy import FitConfig, train_accuracy_predictor
     from metanets.gmn import save_gmn
     from metanets.zoo import load_zoo
-    from storage import existing_database
 
     from metanets.probes import PROBE_INITS, task_probe_inputs
     from nas.rerun import found_metanet, training_flags
 
     device = _device(args)
     _require_counts(args, "epochs", "hidden", "layers", "batch_size", "kernel_width", "state_every")
-    existing_database(args.zoo)
+    _check_studies(args.zoo, args.study)  # a missing SQLite file is not created either
     if args.probes < 0:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
     if args.max_inputs < 0:
@@ -906,6 +904,19 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     print(f"metanet: {len(zoo)} networks ({len(set(zoo.runs))} runs), best epoch "
           f"{result.best_epoch}, {chosen}, {result.seconds:.0f}s -> {args.out}")
     return 0
+
+
+def _check_studies(url: str, names: list[str]) -> None:
+    """:class:`storage.UnknownStudyError` (exit 2) for the first of the zoos/studies ``names``
+    that ``url`` does not hold, naming those it does: its optuna studies, and the names it
+    stored networks under without one (they are zoos too, see
+    :func:`metanets.zoo.completed_models`)."""
+    from storage import ModelStore, check_study, existing_database
+
+    existing_database(url)  # a missing SQLite file is not created
+    stored = ModelStore(url).study_names()
+    for name in names:
+        check_study(url, name, also=stored)
 
 
 def metanet_state(out: str) -> Path:
@@ -958,9 +969,7 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
     if args.zoo or args.study:
         if not (args.zoo and args.study):
             raise UsageError("--zoo and --study go together")
-        from storage import existing_database
-
-        existing_database(args.zoo)
+        _check_studies(args.zoo, [args.study])
         zoo = load_zoo(args.zoo, args.study, kernel_width=model.config.kernel_width,
                        keep_state_dicts=bool(model.config.probes))
         for dataset in sorted({entry.dataset for entry in zoo}):
@@ -1289,11 +1298,11 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
 
     device = _device(args)
     if args.zoo:
-        from storage import existing_database, parse_url
+        from storage import parse_url
 
         parse_url(args.zoo)
         if args.study:  # without one the pairing error comes first
-            existing_database(args.zoo)
+            _check_studies(args.zoo, args.study)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit} must be >= 1")
     _require_counts(args, "batch_size", "state_every")

@@ -45,18 +45,16 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 def load_study(storage: str, study_name: str) -> optuna.Study:
     """An existing study: ``FileNotFoundError`` for an SQLite file that does not exist (none is
-    created), ``KeyError`` naming the studies the storage holds for an unknown name. An SQLite
-    file in a folder this user cannot write is opened read-only (:func:`storage.reading_url`)."""
-    from storage import redact
+    created), :class:`storage.UnknownStudyError` (a ``KeyError``) naming the studies the storage
+    holds for an unknown name. An SQLite file in a folder this user cannot write is opened
+    read-only (:func:`storage.reading_url`)."""
+    from storage import check_study
 
-    url = reading_url(storage)
     try:
-        return optuna.load_study(study_name=study_name, storage=url)
+        return optuna.load_study(study_name=study_name, storage=reading_url(storage))
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(url)]
-        raise KeyError(
-            f"no study {study_name!r} in {redact(storage)}; studies there: {names}"
-        ) from None
+        check_study(storage, study_name)  # names the studies there
+        raise
 
 
 def load_trial_model(storage: str, study_name: str, trial_number: int | None = None) -> nn.Module:

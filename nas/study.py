@@ -144,6 +144,9 @@ class SearchConfig:
             raise ValueError(f"objectives {list(self.objectives)} must start with 'accuracy' (the "
                              f"others are traded against it: accuracy,params or accuracy,latency)")
         check_dataset(self.dataset)
+        if isinstance(self.study_name, str) and not self.study_name.strip():
+            raise ValueError(f"study name {self.study_name!r} is empty: name the study, or "
+                             f"leave the name out for the default one")
         if self.study_name is None:  # canonical names: `--dataset Cora` resumes `cora-...`
             from nas.samplers import strategy_name
             from nas.tasks import resolve_dataset

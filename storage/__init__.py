@@ -6,11 +6,11 @@ from storage.engine import (
     DEFAULT_STORAGE, StorageURLError, create_engine, engine_kwargs, existing_database, is_sqlite,
     parse_url, reading_url, redact,
 )
-from storage.optuna_storage import make_optuna_storage
+from storage.optuna_storage import UnknownStudyError, check_study, make_optuna_storage
 from storage.store import ChecksumError, ModelStore, StoredCheckpoint, StoredModel
 
 __all__ = [
     "ChecksumError", "DEFAULT_STORAGE", "ModelStore", "StorageURLError", "StoredCheckpoint", "StoredModel",
-    "create_engine", "engine_kwargs", "existing_database", "is_sqlite", "make_optuna_storage", "parse_url",
+    "UnknownStudyError", "check_study", "create_engine", "engine_kwargs", "existing_database", "is_sqlite", "make_optuna_storage", "parse_url",
     "reading_url", "redact",
 ]

@@ -1,7 +1,11 @@
 """Optuna's RDBStorage on the same URL, with heartbeats so a killed worker's trial is failed and
-retried instead of staying RUNNING for ever."""
+retried instead of staying RUNNING for ever; :func:`check_study` refuses a study name the
+storage does not hold, naming those it does."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -32,3 +36,25 @@ def make_optuna_storage(
         sqlalchemy.event.listen(storage.engine, "connect", sqlite_journal_pragmas)
         storage.engine.dispose()  # connections opened while creating the schema lack the pragmas
     return storage
+
+
+class UnknownStudyError(KeyError, ValueError):
+    """A study name the storage does not hold: a failed lookup (``KeyError``) and bad input
+    (``ValueError``: the CLI exits 2), naming the studies the storage holds."""
+
+    def __str__(self) -> str:  # the message, not KeyError's repr of it
+        return str(self.args[0]) if self.args else ""
+
+
+def check_study(url: str, name: str, also: Iterable[str] = ()) -> None:
+    """:class:`UnknownStudyError` unless the storage ``url`` holds a study ``name`` (or ``name``
+    is one of ``also``, names that count as studies too); it names the studies there, as
+    ``metanas studies`` lists them, then those of ``also``. An SQLite file that does not exist
+    is ``FileNotFoundError`` (none is created), one in a folder this user cannot write is read
+    read-only (:func:`storage.reading_url`)."""
+    from storage.engine import reading_url, redact
+
+    names = optuna.get_all_study_names(reading_url(url))
+    names += [other for other in also if other not in names]
+    if name not in names:
+        raise UnknownStudyError(f"no study {name!r} in {redact(url)}; studies there: {names}")

@@ -406,6 +406,12 @@ class ModelStore:
         with self.session() as session:
             return [_record(row) for row in session.scalars(query)]
 
+    def study_names(self) -> list[str]:
+        """The names of the studies that stored models, sorted."""
+        query = select(TrainedModelModel.study_name).distinct().order_by(TrainedModelModel.study_name)
+        with self.session() as session:
+            return list(session.scalars(query))
+
     def trial_numbers(self, study_name: str) -> list[int]:
         query = select(TrainedModelModel.trial_number).filter_by(study_name=study_name)
         with self.session() as session:

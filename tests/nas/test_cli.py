@@ -88,7 +88,7 @@ def test_missing_study_lists_existing_ones(capsys, sqlite_url) -> None:
 
     optuna.create_study(storage=sqlite_url, study_name="other")
     assert main(["studies", "--storage", sqlite_url]) == 0
-    assert main(["best", "--storage", sqlite_url, "--study", "nope"]) == 1
+    assert main(["best", "--storage", sqlite_url, "--study", "nope"]) == 2
     assert "no study 'nope'" in (err := capsys.readouterr().err) and "studies there: ['other']" in err
 
 
@@ -252,8 +252,8 @@ def test_zoo_info_of_a_missing_zoo_lists_the_studies(capsys, sqlite_url) -> None
     import optuna
 
     optuna.create_study(storage=sqlite_url, study_name="zoo-a")
-    assert main(["zoo", "info", "--storage", sqlite_url, "--study", "nope"]) == 1
-    assert "no stored networks in zoo/study 'nope'" in (err := capsys.readouterr().err)
+    assert main(["zoo", "info", "--storage", sqlite_url, "--study", "nope"]) == 2
+    assert "no study 'nope'" in (err := capsys.readouterr().err)
     assert "studies there: ['zoo-a']" in err
 
 
@@ -620,3 +620,57 @@ def test_the_search_header_names_the_study_once_it_exists(cora_available: None, 
     assert capsys.readouterr().out.startswith(f"metanas search: study 'cora-gnn-random-train' in {sqlite_url}\n")
     assert main([*argv, "--epochs", "2"]) == 2  # resumed with other settings: refused by name
     assert "metanas search: study" not in capsys.readouterr().out
+
+
+_STORAGE = ["--storage", "{url}"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["best", *_STORAGE], ["trials", *_STORAGE], ["export", "--out", "{tmp}/e", *_STORAGE],
+    ["report", "--out", "{tmp}/r", *_STORAGE], ["zoo", "info", *_STORAGE],
+    ["metanet", "train", "--out", "{tmp}/m", "--zoo", "{url}", "--device", "cpu"],
+    ["prune-metanet", "--dataset", "cora", "--out", "{tmp}/p", "--zoo", "{url}", "--device", "cpu"],
+])
+@pytest.mark.parametrize("study", ["", "nope"])
+def test_an_empty_or_unknown_study_is_bad_input_naming_the_studies_there(
+    argv, study, capsys, sqlite_url: str, tmp_path: Path,
+) -> None:
+    """`metanas export --study ''` (or any unknown name) exited 1, as a failure at run time,
+    and metanet train and prune-metanet named none of the studies the storage holds."""
+    import optuna
+
+    optuna.create_study(storage=sqlite_url, study_name="other")
+    assert main([*(a.format(tmp=tmp_path, url=sqlite_url) for a in argv), "--study", study]) == 2
+    err = capsys.readouterr().err
+    assert f"error: no study {study!r} in {sqlite_url}; studies there: ['other']\n" in err
+    assert not any(tmp_path.glob("[emrp]"))
+
+
+@pytest.mark.parametrize("argv", [["search", "--dataset", "cora"], ["zoo", "build", "--size", "1"]])
+def test_an_empty_study_name_is_refused_before_a_study_is_created(argv, capsys, sqlite_url) -> None:
+    import optuna
+
+    optuna.create_study(storage=sqlite_url, study_name="other")
+    assert main([*argv, "--storage", sqlite_url, "--study", " "]) == 2
+    assert "study name ' ' is empty" in capsys.readouterr().err
+    assert optuna.get_all_study_names(sqlite_url) == ["other"]
+
+
+def test_zoo_commands_take_a_zoo_stored_without_an_optuna_study(
+    capsys, sqlite_url: str, tmp_path: Path, store_image_networks,
+) -> None:
+    """Networks stored under a name optuna does not know are a zoo too: the check of the
+    study names counts them, and names them among the choices."""
+    from search_spaces.mlp import MLPArchitecture
+    from storage import ModelStore
+
+    store_image_networks(sqlite_url, study="stored", runs=2, arch=MLPArchitecture(widths=(4,)))
+    import optuna
+
+    assert "stored" not in optuna.get_all_study_names(sqlite_url) and ModelStore(sqlite_url).study_names() == ["stored"]
+    assert main(["zoo", "info", "--storage", sqlite_url, "--study", "stored"]) == 0
+    assert main(["zoo", "info", "--storage", sqlite_url, "--study", "nope"]) == 2
+    assert f"no study 'nope' in {sqlite_url}; studies there: ['stored']" in capsys.readouterr().err
+    missing = f"sqlite:///{tmp_path / 'missing.db'}"
+    assert main(["zoo", "info", "--storage", missing, "--study", "stored"]) == 1
+    assert not (tmp_path / "missing.db").exists()
