@@ -91,7 +91,7 @@ def test_each_command_passes_the_device_on(tmp_path: Path, monkeypatch, capsys,
     url = f"sqlite:///{tmp_path / 'zoo.db'}"
     store_image_networks(url, "a", runs=3)
     seen: list[str] = []
-    _spy(monkeypatch, nas.zoo, "build_zoo", seen, lambda config: config.device)
+    _spy(monkeypatch, nas.zoo, "build_zoo", seen, lambda config, *_: config.device)
     _spy(monkeypatch, metanets.accuracy, "train_accuracy_predictor", seen,
          lambda *args, **kwargs: kwargs["device"])
     _spy(monkeypatch, metanets.ghn_train, "train_hypernet", seen,

@@ -150,7 +150,7 @@ def test_zoo_build_takes_the_heartbeat_options_and_exits_1_when_a_worker_died(sq
 
     seen = {}
 
-    def build_zoo(config):  # stands in for the zoo's run_search, whose worker 1 was killed
+    def build_zoo(config, on_study=None):  # stands in for the zoo's run_search, whose worker 1 was killed
         search = config.search_config()
         seen.update(heartbeat=search.heartbeat, grace=search.grace_period)
         study = optuna.create_study(storage=sqlite_url, study_name=config.study_name)
