@@ -203,7 +203,8 @@ def load_zoo(
 
     Raises:
         FileNotFoundError: ``store`` is the URL of an SQLite file that does not exist (it is
-            not created).
+            not created; one in a folder this user cannot write is read read-only, see
+            :func:`storage.reading_url`).
         KeyError: a study stored no networks.
         TypeError: ``study`` is neither a name nor a sequence of names.
         ValueError: no name, or a name given twice (its networks would count twice).
@@ -213,10 +214,9 @@ def load_zoo(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a number of runs >= 1 (None: all), got {limit!r}")
     if isinstance(store, str):
-        from storage.engine import existing_database
+        from storage import reading_url
 
-        existing_database(store)  # reading: a mistyped SQLite path is not created
-        store = ModelStore(store)
+        store = ModelStore(reading_url(store))  # a mistyped SQLite path is not created
     runs = [run for name in _study_names(study) for run in _study_runs(store, name, checkpoints, limit)]
     entries: list[ZooEntry] = []
     for done, (record, epochs) in enumerate(runs, 1):

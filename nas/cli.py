@@ -778,10 +778,10 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 def cmd_zoo_info(args: argparse.Namespace) -> int:
     from metanets.zoo import completed_models
-    from storage import ModelStore, redact
+    from storage import ModelStore, reading_url, redact
 
     _check_studies(args.storage, [args.study])
-    store = ModelStore(args.storage)
+    store = ModelStore(reading_url(args.storage))
     models = completed_models(store, args.study)
     if not models:  # a study whose trials stored no network (yet)
         raise KeyError(f"no stored networks in zoo/study {args.study!r} in {redact(args.storage)}")
@@ -911,10 +911,9 @@ def _check_studies(url: str, names: list[str]) -> None:
     that ``url`` does not hold, naming those it does: its optuna studies, and the names it
     stored networks under without one (they are zoos too, see
     :func:`metanets.zoo.completed_models`)."""
-    from storage import ModelStore, check_study, existing_database
+    from storage import ModelStore, check_study, reading_url
 
-    existing_database(url)  # a missing SQLite file is not created
-    stored = ModelStore(url).study_names()
+    stored = ModelStore(reading_url(url)).study_names()  # a missing SQLite file is not created
     for name in names:
         check_study(url, name, also=stored)
 

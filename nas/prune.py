@@ -186,9 +186,9 @@ def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
         networks.append((load_exported(folder), {**_shape(document), "source": str(folder)}))
     if job.zoo:
         from metanets.zoo import build_module, completed_models
-        from storage import ModelStore
+        from storage import ModelStore, reading_url
 
-        store = ModelStore(job.zoo)
+        store = ModelStore(reading_url(job.zoo))
         for study in job.studies:
             records = completed_models(store, study)[:job.limit]
             if not records:

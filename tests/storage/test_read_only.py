@@ -133,3 +133,31 @@ def test_sqlite_uri_arguments_without_uri_true_are_refused_not_ignored_with_a_wa
     assert "SQLite would ignore ['mode'] without uri=true" in err and "mode=ro&uri=true" in err
     assert main(["studies", "--storage", f"sqlite:///file:{path}?mode=ro&uri=true"]) == 0
     assert main(["studies", "--storage", f"sqlite:///{path}?timeout=5"]) == 0
+
+
+def test_zoo_reading_commands_work_on_a_zoo_in_a_folder_that_cannot_be_written(
+    tmp_path: Path, sqlite_url: str, store_image_networks, mnist_available: None,
+) -> None:
+    """zoo info, metanet train and predict --zoo and prune-metanet --zoo only read the zoo, but
+    opened it for writing and failed with "unable to open database file"."""
+    zoo_study = optuna.create_study(storage=sqlite_url, study_name="z")  # as metanas zoo build
+    zoo_study.optimize(lambda trial: 0.0, n_trials=4)                     # completes its runs
+    store_image_networks(sqlite_url, runs=4)
+    database = tmp_path / "ro" / "metanas.db"
+    _copy_database(Path(sqlite_url.removeprefix("sqlite:///")), database)
+    zoo = ["--zoo", f"sqlite:///{database}", "--study", "z"]
+    small = ["--hidden", "8", "--layers", "1", "--device", "cpu"]
+    commands = [
+        ["zoo", "info", "--storage", f"sqlite:///{database}", "--study", "z", "--json"],
+        ["metanet", "train", *zoo, "--out", str(tmp_path / "m"), "--epochs", "1", *small],
+        ["metanet", "predict", "--model", str(tmp_path / "m"), *zoo, "--json"],
+        ["prune-metanet", "--dataset", "mnist14", *zoo, "--out", str(tmp_path / "pm"),
+         "--steps", "2", "--batch-size", "16", "--quiet", *small],
+    ]
+    with _read_only(tmp_path / "ro") as prefix:
+        results = _run(prefix, commands, tmp_path)
+    assert [r["code"] for r in results] == [0] * 4, results
+    assert json.loads(results[0]["out"])["runs"] == 4
+    assert len(json.loads(results[2]["out"])) == 4
+    assert "pruning metanetwork written to" in results[3]["out"]
+    assert sorted(p.name for p in database.parent.iterdir()) == ["metanas.db"]  # nothing written there
