@@ -322,6 +322,9 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
         # would mix networks trained or recorded otherwise (recorded from this key's
         # introduction on; a study made before it takes it on its first resume)
         "training": _training_identity(config),
+        # a DataTask's graphs, labels and split: its name alone let a study resumed with other
+        # data under the same name mix trials measured on both (None for a dataset loaded by name)
+        "data_fingerprint": task.fingerprint,
     }
     identity = {key: value for key, value in identity.items() if value is not None}
     stored = {key: study.user_attrs.get(key) for key in identity}
@@ -330,7 +333,15 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
     for key, value in identity.items():
         if stored[key] is None:  # a new study, or one made before this key was recorded
             study.set_user_attr(key, value)
-        elif stored[key] != value:
+        elif stored[key] == value:
+            continue
+        elif key == "data_fingerprint":
+            raise ValueError(
+                f"study {config.study_name!r} was created with data fingerprint {stored[key][:12]}..., "
+                f"this DataTask {task.name!r} has {value[:12]}... (other graphs, labels or split); "
+                f"give it another name or study"
+            )
+        else:
             raise ValueError(
                 f"study {config.study_name!r} was created with {key} {stored[key]!r}, not "
                 f"{value!r}; resume it with the options it was created with, or choose another "

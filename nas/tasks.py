@@ -14,6 +14,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import hashlib
 import os
 import pickle
 import re
@@ -388,6 +389,12 @@ class Task:
     def num_classes(self) -> int:
         return int(self.dataset.num_classes)
 
+    @property
+    def fingerprint(self) -> str | None:
+        """None: a dataset metanas loads by name is identified by its name (see
+        :attr:`DataTask.fingerprint`)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {
             "dataset": self.name, "level": self.level, "metric": self.metric, "seed": self.seed,
@@ -434,6 +441,32 @@ class DataTask(Task):
 
     def __repr__(self) -> str:
         return f"DataTask({self.name!r}, level={self.level!r}, graphs={len(self.dataset)})"
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the data the task searches on: its level, each graph's ``x``,
+        ``edge_index`` and ``y``, and the split it uses (a node task's masks, a graph task's
+        indices). A study records it, so that one resumed with other graphs under the same name
+        is refused; the same for equal tensors in any process, pickled or not."""
+        digest = hashlib.sha256(self.level.encode())
+        if self.level == "node":
+            _hash_tensors(digest, self.data, ("x", "edge_index", "y", *_MASKS))
+        else:
+            for graph in self.dataset:
+                _hash_tensors(digest, graph, ("x", "edge_index", "y"))
+            _hash_tensors(digest, self.splits, SPLITS)
+        return digest.hexdigest()
+
+
+def _hash_tensors(digest: Any, tensors: Any, keys: tuple[str, ...]) -> None:
+    """Feed ``tensors[key]`` for each key (its name, dtype, shape and bytes) to ``digest``."""
+    for key in keys:
+        tensor = tensors[key] if key in tensors else None
+        if tensor is None:
+            digest.update(f"{key}:None;".encode())
+            continue
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
 
 
 def load_task(name: str | Task, root: str | Path | None = None, seed: int = 0) -> Task:

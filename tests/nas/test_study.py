@@ -157,8 +157,9 @@ def test_resuming_with_other_training_is_refused_and_the_same_resumes(sqlite_url
     """Trials trained with other epochs, patience or init are not comparable: one study holds
     one kind; an evaluator that does not train ignores them."""
     from nas.study import create_or_load_study
+    from nas.tasks import load_task
 
-    task = type("Task", (), {"name": "cora", "level": "node"})()
+    task = load_task("cora")  # lazy: reads no data
     def config(study: str, **options) -> SearchConfig:
         return SearchConfig("cora", storage=sqlite_url, study_name=study, verbose=False, **options)
 

@@ -405,6 +405,39 @@ def test_a_data_task_study_is_not_resumed_with_another_dataset(
     assert len(study.trials) == 1 and "gradient_search" in study.user_attrs
 
 
+def test_a_data_task_study_is_not_resumed_with_other_graphs_under_the_same_name(tiny_graph, sqlite_url: str) -> None:
+    """A DataTask is named by the caller: a study resumed with other labels (or features, masks,
+    split seed) under the same name silently added trials measured on other data."""
+    import optuna
+
+    from nas.study import SearchConfig, create_or_load_study
+    from nas.tasks import DataTask
+
+    def config(study: str) -> SearchConfig:
+        return SearchConfig(DataTask(tiny_graph, "mine"), storage=sqlite_url, study_name=study, verbose=False)
+
+    same = DataTask(tiny_graph.clone(), "mine")
+    relabelled = tiny_graph.clone()
+    relabelled.y = tiny_graph.y.flip(0)
+    other = DataTask(relabelled, "mine")
+    assert same.fingerprint == config("s").dataset.fingerprint != other.fingerprint
+    create_or_load_study(config("s"), config("s").dataset)
+    with pytest.raises(ValueError, match=rf"study 's' was created with data fingerprint "
+                                         rf"{same.fingerprint[:12]}\.\.\., this DataTask 'mine' has "
+                                         rf"{other.fingerprint[:12]}\.\.\. .*give it another name or study"):
+        create_or_load_study(config("s"), other)
+    create_or_load_study(config("s"), same)  # the same graphs resume it
+    stored = optuna.load_study(study_name="s", storage=sqlite_url)
+    assert stored.user_attrs["data_fingerprint"] == same.fingerprint
+    with pytest.MonkeyPatch.context() as before:  # a study made before fingerprints were recorded
+        before.setattr(DataTask, "fingerprint", None)
+        create_or_load_study(config("old"), DataTask(tiny_graph, "mine"))
+    assert "data_fingerprint" not in optuna.load_study(study_name="old", storage=sqlite_url).user_attrs
+    create_or_load_study(config("old"), other)  # resumes, and records the data it resumed with
+    with pytest.raises(ValueError, match="created with data fingerprint"):
+        create_or_load_study(config("old"), same)
+
+
 def _write_tu_dataset(root: Path, name: str, graphs_per_class: int) -> None:
     """A featureless TUDataset in PyG's raw format: triangles (class 0) and 3-node paths (class 1)."""
     raw = root / "TUDataset" / name / "raw"
