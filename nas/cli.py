@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 a failure at run time (corrupt weights, missing data, a study with no
 stored networks); 2 bad input (unknown dataset, space, strategy, evaluator or study, malformed
 storage URL, bad option);
-130 interrupted (Ctrl-C); 141 the reader of the output went away (``| head``), as for SIGPIPE.
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM, 128 + its number) while workers ran; 141 the
+reader of the output went away (``| head``), as for SIGPIPE.
 """
 from __future__ import annotations
 
@@ -38,10 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `metanas trials | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM while workers run (nas.workers)
+        from nas.workers import TERMINATED, Terminated
+
         kept = _kept_on_interrupt(args)
         print("metanas: interrupted" + (f"; {kept}" if kept else ""), file=sys.stderr)
-        return 130
+        return TERMINATED if isinstance(interrupt, Terminated) else 130
     except Exception as error:  # noqa: BLE001 - every error becomes one clear line
         code = _exit_code(error)
         print(f"metanas {args.command}: error: {_message(error, args)}", file=sys.stderr)

@@ -24,12 +24,19 @@ if TYPE_CHECKING:
 
 #: exit code of a worker ended by Ctrl-C (its own KeyboardInterrupt, see nas.study)
 INTERRUPTED = 130
+#: exit code of a command ended by SIGTERM: 128 + the signal's number, as Ctrl-C's 130 is
+TERMINATED = 128 + signal.SIGTERM
 #: seconds workers get to stop by themselves after a Ctrl-C (a terminal sends it to all of them)
 STOP_WAIT = 5.0
 #: seconds a terminated worker gets to exit before it is killed
 TERMINATE_WAIT = 10.0
 #: exits that a Ctrl-C or SIGTERM sent to the whole process group gives the workers
 _GROUP_STOP_EXITS = {INTERRUPTED, -signal.SIGINT, -signal.SIGTERM}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where it arrives as Ctrl-C's interrupt is (so that what stops and says
+    what it kept on Ctrl-C does on SIGTERM too); the command exits :data:`TERMINATED`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +63,7 @@ def supervise(workers: Mapping[int, BaseProcess], own_work: Callable[[], None], 
     abnormal exits, each said on stderr as it happened. ``grace``: seconds without a heartbeat
     after which a dead worker's running trial is failed and retried.
 
-    If ``own_work`` raises (an error, Ctrl-C, or SIGTERM, raised here as KeyboardInterrupt),
+    If ``own_work`` raises (an error, Ctrl-C, or SIGTERM, raised here as :class:`Terminated`),
     the workers still running are stopped, said on one line, and the error is raised.
     """
     died: list[WorkerExit] = []
@@ -129,13 +136,17 @@ def _join_all(processes: Iterable[BaseProcess], timeout: float) -> None:
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt here, as Ctrl-C does (its default ended the parent at
-    once, leaving the workers unsupervised); only the main thread can catch signals."""
+    """SIGTERM raises :class:`Terminated`, a KeyboardInterrupt, here (its default ended the
+    parent at once, leaving the workers unsupervised); only the main thread can catch signals."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"terminated by {signal.Signals(signum).name}")

@@ -105,6 +105,34 @@ def test_workers_are_stopped_when_the_parent_fails_or_is_terminated(
         os.kill(int(found[1]), 0)
 
 
+def _interrupt_myself(config, worker: int = 0, task=None) -> None:
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+    time.sleep(30)
+
+
+@pytest.mark.parametrize("own_work, code", [(_interrupt_myself, 130), (_terminate_myself, 143)])
+def test_a_search_stopped_by_a_signal_exits_128_plus_its_number(
+    own_work, code: int, sqlite_url: str, no_data, monkeypatch, capsys,
+) -> None:
+    """SIGTERM exited 130, as Ctrl-C does: whoever sent it could not tell its stop from a
+    user's Ctrl-C. Both still say what is kept and stop the workers."""
+    import nas.study
+    from nas.cli import main
+
+    monkeypatch.setattr(nas.study, "run_worker", own_work)
+    monkeypatch.setattr(nas.study, "_worker_process", _sleeping_worker)
+    monkeypatch.setattr(workers, "STOP_WAIT", 0.5)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a SIGTERM not caught must not end pytest
+    try:
+        assert main(["search", "--dataset", "cora", "--space", "nasbench-graph", "--evaluator", "table",
+                     "--trials", "4", "--n-jobs", "2", "--storage", sqlite_url, "--quiet"]) == code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert re.search(r"^stopped worker 1 \(pid \d+\);", err, re.M), err
+    assert err.splitlines()[-1] == "metanas: interrupted; finished trials are stored"
+
+
 def _search_worker_killed_at_start(config, worker: int, verbosity: int) -> None:
     """Stands in for nas.study._worker_process: worker 1 is killed before it takes a trial."""
     if worker == 1:
