@@ -143,7 +143,8 @@ def format_outcome(outcome: PruneOutcome) -> str:
              f"{outcome.finetuned['test_acc']:.4f}"),
             ("val acc", f"{outcome.before['val_acc']:.4f}", f"{outcome.finetuned['val_acc']:.4f}")]
     lines = [f"{a:<10}{b:>18}{c:>18}" for a, b, c in rows]
-    lines.append(f"method {outcome.method}: speed-up {r.speedup:.2f}x, test acc right after "
+    lines.append(f"method {outcome.method}: speed-up {r.speedup:.2f}x ({r.speedup_asked:.2f}x "
+                 f"asked), test acc right after "
                  f"pruning {outcome.pruned['test_acc']:.4f}, widths {list(r.widths_before)} -> "
                  f"{list(r.widths_after)}" + (" (attention layers: channels per head)"
                                              if _has_heads(outcome.model) else ""))

@@ -44,7 +44,8 @@ class PruneOutcome:
     def summary(self) -> dict[str, Any]:
         r = self.result
         return {
-            "method": self.method, "speedup": r.speedup, "macs_before": r.macs_before,
+            "method": self.method, "speedup": r.speedup, "speedup_asked": r.speedup_asked,
+            "macs_before": r.macs_before,
             "macs_after": r.macs_after, "params_before": r.params_before,
             "params_after": r.params_after, "widths_before": list(r.widths_before),
             "widths_after": list(r.widths_after),
