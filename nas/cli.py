@@ -3,8 +3,8 @@
 Exit codes: 0 success; 1 a failure at run time (corrupt weights, missing data, a study with no
 stored networks); 2 bad input (unknown dataset, space, strategy, evaluator or study, malformed
 storage URL, bad option);
-130 interrupted (Ctrl-C); 143 terminated (SIGTERM, 128 + its number) while workers ran; 141 the
-reader of the output went away (``| head``), as for SIGPIPE.
+130 interrupted (Ctrl-C); 143 terminated (SIGTERM, 128 + its number; kept and said as for
+Ctrl-C); 141 the reader of the output went away (``| head``), as for SIGPIPE.
 """
 from __future__ import annotations
 
@@ -32,14 +32,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # said by the subcommand's parser, with its usage (the top level's named none)
         _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     _quiet_optuna()
+    from nas.workers import sigterm_interrupts
+
     try:
-        code = int(args.handler(args) or 0)
+        with sigterm_interrupts():  # SIGTERM (a job scheduler's stop) is handled as Ctrl-C is
+            code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a reader that went away shows here, not in Python's flush at exit
         return code
     except BrokenPipeError:  # `metanas trials | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM while workers run (nas.workers)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (nas.workers.Terminated)
         from nas.workers import TERMINATED, Terminated
 
         kept = _kept_on_interrupt(args)

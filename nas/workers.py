@@ -70,7 +70,7 @@ def supervise(workers: Mapping[int, BaseProcess], own_work: Callable[[], None], 
     stopping = threading.Event()
     watcher = threading.Thread(target=_watch, args=(workers, stopping, died, grace), daemon=True)
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             for process in workers.values():
                 process.start()
             watcher.start()
@@ -135,9 +135,10 @@ def _join_all(processes: Iterable[BaseProcess], timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM raises :class:`Terminated`, a KeyboardInterrupt, here (its default ended the
-    parent at once, leaving the workers unsupervised); only the main thread can catch signals."""
+    process at once: a search's workers went unsupervised, and no command kept or said what a
+    Ctrl-C keeps); only the main thread can catch signals."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

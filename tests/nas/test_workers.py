@@ -191,3 +191,22 @@ def test_zoo_build_takes_the_heartbeat_options_and_exits_1_when_a_worker_died(sq
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "metanas zoo: error: worker 1 (pid 4321) was killed by SIGKILL; 0 of the study's 2 trials are "
         "finished and stored: re-run the same command for the rest")
+
+
+def test_a_single_process_search_stopped_by_sigterm_says_what_it_kept_and_exits_143(
+    sqlite_url: str, no_data, monkeypatch, capsys,
+) -> None:
+    """Without workers, SIGTERM (a job scheduler's stop) ended the command by its default
+    action: no line said what was kept. It is handled as Ctrl-C is, exit 143."""
+    import nas.study
+    from nas.cli import main
+
+    monkeypatch.setattr(nas.study, "run_worker", _terminate_myself)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a SIGTERM not caught must not end pytest
+    try:
+        assert main(["search", "--dataset", "cora", "--space", "nasbench-graph", "--evaluator", "table",
+                     "--trials", "4", "--storage", sqlite_url, "--quiet"]) == 143
+    finally:
+        restored = signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err.splitlines()[-1] == "metanas: interrupted; finished trials are stored"
+    assert restored is not workers._raise_terminated  # main() put the handler back
