@@ -120,3 +120,25 @@ def _store_image_networks(url: str, study: str = "z", runs: int = 6, arch=None) 
 def store_image_networks():  # noqa: ANN201
     """``store_image_networks(url, study="z", runs=6, arch=None)``: see :func:`_store_image_networks`."""
     return _store_image_networks
+
+
+def _export_image_networks(folder: Path, seeds=(0, 1)) -> list[str]:  # noqa: ANN001
+    """``--model-dir`` arguments: an exported, untrained two-block CNN (MNIST-14, 1% of its
+    training data) per seed, in ``folder/zoo<seed>``."""
+    from nas.export import export_model
+    from search_spaces.cnn import CNN, CNNArchitecture
+
+    argv = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        arch = CNNArchitecture(widths=(4, 4), norm="batch", train_fraction=0.01)
+        argv += ["--model-dir", str(export_model(
+            folder / f"zoo{seed}", space="cnn", spec=arch.to_dict(), in_channels=1,
+            out_channels=10, level="image", state_dict=CNN(arch, 1, 10).state_dict()))]
+    return argv
+
+
+@pytest.fixture
+def export_image_networks():  # noqa: ANN201
+    """``export_image_networks(folder, seeds=(0, 1))``: see :func:`_export_image_networks`."""
+    return _export_image_networks

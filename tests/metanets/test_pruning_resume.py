@@ -106,22 +106,16 @@ def test_a_state_of_another_fit_is_refused_by_name(tmp_path: Path, monkeypatch) 
         _fit(zoo, state=state, state_every=0)
 
 
-def test_prune_metanet_cli_resumes_a_killed_fit(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_prune_metanet_cli_resumes_a_killed_fit(tmp_path: Path, monkeypatch, capsys,
+                                                export_image_networks) -> None:
     from nas.cli import main
-    from nas.export import export_model
     from nas.tasks import default_data_root
 
     if not (default_data_root() / "MNIST" / "raw").is_dir():
         pytest.skip("MNIST raw files not found under METANAS_DATA")
     argv = ["prune-metanet", "--dataset", "mnist14", "--steps", "6", "--hidden", "8",
             "--layers", "1", "--lr", "0.01", "--batch-size", "16", "--fraction", "0.5",
-            "--state-every", "2", "--quiet"]
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        arch = CNNArchitecture(widths=(4, 4), norm="batch", train_fraction=0.01)
-        argv += ["--model-dir", str(export_model(
-            tmp_path / f"zoo{seed}", space="cnn", spec=arch.to_dict(), in_channels=1,
-            out_channels=10, level="image", state_dict=CNN(arch, 1, 10).state_dict()))]
+            "--state-every", "2", "--quiet", *export_image_networks(tmp_path)]
     out, state = tmp_path / "metanet", tmp_path / "metanet.state"
     with monkeypatch.context() as patch:
         _killed_in_step(patch, 4)

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from nas.cli import main
-from search_spaces.cnn import CNN, CNNArchitecture
 
 pytestmark = pytest.mark.usefixtures("_one_thread")
 
@@ -239,19 +238,10 @@ def test_metanet_train_refuses_a_folder_of_other_files_unless_overwrite(
 
 # -- prune-metanet ----------------------------------------------------------------------------
 @pytest.fixture
-def prune_metanet_argv(mnist_available: None, tmp_path: Path) -> list[str]:
-    from nas.export import export_model
-
-    argv = ["prune-metanet", "--dataset", "mnist14", "--steps", "2", "--hidden", "8",
+def prune_metanet_argv(mnist_available: None, tmp_path: Path, export_image_networks) -> list[str]:
+    return ["prune-metanet", "--dataset", "mnist14", "--steps", "2", "--hidden", "8",
             "--layers", "1", "--batch-size", "16", "--quiet", "--device", "cpu",
-            "--out", str(tmp_path / "pm")]
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        arch = CNNArchitecture(widths=(4, 4), norm="batch", train_fraction=0.01)
-        argv += ["--model-dir", str(export_model(
-            tmp_path / f"zoo{seed}", space="cnn", spec=arch.to_dict(), in_channels=1,
-            out_channels=10, level="image", state_dict=CNN(arch, 1, 10).state_dict()))]
-    return argv
+            "--out", str(tmp_path / "pm"), *export_image_networks(tmp_path)]
 
 
 def test_prune_metanet_again_trains_nothing_refuses_other_flags_and_overwrites(
