@@ -633,9 +633,9 @@ def _waiting_line(study: optuna.Study, config: SearchConfig) -> str:
 def grace_seconds(config: SearchConfig) -> int:
     """Seconds without a heartbeat after which a RUNNING trial of ``config``'s search is failed
     and retried (as :func:`storage.make_optuna_storage` sets it)."""
-    from storage.optuna_storage import GRACE_PERIOD
+    from storage.optuna_storage import grace_seconds as storage_grace_seconds
 
-    return config.grace_period if config.grace_period is not None else max(GRACE_PERIOD, 2 * config.heartbeat)
+    return storage_grace_seconds(config.heartbeat, config.grace_period)
 
 
 def _next_action(study: optuna.Study, n_trials: int) -> str:

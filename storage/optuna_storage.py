@@ -19,6 +19,12 @@ GRACE_PERIOD = 120
 MAX_RETRY = 2
 
 
+def grace_seconds(heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = None) -> int:
+    """Seconds without a heartbeat after which a RUNNING trial counts as dead: ``grace_period``,
+    by default :data:`GRACE_PERIOD` or two heartbeats, whichever is longer."""
+    return grace_period if grace_period is not None else max(GRACE_PERIOD, 2 * heartbeat_interval)
+
+
 def make_optuna_storage(
     url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = None,
     max_retry: int = MAX_RETRY,
@@ -26,10 +32,9 @@ def make_optuna_storage(
     """``RDBStorage`` for ``url`` with heartbeats and retries of trials of dead workers; on
     SQLite its connections journal as :func:`storage.engine.sqlite_journal_pragmas` says."""
     parsed = parse_url(url)  # checked once; the URL object is not parsed again below
-    grace = grace_period if grace_period is not None else max(GRACE_PERIOD, 2 * heartbeat_interval)
     storage = retry_schema_race(lambda: RDBStorage(
         url, engine_kwargs=engine_kwargs(parsed), heartbeat_interval=heartbeat_interval,
-        grace_period=grace,
+        grace_period=grace_seconds(heartbeat_interval, grace_period),
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
     ))
     if is_sqlite(parsed):
