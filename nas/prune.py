@@ -146,14 +146,20 @@ def format_outcome(outcome: PruneOutcome) -> str:
     lines.append(f"method {outcome.method}: speed-up {r.speedup:.2f}x ({r.speedup_asked:.2f}x "
                  f"asked), test acc right after "
                  f"pruning {outcome.pruned['test_acc']:.4f}, widths {list(r.widths_before)} -> "
-                 f"{list(r.widths_after)}" + (" (attention layers: channels per head)"
-                                             if _has_heads(outcome.model) else ""))
+                 f"{list(r.widths_after)}" + _widths_note(outcome.model))
     return "\n".join(lines)
 
 
-def _has_heads(model: Any) -> bool:
-    """Whether some layer of a GNN-space ``model`` has several attention heads."""
-    return any(getattr(layer, "heads", 1) > 1 for layer in getattr(getattr(model, "arch", None), "layers", ()))
+def _widths_note(model: Any) -> str:
+    """What the printed widths of a GNN-space ``model`` count besides one layer's output
+    channels each: attention layers' channels per head, GIN's MLP hidden width."""
+    layers = getattr(getattr(model, "arch", None), "layers", ())
+    notes = []
+    if any(getattr(layer, "heads", 1) > 1 for layer in layers):
+        notes.append("attention layers: channels per head")
+    if any(getattr(layer, "conv", None) == "gin" for layer in layers):
+        notes.append("GIN layers: MLP hidden width, then output width")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 # training a pruning metanetwork (``metanas prune-metanet``) ------------------------------------

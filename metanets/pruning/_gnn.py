@@ -7,7 +7,8 @@ convolution of the space has a table saying which axis of each of its tensors in
 and input channels.
 
 Pruning units: a layer's output channels; for an attention conv with ``H`` heads a unit is one
-channel *per head* (all ``H`` copies go together, so every head keeps the same width). Coupled
+channel *per head* (all ``H`` copies go together, so every head keeps the same width); channels
+inside a conv (GIN's MLP hidden layer, :data:`_INNER_TABLES`), a group of their own. Coupled
 channels: a residual connection without projection (``Identity``) adds layer ``i - 1``'s output
 to layer ``i``'s, so both layers form one group and lose the same channels; jumping-knowledge
 concatenation maps each layer's channels to its own slice of the classifier's input. The
@@ -37,7 +38,7 @@ _CONV_TABLES: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]] | str]
                  "lin_r.weight": ((0,), (1,))},
     "GraphConv": {"lin_rel.weight": ((0,), (1,)), "lin_rel.bias": ((0,), ()),
                   "lin_root.weight": ((0,), (1,))},
-    # GIN's MLP keeps its hidden width; only its input and output channels are pruned
+    # GIN's MLP: its input and output channels here, its hidden ones in _INNER_TABLES
     "GINConv": {"eps": ((), ()), "nn.0.weight": ((), (1,)), "nn.0.bias": ((), ()),
                 "nn.2.weight": ((0,), ()), "nn.2.bias": ((0,), ())},
     "ChebConv": {"bias": ((0,), ()), "lins.*.weight": ((0,), (1,))},
@@ -46,6 +47,11 @@ _CONV_TABLES: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]] | str]
     "ARMAConv": {"weight": ((2, 3), ()), "init_weight": ((2,), (1,)),
                  "root_weight": ((3,), (2,)), "bias": ((3,), ())},
     "LinearConv": {"lin.weight": ((0,), (1,)), "lin.bias": ((0,), ())},
+}
+#: conv class -> one table per group of channels inside the conv (neither its input nor its
+#: output), {tensor name: (axes that produce the channels, axes that consume them)}
+_INNER_TABLES: dict[str, tuple[dict[str, tuple[tuple[int, ...], tuple[int, ...]]], ...]] = {
+    "GINConv": ({"nn.0.weight": ((0,), ()), "nn.0.bias": ((0,), ()), "nn.2.weight": ((), (1,))},),
 }
 _NORM_TABLE = {"weight": ((0,), ()), "bias": ((0,), ()), "running_mean": ((0,), ()),
                "running_var": ((0,), ()), "num_batches_tracked": ((), ())}
@@ -70,13 +76,14 @@ class _Slot:
 
 @dataclasses.dataclass
 class _Group:
-    """Coupled output channels of one or more layers."""
+    """Coupled output channels of one or more layers, or the channels inside one layer's conv."""
 
     layers: list[int]
     units: int
     heads: int
     out_slots: list[_Slot]
     in_slots: list[_Slot]
+    inner: bool = False  # channels inside the conv of ``layers[0]`` (they come before its output)
 
 
 def _table_entry(table: dict, name: str) -> tuple | str | None:
@@ -105,12 +112,31 @@ def _conv_slots(conv: nn.Module, path: str, heads: int) -> tuple[list[_Slot], li
         if entry == "heads":
             outs.append(_Slot(owner, leaf, (2,), heads, per_head=True))
             continue
-        out_axes, in_axes = entry
-        if out_axes:
-            outs.append(_Slot(owner, leaf, out_axes, heads))
-        if in_axes:
-            ins.append(_Slot(owner, leaf, in_axes))
+        _add_slots(outs, ins, owner, leaf, entry, heads)
     return outs, ins
+
+
+def _add_slots(outs: list[_Slot], ins: list[_Slot], owner: nn.Module, leaf: str,
+               entry: tuple[tuple[int, ...], tuple[int, ...]], heads: int = 1) -> None:
+    """Append the output- and input-channel slots of one tensor's ``(out axes, in axes)``."""
+    out_axes, in_axes = entry
+    if out_axes:
+        outs.append(_Slot(owner, leaf, out_axes, heads))
+    if in_axes:
+        ins.append(_Slot(owner, leaf, in_axes))
+
+
+def _inner_groups(conv: nn.Module, layer: int) -> list[_Group]:
+    """The groups of channels inside ``conv`` (:data:`_INNER_TABLES`), coupled to nothing else."""
+    groups = []
+    for table in _INNER_TABLES.get(type(conv).__name__, ()):
+        outs: list[_Slot] = []
+        ins: list[_Slot] = []
+        for name, entry in table.items():
+            _add_slots(outs, ins, *_owner(conv, name), entry)
+        units = getattr(outs[0].module, outs[0].name).shape[outs[0].axes[0]]
+        groups.append(_Group([layer], units, 1, outs, ins, inner=True))
+    return groups
 
 
 def _named_tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
@@ -132,7 +158,8 @@ def _module_slots(module: nn.Module, table: dict) -> list[_Slot]:
 
 
 def build_groups(model: nn.Module) -> list[_Group]:
-    """The prunable channel groups of a GNN-space model, in layer order."""
+    """The prunable channel groups of a GNN-space model, in layer order (a layer's inner
+    channels before its output channels)."""
     arch = model.arch
     outs, ins, heads = [], [], []
     for i, layer in enumerate(model.layers):
@@ -159,7 +186,8 @@ def build_groups(model: nn.Module) -> list[_Group]:
         in_slots = [dataclasses.replace(s, heads=h) for i in layers
                     for s in (ins[i + 1] if i + 1 < len(ins) else []) + classifier_in.get(i, [])]
         groups.append(_Group(layers, width // h, h, out_slots, in_slots))
-    return groups
+    inner = [g for i, layer in enumerate(model.layers) for g in _inner_groups(layer.conv, i)]
+    return sorted(groups + inner, key=lambda g: (g.layers[0], not g.inner))
 
 
 def _coupled_layers(model: nn.Module) -> list[list[int]]:
