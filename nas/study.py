@@ -34,7 +34,7 @@ from nas.tasks import Task, load_task
 from nas.train import resolve_device
 from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
 from nas.warm_start import describe as describe_warm_start
-from nas.workers import WorkerExit, supervise
+from nas.workers import WorkerExit, stop_with_parent, supervise
 from search_spaces import SearchSpace, get_space
 from storage import DEFAULT_STORAGE, ModelStore, make_optuna_storage, redact
 
@@ -546,7 +546,8 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
 def _worker_process(config: SearchConfig, worker: int, verbosity: int) -> None:
     """A spawned worker: optuna logs as in the parent (whose experimental warnings were shown
     there), and Ctrl-C, which a terminal sends to every worker, ends it without a traceback;
-    the parent reports the interruption."""
+    the parent reports the interruption. It stops with its parent, even one killed by SIGKILL."""
+    stop_with_parent()
     import threading
 
     from tqdm.auto import tqdm

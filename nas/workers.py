@@ -5,12 +5,16 @@ search`` and ``metanas zoo build``).
 says on one line, as it happens, when a worker exits abnormally (killed by the OOM killer or
 ``kill -9``, or ended by an exception) while the others carry on. If the parent's own work fails
 or is interrupted (Ctrl-C, or SIGTERM, which it turns into an interrupt), the workers still
-running are terminated and joined rather than left running unsupervised.
+running are terminated and joined rather than left running unsupervised. Each worker calls
+:func:`stop_with_parent` first: a parent killed without a chance to stop them (the OOM killer,
+``kill -9``) takes them with it.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -30,6 +34,10 @@ TERMINATED = 128 + signal.SIGTERM
 STOP_WAIT = 5.0
 #: seconds a terminated worker gets to exit before it is killed
 TERMINATE_WAIT = 10.0
+#: seconds between a worker's checks that its parent lives, where the kernel cannot tell it
+PARENT_POLL = 1.0
+#: prctl option of Linux: the signal this process gets when its parent dies
+_PR_SET_PDEATHSIG = 1
 #: exits that a Ctrl-C or SIGTERM sent to the whole process group gives the workers
 _GROUP_STOP_EXITS = {INTERRUPTED, -signal.SIGINT, -signal.SIGTERM}
 
@@ -132,6 +140,43 @@ def _join_all(processes: Iterable[BaseProcess], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
+
+
+def stop_with_parent() -> None:
+    """Have this worker process sent SIGTERM, as a failing parent's :func:`supervise` terminates
+    it, when its parent dies (the OOM killer, ``kill -9``): it ran on unsupervised, with nobody
+    to say its death or print the results. Every worker entry point calls it first.
+
+    On Linux the kernel sends it (``PR_SET_PDEATHSIG``, which follows the parent's thread that
+    started the worker: :func:`supervise` outlives its workers); elsewhere a daemon thread checks
+    every :data:`PARENT_POLL` seconds that the parent is still this process's parent. A parent
+    that died before this call is caught too: its pid is no longer this process's parent's.
+    """
+    parent = multiprocessing.parent_process()
+    parent_pid = parent.pid if parent is not None else os.getppid()
+    if not _signal_on_parent_death(signal.SIGTERM):
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+    elif os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _signal_on_parent_death(signum: int) -> bool:
+    """Ask Linux to send ``signum`` to this process when its parent dies; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # no libc, or no prctl in it
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """SIGTERM this process once ``parent_pid`` is no longer its parent (it died)."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextlib.contextmanager

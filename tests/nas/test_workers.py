@@ -9,6 +9,8 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -210,3 +212,92 @@ def test_a_single_process_search_stopped_by_sigterm_says_what_it_kept_and_exits_
         restored = signal.signal(signal.SIGTERM, previous)
     assert capsys.readouterr().err.splitlines()[-1] == "metanas: interrupted; finished trials are stored"
     assert restored is not workers._raise_terminated  # main() put the handler back
+
+
+#: a search's parent process: worker 0 (here) sleeps, worker 1 is argv[1] of this module
+_SEARCH_PARENT = """
+import sys, time
+sys.path.insert(0, sys.argv[3])  # this test module, which the spawned worker imports too
+import nas.study, test_workers
+from nas.study import SearchConfig, run_search
+nas.study.run_worker = lambda config, worker=0, task=None: time.sleep(120)
+nas.study._worker_process = getattr(test_workers, sys.argv[1])
+run_search(SearchConfig("cora", space="nasbench-graph", evaluator="table", n_trials=4, n_jobs=2,
+                        storage=sys.argv[2], verbose=False))
+"""
+
+
+def _sleep_as_trials(config, worker: int = 0, task=None) -> None:
+    """Stands in for nas.study.run_worker in a worker: says its pid, then sleeps."""
+    Path(os.environ["TEST_WORKER_PID_FILE"]).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def _search_worker_sleeping(config, worker: int, verbosity: int) -> None:
+    """Stands in for nas.study._worker_process: the real one, whose trials are a sleep."""
+    import nas.study
+
+    nas.study.run_worker = _sleep_as_trials
+    nas.study._worker_process(config, worker, verbosity)
+
+
+def _search_worker_sleeping_polled(config, worker: int, verbosity: int) -> None:
+    """As :func:`_search_worker_sleeping`, where the kernel cannot signal a parent's death."""
+    workers._signal_on_parent_death = lambda signum: False
+    workers.PARENT_POLL = 0.2
+    _search_worker_sleeping(config, worker, verbosity)
+
+
+def _search_worker_started_after_its_parent_died(config, worker: int, verbosity: int) -> None:
+    """As :func:`_search_worker_sleeping`, whose parent is killed before the real worker starts."""
+    import nas.study
+
+    parent = os.getppid()
+    Path(os.environ["TEST_WORKER_PID_FILE"]).write_text(str(os.getpid()))
+    while os.getppid() == parent:
+        time.sleep(0.05)
+    nas.study.run_worker = lambda *args, **kwargs: time.sleep(120)
+    nas.study._worker_process(config, worker, verbosity)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its new parent, does not)."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except ProcessLookupError:
+        return False
+    except FileNotFoundError:  # no /proc (not Linux), or it just exited
+        return sys.platform != "linux"
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("stand_in", ["_search_worker_sleeping", "_search_worker_sleeping_polled",
+                                      "_search_worker_started_after_its_parent_died"])
+def test_a_worker_stops_when_its_parent_is_killed(stand_in: str, tmp_path: Path, sqlite_url: str, no_data) -> None:
+    """Before: a search whose parent was killed by SIGKILL (the OOM killer, kill -9) left its
+    workers running on unsupervised, nobody to say their deaths or print the results."""
+    pid_file = tmp_path / "worker.pid"
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "TEST_WORKER_PID_FILE": str(pid_file),
+           "PYTHONPATH": os.pathsep.join([str(here.parents[1]), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-c", _SEARCH_PARENT, stand_in, sqlite_url, str(here)],
+                              env=env, cwd=here.parents[1])
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert parent.poll() is None and time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(worker), "the worker ran on after its parent was killed"
+    finally:
+        parent.kill()
+        parent.wait()
+        if worker is not None and _running(worker):
+            os.kill(worker, signal.SIGKILL)
