@@ -319,16 +319,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     def header(study: Any) -> None:  # once it exists (new or resumed): a refused search made none
         print(f"metanas search: study {study.study_name!r} in {redact(config.storage)}", flush=True)
 
+    died = None
     try:
         study = run_search(config, header)
-    except WorkersDied as died:  # the best of what finished, then the error's line: exit 1
-        _print_best(died.study)
-        raise
+    except WorkersDied as error:  # the others ran on: the best of what finished and the final
+        study, died = error.study, error  # stages on it, then the error's line (exit 1)
     _print_best(study)
     if args.refine:
         _refine(config, args.refine, args.refine_evaluator)
     if args.final_train:
         _final_train(config, args.final_train)
+    if died is not None:
+        raise died
     return 0
 
 

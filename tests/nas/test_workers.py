@@ -168,6 +168,42 @@ def test_search_with_a_killed_worker_finishes_and_exits_1(sqlite_url: str, no_da
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4  # worker 0's trials completed
 
 
+def test_search_with_a_killed_worker_runs_its_final_stages_then_exits_1(
+    sqlite_url: str, no_data, monkeypatch, capsys,
+) -> None:
+    """Before: --refine and --final-train were skipped when a worker had died, though the
+    others had finished the budget: the user re-ran the command for the final model."""
+    import optuna
+    from optuna.trial import TrialState
+
+    import nas.study
+    import nas.supernet
+    from nas.cli import main
+
+    ran = []
+
+    def stage(name: str):  # stands in for nas.supernet.refine / final_train
+        def rescore(config, top_k: int, evaluator: str | None = None) -> list:
+            searched = optuna.load_study(study_name=config.study_name, storage=config.storage)
+            ran.append((name, top_k, len(searched.get_trials(states=(TrialState.COMPLETE,)))))
+            return [optuna.trial.create_trial(value=0.5, user_attrs={"source_trial": 0})]
+        return rescore
+
+    monkeypatch.setattr(nas.supernet, "refine", stage("refine"))
+    monkeypatch.setattr(nas.supernet, "final_train", stage("final"))
+    monkeypatch.setattr(nas.study, "_worker_process", _search_worker_killed_at_start)
+    code = main(["search", "--dataset", "cora", "--space", "nasbench-graph", "--evaluator", "table",
+                 "--trials", "4", "--n-jobs", "2", "--storage", sqlite_url, "--study", "k", "--quiet",
+                 "--refine", "2", "--refine-evaluator", "table", "--final-train", "2"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert ran == [("refine", 2, 4), ("final", 2, 4)]  # on the 4 trials the other worker finished
+    assert "best: trial" in captured.out and "from scratch: trial 0 of 'k'" in captured.out
+    assert re.fullmatch(r"metanas search: error: worker 1 \(pid \d+\) was killed by SIGKILL; the other "
+                        r"workers finished the study: its 4 trials are stored",
+                        captured.err.strip().splitlines()[-1])
+
+
 def test_zoo_build_takes_the_heartbeat_options_and_exits_1_when_a_worker_died(sqlite_url: str, monkeypatch, capsys) -> None:
     """zoo build runs through run_search's supervision; before, it had no --heartbeat or
     --grace-period (its killed workers' runs waited the default 120 s) and exited 0."""
