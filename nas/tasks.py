@@ -2,6 +2,9 @@
 
 ``load_task("cora")`` returns a :class:`Task` at once; the data is read on first use, so an
 evaluator that never trains (a benchmark table lookup) never touches the disk.
+A dataset is named by DATASETS' names, ``tu:NAME`` for any TUDataset, or ``pyg:CLASS[:NAME]``
+for any dataset class of ``torch_geometric.datasets`` (whose level, node or graph, is known once
+its data is read).
 
 Data root: ``data_root`` argument, else ``$METANAS_DATA``, else ``~/.cache/metanas/datasets``.
 PyG writes ``processed/`` next to ``raw/``; when the root is read-only (a shared dataset folder)
@@ -15,6 +18,7 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import inspect
 import os
 import pickle
 import re
@@ -42,11 +46,13 @@ class DatasetNotFoundError(FileNotFoundError):
 class DatasetInfo:
     """How to load one dataset with PyG."""
 
-    family: str     # key of LOADERS: planetoid, tu, webkb, actor, airports, amazon, coauthor
+    family: str     # planetoid, tu, webkb, actor, airports, amazon, coauthor; pyg (a pyg: name)
     pyg_name: str   # the name PyG's class takes, spelled as PyG names its folder <root>/<pyg_name>
-    #                 ("Cora", "MUTAG"; WebKB and Airports lowercase theirs: "cornell", "usa")
-    level: str      # "node", "graph" or "image"
-    folder: str     # folder under the data root that holds <pyg_name>/raw (image: <folder>/raw)
+    #                 ("Cora", "MUTAG"; WebKB and Airports lowercase theirs: "cornell", "usa");
+    #                 a pyg: name's NAME, or its class when it has none
+    level: str | None  # "node", "graph" or "image"; None for a pyg: name (known once read)
+    folder: str     # folder under the data root that holds <pyg_name>/raw (image: <folder>/raw);
+    #                 a pyg: name's class, or "" when it has no NAME (<root>/<Class>/raw)
 
 
 def _node(family: str, pyg_name: str, folder: str) -> DatasetInfo:
@@ -98,6 +104,19 @@ DATASET_ALIASES = {"ogbn-arxiv": "arxiv"}
 TABLE_ONLY = frozenset({"ogb"})
 
 
+#: the class of torch_geometric.datasets each family of DATASETS is loaded with
+FAMILY_CLASSES = {
+    "planetoid": "Planetoid", "tu": "TUDataset", "webkb": "WebKB", "actor": "Actor",
+    "airports": "Airports", "amazon": "Amazon", "coauthor": "Coauthor",
+}
+
+#: prefix of a dataset named by its class in torch_geometric.datasets, ``pyg:WikiCS`` or
+#: ``pyg:Amazon:Computers`` (``pyg:CLASS[:NAME]``); see :func:`_resolve_pyg_name`
+PYG_PREFIX = "pyg"
+PYG_FORM = ("pyg:CLASS or pyg:CLASS:NAME, CLASS a dataset class of torch_geometric.datasets "
+            "and NAME the name it takes (pyg:WikiCS, pyg:Amazon:Computers)")
+_PYG_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
 #: prefixes of a TUDataset named by its PyG name, ``tu:BZR`` or ``TUDataset:BZR`` (any of the
 #: TU collection, not only those DATASETS lists); the canonical name is ``tu:<PyG name>``
 TU_PREFIXES = ("tu", "tudataset")
@@ -109,13 +128,15 @@ def resolve_dataset(name: str | Task) -> str:
     if isinstance(name, Task):
         return name.name
     if ":" in str(name):
+        if normalize(str(name).partition(":")[0]) == PYG_PREFIX:
+            return _resolve_pyg_name(str(name))
         return _resolve_tu_name(str(name))
     by_key = {normalize(key): key for key in DATASETS}
     by_key |= {normalize(alias): key for alias, key in DATASET_ALIASES.items()}
     key = normalize(name)
     if key not in by_key:
         raise ValueError(f"could not resolve dataset {name!r} among choices {sorted(DATASETS)} "
-                         f"(or tu:NAME for any TUDataset, NAME as PyG spells it)")
+                         f"(or tu:NAME for any TUDataset, NAME as PyG spells it, or {PYG_FORM})")
     return by_key[key]
 
 
@@ -123,18 +144,103 @@ def _resolve_tu_name(name: str) -> str:
     """``tu:NAME``: the listed dataset of that TU name (``tu:MUTAG`` is ``mutag``), else
     ``tu:NAME`` itself; NAME is case-sensitive, as in PyG's folders and download URLs."""
     prefix, _, pyg_name = name.partition(":")
-    if normalize(prefix) not in TU_PREFIXES or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", pyg_name):
+    if normalize(prefix) not in TU_PREFIXES or not re.fullmatch(_PYG_NAME, pyg_name):
         raise ValueError(f"could not resolve dataset {name!r}: a prefixed name is tu:NAME or "
                          f"TUDataset:NAME, NAME a TUDataset's name as PyG spells it (letters, "
-                         f"digits, '_', '-', '.')")
+                         f"digits, '_', '-', '.'), or {PYG_FORM}")
     listed = {info.pyg_name: key for key, info in DATASETS.items() if info.family == "tu"}
     return listed.get(pyg_name, f"tu:{pyg_name}")
+
+
+def _resolve_pyg_name(name: str) -> str:
+    """``pyg:CLASS[:NAME]``: a dataset class of ``torch_geometric.datasets`` (looked up by its
+    name there, case-insensitively; nothing is imported by path), built with the data root and
+    NAME only. A class metanas loads a family of is that family's dataset (``pyg:Planetoid:Cora``
+    is ``cora``, ``pyg:TUDataset:BZR`` is ``tu:BZR``), as ``tu:MUTAG`` is ``mutag``: the same data,
+    read the same (safe) way, under one study name. Otherwise ``pyg:<Class>[:NAME]``, the class
+    as PyG spells it and NAME as given (its classes spell their folders differently)."""
+    class_name, has_name, pyg_name = name.partition(":")[2].partition(":")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", class_name) or (
+            has_name and not re.fullmatch(_PYG_NAME, pyg_name)):
+        raise ValueError(f"could not resolve dataset {name!r}: a pyg: name is {PYG_FORM} (CLASS "
+                         f"letters, digits and '_'; NAME letters, digits, '_', '-', '.')")
+    cls = _pyg_dataset_class(class_name, name)
+    _check_pyg_arguments(cls, bool(has_name), name)
+    if cls.__name__ == FAMILY_CLASSES["tu"]:
+        return _resolve_tu_name(f"tu:{pyg_name}")
+    if cls.__name__ in FAMILY_CLASSES.values():
+        return _listed_pyg_dataset(cls.__name__, pyg_name if has_name else cls.__name__, name)
+    return f"{PYG_PREFIX}:{cls.__name__}" + (f":{pyg_name}" if has_name else "")
+
+
+def _pyg_dataset_class(class_name: str, name: str) -> type:
+    """The ``torch_geometric.datasets`` attribute ``class_name`` (any case), if a Dataset class."""
+    from torch_geometric import datasets as pyg_datasets
+    from torch_geometric.data import Dataset
+
+    def dataset_class(attr: str | None) -> type | None:
+        found = getattr(pyg_datasets, attr, None) if attr else None
+        return found if isinstance(found, type) and issubclass(found, Dataset) else None
+
+    spelled = {normalize(attr): attr for attr in pyg_datasets.__all__}  # pyg:wikics is WikiCS
+    cls = dataset_class(class_name) or dataset_class(spelled.get(normalize(class_name)))
+    if cls is None:
+        import difflib
+
+        close = difflib.get_close_matches(class_name, pyg_datasets.__all__, n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"could not resolve dataset {name!r}: {class_name!r} is not a dataset "
+                         f"class of torch_geometric.datasets{hint}; a pyg: name is {PYG_FORM}")
+    return cls
+
+
+def _check_pyg_arguments(cls: type, has_name: bool, name: str) -> None:
+    """``ValueError`` unless ``cls`` is built from a data root (and a name when one is given)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = [p for p in inspect.signature(cls).parameters.values() if p.kind in kinds]
+    takes = {p.name for p in params}
+    required = [p.name for p in params if p.default is inspect.Parameter.empty]
+    own = "build it in Python and search it as nas.tasks.DataTask(dataset, 'a-name')"
+    if "root" not in takes:
+        raise ValueError(f"dataset {name!r}: {cls.__name__} reads no data root (its graphs are "
+                         f"made in memory, not read from a data root); {own}")
+    extra = [arg for arg in required if arg not in ("root", "name")]
+    if extra:
+        raise ValueError(f"dataset {name!r}: {cls.__name__} needs arguments {extra} besides root "
+                         f"and name, which a dataset name cannot give; {own}")
+    if has_name and "name" not in takes:
+        raise ValueError(f"dataset {name!r}: {cls.__name__} takes no name; write "
+                         f"pyg:{cls.__name__}")
+    if not has_name and "name" in required:
+        raise ValueError(f"dataset {name!r}: {cls.__name__} needs a name; write "
+                         f"pyg:{cls.__name__}:NAME")
+
+
+def _listed_pyg_dataset(class_name: str, pyg_name: str, name: str) -> str:
+    """The dataset of DATASETS that ``class_name`` loads as ``pyg_name`` (any case)."""
+    listed = {normalize(info.pyg_name): key for key, info in DATASETS.items()
+              if FAMILY_CLASSES.get(info.family) == class_name}
+    if normalize(pyg_name) not in listed:
+        raise ValueError(f"could not resolve dataset {name!r}: metanas loads {class_name}'s "
+                         f"datasets as {sorted(listed.values())}")
+    return listed[normalize(pyg_name)]
+
+
+def _pyg_parts(name: str) -> tuple[str, str | None]:
+    """(CLASS, NAME or None) of a canonical ``pyg:CLASS[:NAME]`` name."""
+    class_name, has_name, pyg_name = name[len(f"{PYG_PREFIX}:"):].partition(":")
+    return class_name, pyg_name if has_name else None
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """How to load the dataset of canonical name ``name`` (see :func:`resolve_dataset`)."""
     if name.startswith("tu:"):
         return _graph(name[len("tu:"):])
+    if name.startswith(f"{PYG_PREFIX}:"):
+        class_name, pyg_name = _pyg_parts(name)
+        if pyg_name is None:  # <root>/<Class>/raw
+            return DatasetInfo(PYG_PREFIX, class_name, None, "")
+        return DatasetInfo(PYG_PREFIX, pyg_name, None, class_name)  # <root>/<Class>/<NAME>/raw
     return DATASETS[name]
 
 
@@ -160,12 +266,12 @@ def writable_family_root(root: Path, info: DatasetInfo) -> Path:
     copied to ``cache_dir()/mirror/<folder>/<name>/raw`` (once) and the mirror is returned.
     """
     family_root = root / info.folder
-    dataset_dir = family_root / info.pyg_name
+    dataset_dir = dataset_folder(family_root, info.pyg_name)
     raw = dataset_dir / "raw"
     if not raw.is_dir() or _can_write(dataset_dir):
         return family_root
     mirror_root = cache_dir() / "mirror" / info.folder
-    mirror_raw = mirror_root / info.pyg_name / "raw"
+    mirror_raw = mirror_root / dataset_dir.name / "raw"
     if not mirror_raw.is_dir():
         tmp = mirror_raw.with_name(f"raw.tmp{os.getpid()}")
         shutil.copytree(raw, tmp, dirs_exist_ok=True)
@@ -174,6 +280,17 @@ def writable_family_root(root: Path, info: DatasetInfo) -> Path:
         except OSError:  # another process finished the copy first
             shutil.rmtree(tmp, ignore_errors=True)
     return mirror_root
+
+
+def dataset_folder(family_root: Path, pyg_name: str) -> Path:
+    """``family_root/<pyg_name>``, or the folder there that spells it otherwise (case, '-' or
+    '_'): PyG classes spell a name's folder their own way (HeterophilousGraphDataset reads
+    ``Roman-empire`` from ``roman_empire``, Amazon ``computers`` from ``Computers``)."""
+    exact = family_root / pyg_name
+    if exact.exists() or not family_root.is_dir():
+        return exact
+    spelled = sorted(d for d in family_root.iterdir() if normalize(d.name) == normalize(pyg_name))
+    return spelled[0] if spelled else exact
 
 
 def _can_write(folder: Path) -> bool:
@@ -211,7 +328,7 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
             f"cannot be trained or scored with data here"
         )
     family_root = writable_family_root(root, info)
-    raw = family_root / info.pyg_name / "raw"
+    raw = dataset_folder(family_root, info.pyg_name) / "raw"
     missing = [folder for folder in (raw, *raw.parents) if not folder.exists()]
     with processing_lock(family_root / info.pyg_name):
         try:
@@ -234,23 +351,44 @@ def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) 
     check_processed_files(family_root, info.pyg_name)
     loaders: dict[str, Callable[[], Dataset]] = {
         "planetoid": lambda: _planetoid(str(family_root), info.pyg_name),
-        "tu": lambda: pyg_datasets.TUDataset(str(family_root), info.pyg_name),
-        "webkb": lambda: pyg_datasets.WebKB(str(family_root), info.pyg_name),
         "actor": lambda: pyg_datasets.Actor(str(family_root / info.pyg_name)),
-        "airports": lambda: pyg_datasets.Airports(str(family_root), info.pyg_name),
-        "amazon": lambda: pyg_datasets.Amazon(str(family_root), info.pyg_name),
-        "coauthor": lambda: pyg_datasets.Coauthor(str(family_root), info.pyg_name),
+        PYG_PREFIX: lambda: _pyg_class_dataset(name, family_root),
     }
+    loader = loaders.get(info.family) or functools.partial(  # tu, webkb, airports, amazon, coauthor
+        getattr(pyg_datasets, FAMILY_CLASSES[info.family]), str(family_root), info.pyg_name)
     try:
-        return loaders[info.family]()
+        return loader()
     except (OSError, RuntimeError) as error:
-        if (family_root / info.pyg_name / "raw").is_dir() and not _looks_like_download(error):
+        raw = dataset_folder(family_root, info.pyg_name) / "raw"
+        if raw.is_dir() and not _looks_like_download(error):
             raise
         raise DatasetNotFoundError(
             f"dataset {name!r} is not in {family_root / info.pyg_name} and could not be "
             f"downloaded ({type(error).__name__}: {error}). Put its PyG raw files there, or point "
-            f"--data-root / METANAS_DATA at a folder that holds {info.folder}/{info.pyg_name}/raw."
+            f"--data-root / METANAS_DATA at a folder that holds "
+            f"{Path(info.folder, info.pyg_name, 'raw')}."
         ) from error
+
+
+def _pyg_class_dataset(name: str, family_root: Path) -> Dataset:
+    """The dataset of a ``pyg:CLASS[:NAME]`` name: ``CLASS(root)`` on ``<root>/<Class>``
+    without NAME, ``CLASS(root, name=NAME)`` on ``<root>/<Class>`` (which PyG's classes keep
+    NAME's folder in) with it. A NAME the class refuses (an ``assert``) is a ``ValueError``."""
+    import traceback
+
+    from torch_geometric import datasets as pyg_datasets
+
+    class_name, pyg_name = _pyg_parts(name)
+    cls = getattr(pyg_datasets, class_name)
+    if pyg_name is None:
+        return cls(root=str(dataset_folder(family_root, class_name)))
+    try:
+        return cls(root=str(family_root), name=pyg_name)
+    except AssertionError as error:
+        line = (traceback.extract_tb(error.__traceback__)[-1].line or "").strip()
+        raise ValueError(f"dataset {name!r}: PyG's {class_name} refused the name {pyg_name!r} "
+                         f"({line or 'AssertionError'}); see its documentation for the names it "
+                         f"takes") from None
 
 
 def check_processed_files(family_root: Path, pyg_name: str) -> None:
@@ -266,7 +404,8 @@ def check_processed_files(family_root: Path, pyg_name: str) -> None:
 
     if not family_root.is_dir():
         return
-    folders = [d / "processed" for d in family_root.iterdir() if d.name.lower() == pyg_name.lower()]
+    folders = [d / "processed" for d in family_root.iterdir()
+               if normalize(d.name) == normalize(pyg_name)]  # any spelling: see dataset_folder
     for path in sorted(f for folder in folders if folder.is_dir() for f in folder.glob("*.pt")):
         try:
             torch.load(path, map_location="cpu", weights_only=True)
@@ -338,7 +477,8 @@ class Task:
     in memory rather than named: :class:`DataTask`.
 
     Args:
-        name: dataset name (any spelling, see :data:`DATASETS`).
+        name: dataset name (any spelling, see :data:`DATASETS`), ``tu:NAME`` or
+            ``pyg:CLASS[:NAME]`` (see :func:`resolve_dataset`).
         root: data root (see :func:`default_data_root`).
         seed: split seed for datasets without a fixed public split.
     """
@@ -348,16 +488,24 @@ class Task:
     def __init__(self, name: str, root: str | Path | None = None, seed: int = 0) -> None:
         self.name = resolve_dataset(name)
         self.info = dataset_info(self.name)
-        self.level = self.info.level
         self.root = Path(root).expanduser() if root else default_data_root()
         self.seed = seed
 
     @functools.cached_property
+    def level(self) -> str:
+        """``"node"``, ``"graph"`` or ``"image"``; a ``pyg:`` dataset's is read from its data, as a
+        :class:`DataTask`'s (one graph: node task, several: graph task)."""
+        return self.info.level or _data_level(self.dataset, None, self.name)
+
+    @functools.cached_property
     def dataset(self) -> Dataset:
         """Graph/node tasks: the PyG dataset; image tasks: an :class:`ImageDataset`."""
-        if self.level == "image":
+        if self.info.level == "image":
             return load_image_dataset(self.name, self.root)  # type: ignore[return-value]
-        return with_node_features(_load_pyg_dataset(self.name, self.root))
+        dataset = with_node_features(_load_pyg_dataset(self.name, self.root))
+        if self.info.level is None:  # a pyg: dataset: class labels, checked as a DataTask's
+            check_class_labels(dataset, _data_level(dataset, None, self.name), self.name)
+        return dataset
 
     @functools.cached_property
     def data(self) -> Data:
@@ -402,7 +550,8 @@ class Task:
         }
 
     def __repr__(self) -> str:
-        return f"Task({self.name!r}, level={self.level!r}, root={str(self.root)!r})"
+        level = vars(self).get("level", self.info.level)  # a pyg: dataset's: None until read
+        return f"Task({self.name!r}, level={level!r}, root={str(self.root)!r})"
 
 
 class DataTask(Task):

@@ -1,0 +1,272 @@
+"""`pyg:CLASS[:NAME]`: any dataset class of torch_geometric.datasets as a --dataset name.
+
+Offline: real classes read raw files the tests write (WikiCS's data.json) or the shared data
+root holds (Planetoid/Cora, TUDataset/MUTAG); small fake classes put into
+``torch_geometric.datasets`` stand in for the others.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import pickle
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.data import Data, InMemoryDataset
+
+from nas.cli import main
+from nas.tasks import DatasetNotFoundError, load_task, resolve_dataset
+
+
+class ToyGraphs(InMemoryDataset):
+    """Stands in for a PyG class without a name: graphs from ``<root>/raw/graphs.json``."""
+
+    def __init__(self, root: str, transform=None, pre_transform=None) -> None:
+        super().__init__(root, transform, pre_transform)
+        self.load(self.processed_paths[0])
+
+    @property
+    def raw_file_names(self) -> list[str]:
+        return ["graphs.json"]
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        return ["data.pt"]
+
+    def download(self) -> None:
+        raise OSError("urlopen error: Name or service not known")  # offline
+
+    def process(self) -> None:
+        graphs = json.loads(Path(self.raw_paths[0]).read_text())
+        self.save([Data(**{key: torch.tensor(value) for key, value in graph.items()})
+                   for graph in graphs], self.processed_paths[0])
+
+
+class ToyNodes(ToyGraphs):
+    """A class with a name, whose folder it spells lower-case with '_' for '-' (as
+    HeterophilousGraphDataset reads Roman-empire from roman_empire)."""
+
+    def __init__(self, root: str, name: str, transform=None) -> None:
+        self.name = name.lower().replace("-", "_")
+        super().__init__(root, transform)
+
+    @property
+    def raw_dir(self) -> str:
+        return osp.join(self.root, self.name, "raw")
+
+    @property
+    def processed_dir(self) -> str:
+        return osp.join(self.root, self.name, "processed")
+
+
+class ToySized(ToyGraphs):
+    """A class that needs an argument a dataset name cannot give."""
+
+    def __init__(self, root: str, name: str, size: int, transform=None) -> None:
+        super().__init__(root, transform)
+
+
+def _fake_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Toy* classes as classes of torch_geometric.datasets."""
+    import torch_geometric.datasets as pyg_datasets
+
+    for cls in (ToyGraphs, ToyNodes, ToySized):
+        monkeypatch.setattr(pyg_datasets, cls.__name__, cls, raising=False)
+    monkeypatch.setattr(pyg_datasets, "__all__", [*pyg_datasets.__all__, "ToyGraphs", "ToyNodes", "ToySized"])
+
+
+def _node_graph(n: int = 60, splits: int = 3) -> dict:
+    """One path graph of two classes, with ``splits`` train/val mask columns and one test mask."""
+    def columns(offset: int) -> list[list[bool]]:  # (N, splits): split s shifted by s nodes
+        return [[(i + s) % 6 == offset for s in range(splits)] for i in range(n)]
+
+    return {
+        "x": [[float(i % 4 == k) for k in range(4)] for i in range(n)],
+        "edge_index": [list(range(n - 1)) + list(range(1, n)), list(range(1, n)) + list(range(n - 1))],
+        "y": [i % 2 for i in range(n)],
+        "train_mask": columns(0), "val_mask": columns(1),
+        "test_mask": [i % 6 >= 2 for i in range(n)],  # (N,)
+    }
+
+
+def _write(folder: Path, graphs: list[dict]) -> None:
+    (folder / "raw").mkdir(parents=True)
+    (folder / "raw" / "graphs.json").write_text(json.dumps(graphs))
+
+
+def _write_wikics(folder: Path, n: int = 40, splits: int = 3) -> None:
+    """WikiCS's raw data.json (as its download holds it), of ``n`` nodes and ``splits`` splits."""
+    (folder / "raw").mkdir(parents=True)
+    (folder / "raw" / "data.json").write_text(json.dumps({
+        "features": [[float(i % 3 == k) + 0.1 * (i % 2) for k in range(3)] for i in range(n)],
+        "labels": [i % 2 for i in range(n)],
+        "links": [[(i + 1) % n, (i + 2) % n] for i in range(n)],
+        "train_masks": [[(i + s) % 4 == 0 for i in range(n)] for s in range(splits)],
+        "val_masks": [[(i + s) % 4 == 1 for i in range(n)] for s in range(splits)],
+        "stopping_masks": [[(i + s) % 4 == 1 for i in range(n)] for s in range(splits)],
+        "test_mask": [i % 4 >= 2 for i in range(n)],
+    }))
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_pyg_name_of_a_family_metanas_loads_is_that_dataset(cache: Path) -> None:
+    """pyg:Planetoid:Cora is cora (one study name, and Planetoid's raw pickles are read by the
+    restricted unpickler), as tu:MUTAG is mutag."""
+    assert resolve_dataset("pyg:Planetoid:Cora") == resolve_dataset("PyG:planetoid:cora") == "cora"
+    assert resolve_dataset("pyg:TUDataset:MUTAG") == "mutag"
+    assert resolve_dataset("pyg:TUDataset:BZR") == "tu:BZR"
+    assert resolve_dataset("pyg:Amazon:computers") == "computers"
+    assert resolve_dataset("pyg:Actor") == "actor"
+    with pytest.raises(ValueError, match=r"'pyg:Amazon:Books'.*Amazon's datasets as \['computers', 'photo'\]"):
+        resolve_dataset("pyg:Amazon:Books")
+    if (Path(os.environ["METANAS_DATA"]) / "TUDataset" / "MUTAG" / "raw").is_dir():
+        task = load_task("pyg:TUDataset:MUTAG")
+        assert (task.name, task.level, task.num_classes, len(task.dataset)) == ("mutag", "graph", 2, 188)
+
+
+@pytest.mark.parametrize("name, said", [
+    ("pyg:Data", "'Data' is not a dataset class of torch_geometric.datasets"),
+    ("pyg:os", "'os' is not a dataset class of torch_geometric.datasets"),
+    ("pyg:planetoid_x", "'planetoid_x' is not a dataset class"),
+    ("pyg:__builtins__", "'__builtins__' is not a dataset class"),
+    ("pyg:", "a pyg: name is pyg:CLASS or pyg:CLASS:NAME"),
+    ("pyg:os.path", "a pyg: name is pyg:CLASS or pyg:CLASS:NAME"),
+    ("pyg:WikiCS:../x", "a pyg: name is pyg:CLASS or pyg:CLASS:NAME"),
+    ("pyg:WikiCS:Big", "WikiCS takes no name; write pyg:WikiCS"),
+    ("pyg:HeterophilousGraphDataset", "needs a name; write pyg:HeterophilousGraphDataset:NAME"),
+    ("pyg:KarateClub", "KarateClub reads no data root"),
+])
+def test_a_pyg_name_that_is_no_dataset_class_or_misses_its_name_is_refused(name, said, capsys, sqlite_url) -> None:
+    with pytest.raises(ValueError, match=f"dataset '{name}'"):
+        resolve_dataset(name)
+    assert main(["search", "--dataset", name, "--storage", sqlite_url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+
+
+def test_a_class_that_needs_other_arguments_is_refused_by_its_signature(monkeypatch) -> None:
+    _fake_classes(monkeypatch)
+    with pytest.raises(ValueError, match=r"'pyg:ToySized:a': ToySized needs arguments \['size'\] "
+                                         r"besides root and name.*DataTask"):
+        resolve_dataset("pyg:ToySized:a")
+
+
+def test_a_graph_of_several_split_columns_uses_column_seed_mod_k(cache, monkeypatch, tmp_path) -> None:
+    """Several train/val splits as (N, k) masks, as WikiCS ships 20: column ``seed % k``, as for
+    WebKB; a 1-D test mask as it is. The folder is the class's own spelling of the name."""
+    _fake_classes(monkeypatch)
+    graph = _node_graph(splits=3)
+    _write(tmp_path / "data" / "ToyNodes" / "toy_set", [graph])
+    for seed in (0, 1, 4):
+        task = load_task("pyg:ToyNodes:Toy-Set", root=tmp_path / "data", seed=seed)
+        assert (task.name, task.level, task.num_classes, task.num_features) == ("pyg:ToyNodes:Toy-Set", "node", 2, 4)
+        column = seed % 3
+        assert task.data.train_mask.tolist() == [row[column] for row in graph["train_mask"]]
+        assert task.data.val_mask.tolist() == [row[column] for row in graph["val_mask"]]
+        assert task.data.test_mask.tolist() == graph["test_mask"]
+
+
+def test_pyg_graphs_without_masks_are_split_as_a_datatasks_are(cache, monkeypatch, tmp_path) -> None:
+    """One graph without masks: the seeded per-class node split; several: a graph task with the
+    stratified 80/10/10 split; labels that are not classes are refused by name."""
+    from nas.tasks import DataTask
+
+    _fake_classes(monkeypatch)
+    node = {key: value for key, value in _node_graph().items() if not key.endswith("_mask")}
+    _write(tmp_path / "nodes" / "ToyGraphs", [node])
+    task = load_task("pyg:ToyGraphs", root=tmp_path / "nodes")
+    mine = DataTask(task.dataset, "mine")
+    assert task.level == mine.level == "node"
+    assert torch.equal(task.data.train_mask, mine.data.train_mask)
+    graphs = [{"x": [[1.0], [0.0], [1.0]], "edge_index": [[0, 1], [1, 2]], "y": [i % 2]} for i in range(20)]
+    _write(tmp_path / "graphs" / "ToyGraphs", graphs)
+    task = load_task("pyg:ToyGraphs", root=tmp_path / "graphs")
+    assert task.level == "graph" and {s: len(i) for s, i in task.splits.items()} == {"train": 16, "val": 2, "test": 2}
+    _write(tmp_path / "float" / "ToyGraphs", [{**graph, "y": [0.5]} for graph in graphs])
+    with pytest.raises(ValueError, match=r"'pyg:ToyGraphs': a graph task needs integer class labels"):
+        load_task("pyg:ToyGraphs", root=tmp_path / "float").level
+
+
+def test_a_read_only_root_is_mirrored_and_planted_processed_files_refused(cache, monkeypatch, tmp_path) -> None:
+    """The class's folder (toy_set for Toy-Set) is found in a read-only root, copied to the
+    cache and processed there; a processed file there that needs unpickling is refused."""
+    _fake_classes(monkeypatch)
+    folder = tmp_path / "ro" / "ToyNodes" / "toy_set"
+    _write(folder, [_node_graph()])
+    os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        assert load_task("pyg:ToyNodes:Toy-Set", root=tmp_path / "ro").num_features == 4
+        assert not (folder / "processed").exists()
+        processed = cache / "mirror" / "ToyNodes" / "toy_set" / "processed"
+        assert (processed / "data.pt").is_file()
+        with (processed / "pre_transform.pt").open("wb") as handle:
+            pickle.dump(shutil.rmtree, handle)  # would run code if fully unpickled
+        with pytest.raises(pickle.UnpicklingError, match="pre_transform.pt"):
+            load_task("pyg:ToyNodes:Toy-Set", root=tmp_path / "ro").num_features
+    finally:
+        os.chmod(folder, stat.S_IRWXU)
+
+
+def test_a_missing_pyg_dataset_offline_names_the_folder_and_leaves_none(cache, monkeypatch, tmp_path) -> None:
+    import torch_geometric.datasets as pyg_datasets
+
+    def offline(self) -> None:
+        raise OSError("urlopen error: Name or service not known")
+
+    monkeypatch.setattr(pyg_datasets.WikiCS, "download", offline)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=f"is not in {tmp_path / 'data' / 'WikiCS'} .*"
+                                                   f"a folder that holds WikiCS/raw"):
+        load_task("pyg:WikiCS", root=tmp_path / "data").num_features
+    assert not any((tmp_path / "data").iterdir())
+
+
+def test_a_name_the_class_refuses_is_bad_input(cache, tmp_path, capsys, sqlite_url) -> None:
+    """HeterophilousGraphDataset asserts its name: an AssertionError traceback, now exit 2."""
+    argv = ["search", "--dataset", "pyg:HeterophilousGraphDataset:Foo", "--trials", "1",
+            "--data-root", str(tmp_path), "--storage", sqlite_url, "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "PyG's HeterophilousGraphDataset refused the name 'Foo'" in err and "Traceback" not in err
+
+
+def test_cli_search_on_pyg_planetoid_cora(cora_available, capsys, sqlite_url) -> None:
+    args = ["--storage", sqlite_url, "--study", "p"]
+    assert main(["search", "--dataset", "pyg:Planetoid:Cora", "--trials", "2", "--epochs", "1",
+                 "--convs", "gcn", "--strategy", "random", "--quiet", *args]) == 0
+    capsys.readouterr()
+    assert main(["studies", "--json", "--storage", sqlite_url]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["dataset"] == "cora"
+    assert main(["trials", "--json", *args]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_cli_search_on_wikics_with_workers_resume_export_and_report(cache, capsys, sqlite_url, tmp_path) -> None:
+    """Spawned workers reload pyg:WikiCS by name from --data-root; the search resumes, and
+    export and report read the study."""
+    _write_wikics(tmp_path / "data" / "WikiCS")
+    args = ["--storage", sqlite_url, "--study", "w"]
+    search = ["search", "--dataset", "pyg:wikics", "--epochs", "1", "--convs", "gcn", "--strategy",
+              "random", "--data-root", str(tmp_path / "data"), "--quiet", *args]
+    assert main([*search, "--trials", "2", "--n-jobs", "2"]) == 0
+    assert main([*search, "--trials", "3"]) == 0  # resumed: one more trial
+    capsys.readouterr()
+    assert main(["trials", "--json", *args]) == 0
+    trials = json.loads(capsys.readouterr().out)
+    assert len(trials) == 3 and all(t["state"] == "COMPLETE" for t in trials)
+    assert main(["studies", "--json", "--storage", sqlite_url]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["dataset"] == "pyg:WikiCS"
+    assert main(["export", "--out", str(tmp_path / "exp"), *args]) == 0
+    assert (tmp_path / "exp" / "model.safetensors").is_file()
+    assert main(["report", "--out", str(tmp_path / "rep"), *args]) == 0
+    task = load_task("pyg:WikiCS", root=tmp_path / "data", seed=1)
+    assert task.data.train_mask.tolist() == [(i + 1) % 4 == 0 for i in range(40)]  # split 1 of 3
