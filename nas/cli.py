@@ -198,7 +198,8 @@ def _study_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_search(commands: Any) -> None:
     p = commands.add_parser("search", help="search architectures for a dataset")
-    p.add_argument("--dataset", required=True, help="dataset name, e.g. cora, citeseer, mutag")
+    p.add_argument("--dataset", required=True,
+                   help="dataset name, e.g. cora, mutag, tu:BZR, pyg:WikiCS (pyg:CLASS[:NAME])")
     p.add_argument("--space", default="gnn", help="search space (default gnn)")
     p.add_argument("--convs", default=None, help="comma-separated convolutions to search over (gnn space)")
     p.add_argument(
