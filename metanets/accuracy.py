@@ -317,11 +317,14 @@ def _train_epoch(
 CHUNK_EDGES = 250_000
 
 
-def pass_bytes(edges: int, hidden: int, layers: int) -> int:
+def pass_bytes(edges: int, hidden: int, layers: int, head: int = 2) -> int:
     """Memory one GMN training pass over ``edges`` parameter-graph edges takes, about: 12 KiB
     an edge at hidden 64 and 3 layers, scaled by ``hidden`` and ``layers``; 0.76-1.12 times the
-    peak measured on the CPU (``python -m experiments.metanet_memory``)."""
-    return edges * hidden * 4 * (16 * layers + 2)
+    peak measured on the CPU (``python -m experiments.metanet_memory``). ``head``: 4-byte
+    features an edge per hidden unit outside the GMN layers (2 for this module's regression; a
+    pruning metanetwork's per-edge head takes more,
+    :data:`metanets.pruning.metanet.STEP_HEAD`)."""
+    return edges * hidden * 4 * (16 * layers + head)
 
 
 def available_bytes(device: str | torch.device = "cpu") -> int | None:
@@ -345,16 +348,27 @@ def check_pass_memory(graphs: Sequence[Data], config: FitConfig,
     if not graphs:
         return
     edges = max(int(graph.num_edges) for graph in graphs)
-    need, free = pass_bytes(edges, config.hidden, config.layers), available_bytes(device)
-    if free is None or need <= free:
-        return
     change = ("summarise the networks' input layers (max_inputs, --max-inputs; e.g. 64) or lower"
               if not config.max_inputs else "lower max_inputs (--max-inputs),")
-    raise MemoryError(
+    check_free_memory(
         f"the largest network's parameter graph has {edges:,} edges (weights): one metanetwork "
-        f"pass over it needs about {need / 2**30:.1f} GiB at hidden {config.hidden} and "
-        f"{config.layers} layers, more than the {free / 2**30:.1f} GiB free on "
-        f"{torch.device(device).type}; {change} hidden (--hidden) or layers (--layers)")
+        f"pass over it", pass_bytes(edges, config.hidden, config.layers), hidden=config.hidden,
+        layers=config.layers, change=f"{change} hidden (--hidden) or layers (--layers)",
+        device=device)
+
+
+def check_free_memory(what: str, need: int, *, hidden: int, layers: int, change: str,
+                      device: str | torch.device = "cpu") -> None:
+    """``MemoryError`` saying that ``what`` needs about ``need`` bytes at a metanetwork's
+    ``hidden`` and ``layers``, more than is free on ``device`` (:func:`available_bytes`), and
+    what to ``change``; nothing when it fits or the free memory cannot be read."""
+    free = available_bytes(device)
+    if free is None or need <= free:
+        return
+    raise MemoryError(
+        f"{what} needs about {need / 2**30:.1f} GiB at hidden {hidden} and "
+        f"{layers} layers, more than the {free / 2**30:.1f} GiB free on "
+        f"{torch.device(device).type}; {change}")
 
 
 def edge_bounded_chunks(graphs: Sequence[Data], keys: Sequence[int],

@@ -262,7 +262,8 @@ def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
     inputs = trace_inputs(task.level, first["in_channels"], job.dataset)
     models = [module.eval() for module, _ in networks]
     fit = fit_pruning_metanet(models, loss, inputs, config, log=log, state=job.state,
-                              state_every=job.state_every, device=job.device)
+                              state_every=job.state_every, device=job.device,
+                              names=[m["source"] for _, m in networks])
     metanet = fit.metanet
     relative = [relative_group_lasso(metanet, m, config.penalty, config.fraction) for m in models]
     folder = metanet.save(job.out, {

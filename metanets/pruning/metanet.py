@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from metanets.accuracy import check_free_memory, pass_bytes
 from metanets.gmn import GMN, GMNConfig, _slot, load_gmn_files, prepare_graph, save_gmn
 from metanets.graphs import EdgeFeature, EdgeType, NodeType, to_parameter_graph
 from nas.train import kept_modes, own_random_state
@@ -620,6 +621,7 @@ def fit_pruning_metanet(
     models: Sequence[nn.Module], task_loss: TaskLoss, inputs: Sequence[Tensor],
     config: MetanetTrainConfig = MetanetTrainConfig(), log: Any = None,
     state: str | Path | None = None, state_every: int = 100, device: str | torch.device = "cpu",
+    names: Sequence[str] | None = None,
 ) -> PruningMetanetFit:
     """Fit a pruning metanetwork on a zoo of trained networks of one task.
 
@@ -640,9 +642,13 @@ def fit_pruning_metanet(
             metanetwork is initialised on the CPU before it moves, so a fit starts alike on
             every device; the zoo's networks are copied there, never moved; the fitted
             metanetwork stays on ``device``.
+        names: what messages call the networks (their folders, study/trial), in the order of
+            ``models``; default "network I of the zoo".
 
     Raises:
         ValueError: ``state`` holds another fit, or ``state_every`` < 1.
+        MemoryError: before the first step, when the largest network could not take a step in
+            the memory free on ``device`` (:func:`check_step_memory`).
         FloatingPointError: the loss became NaN or infinite (the last state written is kept).
     """
     if state_every < 1:
@@ -652,7 +658,7 @@ def fit_pruning_metanet(
     rng = random.Random(config.seed)
     metanet = PruningMetanet.create(inputs, config.hidden, config.layers, gate=config.gate,
                                     preserve_norm=config.preserve_norm).to(device)
-    networks = [_network(metanet, model, penalty) for model in models]
+    networks = _networks(metanet, models, penalty, config, names)
     metanet.gmn.scaler.fit([n.prepared for n in networks])
     optimizer = torch.optim.Adam(metanet.parameters(), lr=config.lr)
     history: list[dict[str, float]] = []
@@ -766,6 +772,59 @@ def relative_group_lasso(metanet: PruningMetanet, module: nn.Module,
     new = metanet.rewrite(raw, prepared)
     before = measure(raw, raw.edge_attr.float()).clamp_min(1e-12)
     return float(measure(raw, new) / before)
+
+
+#: 4-byte features an edge per GMN hidden unit that a training step of a pruning metanetwork
+#: takes outside the GMN layers (``head`` of :func:`metanets.accuracy.pass_bytes`, 2 for
+#: metanet train's regression): the per-edge head reads three hidden features and writes the
+#: rewritten weights, and the gate, the rewritten and the dropped network's losses add a little.
+#: Calibrated on the peak resident memory (/proc/self/status VmHWM) of fits at the CLI's
+#: defaults (a step with the dropped network's loss, gate, one network a step) on Cora GCNs and
+#: MNIST-14 MLPs of 0.28-1.5 million edges: 4.7-5.2 KiB an edge at hidden 32 and 2 layers,
+#: 9.4 at hidden 64, 8.8 at 4 layers; the estimate was 0.96-1.07 times the measured peak, and
+#: the peak 1.06-1.23 times what metanet train's pass estimate (head 2) gives at the same size.
+#: Below ~250k edges at hidden 32 (a layer's activations under glibc's 32 MiB mmap threshold,
+#: so allocated on its heap) the peak was up to 1.8 times the estimate, under 2 GiB in all.
+STEP_HEAD = 8
+
+
+def step_bytes(edges: int, config: MetanetTrainConfig) -> int:
+    """Memory one training step of the pruning metanetwork on a network whose parameter graph
+    has ``edges`` edges takes, about (see :data:`STEP_HEAD`): 5 KiB an edge at the CLI's
+    hidden 32 and 2 layers, 6.6 GiB for a Cora GCN of width 1024 (1.5 million edges)."""
+    return pass_bytes(edges, config.hidden, config.layers, head=STEP_HEAD)
+
+
+def check_step_memory(network: Any, name: str, held: int, config: MetanetTrainConfig,
+                      device: str | torch.device) -> None:
+    """``MemoryError`` naming the network whose parameter graph ``network`` (the largest of the
+    ``held`` networks whose graphs are built) could not take a training step in the memory free
+    on ``device``: the OOM killer ended such a fit, silently, whenever it drew that network."""
+    edges = int(network.num_edges)
+    held_note = (f" (the parameter graphs of the {held} networks read so far are held through "
+                 "the fit: fewer networks, --limit or fewer --model-dir, leave more free)"
+                 if held > 1 else "")
+    check_free_memory(
+        f"network {name} has a parameter graph of {edges:,} edges (weights): one training step "
+        "of the pruning metanetwork on it", step_bytes(edges, config), hidden=config.hidden,
+        layers=config.layers, device=device, change="lower hidden (--hidden) or layers "
+        f"(--layers), or leave that network out of the zoo{held_note}")
+
+
+def _networks(metanet: PruningMetanet, models: Sequence[nn.Module], penalty: Any,
+              config: MetanetTrainConfig, names: Sequence[str] | None) -> list[_Network]:
+    """The zoo's networks for the fit (:func:`_network`), built one after another: after each,
+    the largest so far is checked against the memory left (:func:`check_step_memory`), so a
+    zoo too large to train is refused before its last graph is built and before any step."""
+    networks: list[_Network] = []
+    largest = 0
+    for index, model in enumerate(models):
+        networks.append(_network(metanet, model, penalty))
+        if networks[index].raw.num_edges > networks[largest].raw.num_edges:
+            largest = index
+        name = names[largest] if names is not None else f"{largest} of the zoo"
+        check_step_memory(networks[largest].raw, name, len(networks), config, metanet.device)
+    return networks
 
 
 def _network(metanet: PruningMetanet, model: nn.Module, penalty: Any = group_lasso) -> _Network:
