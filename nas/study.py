@@ -176,7 +176,7 @@ def check_dataset(dataset: object) -> None:
         return
     if not isinstance(dataset, str):
         raise TypeError(
-            f"dataset must be a dataset name (one of {sorted(DATASETS)}, or tu:NAME) or a "
+            f"dataset must be a dataset name (one of {sorted(DATASETS)}, tu:NAME or pyg:CLASS[:NAME]) or a "
             f"nas.tasks.Task (graphs of one's own: DataTask(graphs, 'a-name')), got "
             f"{type(dataset).__name__} {repr(dataset)[:100]}"
         )

@@ -405,8 +405,8 @@ def test_search_config_names_what_it_takes_as_dataset(tiny_graph) -> None:
     and failed later in normalize(); without one, obscurely."""
     from nas.tasks import DataTask
 
-    with pytest.raises(TypeError, match=r"dataset must be a dataset name \(one of \[.*'cora'.*\], or "
-                                        r"tu:NAME\) or a nas.tasks.Task \(graphs of one's own: "
+    with pytest.raises(TypeError, match=r"dataset must be a dataset name \(one of \[.*'cora'.*\], "
+                                        r"tu:NAME or pyg:CLASS\[:NAME\]\) or a nas.tasks.Task \(graphs of one's own: "
                                         r"DataTask\(graphs, 'a-name'\)\), got Data Data\(x=\[6, 4\]"):
         SearchConfig(tiny_graph, study_name="mine")
     with pytest.raises(TypeError, match="got int 5"):
