@@ -279,6 +279,8 @@ def _add_search(commands: Any) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from optuna.trial import TrialState
+
     from nas.study import SearchConfig, WorkersDied, run_search
     from storage import parse_url, redact
 
@@ -326,6 +328,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     except WorkersDied as error:  # the others ran on: the best of what finished and the final
         study, died = error.study, error  # stages on it, then the error's line (exit 1)
     _print_best(study)
+    if died is not None and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise died  # nothing finished for the final stages: the re-run the error asks for runs them
     if args.refine:
         _refine(config, args.refine, args.refine_evaluator)
     if args.final_train:

@@ -204,6 +204,32 @@ def test_search_with_a_killed_worker_runs_its_final_stages_then_exits_1(
                         captured.err.strip().splitlines()[-1])
 
 
+def _no_trial_finished(config, worker: int = 0, task=None) -> None:
+    """Stands in for nas.study.run_worker in this process: its --timeout ends it before a trial."""
+
+
+def test_search_whose_workers_finished_nothing_skips_its_final_stages_and_names_the_dead(
+    sqlite_url: str, no_data, monkeypatch, capsys,
+) -> None:
+    """Before: --final-train ran on a study with no completed trial after a worker died, and its
+    error ("study 'k' has no completed trial yet") replaced the line naming the dead worker and
+    saying that the same command finishes the rest."""
+    import nas.study
+    from nas.cli import main
+
+    monkeypatch.setattr(nas.study, "run_worker", _no_trial_finished)
+    monkeypatch.setattr(nas.study, "_worker_process", _search_worker_killed_at_start)
+    code = main(["search", "--dataset", "cora", "--space", "nasbench-graph", "--evaluator", "table",
+                 "--trials", "4", "--n-jobs", "2", "--storage", sqlite_url, "--study", "k", "--quiet",
+                 "--final-train", "1"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "no completed trial yet" in captured.out
+    assert re.fullmatch(r"metanas search: error: worker 1 \(pid \d+\) was killed by SIGKILL; 0 of the "
+                        r"study's 4 trials are finished and stored: re-run the same command for the rest",
+                        captured.err.strip().splitlines()[-1])
+
+
 def test_zoo_build_takes_the_heartbeat_options_and_exits_1_when_a_worker_died(sqlite_url: str, monkeypatch, capsys) -> None:
     """zoo build runs through run_search's supervision; before, it had no --heartbeat or
     --grace-period (its killed workers' runs waited the default 120 s) and exited 0."""
