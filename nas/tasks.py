@@ -348,7 +348,7 @@ def _remove_empty(folders: list[Path]) -> None:
 def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) -> Dataset:
     from torch_geometric import datasets as pyg_datasets
 
-    check_processed_files(family_root, info.pyg_name)
+    check_processed_files(family_root, info)
     loaders: dict[str, Callable[[], Dataset]] = {
         "planetoid": lambda: _planetoid(str(family_root), info.pyg_name),
         "actor": lambda: pyg_datasets.Actor(str(family_root / info.pyg_name)),
@@ -391,7 +391,7 @@ def _pyg_class_dataset(name: str, family_root: Path) -> Dataset:
                          f"takes") from None
 
 
-def check_processed_files(family_root: Path, pyg_name: str) -> None:
+def check_processed_files(family_root: Path, info: DatasetInfo) -> None:
     """Refuse ``processed/*.pt`` files of a dataset that need full unpickling to load.
 
     PyG writes them with tensors and plain containers only (they load with
@@ -402,10 +402,7 @@ def check_processed_files(family_root: Path, pyg_name: str) -> None:
     """
     import torch_geometric  # noqa: F401 - registers PyG's classes as safe to load
 
-    if not family_root.is_dir():
-        return
-    folders = [d / "processed" for d in family_root.iterdir()
-               if normalize(d.name) == normalize(pyg_name)]  # any spelling: see dataset_folder
+    folders = _processed_folders(family_root, info)
     for path in sorted(f for folder in folders if folder.is_dir() for f in folder.glob("*.pt")):
         try:
             torch.load(path, map_location="cpu", weights_only=True)
@@ -416,6 +413,18 @@ def check_processed_files(family_root: Path, pyg_name: str) -> None:
                 f"and PyG writes these files with tensors only. Delete {path.parent} to rebuild "
                 f"it from the raw files."
             ) from None
+
+
+def _processed_folders(family_root: Path, info: DatasetInfo) -> list[Path]:
+    """Where PyG keeps the processed files of ``info``'s dataset: ``<name>/processed`` under
+    ``family_root`` in any spelling (see :func:`dataset_folder`); for a ``pyg:`` class every
+    ``processed*`` folder under its class folder, as its class chooses the place: beside NAME's
+    folder (ModelNet), under a name of its own (CoraFull's ``cora``), per variant (ZINC)."""
+    if info.family != PYG_PREFIX:
+        return [d / "processed" for d in family_root.iterdir()
+                if normalize(d.name) == normalize(info.pyg_name)] if family_root.is_dir() else []
+    top = family_root if info.folder else dataset_folder(family_root, info.pyg_name)
+    return [d for d in top.rglob("processed*") if d.is_dir()] if top.is_dir() else []
 
 
 #: the only globals Planetoid's raw files (Python 2 pickles) hold: numpy arrays, a scipy CSR

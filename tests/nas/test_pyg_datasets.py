@@ -270,3 +270,38 @@ def test_cli_search_on_wikics_with_workers_resume_export_and_report(cache, capsy
     assert main(["report", "--out", str(tmp_path / "rep"), *args]) == 0
     task = load_task("pyg:WikiCS", root=tmp_path / "data", seed=1)
     assert task.data.train_mask.tolist() == [(i + 1) % 4 == 0 for i in range(40)]  # split 1 of 3
+
+
+class _RunsCode:
+    """Unpickled in full, it writes ``marker``: what a planted processed file could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.write_text, (self.marker, "code ran")
+
+
+def _plant(processed: Path, marker: Path) -> None:
+    processed.mkdir(parents=True, exist_ok=True)
+    with (processed / "pre_transform.pt").open("wb") as handle:
+        pickle.dump(_RunsCode(marker), handle)
+
+
+@pytest.mark.parametrize("name, processed", [
+    ("pyg:CoraFull", "CoraFull/cora/processed"),   # a class that names its own folder
+    ("pyg:ModelNet:10", "ModelNet/processed"),     # processed beside NAME's folder, not in it
+])
+def test_processed_files_where_the_class_keeps_them_are_refused(name, processed, cache, tmp_path) -> None:
+    """Before: only <Class>/processed or <Class>/<NAME>/processed was checked, and PyG unpickled
+    the planted pre_transform.pt of CoraFull (in cora/) or ModelNet:10 (in ModelNet/) in full."""
+    root, marker = tmp_path / "data", tmp_path / "ran"
+    (root / "CoraFull" / "cora" / "raw").mkdir(parents=True)
+    (root / "CoraFull" / "cora" / "raw" / "cora.npz").write_bytes(b"")  # as if downloaded
+    for category in ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand",
+                     "sofa", "table", "toilet"):
+        (root / "ModelNet" / "raw" / category).mkdir(parents=True)
+    _plant(root / processed, marker)
+    with pytest.raises(pickle.UnpicklingError, match=f"refusing to load {root / processed}/pre_transform.pt"):
+        load_task(name, root=root).num_features
+    assert not marker.exists()
