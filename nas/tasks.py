@@ -262,24 +262,39 @@ def cache_dir() -> Path:
 def writable_family_root(root: Path, info: DatasetInfo) -> Path:
     """The folder to hand PyG for ``info``: ``root/<folder>`` or a writable mirror of it.
 
-    If ``root/<folder>/<name>/raw`` exists but cannot be written next to, its raw files are
-    copied to ``cache_dir()/mirror/<folder>/<name>/raw`` (once) and the mirror is returned.
+    If ``root/<folder>/<name>/raw`` (a ``pyg:`` class's: :func:`raw_folders`) exists but cannot
+    be written next to, its raw files are copied to ``cache_dir()/mirror/<folder>/<name>/raw``
+    (once) and the mirror is returned.
     """
     family_root = root / info.folder
-    dataset_dir = dataset_folder(family_root, info.pyg_name)
-    raw = dataset_dir / "raw"
-    if not raw.is_dir() or _can_write(dataset_dir):
+    raws = [raw for raw in raw_folders(family_root, info) if raw.is_dir()]
+    if not raws or all(_can_write(raw.parent) for raw in raws):
         return family_root
     mirror_root = cache_dir() / "mirror" / info.folder
-    mirror_raw = mirror_root / dataset_dir.name / "raw"
-    if not mirror_raw.is_dir():
-        tmp = mirror_raw.with_name(f"raw.tmp{os.getpid()}")
-        shutil.copytree(raw, tmp, dirs_exist_ok=True)
-        try:
-            tmp.rename(mirror_raw)
-        except OSError:  # another process finished the copy first
-            shutil.rmtree(tmp, ignore_errors=True)
+    for raw in raws:
+        mirror_raw = mirror_root / raw.relative_to(family_root)
+        if not mirror_raw.is_dir():
+            tmp = mirror_raw.with_name(f"raw.tmp{os.getpid()}")
+            shutil.copytree(raw, tmp, dirs_exist_ok=True)
+            try:
+                tmp.rename(mirror_raw)
+            except OSError:  # another process finished the copy first
+                shutil.rmtree(tmp, ignore_errors=True)
     return mirror_root
+
+
+def raw_folders(family_root: Path, info: DatasetInfo) -> list[Path]:
+    """The raw folders PyG reads ``info``'s dataset from: ``<name>/raw`` under ``family_root``
+    (any spelling, see :func:`dataset_folder`); for a ``pyg:`` class that keeps none there, its
+    class folder's own ``raw`` (ModelNet's, beside NAME's folder) or, without NAME, every
+    ``raw`` under its class folder (CoraFull's ``cora/raw``). May not exist."""
+    named = dataset_folder(family_root, info.pyg_name) / "raw"
+    if named.is_dir() or info.family != PYG_PREFIX:
+        return [named]
+    if info.folder:  # pyg:CLASS:NAME, family_root is <root>/<Class>
+        return [family_root / "raw"]
+    top = named.parent
+    return sorted(d for d in top.rglob("raw") if d.is_dir()) if top.is_dir() else [named]
 
 
 def dataset_folder(family_root: Path, pyg_name: str) -> Path:
@@ -359,8 +374,7 @@ def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) 
     try:
         return loader()
     except (OSError, RuntimeError) as error:
-        raw = dataset_folder(family_root, info.pyg_name) / "raw"
-        if raw.is_dir() and not _looks_like_download(error):
+        if any(raw.is_dir() for raw in raw_folders(family_root, info)) and not _looks_like_download(error):
             raise
         raise DatasetNotFoundError(
             f"dataset {name!r} is not in {family_root / info.pyg_name} and could not be "

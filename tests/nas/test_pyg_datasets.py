@@ -305,3 +305,54 @@ def test_processed_files_where_the_class_keeps_them_are_refused(name, processed,
     with pytest.raises(pickle.UnpicklingError, match=f"refusing to load {root / processed}/pre_transform.pt"):
         load_task(name, root=root).num_features
     assert not marker.exists()
+
+
+class ToyBeside(ToyGraphs):
+    """A class with a name that keeps raw/ and processed/ in its root, beside the names'
+    folders (as ModelNet does)."""
+
+    def __init__(self, root: str, name: str, transform=None) -> None:
+        self.name = name
+        super().__init__(root, transform)
+
+
+def _write_cora_npz(raw: Path, n: int = 30) -> None:
+    """CitationFull's raw file of an ``n``-node ring of 4 features and two classes."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    x = sp.csr_matrix(np.eye(n, 4, dtype=np.float32))
+    adj = sp.csr_matrix((np.ones(n), (np.arange(n), (np.arange(n) + 1) % n)), shape=(n, n))
+    raw.mkdir(parents=True)
+    np.savez(raw / "cora.npz", attr_data=x.data, attr_indices=x.indices, attr_indptr=x.indptr,
+             attr_shape=x.shape, adj_data=adj.data, adj_indices=adj.indices,
+             adj_indptr=adj.indptr, adj_shape=adj.shape, labels=np.arange(n) % 2)
+
+
+@pytest.mark.parametrize("name, raw", [("pyg:CoraFull", "CoraFull/cora/raw"),
+                                       ("pyg:ToyBeside:a", "ToyBeside/raw")])
+def test_a_read_only_root_is_mirrored_wherever_the_class_keeps_its_raw_files(
+    name, raw, cache, monkeypatch, tmp_path,
+) -> None:
+    """Before: only <Class>/raw or <Class>/<NAME>/raw was mirrored; a class that keeps its raw
+    files elsewhere (CoraFull in cora/, ModelNet beside NAME's folder) was processed into the
+    read-only root (or failed there, as if its files could not be downloaded)."""
+    import torch_geometric.datasets as pyg_datasets
+
+    monkeypatch.setattr(pyg_datasets, "ToyBeside", ToyBeside, raising=False)
+    monkeypatch.setattr(pyg_datasets, "__all__", [*pyg_datasets.__all__, "ToyBeside"])
+    root = tmp_path / "ro"
+    if name == "pyg:CoraFull":
+        _write_cora_npz(root / raw)
+    else:
+        _write(root / raw.rpartition("/")[0], [_node_graph()])
+    folders = [root, *sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts))]
+    for folder in folders:
+        os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        assert load_task(name, root=root).num_features == 4
+        assert not [p for p in root.rglob("processed*")]  # nothing written to the root
+        assert (cache / "mirror" / raw).is_dir()
+    finally:
+        for folder in folders:
+            os.chmod(folder, stat.S_IRWXU)
