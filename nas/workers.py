@@ -34,8 +34,6 @@ TERMINATED = 128 + signal.SIGTERM
 STOP_WAIT = 5.0
 #: seconds a terminated worker gets to exit before it is killed
 TERMINATE_WAIT = 10.0
-#: seconds between a worker's checks that its parent lives, where the kernel cannot tell it
-PARENT_POLL = 1.0
 #: prctl option of Linux: the signal this process gets when its parent dies
 _PR_SET_PDEATHSIG = 1
 #: exits that a Ctrl-C or SIGTERM sent to the whole process group gives the workers
@@ -148,15 +146,19 @@ def stop_with_parent() -> None:
     to say its death or print the results. Every worker entry point calls it first.
 
     On Linux the kernel sends it (``PR_SET_PDEATHSIG``, which follows the parent's thread that
-    started the worker: :func:`supervise` outlives its workers); elsewhere a daemon thread checks
-    every :data:`PARENT_POLL` seconds that the parent is still this process's parent. A parent
-    that died before this call is caught too: its pid is no longer this process's parent's.
+    started the worker: :func:`supervise` outlives its workers); elsewhere a daemon thread waits
+    on the parent's sentinel (:func:`multiprocessing.parent_process`), which becomes ready when
+    the parent exits on every platform (``os.getppid()`` does not change on Windows). A parent
+    that died before this call is caught too: its pid is no longer this process's parent's, or
+    its sentinel is ready at once.
     """
     parent = multiprocessing.parent_process()
-    parent_pid = parent.pid if parent is not None else os.getppid()
+    if parent is None:  # not started by multiprocessing: no worker of ours
+        return
     if not _signal_on_parent_death(signal.SIGTERM):
-        threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
-    elif os.getppid() != parent_pid:
+        threading.Thread(target=_watch_parent, args=(parent.sentinel,), name="parent-watch",
+                         daemon=True).start()
+    elif os.getppid() != parent.pid:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -172,10 +174,9 @@ def _signal_on_parent_death(signum: int) -> bool:
         return False
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """SIGTERM this process once ``parent_pid`` is no longer its parent (it died)."""
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_POLL)
+def _watch_parent(sentinel: int) -> None:
+    """SIGTERM this process once the parent's ``sentinel`` is ready (the parent exited)."""
+    wait([sentinel])
     os.kill(os.getpid(), signal.SIGTERM)
 
 

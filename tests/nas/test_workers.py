@@ -303,10 +303,13 @@ def _search_worker_sleeping(config, worker: int, verbosity: int) -> None:
     nas.study._worker_process(config, worker, verbosity)
 
 
-def _search_worker_sleeping_polled(config, worker: int, verbosity: int) -> None:
-    """As :func:`_search_worker_sleeping`, where the kernel cannot signal a parent's death."""
+def _search_worker_sleeping_without_prctl(config, worker: int, verbosity: int) -> None:
+    """As :func:`_search_worker_sleeping`, where the kernel cannot signal a parent's death and
+    ``os.getppid()`` stays the dead parent's pid (as on Windows): only the parent's sentinel
+    says it died."""
     workers._signal_on_parent_death = lambda signum: False
-    workers.PARENT_POLL = 0.2
+    parent = os.getppid()
+    os.getppid = lambda: parent
     _search_worker_sleeping(config, worker, verbosity)
 
 
@@ -334,7 +337,7 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@pytest.mark.parametrize("stand_in", ["_search_worker_sleeping", "_search_worker_sleeping_polled",
+@pytest.mark.parametrize("stand_in", ["_search_worker_sleeping", "_search_worker_sleeping_without_prctl",
                                       "_search_worker_started_after_its_parent_died"])
 def test_a_worker_stops_when_its_parent_is_killed(stand_in: str, tmp_path: Path, sqlite_url: str, no_data) -> None:
     """Before: a search whose parent was killed by SIGKILL (the OOM killer, kill -9) left its
