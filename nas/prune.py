@@ -152,10 +152,17 @@ def format_outcome(outcome: PruneOutcome) -> str:
 
 def _widths_note(model: Any) -> str:
     """What the printed widths of a GNN-space ``model`` count besides one layer's output
-    channels each: attention layers' channels per head, GIN's MLP hidden width."""
+    channels each: attention layers' channels per head (for layers a residual adds together,
+    per head of the one with the most heads), GIN's MLP hidden width."""
+    from metanets.pruning._gnn import couples_head_counts
+    from search_spaces.gnn import GNN
+
     layers = getattr(getattr(model, "arch", None), "layers", ())
     notes = []
-    if any(getattr(layer, "heads", 1) > 1 for layer in layers):
+    if isinstance(model, GNN) and couples_head_counts(model):
+        notes.append("attention layers, and layers a residual adds: channels per head of the "
+                     "layer with the most heads among them")
+    elif any(getattr(layer, "heads", 1) > 1 for layer in layers):
         notes.append("attention layers: channels per head")
     if any(getattr(layer, "conv", None) == "gin" for layer in layers):
         notes.append("GIN layers: MLP hidden width, then output width")

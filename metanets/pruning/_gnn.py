@@ -7,7 +7,9 @@ convolution of the space has a table saying which axis of each of its tensors in
 and input channels.
 
 Pruning units: a layer's output channels; for an attention conv with ``H`` heads a unit is one
-channel *per head* (all ``H`` copies go together, so every head keeps the same width); channels
+channel *per head* (all ``H`` copies go together, so every head keeps the same width); for layers
+of different head counts coupled by a residual, one channel of each of ``lcm`` of the head counts
+equal blocks (every head of either layer holds whole blocks, so it keeps the same width); channels
 inside a conv (GIN's MLP hidden layer, :data:`_INNER_TABLES`), a group of their own. Coupled
 channels: a residual connection without projection (``Identity``) adds layer ``i - 1``'s output
 to layer ``i``'s, so both layers form one group and lose the same channels; jumping-knowledge
@@ -17,6 +19,7 @@ classifier's outputs (classes) and the network inputs are never pruned.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor, nn
@@ -71,7 +74,8 @@ class _Slot:
     axes: tuple[int, ...]
     heads: int = 1          # >1: the axis is flat (head, channel) and units are per-head channels
     offset: int = 0         # start of the group's channels on the axis (jk_cat slices)
-    per_head: bool = False  # the tensor is (1, H, C): index axis 2 by unit
+    per_head: bool = False  # the tensor is (1, H, C): index axis 2 by unit (``heads`` blocks of
+                            # units in C, when the group has ``heads`` times this layer's heads)
 
 
 @dataclasses.dataclass
@@ -177,17 +181,28 @@ def build_groups(model: nn.Module) -> list[_Group]:
     members = _coupled_layers(model)
     groups = []
     for layers in members:
-        group_heads = {heads[i] for i in layers} - {1}
-        if len(group_heads) > 1:
-            continue  # residual-coupled layers with different head counts: left unpruned
-        h = group_heads.pop() if group_heads else 1
+        h = math.lcm(*(heads[i] for i in layers))  # divides the width, a multiple of each
         width = arch.layers[layers[0]].width
-        out_slots = [dataclasses.replace(s, heads=h) for i in layers for s in outs[i]]
+        out_slots = [_in_blocks(s, h, heads[i]) for i in layers for s in outs[i]]
         in_slots = [dataclasses.replace(s, heads=h) for i in layers
                     for s in (ins[i + 1] if i + 1 < len(ins) else []) + classifier_in.get(i, [])]
         groups.append(_Group(layers, width // h, h, out_slots, in_slots))
     inner = [g for i, layer in enumerate(model.layers) for g in _inner_groups(layer.conv, i)]
     return sorted(groups + inner, key=lambda g: (g.layers[0], not g.inner))
+
+
+def _in_blocks(slot: _Slot, blocks: int, layer_heads: int) -> _Slot:
+    """``slot`` of a layer with ``layer_heads`` heads, in a group whose channels lie in
+    ``blocks`` equal blocks (a multiple of ``layer_heads``)."""
+    per_head = blocks // layer_heads if slot.per_head else blocks
+    return dataclasses.replace(slot, heads=per_head)
+
+
+def couples_head_counts(model: nn.Module) -> bool:
+    """Whether a residual couples layers of different head counts into one group (whose units
+    are channels per head of its layer with the most heads)."""
+    return any(len({model.layers[i].spec.heads for i in layers}) > 1
+               for layers in _coupled_layers(model))
 
 
 def _coupled_layers(model: nn.Module) -> list[list[int]]:
@@ -211,10 +226,11 @@ def _classifier_slots(model: nn.Module) -> dict[int, list[_Slot]]:
     return {len(widths) - 1: [_Slot(model.classifier, "weight", (1,))]}
 
 
-def _flat_index(units: Tensor, group: _Group) -> Tensor:
-    """Flat channel indices (head-major, as PyG lays out ``H * C``) of per-head units."""
-    per_head = group.units
-    return torch.cat([units + h * per_head for h in range(group.heads)]).sort().values
+def _flat_index(units: Tensor, group: _Group, blocks: int | None = None) -> Tensor:
+    """Flat channel indices (head-major, as PyG lays out ``H * C``) of per-head units, in
+    ``blocks`` (default: the group's heads) blocks of ``group.units`` channels."""
+    blocks = group.heads if blocks is None else blocks
+    return torch.cat([units + b * group.units for b in range(blocks)]).sort().values
 
 
 def unit_scores(groups: list[_Group]) -> list[Tensor]:
@@ -230,8 +246,8 @@ def unit_scores(groups: list[_Group]) -> list[Tensor]:
 
 def _slot_sq_norms(slot: _Slot, group: _Group) -> Tensor:
     tensor = getattr(slot.module, slot.name).detach().float()
-    if slot.per_head:  # (1, H, C)
-        return tensor.pow(2).sum(dim=(0, 1))  # (C,)
+    if slot.per_head:  # (1, H, C), C = slot.heads blocks of the group's units
+        return tensor.pow(2).sum(dim=(0, 1)).view(slot.heads, group.units).sum(dim=0)
     total = torch.zeros(group.units)
     size = group.units * group.heads
     for axis in slot.axes:
@@ -265,7 +281,7 @@ def _slice(slot: _Slot, keep_units: Tensor, group: _Group) -> None:
     tensor = getattr(slot.module, slot.name)
     data = tensor.data
     if slot.per_head:
-        data = data.index_select(2, keep_units)
+        data = data.index_select(2, _flat_index(keep_units, group, slot.heads))
     else:
         keep = _flat_index(keep_units, group)
         for axis in slot.axes:
