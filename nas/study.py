@@ -30,7 +30,7 @@ from nas.evaluators import Evaluation, Evaluator, get_evaluator
 from nas.evaluators.base import COUNT_METRICS
 from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
 from nas.samplers._prescreen import VETO_QUANTILE, check_veto_quantile, resolve_rule
-from nas.tasks import Task, load_task
+from nas.tasks import PYG_PREFIX, Task, load_task
 from nas.train import resolve_device
 from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
 from nas.warm_start import describe as describe_warm_start
@@ -332,14 +332,16 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
         study.set_user_attr("task_level", task.level)
     for key, value in identity.items():
         if stored[key] is None:  # a new study, or one made before this key was recorded
+            if key == "data_fingerprint":
+                _check_not_made_on_a_training_split(study, config, task)
             study.set_user_attr(key, value)
         elif stored[key] == value:
             continue
         elif key == "data_fingerprint":
             raise ValueError(
                 f"study {config.study_name!r} was created with data fingerprint {stored[key][:12]}..., "
-                f"this DataTask {task.name!r} has {value[:12]}... (other graphs, labels or split); "
-                f"give it another name or study"
+                f"this {type(task).__name__} {task.name!r} has {value[:12]}... (other graphs, "
+                f"labels or split); give it another name or study"
             )
         else:
             raise ValueError(
@@ -347,6 +349,19 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
                 f"{value!r}; resume it with the options it was created with, or choose another "
                 f"--study name"
             )
+
+
+def _check_not_made_on_a_training_split(study: optuna.Study, config: SearchConfig, task: Task) -> None:
+    """``ValueError`` for a study of a ``pyg:`` dataset with official splits that has trials
+    but no data fingerprint: it was made when metanas searched such a class's training split
+    alone, re-split 80/10/10, so its trials were measured on other data than this task's."""
+    if task.info.family != PYG_PREFIX or not study.get_trials(deepcopy=False):
+        return
+    raise ValueError(
+        f"study {config.study_name!r} was made when metanas searched {task.name!r} on its "
+        f"training split alone (re-split 80/10/10); it now searches its official train, val and "
+        f"test splits, and those trials are not comparable: choose another --study name"
+    )
 
 
 def _evaluation_identity(config: SearchConfig) -> str:

@@ -4,7 +4,7 @@
 evaluator that never trains (a benchmark table lookup) never touches the disk.
 A dataset is named by DATASETS' names, ``tu:NAME`` for any TUDataset, or ``pyg:CLASS[:NAME]``
 for any dataset class of ``torch_geometric.datasets`` (whose level, node or graph, is known once
-its data is read).
+its data is read; a class's official train/val/test split, where it has one, is searched as given).
 
 Data root: ``data_root`` argument, else ``$METANAS_DATA``, else ``~/.cache/metanas/datasets``.
 PyG writes ``processed/`` next to ``raw/``; when the root is read-only (a shared dataset folder)
@@ -25,7 +25,7 @@ import re
 import shutil
 import stat
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -117,6 +117,48 @@ PYG_FORM = ("pyg:CLASS or pyg:CLASS:NAME, CLASS a dataset class of torch_geometr
             "and NAME the name it takes (pyg:WikiCS, pyg:Amazon:Computers)")
 _PYG_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
+#: pyg: classes whose ``split`` argument loads one of their official splits: the values it takes
+#: for the train, val and test split. metanas loads the three and searches them as they are
+PYG_SPLITS: dict[str, tuple[str, str, str]] = {
+    "GNNBenchmarkDataset": ("train", "val", "test"),  # MNIST, CIFAR10 (CSL: PYG_WITHOUT_SPLIT)
+    "MalNetTiny": ("train", "val", "test"),           # its default, None, loads all graphs
+    "UPFD": ("train", "val", "test"),
+}
+#: pyg: datasets whose official splits metanas searches (said when refusing others)
+PYG_SPLITS_SEARCHED = ("GNNBenchmarkDataset:MNIST", "GNNBenchmarkDataset:CIFAR10", "MalNetTiny")
+#: pyg: datasets (CLASS:NAME) whose class takes a ``split`` that they ignore (no official
+#: split: all graphs whatever it says); split by seed as a dataset without a split is
+PYG_WITHOUT_SPLIT = frozenset({"GNNBenchmarkDataset:CSL"})
+#: pyg: classes whose ``split`` takes values other than one train, val and test split
+PYG_OTHER_SPLITS: dict[str, tuple[str, ...]] = {
+    "GraphLandDataset": ("RL", "RH", "TH", "THI"),  # settings of one graph's masks
+}
+_NODES_OF_MANY = "it classifies the nodes of many graphs (a node task here is one graph)"
+_REGRESSION = "its targets are real numbers (regression), not classes"
+_TEMPORAL = "it is a temporal knowledge graph (link prediction over time)"
+_QA = "it is a question-answering dataset for language models"
+#: pyg: datasets (CLASS, or CLASS:NAME) of a class with a ``split`` whose data no task of metanas
+#: takes (it searches the classes of one graph's nodes or of whole graphs): why, said up front
+PYG_UNFIT: dict[str, str] = {
+    "GNNBenchmarkDataset:PATTERN": _NODES_OF_MANY, "GNNBenchmarkDataset:CLUSTER": _NODES_OF_MANY,
+    "GNNBenchmarkDataset:TSP": "it classifies edges (a link task)",
+    "PPI": "it gives the nodes of many graphs 121 labels each (multi-label)",
+    "ZINC": _REGRESSION, "AQSOL": _REGRESSION, "PCQM4Mv2": _REGRESSION,
+    "LRGBDataset": ("its datasets are no classification of one graph's nodes or of graphs "
+                    "(PascalVOC-SP and COCO-SP classify the nodes of many graphs, PCQM-Contact "
+                    "predicts links, Peptides-func is multi-label, Peptides-struct regression)"),
+    "ShapeNet": "it labels the points of many shapes (part segmentation: nodes of many graphs)",
+    "PCPNetDataset": "it estimates normals of point clouds (regression)",
+    "ICEWS18": _TEMPORAL, "GDELT": _TEMPORAL,
+    "FB15k_237": "it is a knowledge graph for link prediction",
+    "WebQSPDataset": _QA, "CWQDataset": _QA,
+    "GitMolDataset": "it pairs molecules with images and text (multi-modal)",
+    "ProteinMPNNDataset": "it designs protein sequences (labels per residue over many structures)",
+    "Teeth3DS": "it labels the points of many 3D scans of teeth (segmentation)",
+    "OPFDataset": "its targets are optimal power flows (regression on heterogeneous graphs)",
+    "CornellTemporalHyperGraphDataset": "it is a temporal hypergraph (hyperedge prediction)",
+}
+
 #: prefixes of a TUDataset named by its PyG name, ``tu:BZR`` or ``TUDataset:BZR`` (any of the
 #: TU collection, not only those DATASETS lists); the canonical name is ``tu:<PyG name>``
 TU_PREFIXES = ("tu", "tudataset")
@@ -170,6 +212,7 @@ def _resolve_pyg_name(name: str) -> str:
         return _resolve_tu_name(f"tu:{pyg_name}")
     if cls.__name__ in FAMILY_CLASSES.values():
         return _listed_pyg_dataset(cls.__name__, pyg_name if has_name else cls.__name__, name)
+    _check_pyg_split(cls, pyg_name if has_name else None, name)
     return f"{PYG_PREFIX}:{cls.__name__}" + (f":{pyg_name}" if has_name else "")
 
 
@@ -204,7 +247,7 @@ def _check_pyg_arguments(cls: type, has_name: bool, name: str) -> None:
     if "root" not in takes:
         raise ValueError(f"dataset {name!r}: {cls.__name__} reads no data root (its graphs are "
                          f"made in memory, not read from a data root); {own}")
-    extra = [arg for arg in required if arg not in ("root", "name")]
+    extra = [arg for arg in required if arg not in ("root", "name", "split")]  # split: below
     if extra:
         raise ValueError(f"dataset {name!r}: {cls.__name__} needs arguments {extra} besides root "
                          f"and name, which a dataset name cannot give; {own}")
@@ -214,6 +257,50 @@ def _check_pyg_arguments(cls: type, has_name: bool, name: str) -> None:
     if not has_name and "name" in required:
         raise ValueError(f"dataset {name!r}: {cls.__name__} needs a name; write "
                          f"pyg:{cls.__name__}:NAME")
+
+
+def _check_pyg_split(cls: type, pyg_name: str | None, name: str) -> None:
+    """``ValueError``, before anything is read, for a class with a ``split`` argument whose
+    splits metanas cannot search together: data no task of it takes (:data:`PYG_UNFIT`), or
+    split values that are no train, val and test split (one split alone would be searched as
+    if it were all the data, and re-split)."""
+    split = inspect.signature(cls).parameters.get("split")
+    if split is None:
+        return
+    unfit = PYG_UNFIT.get(cls.__name__) or PYG_UNFIT.get(_pyg_key(cls.__name__, pyg_name))
+    if unfit:
+        searched = [f"{PYG_PREFIX}:{key}" for key in PYG_SPLITS_SEARCHED]
+        raise ValueError(f"dataset {name!r}: {unfit}; metanas searches only the classes of one "
+                         f"graph's nodes or of whole graphs (integer labels), so it cannot search "
+                         f"this one. Datasets with official splits it searches: {searched}")
+    if (official_split_values(cls.__name__, pyg_name) is not None
+            or _pyg_key(cls.__name__, pyg_name) in PYG_WITHOUT_SPLIT):
+        return
+    own = ("build it in Python with the split you want and search it as nas.tasks.DataTask("
+           "dataset, 'a-name'), giving graphs their split as splits={'train': ..., 'val': ..., "
+           "'test': ...}")
+    values = PYG_OTHER_SPLITS.get(cls.__name__)
+    said = (f"takes {list(values)}" if values else
+            f"(default {split.default!r}) takes values metanas does not know")
+    raise ValueError(f"dataset {name!r}: {cls.__name__}'s split argument {said}, not one train, "
+                     f"val and test split that metanas could load and search together; {own}")
+
+
+def _pyg_key(class_name: str, pyg_name: str | None) -> str:
+    """``CLASS:NAME`` as :data:`PYG_UNFIT` and :data:`PYG_WITHOUT_SPLIT` spell it, when NAME is
+    one of theirs in any spelling (``pattern`` is ``PATTERN``)."""
+    if pyg_name is None:
+        return class_name
+    keys = {normalize(key): key for key in (*PYG_UNFIT, *PYG_WITHOUT_SPLIT)}
+    return keys.get(normalize(f"{class_name}:{pyg_name}"), f"{class_name}:{pyg_name}")
+
+
+def official_split_values(class_name: str, pyg_name: str | None) -> tuple[str, str, str] | None:
+    """The values a ``pyg:`` class's ``split`` takes for its official train, val and test split
+    (:data:`PYG_SPLITS`); None for a class or NAME without one."""
+    if _pyg_key(class_name, pyg_name) in PYG_WITHOUT_SPLIT:
+        return None
+    return PYG_SPLITS.get(class_name)
 
 
 def _listed_pyg_dataset(class_name: str, pyg_name: str, name: str) -> str:
@@ -387,22 +474,45 @@ def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) 
 def _pyg_class_dataset(name: str, family_root: Path) -> Dataset:
     """The dataset of a ``pyg:CLASS[:NAME]`` name: ``CLASS(root)`` on ``<root>/<Class>``
     without NAME, ``CLASS(root, name=NAME)`` on ``<root>/<Class>`` (which PyG's classes keep
-    NAME's folder in) with it. A NAME the class refuses (an ``assert``) is a ``ValueError``."""
+    NAME's folder in) with it; a class with official splits (:data:`PYG_SPLITS`) is built once
+    per split and their graphs joined (:func:`with_official_split`). A NAME the class refuses
+    (an ``assert``) is a ``ValueError``."""
     import traceback
 
     from torch_geometric import datasets as pyg_datasets
 
     class_name, pyg_name = _pyg_parts(name)
     cls = getattr(pyg_datasets, class_name)
+    values = official_split_values(class_name, pyg_name)
     if pyg_name is None:
-        return cls(root=str(dataset_folder(family_root, class_name)))
+        make = functools.partial(cls, root=str(dataset_folder(family_root, class_name)))
+    else:
+        make = functools.partial(cls, root=str(family_root), name=pyg_name)
     try:
-        return cls(root=str(family_root), name=pyg_name)
+        if values is None:
+            return make()
+        return with_official_split({split: make(split=value) for split, value in zip(SPLITS, values)})
     except AssertionError as error:
+        if pyg_name is None:
+            raise
         line = (traceback.extract_tb(error.__traceback__)[-1].line or "").strip()
         raise ValueError(f"dataset {name!r}: PyG's {class_name} refused the name {pyg_name!r} "
                          f"({line or 'AssertionError'}); see its documentation for the names it "
                          f"takes") from None
+
+
+def with_official_split(parts: dict[str, Dataset]) -> Dataset:
+    """The graphs of ``parts`` (a dataset per split: train, val, test) in one in-memory dataset,
+    in that order, whose ``official_split`` holds each split's indices: :attr:`Task.splits`
+    uses them as they are."""
+    from torch_geometric.data import InMemoryDataset
+
+    graphs = [graph for split in SPLITS for graph in parts[split]]
+    dataset = InMemoryDataset()
+    dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
+    sizes = [len(parts[split]) for split in SPLITS]
+    dataset.official_split = dict(zip(SPLITS, torch.arange(len(graphs)).split(sizes)))
+    return dataset
 
 
 def check_processed_files(family_root: Path, info: DatasetInfo) -> None:
@@ -494,7 +604,8 @@ class Task:
     """A dataset, its split, its metric and its dimensions.
 
     Node tasks hold one graph with boolean ``train_mask``/``val_mask``/``test_mask``; graph tasks
-    hold a dataset and index tensors ``splits["train"|"val"|"test"]`` (stratified, by ``seed``).
+    hold a dataset and index tensors ``splits["train"|"val"|"test"]`` (stratified, by ``seed``;
+    a ``pyg:`` class's official split where it has one, :data:`PYG_SPLITS`).
     The metric is accuracy; the test split is recorded but never used to select. Graphs without
     node features get one-hot degree features (:class:`DegreeFeatures`). A task on graphs held
     in memory rather than named: :class:`DataTask`.
@@ -541,12 +652,15 @@ class Task:
 
     @functools.cached_property
     def splits(self) -> dict[str, Tensor]:
-        """Graph tasks: index tensors of the train/val/test graphs (80/10/10, stratified)."""
+        """Graph tasks: index tensors of the train/val/test graphs: the dataset's official
+        split where it has one (:func:`with_official_split`), else 80/10/10, stratified."""
         if self.level != "graph":
             raise AttributeError(
                 f"{self.name} is a {self.level} task: splits are for graph tasks (node tasks: "
                 f".data and its masks; image tasks: .dataset.x/.y per split)")
-        splits = stratified_split(graph_labels(self.dataset), self.seed, GRAPH_SPLIT)
+        splits = getattr(self.dataset, "official_split", None)
+        if splits is None:
+            splits = stratified_split(graph_labels(self.dataset), self.seed, GRAPH_SPLIT)
         check_split_sizes(self.name, "graphs", {s: int(idx.numel()) for s, idx in splits.items()})
         return splits
 
@@ -560,11 +674,15 @@ class Task:
     def num_classes(self) -> int:
         return int(self.dataset.num_classes)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str | None:
-        """None: a dataset metanas loads by name is identified by its name (see
-        :attr:`DataTask.fingerprint`)."""
-        return None
+        """None: a dataset metanas loads by name is identified by its name; but a ``pyg:``
+        class with official splits has its :func:`data_fingerprint` (the three splits' graphs
+        and which split each is in), as a :class:`DataTask` has: its name searched its training
+        split alone before (re-split 80/10/10), and a study of those trials is refused."""
+        if self.info.family != PYG_PREFIX or official_split_values(*_pyg_parts(self.name)) is None:
+            return None
+        return data_fingerprint(self)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -586,7 +704,8 @@ class DataTask(Task):
     One graph is a node task: its own ``train_mask``/``val_mask``/``test_mask`` when it has all
     three (boolean, ``(N,)``, or ``(N, k)`` for k splits of which ``seed % k`` is used), else a
     seeded per-class split (:func:`with_node_split`); only some of the three is an error.
-    Several graphs are a graph task with a seeded stratified 80/10/10 split. Labels ``y`` are
+    Several graphs are a graph task with a seeded stratified 80/10/10 split, or the split given
+    as ``splits`` (an official one: each split's graph indices). Labels ``y`` are
     integer classes, one per node or one per graph. The split is made (and refused, naming
     what is wrong) when the task is built. ``run_search(SearchConfig(dataset=task, ...))``
     searches it; the study records ``name`` as its dataset, so give each data set its own name.
@@ -596,10 +715,13 @@ class DataTask(Task):
         name: the dataset name studies and stored models record; not one of :data:`DATASETS`.
         level: ``"node"`` or ``"graph"`` (default: node for one graph, graph for several).
         seed: split seed.
+        splits: a graph task's split, ``{"train": ..., "val": ..., "test": ...}``: indices of
+            the graphs of each (disjoint; a graph in none is not used), used as given.
     """
 
     def __init__(
         self, data: Data | Dataset | list[Data], name: str, level: str | None = None, seed: int = 0,
+        splits: Mapping[str, Tensor | Sequence[int]] | None = None,
     ) -> None:
         self.name = _own_dataset_name(name)
         dataset = _as_dataset(data)
@@ -609,6 +731,8 @@ class DataTask(Task):
         self.seed = seed
         self.dataset = with_node_features(dataset)  # type: ignore[misc]
         check_class_labels(self.dataset, self.level, self.name)
+        if splits is not None:
+            self.splits = given_split(splits, self.level, len(self.dataset), self.name)  # type: ignore[misc]
         self.data if self.level == "node" else self.splits  # noqa: B018 - split now, fail now
 
     def __repr__(self) -> str:
@@ -616,18 +740,23 @@ class DataTask(Task):
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """SHA-256 (hex) of the data the task searches on: its level, each graph's ``x``,
-        ``edge_index`` and ``y``, and the split it uses (a node task's masks, a graph task's
-        indices). A study records it, so that one resumed with other graphs under the same name
-        is refused; the same for equal tensors in any process, pickled or not."""
-        digest = hashlib.sha256(self.level.encode())
-        if self.level == "node":
-            _hash_tensors(digest, self.data, ("x", "edge_index", "y", *_MASKS))
-        else:
-            for graph in self.dataset:
-                _hash_tensors(digest, graph, ("x", "edge_index", "y"))
-            _hash_tensors(digest, self.splits, SPLITS)
-        return digest.hexdigest()
+        """The task's :func:`data_fingerprint`."""
+        return data_fingerprint(self)
+
+
+def data_fingerprint(task: Task) -> str:
+    """SHA-256 (hex) of the data ``task`` searches on: its level, each graph's ``x``,
+    ``edge_index`` and ``y``, and the split it uses (a node task's masks, a graph task's
+    indices). A study records it, so that one resumed with other graphs under the same name is
+    refused; the same for equal tensors in any process, pickled or not."""
+    digest = hashlib.sha256(task.level.encode())
+    if task.level == "node":
+        _hash_tensors(digest, task.data, ("x", "edge_index", "y", *_MASKS))
+    else:
+        for graph in task.dataset:
+            _hash_tensors(digest, graph, ("x", "edge_index", "y"))
+        _hash_tensors(digest, task.splits, SPLITS)
+    return digest.hexdigest()
 
 
 def _hash_tensors(digest: Any, tensors: Any, keys: tuple[str, ...]) -> None:
@@ -759,6 +888,38 @@ def _one_mask(mask: Tensor, key: str, num_nodes: int, seed: int) -> Tensor:
                          f"({num_nodes}, k) for k splits), got dtype {mask.dtype} and shape "
                          f"{tuple(mask.shape)}")
     return mask
+
+
+def given_split(
+    splits: Mapping[str, Tensor | Sequence[int]], level: str, num_graphs: int, name: str,
+) -> dict[str, Tensor]:
+    """``splits`` as sorted index tensors of a graph task's train/val/test graphs; ``ValueError``
+    naming what is wrong: a node task (its split is its graph's masks), other keys than
+    train/val/test, an empty split, indices that are not integers, out of range, or in two
+    splits."""
+    if level != "graph":
+        raise ValueError(f"{name!r} is a node task: give its split as the graph's boolean "
+                         f"train_mask/val_mask/test_mask, not splits=")
+    if sorted(splits) != sorted(SPLITS):
+        raise ValueError(f"splits of {name!r} must have the keys {list(SPLITS)}, got "
+                         f"{list(splits)}")
+    given = {split: torch.as_tensor(splits[split]).view(-1) for split in SPLITS}
+    for split, idx in given.items():
+        if not idx.numel():
+            raise ValueError(f"splits[{split!r}] of {name!r} is empty: train, val and test each "
+                             f"need graphs")
+        if idx.is_floating_point() or idx.dtype == torch.bool:
+            raise ValueError(f"splits[{split!r}] of {name!r} must hold graph indices (integers), "
+                             f"got dtype {idx.dtype}")
+        outside = idx[(idx < 0) | (idx >= num_graphs)]
+        if outside.numel():
+            raise ValueError(f"splits[{split!r}] of {name!r} holds {outside[:5].tolist()}, not "
+                             f"indices of its {num_graphs} graphs")
+    joined = torch.cat(list(given.values()))
+    if joined.unique().numel() != joined.numel():
+        raise ValueError(f"splits of {name!r} share graphs (or repeat one): each graph may be in "
+                         f"one split at most")
+    return {split: idx.long().sort().values for split, idx in given.items()}
 
 
 def check_split_sizes(name: str, unit: str, sizes: dict[str, int]) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -356,3 +357,159 @@ def test_a_read_only_root_is_mirrored_wherever_the_class_keeps_its_raw_files(
     finally:
         for folder in folders:
             os.chmod(folder, stat.S_IRWXU)
+
+
+def _ring(number: int) -> dict:
+    """A 3-node ring whose features are ``number`` (to tell graphs apart), of class number % 2."""
+    return {"x": [[float(number)]] * 3, "edge_index": [[0, 1, 2], [1, 2, 0]], "y": [number % 2]}
+
+
+def _write_gnn_benchmark_mnist(raw: Path, sizes: tuple[int, int, int]) -> None:
+    """GNNBenchmarkDataset's raw MNIST_v2.pt as its download holds it: the train, val and test
+    graphs, a list of dicts each; graph i (counted over the splits) is ``_ring(i)``."""
+    raw.mkdir(parents=True)
+    numbers = iter(range(sum(sizes)))
+    torch.save([[{key: torch.tensor(value) for key, value in _ring(next(numbers)).items()}
+                 for _ in range(size)] for size in sizes], raw / "MNIST_v2.pt")
+
+
+def _split_numbers(task) -> dict[str, list[int]]:
+    """The ``_ring`` number of each graph of each split of ``task``."""
+    return {split: [int(graph.x[0, 0]) for graph in task.dataset[idx]] for split, idx in task.splits.items()}
+
+
+def test_a_class_with_official_splits_searches_its_three_splits_as_given(cache, tmp_path) -> None:
+    """Before: pyg:GNNBenchmarkDataset:MNIST was built with split="train" alone and its 8
+    training graphs re-split 80/10/10 (6/2/0 here): the official val and test graphs were never
+    read. CSL, whose class ignores split (no official one), is split by seed as before."""
+    import pickle as pickle_module
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    root = tmp_path / "data"
+    _write_gnn_benchmark_mnist(root / "GNNBenchmarkDataset" / "MNIST" / "raw", (8, 3, 4))
+    for seed in (0, 3):
+        task = load_task("pyg:GNNBenchmarkDataset:MNIST", root=root, seed=seed)
+        assert (task.level, len(task.dataset), task.num_classes) == ("graph", 15, 2)
+        assert _split_numbers(task) == {"train": list(range(8)), "val": [8, 9, 10], "test": [11, 12, 13, 14]}
+    raw = root / "GNNBenchmarkDataset" / "CSL" / "raw"
+    raw.mkdir(parents=True)
+    ring = sp.coo_matrix((np.ones(4), ([0, 1, 2, 3], [1, 2, 3, 0])), shape=(4, 4))
+    (raw / "graphs_Kary_Deterministic_Graphs.pkl").write_bytes(pickle_module.dumps([ring] * 20))
+    torch.save(torch.arange(20) % 2, raw / "y_Kary_Deterministic_Graphs.pt")
+    task = load_task("pyg:GNNBenchmarkDataset:CSL", root=root)
+    assert len(task.dataset) == 20 and {s: len(i) for s, i in task.splits.items()} == {"train": 16, "val": 2, "test": 2}
+
+
+class ToySplit(ToyGraphs):
+    """A class whose ``split`` picks one of its official splits, the validation one as "valid"
+    (as PPI's and OGB's files name it): graphs from ``<root>/raw/graphs.json``, one list per split."""
+
+    values = ("train", "valid", "test")
+
+    def __init__(self, root: str, split: str = "train", transform=None) -> None:
+        InMemoryDataset.__init__(self, root, transform)
+        self.load(self.processed_paths[self.values.index(split)])
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        return [f"{split}.pt" for split in self.values]
+
+    def process(self) -> None:
+        splits = json.loads(Path(self.raw_paths[0]).read_text())
+        for split, path in zip(self.values, self.processed_paths):
+            self.save([Data(**{key: torch.tensor(value) for key, value in graph.items()})
+                       for graph in splits[split]], path)
+
+
+class ToyOddSplit(ToyGraphs):
+    """A class whose ``split`` takes values metanas does not know (folds)."""
+
+    def __init__(self, root: str, split: str = "fold0", transform=None) -> None:
+        super().__init__(root, transform)
+
+
+@pytest.fixture
+def toy_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ToySplit and ToyOddSplit as classes of torch_geometric.datasets, ToySplit's split values
+    known as PyG's own classes' are (nas.tasks.PYG_SPLITS)."""
+    import torch_geometric.datasets as pyg_datasets
+
+    import nas.tasks
+
+    for cls in (ToySplit, ToyOddSplit):
+        monkeypatch.setattr(pyg_datasets, cls.__name__, cls, raising=False)
+    monkeypatch.setattr(pyg_datasets, "__all__", [*pyg_datasets.__all__, "ToySplit", "ToyOddSplit"])
+    monkeypatch.setattr(nas.tasks, "PYG_SPLITS", {**getattr(nas.tasks, "PYG_SPLITS", {}), "ToySplit": ToySplit.values},
+                        raising=False)
+
+
+def _write_toy_split(root: Path, sizes: tuple[int, int, int]) -> None:
+    numbers = iter(range(sum(sizes)))
+    (root / "ToySplit" / "raw").mkdir(parents=True)
+    (root / "ToySplit" / "raw" / "graphs.json").write_text(json.dumps(
+        {split: [_ring(next(numbers)) for _ in range(size)] for split, size in zip(ToySplit.values, sizes)}))
+
+
+def test_cli_search_on_a_class_with_official_splits_and_a_study_of_its_training_split_refused(
+    cache, toy_split, monkeypatch, capsys, sqlite_url, tmp_path,
+) -> None:
+    """A 2-trial search on the three splits (the validation one is "valid" to the class); the
+    study records the fingerprint of their graphs and split. A study made before (trials, no
+    fingerprint: measured on the training split re-split) is refused, not resumed."""
+    import optuna
+
+    import nas.tasks
+
+    root = tmp_path / "data"
+    _write_toy_split(root, (10, 4, 6))
+    task = load_task("pyg:ToySplit", root=root)
+    assert _split_numbers(task) == {"train": list(range(10)), "val": list(range(10, 14)), "test": list(range(14, 20))}
+    search = ["search", "--dataset", "pyg:ToySplit", "--epochs", "1", "--convs", "gcn", "--strategy",
+              "random", "--data-root", str(root), "--storage", sqlite_url, "--quiet", "--trials", "2"]
+    assert main([*search, "--study", "s"]) == 0
+    capsys.readouterr()
+    assert main(["trials", "--json", "--storage", sqlite_url, "--study", "s"]) == 0
+    assert [t["state"] for t in json.loads(capsys.readouterr().out)] == ["COMPLETE", "COMPLETE"]
+    stored = optuna.load_study(study_name="s", storage=sqlite_url).user_attrs
+    assert stored["dataset"] == "pyg:ToySplit" and stored["data_fingerprint"] == task.fingerprint
+    shutil.rmtree(root / "ToySplit")
+    _write_toy_split(root, (9, 5, 6))  # graph 9 moved from train to val
+    assert main([*search, "--study", "s", "--trials", "3"]) == 2
+    assert f"this Task 'pyg:ToySplit' has {load_task('pyg:ToySplit', root=root).fingerprint[:12]}" in capsys.readouterr().err
+    with monkeypatch.context() as before:  # a study made before: no fingerprint recorded
+        before.setattr(nas.tasks.Task, "fingerprint", None)
+        assert main([*search, "--study", "old"]) == 0
+    assert main([*search, "--study", "old", "--trials", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "study 'old' was made when metanas searched 'pyg:ToySplit' on its training split alone" in err
+    assert len(optuna.load_study(study_name="old", storage=sqlite_url).trials) == 2
+
+
+@pytest.mark.parametrize("name, said", [
+    ("pyg:GNNBenchmarkDataset:PATTERN", "it classifies the nodes of many graphs"),
+    ("pyg:GNNBenchmarkDataset:cluster", "it classifies the nodes of many graphs"),
+    ("pyg:GNNBenchmarkDataset:TSP", "it classifies edges"),
+    ("pyg:PPI", "the nodes of many graphs 121 labels each"),
+    ("pyg:ZINC", "its targets are real numbers (regression)"),
+    ("pyg:AQSOL", "its targets are real numbers (regression)"),
+    ("pyg:LRGBDataset:Peptides-func", "Peptides-func is multi-label"),
+    ("pyg:ICEWS18", "temporal knowledge graph"),
+    ("pyg:GraphLandDataset:hm-categories", "GraphLandDataset's split argument takes ['RL', 'RH', 'TH', 'THI']"),
+    ("pyg:ToyOddSplit", "ToyOddSplit's split argument (default 'fold0') takes values metanas does not know"),
+])
+def test_a_class_with_splits_metanas_cannot_search_is_refused_up_front(
+    name, said, toy_split, capsys, sqlite_url, tmp_path,
+) -> None:
+    """Before: each was built with its default split (the training one) and searched re-split,
+    or failed only once read; GraphLandDataset was refused as needing a split, without its
+    values. Now refused by name, saying why, before anything is read or made in the data root."""
+    with pytest.raises(ValueError, match=re.escape(f"dataset '{name}': ")):
+        resolve_dataset(name)
+    (tmp_path / "data").mkdir()
+    assert main(["search", "--dataset", name, "--trials", "1", "--data-root", str(tmp_path / "data"),
+                 "--storage", sqlite_url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not any((tmp_path / "data").iterdir())

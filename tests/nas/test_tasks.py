@@ -295,6 +295,35 @@ def test_data_task_graph_level_from_a_list_with_degree_features_for_featureless_
     assert graphs[0].x is None  # the caller's graphs untouched
 
 
+def test_a_data_task_takes_a_given_graph_split_as_it_is_and_refuses_a_bad_one(tiny_graph) -> None:
+    """Before: a DataTask had no way to take an official split (splits= was a TypeError); a
+    graph task was always re-split 80/10/10 by seed."""
+    from torch_geometric.data import Data
+
+    from nas.tasks import DataTask
+
+    graphs = [Data(x=torch.full((2, 1), float(i)), edge_index=torch.tensor([[0], [1]]),
+                   y=torch.tensor([i % 2])) for i in range(20)]
+    given = {"train": [5, 0, 1, 2, 3, 4], "val": torch.tensor([6, 7]), "test": [8, 9, 10]}  # 11.. in none
+    task = DataTask(graphs, "given", splits=given, seed=4)
+    assert {s: idx.tolist() for s, idx in task.splits.items()} == {
+        "train": [0, 1, 2, 3, 4, 5], "val": [6, 7], "test": [8, 9, 10]}
+    assert task.fingerprint != DataTask(graphs, "given", seed=4).fingerprint
+    assert task.fingerprint == DataTask(graphs, "given", splits=given).fingerprint
+    bad = [
+        ({**given, "test": [8, 9, 7]}, "splits of 'b' share graphs"),
+        ({**given, "test": [8, 20]}, r"splits\['test'\] of 'b' holds \[20\], not indices of its 20 graphs"),
+        ({**given, "test": [0.5]}, r"splits\['test'\] of 'b' must hold graph indices \(integers\)"),
+        ({"train": [0], "valid": [1], "test": [2]}, r"must have the keys \['train', 'val', 'test'\], got \['train', 'valid', 'test'\]"),
+        ({**given, "val": []}, r"splits\['val'\] of 'b' is empty"),
+    ]
+    for splits, said in bad:
+        with pytest.raises(ValueError, match=said):
+            DataTask(graphs, "b", splits=splits)
+    with pytest.raises(ValueError, match="'n' is a node task: give its split as the graph's boolean train_mask"):
+        DataTask(tiny_graph, "n", splits=given)
+
+
 def test_data_task_refuses_what_it_cannot_search(tiny_graph) -> None:
     from torch_geometric.data import Data
 
