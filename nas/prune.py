@@ -30,7 +30,7 @@ class PruneJob:
     method: str = "magnitude"   # metanet, magnitude or random
     finetune_epochs: int = 10   # epochs of fine-tuning (0: none)
     metanet: str | None = None  # trained pruning metanetwork (method metanet)
-    seed: int = 0
+    seed: int = 0               # random pruning and fine-tuning (not the split: a search's)
     device: str = "cpu"         # cpu or cuda (resolve auto with nas.train.resolve_device)
     overwrite: bool = False     # write into an out folder that already holds files
 
@@ -62,7 +62,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     check_prunable(document, job.model)
     model = load_exported(job.model)
     transform = _transform(job.metanet, document, model, job.device) if method == "metanet" else None
-    task = load_task(job.dataset, seed=job.seed)
+    task = load_task(job.dataset)  # split as a search splits it (seed 0): what the model knows
     _check_task(document, task)
     defaults = _training_defaults(document)
     config = TrainConfig(epochs=job.finetune_epochs, patience=0, seed=job.seed,
@@ -261,7 +261,7 @@ def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
     config = job.config or MetanetTrainConfig()
     _check_config(config)
     _check_zoo(job)
-    task = load_task(job.dataset, seed=config.seed)
+    task = load_task(job.dataset)  # the split the zoo's networks were trained on
     loss = task_loss(task, job.batch_size, job.device)
     networks = zoo_networks(job)
     _, first = networks[0]
