@@ -25,7 +25,7 @@ import re
 import shutil
 import stat
 from pathlib import Path
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -721,7 +721,7 @@ class DataTask(Task):
 
     def __init__(
         self, data: Data | Dataset | list[Data], name: str, level: str | None = None, seed: int = 0,
-        splits: Mapping[str, Tensor | Sequence[int]] | None = None,
+        splits: Mapping[str, Tensor | Iterable[int]] | None = None,
     ) -> None:
         self.name = _own_dataset_name(name)
         dataset = _as_dataset(data)
@@ -891,7 +891,7 @@ def _one_mask(mask: Tensor, key: str, num_nodes: int, seed: int) -> Tensor:
 
 
 def given_split(
-    splits: Mapping[str, Tensor | Sequence[int]], level: str, num_graphs: int, name: str,
+    splits: Mapping[str, Tensor | Iterable[int]], level: str, num_graphs: int, name: str,
 ) -> dict[str, Tensor]:
     """``splits`` as sorted index tensors of a graph task's train/val/test graphs; ``ValueError``
     naming what is wrong: a node task (its split is its graph's masks), other keys than
@@ -903,23 +903,38 @@ def given_split(
     if sorted(splits) != sorted(SPLITS):
         raise ValueError(f"splits of {name!r} must have the keys {list(SPLITS)}, got "
                          f"{list(splits)}")
-    given = {split: torch.as_tensor(splits[split]).view(-1) for split in SPLITS}
-    for split, idx in given.items():
-        if not idx.numel():
-            raise ValueError(f"splits[{split!r}] of {name!r} is empty: train, val and test each "
-                             f"need graphs")
-        if idx.is_floating_point() or idx.dtype == torch.bool:
-            raise ValueError(f"splits[{split!r}] of {name!r} must hold graph indices (integers), "
-                             f"got dtype {idx.dtype}")
-        outside = idx[(idx < 0) | (idx >= num_graphs)]
-        if outside.numel():
-            raise ValueError(f"splits[{split!r}] of {name!r} holds {outside[:5].tolist()}, not "
-                             f"indices of its {num_graphs} graphs")
-    joined = torch.cat(list(given.values()))
-    if joined.unique().numel() != joined.numel():
-        raise ValueError(f"splits of {name!r} share graphs (or repeat one): each graph may be in "
-                         f"one split at most")
-    return {split: idx.long().sort().values for split, idx in given.items()}
+    given = {split: _graph_indices(splits[split], f"splits[{split!r}] of {name!r}", num_graphs)
+             for split in SPLITS}
+    values, counts = torch.cat(list(given.values())).unique(return_counts=True)
+    twice = values[counts > 1][:5]
+    if twice.numel():
+        where = [split for split, idx in given.items() if torch.isin(idx, twice).any()]
+        raise ValueError(f"splits of {name!r} share graphs (or repeat one): {twice.tolist()} in "
+                         f"{where}; each graph may be in one split at most")
+    return {split: idx.sort().values for split, idx in given.items()}
+
+
+def _graph_indices(indices: Any, what: str, num_graphs: int) -> Tensor:
+    """``indices`` (a tensor, a numpy array of any strides, or integers in any iterable: a list,
+    a range, a set) as a flat int64 tensor; ``ValueError`` naming ``what`` when it is empty,
+    holds no integers or indices outside ``num_graphs``."""
+    import numpy as np
+
+    if isinstance(indices, Tensor):
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise ValueError(f"{what} must hold graph indices (integers), got dtype {indices.dtype}")
+        indices = indices.detach().cpu().numpy()
+    elif isinstance(indices, Iterable) and not isinstance(indices, (np.ndarray, str, bytes)):
+        indices = list(indices)  # a set, a range, a generator
+    array = np.asarray(indices).reshape(-1)
+    if not array.size:
+        raise ValueError(f"{what} is empty: train, val and test each need graphs")
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{what} must hold graph indices (integers), got dtype {array.dtype}")
+    outside = array[(array < 0) | (array >= num_graphs)]
+    if outside.size:
+        raise ValueError(f"{what} holds {outside[:5].tolist()}, not indices of its {num_graphs} graphs")
+    return torch.from_numpy(array.astype(np.int64))
 
 
 def check_split_sizes(name: str, unit: str, sizes: dict[str, int]) -> None:

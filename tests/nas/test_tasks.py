@@ -324,6 +324,50 @@ def test_a_data_task_takes_a_given_graph_split_as_it_is_and_refuses_a_bad_one(ti
         DataTask(tiny_graph, "n", splits=given)
 
 
+def _twenty_graphs() -> list:
+    from torch_geometric.data import Data
+
+    return [Data(x=torch.full((2, 1), float(i)), edge_index=torch.tensor([[0], [1]]),
+                 y=torch.tensor([i % 2])) for i in range(20)]
+
+
+@pytest.mark.parametrize("train", [
+    pytest.param(lambda np: np.arange(6)[::-1], id="numpy-reversed"),  # argsort(...)[::-1]
+    pytest.param(lambda np: np.arange(6, dtype=np.uint64), id="numpy-uint64"),
+    pytest.param(lambda np: torch.arange(6).view(2, 3).t(), id="tensor-transposed"),
+    pytest.param(lambda np: set(range(6)), id="set"),
+    pytest.param(lambda np: range(6), id="range"),
+])
+def test_a_given_split_takes_indices_in_any_integer_container(train) -> None:
+    """Before: a reversed numpy array, a uint64 one, a transposed tensor or a set failed inside
+    torch (negative strides, "lt_cpu" not implemented, view size, "could not infer dtype of
+    set"), an error naming neither the split nor what to give."""
+    import numpy as np
+
+    from nas.tasks import DataTask
+
+    task = DataTask(_twenty_graphs(), "given", splits={"train": train(np), "val": [6, 7], "test": [8, 9]})
+    assert task.splits["train"].tolist() == list(range(6)) and task.splits["train"].dtype == torch.int64
+
+
+def test_a_given_split_of_no_integers_or_with_a_graph_twice_is_refused_naming_it() -> None:
+    """Before: strings and an object array failed inside torch ("too many dimensions 'str'",
+    "can't convert np.ndarray of type numpy.object_"); a graph given twice was refused without
+    saying which graph, nor where."""
+    import numpy as np
+
+    from nas.tasks import DataTask
+
+    given = {"train": [0, 1, 2, 3], "val": [4, 5], "test": [6, 7]}
+    for train in (["0", "1"], np.array([0, 1], dtype=object)):
+        with pytest.raises(ValueError, match=r"splits\['train'\] of 'b' must hold graph indices \(integers\), got dtype"):
+            DataTask(_twenty_graphs(), "b", splits={**given, "train": train})
+    with pytest.raises(ValueError, match=r"splits of 'b' share graphs \(or repeat one\): \[5\] in \['val', 'test'\]"):
+        DataTask(_twenty_graphs(), "b", splits={**given, "test": [6, 5]})
+    with pytest.raises(ValueError, match=r"\[1, 3\] in \['train'\]"):
+        DataTask(_twenty_graphs(), "b", splits={**given, "train": [0, 1, 1, 3, 3]})
+
+
 def test_data_task_refuses_what_it_cannot_search(tiny_graph) -> None:
     from torch_geometric.data import Data
 
