@@ -30,7 +30,7 @@ from nas.evaluators import Evaluation, Evaluator, get_evaluator
 from nas.evaluators.base import COUNT_METRICS
 from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
 from nas.samplers._prescreen import VETO_QUANTILE, check_veto_quantile, resolve_rule
-from nas.tasks import PYG_PREFIX, Task, load_task
+from nas.tasks import PYG_PREFIX, Task, load_task, searched_before_official_splits
 from nas.train import resolve_device
 from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
 from nas.warm_start import describe as describe_warm_start
@@ -353,14 +353,16 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
 
 def _check_not_made_on_a_training_split(study: optuna.Study, config: SearchConfig, task: Task) -> None:
     """``ValueError`` for a study of a ``pyg:`` dataset with official splits that has trials
-    but no data fingerprint: it was made when metanas searched such a class's training split
-    alone, re-split 80/10/10, so its trials were measured on other data than this task's."""
+    but no data fingerprint: it was made when metanas searched such a class as its default
+    split loads it, re-split 80/10/10, so its trials were measured on other data than this
+    task's."""
     if task.info.family != PYG_PREFIX or not study.get_trials(deepcopy=False):
         return
     raise ValueError(
-        f"study {config.study_name!r} was made when metanas searched {task.name!r} on its "
-        f"training split alone (re-split 80/10/10); it now searches its official train, val and "
-        f"test splits, and those trials are not comparable: choose another --study name"
+        f"study {config.study_name!r} was made when metanas searched {task.name!r} on "
+        f"{searched_before_official_splits(task.name)} (re-split 80/10/10); it now searches its "
+        f"official train, val and test splits, and those trials are not comparable: choose "
+        f"another --study name"
     )
 
 

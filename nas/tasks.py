@@ -303,6 +303,19 @@ def official_split_values(class_name: str, pyg_name: str | None) -> tuple[str, s
     return PYG_SPLITS.get(class_name)
 
 
+def searched_before_official_splits(name: str) -> str:
+    """What metanas searched of ``name``, a ``pyg:`` dataset with official splits, before it
+    searched them as given: its class built with its default ``split``, whose graphs it re-split
+    80/10/10 (GNNBenchmarkDataset's training split; MalNetTiny's all graphs)."""
+    from torch_geometric import datasets as pyg_datasets
+
+    class_name, _ = _pyg_parts(name)
+    default = inspect.signature(getattr(pyg_datasets, class_name)).parameters["split"].default
+    if default is None:
+        return "all its graphs (its default split=None loads them all)"
+    return "its training split alone"
+
+
 def _listed_pyg_dataset(class_name: str, pyg_name: str, name: str) -> str:
     """The dataset of DATASETS that ``class_name`` loads as ``pyg_name`` (any case)."""
     listed = {normalize(info.pyg_name): key for key, info in DATASETS.items()

@@ -513,3 +513,22 @@ def test_a_class_with_splits_metanas_cannot_search_is_refused_up_front(
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
     assert not any((tmp_path / "data").iterdir())
+
+
+@pytest.mark.parametrize("name, searched", [
+    ("pyg:MalNetTiny", "on all its graphs (its default split=None loads them all)"),
+    ("pyg:GNNBenchmarkDataset:MNIST", "on its training split alone"),
+])
+def test_a_study_made_before_official_splits_is_refused_saying_what_it_searched(name, searched, tmp_path) -> None:
+    """Before: the refusal said every such study searched its class's training split alone;
+    MalNetTiny's default split, None, loads all its graphs, which were re-split 80/10/10."""
+    import types
+
+    import optuna
+
+    from nas.study import _check_not_made_on_a_training_split
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    with pytest.raises(ValueError, match=re.escape(f"study 'old' was made when metanas searched '{name}' {searched} (re-split 80/10/10)")):
+        _check_not_made_on_a_training_split(study, types.SimpleNamespace(study_name="old"), load_task(name, root=tmp_path))
