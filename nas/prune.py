@@ -153,13 +153,21 @@ def format_outcome(outcome: PruneOutcome) -> str:
 def _widths_note(model: Any) -> str:
     """What the printed widths of a GNN-space ``model`` count besides one layer's output
     channels each: attention layers' channels per head (for layers a residual adds together,
-    per head of the one with the most heads), GIN's MLP hidden width."""
-    from metanets.pruning._gnn import couples_head_counts
+    per head of the one with the most heads, or per one of the least common multiple of their
+    head counts' blocks where that count is not a multiple of the others), GIN's MLP hidden
+    width."""
+    from metanets.pruning._gnn import mixed_head_groups
     from search_spaces.gnn import GNN
 
     layers = getattr(getattr(model, "arch", None), "layers", ())
+    mixed = mixed_head_groups(model) if isinstance(model, GNN) else []
     notes = []
-    if isinstance(model, GNN) and couples_head_counts(model):
+    if any(blocks > most for blocks, most in mixed):
+        counts = " or ".join(str(blocks) for blocks in sorted({blocks for blocks, _ in mixed}))
+        notes.append(f"attention layers: channels per head; layers a residual adds: channels in "
+                     f"each of {counts} equal blocks (the least common multiple of their head "
+                     f"counts)")
+    elif mixed:
         notes.append("attention layers, and layers a residual adds: channels per head of the "
                      "layer with the most heads among them")
     elif any(getattr(layer, "heads", 1) > 1 for layer in layers):

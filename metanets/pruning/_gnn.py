@@ -198,11 +198,13 @@ def _in_blocks(slot: _Slot, blocks: int, layer_heads: int) -> _Slot:
     return dataclasses.replace(slot, heads=per_head)
 
 
-def couples_head_counts(model: nn.Module) -> bool:
-    """Whether a residual couples layers of different head counts into one group (whose units
-    are channels per head of its layer with the most heads)."""
-    return any(len({model.layers[i].spec.heads for i in layers}) > 1
-               for layers in _coupled_layers(model))
+def mixed_head_groups(model: nn.Module) -> list[tuple[int, int]]:
+    """``(blocks, most heads)`` of every group in which a residual couples layers of different
+    head counts: its unit is one channel in each of ``blocks`` (the least common multiple of
+    their head counts) equal blocks, channels per head of its layer with the most heads where
+    that count is ``blocks`` (it is a multiple of the others)."""
+    counts = [{model.layers[i].spec.heads for i in layers} for layers in _coupled_layers(model)]
+    return [(math.lcm(*heads), max(heads)) for heads in counts if len(heads) > 1]
 
 
 def _coupled_layers(model: nn.Module) -> list[list[int]]:

@@ -125,3 +125,23 @@ def test_the_printed_widths_say_whose_heads_a_mixed_group_counts() -> None:
                                   finetuned=metrics, pruned=metrics, method="magnitude")
         text = format_outcome(outcome)
         assert ("channels per head of the layer with the most heads" in text) is said
+
+
+def test_the_printed_widths_say_what_they_count_when_no_head_count_is_a_multiple_of_the_others() -> None:
+    """A residual group of 3 and 2 heads (width 12, a spec a user can write) has units of one
+    channel in each of 6 blocks: its printed [2] said "channels per head of the layer with the
+    most heads", whose 3 heads hold 4 channels each."""
+    from types import SimpleNamespace
+
+    from nas.prune import format_outcome
+
+    torch.manual_seed(0)
+    layers = tuple(LayerSpec("gat", 12, h, activation="relu") for h in (3, 2))
+    model = GNN(GNNArchitecture(layers=layers, skip="residual"), 6, 3).eval()
+    result = prune_model(model, _graph(), 1.5, step=STEP)
+    assert list(result.widths_before) == [2] and list(result.widths_after) == [1]
+    metrics = {"test_acc": 0.8, "val_acc": 0.8}
+    text = format_outcome(SimpleNamespace(result=result, model=result.model, before=metrics,
+                                          finetuned=metrics, pruned=metrics, method="magnitude"))
+    assert "channels per head of the layer with the most heads" not in text
+    assert "channels in each of 6 equal blocks (the least common multiple of their head counts)" in text
