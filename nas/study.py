@@ -28,9 +28,10 @@ from optuna.trial import TrialState
 
 from nas.evaluators import Evaluation, Evaluator, get_evaluator
 from nas.evaluators.base import COUNT_METRICS
+from nas.pyg_classes import PYG_PREFIX, searched_before_official_splits
 from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
 from nas.samplers._prescreen import VETO_QUANTILE, check_veto_quantile, resolve_rule
-from nas.tasks import PYG_PREFIX, Task, load_task, searched_before_official_splits
+from nas.tasks import Task, load_task
 from nas.train import resolve_device
 from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
 from nas.warm_start import describe as describe_warm_start

@@ -5,6 +5,8 @@ evaluator that never trains (a benchmark table lookup) never touches the disk.
 A dataset is named by DATASETS' names, ``tu:NAME`` for any TUDataset, or ``pyg:CLASS[:NAME]``
 for any dataset class of ``torch_geometric.datasets`` (whose level, node or graph, is known once
 its data is read; a class's official train/val/test split, where it has one, is searched as given).
+What a ``pyg:`` name may be, and how its class is built: :mod:`nas.pyg_classes`; how a task's data
+is split: :mod:`nas.splits`.
 
 Data root: ``data_root`` argument, else ``$METANAS_DATA``, else ``~/.cache/metanas/datasets``.
 PyG writes ``processed/`` next to ``raw/``; when the root is read-only (a shared dataset folder)
@@ -18,19 +20,26 @@ import copy
 import dataclasses
 import functools
 import hashlib
-import inspect
 import os
 import pickle
 import re
 import shutil
 import stat
 from pathlib import Path
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
 
+from nas.pyg_classes import (
+    PYG_FORM, PYG_NAME_PATTERN, PYG_PREFIX, canonical_pyg_name, official_split_values, pyg_class,
+    pyg_class_dataset, pyg_parts,
+)
+from nas.splits import (
+    GRAPH_SPLIT, MASKS, SPLITS, check_split_sizes, given_split, graph_labels, stratified_split,
+    with_node_split,
+)
 from search_spaces.resolver import normalize
 
 if TYPE_CHECKING:
@@ -110,55 +119,6 @@ FAMILY_CLASSES = {
     "airports": "Airports", "amazon": "Amazon", "coauthor": "Coauthor",
 }
 
-#: prefix of a dataset named by its class in torch_geometric.datasets, ``pyg:WikiCS`` or
-#: ``pyg:Amazon:Computers`` (``pyg:CLASS[:NAME]``); see :func:`_resolve_pyg_name`
-PYG_PREFIX = "pyg"
-PYG_FORM = ("pyg:CLASS or pyg:CLASS:NAME, CLASS a dataset class of torch_geometric.datasets "
-            "and NAME the name it takes (pyg:WikiCS, pyg:Amazon:Computers)")
-_PYG_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
-
-#: pyg: classes whose ``split`` argument loads one of their official splits: the values it takes
-#: for the train, val and test split. metanas loads the three and searches them as they are
-PYG_SPLITS: dict[str, tuple[str, str, str]] = {
-    "GNNBenchmarkDataset": ("train", "val", "test"),  # MNIST, CIFAR10 (CSL: PYG_WITHOUT_SPLIT)
-    "MalNetTiny": ("train", "val", "test"),           # its default, None, loads all graphs
-    "UPFD": ("train", "val", "test"),
-}
-#: pyg: datasets whose official splits metanas searches (said when refusing others)
-PYG_SPLITS_SEARCHED = ("GNNBenchmarkDataset:MNIST", "GNNBenchmarkDataset:CIFAR10", "MalNetTiny")
-#: pyg: datasets (CLASS:NAME) whose class takes a ``split`` that they ignore (no official
-#: split: all graphs whatever it says); split by seed as a dataset without a split is
-PYG_WITHOUT_SPLIT = frozenset({"GNNBenchmarkDataset:CSL"})
-#: pyg: classes whose ``split`` takes values other than one train, val and test split
-PYG_OTHER_SPLITS: dict[str, tuple[str, ...]] = {
-    "GraphLandDataset": ("RL", "RH", "TH", "THI"),  # settings of one graph's masks
-}
-_NODES_OF_MANY = "it classifies the nodes of many graphs (a node task here is one graph)"
-_REGRESSION = "its targets are real numbers (regression), not classes"
-_TEMPORAL = "it is a temporal knowledge graph (link prediction over time)"
-_QA = "it is a question-answering dataset for language models"
-#: pyg: datasets (CLASS, or CLASS:NAME) of a class with a ``split`` whose data no task of metanas
-#: takes (it searches the classes of one graph's nodes or of whole graphs): why, said up front
-PYG_UNFIT: dict[str, str] = {
-    "GNNBenchmarkDataset:PATTERN": _NODES_OF_MANY, "GNNBenchmarkDataset:CLUSTER": _NODES_OF_MANY,
-    "GNNBenchmarkDataset:TSP": "it classifies edges (a link task)",
-    "PPI": "it gives the nodes of many graphs 121 labels each (multi-label)",
-    "ZINC": _REGRESSION, "AQSOL": _REGRESSION, "PCQM4Mv2": _REGRESSION,
-    "LRGBDataset": ("its datasets are no classification of one graph's nodes or of graphs "
-                    "(PascalVOC-SP and COCO-SP classify the nodes of many graphs, PCQM-Contact "
-                    "predicts links, Peptides-func is multi-label, Peptides-struct regression)"),
-    "ShapeNet": "it labels the points of many shapes (part segmentation: nodes of many graphs)",
-    "PCPNetDataset": "it estimates normals of point clouds (regression)",
-    "ICEWS18": _TEMPORAL, "GDELT": _TEMPORAL,
-    "FB15k_237": "it is a knowledge graph for link prediction",
-    "WebQSPDataset": _QA, "CWQDataset": _QA,
-    "GitMolDataset": "it pairs molecules with images and text (multi-modal)",
-    "ProteinMPNNDataset": "it designs protein sequences (labels per residue over many structures)",
-    "Teeth3DS": "it labels the points of many 3D scans of teeth (segmentation)",
-    "OPFDataset": "its targets are optimal power flows (regression on heterogeneous graphs)",
-    "CornellTemporalHyperGraphDataset": "it is a temporal hypergraph (hyperedge prediction)",
-}
-
 #: prefixes of a TUDataset named by its PyG name, ``tu:BZR`` or ``TUDataset:BZR`` (any of the
 #: TU collection, not only those DATASETS lists); the canonical name is ``tu:<PyG name>``
 TU_PREFIXES = ("tu", "tudataset")
@@ -186,7 +146,7 @@ def _resolve_tu_name(name: str) -> str:
     """``tu:NAME``: the listed dataset of that TU name (``tu:MUTAG`` is ``mutag``), else
     ``tu:NAME`` itself; NAME is case-sensitive, as in PyG's folders and download URLs."""
     prefix, _, pyg_name = name.partition(":")
-    if normalize(prefix) not in TU_PREFIXES or not re.fullmatch(_PYG_NAME, pyg_name):
+    if normalize(prefix) not in TU_PREFIXES or not re.fullmatch(PYG_NAME_PATTERN, pyg_name):
         raise ValueError(f"could not resolve dataset {name!r}: a prefixed name is tu:NAME or "
                          f"TUDataset:NAME, NAME a TUDataset's name as PyG spells it (letters, "
                          f"digits, '_', '-', '.'), or {PYG_FORM}")
@@ -195,125 +155,16 @@ def _resolve_tu_name(name: str) -> str:
 
 
 def _resolve_pyg_name(name: str) -> str:
-    """``pyg:CLASS[:NAME]``: a dataset class of ``torch_geometric.datasets`` (looked up by its
-    name there, case-insensitively; nothing is imported by path), built with the data root and
-    NAME only. A class metanas loads a family of is that family's dataset (``pyg:Planetoid:Cora``
-    is ``cora``, ``pyg:TUDataset:BZR`` is ``tu:BZR``), as ``tu:MUTAG`` is ``mutag``: the same data,
-    read the same (safe) way, under one study name. Otherwise ``pyg:<Class>[:NAME]``, the class
-    as PyG spells it and NAME as given (its classes spell their folders differently)."""
-    class_name, has_name, pyg_name = name.partition(":")[2].partition(":")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", class_name) or (
-            has_name and not re.fullmatch(_PYG_NAME, pyg_name)):
-        raise ValueError(f"could not resolve dataset {name!r}: a pyg: name is {PYG_FORM} (CLASS "
-                         f"letters, digits and '_'; NAME letters, digits, '_', '-', '.')")
-    cls = _pyg_dataset_class(class_name, name)
-    _check_pyg_arguments(cls, bool(has_name), name)
+    """``pyg:CLASS[:NAME]`` (:func:`~nas.pyg_classes.pyg_class`): a class metanas loads a family
+    of is that family's dataset (``pyg:Planetoid:Cora`` is ``cora``, ``pyg:TUDataset:BZR`` is
+    ``tu:BZR``), as ``tu:MUTAG`` is ``mutag``: the same data, read the same (safe) way, under one
+    study name. Otherwise ``pyg:<Class>[:NAME]`` (:func:`~nas.pyg_classes.canonical_pyg_name`)."""
+    cls, pyg_name = pyg_class(name)
     if cls.__name__ == FAMILY_CLASSES["tu"]:
         return _resolve_tu_name(f"tu:{pyg_name}")
     if cls.__name__ in FAMILY_CLASSES.values():
-        return _listed_pyg_dataset(cls.__name__, pyg_name if has_name else cls.__name__, name)
-    _check_pyg_split(cls, pyg_name if has_name else None, name)
-    return f"{PYG_PREFIX}:{cls.__name__}" + (f":{pyg_name}" if has_name else "")
-
-
-def _pyg_dataset_class(class_name: str, name: str) -> type:
-    """The ``torch_geometric.datasets`` attribute ``class_name`` (any case), if a Dataset class."""
-    from torch_geometric import datasets as pyg_datasets
-    from torch_geometric.data import Dataset
-
-    def dataset_class(attr: str | None) -> type | None:
-        found = getattr(pyg_datasets, attr, None) if attr else None
-        return found if isinstance(found, type) and issubclass(found, Dataset) else None
-
-    spelled = {normalize(attr): attr for attr in pyg_datasets.__all__}  # pyg:wikics is WikiCS
-    cls = dataset_class(class_name) or dataset_class(spelled.get(normalize(class_name)))
-    if cls is None:
-        import difflib
-
-        close = difflib.get_close_matches(class_name, pyg_datasets.__all__, n=3, cutoff=0.6)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"could not resolve dataset {name!r}: {class_name!r} is not a dataset "
-                         f"class of torch_geometric.datasets{hint}; a pyg: name is {PYG_FORM}")
-    return cls
-
-
-def _check_pyg_arguments(cls: type, has_name: bool, name: str) -> None:
-    """``ValueError`` unless ``cls`` is built from a data root (and a name when one is given)."""
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    params = [p for p in inspect.signature(cls).parameters.values() if p.kind in kinds]
-    takes = {p.name for p in params}
-    required = [p.name for p in params if p.default is inspect.Parameter.empty]
-    own = "build it in Python and search it as nas.tasks.DataTask(dataset, 'a-name')"
-    if "root" not in takes:
-        raise ValueError(f"dataset {name!r}: {cls.__name__} reads no data root (its graphs are "
-                         f"made in memory, not read from a data root); {own}")
-    extra = [arg for arg in required if arg not in ("root", "name", "split")]  # split: below
-    if extra:
-        raise ValueError(f"dataset {name!r}: {cls.__name__} needs arguments {extra} besides root "
-                         f"and name, which a dataset name cannot give; {own}")
-    if has_name and "name" not in takes:
-        raise ValueError(f"dataset {name!r}: {cls.__name__} takes no name; write "
-                         f"pyg:{cls.__name__}")
-    if not has_name and "name" in required:
-        raise ValueError(f"dataset {name!r}: {cls.__name__} needs a name; write "
-                         f"pyg:{cls.__name__}:NAME")
-
-
-def _check_pyg_split(cls: type, pyg_name: str | None, name: str) -> None:
-    """``ValueError``, before anything is read, for a class with a ``split`` argument whose
-    splits metanas cannot search together: data no task of it takes (:data:`PYG_UNFIT`), or
-    split values that are no train, val and test split (one split alone would be searched as
-    if it were all the data, and re-split)."""
-    split = inspect.signature(cls).parameters.get("split")
-    if split is None:
-        return
-    unfit = PYG_UNFIT.get(cls.__name__) or PYG_UNFIT.get(_pyg_key(cls.__name__, pyg_name))
-    if unfit:
-        searched = [f"{PYG_PREFIX}:{key}" for key in PYG_SPLITS_SEARCHED]
-        raise ValueError(f"dataset {name!r}: {unfit}; metanas searches only the classes of one "
-                         f"graph's nodes or of whole graphs (integer labels), so it cannot search "
-                         f"this one. Datasets with official splits it searches: {searched}")
-    if (official_split_values(cls.__name__, pyg_name) is not None
-            or _pyg_key(cls.__name__, pyg_name) in PYG_WITHOUT_SPLIT):
-        return
-    own = ("build it in Python with the split you want and search it as nas.tasks.DataTask("
-           "dataset, 'a-name'), giving graphs their split as splits={'train': ..., 'val': ..., "
-           "'test': ...}")
-    values = PYG_OTHER_SPLITS.get(cls.__name__)
-    said = (f"takes {list(values)}" if values else
-            f"(default {split.default!r}) takes values metanas does not know")
-    raise ValueError(f"dataset {name!r}: {cls.__name__}'s split argument {said}, not one train, "
-                     f"val and test split that metanas could load and search together; {own}")
-
-
-def _pyg_key(class_name: str, pyg_name: str | None) -> str:
-    """``CLASS:NAME`` as :data:`PYG_UNFIT` and :data:`PYG_WITHOUT_SPLIT` spell it, when NAME is
-    one of theirs in any spelling (``pattern`` is ``PATTERN``)."""
-    if pyg_name is None:
-        return class_name
-    keys = {normalize(key): key for key in (*PYG_UNFIT, *PYG_WITHOUT_SPLIT)}
-    return keys.get(normalize(f"{class_name}:{pyg_name}"), f"{class_name}:{pyg_name}")
-
-
-def official_split_values(class_name: str, pyg_name: str | None) -> tuple[str, str, str] | None:
-    """The values a ``pyg:`` class's ``split`` takes for its official train, val and test split
-    (:data:`PYG_SPLITS`); None for a class or NAME without one."""
-    if _pyg_key(class_name, pyg_name) in PYG_WITHOUT_SPLIT:
-        return None
-    return PYG_SPLITS.get(class_name)
-
-
-def searched_before_official_splits(name: str) -> str:
-    """What metanas searched of ``name``, a ``pyg:`` dataset with official splits, before it
-    searched them as given: its class built with its default ``split``, whose graphs it re-split
-    80/10/10 (GNNBenchmarkDataset's training split; MalNetTiny's all graphs)."""
-    from torch_geometric import datasets as pyg_datasets
-
-    class_name, _ = _pyg_parts(name)
-    default = inspect.signature(getattr(pyg_datasets, class_name)).parameters["split"].default
-    if default is None:
-        return "all its graphs (its default split=None loads them all)"
-    return "its training split alone"
+        return _listed_pyg_dataset(cls.__name__, pyg_name or cls.__name__, name)
+    return canonical_pyg_name(cls, pyg_name, name)
 
 
 def _listed_pyg_dataset(class_name: str, pyg_name: str, name: str) -> str:
@@ -326,18 +177,12 @@ def _listed_pyg_dataset(class_name: str, pyg_name: str, name: str) -> str:
     return listed[normalize(pyg_name)]
 
 
-def _pyg_parts(name: str) -> tuple[str, str | None]:
-    """(CLASS, NAME or None) of a canonical ``pyg:CLASS[:NAME]`` name."""
-    class_name, has_name, pyg_name = name[len(f"{PYG_PREFIX}:"):].partition(":")
-    return class_name, pyg_name if has_name else None
-
-
 def dataset_info(name: str) -> DatasetInfo:
     """How to load the dataset of canonical name ``name`` (see :func:`resolve_dataset`)."""
     if name.startswith("tu:"):
         return _graph(name[len("tu:"):])
     if name.startswith(f"{PYG_PREFIX}:"):
-        class_name, pyg_name = _pyg_parts(name)
+        class_name, pyg_name = pyg_parts(name)
         if pyg_name is None:  # <root>/<Class>/raw
             return DatasetInfo(PYG_PREFIX, class_name, None, "")
         return DatasetInfo(PYG_PREFIX, pyg_name, None, class_name)  # <root>/<Class>/<NAME>/raw
@@ -467,7 +312,7 @@ def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) 
     loaders: dict[str, Callable[[], Dataset]] = {
         "planetoid": lambda: _planetoid(str(family_root), info.pyg_name),
         "actor": lambda: pyg_datasets.Actor(str(family_root / info.pyg_name)),
-        PYG_PREFIX: lambda: _pyg_class_dataset(name, family_root),
+        PYG_PREFIX: lambda: pyg_class_dataset(name, _class_folder(family_root, info)),
     }
     loader = loaders.get(info.family) or functools.partial(  # tu, webkb, airports, amazon, coauthor
         getattr(pyg_datasets, FAMILY_CLASSES[info.family]), str(family_root), info.pyg_name)
@@ -482,50 +327,6 @@ def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) 
             f"--data-root / METANAS_DATA at a folder that holds "
             f"{Path(info.folder, info.pyg_name, 'raw')}."
         ) from error
-
-
-def _pyg_class_dataset(name: str, family_root: Path) -> Dataset:
-    """The dataset of a ``pyg:CLASS[:NAME]`` name: ``CLASS(root)`` on ``<root>/<Class>``
-    without NAME, ``CLASS(root, name=NAME)`` on ``<root>/<Class>`` (which PyG's classes keep
-    NAME's folder in) with it; a class with official splits (:data:`PYG_SPLITS`) is built once
-    per split and their graphs joined (:func:`with_official_split`). A NAME the class refuses
-    (an ``assert``) is a ``ValueError``."""
-    import traceback
-
-    from torch_geometric import datasets as pyg_datasets
-
-    class_name, pyg_name = _pyg_parts(name)
-    cls = getattr(pyg_datasets, class_name)
-    values = official_split_values(class_name, pyg_name)
-    if pyg_name is None:
-        make = functools.partial(cls, root=str(dataset_folder(family_root, class_name)))
-    else:
-        make = functools.partial(cls, root=str(family_root), name=pyg_name)
-    try:
-        if values is None:
-            return make()
-        return with_official_split({split: make(split=value) for split, value in zip(SPLITS, values)})
-    except AssertionError as error:
-        if pyg_name is None:
-            raise
-        line = (traceback.extract_tb(error.__traceback__)[-1].line or "").strip()
-        raise ValueError(f"dataset {name!r}: PyG's {class_name} refused the name {pyg_name!r} "
-                         f"({line or 'AssertionError'}); see its documentation for the names it "
-                         f"takes") from None
-
-
-def with_official_split(parts: dict[str, Dataset]) -> Dataset:
-    """The graphs of ``parts`` (a dataset per split: train, val, test) in one in-memory dataset,
-    in that order, whose ``official_split`` holds each split's indices: :attr:`Task.splits`
-    uses them as they are."""
-    from torch_geometric.data import InMemoryDataset
-
-    graphs = [graph for split in SPLITS for graph in parts[split]]
-    dataset = InMemoryDataset()
-    dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
-    sizes = [len(parts[split]) for split in SPLITS]
-    dataset.official_split = dict(zip(SPLITS, torch.arange(len(graphs)).split(sizes)))
-    return dataset
 
 
 def check_processed_files(family_root: Path, info: DatasetInfo) -> None:
@@ -560,8 +361,14 @@ def _processed_folders(family_root: Path, info: DatasetInfo) -> list[Path]:
     if info.family != PYG_PREFIX:
         return [d / "processed" for d in family_root.iterdir()
                 if normalize(d.name) == normalize(info.pyg_name)] if family_root.is_dir() else []
-    top = family_root if info.folder else dataset_folder(family_root, info.pyg_name)
+    top = _class_folder(family_root, info)
     return [d for d in top.rglob("processed*") if d.is_dir()] if top.is_dir() else []
+
+
+def _class_folder(family_root: Path, info: DatasetInfo) -> Path:
+    """A ``pyg:`` dataset's class folder ``<root>/<Class>``, which its class is built on:
+    ``family_root`` itself with NAME, else the class's folder there in any spelling."""
+    return family_root if info.folder else dataset_folder(family_root, info.pyg_name)
 
 
 #: the only globals Planetoid's raw files (Python 2 pickles) hold: numpy arrays, a scipy CSR
@@ -618,7 +425,7 @@ class Task:
 
     Node tasks hold one graph with boolean ``train_mask``/``val_mask``/``test_mask``; graph tasks
     hold a dataset and index tensors ``splits["train"|"val"|"test"]`` (stratified, by ``seed``;
-    a ``pyg:`` class's official split where it has one, :data:`PYG_SPLITS`).
+    a ``pyg:`` class's official split where it has one, :data:`~nas.pyg_classes.PYG_SPLITS`).
     The metric is accuracy; the test split is recorded but never used to select. Graphs without
     node features get one-hot degree features (:class:`DegreeFeatures`). A task on graphs held
     in memory rather than named: :class:`DataTask`.
@@ -666,7 +473,8 @@ class Task:
     @functools.cached_property
     def splits(self) -> dict[str, Tensor]:
         """Graph tasks: index tensors of the train/val/test graphs: the dataset's official
-        split where it has one (:func:`with_official_split`), else 80/10/10, stratified."""
+        split where it has one (:func:`~nas.pyg_classes.with_official_split`), else 80/10/10,
+        stratified."""
         if self.level != "graph":
             raise AttributeError(
                 f"{self.name} is a {self.level} task: splits are for graph tasks (node tasks: "
@@ -693,7 +501,7 @@ class Task:
         class with official splits has its :func:`data_fingerprint` (the three splits' graphs
         and which split each is in), as a :class:`DataTask` has: its name searched its training
         split alone before (re-split 80/10/10), and a study of those trials is refused."""
-        if self.info.family != PYG_PREFIX or official_split_values(*_pyg_parts(self.name)) is None:
+        if self.info.family != PYG_PREFIX or official_split_values(*pyg_parts(self.name)) is None:
             return None
         return data_fingerprint(self)
 
@@ -764,7 +572,7 @@ def data_fingerprint(task: Task) -> str:
     refused; the same for equal tensors in any process, pickled or not."""
     digest = hashlib.sha256(task.level.encode())
     if task.level == "node":
-        _hash_tensors(digest, task.data, ("x", "edge_index", "y", *_MASKS))
+        _hash_tensors(digest, task.data, ("x", "edge_index", "y", *MASKS))
     else:
         for graph in task.dataset:
             _hash_tensors(digest, graph, ("x", "edge_index", "y"))
@@ -841,157 +649,6 @@ def check_class_labels(dataset: Dataset, level: str, name: str) -> None:
         got = "no y" if y is None else f"y of dtype {y.dtype} and shape {tuple(y.shape)}"
         raise ValueError(f"{name!r}: a {level} task needs integer class labels y, one per "
                          f"{level} ({expected} here), got {got}")
-
-
-#: a graph task's split: fractions of each class for train, val and test
-GRAPH_SPLIT = (0.8, 0.1, 0.1)
-#: the three splits, in order
-SPLITS = ("train", "val", "test")
-#: a node task's seeded split per class (Shchur et al., 2018): this many training and
-#: validation nodes, the rest for test, when the class has more nodes than the two together
-NODE_SPLIT_PER_CLASS = (20, 30)
-#: a smaller class is divided by these fractions (train, val, test) instead
-SMALL_CLASS_SPLIT = (0.6, 0.2, 0.2)
-_MASKS = tuple(f"{split}_mask" for split in SPLITS)
-
-
-def with_node_split(data: Data, seed: int) -> Data:
-    """Keep the graph's masks (first split if it ships several); else draw a per-class split
-    of 20 training and 30 validation nodes per class, the rest for test (Shchur et al., 2018);
-    a class of at most 50 nodes is divided 60/20/20 instead, so that it has test nodes too.
-
-    Raises ``ValueError`` when the graph has only some of the three masks, or a mask that is
-    not boolean over the nodes (an index tensor would silently select other nodes)."""
-    present = [key for key in _MASKS if getattr(data, key, None) is not None]
-    if present:
-        if len(present) < len(_MASKS):
-            missing = [key for key in _MASKS if key not in present]
-            raise ValueError(f"the graph has {present} but not {missing}: give all three boolean "
-                             f"masks, or none for a seeded per-class split")
-        for key in _MASKS:
-            data[key] = _one_mask(data[key], key, data.num_nodes, seed)
-        return data
-    y = data.y.view(-1)
-    masks = {split: torch.zeros_like(y, dtype=torch.bool) for split in SPLITS}
-    for idx in _shuffled_classes(y, seed):
-        n_train, n_val = _node_split_sizes(idx.numel())
-        masks["train"][idx[:n_train]] = True
-        masks["val"][idx[n_train:n_train + n_val]] = True
-        masks["test"][idx[n_train + n_val:]] = True
-    data.train_mask, data.val_mask, data.test_mask = masks["train"], masks["val"], masks["test"]
-    return data
-
-
-def _node_split_sizes(class_size: int) -> tuple[int, int]:
-    """(train, val) nodes of one class of a seeded node split; the rest are test nodes."""
-    n_train, n_val = NODE_SPLIT_PER_CLASS
-    if class_size > n_train + n_val:
-        return n_train, n_val
-    return (int(round(SMALL_CLASS_SPLIT[0] * class_size)),
-            int(round(SMALL_CLASS_SPLIT[1] * class_size)))
-
-
-def _one_mask(mask: Tensor, key: str, num_nodes: int, seed: int) -> Tensor:
-    """``mask`` as one boolean ``(N,)`` mask: column ``seed % k`` of an ``(N, k)`` one (WebKB
-    and Actor ship ten splits as columns)."""
-    if mask.dim() == 2:
-        mask = mask[:, seed % mask.size(1)]
-    if mask.dtype != torch.bool or mask.dim() != 1 or mask.numel() != num_nodes:
-        raise ValueError(f"{key} must be a boolean tensor of shape ({num_nodes},) (or "
-                         f"({num_nodes}, k) for k splits), got dtype {mask.dtype} and shape "
-                         f"{tuple(mask.shape)}")
-    return mask
-
-
-def given_split(
-    splits: Mapping[str, Tensor | Iterable[int]], level: str, num_graphs: int, name: str,
-) -> dict[str, Tensor]:
-    """``splits`` as sorted index tensors of a graph task's train/val/test graphs; ``ValueError``
-    naming what is wrong: a node task (its split is its graph's masks), other keys than
-    train/val/test, an empty split, indices that are not integers, out of range, or in two
-    splits."""
-    if level != "graph":
-        raise ValueError(f"{name!r} is a node task: give its split as the graph's boolean "
-                         f"train_mask/val_mask/test_mask, not splits=")
-    if sorted(splits) != sorted(SPLITS):
-        raise ValueError(f"splits of {name!r} must have the keys {list(SPLITS)}, got "
-                         f"{list(splits)}")
-    given = {split: _graph_indices(splits[split], f"splits[{split!r}] of {name!r}", num_graphs)
-             for split in SPLITS}
-    values, counts = torch.cat(list(given.values())).unique(return_counts=True)
-    twice = values[counts > 1][:5]
-    if twice.numel():
-        where = [split for split, idx in given.items() if torch.isin(idx, twice).any()]
-        raise ValueError(f"splits of {name!r} share graphs (or repeat one): {twice.tolist()} in "
-                         f"{where}; each graph may be in one split at most")
-    return {split: idx.sort().values for split, idx in given.items()}
-
-
-def _graph_indices(indices: Any, what: str, num_graphs: int) -> Tensor:
-    """``indices`` (a tensor, a numpy array of any strides, or integers in any iterable: a list,
-    a range, a set) as a flat int64 tensor; ``ValueError`` naming ``what`` when it is empty,
-    holds no integers or indices outside ``num_graphs``."""
-    import numpy as np
-
-    if isinstance(indices, Tensor):
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise ValueError(f"{what} must hold graph indices (integers), got dtype {indices.dtype}")
-        indices = indices.detach().cpu().numpy()
-    elif isinstance(indices, Iterable) and not isinstance(indices, (np.ndarray, str, bytes)):
-        indices = list(indices)  # a set, a range, a generator
-    array = np.asarray(indices).reshape(-1)
-    if not array.size:
-        raise ValueError(f"{what} is empty: train, val and test each need graphs")
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"{what} must hold graph indices (integers), got dtype {array.dtype}")
-    outside = array[(array < 0) | (array >= num_graphs)]
-    if outside.size:
-        raise ValueError(f"{what} holds {outside[:5].tolist()}, not indices of its {num_graphs} graphs")
-    return torch.from_numpy(array.astype(np.int64))
-
-
-def check_split_sizes(name: str, unit: str, sizes: dict[str, int]) -> None:
-    """``ValueError`` naming the sizes when a split is empty (nothing to train on, nothing to
-    select with, or nothing to test)."""
-    empty = [split for split in SPLITS if not sizes.get(split)]
-    if empty:
-        raise ValueError(f"dataset {name!r} has no {unit} in its {' and '.join(empty)} split "
-                         f"(train/val/test: {sizes['train']}/{sizes['val']}/{sizes['test']}): too "
-                         f"few {unit} per class")
-
-
-def stratified_split(
-    y: Tensor, seed: int, fractions: tuple[float, float, float]
-) -> dict[str, Tensor]:
-    """Indices per split, each class divided by ``fractions`` (train, val, test)."""
-    parts: dict[str, list[Tensor]] = {split: [] for split in SPLITS}
-    for idx in _shuffled_classes(y, seed):
-        n_train = int(round(fractions[0] * idx.numel()))
-        n_val = int(round(fractions[1] * idx.numel()))
-        parts["train"].append(idx[:n_train])
-        parts["val"].append(idx[n_train:n_train + n_val])
-        parts["test"].append(idx[n_train + n_val:])
-    return {key: torch.cat(value).sort().values for key, value in parts.items()}
-
-
-def _shuffled_classes(y: Tensor, seed: int) -> Iterator[Tensor]:
-    """The indices of each class (in label order), each shuffled by one seeded generator."""
-    generator = torch.Generator().manual_seed(seed)
-    for cls in y.unique():
-        idx = (y == cls).nonzero().view(-1)
-        yield idx[torch.randperm(idx.numel(), generator=generator)]
-
-
-def graph_labels(dataset: Dataset) -> Tensor:
-    """One class label per graph, ``(len(dataset),)``; ``ValueError`` otherwise."""
-    y = getattr(dataset, "y", None)  # an in-memory dataset's labels without reading each graph
-    if y is None:
-        y = torch.cat([graph.y.view(-1) for graph in dataset])
-    y = y.view(-1)
-    if y.numel() != len(dataset):
-        raise ValueError(f"a graph task needs one class label per graph: {len(dataset)} graphs, "
-                         f"{y.numel()} labels")
-    return y
 
 
 def with_node_features(dataset: Dataset) -> Dataset:

@@ -433,16 +433,15 @@ class ToyOddSplit(ToyGraphs):
 @pytest.fixture
 def toy_split(monkeypatch: pytest.MonkeyPatch) -> None:
     """ToySplit and ToyOddSplit as classes of torch_geometric.datasets, ToySplit's split values
-    known as PyG's own classes' are (nas.tasks.PYG_SPLITS)."""
+    known as PyG's own classes' are (nas.pyg_classes.PYG_SPLITS)."""
     import torch_geometric.datasets as pyg_datasets
 
-    import nas.tasks
+    import nas.pyg_classes
 
     for cls in (ToySplit, ToyOddSplit):
         monkeypatch.setattr(pyg_datasets, cls.__name__, cls, raising=False)
     monkeypatch.setattr(pyg_datasets, "__all__", [*pyg_datasets.__all__, "ToySplit", "ToyOddSplit"])
-    monkeypatch.setattr(nas.tasks, "PYG_SPLITS", {**getattr(nas.tasks, "PYG_SPLITS", {}), "ToySplit": ToySplit.values},
-                        raising=False)
+    monkeypatch.setattr(nas.pyg_classes, "PYG_SPLITS", {**nas.pyg_classes.PYG_SPLITS, "ToySplit": ToySplit.values})
 
 
 def _write_toy_split(root: Path, sizes: tuple[int, int, int]) -> None:

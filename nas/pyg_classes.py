@@ -1,0 +1,249 @@
+"""Any dataset class of ``torch_geometric.datasets`` as a dataset name, ``pyg:CLASS`` or
+``pyg:CLASS:NAME`` (``pyg:WikiCS``, ``pyg:HeterophilousGraphDataset:Roman-empire``): the class
+looked up by its name, the checks that refuse before anything is read a class a name cannot
+build or whose data no task here takes (with the reason, :data:`PYG_UNFIT`), the tables of
+classes with official splits (:data:`PYG_SPLITS`), and building a class's dataset, its official
+splits joined.
+
+:mod:`nas.tasks` resolves every dataset name with it (a class metanas lists a family of, such as
+``Planetoid``, is that family's dataset there) and keeps the data root, handing a class its
+folder in it; this module imports nothing of metanas but :mod:`nas.splits`.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from typing import TYPE_CHECKING
+
+import torch
+
+from nas.splits import SPLITS
+from search_spaces.resolver import normalize
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from torch_geometric.data import Dataset
+
+
+#: prefix of a dataset named by its class in torch_geometric.datasets, ``pyg:WikiCS`` or
+#: ``pyg:Amazon:Computers`` (``pyg:CLASS[:NAME]``); see :func:`pyg_class`
+PYG_PREFIX = "pyg"
+PYG_FORM = ("pyg:CLASS or pyg:CLASS:NAME, CLASS a dataset class of torch_geometric.datasets "
+            "and NAME the name it takes (pyg:WikiCS, pyg:Amazon:Computers)")
+#: a NAME as PyG spells it (a TUDataset's too): letters, digits, '_', '-', '.'
+PYG_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+#: pyg: classes whose ``split`` argument loads one of their official splits: the values it takes
+#: for the train, val and test split. metanas loads the three and searches them as they are
+PYG_SPLITS: dict[str, tuple[str, str, str]] = {
+    "GNNBenchmarkDataset": ("train", "val", "test"),  # MNIST, CIFAR10 (CSL: PYG_WITHOUT_SPLIT)
+    "MalNetTiny": ("train", "val", "test"),           # its default, None, loads all graphs
+    "UPFD": ("train", "val", "test"),
+}
+#: pyg: datasets whose official splits metanas searches (said when refusing others)
+PYG_SPLITS_SEARCHED = ("GNNBenchmarkDataset:MNIST", "GNNBenchmarkDataset:CIFAR10", "MalNetTiny")
+#: pyg: datasets (CLASS:NAME) whose class takes a ``split`` that they ignore (no official
+#: split: all graphs whatever it says); split by seed as a dataset without a split is
+PYG_WITHOUT_SPLIT = frozenset({"GNNBenchmarkDataset:CSL"})
+#: pyg: classes whose ``split`` takes values other than one train, val and test split
+PYG_OTHER_SPLITS: dict[str, tuple[str, ...]] = {
+    "GraphLandDataset": ("RL", "RH", "TH", "THI"),  # settings of one graph's masks
+}
+_NODES_OF_MANY = "it classifies the nodes of many graphs (a node task here is one graph)"
+_REGRESSION = "its targets are real numbers (regression), not classes"
+_TEMPORAL = "it is a temporal knowledge graph (link prediction over time)"
+_QA = "it is a question-answering dataset for language models"
+#: pyg: datasets (CLASS, or CLASS:NAME) of a class with a ``split`` whose data no task of metanas
+#: takes (it searches the classes of one graph's nodes or of whole graphs): why, said up front
+PYG_UNFIT: dict[str, str] = {
+    "GNNBenchmarkDataset:PATTERN": _NODES_OF_MANY, "GNNBenchmarkDataset:CLUSTER": _NODES_OF_MANY,
+    "GNNBenchmarkDataset:TSP": "it classifies edges (a link task)",
+    "PPI": "it gives the nodes of many graphs 121 labels each (multi-label)",
+    "ZINC": _REGRESSION, "AQSOL": _REGRESSION, "PCQM4Mv2": _REGRESSION,
+    "LRGBDataset": ("its datasets are no classification of one graph's nodes or of graphs "
+                    "(PascalVOC-SP and COCO-SP classify the nodes of many graphs, PCQM-Contact "
+                    "predicts links, Peptides-func is multi-label, Peptides-struct regression)"),
+    "ShapeNet": "it labels the points of many shapes (part segmentation: nodes of many graphs)",
+    "PCPNetDataset": "it estimates normals of point clouds (regression)",
+    "ICEWS18": _TEMPORAL, "GDELT": _TEMPORAL,
+    "FB15k_237": "it is a knowledge graph for link prediction",
+    "WebQSPDataset": _QA, "CWQDataset": _QA,
+    "GitMolDataset": "it pairs molecules with images and text (multi-modal)",
+    "ProteinMPNNDataset": "it designs protein sequences (labels per residue over many structures)",
+    "Teeth3DS": "it labels the points of many 3D scans of teeth (segmentation)",
+    "OPFDataset": "its targets are optimal power flows (regression on heterogeneous graphs)",
+    "CornellTemporalHyperGraphDataset": "it is a temporal hypergraph (hyperedge prediction)",
+}
+
+
+def pyg_class(name: str) -> tuple[type, str | None]:
+    """The class and NAME (None without one) of a ``pyg:CLASS[:NAME]`` name: a dataset class of
+    ``torch_geometric.datasets`` (looked up by its name there, case-insensitively; nothing is
+    imported by path), built with the data root and NAME only; ``ValueError`` otherwise."""
+    class_name, has_name, pyg_name = name.partition(":")[2].partition(":")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", class_name) or (
+            has_name and not re.fullmatch(PYG_NAME_PATTERN, pyg_name)):
+        raise ValueError(f"could not resolve dataset {name!r}: a pyg: name is {PYG_FORM} (CLASS "
+                         f"letters, digits and '_'; NAME letters, digits, '_', '-', '.')")
+    cls = _pyg_dataset_class(class_name, name)
+    _check_pyg_arguments(cls, bool(has_name), name)
+    return cls, pyg_name if has_name else None
+
+
+def canonical_pyg_name(cls: type, pyg_name: str | None, name: str) -> str:
+    """``pyg:<Class>[:NAME]``, the class as PyG spells it and NAME as given (its classes spell
+    their folders differently), once its ``split`` is one metanas searches
+    (:func:`_check_pyg_split`)."""
+    _check_pyg_split(cls, pyg_name, name)
+    return f"{PYG_PREFIX}:{cls.__name__}" + (f":{pyg_name}" if pyg_name is not None else "")
+
+
+def _pyg_dataset_class(class_name: str, name: str) -> type:
+    """The ``torch_geometric.datasets`` attribute ``class_name`` (any case), if a Dataset class."""
+    from torch_geometric import datasets as pyg_datasets
+    from torch_geometric.data import Dataset
+
+    def dataset_class(attr: str | None) -> type | None:
+        found = getattr(pyg_datasets, attr, None) if attr else None
+        return found if isinstance(found, type) and issubclass(found, Dataset) else None
+
+    spelled = {normalize(attr): attr for attr in pyg_datasets.__all__}  # pyg:wikics is WikiCS
+    cls = dataset_class(class_name) or dataset_class(spelled.get(normalize(class_name)))
+    if cls is None:
+        import difflib
+
+        close = difflib.get_close_matches(class_name, pyg_datasets.__all__, n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"could not resolve dataset {name!r}: {class_name!r} is not a dataset "
+                         f"class of torch_geometric.datasets{hint}; a pyg: name is {PYG_FORM}")
+    return cls
+
+
+def _check_pyg_arguments(cls: type, has_name: bool, name: str) -> None:
+    """``ValueError`` unless ``cls`` is built from a data root (and a name when one is given)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = [p for p in inspect.signature(cls).parameters.values() if p.kind in kinds]
+    takes = {p.name for p in params}
+    required = [p.name for p in params if p.default is inspect.Parameter.empty]
+    own = "build it in Python and search it as nas.tasks.DataTask(dataset, 'a-name')"
+    if "root" not in takes:
+        raise ValueError(f"dataset {name!r}: {cls.__name__} reads no data root (its graphs are "
+                         f"made in memory, not read from a data root); {own}")
+    extra = [arg for arg in required if arg not in ("root", "name", "split")]  # split: below
+    if extra:
+        raise ValueError(f"dataset {name!r}: {cls.__name__} needs arguments {extra} besides root "
+                         f"and name, which a dataset name cannot give; {own}")
+    if has_name and "name" not in takes:
+        raise ValueError(f"dataset {name!r}: {cls.__name__} takes no name; write "
+                         f"pyg:{cls.__name__}")
+    if not has_name and "name" in required:
+        raise ValueError(f"dataset {name!r}: {cls.__name__} needs a name; write "
+                         f"pyg:{cls.__name__}:NAME")
+
+
+def _check_pyg_split(cls: type, pyg_name: str | None, name: str) -> None:
+    """``ValueError``, before anything is read, for a class with a ``split`` argument whose
+    splits metanas cannot search together: data no task of it takes (:data:`PYG_UNFIT`), or
+    split values that are no train, val and test split (one split alone would be searched as
+    if it were all the data, and re-split)."""
+    split = inspect.signature(cls).parameters.get("split")
+    if split is None:
+        return
+    unfit = PYG_UNFIT.get(cls.__name__) or PYG_UNFIT.get(_pyg_key(cls.__name__, pyg_name))
+    if unfit:
+        searched = [f"{PYG_PREFIX}:{key}" for key in PYG_SPLITS_SEARCHED]
+        raise ValueError(f"dataset {name!r}: {unfit}; metanas searches only the classes of one "
+                         f"graph's nodes or of whole graphs (integer labels), so it cannot search "
+                         f"this one. Datasets with official splits it searches: {searched}")
+    if (official_split_values(cls.__name__, pyg_name) is not None
+            or _pyg_key(cls.__name__, pyg_name) in PYG_WITHOUT_SPLIT):
+        return
+    own = ("build it in Python with the split you want and search it as nas.tasks.DataTask("
+           "dataset, 'a-name'), giving graphs their split as splits={'train': ..., 'val': ..., "
+           "'test': ...}")
+    values = PYG_OTHER_SPLITS.get(cls.__name__)
+    said = (f"takes {list(values)}" if values else
+            f"(default {split.default!r}) takes values metanas does not know")
+    raise ValueError(f"dataset {name!r}: {cls.__name__}'s split argument {said}, not one train, "
+                     f"val and test split that metanas could load and search together; {own}")
+
+
+def _pyg_key(class_name: str, pyg_name: str | None) -> str:
+    """``CLASS:NAME`` as :data:`PYG_UNFIT` and :data:`PYG_WITHOUT_SPLIT` spell it, when NAME is
+    one of theirs in any spelling (``pattern`` is ``PATTERN``)."""
+    if pyg_name is None:
+        return class_name
+    keys = {normalize(key): key for key in (*PYG_UNFIT, *PYG_WITHOUT_SPLIT)}
+    return keys.get(normalize(f"{class_name}:{pyg_name}"), f"{class_name}:{pyg_name}")
+
+
+def official_split_values(class_name: str, pyg_name: str | None) -> tuple[str, str, str] | None:
+    """The values a ``pyg:`` class's ``split`` takes for its official train, val and test split
+    (:data:`PYG_SPLITS`); None for a class or NAME without one."""
+    if _pyg_key(class_name, pyg_name) in PYG_WITHOUT_SPLIT:
+        return None
+    return PYG_SPLITS.get(class_name)
+
+
+def searched_before_official_splits(name: str) -> str:
+    """What metanas searched of ``name``, a ``pyg:`` dataset with official splits, before it
+    searched them as given: its class built with its default ``split``, whose graphs it re-split
+    80/10/10 (GNNBenchmarkDataset's training split; MalNetTiny's all graphs)."""
+    from torch_geometric import datasets as pyg_datasets
+
+    class_name, _ = pyg_parts(name)
+    default = inspect.signature(getattr(pyg_datasets, class_name)).parameters["split"].default
+    if default is None:
+        return "all its graphs (its default split=None loads them all)"
+    return "its training split alone"
+
+
+def pyg_parts(name: str) -> tuple[str, str | None]:
+    """(CLASS, NAME or None) of a canonical ``pyg:CLASS[:NAME]`` name."""
+    class_name, has_name, pyg_name = name[len(f"{PYG_PREFIX}:"):].partition(":")
+    return class_name, pyg_name if has_name else None
+
+
+def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
+    """The dataset of a canonical ``pyg:CLASS[:NAME]`` name: ``CLASS(root)`` without NAME,
+    ``CLASS(root, name=NAME)`` with it, ``root`` being ``class_root``, the class's folder
+    ``<root>/<Class>`` (which PyG's classes keep NAME's folder in); a class with official splits
+    (:data:`PYG_SPLITS`) is built once per split and their graphs joined
+    (:func:`with_official_split`). A NAME the class refuses (an ``assert``) is a ``ValueError``."""
+    import traceback
+
+    from torch_geometric import datasets as pyg_datasets
+
+    class_name, pyg_name = pyg_parts(name)
+    cls = getattr(pyg_datasets, class_name)
+    values = official_split_values(class_name, pyg_name)
+    make = functools.partial(cls, root=str(class_root))
+    if pyg_name is not None:
+        make = functools.partial(make, name=pyg_name)
+    try:
+        if values is None:
+            return make()
+        return with_official_split({split: make(split=value) for split, value in zip(SPLITS, values)})
+    except AssertionError as error:
+        if pyg_name is None:
+            raise
+        line = (traceback.extract_tb(error.__traceback__)[-1].line or "").strip()
+        raise ValueError(f"dataset {name!r}: PyG's {class_name} refused the name {pyg_name!r} "
+                         f"({line or 'AssertionError'}); see its documentation for the names it "
+                         f"takes") from None
+
+
+def with_official_split(parts: dict[str, Dataset]) -> Dataset:
+    """The graphs of ``parts`` (a dataset per split: train, val, test) in one in-memory dataset,
+    in that order, whose ``official_split`` holds each split's indices:
+    :attr:`nas.tasks.Task.splits` uses them as they are."""
+    from torch_geometric.data import InMemoryDataset
+
+    graphs = [graph for split in SPLITS for graph in parts[split]]
+    dataset = InMemoryDataset()
+    dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
+    sizes = [len(parts[split]) for split in SPLITS]
+    dataset.official_split = dict(zip(SPLITS, torch.arange(len(graphs)).split(sizes)))
+    return dataset
