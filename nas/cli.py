@@ -1032,7 +1032,9 @@ def _add_hypernet(commands: Any) -> None:
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--batch-size", type=int, default=128, help="images/graphs per step")
     t.add_argument("--seed", type=int, default=0,
-                   help="seeds the GHN's initialisation, batches and the training pool")
+                   help="seeds the GHN's initialisation, batches and the training pool, not "
+                        "the split: a dataset without a public split is split as a search "
+                        "splits it (seed 0)")
     t.add_argument("--pool-seed", type=int, default=None,
                    help="seeds the training pool instead of --seed (two runs with one "
                         "--pool-seed and different --seed: same architectures, other init)")
@@ -1080,7 +1082,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
     if _already_trained(args, found_ghn(args.out), "GHN"):
         return 0
     space = get_space(args.space)
-    task = load_task(args.dataset, root=args.data_root, seed=args.seed)
+    task = load_task(args.dataset, root=args.data_root)  # a search's split (seed 0), not --seed's
     space.check_level(task.level)
     config = HypernetTrainConfig(
         steps=args.steps, archs_per_step=args.archs_per_step, pool_size=args.pool_size,
