@@ -1236,6 +1236,8 @@ def _add_prune(commands: Any) -> None:
     p.add_argument("--metanet", default=None, help="trained pruning metanetwork (method metanet)")
     p.add_argument("--seed", type=int, default=0)
     _device_option(p)
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (default $METANAS_DATA or the user cache)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     _overwrite_option(p)
     p.set_defaults(handler=cmd_prune)
@@ -1250,7 +1252,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if Path(args.out).resolve() != Path(args.model).resolve():  # that one is refused by name below
         check_out_folder(args.out, args.overwrite)
     job = PruneJob(args.model, args.dataset, args.speedup, args.out, args.method,
-                   args.finetune_epochs, args.metanet, args.seed, device, args.overwrite)
+                   args.finetune_epochs, args.metanet, args.seed, device, args.overwrite,
+                   args.data_root)
     outcome, folder = run_prune(job)
     if args.json:
         print(json.dumps({**outcome.summary(), "out": str(folder)}))
@@ -1301,6 +1304,8 @@ def _add_prune_metanet(commands: Any) -> None:
                         "killed run resumes (removed once the metanetwork is written)")
     p.add_argument("--quiet", action="store_true", help="no training log lines")
     _device_option(p)
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (default $METANAS_DATA or the user cache)")
     _retrain_option(p)
     p.set_defaults(handler=cmd_prune_metanet)
 
@@ -1329,7 +1334,7 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
     state = metanet_state(args.out)
     job = MetanetJob(args.dataset, args.out, tuple(args.model_dir), args.zoo, tuple(args.study),
                      args.limit, args.batch_size, config, str(state), args.state_every, device,
-                     training_flags(args))
+                     training_flags(args), args.data_root)
 
     def log(step: int, task: float, penalty: float) -> None:
         if not args.quiet:

@@ -33,6 +33,7 @@ class PruneJob:
     seed: int = 0               # random pruning and fine-tuning (not the split: a search's)
     device: str = "cpu"         # cpu or cuda (resolve auto with nas.train.resolve_device)
     overwrite: bool = False     # write into an out folder that already holds files
+    data_root: str | None = None  # dataset folder (default $METANAS_DATA, see nas.tasks)
 
 
 #: spaces whose models ``metanas prune`` prunes: torch-pruning's dependency graph (cnn, mlp),
@@ -62,7 +63,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     check_prunable(document, job.model)
     model = load_exported(job.model)
     transform = _transform(job.metanet, document, model, job.device) if method == "metanet" else None
-    task = load_task(job.dataset)  # split as a search splits it (seed 0): what the model knows
+    task = load_task(job.dataset, job.data_root)  # split as a search splits it (seed 0)
     _check_task(document, task)
     defaults = _training_defaults(document)
     config = TrainConfig(epochs=job.finetune_epochs, patience=0, seed=job.seed,
@@ -195,6 +196,7 @@ class MetanetJob:
     state_every: int = 100                 # steps between training-state writes
     device: str = "cpu"                    # where the fit runs: cpu or cuda (see PruneJob)
     flags: dict[str, Any] | None = None    # the command's flags, recorded with the metanetwork
+    data_root: str | None = None           # dataset folder (default $METANAS_DATA)
 
 
 def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
@@ -269,7 +271,7 @@ def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
     config = job.config or MetanetTrainConfig()
     _check_config(config)
     _check_zoo(job)
-    task = load_task(job.dataset)  # the split the zoo's networks were trained on
+    task = load_task(job.dataset, job.data_root)  # the split the zoo's networks were trained on
     loss = task_loss(task, job.batch_size, job.device)
     networks = zoo_networks(job)
     _, first = networks[0]
