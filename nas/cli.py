@@ -191,6 +191,17 @@ def _storage_option(parser: argparse.ArgumentParser, required: bool = False) -> 
     )
 
 
+#: --help of --data-root, one text for every command that reads a dataset (nas.tasks.default_data_root)
+DATA_ROOT_HELP = ("folder the datasets are read from, in PyG's layout (default $METANAS_DATA, "
+                  "else datasets/ in the metanas cache: $METANAS_CACHE or ~/.cache/metanas)")
+
+
+def _data_root_option(parser: argparse.ArgumentParser) -> None:
+    """``--data-root DIR`` of a command that reads a dataset (its handler passes it to
+    :func:`nas.tasks.load_task` as ``root``)."""
+    parser.add_argument("--data-root", default=None, metavar="DIR", help=DATA_ROOT_HELP)
+
+
 def _study_options(parser: argparse.ArgumentParser) -> None:
     _storage_option(parser)
     parser.add_argument("--study", required=True, help="study name")
@@ -218,7 +229,7 @@ def _add_search(commands: Any) -> None:
     p.add_argument("--study", default=None, help="study name (default dataset-space-strategy-evaluator)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--data-root", default=None, help="dataset folder (default $METANAS_DATA or the user cache)")
+    _data_root_option(p)
     p.add_argument("--n-jobs", type=int, default=1, help="worker processes")
     p.add_argument("--epochs", type=int, default=200, help="most epochs per trial")
     p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs")
@@ -623,7 +634,7 @@ def _add_supernet(commands: Any) -> None:
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     t.add_argument("--checkpoint-every", type=int, default=50, help="epochs between checkpoints")
-    t.add_argument("--data-root", default=None)
+    _data_root_option(t)
     t.add_argument(
         "--sampling", default="uniform", choices=["uniform", "fair"],
         help="paths per step: uniform, one path (SPOS, default); fair, FairNAS strict fairness "
@@ -718,7 +729,7 @@ def _add_zoo(commands: Any) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--n-jobs", type=int, default=1, help="worker processes")
     b.add_argument("--timeout", type=float, default=None, help="seconds after which no run starts")
-    b.add_argument("--data-root", default=None)
+    _data_root_option(b)
     _device_option(b)
     b.add_argument("--quiet", action="store_true", help="no per-run lines")
     b.add_argument("--heartbeat", type=int, default=30, help=argparse.SUPPRESS)
@@ -847,6 +858,7 @@ def _add_metanet(commands: Any) -> None:
                         "zoo's task ('data'); learned either way (default noise)")
     t.add_argument("--verbose", action="store_true")
     _device_option(t)
+    _data_root_option(t)  # --probe-init data reads the zoo's dataset
     _retrain_option(t)
     t.set_defaults(handler=cmd_metanet_train)
     q = sub.add_parser("predict", help="predict for stored or exported networks")
@@ -892,7 +904,7 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        hidden=args.hidden, layers=args.layers, probes=args.probes,
                        probe_init=args.probe_init, max_inputs=args.max_inputs)
-    start = (task_probe_inputs(zoo[0].dataset, args.probes, seed=args.seed)
+    start = (task_probe_inputs(zoo[0].dataset, args.probes, seed=args.seed, data_root=args.data_root)
              if args.probes and args.probe_init == "data" else None)
     state = metanet_state(args.out)
     if state.exists():
@@ -1063,7 +1075,7 @@ def _add_hypernet(commands: Any) -> None:
                         "a killed run started again with the same flags resumes from it; it is "
                         "removed once OUT is written")
     _device_option(t)
-    t.add_argument("--data-root", default=None, help="dataset folder")
+    _data_root_option(t)
     _retrain_option(t)
     t.set_defaults(handler=cmd_hypernet_train)
 
@@ -1152,7 +1164,7 @@ def _add_predict_params(commands: Any) -> None:
     p.add_argument("--dataset", default=None,
                    help="recompute BatchNorm statistics on this task's training data "
                         "(default: keep running statistics at 0/1)")
-    p.add_argument("--data-root", default=None, help="dataset folder")
+    _data_root_option(p)
     _device_option(p)
     _overwrite_option(p)
     p.set_defaults(handler=cmd_predict_params)
@@ -1236,8 +1248,7 @@ def _add_prune(commands: Any) -> None:
     p.add_argument("--metanet", default=None, help="trained pruning metanetwork (method metanet)")
     p.add_argument("--seed", type=int, default=0)
     _device_option(p)
-    p.add_argument("--data-root", default=None,
-                   help="dataset folder (default $METANAS_DATA or the user cache)")
+    _data_root_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     _overwrite_option(p)
     p.set_defaults(handler=cmd_prune)
@@ -1304,8 +1315,7 @@ def _add_prune_metanet(commands: Any) -> None:
                         "killed run resumes (removed once the metanetwork is written)")
     p.add_argument("--quiet", action="store_true", help="no training log lines")
     _device_option(p)
-    p.add_argument("--data-root", default=None,
-                   help="dataset folder (default $METANAS_DATA or the user cache)")
+    _data_root_option(p)
     _retrain_option(p)
     p.set_defaults(handler=cmd_prune_metanet)
 

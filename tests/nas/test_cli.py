@@ -674,3 +674,124 @@ def test_zoo_commands_take_a_zoo_stored_without_an_optuna_study(
     missing = f"sqlite:///{tmp_path / 'missing.db'}"
     assert main(["zoo", "info", "--storage", missing, "--study", "stored"]) == 1
     assert not (tmp_path / "missing.db").exists()
+
+
+#: every command that reads a dataset; each takes --data-root
+_DATA_COMMANDS = {"search", "supernet train", "zoo build", "metanet train", "hypernet train",
+                  "predict-params", "prune", "prune-metanet"}
+
+
+def _commands_with(option: str) -> set[str]:
+    """``{"zoo build", ...}``: every (sub)command whose parser has ``option``."""
+    import argparse
+
+    from nas.cli import build_parser
+
+    found, todo = set(), [("", build_parser())]
+    while todo:
+        name, parser = todo.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {sub}".strip(), p) for sub, p in action.choices.items()]
+            elif option in action.option_strings:
+                found.add(name)
+    return found
+
+
+def test_every_command_that_reads_a_dataset_takes_data_root_with_one_help(capsys) -> None:
+    """--data-root was defined by each command with its own help (a long one, 'dataset folder'
+    or none), and metanet train, whose --probe-init data reads the zoo's dataset, had none."""
+    from nas.cli import DATA_ROOT_HELP
+
+    assert _commands_with("--data-root") == _DATA_COMMANDS
+    for command in sorted(_DATA_COMMANDS):
+        with pytest.raises(SystemExit):
+            main([*command.split(), "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        assert f"--data-root DIR {DATA_ROOT_HELP}" in shown, command
+
+
+def test_data_root_help_says_the_default_data_root(monkeypatch, tmp_path: Path) -> None:
+    from nas.cli import DATA_ROOT_HELP
+    from nas.tasks import default_data_root
+
+    monkeypatch.setenv("METANAS_DATA", str(tmp_path / "data"))
+    assert "$METANAS_DATA" in DATA_ROOT_HELP and default_data_root() == tmp_path / "data"
+    monkeypatch.delenv("METANAS_DATA")
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    assert "$METANAS_CACHE" in DATA_ROOT_HELP and default_data_root() == tmp_path / "cache" / "datasets"
+    monkeypatch.delenv("METANAS_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert "~/.cache/metanas" in DATA_ROOT_HELP
+    assert default_data_root() == tmp_path / ".cache" / "metanas" / "datasets"
+
+
+class _TaskBuilt(Exception):
+    pass
+
+
+@pytest.fixture
+def data_argv(tmp_path: Path, sqlite_url: str, store_image_networks, export_image_networks):  # noqa: ANN201
+    """``data_argv(command)``: the command's arguments, up to the dataset it reads."""
+    from search_spaces.cnn import CNNArchitecture
+
+    store_image_networks(sqlite_url, "z", runs=2)
+    (tmp_path / "arch.json").write_text(CNNArchitecture(widths=(8,)).to_json())
+    models = export_image_networks(tmp_path, seeds=(0,))
+    argv = {
+        "search": ["search", "--dataset", "mnist14", "--space", "cnn", "--storage", sqlite_url],
+        "supernet train": ["supernet", "train", "--dataset", "cora", "--out", f"{tmp_path}/s"],
+        "zoo build": ["zoo", "build", "--size", "1", "--storage", sqlite_url],
+        "metanet train": ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out",
+                          f"{tmp_path}/m", "--probes", "1", "--probe-init", "data"],
+        "hypernet train": ["hypernet", "train", "--dataset", "cora", "--out", f"{tmp_path}/g"],
+        "predict-params": ["predict-params", "--hypernet", "pretrained:cnn-mnist", "--arch",
+                           f"{tmp_path}/arch.json", "--out", f"{tmp_path}/p", "--dataset", "mnist14"],
+        "prune": ["prune", "--model", models[1], "--dataset", "mnist14", "--speedup", "1.5",
+                  "--out", f"{tmp_path}/o"],
+        "prune-metanet": ["prune-metanet", "--dataset", "mnist14", "--out", f"{tmp_path}/pm", *models],
+    }
+    return lambda command: [*argv[command], "--device", "cpu"]
+
+
+@pytest.mark.parametrize("command", sorted(_DATA_COMMANDS))
+def test_every_command_that_reads_a_dataset_reads_it_from_data_root(
+    command: str, data_argv, capsys, monkeypatch, tmp_path: Path,
+) -> None:
+    """The root each command's task is built with is its --data-root (the first task it
+    builds ends the command here)."""
+    import nas.tasks
+
+    roots = []
+
+    def built(self, name, root=None, seed=0) -> None:  # noqa: ANN001
+        roots.append(root)
+        raise _TaskBuilt(name)
+
+    monkeypatch.setattr(nas.tasks.Task, "__init__", built)
+    assert main([*data_argv(command), "--data-root", str(tmp_path / "mine")]) == 1
+    assert roots == [str(tmp_path / "mine")], capsys.readouterr().err
+
+
+def test_metanet_train_reads_its_probe_images_from_data_root(
+    capsys, monkeypatch, sqlite_url: str, store_image_networks, tmp_path: Path,
+) -> None:
+    """--probe-init data read the zoo's dataset from $METANAS_DATA only: metanet train took no
+    --data-root (exit 2, unrecognized arguments)."""
+    import os
+    import shutil
+
+    source = Path(os.environ.get("METANAS_DATA", "")) / "MNIST" / "raw"
+    if not source.is_dir():
+        pytest.skip("MNIST raw files not found under METANAS_DATA")
+    shutil.copytree(source, tmp_path / "data" / "MNIST" / "raw")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("METANAS_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    store_image_networks(sqlite_url, "z", runs=4)
+    assert main(["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out",
+                 str(tmp_path / "m"), "--probes", "2", "--probe-init", "data", "--epochs", "1",
+                 "--hidden", "8", "--layers", "1", "--device", "cpu",
+                 "--data-root", str(tmp_path / "data")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "m").is_dir() and not any((tmp_path / "empty").iterdir())
