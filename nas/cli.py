@@ -1240,7 +1240,8 @@ def _add_prune(commands: Any) -> None:
         "prune", help="prune an exported model to a MACs speed-up, fine-tune it and export it")
     p.add_argument("--model", required=True, help="exported model folder (never modified)")
     p.add_argument("--dataset", required=True, help="task to fine-tune and measure accuracy on")
-    p.add_argument("--speedup", type=float, required=True, help="MACs before / after, e.g. 2.0")
+    p.add_argument("--speedup", type=_speedup, required=True,
+                   help="MACs before / after, a finite number > 1, e.g. 2.0")
     p.add_argument("--out", required=True, help="folder to write the pruned model into")
     p.add_argument("--method", default="magnitude",
                    help="metanet, magnitude (L2 group norm, default) or random")
@@ -1272,6 +1273,22 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(format_outcome(outcome))
         print(f"pruned model written to {folder}")
     return 0
+
+
+def _speedup(text: str) -> float:
+    """``--speedup``'s value, refused as the command line is read (exit 2) unless it is a
+    finite number above 1 (:func:`metanets.pruning.core.check_speedup`)."""
+    from metanets.pruning.core import check_speedup
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    try:
+        check_speedup(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def _add_prune_metanet(commands: Any) -> None:

@@ -10,12 +10,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from metanets.pruning.core import check_speedup, largest_speedup
+from metanets.pruning.errors import UnreachableSpeedupError
 from metanets.pruning.pipeline import PruneOutcome, prune_and_finetune, resolve_method
 from metanets.pruning.shapes import pruned_attributes
 from nas.export import (
     PRUNED_KEY, build_module, check_export_folder, export_model, load_exported, read_export,
 )
-from nas.tasks import load_task
+from nas.tasks import dataset_info, load_task, resolve_dataset
 from nas.train import TrainConfig
 
 
@@ -41,6 +43,11 @@ class PruneJob:
 PRUNABLE_SPACES: tuple[str, ...] = ("cnn", "gnn", "mlp")
 #: task levels a pruning metanetwork trains on (:func:`task_loss`), so method metanet prunes
 METANET_LEVELS: tuple[str, ...] = ("image", "node")
+#: task levels whose largest reachable speed-up the model gives on inputs of the task's shape
+#: alone, before the task is loaded: every MAC counted is one image's or one node's, so the
+#: ratio does not depend on how many there are; a graph task's model adds a readout per graph,
+#: so its ratio depends on the nodes per graph of the task's training graphs
+DATA_FREE_LEVELS: tuple[str, ...] = ("image", "node")
 
 
 def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
@@ -49,8 +56,11 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     An ``out`` that is the input model's folder is refused (``ValueError``), and one that
     already holds files (``FileExistsError``) unless ``job.overwrite``, before anything is
     pruned (:func:`nas.export.check_export_folder`); so are, before the task is loaded, a model
-    of a space that cannot be pruned, a metanetwork for another method, and one that does not
-    fit the model."""
+    of a space that cannot be pruned, a metanetwork for another method, one that does not
+    fit the model, a speed-up that is no finite number above 1, and one the model cannot reach
+    (image and node tasks, :data:`DATA_FREE_LEVELS`; a graph task's is refused once it is
+    loaded, before any pruning)."""
+    check_speedup(job.speedup)
     method = resolve_method(job.method)
     if job.metanet is not None and method != "metanet":
         raise ValueError(f"--metanet is read by --method metanet only, not {method!r}: drop "
@@ -63,6 +73,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     check_prunable(document, job.model)
     model = load_exported(job.model)
     transform = _transform(job.metanet, document, model, job.device) if method == "metanet" else None
+    _refuse_unreachable(job, document, model)
     task = load_task(job.dataset, job.data_root)  # split as a search splits it (seed 0)
     _check_task(document, task)
     defaults = _training_defaults(document)
@@ -71,6 +82,22 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     outcome = prune_and_finetune(model, task, job.speedup, method, config, transform, job.seed)
     folder = _export(job, document, outcome)
     return outcome, folder
+
+
+def _refuse_unreachable(job: PruneJob, document: dict[str, Any], model: Any) -> None:
+    """:class:`UnreachableSpeedupError` when ``job.speedup`` is above the largest speed-up of
+    ``model`` (every prunable channel group at one channel), measured on example inputs of
+    the shape of ``job.dataset``'s: for a dataset of the model's level whose largest speed-up
+    does not depend on its data (:data:`DATA_FREE_LEVELS`)."""
+    from metanets.zoo import example_inputs
+
+    name = resolve_dataset(job.dataset)
+    level = dataset_info(name).level  # None for a pyg: dataset until its data is read
+    if level != document["level"] or level not in DATA_FREE_LEVELS:
+        return  # a dataset that does not fit the model is refused, naming both, once loaded
+    largest = largest_speedup(model, example_inputs(level, document["in_channels"], name))
+    if job.speedup > largest:
+        raise UnreachableSpeedupError(job.speedup, largest)
 
 
 def _check_task(document: dict[str, Any], task: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any, Literal
 
 import torch
@@ -112,6 +113,30 @@ def _positions(batch: list[tuple[int, int]], alive: list[list[int]]) -> list[Ten
     return positions
 
 
+def check_speedup(speedup: float) -> None:
+    """``ValueError`` naming ``speedup`` unless it is a finite number above 1 (no pruning
+    reaches an infinite speed-up; 1 or less asks for none)."""
+    if not (math.isfinite(speedup) and speedup > 1.0):
+        raise ValueError(f"speed-up {speedup} must be > 1 and finite (MACs before / after, "
+                         f"e.g. 2.0)")
+
+
+def largest_speedup(model: nn.Module, inputs: tuple[Any, ...]) -> float:
+    """The largest speed-up :func:`prune_model` reaches on ``inputs``: MACs of ``model`` over
+    those of a copy with every prunable channel group at one channel (which channel stays does
+    not change the MACs)."""
+    backend = backend_for(model, inputs)
+    sizes = [len(s) for s in backend.scores(model)]
+    return count_macs(model, inputs) / max(_smallest_macs(backend, model, sizes, inputs), 1)
+
+
+def _smallest_macs(backend: Any, model: nn.Module, sizes: list[int], inputs: tuple[Any, ...]) -> int:
+    """MACs of a copy of ``model`` with every group (of ``sizes`` channels) at one channel."""
+    smallest = copy.deepcopy(model)
+    backend.apply(smallest, [torch.arange(1, n) for n in sizes])
+    return count_macs(smallest, inputs)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Pruned:
     """A model on the way: its current channels (original indices) per group and its MACs."""
@@ -175,16 +200,19 @@ def prune_model(
         step: fraction of all prunable channels removed between two MACs measurements.
 
     Raises:
+        ValueError: ``speedup`` is not a finite number above 1.
         UnreachableSpeedupError: even one channel per group is not fast enough (names the
-            largest reachable speed-up).
+            largest reachable speed-up), before any channel is removed.
         UnsupportedLayerError: a layer the pruner cannot handle (names it).
     """
-    if not speedup > 1.0:
-        raise ValueError(f"speed-up {speedup} must be > 1")
+    check_speedup(speedup)
     backend = backend_for(model, inputs)
     scores = channel_scores(backend, model, importance, seed)
     sizes = [len(s) for s in scores]
     before = count_macs(model, inputs)
+    largest = before / max(_smallest_macs(backend, model, sizes, inputs), 1)
+    if speedup > largest:  # before a pass that would end there
+        raise UnreachableSpeedupError(speedup, largest)
     pruned = copy.deepcopy(model)
     order = removal_order(scores)
     alive = [list(range(n)) for n in sizes]
@@ -196,8 +224,6 @@ def prune_model(
         backend.apply(pruned, _positions(batch, alive))
         removed += len(batch)
         macs = count_macs(pruned, inputs)
-    if before / max(macs, 1) < speedup:
-        raise UnreachableSpeedupError(speedup, before / max(macs, 1))
     if removed:
         last, removed = _last_step(backend, short, order, removed - len(batch), inputs, before / speedup)
         pruned, alive, macs = last.model, last.alive, last.macs
