@@ -20,7 +20,10 @@ where the penalty (:data:`PENALTIES`) is the group lasso (over every channel neu
 parameter graph, hidden, norm and residual-sum nodes, the L2 norm of its incoming and outgoing
 weights: the weights that go when the channel is pruned), the group Hoyer measure, or
 :func:`lowest_channels` (the norm of the lowest-norm fraction of every group of coupled
-channels, those pruning removes first); :func:`drop_lowest` drops that fraction. With
+channels, those pruning removes first); :func:`drop_lowest` drops that fraction. For a network
+of the GNN space the coupled channels and their groups are the GNN pruner's units and groups
+(:func:`coupled_channels`: one channel of every head of an attention layer, whose value, query
+and key neurons are channel neurons too), so the dropped network is one the pruner leaves. With
 ``preserve_norm`` every rewritten weight tensor is rescaled to its original Frobenius norm
 (:func:`preserve_norms`), in training and when rewriting. The KL terms (``distill``) compare the
 output distributions of the original and the rewritten network on unlabelled inputs (a batch
@@ -46,15 +49,14 @@ from torch_geometric.utils import scatter
 
 from metanets.accuracy import check_free_memory, pass_bytes
 from metanets.gmn import GMN, GMNConfig, _slot, load_gmn_files, prepare_graph, save_gmn
-from metanets.graphs import EdgeFeature, EdgeType, NodeType, to_parameter_graph
+from metanets.graphs import EdgeFeature, EdgeType, to_parameter_graph
+from metanets.pruning._graph_units import CHANNEL_NODES, identity_components, pruner_units
 from nas.train import kept_modes, own_random_state
 
 #: edge types whose weights the metanetwork rewrites (dense, convolution, and the weight matrices
 #: of graph convolutions: GCN/SGC ``MESSAGE``, SAGE/GraphConv ``ROOT``, Cheb/TAG ``HOP``)
 REWRITTEN_EDGES: tuple[int, ...] = (int(EdgeType.DENSE), int(EdgeType.CONV),
                                     int(EdgeType.MESSAGE), int(EdgeType.ROOT), int(EdgeType.HOP))
-#: node types that are prunable channels
-CHANNEL_NODES: tuple[int, ...] = (int(NodeType.HIDDEN), int(NodeType.NORM), int(NodeType.SUM))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +185,12 @@ def _channel_squares(graph: Any, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _channel_mask(graph: Any) -> Tensor:
-    """``(N,)`` bool: the channel neurons (:data:`CHANNEL_NODES`) among the graph's nodes."""
+    """``(N,)`` bool: the channel neurons among the graph's nodes: those of the GNN pruner's
+    units where the graph carries them (``channel_unit``, see :meth:`PruningMetanet.graph_of`),
+    else those of :data:`CHANNEL_NODES` types."""
+    units = getattr(graph, "channel_unit", None)
+    if units is not None:
+        return units >= 0
     types = graph.node_type.long()
     return torch.isin(types, torch.tensor(CHANNEL_NODES, device=types.device))
 
@@ -212,11 +219,16 @@ def group_hoyer(graph: Any, edge_attr: Tensor) -> Tensor:
 
 
 def coupled_channels(graph: Any) -> tuple[Tensor, Tensor]:
-    """Coupled channels (those pruning removes together) of a parameter graph: channel neurons
-    joined by weight-free ``IDENTITY`` edges (a convolution's output and its normalisation, the
-    operands of a residual sum) form one channel, as torch-pruning's dependency graph couples
-    them. Returns every channel neuron's channel id and every channel's group id (the smallest
-    ``node_layer`` among its neurons: channels of one group are pruned against each other).
+    """Coupled channels (those pruning removes together) of a parameter graph, and their groups
+    (channels of one group are pruned against each other).
+
+    For a GNN-space network (a graph carrying ``channel_unit``, see
+    :meth:`PruningMetanet.graph_of`) they are the GNN pruner's units and groups, in its order
+    (:mod:`metanets.pruning._graph_units`): a unit of an attention layer is one channel of every
+    head, with the head's value, query and key neurons. Otherwise channel neurons joined by
+    weight-free ``IDENTITY`` edges (a convolution's output and its normalisation, the operands
+    of a residual sum) form one channel, as torch-pruning's dependency graph couples them, its
+    group id the smallest ``node_layer`` among its neurons.
 
     Shapes:
         ``(C,)`` int64 channel ids in ``[0, K)`` for the channel neurons in node order,
@@ -225,17 +237,13 @@ def coupled_channels(graph: Any) -> tuple[Tensor, Tensor]:
     cached = getattr(graph, "_coupled_channels", None)
     if cached is not None:
         return cached
+    units = getattr(graph, "channel_unit", None)
+    if units is not None:
+        present, ids = torch.unique(units[units >= 0], return_inverse=True)
+        graph._coupled_channels = (ids, graph.unit_group[present])
+        return graph._coupled_channels
     channel = _channel_mask(graph)
-    src, dst = graph.edge_index
-    keep = (graph.edge_type.long() == int(EdgeType.IDENTITY)) & channel[src] & channel[dst]
-    src, dst = src[keep], dst[keep]
-    label = torch.arange(int(graph.num_nodes), device=src.device)
-    while True:  # label propagation: every neuron takes the smallest label of its component
-        pair = torch.minimum(label[src], label[dst])
-        new = label.scatter_reduce(0, src, pair, "amin").scatter_reduce(0, dst, pair, "amin")
-        if torch.equal(new, label):
-            break
-        label = new
+    label = identity_components(graph, channel)
     ids = torch.unique(label[channel], return_inverse=True)[1]
     layers = graph.node_layer.long()[channel]
     groups = torch.full((int(ids.max()) + 1 if len(ids) else 0,), 1 << 30, dtype=torch.long,
@@ -472,10 +480,17 @@ class PruningMetanet(nn.Module):
 
     def graph_of(self, module: nn.Module) -> Any:
         """``module``'s parameter graph, traced with the example inputs (CPU tensors: ``module``
-        is on the CPU, where zoos and exported models are loaded)."""
+        is on the CPU, where zoos and exported models are loaded). A GNN-space network's graph
+        carries the GNN pruner's units (:func:`coupled_channels`): every neuron's unit
+        ``channel_unit`` ``(N,)`` (-1: none) and every unit's group ``unit_group`` ``(U,)``."""
         with kept_modes(module):
             module.eval()
-            return to_parameter_graph(module, self.inputs, kernel_width=self.gmn.config.kernel_width)
+            graph = to_parameter_graph(module, self.inputs,
+                                       kernel_width=self.gmn.config.kernel_width)
+        units = pruner_units(module, graph)
+        if units is not None:
+            graph.channel_unit, graph.unit_group = units.neuron, units.group
+        return graph
 
     def graphs_of(self, module: nn.Module) -> tuple[Any, Any]:
         """``module``'s parameter graph and its prepared graph (:func:`prepare_graph`), both on
