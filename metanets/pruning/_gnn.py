@@ -263,6 +263,7 @@ def prune_groups(model: nn.Module, groups: list[_Group], drops: list[Tensor]) ->
     """Remove the ``drops`` units of every group from ``model`` (in place; offsets of
     jk_cat slices are handled from the last layer backwards)."""
     order = sorted(range(len(groups)), key=lambda g: -groups[g].layers[0])
+    head_widths = _attention_head_widths(model)
     for g in order:
         group, drop = groups[g], drops[g]
         if not len(drop):
@@ -270,7 +271,29 @@ def prune_groups(model: nn.Module, groups: list[_Group], drops: list[Tensor]) ->
         keep_units = _complement(drop, group.units)
         for slot in (*group.out_slots, *group.in_slots):
             _slice(slot, keep_units, group)
+    _keep_attention_scales(head_widths)
     _refresh_attributes(model)
+
+
+def _attention_head_widths(model: nn.Module) -> dict[nn.Module, int]:
+    """Channels per head of every TransformerConv of ``model``, before pruning."""
+    return {m: m.out_channels for m in model.modules() if type(m).__name__ == "TransformerConv"}
+
+
+def _keep_attention_scales(head_widths: dict[nn.Module, int]) -> None:
+    """TransformerConv divides its attention scores by ``sqrt(channels per head)``: a pruned one
+    would divide by the square root of its new width, changing every score (not only those of the
+    removed channels). Its query rows are scaled by ``sqrt(new / old)`` so that each score keeps
+    the unpruned scale, and a pruned layer whose removed channels carried nothing computes what
+    the unpruned one did."""
+    for conv, before in head_widths.items():
+        after = conv.lin_query.weight.shape[0] // conv.heads
+        if after != before:
+            factor = math.sqrt(after / before)
+            with torch.no_grad():
+                conv.lin_query.weight.mul_(factor)
+                if conv.lin_query.bias is not None:
+                    conv.lin_query.bias.mul_(factor)
 
 
 def _complement(drop: Tensor, size: int) -> Tensor:
