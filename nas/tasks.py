@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import importlib
 import os
 import pickle
 import re
@@ -308,7 +309,7 @@ def _remove_empty(folders: list[Path]) -> None:
 def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) -> Dataset:
     from torch_geometric import datasets as pyg_datasets
 
-    check_processed_files(family_root, info)
+    check_torch_files(family_root, info)
     loaders: dict[str, Callable[[], Dataset]] = {
         "planetoid": lambda: _planetoid(str(family_root), info.pyg_name),
         "actor": lambda: pyg_datasets.Actor(str(family_root / info.pyg_name)),
@@ -329,28 +330,58 @@ def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) 
         ) from error
 
 
-def check_processed_files(family_root: Path, info: DatasetInfo) -> None:
-    """Refuse ``processed/*.pt`` files of a dataset that need full unpickling to load.
+def check_torch_files(family_root: Path, info: DatasetInfo) -> None:
+    """Refuse ``processed/*.pt`` files of a dataset, and a ``pyg:`` dataset's raw ``.pt`` and
+    ``.pth`` files, that need full unpickling to load.
 
-    PyG writes them with tensors and plain containers only (they load with
+    PyG writes processed files with tensors and plain containers only (they load with
     ``torch.load(weights_only=True)`` once ``torch_geometric`` registered its classes), but
     unpickles ``pre_transform.pt`` and ``pre_filter.pt`` fully, and ``data.pt`` too when its safe
-    load fails: a file planted in a writable data root would run code. Such a file raises
-    ``pickle.UnpicklingError`` naming it, before PyG opens anything.
+    load fails; its readers of raw ``.pt`` files (``torch_geometric.io.fs.torch_load``: QM9,
+    GNNBenchmarkDataset's MNIST, ...) also fall back to a full unpickle, though the files they
+    download hold tensors, lists and dicts only. A file planted in a writable data root would
+    run code: such a file raises ``pickle.UnpicklingError`` naming it, before PyG opens anything.
     """
-    import torch_geometric  # noqa: F401 - registers PyG's classes as safe to load
+    importlib.import_module("torch_geometric")  # registers PyG's classes as safe to load
+    processed = _processed_folders(family_root, info)
+    raw = raw_folders(family_root, info) if info.family == PYG_PREFIX else []
+    for path in _files(processed, ("*.pt",)):
+        _refuse_if_unsafe(path, f"PyG writes these files with tensors only. Delete {path.parent} "
+                                "to rebuild it from the raw files.")
+    for path in _files(raw, ("**/*.pt", "**/*.pth")):
+        _refuse_if_unsafe(path, "the raw files PyG downloads hold tensors, lists and dicts only. "
+                                "Replace it with the file the dataset's download holds (or delete "
+                                "it, and PyG downloads it again).")
 
-    folders = _processed_folders(family_root, info)
-    for path in sorted(f for folder in folders if folder.is_dir() for f in folder.glob("*.pt")):
-        try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - torch raises several types for bad files
-            reason = str(error).strip().splitlines()[-1][:200]
-            raise pickle.UnpicklingError(
-                f"refusing to load {path}: it does not load without unpickling code ({reason}), "
-                f"and PyG writes these files with tensors only. Delete {path.parent} to rebuild "
-                f"it from the raw files."
-            ) from None
+
+def _files(folders: list[Path], patterns: tuple[str, ...]) -> list[Path]:
+    """The files matching ``patterns`` in those of ``folders`` that exist, sorted."""
+    return sorted({f for folder in folders if folder.is_dir() for pattern in patterns
+                   for f in folder.glob(pattern) if f.is_file()})
+
+
+def _refuse_if_unsafe(path: Path, what_to_do: str) -> None:
+    """Raise ``pickle.UnpicklingError`` naming ``path`` if it does not load with
+    ``torch.load(weights_only=True)``; a zip-format file is memory-mapped, so a large raw file
+    is not read twice."""
+    import zipfile
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as error:  # noqa: BLE001 - torch raises several types for bad files
+        raise pickle.UnpicklingError(
+            f"refusing to load {path}: it does not load without unpickling code "
+            f"({_load_failure(error)}), and {what_to_do}"
+        ) from None
+
+
+def _load_failure(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a line: the global it refused where it
+    says one ("Unsupported global: GLOBAL getattr ..."), else the error's last line."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    refused = [line.split("WeightsUnpickler error:")[-1].split(". ")[0].strip()
+               for line in lines if "Unsupported global" in line]
+    return (refused or lines[-1:])[0][:200]
 
 
 def _processed_folders(family_root: Path, info: DatasetInfo) -> list[Path]:

@@ -402,6 +402,21 @@ def test_a_class_with_official_splits_searches_its_three_splits_as_given(cache, 
     assert len(task.dataset) == 20 and {s: len(i) for s, i in task.splits.items()} == {"train": 16, "val": 2, "test": 2}
 
 
+def test_a_raw_pt_file_that_needs_unpickling_is_refused_and_a_real_one_loads(cache, tmp_path) -> None:
+    """Before: GNNBenchmarkDataset's reader (torch_geometric.io.fs.torch_load) unpickled a planted
+    raw MNIST_v2.pt in full when its safe load failed, running its code."""
+    root, marker = tmp_path / "data", tmp_path / "ran"
+    raw = root / "GNNBenchmarkDataset" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    torch.save(_RunsCode(marker), raw / "MNIST_v2.pt")
+    with pytest.raises(pickle.UnpicklingError, match=f"refusing to load {raw}/MNIST_v2.pt: .*unpickling code \\(Unsupported global: GLOBAL getattr"):
+        load_task("pyg:GNNBenchmarkDataset:MNIST", root=root).num_features
+    assert not marker.exists()
+    shutil.rmtree(raw)
+    _write_gnn_benchmark_mnist(raw, (2, 1, 1))  # as PyG's download holds it
+    assert len(load_task("pyg:GNNBenchmarkDataset:MNIST", root=root).dataset) == 4
+
+
 class ToySplit(ToyGraphs):
     """A class whose ``split`` picks one of its official splits, the validation one as "valid"
     (as PPI's and OGB's files name it): graphs from ``<root>/raw/graphs.json``, one list per split."""
