@@ -210,9 +210,11 @@ def prune_model(
     scores = channel_scores(backend, model, importance, seed)
     sizes = [len(s) for s in scores]
     before = count_macs(model, inputs)
-    largest = before / max(_smallest_macs(backend, model, sizes, inputs), 1)
-    if speedup > largest:  # before a pass that would end there
-        raise UnreachableSpeedupError(speedup, largest)
+    smallest = max(_smallest_macs(backend, model, sizes, inputs), 1)
+    if speedup > before / smallest:  # before a pass that would end there
+        raise UnreachableSpeedupError(speedup, before / smallest)
+    # at the largest speed-up itself, before / (before / smallest) can round below smallest
+    most_macs = max(before / speedup, smallest)
     pruned = copy.deepcopy(model)
     order = removal_order(scores)
     alive = [list(range(n)) for n in sizes]
@@ -225,7 +227,7 @@ def prune_model(
         removed += len(batch)
         macs = count_macs(pruned, inputs)
     if removed:
-        last, removed = _last_step(backend, short, order, removed - len(batch), inputs, before / speedup)
+        last, removed = _last_step(backend, short, order, removed - len(batch), inputs, most_macs)
         pruned, alive, macs = last.model, last.alive, last.macs
     layers = backend.layer_order(model)  # widths are reported input to output
     return PruneResult(
