@@ -346,12 +346,12 @@ def check_torch_files(family_root: Path, info: DatasetInfo) -> None:
     processed = _processed_folders(family_root, info)
     raw = raw_folders(family_root, info) if info.family == PYG_PREFIX else []
     for path in _files(processed, ("*.pt",)):
-        _refuse_if_unsafe(path, f"PyG writes these files with tensors only. Delete {path.parent} "
-                                "to rebuild it from the raw files.")
+        _refuse_if_unsafe(path, "PyG writes these files with tensors only",
+                          f"Delete {path.parent} to rebuild it from the raw files.")
     for path in _files(raw, ("**/*.pt", "**/*.pth")):
-        _refuse_if_unsafe(path, "the raw files PyG downloads hold tensors, lists and dicts only. "
-                                "Replace it with the file the dataset's download holds (or delete "
-                                "it, and PyG downloads it again).")
+        _refuse_if_unsafe(path, "the raw files PyG downloads hold tensors, lists and dicts only",
+                          "Replace it with the file the dataset's download holds (or delete it, "
+                          "and PyG downloads it again).")
 
 
 def _files(folders: list[Path], patterns: tuple[str, ...]) -> list[Path]:
@@ -360,18 +360,26 @@ def _files(folders: list[Path], patterns: tuple[str, ...]) -> list[Path]:
                    for f in folder.glob(pattern) if f.is_file()})
 
 
-def _refuse_if_unsafe(path: Path, what_to_do: str) -> None:
+def _refuse_if_unsafe(path: Path, why_safe: str, what_to_do: str) -> None:
     """Raise ``pickle.UnpicklingError`` naming ``path`` if it does not load with
-    ``torch.load(weights_only=True)``; a zip-format file is memory-mapped, so a large raw file
-    is not read twice."""
+    ``torch.load(weights_only=True)``: as needing code unpickled where torch names a global it
+    refused, else as damaged (a truncated download, an empty or foreign file), which needs the
+    same remedy and no warning about code. A zip-format file is memory-mapped, so a large raw
+    file is not read twice."""
     import zipfile
 
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:  # noqa: BLE001 - torch raises several types for bad files
+        reason = _load_failure(error)
+        if "Unsupported global" in str(error):
+            raise pickle.UnpicklingError(
+                f"refusing to load {path}: it does not load without unpickling code ({reason}), "
+                f"and {why_safe}. {what_to_do}"
+            ) from None
         raise pickle.UnpicklingError(
-            f"refusing to load {path}: it does not load without unpickling code "
-            f"({_load_failure(error)}), and {what_to_do}"
+            f"refusing to load {path}: it is damaged or not a file torch.save wrote "
+            f"({type(error).__name__}: {reason}). {what_to_do}"
         ) from None
 
 

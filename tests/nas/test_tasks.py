@@ -151,6 +151,27 @@ def test_a_planted_processed_file_is_refused_not_run(
     assert load_task("cora", root=tmp_path / "root").data.num_nodes == 2708
 
 
+def test_a_damaged_processed_file_is_refused_as_damaged_not_as_code(
+    cora_available: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a truncated or empty file (a killed write, a broken download) was refused as one that
+    # "does not load without unpickling code": a warning about planted code where there is none
+    import pickle
+
+    raw = tmp_path / "root" / "Planetoid" / "Cora" / "raw"
+    shutil.copytree(Path(os.environ["METANAS_DATA"]) / "Planetoid" / "Cora" / "raw", raw)
+    monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
+    assert load_task("cora", root=tmp_path / "root").data.num_nodes == 2708  # processes it
+    data = raw.parent / "processed" / "data.pt"
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(pickle.UnpicklingError) as refused:
+        load_task("cora", root=tmp_path / "root").data
+    message = str(refused.value)
+    assert message.startswith(f"refusing to load {data}: it is damaged or not a file torch.save wrote (")
+    assert "unpickling code" not in message
+    assert message.endswith(f"Delete {data.parent} to rebuild it from the raw files.")
+
+
 def test_a_dataset_folder_is_processed_by_one_process_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
