@@ -226,9 +226,10 @@ def prune_model(
         backend.apply(pruned, _positions(batch, alive))
         removed += len(batch)
         macs = count_macs(pruned, inputs)
-    if removed:
-        last, removed = _last_step(backend, short, order, removed - len(batch), inputs, most_macs)
-        pruned, alive, macs = last.model, last.alive, last.macs
+    # the loop ran at least once: a target above 1 that one channel per group reaches leaves
+    # channels to remove (else UnreachableSpeedupError above)
+    last, removed = _last_step(backend, short, order, removed - len(batch), inputs, most_macs)
+    pruned, alive, macs = last.model, last.alive, last.macs
     layers = backend.layer_order(model)  # widths are reported input to output
     return PruneResult(
         pruned, before, macs, count_params(model), count_params(pruned),
