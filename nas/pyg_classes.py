@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -51,6 +52,22 @@ PYG_WITHOUT_SPLIT = frozenset({"GNNBenchmarkDataset:CSL"})
 PYG_OTHER_SPLITS: dict[str, tuple[str, ...]] = {
     "GraphLandDataset": ("RL", "RH", "TH", "THI"),  # settings of one graph's masks
 }
+
+
+def _modelnet_name(raw: Path) -> str | None:
+    """"10" or "40" for a ModelNet raw folder of 10 or 40 categories (a folder each, as its
+    download holds them and its ``process`` reads them as classes); None for another count."""
+    categories = sum(1 for entry in raw.iterdir() if entry.is_dir())
+    return {10: "10", 40: "40"}.get(categories)
+
+
+#: pyg: classes that keep ``raw/`` and ``processed/`` in the root they are given whatever NAME
+#: they take, and load processed files without checking which NAME made them (so ModelNet's
+#: "40" loaded the graphs "10" had processed there): metanas builds each NAME on a root of its
+#: own, ``<Class>/<NAME>``. Each says which NAME a ``<Class>/raw`` filled before holds (None:
+#: it cannot tell), so that folder is still used for that NAME. PyG 2.8's other classes with a
+#: name keep a folder per name (HydroNet's names select graphs of the same processed files)
+PYG_ONE_FOLDER_FOR_ALL_NAMES: dict[str, Callable[[Path], str | None]] = {"ModelNet": _modelnet_name}
 _NODES_OF_MANY = "it classifies the nodes of many graphs (a node task here is one graph)"
 _REGRESSION = "its targets are real numbers (regression), not classes"
 _TEMPORAL = "it is a temporal knowledge graph (link prediction over time)"

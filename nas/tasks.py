@@ -34,8 +34,8 @@ import torch
 from torch import Tensor
 
 from nas.pyg_classes import (
-    PYG_FORM, PYG_NAME_PATTERN, PYG_PREFIX, canonical_pyg_name, official_split_values, pyg_class,
-    pyg_class_dataset, pyg_parts,
+    PYG_FORM, PYG_NAME_PATTERN, PYG_ONE_FOLDER_FOR_ALL_NAMES, PYG_PREFIX, canonical_pyg_name,
+    official_split_values, pyg_class, pyg_class_dataset, pyg_parts,
 )
 from nas.splits import (
     GRAPH_SPLIT, MASKS, SPLITS, check_split_sizes, given_split, graph_labels, stratified_split,
@@ -231,14 +231,15 @@ def writable_family_root(root: Path, info: DatasetInfo) -> Path:
 
 def raw_folders(family_root: Path, info: DatasetInfo) -> list[Path]:
     """The raw folders PyG reads ``info``'s dataset from: ``<name>/raw`` under ``family_root``
-    (any spelling, see :func:`dataset_folder`); for a ``pyg:`` class that keeps none there, its
-    class folder's own ``raw`` (ModelNet's, beside NAME's folder) or, without NAME, every
-    ``raw`` under its class folder (CoraFull's ``cora/raw``). May not exist."""
+    (any spelling, see :func:`dataset_folder`); for a ``pyg:`` class that keeps none there, the
+    ``raw`` of the folder it is built on (:func:`_class_folder`: a class's own, beside NAME's
+    folder, as GEDDataset's) or, without NAME, every ``raw`` under its class folder (CoraFull's
+    ``cora/raw``). May not exist."""
     named = dataset_folder(family_root, info.pyg_name) / "raw"
     if named.is_dir() or info.family != PYG_PREFIX:
         return [named]
     if info.folder:  # pyg:CLASS:NAME, family_root is <root>/<Class>
-        return [family_root / "raw"]
+        return [_class_folder(family_root, info) / "raw"]
     top = named.parent
     return sorted(d for d in top.rglob("raw") if d.is_dir()) if top.is_dir() else [named]
 
@@ -405,9 +406,20 @@ def _processed_folders(family_root: Path, info: DatasetInfo) -> list[Path]:
 
 
 def _class_folder(family_root: Path, info: DatasetInfo) -> Path:
-    """A ``pyg:`` dataset's class folder ``<root>/<Class>``, which its class is built on:
-    ``family_root`` itself with NAME, else the class's folder there in any spelling."""
-    return family_root if info.folder else dataset_folder(family_root, info.pyg_name)
+    """The folder a ``pyg:`` dataset's class is built on: its class folder ``<root>/<Class>``
+    (``family_root`` itself with NAME, else the class's folder there in any spelling); NAME's
+    folder ``<Class>/<NAME>`` for a class that keeps one folder for all its names
+    (:data:`~nas.pyg_classes.PYG_ONE_FOLDER_FOR_ALL_NAMES`), unless that has no ``raw`` and
+    the class folder's ``raw``, filled before NAME had a folder of its own, holds NAME."""
+    if not info.folder:
+        return dataset_folder(family_root, info.pyg_name)
+    holds = PYG_ONE_FOLDER_FOR_ALL_NAMES.get(info.folder)
+    if holds is None:
+        return family_root
+    own, shared_raw = dataset_folder(family_root, info.pyg_name), family_root / "raw"
+    if not (own / "raw").is_dir() and shared_raw.is_dir() and holds(shared_raw) == info.pyg_name:
+        return family_root
+    return own
 
 
 #: the only globals Planetoid's raw files (Python 2 pickles) hold: numpy arrays, a scipy CSR

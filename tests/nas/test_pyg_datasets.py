@@ -308,6 +308,62 @@ def test_processed_files_where_the_class_keeps_them_are_refused(name, processed,
     assert not marker.exists()
 
 
+#: ModelNet10's categories, the raw folders PyG checks for before it downloads (either name)
+_MODELNET10 = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa",
+               "table", "toilet")
+#: a tetrahedron in OFF, the mesh format of ModelNet's raw files
+_TETRAHEDRON = "OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n3 0 1 3\n3 0 2 3\n3 1 2 3\n"
+
+
+def _write_modelnet(raw: Path, categories: int) -> None:
+    """A ModelNet raw folder as its download holds it: a folder per category (ModelNet10's ten,
+    then made-up ones), each with train/ and test/ meshes <category>_<k>.off (one each here)."""
+    names = [*_MODELNET10, *(f"extra{i:02d}" for i in range(categories - len(_MODELNET10)))]
+    for category in names:
+        for split in ("train", "test"):
+            (raw / category / split).mkdir(parents=True)
+            (raw / category / split / f"{category}_0001.off").write_text(_TETRAHEDRON)
+
+
+def _modelnet_classes(name: str, root: Path) -> int:
+    """The classes of the graphs ``pyg:ModelNet:NAME`` loads from ``root`` (its meshes have no
+    edges, which a Task refuses: the loaded dataset itself is read)."""
+    from nas.tasks import _load_pyg_dataset, resolve_dataset
+
+    return int(_load_pyg_dataset(resolve_dataset(f"pyg:ModelNet:{name}"), root).y.max()) + 1
+
+
+@pytest.fixture
+def modelnet_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch_geometric.datasets as pyg_datasets
+
+    monkeypatch.setattr(pyg_datasets.ModelNet, "download", ToyGraphs.download)
+
+
+def test_each_modelnet_name_has_its_own_folder_and_one_filled_before_is_found(
+    cache, modelnet_offline, tmp_path,
+) -> None:
+    """Before: ModelNet keeps raw/ and processed/ in the root it is given whatever its name, and
+    loads processed files without checking the name, so pyg:ModelNet:40 loaded ModelNet10's
+    graphs (10 classes) from <root>/ModelNet, processed there by pyg:ModelNet:10 (and the reverse).
+    Now each NAME is built on <root>/ModelNet/<NAME>; a <root>/ModelNet/raw filled before is
+    still used for the name its categories say it holds (10 or 40), and for no other."""
+    root = tmp_path / "data"
+    _write_modelnet(root / "ModelNet" / "raw", 10)  # ModelNet10, where metanas put it before
+    assert _modelnet_classes("10", root) == 10
+    with pytest.raises(DatasetNotFoundError, match=re.escape(f"not in {root / 'ModelNet' / '40'}")):
+        _modelnet_classes("40", root)
+    assert not (root / "ModelNet" / "40").exists()  # the failed download leaves no folder
+    _write_modelnet(root / "ModelNet" / "40" / "raw", 40)
+    assert (_modelnet_classes("40", root), _modelnet_classes("10", root)) == (40, 10)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("processed")) == [
+        "ModelNet/40/processed", "ModelNet/processed"]
+    root = tmp_path / "fresh"
+    for name in ("40", "10"):
+        _write_modelnet(root / "ModelNet" / name / "raw", int(name))
+    assert (_modelnet_classes("40", root), _modelnet_classes("10", root)) == (40, 10)
+
+
 class ToyBeside(ToyGraphs):
     """A class with a name that keeps raw/ and processed/ in its root, beside the names'
     folders (as ModelNet does)."""
