@@ -68,17 +68,24 @@ def _modelnet_name(raw: Path) -> str | None:
 #: it cannot tell), so that folder is still used for that NAME. PyG 2.8's other classes with a
 #: name keep a folder per name (HydroNet's names select graphs of the same processed files)
 PYG_ONE_FOLDER_FOR_ALL_NAMES: dict[str, Callable[[Path], str | None]] = {"ModelNet": _modelnet_name}
+#: pyg: datasets (CLASS, or CLASS:NAME) whose targets are real numbers (regression): refused by
+#: name (:data:`PYG_UNFIT`) before anything is downloaded or read; a class not listed whose
+#: labels are no classes is refused once read (:func:`nas.tasks.check_class_labels`)
+PYG_REGRESSION = frozenset({
+    "QM9", "QM7b", "MD17", "HydroNet", "ZINC", "AQSOL", "PCQM4Mv2",
+    "MoleculeNet:ESOL", "MoleculeNet:FreeSolv", "MoleculeNet:Lipo",
+})
 _NODES_OF_MANY = "it classifies the nodes of many graphs (a node task here is one graph)"
 _REGRESSION = "its targets are real numbers (regression), not classes"
 _TEMPORAL = "it is a temporal knowledge graph (link prediction over time)"
 _QA = "it is a question-answering dataset for language models"
-#: pyg: datasets (CLASS, or CLASS:NAME) of a class with a ``split`` whose data no task of metanas
-#: takes (it searches the classes of one graph's nodes or of whole graphs): why, said up front
+#: pyg: datasets (CLASS, or CLASS:NAME) whose data no task of metanas takes (it searches the
+#: classes of one graph's nodes or of whole graphs): why, said as the name is read
 PYG_UNFIT: dict[str, str] = {
+    **dict.fromkeys(sorted(PYG_REGRESSION), _REGRESSION),
     "GNNBenchmarkDataset:PATTERN": _NODES_OF_MANY, "GNNBenchmarkDataset:CLUSTER": _NODES_OF_MANY,
     "GNNBenchmarkDataset:TSP": "it classifies edges (a link task)",
     "PPI": "it gives the nodes of many graphs 121 labels each (multi-label)",
-    "ZINC": _REGRESSION, "AQSOL": _REGRESSION, "PCQM4Mv2": _REGRESSION,
     "LRGBDataset": ("its datasets are no classification of one graph's nodes or of graphs "
                     "(PascalVOC-SP and COCO-SP classify the nodes of many graphs, PCQM-Contact "
                     "predicts links, Peptides-func is multi-label, Peptides-struct regression)"),
@@ -112,7 +119,8 @@ def pyg_class(name: str) -> tuple[type, str | None]:
 def canonical_pyg_name(cls: type, pyg_name: str | None, name: str) -> str:
     """``pyg:<Class>[:NAME]``, the class as PyG spells it and NAME as given (its classes spell
     their folders differently), once its ``split`` is one metanas searches
-    (:func:`_check_pyg_split`)."""
+    (:func:`_check_pyg_split`) and its data one a task of it takes (:func:`_check_pyg_fit`)."""
+    _check_pyg_fit(cls, pyg_name, name)
     _check_pyg_split(cls, pyg_name, name)
     return f"{PYG_PREFIX}:{cls.__name__}" + (f":{pyg_name}" if pyg_name is not None else "")
 
@@ -160,20 +168,24 @@ def _check_pyg_arguments(cls: type, has_name: bool, name: str) -> None:
                          f"pyg:{cls.__name__}:NAME")
 
 
-def _check_pyg_split(cls: type, pyg_name: str | None, name: str) -> None:
-    """``ValueError``, before anything is read, for a class with a ``split`` argument whose
-    splits metanas cannot search together: data no task of it takes (:data:`PYG_UNFIT`), or
-    split values that are no train, val and test split (one split alone would be searched as
-    if it were all the data, and re-split)."""
-    split = inspect.signature(cls).parameters.get("split")
-    if split is None:
-        return
+def _check_pyg_fit(cls: type, pyg_name: str | None, name: str) -> None:
+    """``ValueError``, before anything is read, for data no task of metanas takes
+    (:data:`PYG_UNFIT`: regression, the nodes of many graphs, links, ...), saying why."""
     unfit = PYG_UNFIT.get(cls.__name__) or PYG_UNFIT.get(_pyg_key(cls.__name__, pyg_name))
     if unfit:
         searched = [f"{PYG_PREFIX}:{key}" for key in PYG_SPLITS_SEARCHED]
         raise ValueError(f"dataset {name!r}: {unfit}; metanas searches only the classes of one "
                          f"graph's nodes or of whole graphs (integer labels), so it cannot search "
                          f"this one. Datasets with official splits it searches: {searched}")
+
+
+def _check_pyg_split(cls: type, pyg_name: str | None, name: str) -> None:
+    """``ValueError``, before anything is read, for a class with a ``split`` argument whose
+    splits metanas cannot search together: split values that are no train, val and test split
+    (one split alone would be searched as if it were all the data, and re-split)."""
+    split = inspect.signature(cls).parameters.get("split")
+    if split is None:
+        return
     if (official_split_values(cls.__name__, pyg_name) is not None
             or _pyg_key(cls.__name__, pyg_name) in PYG_WITHOUT_SPLIT):
         return

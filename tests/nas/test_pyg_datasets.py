@@ -585,6 +585,46 @@ def test_a_class_with_splits_metanas_cannot_search_is_refused_up_front(
     assert not any((tmp_path / "data").iterdir())
 
 
+def _write_qm9(raw: Path) -> None:
+    """QM9's raw qm9_v3.pt as its download holds it (read without rdkit): graphs as dicts, each
+    with 19 real-valued targets."""
+    raw.mkdir(parents=True)
+    torch.save([{"x": torch.ones(3, 11), "edge_index": torch.tensor([[0, 1, 2], [1, 2, 0]]),
+                 "y": torch.full((1, 19), 0.5)} for _ in range(4)], raw / "qm9_v3.pt")
+
+
+@pytest.mark.parametrize("name", ["pyg:QM9", "pyg:qm7b", "pyg:MD17:aspirin", "pyg:MoleculeNet:ESOL",
+                                  "pyg:moleculenet:lipo"])
+def test_a_regression_class_without_a_split_is_refused_before_it_is_read(
+    name, cache, capsys, sqlite_url, tmp_path,
+) -> None:
+    """Before: pyg:QM9 (no split argument, so not checked up front) was processed in the data
+    root and read whole, and only then refused for its float labels. Now refused by name as the
+    command line is read, with the reason ZINC's refusal gives; nothing is made in the root."""
+    root = tmp_path / "data"
+    _write_qm9(root / "QM9" / "raw")
+    before = sorted(root.rglob("*"))
+    with pytest.raises(ValueError, match=re.escape(f"dataset '{name}': its targets are real numbers (regression)")):
+        resolve_dataset(name)
+    assert main(["search", "--dataset", name, "--trials", "1", "--data-root", str(root),
+                 "--storage", sqlite_url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "its targets are real numbers (regression)" in err and "pyg:GNNBenchmarkDataset:MNIST" in err
+    assert "Traceback" not in err and sorted(root.rglob("*")) == before
+
+
+def test_a_class_not_listed_as_regression_is_still_refused_once_read(cache, monkeypatch, tmp_path) -> None:
+    """The check after loading stays for the classes nas.pyg_classes.PYG_REGRESSION misses."""
+    import nas.pyg_classes
+
+    monkeypatch.setattr(nas.pyg_classes, "PYG_UNFIT", {
+        key: why for key, why in nas.pyg_classes.PYG_UNFIT.items() if key != "QM9"})
+    _write_qm9(tmp_path / "data" / "QM9" / "raw")
+    task = load_task("pyg:QM9", root=tmp_path / "data")
+    with pytest.raises(ValueError, match=re.escape("'pyg:QM9': a graph task needs integer class labels y")):
+        task.dataset
+
+
 @pytest.mark.parametrize("name, searched", [
     ("pyg:MalNetTiny", "on all its graphs (its default split=None loads them all)"),
     ("pyg:GNNBenchmarkDataset:MNIST", "on its training split alone"),
