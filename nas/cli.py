@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         _add_search, _add_best, _add_trials, _add_export, _add_report, _add_studies,
         _add_supernet, _add_zoo, _add_metanet, _add_hypernet, _add_predict_params, _add_prune,
-        _add_prune_metanet,
+        _add_prune_metanet, _add_evaluate,
     ):
         add(commands)
     _show_defaults(parser)
@@ -1272,6 +1272,32 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         print(format_outcome(outcome))
         print(f"pruned model written to {folder}")
+    return 0
+
+
+def _add_evaluate(commands: Any) -> None:
+    p = commands.add_parser(
+        "evaluate", help="loss and accuracy of an exported model (export, prune, predict-params) "
+                         "on the train, val and test splits; MACs and parameters")
+    p.add_argument("--model", required=True, help="exported model folder (never modified)")
+    p.add_argument("--dataset", default=None,
+                   help="task to evaluate on (default: the one the export records; another "
+                        "must have the model's level, input features and classes)")
+    _data_root_option(p)
+    _device_option(p)
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    p.set_defaults(handler=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nas.evaluate import EvaluateJob, dataset_note, format_evaluation, run_evaluate
+
+    device = _device(args)
+    evaluation = run_evaluate(EvaluateJob(args.model, args.dataset, device, args.data_root))
+    note = dataset_note(evaluation)
+    if note is not None:
+        print(note, file=sys.stderr if args.json else sys.stdout)
+    print(json.dumps(evaluation.summary()) if args.json else format_evaluation(evaluation))
     return 0
 
 

@@ -219,7 +219,7 @@ def read_export(folder: str | Path) -> dict[str, Any]:
 def load_exported(folder: str | Path) -> nn.Module:
     """Rebuild an exported model with its weights, in eval mode for inference (as
     :func:`load_trial_model`); call ``.train()`` on it to train it further."""
-    from storage.store import decode_state_dict, named_tensor_file, sha256
+    from storage.store import named_tensor_file, sha256
 
     document = read_export(folder)
     model = build_module(document["space"], document["architecture"], document["in_channels"],
@@ -235,7 +235,7 @@ def load_exported(folder: str | Path) -> nn.Module:
         raise ChecksumError(
             f"{path} does not match the SHA-256 in {SPEC_FILE} (an export into {folder} was "
             f"interrupted, or the file was changed): export the model again")
-    state = decode_state_dict(blob)
+    state = _decoded_weights(blob, path)
     if PRUNED_KEY in document:
         from metanets.pruning.shapes import resize_to_pruned
 
@@ -248,3 +248,18 @@ def load_exported(folder: str | Path) -> nn.Module:
 
         refresh_widths(model)  # its layer specs and architecture: the widths it was pruned to
     return model.eval()
+
+
+def _decoded_weights(blob: bytes, path: Path) -> dict[str, Tensor]:
+    """The tensors of an export's weights file ``path`` (its bytes ``blob``); a damaged one
+    (no checksum to catch it: an export written before it had one) is a :class:`ChecksumError`
+    naming the file, not safetensors' bare "Error while deserializing"."""
+    from safetensors import SafetensorError
+
+    from storage.store import decode_state_dict
+
+    try:
+        return decode_state_dict(blob)
+    except SafetensorError as error:
+        raise ChecksumError(f"{path} is damaged, not a safetensors file ({error}): export the "
+                            f"model again") from None

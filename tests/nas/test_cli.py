@@ -678,7 +678,7 @@ def test_zoo_commands_take_a_zoo_stored_without_an_optuna_study(
 
 #: every command that reads a dataset; each takes --data-root
 _DATA_COMMANDS = {"search", "supernet train", "zoo build", "metanet train", "hypernet train",
-                  "predict-params", "prune", "prune-metanet"}
+                  "predict-params", "prune", "prune-metanet", "evaluate"}
 
 
 def _commands_with(option: str) -> set[str]:
@@ -751,6 +751,7 @@ def data_argv(tmp_path: Path, sqlite_url: str, store_image_networks, export_imag
         "prune": ["prune", "--model", models[1], "--dataset", "mnist14", "--speedup", "1.5",
                   "--out", f"{tmp_path}/o"],
         "prune-metanet": ["prune-metanet", "--dataset", "mnist14", "--out", f"{tmp_path}/pm", *models],
+        "evaluate": ["evaluate", "--model", models[1], "--dataset", "mnist14"],
     }
     return lambda command: [*argv[command], "--device", "cpu"]
 

@@ -30,6 +30,7 @@ def _commands(tmp_path: Path, url: str) -> dict[str, list[str]]:
                   "--speedup", "2", "--out", str(tmp_path / "pruned")],
         "prune-metanet": ["prune-metanet", "--dataset", "cora", "--out", str(tmp_path / "pm"),
                           "--zoo", url, "--study", "a"],
+        "evaluate": ["evaluate", "--model", str(tmp_path / "model")],
     }
 
 
@@ -83,6 +84,7 @@ def test_each_command_passes_the_device_on(tmp_path: Path, monkeypatch, capsys,
     cuda`` reaches the library code of every command."""
     import metanets.accuracy
     import metanets.ghn_train
+    import nas.evaluate
     import nas.prune
     import nas.zoo
     from metanets.ghn import GraphHyperNetwork
@@ -99,6 +101,7 @@ def test_each_command_passes_the_device_on(tmp_path: Path, monkeypatch, capsys,
     _spy(monkeypatch, GraphHyperNetwork, "load", seen, lambda path, device="cpu": device)
     _spy(monkeypatch, nas.prune, "run_prune", seen, lambda job: job.device)
     _spy(monkeypatch, nas.prune, "train_prune_metanet", seen, lambda job, **_: job.device)
+    _spy(monkeypatch, nas.evaluate, "run_evaluate", seen, lambda job: job.device)
     commands = _commands(tmp_path, url)
     commands["hypernet train"][commands["hypernet train"].index("nope")] = "cora"
     cora = (Path(os.environ.get("METANAS_DATA", "")) / "Planetoid" / "Cora" / "raw").is_dir()
