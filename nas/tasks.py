@@ -507,7 +507,9 @@ class Task:
         """Graph/node tasks: the PyG dataset; image tasks: an :class:`ImageDataset`."""
         if self.info.level == "image":
             return load_image_dataset(self.name, self.root)  # type: ignore[return-value]
-        dataset = with_node_features(_load_pyg_dataset(self.name, self.root))
+        dataset = _load_pyg_dataset(self.name, self.root)
+        check_edges(dataset, self.name)
+        dataset = with_node_features(dataset)
         if self.info.level is None:  # a pyg: dataset: class labels, checked as a DataTask's
             check_class_labels(dataset, _data_level(dataset, None, self.name), self.name)
         return dataset
@@ -601,6 +603,7 @@ class DataTask(Task):
         self.info = DatasetInfo("memory", self.name, self.level, "")
         self.root = None  # type: ignore[assignment]
         self.seed = seed
+        check_edges(dataset, self.name)
         self.dataset = with_node_features(dataset)  # type: ignore[misc]
         check_class_labels(self.dataset, self.level, self.name)
         if splits is not None:
@@ -700,6 +703,17 @@ def check_class_labels(dataset: Dataset, level: str, name: str) -> None:
         got = "no y" if y is None else f"y of dtype {y.dtype} and shape {tuple(y.shape)}"
         raise ValueError(f"{name!r}: a {level} task needs integer class labels y, one per "
                          f"{level} ({expected} here), got {got}")
+
+
+def check_edges(dataset: Dataset, name: str) -> None:
+    """``ValueError`` unless the first graph has an ``edge_index``, which every network searched
+    here passes messages along (ModelNet's meshes have faces instead, a point cloud none)."""
+    graph = dataset[0]
+    if getattr(graph, "edge_index", None) is None:
+        raise ValueError(f"{name!r}: a task needs graphs with edges (edge_index); its graphs have "
+                         f"none (they hold {sorted(graph.keys())}). Give them edges in Python (a "
+                         f"mesh's: torch_geometric.transforms.FaceToEdge) and search them as a "
+                         f"DataTask")
 
 
 def with_node_features(dataset: Dataset) -> Dataset:

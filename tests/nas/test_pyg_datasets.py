@@ -364,6 +364,25 @@ def test_each_modelnet_name_has_its_own_folder_and_one_filled_before_is_found(
     assert (_modelnet_classes("40", root), _modelnet_classes("10", root)) == (40, 10)
 
 
+def test_graphs_without_edges_are_refused_by_name(cache, modelnet_offline, capsys, sqlite_url, tmp_path) -> None:
+    """Before: pyg:ModelNet's meshes (pos and face, no edge_index) failed inside the degree
+    features with "'NoneType' object is not subscriptable"; a DataTask of such graphs was
+    accepted and failed in the first convolution."""
+    from nas.tasks import DataTask
+
+    root = tmp_path / "data"
+    _write_modelnet(root / "ModelNet" / "10" / "raw", 10)
+    with pytest.raises(ValueError, match=re.escape("'pyg:ModelNet:10': a task needs graphs with edges "
+                                                   "(edge_index); its graphs have none (they hold ['face', 'pos', 'y'])")):
+        load_task("pyg:ModelNet:10", root=root).num_features
+    assert main(["search", "--dataset", "pyg:ModelNet:10", "--trials", "1", "--data-root", str(root),
+                 "--storage", sqlite_url, "--quiet"]) == 2
+    assert "FaceToEdge" in capsys.readouterr().err
+    graphs = [Data(x=torch.ones(3, 2), y=torch.tensor([i % 2])) for i in range(10)]
+    with pytest.raises(ValueError, match=re.escape("'mine': a task needs graphs with edges (edge_index)")):
+        DataTask(graphs, "mine")
+
+
 class ToyBeside(ToyGraphs):
     """A class with a name that keeps raw/ and processed/ in its root, beside the names'
     folders (as ModelNet does)."""
