@@ -8,7 +8,7 @@ one epoch of two networks (batch size 1, so a pass reads one network) in a fresh
 whose peak resident memory after the graphs are built is reset through ``/proc/self/clear_refs``
 (Linux), so the peak is the fit's own.
 
-    python -m experiments.metanet_memory [--hidden 32 64] [--layers 3]   # from the repository root
+    python -m experiments.metanet_memory [--hidden 32,64] [--layers 3]   # from the repository root
 
 Writes ``experiments/results/metanet_memory.json`` and ``.md``.
 

@@ -798,8 +798,11 @@ def relative_group_lasso(metanet: PruningMetanet, module: nn.Module,
 #: MNIST-14 MLPs of 0.28-1.5 million edges: 4.7-5.2 KiB an edge at hidden 32 and 2 layers,
 #: 9.4 at hidden 64, 8.8 at 4 layers; the estimate was 0.96-1.07 times the measured peak, and
 #: the peak 1.06-1.23 times what metanet train's pass estimate (head 2) gives at the same size.
-#: Below ~250k edges at hidden 32 (a layer's activations under glibc's 32 MiB mmap threshold,
-#: so allocated on its heap) the peak was up to 1.8 times the estimate, under 2 GiB in all.
+#: Recorded by ``python -m experiments.metanet_memory --fit pruning`` (the step's peak above what
+#: the process held when the check runs; ``experiments/results/metanet_memory_pruning.md``):
+#: 4.6-5.0 KiB an edge at hidden 32 and 9.4 at hidden 64 from 0.43 to 1.47 million edges, the
+#: estimate 0.99-1.08 times the peak; below 0.1 million edges the estimate is 0.8 times the peak
+#: (under 0.6 GiB), and on MNIST CNNs (under a thousand edges) the images dominate (~30 MB).
 STEP_HEAD = 8
 
 
