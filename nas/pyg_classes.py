@@ -2,8 +2,8 @@
 ``pyg:CLASS:NAME`` (``pyg:WikiCS``, ``pyg:HeterophilousGraphDataset:Roman-empire``): the class
 looked up by its name, the checks that refuse before anything is read a class a name cannot
 build or whose data no task here takes (with the reason, :data:`PYG_UNFIT`), the tables of
-classes with official splits (:data:`PYG_SPLITS`), and building a class's dataset, its official
-splits joined.
+classes with official splits (:data:`PYG_SPLITS`, :data:`PYG_TRAIN_SPLITS`), and building a
+class's dataset, its official splits joined.
 
 :mod:`nas.tasks` resolves every dataset name with it (a class metanas lists a family of, such as
 ``Planetoid``, is that family's dataset there) and keeps the data root, handing a class its
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nas.splits import SPLITS
+from nas.splits import SPLITS, graph_labels, validation_out_of_training
 from search_spaces.resolver import normalize
 
 if TYPE_CHECKING:
@@ -43,8 +43,15 @@ PYG_SPLITS: dict[str, tuple[str, str, str]] = {
     "MalNetTiny": ("train", "val", "test"),           # its default, None, loads all graphs
     "UPFD": ("train", "val", "test"),
 }
+#: pyg: classes whose boolean ``train`` argument loads their official training graphs (True,
+#: its default) or test graphs (False), with no validation split: metanas loads both and
+#: searches the test graphs as its test split, its val split carved out of the training graphs
+#: (:func:`with_official_train_test`). PyG 2.8's other classes with a ``train`` are refused by
+#: name (:data:`PYG_UNFIT`, or the arguments they need); one not known is refused as well
+PYG_TRAIN_SPLITS = frozenset({"MNISTSuperpixels", "ModelNet", "GeometricShapes", "FAUST", "CoMA"})
 #: pyg: datasets whose official splits metanas searches (said when refusing others)
-PYG_SPLITS_SEARCHED = ("GNNBenchmarkDataset:MNIST", "GNNBenchmarkDataset:CIFAR10", "MalNetTiny")
+PYG_SPLITS_SEARCHED = ("GNNBenchmarkDataset:MNIST", "GNNBenchmarkDataset:CIFAR10", "MalNetTiny",
+                       "MNISTSuperpixels")
 #: pyg: datasets (CLASS:NAME) whose class takes a ``split`` that they ignore (no official
 #: split: all graphs whatever it says); split by seed as a dataset without a split is
 PYG_WITHOUT_SPLIT = frozenset({"GNNBenchmarkDataset:CSL"})
@@ -72,7 +79,7 @@ PYG_ONE_FOLDER_FOR_ALL_NAMES: dict[str, Callable[[Path], str | None]] = {"ModelN
 #: name (:data:`PYG_UNFIT`) before anything is downloaded or read; a class not listed whose
 #: labels are no classes is refused once read (:func:`nas.tasks.check_class_labels`)
 PYG_REGRESSION = frozenset({
-    "QM9", "QM7b", "MD17", "HydroNet", "ZINC", "AQSOL", "PCQM4Mv2",
+    "QM9", "QM7b", "MD17", "HydroNet", "ZINC", "AQSOL", "PCQM4Mv2", "OMDB",
     "MoleculeNet:ESOL", "MoleculeNet:FreeSolv", "MoleculeNet:Lipo",
 })
 _NODES_OF_MANY = "it classifies the nodes of many graphs (a node task here is one graph)"
@@ -90,6 +97,10 @@ PYG_UNFIT: dict[str, str] = {
                     "(PascalVOC-SP and COCO-SP classify the nodes of many graphs, PCQM-Contact "
                     "predicts links, Peptides-func is multi-label, Peptides-struct regression)"),
     "ShapeNet": "it labels the points of many shapes (part segmentation: nodes of many graphs)",
+    "S3DIS": "it labels the points of many point clouds (segmentation: nodes of many graphs)",
+    "SHREC2016": ("it matches the points of partial shapes to a full one's (correspondence: "
+                  "nodes of many graphs)"),
+    "GEDDataset": "its graphs have no classes, only edit distances between pairs of them",
     "PCPNetDataset": "it estimates normals of point clouds (regression)",
     "ICEWS18": _TEMPORAL, "GDELT": _TEMPORAL,
     "FB15k_237": "it is a knowledge graph for link prediction",
@@ -118,10 +129,12 @@ def pyg_class(name: str) -> tuple[type, str | None]:
 
 def canonical_pyg_name(cls: type, pyg_name: str | None, name: str) -> str:
     """``pyg:<Class>[:NAME]``, the class as PyG spells it and NAME as given (its classes spell
-    their folders differently), once its ``split`` is one metanas searches
-    (:func:`_check_pyg_split`) and its data one a task of it takes (:func:`_check_pyg_fit`)."""
+    their folders differently), once its ``split`` and ``train`` are ones metanas searches
+    (:func:`_check_pyg_split`, :func:`_check_pyg_train`) and its data one a task of it takes
+    (:func:`_check_pyg_fit`)."""
     _check_pyg_fit(cls, pyg_name, name)
     _check_pyg_split(cls, pyg_name, name)
+    _check_pyg_train(cls, name)
     return f"{PYG_PREFIX}:{cls.__name__}" + (f":{pyg_name}" if pyg_name is not None else "")
 
 
@@ -189,14 +202,28 @@ def _check_pyg_split(cls: type, pyg_name: str | None, name: str) -> None:
     if (official_split_values(cls.__name__, pyg_name) is not None
             or _pyg_key(cls.__name__, pyg_name) in PYG_WITHOUT_SPLIT):
         return
-    own = ("build it in Python with the split you want and search it as nas.tasks.DataTask("
-           "dataset, 'a-name'), giving graphs their split as splits={'train': ..., 'val': ..., "
-           "'test': ...}")
     values = PYG_OTHER_SPLITS.get(cls.__name__)
     said = (f"takes {list(values)}" if values else
             f"(default {split.default!r}) takes values metanas does not know")
     raise ValueError(f"dataset {name!r}: {cls.__name__}'s split argument {said}, not one train, "
-                     f"val and test split that metanas could load and search together; {own}")
+                     f"val and test split that metanas could load and search together; "
+                     f"{_SPLIT_IN_PYTHON}")
+
+
+def _check_pyg_train(cls: type, name: str) -> None:
+    """``ValueError``, before anything is read, for a class with a ``train`` argument not in
+    :data:`PYG_TRAIN_SPLITS`: built with its default alone, its official test graphs would never
+    be read and its training graphs would be searched re-split."""
+    if "train" in inspect.signature(cls).parameters and cls.__name__ not in PYG_TRAIN_SPLITS:
+        raise ValueError(
+            f"dataset {name!r}: {cls.__name__}'s train argument picks its training or its test "
+            f"graphs, and metanas loads both and searches them as official train and test splits "
+            f"for {sorted(PYG_TRAIN_SPLITS)} only; {_SPLIT_IN_PYTHON}")
+
+
+_SPLIT_IN_PYTHON = ("build it in Python with the split you want and search it as "
+                    "nas.tasks.DataTask(dataset, 'a-name'), giving graphs their split as "
+                    "splits={'train': ..., 'val': ..., 'test': ...}")
 
 
 def _pyg_key(class_name: str, pyg_name: str | None) -> str:
@@ -216,13 +243,24 @@ def official_split_values(class_name: str, pyg_name: str | None) -> tuple[str, s
     return PYG_SPLITS.get(class_name)
 
 
+def has_official_split(class_name: str, pyg_name: str | None) -> bool:
+    """Whether a ``pyg:`` class (and NAME) is searched on its official split: its ``split``
+    loads each of three (:func:`official_split_values`), or its ``train`` its training and test
+    graphs (:data:`PYG_TRAIN_SPLITS`)."""
+    return (official_split_values(class_name, pyg_name) is not None
+            or class_name in PYG_TRAIN_SPLITS)
+
+
 def searched_before_official_splits(name: str) -> str:
     """What metanas searched of ``name``, a ``pyg:`` dataset with official splits, before it
-    searched them as given: its class built with its default ``split``, whose graphs it re-split
-    80/10/10 (GNNBenchmarkDataset's training split; MalNetTiny's all graphs)."""
+    searched them as given: its class built with its default ``split`` or ``train``, whose
+    graphs it re-split 80/10/10 (GNNBenchmarkDataset's training split; MalNetTiny's all graphs;
+    MNISTSuperpixels' training graphs)."""
     from torch_geometric import datasets as pyg_datasets
 
     class_name, _ = pyg_parts(name)
+    if class_name in PYG_TRAIN_SPLITS:
+        return "its official training graphs alone (its default train=True loads no test graph)"
     default = inspect.signature(getattr(pyg_datasets, class_name)).parameters["split"].default
     if default is None:
         return "all its graphs (its default split=None loads them all)"
@@ -239,8 +277,10 @@ def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
     """The dataset of a canonical ``pyg:CLASS[:NAME]`` name: ``CLASS(root)`` without NAME,
     ``CLASS(root, name=NAME)`` with it, ``root`` being ``class_root``, the class's folder
     ``<root>/<Class>`` (which PyG's classes keep NAME's folder in); a class with official splits
-    (:data:`PYG_SPLITS`) is built once per split and their graphs joined
-    (:func:`with_official_split`). A NAME the class refuses (an ``assert``) is a ``ValueError``."""
+    is built once per split and their graphs joined: :data:`PYG_SPLITS`' once per ``split``
+    value (:func:`with_official_split`), :data:`PYG_TRAIN_SPLITS`' with ``train`` True and
+    False (:func:`with_official_train_test`). A NAME the class refuses (an ``assert``) is a
+    ``ValueError``."""
     import traceback
 
     from torch_geometric import datasets as pyg_datasets
@@ -252,6 +292,8 @@ def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
     if pyg_name is not None:
         make = functools.partial(make, name=pyg_name)
     try:
+        if class_name in PYG_TRAIN_SPLITS:
+            return with_official_train_test(make(train=True), make(train=False))
         if values is None:
             return make()
         return with_official_split({split: make(split=value) for split, value in zip(SPLITS, values)})
@@ -268,11 +310,29 @@ def with_official_split(parts: dict[str, Dataset]) -> Dataset:
     """The graphs of ``parts`` (a dataset per split: train, val, test) in one in-memory dataset,
     in that order, whose ``official_split`` holds each split's indices:
     :attr:`nas.tasks.Task.splits` uses them as they are."""
+    sizes = [len(parts[split]) for split in SPLITS]
+    indices = torch.arange(sum(sizes)).split(sizes)
+    return _joined([parts[split] for split in SPLITS], dict(zip(SPLITS, indices)))
+
+
+def with_official_train_test(train: Dataset, test: Dataset) -> Dataset:
+    """The graphs of a class's official ``train`` and ``test`` datasets (no validation split:
+    :data:`PYG_TRAIN_SPLITS`) in one in-memory dataset, in that order, whose ``official_split``
+    has the test graphs as test, and the training graphs as train and as val, of which each
+    class gives :data:`~nas.splits.VAL_OF_TRAINING` (stratified, the same for every task seed:
+    :func:`~nas.splits.validation_out_of_training`)."""
+    kept = validation_out_of_training(graph_labels(train))
+    test_graphs = torch.arange(len(train), len(train) + len(test))
+    return _joined([train, test], {**kept, "test": test_graphs})
+
+
+def _joined(parts: list[Dataset], split: dict[str, torch.Tensor]) -> Dataset:
+    """The graphs of ``parts``, in order, in one in-memory dataset whose ``official_split`` is
+    ``split`` (each split's indices among them)."""
     from torch_geometric.data import InMemoryDataset
 
-    graphs = [graph for split in SPLITS for graph in parts[split]]
+    graphs = [graph for part in parts for graph in part]
     dataset = InMemoryDataset()
     dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
-    sizes = [len(parts[split]) for split in SPLITS]
-    dataset.official_split = dict(zip(SPLITS, torch.arange(len(graphs)).split(sizes)))
+    dataset.official_split = {key: split[key] for key in SPLITS}
     return dataset

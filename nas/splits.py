@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 GRAPH_SPLIT = (0.8, 0.1, 0.1)
 #: the three splits, in order
 SPLITS = ("train", "val", "test")
+#: official training graphs that come without a validation split (only train and test) give
+#: this fraction of each class to val: GRAPH_SPLIT's val over its train and val (1/9), so that
+#: train and val keep the 8:1 of a seeded split
+VAL_OF_TRAINING = GRAPH_SPLIT[1] / (GRAPH_SPLIT[0] + GRAPH_SPLIT[1])
+#: the seed that draws them: an official split is the same whatever a task's seed
+OFFICIAL_VAL_SEED = 0
 #: a node task's seeded split per class (Shchur et al., 2018): this many training and
 #: validation nodes, the rest for test, when the class has more nodes than the two together
 NODE_SPLIT_PER_CLASS = (20, 30)
@@ -147,6 +153,14 @@ def stratified_split(
         parts["val"].append(idx[n_train:n_train + n_val])
         parts["test"].append(idx[n_train + n_val:])
     return {key: torch.cat(value).sort().values for key, value in parts.items()}
+
+
+def validation_out_of_training(y: Tensor) -> dict[str, Tensor]:
+    """Indices of official training graphs of labels ``y`` kept for train and moved to val:
+    :data:`VAL_OF_TRAINING` of each class (stratified, seed :data:`OFFICIAL_VAL_SEED`)."""
+    parts = stratified_split(y, OFFICIAL_VAL_SEED, (1.0 - VAL_OF_TRAINING, VAL_OF_TRAINING, 0.0))
+    rounded_off = parts["test"]  # none: a class's two shares round to its size, kept anyway
+    return {"train": torch.cat([parts["train"], rounded_off]).sort().values, "val": parts["val"]}
 
 
 def _shuffled_classes(y: Tensor, seed: int) -> Iterator[Tensor]:

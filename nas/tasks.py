@@ -35,7 +35,7 @@ from torch import Tensor
 
 from nas.pyg_classes import (
     PYG_FORM, PYG_NAME_PATTERN, PYG_ONE_FOLDER_FOR_ALL_NAMES, PYG_PREFIX, canonical_pyg_name,
-    official_split_values, pyg_class, pyg_class_dataset, pyg_parts,
+    has_official_split, pyg_class, pyg_class_dataset, pyg_parts,
 )
 from nas.splits import (
     GRAPH_SPLIT, MASKS, SPLITS, check_split_sizes, given_split, graph_labels, stratified_split,
@@ -476,7 +476,8 @@ class Task:
 
     Node tasks hold one graph with boolean ``train_mask``/``val_mask``/``test_mask``; graph tasks
     hold a dataset and index tensors ``splits["train"|"val"|"test"]`` (stratified, by ``seed``;
-    a ``pyg:`` class's official split where it has one, :data:`~nas.pyg_classes.PYG_SPLITS`).
+    a ``pyg:`` class's official split where it has one, :data:`~nas.pyg_classes.PYG_SPLITS` and
+    :data:`~nas.pyg_classes.PYG_TRAIN_SPLITS`, val carved out of the latter's training graphs).
     The metric is accuracy; the test split is recorded but never used to select. Graphs without
     node features get one-hot degree features (:class:`DegreeFeatures`). A task on graphs held
     in memory rather than named: :class:`DataTask`.
@@ -526,7 +527,8 @@ class Task:
     @functools.cached_property
     def splits(self) -> dict[str, Tensor]:
         """Graph tasks: index tensors of the train/val/test graphs: the dataset's official
-        split where it has one (:func:`~nas.pyg_classes.with_official_split`), else 80/10/10,
+        split where it has one (:func:`~nas.pyg_classes.with_official_split`,
+        :func:`~nas.pyg_classes.with_official_train_test`), else 80/10/10,
         stratified."""
         if self.level != "graph":
             raise AttributeError(
@@ -553,8 +555,9 @@ class Task:
         """None: a dataset metanas loads by name is identified by its name; but a ``pyg:``
         class with official splits has its :func:`data_fingerprint` (the three splits' graphs
         and which split each is in), as a :class:`DataTask` has: its name searched its training
-        split alone before (re-split 80/10/10), and a study of those trials is refused."""
-        if self.info.family != PYG_PREFIX or official_split_values(*pyg_parts(self.name)) is None:
+        split (or training graphs) alone before (re-split 80/10/10), and a study of those trials
+        is refused."""
+        if self.info.family != PYG_PREFIX or not has_official_split(*pyg_parts(self.name)):
             return None
         return data_fingerprint(self)
 

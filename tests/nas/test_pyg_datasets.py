@@ -647,6 +647,7 @@ def test_a_class_not_listed_as_regression_is_still_refused_once_read(cache, monk
 @pytest.mark.parametrize("name, searched", [
     ("pyg:MalNetTiny", "on all its graphs (its default split=None loads them all)"),
     ("pyg:GNNBenchmarkDataset:MNIST", "on its training split alone"),
+    ("pyg:MNISTSuperpixels", "on its official training graphs alone (its default train=True loads no test graph)"),
 ])
 def test_a_study_made_before_official_splits_is_refused_saying_what_it_searched(name, searched, tmp_path) -> None:
     """Before: the refusal said every such study searched its class's training split alone;
@@ -661,3 +662,124 @@ def test_a_study_made_before_official_splits_is_refused_saying_what_it_searched(
     study.add_trial(optuna.trial.create_trial(value=0.5))
     with pytest.raises(ValueError, match=re.escape(f"study 'old' was made when metanas searched '{name}' {searched} (re-split 80/10/10)")):
         _check_not_made_on_a_training_split(study, types.SimpleNamespace(study_name="old"), load_task(name, root=tmp_path))
+
+
+def _write_mnist_superpixels(raw: Path, sizes: tuple[int, int]) -> None:
+    """MNISTSuperpixels' raw MNISTSuperpixels.pt as PyG 2.8's download holds it: the training
+    and the test graphs, a list of dicts each; training graph i is ``_ring(i)``, test graph i
+    ``_ring(100 + i)``."""
+    raw.mkdir(parents=True)
+    torch.save([[{key: torch.tensor(value) for key, value in _ring(first + i).items()} for i in range(size)]
+                for first, size in zip((0, 100), sizes)], raw / "MNISTSuperpixels.pt")
+
+
+def test_a_class_with_official_train_and_test_graphs_tests_on_its_test_graphs(cache, tmp_path) -> None:
+    """Before: pyg:MNISTSuperpixels was built with its default train=True alone and its 36
+    training graphs re-split 80/10/10: its test split was training graphs, its official test
+    graphs were never read. Now they are the test split, and val is 1/9 of each training class
+    (GRAPH_SPLIT's val over its train and val), drawn with seed 0 whatever the task's seed; a
+    read-only root is mirrored as for a class with a split argument."""
+    root = tmp_path / "ro"
+    _write_mnist_superpixels(root / "MNISTSuperpixels" / "raw", (36, 5))
+    folders = [root, *sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts))]
+    for folder in folders:
+        os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        splits = []
+        for seed in (0, 3):
+            task = load_task("pyg:MNISTSuperpixels", root=root, seed=seed)
+            assert (task.level, len(task.dataset), task.num_classes) == ("graph", 41, 2)
+            splits.append(_split_numbers(task))
+        assert not [p for p in root.rglob("processed*")]  # processed in the mirror
+    finally:
+        for folder in folders:
+            os.chmod(folder, stat.S_IRWXU)
+    assert splits[0] == splits[1]
+    numbers = splits[0]
+    assert numbers["test"] == list(range(100, 105))
+    assert sorted(numbers["train"] + numbers["val"]) == list(range(36))
+    assert sorted(number % 2 for number in numbers["val"]) == [0, 0, 1, 1]  # round(18 / 9) per class
+    assert task.fingerprint is not None
+
+
+def test_modelnet_searches_its_official_test_meshes_as_test(cache, modelnet_offline, tmp_path) -> None:
+    """Before: pyg:ModelNet:10 loaded its train/ meshes only (10 here), never its test/ ones."""
+    from nas.tasks import _load_pyg_dataset
+
+    _write_modelnet(tmp_path / "data" / "ModelNet" / "10" / "raw", 10)
+    dataset = _load_pyg_dataset("pyg:ModelNet:10", tmp_path / "data")
+    assert len(dataset) == 20 and dataset.official_split["test"].tolist() == list(range(10, 20))
+
+
+def test_cli_search_on_mnist_superpixels_and_a_study_of_its_training_graphs_refused(
+    cache, monkeypatch, capsys, sqlite_url, tmp_path,
+) -> None:
+    """A study searched before (trials, no data fingerprint: its training graphs re-split) is
+    refused, saying what it searched, not resumed on the official split; a new one records the
+    fingerprint of the graphs and split."""
+    import optuna
+
+    import nas.tasks
+
+    root = tmp_path / "data"
+    _write_mnist_superpixels(root / "MNISTSuperpixels" / "raw", (18, 4))
+    search = ["search", "--dataset", "pyg:MNISTSuperpixels", "--epochs", "1", "--convs", "gcn", "--strategy",
+              "random", "--data-root", str(root), "--storage", sqlite_url, "--quiet", "--trials", "1"]
+    with monkeypatch.context() as before:  # a study made before: no fingerprint recorded
+        before.setattr(nas.tasks.Task, "fingerprint", None)
+        assert main([*search, "--study", "old"]) == 0
+    assert main([*search, "--study", "old", "--trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert ("study 'old' was made when metanas searched 'pyg:MNISTSuperpixels' on its official training "
+            "graphs alone (its default train=True loads no test graph) (re-split 80/10/10)") in err
+    assert len(optuna.load_study(study_name="old", storage=sqlite_url).trials) == 1
+    assert main([*search, "--study", "new"]) == 0
+    stored = optuna.load_study(study_name="new", storage=sqlite_url).user_attrs
+    assert stored["data_fingerprint"] == load_task("pyg:MNISTSuperpixels", root=root).fingerprint
+
+
+class ToyTrain(ToyGraphs):
+    """A class whose ``train`` picks its training or test graphs, not known to metanas."""
+
+    def __init__(self, root: str, train: bool = True, transform=None) -> None:
+        super().__init__(root, transform)
+
+
+def test_a_class_with_a_train_argument_metanas_does_not_know_is_refused_up_front(
+    monkeypatch, capsys, sqlite_url, tmp_path,
+) -> None:
+    """Before: built with its default train=True alone, its training graphs searched re-split."""
+    import torch_geometric.datasets as pyg_datasets
+
+    monkeypatch.setattr(pyg_datasets, "ToyTrain", ToyTrain, raising=False)
+    monkeypatch.setattr(pyg_datasets, "__all__", [*pyg_datasets.__all__, "ToyTrain"])
+    _write(tmp_path / "data" / "ToyTrain", [_ring(i) for i in range(20)])
+    before = sorted((tmp_path / "data").rglob("*"))
+    assert main(["search", "--dataset", "pyg:ToyTrain", "--trials", "1", "--data-root", str(tmp_path / "data"),
+                 "--storage", sqlite_url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "dataset 'pyg:ToyTrain': ToyTrain's train argument picks" in err and "'MNISTSuperpixels'" in err
+    assert "Traceback" not in err and sorted((tmp_path / "data").rglob("*")) == before
+
+
+def test_every_pyg_class_with_a_train_argument_is_searched_on_both_or_refused_by_name() -> None:
+    """Each class of the installed PyG whose ``train`` picks its training or test graphs is
+    loaded both ways (nas.pyg_classes.PYG_TRAIN_SPLITS) or refused by name with its reason:
+    none is searched on its training graphs alone."""
+    import inspect
+
+    import torch_geometric.datasets as pyg_datasets
+    from torch_geometric.data import Dataset
+
+    from nas.pyg_classes import PYG_TRAIN_SPLITS
+
+    takes_train = [name for name in pyg_datasets.__all__ if isinstance(getattr(pyg_datasets, name), type)
+                   and issubclass(getattr(pyg_datasets, name), Dataset)
+                   and "train" in inspect.signature(getattr(pyg_datasets, name)).parameters]
+    assert "MNISTSuperpixels" in takes_train and "ModelNet" in takes_train
+    for name in takes_train:
+        if name in PYG_TRAIN_SPLITS:
+            continue
+        with pytest.raises(ValueError, match=f"dataset 'pyg:{name}(:x)?': (?!{name}'s train argument)"):
+            resolve_dataset(f"pyg:{name}:x" if "name" in inspect.signature(getattr(pyg_datasets, name)).parameters
+                            else f"pyg:{name}")
