@@ -240,7 +240,7 @@ def load_exported(folder: str | Path) -> nn.Module:
         from metanets.pruning.shapes import resize_to_pruned
 
         resize_to_pruned(model, state, document[PRUNED_KEY]["attributes"])
-    model.load_state_dict(state)
+    _load_weights(model, state, path)
     from search_spaces.gnn import GNN
 
     if PRUNED_KEY in document and isinstance(model, GNN):
@@ -263,3 +263,16 @@ def _decoded_weights(blob: bytes, path: Path) -> dict[str, Tensor]:
     except SafetensorError as error:
         raise ChecksumError(f"{path} is damaged, not a safetensors file ({error}): export the "
                             f"model again") from None
+
+
+def _load_weights(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
+    """``model.load_state_dict(state)``; weights of other names or shapes (a damaged header no
+    checksum caught, another model's file) are a :class:`ChecksumError` naming the file ``path``
+    and what did not fit, not torch's bare "Error(s) in loading state_dict"."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        mismatch = str(error).splitlines()[1:2] or [str(error)]
+        raise ChecksumError(f"{path} does not hold the weights of the model {SPEC_FILE} describes "
+                            f"({mismatch[0].strip()}): the file is damaged or another model's; "
+                            f"export the model again") from None

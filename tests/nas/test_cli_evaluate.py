@@ -145,6 +145,19 @@ def _truncate_unchecked(folder: Path) -> None:
     (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:20])
 
 
+def _other_models_weights_unchecked(folder: Path) -> None:
+    """An export written before exports recorded their SHA-256 whose weights file holds another
+    model's weights (a CNN of another width): safetensors reads it, the model does not take it."""
+    from search_spaces.cnn import CNN, CNNArchitecture
+    from storage.store import encode_state_dict
+
+    spec = read_export(folder)
+    del spec[WEIGHTS_SHA256]
+    (folder / "architecture.json").write_text(json.dumps(spec))
+    other = CNN(CNNArchitecture(widths=(8,), norm="batch"), 1, 10).state_dict()
+    (folder / "model.safetensors").write_bytes(encode_state_dict(other))
+
+
 @pytest.mark.parametrize("case, extra, code, message", [
     ("missing", [], 1, "--model {model}: no such folder"),
     ("file", [], 1, "--model {model}: a file, not a folder"),
@@ -152,6 +165,8 @@ def _truncate_unchecked(folder: Path) -> None:
     ("spec not json", [], 2, "{model}/architecture.json is not JSON"),
     ("damaged weights", [], 1, "{model}/model.safetensors does not match the SHA-256 in architecture.json"),
     ("damaged unchecked weights", [], 1, "{model}/model.safetensors is damaged, not a safetensors file"),
+    ("unchecked weights of another model", [], 1, "{model}/model.safetensors does not hold the "
+                                                  "weights of the model architecture.json describes"),
     ("recorded", ["--dataset", "nope"], 2, "could not resolve dataset 'nope' among choices ['actor',"),
     ("no dataset", [], 2, "{model}/architecture.json records no dataset the model was trained on: "
                           "pass --dataset NAME"),
@@ -174,6 +189,8 @@ def test_bad_input_is_refused_naming_it(case: str, extra: list[str], code: int, 
             _flip_last_byte(model)
         elif case == "damaged unchecked weights":
             _truncate_unchecked(model)
+        elif case == "unchecked weights of another model":
+            _other_models_weights_unchecked(model)
     before = _hashes(tmp_path)
     assert main(["evaluate", "--model", str(model), "--device", "cpu", *extra]) == code
     err = capsys.readouterr().err
