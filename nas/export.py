@@ -32,6 +32,8 @@ WEIGHTS_KEY = "weights_file"
 #: (exports written before it existed have none and are not checked)
 WEIGHTS_SHA256 = "weights_sha256"
 FORMAT_VERSION = 1
+#: what every ``architecture.json`` records, which :func:`load_exported` builds the model from
+SPEC_KEYS: tuple[str, ...] = ("space", "architecture", "in_channels", "out_channels", "level")
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
@@ -213,6 +215,11 @@ def read_export(folder: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not JSON ({error}): not an exported metanas model") from None
     if not isinstance(document, dict) or "architecture" not in document:
         raise ValueError(f"{path} holds no architecture: not an exported metanas model")
+    missing = [key for key in SPEC_KEYS if key not in document]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(map(repr, missing))} (an export records "
+                         f"{', '.join(map(repr, SPEC_KEYS[:-1]))} and {SPEC_KEYS[-1]!r}): "
+                         f"export the model again")
     return document
 
 

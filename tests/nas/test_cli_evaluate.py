@@ -163,6 +163,8 @@ def _other_models_weights_unchecked(folder: Path) -> None:
     ("file", [], 1, "--model {model}: a file, not a folder"),
     ("empty folder", [], 1, "{model}/architecture.json not found: not an exported metanas model folder"),
     ("spec not json", [], 2, "{model}/architecture.json is not JSON"),
+    ("spec without level", [], 2, "{model}/architecture.json lacks 'level' (an export records "
+                                  "'space', 'architecture', 'in_channels', 'out_channels' and 'level')"),
     ("damaged weights", [], 1, "{model}/model.safetensors does not match the SHA-256 in architecture.json"),
     ("damaged unchecked weights", [], 1, "{model}/model.safetensors is damaged, not a safetensors file"),
     ("unchecked weights of another model", [], 1, "{model}/model.safetensors does not hold the "
@@ -185,6 +187,10 @@ def test_bad_input_is_refused_naming_it(case: str, extra: list[str], code: int, 
                               {"dataset": "my graphs" if case == "own data" else "mnist14"}))
         if case == "spec not json":
             (model / "architecture.json").write_text("{bad")
+        elif case == "spec without level":
+            spec = read_export(model)
+            del spec["level"]
+            (model / "architecture.json").write_text(json.dumps(spec))
         elif case == "damaged weights":
             _flip_last_byte(model)
         elif case == "damaged unchecked weights":
