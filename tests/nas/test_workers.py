@@ -73,7 +73,7 @@ def _terminate_myself(config, worker: int = 0, task=None) -> None:
     time.sleep(30)  # the signal arrives here
 
 
-def _sleeping_worker(config, worker: int, verbosity: int) -> None:
+def _sleeping_worker(config, worker: int, verbosity: int, fingerprint=None) -> None:
     time.sleep(30)
 
 
@@ -135,13 +135,13 @@ def test_a_search_stopped_by_a_signal_exits_128_plus_its_number(
     assert err.splitlines()[-1] == "metanas: interrupted; finished trials are stored"
 
 
-def _search_worker_killed_at_start(config, worker: int, verbosity: int) -> None:
+def _search_worker_killed_at_start(config, worker: int, verbosity: int, fingerprint=None) -> None:
     """Stands in for nas.study._worker_process: worker 1 is killed before it takes a trial."""
     if worker == 1:
         _kill_myself()
     from nas.study import _worker_process
 
-    _worker_process(config, worker, verbosity)
+    _worker_process(config, worker, verbosity, fingerprint)
 
 
 def test_search_with_a_killed_worker_finishes_and_exits_1(sqlite_url: str, no_data, monkeypatch, capsys) -> None:
@@ -295,25 +295,25 @@ def _sleep_as_trials(config, worker: int = 0, task=None) -> None:
     time.sleep(120)
 
 
-def _search_worker_sleeping(config, worker: int, verbosity: int) -> None:
+def _search_worker_sleeping(config, worker: int, verbosity: int, fingerprint=None) -> None:
     """Stands in for nas.study._worker_process: the real one, whose trials are a sleep."""
     import nas.study
 
     nas.study.run_worker = _sleep_as_trials
-    nas.study._worker_process(config, worker, verbosity)
+    nas.study._worker_process(config, worker, verbosity, fingerprint)
 
 
-def _search_worker_sleeping_without_prctl(config, worker: int, verbosity: int) -> None:
+def _search_worker_sleeping_without_prctl(config, worker: int, verbosity: int, fingerprint=None) -> None:
     """As :func:`_search_worker_sleeping`, where the kernel cannot signal a parent's death and
     ``os.getppid()`` stays the dead parent's pid (as on Windows): only the parent's sentinel
     says it died."""
     workers._signal_on_parent_death = lambda signum: False
     parent = os.getppid()
     os.getppid = lambda: parent
-    _search_worker_sleeping(config, worker, verbosity)
+    _search_worker_sleeping(config, worker, verbosity, fingerprint)
 
 
-def _search_worker_started_after_its_parent_died(config, worker: int, verbosity: int) -> None:
+def _search_worker_started_after_its_parent_died(config, worker: int, verbosity: int, fingerprint=None) -> None:
     """As :func:`_search_worker_sleeping`, whose parent is killed before the real worker starts."""
     import nas.study
 
@@ -322,7 +322,7 @@ def _search_worker_started_after_its_parent_died(config, worker: int, verbosity:
     while os.getppid() == parent:
         time.sleep(0.05)
     nas.study.run_worker = lambda *args, **kwargs: time.sleep(120)
-    nas.study._worker_process(config, worker, verbosity)
+    nas.study._worker_process(config, worker, verbosity, fingerprint)
 
 
 def _running(pid: int) -> bool:
@@ -366,3 +366,64 @@ def test_a_worker_stops_when_its_parent_is_killed(stand_in: str, tmp_path: Path,
         parent.wait()
         if worker is not None and _running(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+def _write_ring_mnist(root: Path) -> None:
+    """A raw MNIST_v2.pt of GNNBenchmarkDataset (a class with official splits, so a search
+    records its data fingerprint): 8, 3 and 4 rings of 3 nodes, graph i's features i, class i % 2."""
+    import torch
+
+    raw = root / "GNNBenchmarkDataset" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rings = iter({"x": torch.full((3, 1), float(i)), "edge_index": torch.tensor([[0, 1, 2], [1, 2, 0]]),
+                  "y": torch.tensor([i % 2])} for i in range(15))
+    torch.save([[next(rings) for _ in range(size)] for size in (8, 3, 4)], raw / "MNIST_v2.pt")
+
+
+def _search_worker_counting_fingerprints(*args) -> None:
+    """Stands in for nas.study._worker_process: the real one, each data_fingerprint call it
+    makes written as a line to $TEST_FINGERPRINT_CALLS (created empty when it starts)."""
+    import nas.study
+    import nas.tasks
+
+    calls = Path(os.environ["TEST_FINGERPRINT_CALLS"])
+    calls.write_text("")
+    hash_data = nas.tasks.data_fingerprint
+
+    def counted(task):
+        with calls.open("a") as file:
+            file.write(f"{task.name}\n")
+        return hash_data(task)
+
+    nas.tasks.data_fingerprint = counted
+    nas.study._worker_process(*args)
+
+
+#: data_fingerprint of _write_ring_mnist's data: what its studies hold (never to change)
+RING_MNIST_FINGERPRINT = "19bf5d91e9b0bb1ce0586c862935e233e3fc7773cacc5212e9d19fd30240401e"
+
+
+def test_search_workers_take_the_parents_data_fingerprint(tmp_path: Path, sqlite_url: str, monkeypatch) -> None:
+    """Before: each worker of --n-jobs hashed every graph again for the study's identity check
+    (9 s each on a 70k-graph pyg:GNNBenchmarkDataset:MNIST, as long as the parent's). A study
+    made by a search of one process is resumed by one of two, its fingerprint unchanged."""
+    import optuna
+
+    import nas.study
+    from nas.study import SearchConfig, run_search
+    from nas.tasks import data_fingerprint, load_task
+
+    root = tmp_path / "data"
+    _write_ring_mnist(root)
+    calls = tmp_path / "fingerprint-calls"
+    monkeypatch.setenv("TEST_FINGERPRINT_CALLS", str(calls))
+    monkeypatch.setattr(nas.study, "_worker_process", _search_worker_counting_fingerprints)
+    search = dict(dataset="pyg:GNNBenchmarkDataset:MNIST", data_root=str(root), evaluator="zero-cost:params",
+                  strategy="random", convs=("gcn",), storage=sqlite_url, study_name="s", verbose=False)
+    run_search(SearchConfig(n_trials=2, **search))
+    stored = optuna.load_study(study_name="s", storage=sqlite_url).user_attrs["data_fingerprint"]
+    assert stored == data_fingerprint(load_task("pyg:GNNBenchmarkDataset:MNIST", root=root)) == RING_MNIST_FINGERPRINT
+    study = run_search(SearchConfig(n_trials=6, n_jobs=2, **search))
+    assert calls.read_text() == ""  # the worker started, and hashed nothing
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6
+    assert study.user_attrs["data_fingerprint"] == RING_MNIST_FINGERPRINT
