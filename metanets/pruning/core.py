@@ -26,12 +26,6 @@ from nas.train import kept_modes
 Importance = Literal["magnitude", "random"]
 IMPORTANCES: tuple[str, ...] = ("magnitude", "random")
 STEP = 0.01  # fraction of all prunable channels removed per MACs measurement
-#: the pruning pass copies its model before a batch that may reach the target (the model before
-#: the last batch is redone one channel at a time): one whose MACs above the target are within
-#: this many times the largest drop of a batch so far; one the estimate misses is rebuilt from
-#: the last copy (or the input) by redoing the batches since, so the result is the same either
-#: way. A copy before every batch cost three times the batches' pruning on a Cora GCN.
-NEAR = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,16 +153,6 @@ def _without(backend: Any, state: _Pruned, channel: tuple[int, int], inputs: tup
     return _Pruned(model, alive, count_macs(model, inputs))
 
 
-def _replayed(backend: Any, model: nn.Module, drops: list[list[Tensor]]) -> nn.Module:
-    """``model`` (modified) with each batch of ``drops`` (positions, as applied) applied in
-    turn: bit for bit the model the pruning pass had after those batches (the same operations in
-    the same order; all of them at once is not: a TransformerConv's query scale is a product of
-    square roots)."""
-    for positions in drops:
-        backend.apply(model, positions)
-    return model
-
-
 def _last_step(
     backend: Any, short: _Pruned, order: list[tuple[int, int]], removed: int,
     inputs: tuple[Any, ...], most_macs: float,
@@ -235,24 +219,15 @@ def prune_model(
     order = removal_order(scores)
     alive = [list(range(n)) for n in sizes]
     chunk = max(1, int(step * sum(sizes)))
-    macs, removed, largest_drop = before, 0, 0
-    drops: list[list[Tensor]] = []  # each batch's channels, at their positions then
-    kept, kept_batches = None, 0  # a copy of `pruned` taken when it held that many batches
+    macs, removed = before, 0
     while removed < len(order) and before / max(macs, 1) < speedup:
         batch = order[removed:removed + chunk]
-        if macs - most_macs <= NEAR * largest_drop:  # this batch may reach the target
-            kept, kept_batches = copy.deepcopy(pruned), len(drops)
-        short_alive, short_macs = [list(a) for a in alive], macs
-        drops.append(_positions(batch, alive))
-        backend.apply(pruned, drops[-1])
+        short = _Pruned(copy.deepcopy(pruned), [list(a) for a in alive], macs)
+        backend.apply(pruned, _positions(batch, alive))
         removed += len(batch)
-        previous, macs = macs, count_macs(pruned, inputs)
-        largest_drop = max(largest_drop, previous - macs)
+        macs = count_macs(pruned, inputs)
     # the loop ran at least once: a target above 1 that one channel per group reaches leaves
     # channels to remove (else UnreachableSpeedupError above)
-    if kept is None:  # no batch looked near (the first one reached the target): redo them on the input
-        kept = copy.deepcopy(model)
-    short = _Pruned(_replayed(backend, kept, drops[kept_batches:-1]), short_alive, short_macs)
     last, removed = _last_step(backend, short, order, removed - len(batch), inputs, most_macs)
     pruned, alive, macs = last.model, last.alive, last.macs
     layers = backend.layer_order(model)  # widths are reported input to output
