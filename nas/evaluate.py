@@ -79,7 +79,9 @@ def dataset_to_evaluate(job: EvaluateJob, recorded: str | None) -> str:
 
 def check_fits(document: dict[str, Any], task: Any, trained_on: str | None) -> None:
     """``ValueError`` naming both datasets' dimensions when ``task`` is of another level, or
-    has other input features or classes, than the exported model."""
+    has other input features or classes, than the model ``document`` describes (an export's
+    ``level``, ``in_channels`` and ``out_channels``), trained on ``trained_on``: the check of
+    ``metanas evaluate``, ``prune`` and ``prune-metanet``."""
     model = (document["level"], document["in_channels"], document["out_channels"])
     data = (task.level, task.num_features, task.num_classes)
     if model != data:

@@ -14,6 +14,7 @@ from metanets.pruning.core import check_speedup, largest_speedup
 from metanets.pruning.errors import UnreachableSpeedupError
 from metanets.pruning.pipeline import PruneOutcome, prune_and_finetune, resolve_method
 from metanets.pruning.shapes import pruned_attributes
+from nas.evaluate import check_fits, recorded_dataset
 from nas.export import (
     PRUNED_KEY, build_module, check_export_folder, export_model, load_exported, read_export,
 )
@@ -59,7 +60,9 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     of a space that cannot be pruned, a metanetwork for another method, one that does not
     fit the model, a speed-up that is no finite number above 1, and one the model cannot reach
     (image and node tasks, :data:`DATA_FREE_LEVELS`; a graph task's is refused once it is
-    loaded, before any pruning)."""
+    loaded, before any pruning); a task of another level, input features or classes than the
+    model is refused naming both (:func:`nas.evaluate.check_fits`) once it is loaded, before
+    any pruning."""
     check_speedup(job.speedup)
     method = resolve_method(job.method)
     if job.metanet is not None and method != "metanet":
@@ -75,7 +78,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     transform = _transform(job.metanet, document, model, job.device) if method == "metanet" else None
     _refuse_unreachable(job, document, model)
     task = load_task(job.dataset, job.data_root)  # split as a search splits it (seed 0)
-    _check_task(document, task)
+    check_fits(document, task, recorded_dataset(document))
     defaults = _training_defaults(document)
     config = TrainConfig(epochs=job.finetune_epochs, patience=0, seed=job.seed,
                          device=job.device, **defaults)
@@ -98,13 +101,6 @@ def _refuse_unreachable(job: PruneJob, document: dict[str, Any], model: Any) -> 
     largest = largest_speedup(model, example_inputs(level, document["in_channels"], name))
     if job.speedup > largest:
         raise UnreachableSpeedupError(job.speedup, largest)
-
-
-def _check_task(document: dict[str, Any], task: Any) -> None:
-    if document["level"] != task.level or document["out_channels"] != task.num_classes:
-        raise ValueError(
-            f"dataset {task.name!r} ({task.level}, {task.num_classes} classes) does not fit the "
-            f"model ({document['level']}, {document['out_channels']} classes)")
 
 
 def _training_defaults(document: dict[str, Any]) -> dict[str, float]:
@@ -264,7 +260,9 @@ def _check_zoo(job: MetanetJob) -> None:
 
 
 def _shape(document: dict[str, Any]) -> dict[str, Any]:
-    return {key: document.get(key) for key in ("level", "in_channels", "out_channels", "dataset")}
+    """An exported or stored network's task dimensions and the dataset it was last trained on."""
+    return {**{key: document.get(key) for key in ("level", "in_channels", "out_channels")},
+            "dataset": recorded_dataset(document)}
 
 
 def task_loss(task: Any, batch_size: int = 128, device: str = "cpu") -> Any:
@@ -299,10 +297,10 @@ def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
     _check_config(config)
     _check_zoo(job)
     task = load_task(job.dataset, job.data_root)  # the split the zoo's networks were trained on
-    loss = task_loss(task, job.batch_size, job.device)
     networks = zoo_networks(job)
-    _, first = networks[0]
-    _check_task(first, task)
+    _, first = networks[0]  # the zoo's networks are of one task (zoo_networks)
+    check_fits(first, task, first["dataset"])
+    loss = task_loss(task, job.batch_size, job.device)
     inputs = trace_inputs(task.level, first["in_channels"], job.dataset)
     models = [module.eval() for module, _ in networks]
     fit = fit_pruning_metanet(models, loss, inputs, config, log=log, state=job.state,
