@@ -793,16 +793,15 @@ def relative_group_lasso(metanet: PruningMetanet, module: nn.Module,
 #: takes outside the GMN layers (``head`` of :func:`metanets.accuracy.pass_bytes`, 2 for
 #: metanet train's regression): the per-edge head reads three hidden features and writes the
 #: rewritten weights, and the gate, the rewritten and the dropped network's losses add a little.
-#: Calibrated on the peak resident memory (/proc/self/status VmHWM) of fits at the CLI's
-#: defaults (a step with the dropped network's loss, gate, one network a step) on Cora GCNs and
-#: MNIST-14 MLPs of 0.28-1.5 million edges: 4.7-5.2 KiB an edge at hidden 32 and 2 layers,
-#: 9.4 at hidden 64, 8.8 at 4 layers; the estimate was 0.96-1.07 times the measured peak, and
-#: the peak 1.06-1.23 times what metanet train's pass estimate (head 2) gives at the same size.
-#: Recorded by ``python -m experiments.metanet_memory --fit pruning`` (the step's peak above what
-#: the process held when the check runs; ``experiments/results/metanet_memory_pruning.md``):
-#: 4.6-5.0 KiB an edge at hidden 32 and 9.4 at hidden 64 from 0.43 to 1.47 million edges, the
-#: estimate 0.99-1.08 times the peak; below 0.1 million edges the estimate is 0.8 times the peak
-#: (under 0.6 GiB), and on MNIST CNNs (under a thousand edges) the images dominate (~30 MB).
+#: The value 8 was fitted to an earlier ad hoc measurement (commit e7b00d0: fits on Cora GCNs and
+#: MNIST-14 MLPs, the whole process's peak), which no benchmark in experiments/ records. What
+#: ``python -m experiments.metanet_memory --fit pruning`` records
+#: (``experiments/results/metanet_memory_pruning.md``: the step's peak above what the process
+#: held when the check runs, the command's defaults, 2 GMN layers): on Cora GCNs of 0.43-1.47
+#: million edges 4.6-5.0 KiB an edge at hidden 32 and 9.4 at hidden 64 (up to 0.57 million),
+#: the estimate 0.99-1.08 times the peak; on Cora GCNs of 23k-96k edges the estimate 0.79-0.82
+#: times the peak, which was up to 0.56 GiB at hidden 32 and 1.14 GiB at hidden 64; on MNIST-14
+#: CNNs of under a thousand edges a peak of 0.03-0.04 GiB, the estimate 0.11-0.21 times it.
 STEP_HEAD = 8
 
 
