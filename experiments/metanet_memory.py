@@ -48,6 +48,8 @@ CELLS: list[tuple[str, tuple[int, ...], tuple[str, ...], int]] = [
 
 #: what ``--fit`` measures: a ``metanet train`` pass (CELLS) or a ``prune-metanet`` step (NETWORKS)
 FITS = ("accuracy", "pruning")
+#: ``--max-gib``'s default (``--fit pruning``): the most this shared machine leaves room for
+MAX_GIB = 7.5
 
 
 def _gcn(*widths: int) -> dict[str, Any]:
@@ -212,17 +214,22 @@ def main() -> None:
     parser.add_argument("--hidden", type=positive_ints, default=[32, 64])
     parser.add_argument("--layers", type=positive_ints, default=None,
                         help="GMN layers (default 3; 2, prune-metanet's default, with --fit pruning)")
-    parser.add_argument("--max-gib", type=_positive_gib, default=7.5,
-                        help="--fit pruning: skip a network whose estimate is over this (GiB)")
+    parser.add_argument("--max-gib", type=_positive_gib, default=None,
+                        help=f"--fit pruning: skip a network whose estimate is over this (GiB, "
+                             f"default {MAX_GIB:g})")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.max_gib is not None and args.fit != "pruning":
+        parser.error(f"--max-gib is read by --fit pruning only, not --fit {args.fit}: drop it "
+                     f"or pass --fit pruning")
     if args.child:
         spec = json.loads(args.child)
         child = _pruning_child if spec.pop("fit", None) == "pruning" else _child
         print(json.dumps(child(**spec)))
         return
     if args.fit == "pruning":
-        _pruning(args.hidden, args.layers or [_prune_metanet_args("cora").layers], args.max_gib)
+        _pruning(args.hidden, args.layers or [_prune_metanet_args("cora").layers],
+                 args.max_gib or MAX_GIB)
         return
     args.layers = args.layers or [3]
     rows = []

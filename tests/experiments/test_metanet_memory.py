@@ -74,3 +74,19 @@ def test_max_gib_must_be_a_positive_number(bad: str, memory, monkeypatch: pytest
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         f"argument --max-gib: {bad!r} must be a number of GiB > 0")
+
+
+@pytest.mark.parametrize("flags", [["--max-gib", "1"], ["--fit", "accuracy", "--max-gib", "7.5"]])
+def test_max_gib_without_fit_pruning_is_refused_naming_its_mode(
+        flags: list[str], memory, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """It was read by ``--fit pruning`` alone and silently ignored otherwise (every cell ran)."""
+    monkeypatch.setattr(memory, "_measure", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(sys, "argv", ["metanet_memory.py", "--hidden", "8", *flags])
+    with pytest.raises(SystemExit) as exit_:
+        memory.main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: --max-gib is read by --fit pruning only, not --fit accuracy: drop it or pass "
+        "--fit pruning")
+    assert not (results.RESULTS / "metanet_memory.json").exists()
