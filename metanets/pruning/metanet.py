@@ -808,7 +808,8 @@ STEP_HEAD = 8
 def step_bytes(edges: int, config: MetanetTrainConfig) -> int:
     """Memory one training step of the pruning metanetwork on a network whose parameter graph
     has ``edges`` edges takes, about (see :data:`STEP_HEAD`): 5 KiB an edge at the CLI's
-    hidden 32 and 2 layers, 6.6 GiB for a Cora GCN of width 1024 (1.5 million edges)."""
+    hidden 32 and 2 layers: 7.0 GiB for a Cora GCN of width 1024 (1.5 million edges),
+    whose step peaked at 6.5 GiB (experiments/results/metanet_memory_pruning.md)."""
     return pass_bytes(edges, config.hidden, config.layers, head=STEP_HEAD)
 
 
