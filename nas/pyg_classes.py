@@ -2,8 +2,9 @@
 ``pyg:CLASS:NAME`` (``pyg:WikiCS``, ``pyg:HeterophilousGraphDataset:Roman-empire``): the class
 looked up by its name, the checks that refuse before anything is read a class a name cannot
 build or whose data no task here takes (with the reason, :data:`PYG_UNFIT`), the tables of
-classes with official splits (:data:`PYG_SPLITS`, :data:`PYG_TRAIN_SPLITS`), and building a
-class's dataset, its official splits joined.
+classes with official splits (:data:`PYG_SPLITS`, :data:`PYG_TRAIN_SPLITS`), building a
+class's dataset, its official splits joined, and giving a class's meshes the edges of their faces
+(:func:`with_mesh_edges`).
 
 :mod:`nas.tasks` resolves every dataset name with it (a class metanas lists a family of, such as
 ``Planetoid``, is that family's dataset there) and keeps the data root, handing a class its
@@ -25,7 +26,7 @@ from search_spaces.resolver import normalize
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from torch_geometric.data import Dataset
+    from torch_geometric.data import Data, Dataset
 
 
 #: prefix of a dataset named by its class in torch_geometric.datasets, ``pyg:WikiCS`` or
@@ -110,6 +111,12 @@ PYG_UNFIT: dict[str, str] = {
     "Teeth3DS": "it labels the points of many 3D scans of teeth (segmentation)",
     "OPFDataset": "its targets are optimal power flows (regression on heterogeneous graphs)",
     "CornellTemporalHyperGraphDataset": "it is a temporal hypergraph (hyperedge prediction)",
+    # meshes (faces, no edge_index) are searched on their faces' edges (with_mesh_edges), but:
+    "DynamicFAUST": ("its meshes are motion sequences without class labels (each graph's pos "
+                     "holds a mesh per frame)"),
+    "TOSCA": "its meshes have no class labels (it is for shape correspondence)",
+    "GeometricShapes": ("its official training graphs are one per class (40 of 40 classes), "
+                        "which leaves none for the validation split a search selects with"),
 }
 
 
@@ -329,10 +336,34 @@ def with_official_train_test(train: Dataset, test: Dataset) -> Dataset:
 def _joined(parts: list[Dataset], split: dict[str, torch.Tensor]) -> Dataset:
     """The graphs of ``parts``, in order, in one in-memory dataset whose ``official_split`` is
     ``split`` (each split's indices among them)."""
-    from torch_geometric.data import InMemoryDataset
-
-    graphs = [graph for part in parts for graph in part]
-    dataset = InMemoryDataset()
-    dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
+    dataset = _in_memory([graph for part in parts for graph in part])
     dataset.official_split = {key: split[key] for key in SPLITS}
     return dataset
+
+
+def _in_memory(graphs: list[Data]) -> Dataset:
+    """``graphs`` collated into one in-memory dataset."""
+    from torch_geometric.data import InMemoryDataset
+
+    dataset = InMemoryDataset()
+    dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
+    return dataset
+
+
+def with_mesh_edges(dataset: Dataset) -> Dataset:
+    """``dataset``, or, when its graphs are meshes (``face``, no ``edge_index``: ModelNet, FAUST,
+    CoMA, MedShapeNet), an in-memory dataset of its graphs, in order, each with the edges of its
+    faces (``torch_geometric.transforms.FaceToEdge``, which drops the faces), its
+    ``official_split`` kept. Made in memory once loaded, not as a ``pre_transform``: the files
+    PyG processed stay as PyG keeps them."""
+    first = dataset[0]
+    if getattr(first, "face", None) is None or getattr(first, "edge_index", None) is not None:
+        return dataset
+    from torch_geometric.transforms import FaceToEdge
+
+    face_to_edge = FaceToEdge()
+    meshes = _in_memory([face_to_edge(graph) for graph in dataset])
+    split = getattr(dataset, "official_split", None)
+    if split is not None:
+        meshes.official_split = split
+    return meshes

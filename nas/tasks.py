@@ -35,7 +35,7 @@ from torch import Tensor
 
 from nas.pyg_classes import (
     PYG_FORM, PYG_NAME_PATTERN, PYG_ONE_FOLDER_FOR_ALL_NAMES, PYG_PREFIX, canonical_pyg_name,
-    has_official_split, pyg_class, pyg_class_dataset, pyg_parts,
+    has_official_split, pyg_class, pyg_class_dataset, pyg_parts, with_mesh_edges,
 )
 from nas.splits import (
     GRAPH_SPLIT, MASKS, SPLITS, check_split_sizes, given_split, graph_labels, stratified_split,
@@ -508,7 +508,7 @@ class Task:
         """Graph/node tasks: the PyG dataset; image tasks: an :class:`ImageDataset`."""
         if self.info.level == "image":
             return load_image_dataset(self.name, self.root)  # type: ignore[return-value]
-        dataset = _load_pyg_dataset(self.name, self.root)
+        dataset = with_mesh_edges(_load_pyg_dataset(self.name, self.root))
         check_edges(dataset, self.name)
         dataset = with_node_features(dataset)
         if self.info.level is None:  # a pyg: dataset: class labels, checked as a DataTask's
@@ -601,12 +601,11 @@ class DataTask(Task):
         splits: Mapping[str, Tensor | Iterable[int]] | None = None,
     ) -> None:
         self.name = _own_dataset_name(name)
-        dataset = _as_dataset(data)
+        dataset = _as_dataset(data, self.name)
         self.level = _data_level(dataset, level, self.name)
         self.info = DatasetInfo("memory", self.name, self.level, "")
         self.root = None  # type: ignore[assignment]
         self.seed = seed
-        check_edges(dataset, self.name)
         self.dataset = with_node_features(dataset)  # type: ignore[misc]
         check_class_labels(self.dataset, self.level, self.name)
         if splits is not None:
@@ -670,16 +669,21 @@ def _own_dataset_name(name: str) -> str:
                      f"own (not one of {sorted(DATASETS)})")
 
 
-def _as_dataset(data: Any) -> Dataset:
-    """A PyG dataset as it is; a ``Data`` or a list of them collated into an in-memory one."""
+def _as_dataset(data: Any, name: str) -> Dataset:
+    """A PyG dataset as it is; a ``Data`` or a list of them collated into an in-memory one;
+    refused (:func:`check_edges`) when a graph has no edges, before a list is collated (PyG's
+    collate fails with a bare ``KeyError`` on one without, or drops all graphs' edges when the
+    first has none)."""
     from torch_geometric.data import Data, Dataset, InMemoryDataset
 
     if isinstance(data, Dataset):
+        check_edges(data, name)
         return data
     graphs = [data] if isinstance(data, Data) else list(data) if isinstance(data, (list, tuple)) else None
     if not graphs or not all(isinstance(graph, Data) for graph in graphs):
         raise TypeError(f"a DataTask takes a torch_geometric Data, a non-empty list of them or a "
                         f"PyG Dataset, got {type(data).__name__}")
+    check_edges(graphs, name)
     dataset = InMemoryDataset()
     dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
     return dataset
@@ -708,28 +712,57 @@ def check_class_labels(dataset: Dataset, level: str, name: str) -> None:
                          f"{level} ({expected} here), got {got}")
 
 
-def check_edges(dataset: Dataset, name: str) -> None:
-    """``ValueError`` unless the first graph has an ``edge_index``, which every network searched
-    here passes messages along (ModelNet's meshes have faces instead, a point cloud none)."""
-    graph = dataset[0]
-    if getattr(graph, "edge_index", None) is None:
-        raise ValueError(f"{name!r}: a task needs graphs with edges (edge_index); its graphs have "
-                         f"none (they hold {sorted(graph.keys())}). Give them edges in Python (a "
-                         f"mesh's: torch_geometric.transforms.FaceToEdge) and search them as a "
-                         f"DataTask")
+def check_edges(graphs: Dataset | list[Data], name: str) -> None:
+    """``ValueError`` naming the first of ``graphs`` without an ``edge_index``, which every
+    network searched here passes messages along (a mesh has faces instead, a point cloud
+    none): see :func:`_first_graph_without_edges`."""
+    index = _first_graph_without_edges(graphs)
+    if index is not None:
+        graph = graphs[index]
+        raise ValueError(f"{name!r}: a task needs graphs with edges (edge_index); graph {index} "
+                         f"has none (it holds {sorted(graph.keys())}). Give them edges in Python "
+                         f"(a mesh's: torch_geometric.transforms.FaceToEdge; a point cloud's: "
+                         f"KNNGraph) and search them as a DataTask")
+
+
+def _first_graph_without_edges(graphs: Dataset | list[Data]) -> int | None:
+    """The index of the first of ``graphs`` without an ``edge_index``, None when all have one.
+    An in-memory dataset without a transform is answered by its collated storage, graph 0 when
+    it holds none (PyG collates the keys of the first graph, and fails on a later graph that
+    lacks one); any other by reading each graph."""
+    from torch_geometric.data import Data, InMemoryDataset
+
+    storage = getattr(graphs, "_data", None)
+    if isinstance(graphs, InMemoryDataset) and graphs.transform is None and isinstance(storage, Data):
+        return None if storage.get("edge_index") is not None else 0
+    return next((index for index, graph in enumerate(graphs) if getattr(graph, "edge_index", None) is None), None)
 
 
 def with_node_features(dataset: Dataset) -> Dataset:
-    """``dataset``, or a shallow copy of it whose graphs get one-hot degree features when they
-    have none (as PyG's ``OneHotDegree`` gives IMDB-BINARY; after any transform of its own)."""
+    """``dataset``, or a shallow copy of it whose graphs get node features when they have none
+    (after any transform of its own): their nodes' positions ``pos`` where they have them (a
+    mesh's, a point cloud's: :class:`PositionFeatures`), else one-hot degrees (as PyG's
+    ``OneHotDegree`` gives IMDB-BINARY: :class:`DegreeFeatures`)."""
     if dataset.num_node_features:
         return dataset
     from torch_geometric.transforms import Compose
 
     dataset = copy.copy(dataset)
-    degrees = DegreeFeatures(_max_degree(dataset))
-    dataset.transform = degrees if dataset.transform is None else Compose([dataset.transform, degrees])
+    features = (PositionFeatures() if getattr(dataset[0], "pos", None) is not None
+                else DegreeFeatures(_max_degree(dataset)))
+    dataset.transform = features if dataset.transform is None else Compose([dataset.transform, features])
     return dataset
+
+
+class PositionFeatures:
+    """Node features for graphs whose nodes have positions and no features: ``pos`` (float)."""
+
+    def __call__(self, data: Data) -> Data:
+        data.x = data.pos.float()  # (N, D)
+        return data
+
+    def __repr__(self) -> str:
+        return "PositionFeatures()"
 
 
 def _max_degree(dataset: Dataset) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Data, Dataset, InMemoryDataset
 
 from nas.cli import main
 from nas.tasks import DatasetNotFoundError, load_task, resolve_dataset
@@ -315,14 +315,19 @@ _MODELNET10 = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_s
 _TETRAHEDRON = "OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n3 0 1 3\n3 0 2 3\n3 1 2 3\n"
 
 
-def _write_modelnet(raw: Path, categories: int) -> None:
+def _write_modelnet(raw: Path, categories: int, sizes: tuple[int, int] = (1, 1)) -> None:
     """A ModelNet raw folder as its download holds it: a folder per category (ModelNet10's ten,
-    then made-up ones), each with train/ and test/ meshes <category>_<k>.off (one each here)."""
+    then made-up ones), each with train/ and test/ meshes <category>_<k>.off (``sizes``: how
+    many of each; mesh k is a tetrahedron of size k, its corner (0, 0, 0) moved to (c, 0, 0)
+    for category c, so that no two meshes are the same)."""
     names = [*_MODELNET10, *(f"extra{i:02d}" for i in range(categories - len(_MODELNET10)))]
-    for category in names:
-        for split in ("train", "test"):
+    for number, category in enumerate(names):
+        for split, size in zip(("train", "test"), sizes):
             (raw / category / split).mkdir(parents=True)
-            (raw / category / split / f"{category}_0001.off").write_text(_TETRAHEDRON)
+            for k in range(1, size + 1):
+                mesh = _TETRAHEDRON.replace("1 0 0\n0 1 0\n0 0 1", f"{k} 0 0\n0 {k} 0\n0 0 {k}")
+                (raw / category / split / f"{category}_{k:04d}.off").write_text(
+                    mesh.replace("\n0 0 0\n", f"\n{number} 0 0\n", 1))
 
 
 def _modelnet_classes(name: str, root: Path) -> int:
@@ -364,23 +369,150 @@ def test_each_modelnet_name_has_its_own_folder_and_one_filled_before_is_found(
     assert (_modelnet_classes("40", root), _modelnet_classes("10", root)) == (40, 10)
 
 
-def test_graphs_without_edges_are_refused_by_name(cache, modelnet_offline, capsys, sqlite_url, tmp_path) -> None:
-    """Before: pyg:ModelNet's meshes (pos and face, no edge_index) failed inside the degree
-    features with "'NoneType' object is not subscriptable"; a DataTask of such graphs was
-    accepted and failed in the first convolution."""
+def test_mesh_classes_are_searched_on_the_edges_of_their_faces_with_positions_as_features(
+    cache, modelnet_offline, capsys, sqlite_url, tmp_path,
+) -> None:
+    """Before: pyg:ModelNet:10 was refused, once downloaded and processed, as having no edges
+    ("its graphs have none (they hold ['face', 'pos', 'y'])"). Now each mesh gets the edges of
+    its faces (FaceToEdge) and its positions as node features, in memory: PyG's processed files
+    keep the faces. The study records the fingerprint of the graphs searched so, the same as a
+    DataTask's of those graphs and split."""
+    from torch_geometric.transforms import FaceToEdge
+
+    from nas.tasks import DataTask, _load_pyg_dataset
+
+    root = tmp_path / "data"
+    _write_modelnet(root / "ModelNet" / "10" / "raw", 10, (9, 2))
+    task = load_task("pyg:ModelNet:10", root=root)
+    assert (task.level, len(task.dataset), task.num_features, task.num_classes) == ("graph", 110, 3, 10)
+    graph = task.dataset[3]
+    assert torch.equal(graph.x, graph.pos) and graph.get("face") is None
+    assert graph.edge_index.tolist() == [[0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3], [1, 2, 3, 0, 2, 3, 0, 1, 3, 0, 1, 2]]
+    assert {split: len(idx) for split, idx in task.splits.items()} == {"train": 80, "val": 10, "test": 20}
+    processed = _load_pyg_dataset("pyg:ModelNet:10", root)  # as PyG keeps it
+    assert sorted(processed._data.keys()) == ["face", "pos", "y"]
+    pre_transforms = list(root.rglob("pre_transform.pt"))  # PyG's record of the one it processed with
+    assert pre_transforms and [torch.load(path, weights_only=True) for path in pre_transforms] == ["None"]
+    meshes = [FaceToEdge()(mesh) for mesh in processed]
+    for mesh in meshes:
+        mesh.x = mesh.pos
+    assert task.fingerprint == DataTask(meshes, "meshes", splits=task.splits).fingerprint
+    assert main(["search", "--dataset", "pyg:ModelNet:10", "--epochs", "1", "--convs", "gcn", "--strategy",
+                 "random", "--trials", "1", "--data-root", str(root), "--storage", sqlite_url, "--quiet",
+                 "--study", "meshes"]) == 0, capsys.readouterr().err
+    import optuna
+
+    stored = optuna.load_study(study_name="meshes", storage=sqlite_url).user_attrs
+    assert stored["data_fingerprint"] == task.fingerprint
+
+
+@pytest.mark.parametrize("name, said", [
+    ("pyg:DynamicFAUST", "its meshes are motion sequences without class labels"),
+    ("pyg:TOSCA", "its meshes have no class labels"),
+    ("pyg:GeometricShapes", "its official training graphs are one per class"),
+])
+def test_mesh_classes_a_search_cannot_take_are_refused_before_anything_is_read(
+    name, said, capsys, sqlite_url, tmp_path,
+) -> None:
+    """Before: each was resolved, downloaded and processed, then refused as having no edges (or
+    GeometricShapes, given edges, as having no validation graphs)."""
+    with pytest.raises(ValueError, match=re.escape(f"dataset '{name}': {said}")):
+        resolve_dataset(name)
+    (tmp_path / "data").mkdir()
+    assert main(["search", "--dataset", name, "--trials", "1", "--data-root", str(tmp_path / "data"),
+                 "--storage", sqlite_url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not any((tmp_path / "data").iterdir())
+
+
+def _graphs(without_edges: int | None, count: int = 20) -> list[Data]:
+    """``count`` 3-node rings of two classes; graph ``without_edges`` has no edge_index."""
+    graphs = [Data(x=torch.ones(3, 2), edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]), y=torch.tensor([i % 2]))
+              for i in range(count)]
+    if without_edges is not None:
+        del graphs[without_edges].edge_index
+    return graphs
+
+
+class ListDataset(Dataset):
+    """A PyG Dataset (not in memory) of the graphs it is given."""
+
+    def __init__(self, graphs: list[Data]) -> None:
+        self.graphs = graphs
+        super().__init__()
+
+    def len(self) -> int:
+        return len(self.graphs)
+
+    def get(self, idx: int) -> Data:
+        return self.graphs[idx]
+
+
+@pytest.mark.parametrize("bad", [0, 5, 19])
+def test_a_data_task_is_refused_naming_its_first_graph_without_edges(bad) -> None:
+    """Before: a list whose graph 5 (or 19) had no edge_index failed in PyG's collate with a
+    bare KeyError: 'edge_index'; one whose graph 0 had none was collated without the others'
+    edges; a Dataset (not in memory) was checked at its first graph only, so one whose graph 5
+    had none was accepted."""
+    from nas.tasks import DataTask
+
+    said = (f"'mine': a task needs graphs with edges (edge_index); graph {bad} has none "
+            f"(it holds ['x', 'y'])")
+    with pytest.raises(ValueError, match=re.escape(said)):
+        DataTask(_graphs(bad), "mine")
+    with pytest.raises(ValueError, match=re.escape(said)):
+        DataTask(ListDataset(_graphs(bad)), "mine")
+    assert len(DataTask(ListDataset(_graphs(None)), "mine").dataset) == 20
+
+
+def test_an_in_memory_dataset_is_checked_for_edges_by_its_collated_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every graph is checked without making each one: an in-memory dataset without a transform
+    by its collated storage (which holds edge_index for all graphs or for none)."""
+    from nas.tasks import check_edges
+
+    dataset = InMemoryDataset()
+    dataset._data, dataset.slices = InMemoryDataset.collate(_graphs(None, 50))
+    with monkeypatch.context() as no_graph_made:
+        no_graph_made.setattr(InMemoryDataset, "get", lambda self, idx: pytest.fail(f"graph {idx} was made"))
+        check_edges(dataset, "mine")
+    dataset._data, dataset.slices = InMemoryDataset.collate(_graphs(0, 50))
+    with pytest.raises(ValueError, match=re.escape("'mine': a task needs graphs with edges (edge_index); graph 0 has none")):
+        check_edges(dataset, "mine")
+
+
+def test_nodes_without_features_get_their_positions_else_their_degrees() -> None:
+    """Before: a point cloud's or mesh's nodes (pos, no x) got one-hot degrees, as graphs with
+    neither still do."""
+    from nas.tasks import DataTask
+
+    graphs = _graphs(None)
+    for i, graph in enumerate(graphs):
+        graph.pos, graph.x = torch.full((3, 3), float(i)), None
+    task = DataTask(graphs, "points")
+    assert task.num_features == 3 and torch.equal(task.dataset[4].x, torch.full((3, 3), 4.0))
+    for graph in graphs:
+        graph.pos = None
+    rings = DataTask(graphs, "rings")
+    assert rings.num_features == 2 and torch.equal(rings.dataset[0].x, torch.tensor([[0.0, 1.0]] * 3))  # degree 1 of 0..1
+
+
+def test_fingerprints_of_data_searched_before_are_unchanged(cache, tmp_path) -> None:
+    """Studies of official splits and of featureless graphs recorded these fingerprints (at
+    6bf3c5f): giving meshes edges and nodes their positions changes none of them."""
     from nas.tasks import DataTask
 
     root = tmp_path / "data"
-    _write_modelnet(root / "ModelNet" / "10" / "raw", 10)
-    with pytest.raises(ValueError, match=re.escape("'pyg:ModelNet:10': a task needs graphs with edges "
-                                                   "(edge_index); its graphs have none (they hold ['face', 'pos', 'y'])")):
-        load_task("pyg:ModelNet:10", root=root).num_features
-    assert main(["search", "--dataset", "pyg:ModelNet:10", "--trials", "1", "--data-root", str(root),
-                 "--storage", sqlite_url, "--quiet"]) == 2
-    assert "FaceToEdge" in capsys.readouterr().err
-    graphs = [Data(x=torch.ones(3, 2), y=torch.tensor([i % 2])) for i in range(10)]
-    with pytest.raises(ValueError, match=re.escape("'mine': a task needs graphs with edges (edge_index)")):
-        DataTask(graphs, "mine")
+    _write_gnn_benchmark_mnist(root / "GNNBenchmarkDataset" / "MNIST" / "raw", (8, 3, 4))
+    _write_mnist_superpixels(root / "MNISTSuperpixels" / "raw", (18, 4))
+    assert load_task("pyg:GNNBenchmarkDataset:MNIST", root=root).fingerprint == (
+        "19bf5d91e9b0bb1ce0586c862935e233e3fc7773cacc5212e9d19fd30240401e")
+    assert load_task("pyg:MNISTSuperpixels", root=root).fingerprint == (
+        "e69ec19db855df2c601e70d0107ec285e53674e5532d83ed911930cc64c85282")
+    featureless = [Data(edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]])[:, :i % 3 + 1], num_nodes=3,
+                        y=torch.tensor([i % 2])) for i in range(20)]
+    assert DataTask(featureless, "mine").fingerprint == (
+        "8fffd48e0a825ab288b6522521ec61c1061e3254797056d8b16383cba2ecedd5")
 
 
 class ToyBeside(ToyGraphs):
