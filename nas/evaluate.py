@@ -91,8 +91,12 @@ def check_fits(document: dict[str, Any], task: Any, trained_on: str | None) -> N
 
 
 def _dimensions(level: str, features: int, classes: int) -> str:
-    unit = "channels" if level == "image" else "features"
-    return f"{level} level, {features} input {unit}, {classes} classes"
+    unit = "channel" if level == "image" else "feature"
+    return f"{level} level, {_count(features, 'input ' + unit)}, {_count(classes, 'class')}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("s") else f"{n} {noun}s"
 
 
 def run_evaluate(job: EvaluateJob) -> Evaluation:
