@@ -671,9 +671,9 @@ def _own_dataset_name(name: str) -> str:
 
 def _as_dataset(data: Any, name: str) -> Dataset:
     """A PyG dataset as it is; a ``Data`` or a list of them collated into an in-memory one;
-    refused (:func:`check_edges`) when a graph has no edges, before a list is collated (PyG's
-    collate fails with a bare ``KeyError`` on one without, or drops all graphs' edges when the
-    first has none)."""
+    refused when a graph has no edges (:func:`check_edges`), or, before a list is collated, when
+    its graphs are not alike (:func:`check_graphs_alike`): PyG's collate fails with a bare
+    ``KeyError`` or size error on such a graph, or drops from all graphs a key the first lacks."""
     from torch_geometric.data import Data, Dataset, InMemoryDataset
 
     if isinstance(data, Dataset):
@@ -684,6 +684,7 @@ def _as_dataset(data: Any, name: str) -> Dataset:
         raise TypeError(f"a DataTask takes a torch_geometric Data, a non-empty list of them or a "
                         f"PyG Dataset, got {type(data).__name__}")
     check_edges(graphs, name)
+    check_graphs_alike(graphs, name)
     dataset = InMemoryDataset()
     dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
     return dataset
@@ -736,6 +737,58 @@ def _first_graph_without_edges(graphs: Dataset | list[Data]) -> int | None:
     if isinstance(graphs, InMemoryDataset) and graphs.transform is None and isinstance(storage, Data):
         return None if storage.get("edge_index") is not None else 0
     return next((index for index, graph in enumerate(graphs) if getattr(graph, "edge_index", None) is None), None)
+
+
+def check_graphs_alike(graphs: list[Data], name: str) -> None:
+    """``ValueError`` naming the first of ``graphs`` PyG's collate cannot join with graph 0, and
+    what it has or lacks that graph 0 does not: see :func:`_first_graph_unlike`."""
+    unlike = _first_graph_unlike(graphs)
+    if unlike is not None:
+        index, key = unlike
+        raise ValueError(f"{name!r}: graph {index} has {_held(graphs[index], key)}; graph 0 has "
+                         f"{_held(graphs[0], key)}. A task's graphs are joined into one dataset "
+                         f"with graph 0's keys: every graph needs the same keys, each of the same "
+                         f"shape but for its number of nodes or edges (x: of features), y of "
+                         f"the same shape")
+
+
+def _first_graph_unlike(graphs: list[Data]) -> tuple[int, str] | None:
+    """The index of the first of ``graphs`` whose keys or shapes (:func:`_joined_shapes`) are
+    not graph 0's, with the first key that differs; None when all are alike. PyG's collate takes
+    its keys from graph 0: it fails with a bare ``KeyError`` on a later graph that lacks one, or a
+    size error on other shapes, and drops from every graph a key graph 0 lacks (its x too)."""
+    first = _joined_shapes(graphs[0])
+    for index, graph in enumerate(graphs[1:], 1):
+        shapes = _joined_shapes(graph)
+        if shapes != first:
+            lacking = object()
+            return index, next(key for key in {**first, **shapes}
+                               if first.get(key, lacking) != shapes.get(key, lacking))
+    return None
+
+
+def _joined_shapes(graph: Data) -> dict[str, tuple[int, ...] | None]:
+    """What collating needs alike in graphs: each key of ``graph``, with the shape of its value
+    but for the dimension graphs are joined along (x: its features; edge_index: 2), y with its
+    whole shape (one class label per graph); None for a value that is no tensor."""
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    for key, value in graph.items():
+        if not isinstance(value, Tensor):
+            shapes[key] = None
+            continue
+        joined = graph.__cat_dim__(key, value) if key != "y" and value.dim() else None  # None: stacked
+        dims = joined if isinstance(joined, tuple) else () if joined is None else (joined,)
+        along = {dim % value.dim() for dim in dims}
+        shapes[key] = tuple(size for dim, size in enumerate(value.shape) if dim not in along)
+    return shapes
+
+
+def _held(graph: Data, key: str) -> str:
+    """``graph``'s ``key`` in words: 'no y', 'x of shape [2, 3]'."""
+    if key not in graph:
+        return f"no {key}"
+    value = graph[key]
+    return f"{key} of shape {list(value.shape)}" if isinstance(value, Tensor) else key
 
 
 def with_node_features(dataset: Dataset) -> Dataset:

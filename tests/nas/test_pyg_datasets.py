@@ -466,6 +466,52 @@ def test_a_data_task_is_refused_naming_its_first_graph_without_edges(bad) -> Non
     assert len(DataTask(ListDataset(_graphs(None)), "mine").dataset) == 20
 
 
+def _ring_of(nodes: int, y: int = 0) -> Data:
+    """A ring of ``nodes`` nodes of 2 features, of class ``y``."""
+    ring = torch.arange(nodes)
+    return Data(x=torch.ones(nodes, 2), edge_index=torch.stack([ring, ring.roll(-1)]), y=torch.tensor([y]))
+
+
+@pytest.mark.parametrize("unlike, has, graph_0_has", [
+    (lambda graph: delattr(graph, "y"), "no y", "y of shape [1]"),
+    (lambda graph: delattr(graph, "x"), "no x", "x of shape [3, 2]"),
+    (lambda graph: setattr(graph, "x", torch.ones(3, 4)), "x of shape [3, 4]", "x of shape [3, 2]"),
+    (lambda graph: setattr(graph, "y", torch.tensor([0, 1])), "y of shape [2]", "y of shape [1]"),
+    (lambda graph: setattr(graph, "y", torch.tensor([[1]])), "y of shape [1, 1]", "y of shape [1]"),
+    (lambda graph: setattr(graph, "edge_attr", torch.ones(3, 1)), "edge_attr of shape [3, 1]", "no edge_attr"),
+])
+@pytest.mark.parametrize("bad", [0, 5])
+def test_a_data_task_is_refused_naming_its_first_graph_unlike_graph_0(unlike, has, graph_0_has, bad) -> None:
+    """Before: a list whose graph 5 lacked y or x failed in PyG's collate with a bare KeyError,
+    as did one whose graph 0 alone had edge_attr; x of other features or y of another shape
+    failed with torch's bare size error (y of shape [2]: 'a graph task needs one class label per
+    graph: 20 graphs, 21 labels'); a key graph 0 lacked was dropped from every graph: its x (the
+    graphs searched on degree features), graph 5's edge_attr (graph 0 without y: 'got no y',
+    naming no graph)."""
+    from nas.tasks import DataTask
+
+    graphs = _graphs(None)
+    unlike(graphs[bad])
+    said = (f"'mine': graph 5 has {has}; graph 0 has {graph_0_has}" if bad else
+            f"'mine': graph 1 has {graph_0_has}; graph 0 has {has}")
+    with pytest.raises(ValueError, match=re.escape(f"{said}. A task's graphs are joined")):
+        DataTask(graphs, "mine")
+
+
+def test_graphs_alike_but_for_their_sizes_make_a_data_task() -> None:
+    """Graphs of other numbers of nodes and edges are alike; so are graphs none of which has x,
+    which get degree features as before."""
+    from nas.tasks import DataTask
+
+    task = DataTask([_ring_of(3 + i % 4, i % 2) for i in range(20)], "rings")
+    assert [graph.num_nodes for graph in task.dataset][:5] == [3, 4, 5, 6, 3]
+    graphs = [_ring_of(3 + i % 4, i % 2) for i in range(20)]
+    for graph in graphs:
+        graph.num_nodes = graph.x.size(0)
+        del graph.x
+    assert DataTask(graphs, "bare").num_features == 2  # one-hot degree 0..1 (out-degree 1)
+
+
 def test_an_in_memory_dataset_is_checked_for_edges_by_its_collated_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every graph is checked without making each one: an in-memory dataset without a transform
     by its collated storage (which holds edge_index for all graphs or for none)."""
