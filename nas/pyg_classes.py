@@ -60,6 +60,11 @@ PYG_WITHOUT_SPLIT = frozenset({"GNNBenchmarkDataset:CSL"})
 PYG_OTHER_SPLITS: dict[str, tuple[str, ...]] = {
     "GraphLandDataset": ("RL", "RH", "TH", "THI"),  # settings of one graph's masks
 }
+#: pyg: classes built with arguments at the value PyG gives them when they are not passed, because
+#: PyG warns then that its default changed: each class's arguments and values (the data is what
+#: the default loads). PyG 2.8's only such class is WikiCS ("now returns an undirected graph by
+#: default. Please explicitly specify 'is_undirected=False' ...")
+PYG_DEFAULTS_PASSED: dict[str, dict[str, object]] = {"WikiCS": {"is_undirected": True}}
 
 
 def _modelnet_name(raw: Path) -> str | None:
@@ -283,7 +288,8 @@ def pyg_parts(name: str) -> tuple[str, str | None]:
 def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
     """The dataset of a canonical ``pyg:CLASS[:NAME]`` name: ``CLASS(root)`` without NAME,
     ``CLASS(root, name=NAME)`` with it, ``root`` being ``class_root``, the class's folder
-    ``<root>/<Class>`` (which PyG's classes keep NAME's folder in); a class with official splits
+    ``<root>/<Class>`` (which PyG's classes keep NAME's folder in), and the arguments of
+    :data:`PYG_DEFAULTS_PASSED` (WikiCS's ``is_undirected=True``); a class with official splits
     is built once per split and their graphs joined: :data:`PYG_SPLITS`' once per ``split``
     value (:func:`with_official_split`), :data:`PYG_TRAIN_SPLITS`' with ``train`` True and
     False (:func:`with_official_train_test`). A NAME the class refuses (an ``assert``) is a
@@ -295,7 +301,7 @@ def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
     class_name, pyg_name = pyg_parts(name)
     cls = getattr(pyg_datasets, class_name)
     values = official_split_values(class_name, pyg_name)
-    make = functools.partial(cls, root=str(class_root))
+    make = functools.partial(cls, root=str(class_root), **PYG_DEFAULTS_PASSED.get(class_name, {}))
     if pyg_name is not None:
         make = functools.partial(make, name=pyg_name)
     try:

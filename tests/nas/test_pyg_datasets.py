@@ -231,6 +231,26 @@ def test_a_missing_pyg_dataset_offline_names_the_folder_and_leaves_none(cache, m
     assert not any((tmp_path / "data").iterdir())
 
 
+def test_wikics_is_loaded_as_before_without_pygs_warning_of_its_default(cache, recwarn, tmp_path) -> None:
+    """Before: loading pyg:WikiCS printed PyG's UserWarning 'The WikiCS dataset now returns an
+    undirected graph by default. Please explicitly specify 'is_undirected=False' ...', about an
+    argument metanas chose for the user. Its data is the undirected graph PyG's default loads,
+    as before (the fingerprint computed before the change)."""
+    from torch_geometric.datasets import WikiCS
+
+    from nas.tasks import data_fingerprint
+
+    _write_wikics(tmp_path / "data" / "WikiCS")
+    task = load_task("pyg:WikiCS", root=tmp_path / "data")
+    assert task.data.num_edges == 160  # 40 nodes' 80 links, both ways
+    assert not [str(w.message) for w in recwarn if "WikiCS dataset now returns" in str(w.message)]
+    assert data_fingerprint(task) == "8ff183a8c65810a25cfadbb8e865145fad1d08a75ac61350718f1c1ce5e64922"
+    _write_wikics(tmp_path / "default")
+    with pytest.warns(UserWarning, match="WikiCS dataset now returns an undirected graph by default"):
+        default = WikiCS(str(tmp_path / "default"))[0]
+    assert torch.equal(task.data.edge_index, default.edge_index)
+
+
 def test_a_name_the_class_refuses_is_bad_input(cache, tmp_path, capsys, sqlite_url) -> None:
     """HeterophilousGraphDataset asserts its name: an AssertionError traceback, now exit 2."""
     argv = ["search", "--dataset", "pyg:HeterophilousGraphDataset:Foo", "--trials", "1",
