@@ -4,7 +4,7 @@ looked up by its name, the checks that refuse before anything is read a class a 
 build or whose data no task here takes (with the reason, :data:`PYG_UNFIT`), the tables of
 classes with official splits (:data:`PYG_SPLITS`, :data:`PYG_TRAIN_SPLITS`), building a
 class's dataset, its official splits joined, and giving a class's meshes the edges of their faces
-(:func:`with_mesh_edges`).
+and their positions as features (:func:`with_mesh_edges`).
 
 :mod:`nas.tasks` resolves every dataset name with it (a class metanas lists a family of, such as
 ``Planetoid``, is that family's dataset there) and keeps the data root, handing a class its
@@ -359,17 +359,27 @@ def _in_memory(graphs: list[Data]) -> Dataset:
 def with_mesh_edges(dataset: Dataset) -> Dataset:
     """``dataset``, or, when its graphs are meshes (``face``, no ``edge_index``: ModelNet, FAUST,
     CoMA, MedShapeNet), an in-memory dataset of its graphs, in order, each with the edges of its
-    faces (``torch_geometric.transforms.FaceToEdge``, which drops the faces), its
+    faces (``torch_geometric.transforms.FaceToEdge``, which drops the faces) and, where it has no
+    ``x``, its nodes' positions ``pos`` as features (:func:`_mesh_as_graph`), its
     ``official_split`` kept. Made in memory once loaded, not as a ``pre_transform``: the files
-    PyG processed stay as PyG keeps them."""
+    PyG processed stay as PyG keeps them. Only these meshes get their positions as features:
+    any other graph without ``x`` (a DataTask's too) gets one-hot degrees
+    (:func:`nas.tasks.with_node_features`)."""
     first = dataset[0]
     if getattr(first, "face", None) is None or getattr(first, "edge_index", None) is not None:
         return dataset
     from torch_geometric.transforms import FaceToEdge
 
     face_to_edge = FaceToEdge()
-    meshes = _in_memory([face_to_edge(graph) for graph in dataset])
+    meshes = _in_memory([_mesh_as_graph(face_to_edge(graph)) for graph in dataset])
     split = getattr(dataset, "official_split", None)
     if split is not None:
         meshes.official_split = split
     return meshes
+
+
+def _mesh_as_graph(mesh: Data) -> Data:
+    """``mesh`` (given its faces' edges), its positions as node features where it has none."""
+    if mesh.get("x") is None:
+        mesh.x = mesh.pos.float()  # (N, 3)
+    return mesh

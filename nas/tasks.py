@@ -479,7 +479,8 @@ class Task:
     a ``pyg:`` class's official split where it has one, :data:`~nas.pyg_classes.PYG_SPLITS` and
     :data:`~nas.pyg_classes.PYG_TRAIN_SPLITS`, val carved out of the latter's training graphs).
     The metric is accuracy; the test split is recorded but never used to select. Graphs without
-    node features get one-hot degree features (:class:`DegreeFeatures`). A task on graphs held
+    node features get one-hot degree features (:class:`DegreeFeatures`), but a ``pyg:`` class's
+    meshes their positions (:func:`~nas.pyg_classes.with_mesh_edges`). A task on graphs held
     in memory rather than named: :class:`DataTask`.
 
     Args:
@@ -792,30 +793,18 @@ def _held(graph: Data, key: str) -> str:
 
 
 def with_node_features(dataset: Dataset) -> Dataset:
-    """``dataset``, or a shallow copy of it whose graphs get node features when they have none
-    (after any transform of its own): their nodes' positions ``pos`` where they have them (a
-    mesh's, a point cloud's: :class:`PositionFeatures`), else one-hot degrees (as PyG's
-    ``OneHotDegree`` gives IMDB-BINARY: :class:`DegreeFeatures`)."""
+    """``dataset``, or a shallow copy of it whose graphs get one-hot degree features when they
+    have none (as PyG's ``OneHotDegree`` gives IMDB-BINARY; after any transform of its own),
+    graphs with positions ``pos`` too: only a ``pyg:`` class's meshes get their positions as
+    features, as their faces' edges are made (:func:`~nas.pyg_classes.with_mesh_edges`)."""
     if dataset.num_node_features:
         return dataset
     from torch_geometric.transforms import Compose
 
     dataset = copy.copy(dataset)
-    features = (PositionFeatures() if getattr(dataset[0], "pos", None) is not None
-                else DegreeFeatures(_max_degree(dataset)))
-    dataset.transform = features if dataset.transform is None else Compose([dataset.transform, features])
+    degrees = DegreeFeatures(_max_degree(dataset))
+    dataset.transform = degrees if dataset.transform is None else Compose([dataset.transform, degrees])
     return dataset
-
-
-class PositionFeatures:
-    """Node features for graphs whose nodes have positions and no features: ``pos`` (float)."""
-
-    def __call__(self, data: Data) -> Data:
-        data.x = data.pos.float()  # (N, D)
-        return data
-
-    def __repr__(self) -> str:
-        return "PositionFeatures()"
 
 
 def _max_degree(dataset: Dataset) -> int:

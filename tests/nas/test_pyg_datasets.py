@@ -547,25 +547,38 @@ def test_an_in_memory_dataset_is_checked_for_edges_by_its_collated_storage(monke
         check_edges(dataset, "mine")
 
 
-def test_nodes_without_features_get_their_positions_else_their_degrees() -> None:
-    """Before: a point cloud's or mesh's nodes (pos, no x) got one-hot degrees, as graphs with
-    neither still do."""
+def _meshes_given_edges() -> list[Data]:
+    """20 four-node meshes (tetrahedra of two classes, pos and no x) given the edges of their
+    faces by FaceToEdge, as README told users to search meshes as a DataTask."""
+    from torch_geometric.transforms import FaceToEdge
+
+    faces = torch.tensor([[0, 0, 0, 1], [1, 1, 2, 2], [2, 3, 3, 3]])
+    return [FaceToEdge()(Data(pos=torch.eye(4, 3) * (i + 1), face=faces.clone(), y=torch.tensor([i % 2])))
+            for i in range(20)]
+
+
+def _point_ring() -> Data:
+    """One graph of 30 nodes with positions and no x, in a ring, of two classes (a node task)."""
+    ring = torch.arange(30)
+    return Data(pos=torch.arange(90.0).view(30, 3), edge_index=torch.stack([ring, ring.roll(-1)]), y=ring % 2)
+
+
+def test_a_data_tasks_nodes_with_positions_get_their_degrees_as_before() -> None:
+    """Before: a DataTask's graphs with pos and no x (meshes given edges by FaceToEdge, as README
+    said to search them) got pos as features (3), not the one-hot degrees they had got before
+    (4: degrees 0..3), so a model trained on them no longer fit. Only a pyg: class's meshes get
+    their positions as features (test above)."""
     from nas.tasks import DataTask
 
-    graphs = _graphs(None)
-    for i, graph in enumerate(graphs):
-        graph.pos, graph.x = torch.full((3, 3), float(i)), None
-    task = DataTask(graphs, "points")
-    assert task.num_features == 3 and torch.equal(task.dataset[4].x, torch.full((3, 3), 4.0))
-    for graph in graphs:
-        graph.pos = None
-    rings = DataTask(graphs, "rings")
-    assert rings.num_features == 2 and torch.equal(rings.dataset[0].x, torch.tensor([[0.0, 1.0]] * 3))  # degree 1 of 0..1
+    task = DataTask(_meshes_given_edges(), "meshes")
+    assert task.num_features == 4 and torch.equal(task.dataset[4].x, torch.tensor([[0.0, 0, 0, 1]] * 4))
+    assert DataTask(_point_ring(), "points").num_features == 2  # out-degree 1 of 0..1
 
 
 def test_fingerprints_of_data_searched_before_are_unchanged(cache, tmp_path) -> None:
     """Studies of official splits and of featureless graphs recorded these fingerprints (at
-    6bf3c5f): giving meshes edges and nodes their positions changes none of them."""
+    6bf3c5f; graphs with positions at a95feee): giving pyg: meshes edges and their nodes their
+    positions changes none of them."""
     from nas.tasks import DataTask
 
     root = tmp_path / "data"
@@ -579,6 +592,10 @@ def test_fingerprints_of_data_searched_before_are_unchanged(cache, tmp_path) -> 
                         y=torch.tensor([i % 2])) for i in range(20)]
     assert DataTask(featureless, "mine").fingerprint == (
         "8fffd48e0a825ab288b6522521ec61c1061e3254797056d8b16383cba2ecedd5")
+    assert DataTask(_meshes_given_edges(), "meshes").fingerprint == (
+        "68f5069785cfc088b79798a149c66bfcfc4cfbb8f803bbbc8d8854e478b2d15e")
+    assert DataTask(_point_ring(), "points").fingerprint == (
+        "bc33f68fb38abaf539daadb4b46575adaad36c03eb1c91338ab73e068dc344cf")
 
 
 class ToyBeside(ToyGraphs):
