@@ -67,11 +67,15 @@ PYG_OTHER_SPLITS: dict[str, tuple[str, ...]] = {
 PYG_DEFAULTS_PASSED: dict[str, dict[str, object]] = {"WikiCS": {"is_undirected": True}}
 
 
+#: the names PyG's ModelNet takes, each the number of its categories
+_MODELNET_NAMES = ("10", "40")
+
+
 def _modelnet_name(raw: Path) -> str | None:
     """"10" or "40" for a ModelNet raw folder of 10 or 40 categories (a folder each, as its
     download holds them and its ``process`` reads them as classes); None for another count."""
     categories = sum(1 for entry in raw.iterdir() if entry.is_dir())
-    return {10: "10", 40: "40"}.get(categories)
+    return {int(name): name for name in _MODELNET_NAMES}.get(categories)
 
 
 #: pyg: classes that keep ``raw/`` and ``processed/`` in the root they are given whatever NAME
@@ -81,6 +85,10 @@ def _modelnet_name(raw: Path) -> str | None:
 #: it cannot tell), so that folder is still used for that NAME. PyG 2.8's other classes with a
 #: name keep a folder per name (HydroNet's names select graphs of the same processed files)
 PYG_ONE_FOLDER_FOR_ALL_NAMES: dict[str, Callable[[Path], str | None]] = {"ModelNet": _modelnet_name}
+#: the names of each class of :data:`PYG_ONE_FOLDER_FOR_ALL_NAMES`, one of which must be given:
+#: built without one, the class would use its default name on the class folder all names
+#: shared before (:func:`_check_pyg_name_given`)
+PYG_NAMES_NEEDED: dict[str, tuple[str, ...]] = {"ModelNet": _MODELNET_NAMES}
 #: pyg: datasets (CLASS, or CLASS:NAME) whose targets are real numbers (regression): refused by
 #: name (:data:`PYG_UNFIT`) before anything is downloaded or read; a class not listed whose
 #: labels are no classes is refused once read (:func:`nas.tasks.check_class_labels`)
@@ -143,7 +151,8 @@ def canonical_pyg_name(cls: type, pyg_name: str | None, name: str) -> str:
     """``pyg:<Class>[:NAME]``, the class as PyG spells it and NAME as given (its classes spell
     their folders differently), once its ``split`` and ``train`` are ones metanas searches
     (:func:`_check_pyg_split`, :func:`_check_pyg_train`) and its data one a task of it takes
-    (:func:`_check_pyg_fit`)."""
+    (:func:`_check_pyg_fit`), and its NAME given where it must be (:func:`_check_pyg_name_given`)."""
+    _check_pyg_name_given(cls, pyg_name, name)
     _check_pyg_fit(cls, pyg_name, name)
     _check_pyg_split(cls, pyg_name, name)
     _check_pyg_train(cls, name)
@@ -191,6 +200,17 @@ def _check_pyg_arguments(cls: type, has_name: bool, name: str) -> None:
     if not has_name and "name" in required:
         raise ValueError(f"dataset {name!r}: {cls.__name__} needs a name; write "
                          f"pyg:{cls.__name__}:NAME")
+
+
+def _check_pyg_name_given(cls: type, pyg_name: str | None, name: str) -> None:
+    """``ValueError``, before anything is read, for a class of :data:`PYG_NAMES_NEEDED` without
+    NAME, naming the forms it takes: PyG builds it with its default name on the class folder
+    (``<root>/ModelNet``), which any of its names may have filled or processed."""
+    names = PYG_NAMES_NEEDED.get(cls.__name__)
+    if names and pyg_name is None:
+        forms = " or ".join(f"{PYG_PREFIX}:{cls.__name__}:{each}" for each in names)
+        raise ValueError(f"dataset {name!r}: {cls.__name__} needs its name, one of "
+                         f"{list(names)}: write {forms}")
 
 
 def _check_pyg_fit(cls: type, pyg_name: str | None, name: str) -> None:

@@ -389,6 +389,27 @@ def test_each_modelnet_name_has_its_own_folder_and_one_filled_before_is_found(
     assert (_modelnet_classes("40", root), _modelnet_classes("10", root)) == (40, 10)
 
 
+@pytest.mark.parametrize("name", ["pyg:ModelNet", "pyg:modelnet"])
+def test_modelnet_without_its_name_is_refused_naming_its_names(
+    name, cache, modelnet_offline, capsys, sqlite_url, tmp_path,
+) -> None:
+    """Before: pyg:ModelNet was built with PyG's default name '10' on <root>/ModelNet, the folder
+    all names shared before each had its own: with 40 categories in ModelNet/raw it loaded 40
+    classes under the name '10', and processed ModelNet/processed, which pyg:ModelNet:40 then
+    loaded (with only ModelNet/10/raw, it tried to download)."""
+    root = tmp_path / "data"
+    _write_modelnet(root / "ModelNet" / "raw", 40)
+    said = (f"dataset '{name}': ModelNet needs its name, one of ['10', '40']: write pyg:ModelNet:10 "
+            f"or pyg:ModelNet:40")
+    with pytest.raises(ValueError, match=re.escape(said)):
+        load_task(name, root=root)
+    assert main(["search", "--dataset", name, "--trials", "1", "--data-root", str(root),
+                 "--storage", sqlite_url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not list(root.rglob("processed"))
+
+
 def test_mesh_classes_are_searched_on_the_edges_of_their_faces_with_positions_as_features(
     cache, modelnet_offline, capsys, sqlite_url, tmp_path,
 ) -> None:
