@@ -50,9 +50,11 @@ PYG_SPLITS: dict[str, tuple[str, str, str]] = {
 #: (:func:`with_official_train_test`). PyG 2.8's other classes with a ``train`` are refused by
 #: name (:data:`PYG_UNFIT`, or the arguments they need); one not known is refused as well
 PYG_TRAIN_SPLITS = frozenset({"MNISTSuperpixels", "ModelNet", "GeometricShapes", "FAUST", "CoMA"})
-#: pyg: datasets whose official splits metanas searches (said when refusing others)
+#: pyg: datasets whose official splits metanas searches (said when refusing others): those of
+#: :data:`PYG_SPLITS` and :data:`PYG_TRAIN_SPLITS` it takes (not UPFD, which needs a feature
+#: argument, nor GeometricShapes: :data:`PYG_UNFIT`)
 PYG_SPLITS_SEARCHED = ("GNNBenchmarkDataset:MNIST", "GNNBenchmarkDataset:CIFAR10", "MalNetTiny",
-                       "MNISTSuperpixels")
+                       "MNISTSuperpixels", "ModelNet:10", "ModelNet:40", "FAUST", "CoMA")
 #: pyg: datasets (CLASS:NAME) whose class takes a ``split`` that they ignore (no official
 #: split: all graphs whatever it says); split by seed as a dataset without a split is
 PYG_WITHOUT_SPLIT = frozenset({"GNNBenchmarkDataset:CSL"})
