@@ -133,6 +133,9 @@ PYG_UNFIT: dict[str, str] = {
     "GeometricShapes": ("its official training graphs are one per class (40 of 40 classes), "
                         "which leaves none for the validation split a search selects with"),
 }
+#: keys of :data:`PYG_UNFIT` whose graphs have integer classes (graph classification) but whose
+#: official split leaves a search nothing to select with: their refusal says that alone
+PYG_UNFIT_SPLIT = frozenset({"GeometricShapes"})
 
 
 def pyg_class(name: str) -> tuple[type, str | None]:
@@ -218,12 +221,13 @@ def _check_pyg_name_given(cls: type, pyg_name: str | None, name: str) -> None:
 def _check_pyg_fit(cls: type, pyg_name: str | None, name: str) -> None:
     """``ValueError``, before anything is read, for data no task of metanas takes
     (:data:`PYG_UNFIT`: regression, the nodes of many graphs, links, ...), saying why."""
-    unfit = PYG_UNFIT.get(cls.__name__) or PYG_UNFIT.get(_pyg_key(cls.__name__, pyg_name))
-    if unfit:
-        searched = [f"{PYG_PREFIX}:{key}" for key in PYG_SPLITS_SEARCHED]
-        raise ValueError(f"dataset {name!r}: {unfit}; metanas searches only the classes of one "
-                         f"graph's nodes or of whole graphs (integer labels), so it cannot search "
-                         f"this one. Datasets with official splits it searches: {searched}")
+    key = cls.__name__ if cls.__name__ in PYG_UNFIT else _pyg_key(cls.__name__, pyg_name)
+    if key in PYG_UNFIT:
+        task = ("" if key in PYG_UNFIT_SPLIT else "; metanas searches only the classes of one "
+                "graph's nodes or of whole graphs (integer labels)")
+        searched = [f"{PYG_PREFIX}:{each}" for each in PYG_SPLITS_SEARCHED]
+        raise ValueError(f"dataset {name!r}: {PYG_UNFIT[key]}{task}, so metanas cannot search "
+                         f"it. Datasets with official splits it searches: {searched}")
 
 
 def _check_pyg_split(cls: type, pyg_name: str | None, name: str) -> None:

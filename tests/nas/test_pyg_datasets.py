@@ -456,9 +456,13 @@ def test_mesh_classes_a_search_cannot_take_are_refused_before_anything_is_read(
     name, said, capsys, sqlite_url, tmp_path,
 ) -> None:
     """Before: each was resolved, downloaded and processed, then refused as having no edges (or
-    GeometricShapes, given edges, as having no validation graphs)."""
-    with pytest.raises(ValueError, match=re.escape(f"dataset '{name}': {said}")):
+    GeometricShapes, given edges, as having no validation graphs). GeometricShapes' refusal said
+    too that metanas searches only the classes of nodes or of graphs, which its graphs have:
+    now it says only that no validation graphs are left."""
+    with pytest.raises(ValueError, match=re.escape(f"dataset '{name}': {said}")) as refused:
         resolve_dataset(name)
+    task = "metanas searches only the classes of one graph's nodes or of whole graphs"
+    assert (task in str(refused.value)) == (name != "pyg:GeometricShapes")  # it has classes
     (tmp_path / "data").mkdir()
     assert main(["search", "--dataset", name, "--trials", "1", "--data-root", str(tmp_path / "data"),
                  "--storage", sqlite_url, "--quiet"]) == 2
