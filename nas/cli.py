@@ -46,8 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from nas.workers import TERMINATED, Terminated
 
         kept = _kept_on_interrupt(args)
-        print("metanas: interrupted" + (f"; {kept}" if kept else ""), file=sys.stderr)
-        return TERMINATED if isinstance(interrupt, Terminated) else 130
+        terminated = isinstance(interrupt, Terminated)
+        stopped = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(f"metanas: {stopped}" + (f"; {kept}" if kept else ""), file=sys.stderr)
+        return TERMINATED if terminated else 130
     except Exception as error:  # noqa: BLE001 - every error becomes one clear line
         code = _exit_code(error)
         print(f"metanas {args.command}: error: {_message(error, args)}", file=sys.stderr)
@@ -78,7 +80,10 @@ def _kept_on_interrupt(args: argparse.Namespace) -> str:
                 "resumes from it (with --overwrite it starts again)")
     if command == ("supernet", "train"):
         return f"the last checkpoint in {args.out} is kept: the same command resumes from it"
-    if args.command in ("search", "zoo"):
+    if args.command == "search":
+        return ("finished trials are stored, the interrupted ones failed (they do not count against "
+                "--trials): the same command resumes the search")
+    if args.command == "zoo":
         return "finished trials are stored"
     return ""
 

@@ -4,7 +4,8 @@
 name continues the study: the budget (``n_trials``) counts the trials the study already finished,
 so a killed search re-run finishes the rest, with every earlier trial intact. A trial left RUNNING
 by a killed worker is failed by its missing heartbeat and retried (same parameters) by whichever
-worker runs next. The ``n_jobs`` worker processes are supervised (:func:`nas.workers.supervise`):
+worker runs next; one stopped by Ctrl-C or SIGTERM is failed at once and does not count against
+the budget. The ``n_jobs`` worker processes are supervised (:func:`nas.workers.supervise`):
 one that dies is said as it happens and, once the others are done, raises :class:`WorkersDied`.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import multiprocessing
 import numbers
 import os
+import signal
 import sys
 import time
 import warnings
@@ -35,7 +37,9 @@ from nas.tasks import Task, load_task
 from nas.train import resolve_device
 from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
 from nas.warm_start import describe as describe_warm_start
-from nas.workers import WorkerExit, stop_with_parent, supervise
+from nas.workers import (
+    INTERRUPTED, TERMINATED, Terminated, WorkerExit, sigterm_interrupts, stop_with_parent, supervise,
+)
 from search_spaces import SearchSpace, get_space
 from storage import DEFAULT_STORAGE, ModelStore, make_optuna_storage, redact
 
@@ -565,9 +569,11 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
 def _worker_process(config: SearchConfig, worker: int, verbosity: int, fingerprint: str | None = None) -> None:
     """A spawned worker: optuna logs as in the parent (whose experimental warnings were shown
     there), and Ctrl-C, which a terminal sends to every worker, ends it without a traceback;
-    the parent reports the interruption. It stops with its parent, even one killed by SIGKILL.
-    ``fingerprint``: the task's data fingerprint as the parent computed it (see
-    :func:`_worker_task`)."""
+    the parent reports the interruption. SIGTERM (a job scheduler's, or the parent's stopping
+    it) is handled as Ctrl-C is: its running trial is failed at once, not left RUNNING until
+    its heartbeat has been silent for the grace period, and it exits 143. It stops with its
+    parent, even one killed by SIGKILL. ``fingerprint``: the task's data fingerprint as the
+    parent computed it (see :func:`_worker_task`)."""
     stop_with_parent()
     import threading
 
@@ -578,10 +584,14 @@ def _worker_process(config: SearchConfig, worker: int, verbosity: int, fingerpri
     # tqdm's default lock is a multiprocessing semaphore; a killed worker's was reported at exit
     # as "leaked semaphore objects". This worker's bar is disabled, its lock is its own.
     tqdm.set_lock(threading.RLock())
+    # Outside its trials a worker ignores SIGTERM: a repeat (the parent's terminate after the
+    # process group got one) while it exits must not kill it, which would say it left a trial
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        run_worker(config, worker, task=_worker_task(config, fingerprint))
-    except KeyboardInterrupt:
-        sys.exit(130)
+        with sigterm_interrupts():
+            run_worker(config, worker, task=_worker_task(config, fingerprint))
+    except KeyboardInterrupt as interrupt:  # optuna failed the running trial, as it raised
+        sys.exit(TERMINATED if isinstance(interrupt, Terminated) else INTERRUPTED)
 
 
 def _worker_task(config: SearchConfig, fingerprint: str | None) -> Task:

@@ -7,7 +7,8 @@ says on one line, as it happens, when a worker exits abnormally (killed by the O
 or is interrupted (Ctrl-C, or SIGTERM, which it turns into an interrupt), the workers still
 running are terminated and joined rather than left running unsupervised. Each worker calls
 :func:`stop_with_parent` first: a parent killed without a chance to stop them (the OOM killer,
-``kill -9``) takes them with it.
+``kill -9``) takes them with it. A worker that turns SIGTERM into an interrupt too
+(:func:`sigterm_interrupts`) stops its own running trial at once and exits :data:`TERMINATED`.
 """
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ STOP_WAIT = 5.0
 TERMINATE_WAIT = 10.0
 #: prctl option of Linux: the signal this process gets when its parent dies
 _PR_SET_PDEATHSIG = 1
+#: exits of a worker that stopped itself on Ctrl-C or SIGTERM (its running trial failed at once)
+_CLEAN_STOP_EXITS = {0, INTERRUPTED, TERMINATED}
 #: exits that a Ctrl-C or SIGTERM sent to the whole process group gives the workers
-_GROUP_STOP_EXITS = {INTERRUPTED, -signal.SIGINT, -signal.SIGTERM}
+_GROUP_STOP_EXITS = {INTERRUPTED, TERMINATED, -signal.SIGINT, -signal.SIGTERM}
 
 
 class Terminated(KeyboardInterrupt):
@@ -53,8 +56,17 @@ class WorkerExit:
     pid: int       # its process id
     exitcode: int  # its exit code; minus the signal's number when a signal killed it
 
+    @property
+    def stopped_itself(self) -> bool:
+        """Whether it stopped on Ctrl-C or SIGTERM, its running trial failed at once (not left
+        RUNNING for the heartbeat to fail)."""
+        return self.exitcode in _CLEAN_STOP_EXITS
+
     def __str__(self) -> str:
-        if self.exitcode < 0:
+        if self.exitcode in (INTERRUPTED, TERMINATED):
+            name = "SIGINT" if self.exitcode == INTERRUPTED else "SIGTERM"
+            how = f"exited on {name} (code {self.exitcode})"
+        elif self.exitcode < 0:
             try:
                 how = f"was killed by {signal.Signals(-self.exitcode).name}"
             except ValueError:
@@ -86,7 +98,9 @@ def supervise(workers: Mapping[int, BaseProcess], own_work: Callable[[], None], 
         stopping.set()
         if watcher.is_alive():
             watcher.join()
-        _stop(workers, grace, wait_first=isinstance(error, KeyboardInterrupt))
+        # Ctrl-C reached the workers too (a terminal sends it to them all); SIGTERM may not have
+        ctrl_c = isinstance(error, KeyboardInterrupt) and not isinstance(error, Terminated)
+        _stop(workers, grace, wait_first=ctrl_c)
         raise
     return died
 
@@ -107,13 +121,21 @@ def _watch(workers: Mapping[int, BaseProcess], stopping: threading.Event, died: 
                 continue
             exit_ = WorkerExit(number, process.pid or 0, code)
             died.append(exit_)
-            print(f"{exit_}; its running trial, if any, will be retried once its heartbeat has been "
-                  f"silent for {grace:g} s", file=sys.stderr, flush=True)
+            print(f"{exit_}; {_left_trial(exit_, grace)}", file=sys.stderr, flush=True)
+
+
+def _left_trial(exit_: WorkerExit, grace: float) -> str:
+    """What became of the trial a worker that exited abnormally was running."""
+    if exit_.stopped_itself:
+        return "its running trial, if any, was failed at once and does not count against the budget"
+    return f"its running trial, if any, will be retried once its heartbeat has been silent for {grace:g} s"
 
 
 def _stop(workers: Mapping[int, BaseProcess], grace: float, wait_first: bool) -> None:
     """Terminate the workers still running (after ``STOP_WAIT`` s for them to stop by
-    themselves when ``wait_first``) and join them, killing any that outlive the wait."""
+    themselves when ``wait_first``) and join them, killing any that outlive the wait. Those
+    that did not stop themselves on SIGTERM (failing their running trials) are said on one line:
+    a trial they ran is left RUNNING until its heartbeat has been silent for ``grace`` s."""
     started = {n: p for n, p in workers.items() if p.pid is not None}
     try:
         if wait_first:
@@ -127,9 +149,10 @@ def _stop(workers: Mapping[int, BaseProcess], grace: float, wait_first: bool) ->
             if process.is_alive():
                 process.kill()
                 process.join()
-        if running:
-            names = ", ".join(f"{n} (pid {p.pid})" for n, p in running.items())
-            print(f"stopped worker{'s' if len(running) > 1 else ''} {names}; the next run retries a trial "
+        unclean = {n: p for n, p in running.items() if p.exitcode not in _CLEAN_STOP_EXITS}
+        if unclean:
+            names = ", ".join(f"{n} (pid {p.pid})" for n, p in unclean.items())
+            print(f"stopped worker{'s' if len(unclean) > 1 else ''} {names}; the next run retries a trial "
                   f"left running once its heartbeat has been silent for {grace:g} s", file=sys.stderr, flush=True)
 
 
@@ -183,8 +206,12 @@ def _watch_parent(sentinel: int) -> None:
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM raises :class:`Terminated`, a KeyboardInterrupt, here (its default ended the
-    process at once: a search's workers went unsupervised, and no command kept or said what a
-    Ctrl-C keeps); only the main thread can catch signals."""
+    process at once: a search's workers went unsupervised, their trials were left RUNNING, and
+    no command kept or said what a Ctrl-C keeps); only the main thread can catch signals.
+
+    The first SIGTERM raises; a repeat (a job scheduler's second one, or a parent's terminate
+    after the process group got one) is ignored until the context exits, so that it cannot cut
+    short the failing of the running trial and the stopping of the workers it started."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -192,8 +219,11 @@ def sigterm_interrupts() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        fired = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        # an enclosing sigterm_interrupts() raised nothing yet: it ignores repeats too
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if fired and previous is _raise_terminated else previous)
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # once: see sigterm_interrupts
     raise Terminated(f"terminated by {signal.Signals(signum).name}")

@@ -328,7 +328,9 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(sqlite_url: str) -> No
      "--overwrite it starts again)"),
     (["hypernet", "train", "--dataset", "cora", "--out", "g.safetensors"],
      "the training state g.safetensors.state is kept: the same command resumes from it"),
-    (["search", "--dataset", "cora"], "finished trials are stored"),
+    (["search", "--dataset", "cora"], "finished trials are stored, the interrupted ones failed (they do "
+     "not count against --trials): the same command resumes the search"),
+    (["zoo", "build", "--size", "2"], "finished trials are stored"),
     (["prune", "--model", "m", "--dataset", "cora", "--speedup", "2", "--out", "p"], ""),
 ])
 def test_ctrl_c_says_what_the_interrupted_command_kept(argv, said) -> None:

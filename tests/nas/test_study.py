@@ -275,7 +275,9 @@ def test_ctrl_c_stops_the_search_with_one_line(cora_available: None, sqlite_url:
             process.communicate()
             raise
     assert process.returncode == 130
-    assert stderr.strip().splitlines() == ["metanas: interrupted; finished trials are stored"]
+    assert stderr.strip().splitlines() == [
+        "metanas: interrupted; finished trials are stored, the interrupted ones failed (they do not "
+        "count against --trials): the same command resumes the search"]
     states = [t.state for t in optuna.load_study(study_name="c", storage=sqlite_url).trials]
     assert states == [TrialState.FAIL] * n_jobs
 

@@ -20,6 +20,9 @@ from nas import workers
 from nas.workers import supervise
 
 SPAWN = multiprocessing.get_context("spawn")
+#: what an interrupted or terminated `metanas search` says it kept, and how to resume
+SEARCH_KEPT = ("finished trials are stored, the interrupted ones failed (they do not count against "
+               "--trials): the same command resumes the search")
 
 
 def _exit_3() -> None:
@@ -131,8 +134,9 @@ def test_a_search_stopped_by_a_signal_exits_128_plus_its_number(
     finally:
         signal.signal(signal.SIGTERM, previous)
     err = capsys.readouterr().err
-    assert re.search(r"^stopped worker 1 \(pid \d+\);", err, re.M), err
-    assert err.splitlines()[-1] == "metanas: interrupted; finished trials are stored"
+    assert re.search(r"^stopped worker 1 \(pid \d+\);", err, re.M), err  # a stand-in: SIGTERM's default ended it
+    stopped = "terminated (SIGTERM)" if code == 143 else "interrupted"
+    assert err.splitlines()[-1] == f"metanas: {stopped}; {SEARCH_KEPT}"
 
 
 def _search_worker_killed_at_start(config, worker: int, verbosity: int, fingerprint=None) -> None:
@@ -272,7 +276,7 @@ def test_a_single_process_search_stopped_by_sigterm_says_what_it_kept_and_exits_
                      "--trials", "4", "--storage", sqlite_url, "--quiet"]) == 143
     finally:
         restored = signal.signal(signal.SIGTERM, previous)
-    assert capsys.readouterr().err.splitlines()[-1] == "metanas: interrupted; finished trials are stored"
+    assert capsys.readouterr().err.splitlines()[-1] == f"metanas: terminated (SIGTERM); {SEARCH_KEPT}"
     assert restored is not workers._raise_terminated  # main() put the handler back
 
 
@@ -427,3 +431,170 @@ def test_search_workers_take_the_parents_data_fingerprint(tmp_path: Path, sqlite
     assert calls.read_text() == ""  # the worker started, and hashed nothing
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6
     assert study.user_attrs["data_fingerprint"] == RING_MNIST_FINGERPRINT
+
+
+def test_a_repeated_sigterm_does_not_cut_short_the_stop_and_the_handler_is_restored() -> None:
+    """Before: a second SIGTERM (a job scheduler's, or a parent's terminate() after the whole
+    process group got one) raised again while the first's interrupt failed the running trial
+    and stopped the workers, cutting that short."""
+    raised = []
+    before = lambda *_: None  # noqa: E731 - a SIGTERM not caught must not end pytest
+    previous = signal.signal(signal.SIGTERM, before)
+    try:
+        with workers.sigterm_interrupts():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the signal arrives here
+            except workers.Terminated:  # what the interrupt stops and keeps runs here
+                raised.append("first")
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.1)
+                except workers.Terminated:
+                    raised.append("repeat")
+        restored = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert raised == ["first"]
+    assert restored is before
+
+
+#: `metanas search` (argv[3:]) whose trials wait, once they have their architecture, for the file
+#: argv[1] to go before they train: the test signals a search whose trials are surely RUNNING
+_HELD_SEARCH = """
+import os, sys
+sys.path.insert(0, sys.argv[2])  # this test module, which the spawned workers import too
+import nas.study, test_workers
+test_workers._hold_trials(sys.argv[1])
+os.environ["TEST_HOLD_FILE"] = sys.argv[1]
+nas.study._worker_process = test_workers._held_search_worker
+from nas.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _hold_trials(hold: str) -> None:
+    """Make this process's trials wait while the file ``hold`` exists before they train."""
+    import nas.study
+
+    evaluate = nas.study.Objective._evaluate
+
+    def held(self, trial, arch):
+        while os.path.exists(hold):
+            time.sleep(0.05)
+        return evaluate(self, trial, arch)
+
+    nas.study.Objective._evaluate = held
+
+
+def _held_search_worker(config, worker: int, verbosity: int, fingerprint=None) -> None:
+    """Stands in for nas.study._worker_process: the real one, its trials held as the parent's."""
+    import nas.study
+
+    _hold_trials(os.environ["TEST_HOLD_FILE"])
+    nas.study._worker_process(config, worker, verbosity, fingerprint)
+
+
+def _search_args(url: str, n_jobs: int) -> list[str]:
+    """A Cora search of 3 trials of 5 epochs; a trial left RUNNING would wait 600 s to be retried."""
+    return ["search", "--dataset", "cora", "--convs", "gcn", "--trials", "3", "--epochs", "5",
+            "--strategy", "random", "--n-jobs", str(n_jobs), "--heartbeat", "1", "--grace-period", "600",
+            "--storage", url, "--study", "t", "--quiet"]
+
+
+def _start_held_search(tmp_path: Path, url: str, n_jobs: int, stderr) -> tuple[subprocess.Popen, Path]:
+    """A held search (:data:`_HELD_SEARCH`) in a session of its own, and its hold file."""
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[1]), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-c", _HELD_SEARCH, str(hold), str(here), *_search_args(url, n_jobs)]
+    process = subprocess.Popen(command, env=env, cwd=here.parents[1], stdout=subprocess.DEVNULL,
+                               stderr=stderr, start_new_session=True)
+    return process, hold
+
+
+def _trial_states(url: str) -> list[str]:
+    import optuna
+
+    try:
+        return [t.state.name for t in optuna.load_study(study_name="t", storage=url).trials]
+    except KeyError:  # not created yet
+        return []
+
+
+def _wait_for(condition, process: subprocess.Popen, limit: float = 90) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert process.poll() is None, f"the search exited {process.returncode}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _search_worker_pid(parent: int) -> int:
+    """The pid of the search's worker process (Linux: /proc lists a process's children)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    workers_ = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(workers_) == 1, children
+    return workers_[0]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the worker through /proc")
+@pytest.mark.parametrize("n_jobs, to", [(1, "command"), (2, "command"), (2, "group")])
+def test_sigterm_fails_the_running_trials_at_once_and_the_same_command_resumes(
+    n_jobs: int, to: str, cora_available, tmp_path: Path, sqlite_url: str,
+) -> None:
+    """SIGTERM while trials run: to the command alone (`timeout`, `kill PID`) or to its whole
+    process group (SLURM at its time limit, systemd, Kubernetes). Before: with --n-jobs 2 the
+    worker's trial was left RUNNING until its heartbeat had been silent for the grace period
+    (the next run waited that long for it), and a 'stopped worker' line preceded the
+    command's, which said neither that it was terminated nor how to resume."""
+    process, hold = _start_held_search(tmp_path, sqlite_url, n_jobs, subprocess.PIPE)
+    try:
+        _wait_for(lambda: _trial_states(sqlite_url).count("RUNNING") == n_jobs, process)
+        if to == "group":
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # never leave a held search behind
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert _trial_states(sqlite_url) == ["FAIL"] * n_jobs
+    assert process.returncode == 143
+    assert stderr.decode().splitlines() == [f"metanas: terminated (SIGTERM); {SEARCH_KEPT}"]
+    from nas.cli import main
+
+    assert main(_search_args(sqlite_url, n_jobs)) == 0  # the same command, not held: it runs the rest
+    assert sorted(_trial_states(sqlite_url)) == ["COMPLETE"] * 3 + ["FAIL"] * n_jobs
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the worker through /proc")
+def test_a_worker_sent_sigterm_fails_its_trial_at_once_and_is_said_as_a_dead_worker(
+    cora_available, tmp_path: Path, sqlite_url: str,
+) -> None:
+    """Before: SIGTERM's default ended the worker, its trial left RUNNING until its heartbeat
+    had been silent for the grace period (600 s here) and only then retried."""
+    err = tmp_path / "stderr"
+    with err.open("w") as stderr:
+        process, hold = _start_held_search(tmp_path, sqlite_url, 2, stderr)
+    try:
+        _wait_for(lambda: _trial_states(sqlite_url).count("RUNNING") == 2, process)
+        worker = _search_worker_pid(process.pid)
+        os.kill(worker, signal.SIGTERM)
+        _wait_for(lambda: sorted(_trial_states(sqlite_url)) == ["FAIL", "RUNNING"], process, limit=15)
+        said = (f"worker 1 (pid {worker}) exited on SIGTERM (code 143); its running trial, if any, was "
+                f"failed at once and does not count against the budget")
+        _wait_for(lambda: said in err.read_text().splitlines(), process, limit=15)
+        hold.unlink()  # the parent's trial trains, and the parent runs the rest of the budget
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 1
+    assert err.read_text().splitlines()[-1] == (
+        f"metanas search: error: worker 1 (pid {worker}) exited on SIGTERM (code 143); the other "
+        f"workers finished the study: its 3 trials are stored")
+    assert sorted(_trial_states(sqlite_url)) == ["COMPLETE"] * 3 + ["FAIL"]
