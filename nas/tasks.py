@@ -818,7 +818,9 @@ def _max_degree(dataset: Dataset) -> int:
 
 
 class DegreeFeatures:
-    """Node features for featureless graphs: one-hot degree, capped at ``max_degree``."""
+    """Node features for featureless graphs: one-hot degree, capped at ``max_degree``, given to
+    a shallow copy of the graph (its tensors shared), not to the graph the dataset handed over:
+    a DataTask's dataset not in memory hands over the caller's own graphs."""
 
     MAX_DEGREE = 128
 
@@ -828,6 +830,7 @@ class DegreeFeatures:
     def __call__(self, data: Data) -> Data:
         from torch_geometric.utils import degree
 
+        data = copy.copy(data)
         deg = degree(data.edge_index[0], data.num_nodes).long().clamp(max=self.max_degree)
         data.x = torch.nn.functional.one_hot(deg, self.max_degree + 1).float()  # (N, D+1)
         return data

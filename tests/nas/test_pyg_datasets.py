@@ -511,6 +511,19 @@ def test_a_data_task_is_refused_naming_its_first_graph_without_edges(bad) -> Non
     assert len(DataTask(ListDataset(_graphs(None)), "mine").dataset) == 20
 
 
+def test_a_data_task_gives_features_without_modifying_the_callers_graphs() -> None:
+    """Before: a DataTask over a dataset not in memory gave its degree features to the caller's
+    own graphs: DataTask(ListDataset(graphs), 'pts').dataset[0] set graphs[0].x."""
+    from nas.tasks import DataTask
+
+    graphs = _graphs(None)
+    for graph in graphs:
+        graph.num_nodes, graph.x = 3, None
+    task = DataTask(ListDataset(graphs), "pts")
+    assert task.dataset[0].x.tolist() == [[0.0, 1.0]] * 3 and task.num_features == 2  # degree 1 of 0..1
+    assert all(graph.x is None for graph in graphs)
+
+
 def _ring_of(nodes: int, y: int = 0) -> Data:
     """A ring of ``nodes`` nodes of 2 features, of class ``y``."""
     ring = torch.arange(nodes)
