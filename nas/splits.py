@@ -7,6 +7,7 @@ it imports nothing of metanas.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +38,14 @@ MASKS = tuple(f"{split}_mask" for split in SPLITS)
 
 
 def with_node_split(data: Data, seed: int) -> Data:
-    """Keep the graph's masks (first split if it ships several); else draw a per-class split
-    of 20 training and 30 validation nodes per class, the rest for test (Shchur et al., 2018);
-    a class of at most 50 nodes is divided 60/20/20 instead, so that it has test nodes too.
+    """A shallow copy of ``data`` (the graph itself, perhaps the caller's, is left as it is)
+    that keeps the graph's masks (split ``seed % k`` if it ships k); else draws a per-class
+    split of 20 training and 30 validation nodes per class, the rest for test (Shchur et al.,
+    2018); a class of at most 50 nodes is divided 60/20/20 instead, so that it has test nodes too.
 
     Raises ``ValueError`` when the graph has only some of the three masks, or a mask that is
     not boolean over the nodes (an index tensor would silently select other nodes)."""
+    data = copy.copy(data)
     present = [key for key in MASKS if getattr(data, key, None) is not None]
     if present:
         if len(present) < len(MASKS):

@@ -20,6 +20,7 @@ import torch
 from torch_geometric.data import Data, Dataset, InMemoryDataset
 
 from nas.cli import main
+from nas.splits import MASKS
 from nas.tasks import DatasetNotFoundError, load_task, resolve_dataset
 
 
@@ -522,6 +523,21 @@ def test_a_data_task_gives_features_without_modifying_the_callers_graphs() -> No
     task = DataTask(ListDataset(graphs), "pts")
     assert task.dataset[0].x.tolist() == [[0.0, 1.0]] * 3 and task.num_features == 2  # degree 1 of 0..1
     assert all(graph.x is None for graph in graphs)
+
+
+def test_a_node_data_task_splits_without_modifying_the_callers_graph() -> None:
+    """Before: a node DataTask over a dataset not in memory split the caller's own graph: its
+    (N, 3) masks were replaced by column seed % 3, or masks were added to one without."""
+    from nas.tasks import DataTask
+
+    nodes = torch.arange(60)
+    columns = {key: (nodes % 3 == k).view(-1, 1).repeat(1, 3) for k, key in enumerate(MASKS)}
+    graph = Data(x=torch.ones(60, 2), edge_index=torch.stack([nodes, nodes.roll(-1)]), y=nodes % 2, **columns)
+    task = DataTask(ListDataset([graph]), "masked")
+    assert torch.equal(task.data.val_mask, nodes % 3 == 1) and graph.val_mask.shape == (60, 3)
+    del graph.train_mask, graph.val_mask, graph.test_mask
+    assert DataTask(ListDataset([graph]), "unmasked").data.train_mask.sum() == 36  # 60% of 30 a class
+    assert sorted(graph.keys()) == ["edge_index", "x", "y"]
 
 
 def _ring_of(nodes: int, y: int = 0) -> Data:
