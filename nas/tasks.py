@@ -714,6 +714,13 @@ def check_class_labels(dataset: Dataset, level: str, name: str) -> None:
                          f"{level} ({expected} here), got {got}")
 
 
+#: how a user gives graphs without edges theirs, with metanas's dependencies (KNNGraph and
+#: RadiusGraph need pyg-lib or torch-cluster, which metanas does not install; Delaunay needs scipy)
+EDGES_IN_PYTHON = ("a mesh's with torch_geometric.transforms.FaceToEdge(), a point cloud's with "
+                   "Compose([Delaunay(), FaceToEdge()]) (KNNGraph needs pyg-lib or torch-cluster "
+                   "installed, which metanas does not install)")
+
+
 def check_edges(graphs: Dataset | list[Data], name: str) -> None:
     """``ValueError`` naming the first of ``graphs`` without an ``edge_index``, which every
     network searched here passes messages along (a mesh has faces instead, a point cloud
@@ -723,8 +730,7 @@ def check_edges(graphs: Dataset | list[Data], name: str) -> None:
         graph = graphs[index]
         raise ValueError(f"{name!r}: a task needs graphs with edges (edge_index); graph {index} "
                          f"has none (it holds {sorted(graph.keys())}). Give them edges in Python "
-                         f"(a mesh's: torch_geometric.transforms.FaceToEdge; a point cloud's: "
-                         f"KNNGraph) and search them as a DataTask")
+                         f"and search them as a DataTask: {EDGES_IN_PYTHON}")
 
 
 def _first_graph_without_edges(graphs: Dataset | list[Data]) -> int | None:

@@ -540,6 +540,24 @@ def test_a_node_data_task_splits_without_modifying_the_callers_graph() -> None:
     assert sorted(graph.keys()) == ["edge_index", "x", "y"]
 
 
+def test_the_edges_a_refusal_recommends_for_point_clouds_can_be_made() -> None:
+    """Before: the refusal of graphs without edges recommended KNNGraph for a point cloud, which
+    raises ImportError: 'knn_graph' requires 'pyg-lib>=0.6.0' without pyg-lib or torch-cluster,
+    neither of which metanas installs. The transforms it names now make a point cloud's edges."""
+    from torch_geometric.transforms import Compose, Delaunay, FaceToEdge
+
+    from nas.tasks import DataTask
+
+    clouds = [Data(pos=torch.rand(8, 3, generator=torch.Generator().manual_seed(i)), y=torch.tensor([i % 2]))
+              for i in range(20)]
+    with pytest.raises(ValueError, match=re.escape(
+            "a point cloud's with Compose([Delaunay(), FaceToEdge()]) (KNNGraph needs pyg-lib or "
+            "torch-cluster installed, which metanas does not install)")):
+        DataTask(clouds, "clouds")
+    task = DataTask([Compose([Delaunay(), FaceToEdge()])(cloud) for cloud in clouds], "clouds")
+    assert task.dataset[0].num_edges > 0
+
+
 def _ring_of(nodes: int, y: int = 0) -> Data:
     """A ring of ``nodes`` nodes of 2 features, of class ``y``."""
     ring = torch.arange(nodes)
