@@ -3,7 +3,8 @@
 looked up by its name, the checks that refuse before anything is read a class a name cannot
 build or whose data no task here takes (with the reason, :data:`PYG_UNFIT`), the tables of
 classes with official splits (:data:`PYG_SPLITS`, :data:`PYG_TRAIN_SPLITS`), building a
-class's dataset, its official splits joined, and giving a class's meshes the edges of their faces
+class's dataset, its official splits joined and its raw files read in sorted order
+(:data:`PYG_GLOB_ORDER`), and giving a class's meshes the edges of their faces
 and their positions as features (:func:`with_mesh_edges`).
 
 :mod:`nas.tasks` resolves every dataset name with it (a class metanas lists a family of, such as
@@ -12,10 +13,13 @@ folder in it; this module imports nothing of metanas but :mod:`nas.splits`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
-from collections.abc import Callable
+import sys
+import types
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -98,6 +102,13 @@ PYG_REGRESSION = frozenset({
     "QM9", "QM7b", "MD17", "HydroNet", "ZINC", "AQSOL", "PCQM4Mv2", "OMDB",
     "MoleculeNet:ESOL", "MoleculeNet:FreeSolv", "MoleculeNet:Lipo",
 })
+#: pyg: classes whose ``process`` reads raw files in ``glob.glob``'s order, the order their
+#: directory lists them in, which differs between filesystems and machines: metanas processes
+#: them with that module's glob sorted (:func:`files_in_sorted_order`), so the same raw files
+#: give the same graphs in the same order (split, fingerprint) on any machine. Of the other
+#: mesh and point classes searched, CoMA sorts its glob, FAUST reads numbered files,
+#: MNISTSuperpixels one file, and MedShapeNet what its server lists, no directory
+PYG_GLOB_ORDER = frozenset({"ModelNet"})
 _NODES_OF_MANY = "it classifies the nodes of many graphs (a node task here is one graph)"
 _REGRESSION = "its targets are real numbers (regression), not classes"
 _TEMPORAL = "it is a temporal knowledge graph (link prediction over time)"
@@ -331,11 +342,13 @@ def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
     if pyg_name is not None:
         make = functools.partial(make, name=pyg_name)
     try:
-        if class_name in PYG_TRAIN_SPLITS:
-            return with_official_train_test(make(train=True), make(train=False))
-        if values is None:
-            return make()
-        return with_official_split({split: make(split=value) for split, value in zip(SPLITS, values)})
+        with files_in_sorted_order(cls):
+            if class_name in PYG_TRAIN_SPLITS:
+                return with_official_train_test(make(train=True), make(train=False))
+            if values is None:
+                return make()
+            return with_official_split({split: make(split=value)
+                                        for split, value in zip(SPLITS, values)})
     except AssertionError as error:
         if pyg_name is None:
             raise
@@ -343,6 +356,30 @@ def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
         raise ValueError(f"dataset {name!r}: PyG's {class_name} refused the name {pyg_name!r} "
                          f"({line or 'AssertionError'}); see its documentation for the names it "
                          f"takes") from None
+
+
+def files_in_sorted_order(cls: type) -> contextlib.AbstractContextManager[None]:
+    """A context in which a class of :data:`PYG_GLOB_ORDER` processes its raw files in sorted
+    order: its module's ``glob`` sorts what ``glob.glob`` lists (processed files made before
+    keep their order); for another class, one that changes nothing."""
+    if cls.__name__ not in PYG_GLOB_ORDER:
+        return contextlib.nullcontext()
+    import glob
+
+    sorted_glob = types.SimpleNamespace(
+        glob=lambda *args, **kwargs: sorted(glob.glob(*args, **kwargs)))
+    return module_attribute(sys.modules[cls.__module__], "glob", sorted_glob)
+
+
+@contextlib.contextmanager
+def module_attribute(module: types.ModuleType, name: str, value: object) -> Iterator[None]:
+    """``module.name`` is ``value`` in the context, and what it was again after it."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
 
 
 def with_official_split(parts: dict[str, Dataset]) -> Dataset:

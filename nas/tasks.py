@@ -35,7 +35,7 @@ from torch import Tensor
 
 from nas.pyg_classes import (
     PYG_FORM, PYG_NAME_PATTERN, PYG_ONE_FOLDER_FOR_ALL_NAMES, PYG_PREFIX, canonical_pyg_name,
-    has_official_split, pyg_class, pyg_class_dataset, pyg_parts, with_mesh_edges,
+    has_official_split, module_attribute, pyg_class, pyg_class_dataset, pyg_parts, with_mesh_edges,
 )
 from nas.splits import (
     GRAPH_SPLIT, MASKS, SPLITS, check_split_sizes, given_split, graph_labels, stratified_split,
@@ -455,11 +455,8 @@ def _planetoid(root: str, name: str) -> Dataset:
 
     restricted = types.SimpleNamespace(
         load=lambda file, **kwargs: _PlanetoidUnpickler(file, **kwargs).load())
-    original, planetoid.pickle = planetoid.pickle, restricted
-    try:
+    with module_attribute(planetoid, "pickle", restricted):
         return pyg_datasets.Planetoid(root, name)
-    finally:
-        planetoid.pickle = original
 
 
 def _looks_like_download(error: BaseException) -> bool:

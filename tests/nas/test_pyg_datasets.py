@@ -998,6 +998,37 @@ def test_modelnet_searches_its_official_test_meshes_as_test(cache, modelnet_offl
     assert len(dataset) == 20 and dataset.official_split["test"].tolist() == list(range(10, 20))
 
 
+def test_modelnet_is_processed_in_sorted_file_order_whatever_the_directory_lists_first(
+    cache, modelnet_offline, monkeypatch, tmp_path,
+) -> None:
+    """Before: PyG's ModelNet read each category's meshes in glob.glob's order, the order the
+    directory lists them in, which differs between filesystems and machines: the same raw files
+    gave another graph order, val split and data fingerprint on another machine (a study moved
+    there was refused as other data). Now they are processed in sorted file order, whatever
+    glob lists first (here sorted, then reversed): mesh k of a category is its k-th graph."""
+    import glob
+
+    listed, tasks = glob.glob, []
+    for reverse in (False, True):
+        root = tmp_path / f"reversed-{reverse}"
+        _write_modelnet(root / "ModelNet" / "10" / "raw", 10, (9, 2))
+        with monkeypatch.context() as directory:
+            directory.setattr(glob, "glob", lambda *args, reverse=reverse, **kwargs: sorted(
+                listed(*args, **kwargs), reverse=reverse))
+            task = load_task("pyg:ModelNet:10", root=root)
+            tasks.append((task, task.fingerprint))  # processed and split here
+    (first, fingerprint), (second, second_fingerprint) = tasks
+    assert [int(graph.x[1, 0]) for graph in first.dataset[:9]] == list(range(1, 10))  # bathtub_0001...
+    assert all(torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+               for a, b in zip(first.dataset, second.dataset))
+    assert {key: idx.tolist() for key, idx in first.splits.items()} == {
+        key: idx.tolist() for key, idx in second.splits.items()}
+    assert fingerprint == second_fingerprint
+    import torch_geometric.datasets.modelnet
+
+    assert torch_geometric.datasets.modelnet.glob is glob  # its own again
+
+
 def test_cli_search_on_mnist_superpixels_and_a_study_of_its_training_graphs_refused(
     cache, monkeypatch, capsys, sqlite_url, tmp_path,
 ) -> None:
