@@ -744,30 +744,35 @@ def _first_graph_without_edges(graphs: Dataset | list[Data]) -> int | None:
 
 
 def check_graphs_alike(graphs: list[Data], name: str) -> None:
-    """``ValueError`` naming the first of ``graphs`` PyG's collate cannot join with graph 0, and
-    what it has or lacks that graph 0 does not: see :func:`_first_graph_unlike`."""
+    """``ValueError`` naming the first of ``graphs`` PyG's collate cannot join with graph 0 as
+    they are, and what it has or lacks that graph 0 does not: see :func:`_first_graph_unlike`."""
     unlike = _first_graph_unlike(graphs)
     if unlike is not None:
-        index, key = unlike
-        raise ValueError(f"{name!r}: graph {index} has {_held(graphs[index], key)}; graph 0 has "
-                         f"{_held(graphs[0], key)}. A task's graphs are joined into one dataset "
-                         f"with graph 0's keys: every graph needs the same keys, each of the same "
-                         f"shape but for its number of nodes or edges (x: of features), y of "
-                         f"the same shape")
+        index, has, graph_0_has = unlike
+        raise ValueError(f"{name!r}: graph {index} has {has}; graph 0 has {graph_0_has}. A task's "
+                         f"graphs are joined into one dataset with graph 0's keys: every graph "
+                         f"needs the same keys, each of the same shape but for its number of "
+                         f"nodes or edges (x: of features), y of the same shape and dtype")
 
 
-def _first_graph_unlike(graphs: list[Data]) -> tuple[int, str] | None:
-    """The index of the first of ``graphs`` whose keys or shapes (:func:`_joined_shapes`) are
-    not graph 0's, with the first key that differs; None when all are alike. PyG's collate takes
+def _first_graph_unlike(graphs: list[Data]) -> tuple[int, str, str] | None:
+    """The index of the first of ``graphs`` whose keys or shapes (:func:`_joined_shapes`) or
+    whose y's dtype are not graph 0's, with what it and graph 0 hold there in words
+    (:func:`_held`, 'y of dtype torch.float32'); None when all are alike. PyG's collate takes
     its keys from graph 0: it fails with a bare ``KeyError`` on a later graph that lacks one, or a
-    size error on other shapes, and drops from every graph a key graph 0 lacks (its x too)."""
-    first = _joined_shapes(graphs[0])
+    size error on other shapes, drops from every graph a key graph 0 lacks (its x too), and
+    gives every y the dtype ``torch.cat`` promotes them to (int64 and float32 labels: float32,
+    no class labels). x of other dtypes are alike: collate joins them in the one they promote to."""
+    first, first_y = _joined_shapes(graphs[0]), getattr(graphs[0].get("y"), "dtype", None)
     for index, graph in enumerate(graphs[1:], 1):
         shapes = _joined_shapes(graph)
         if shapes != first:
             lacking = object()
-            return index, next(key for key in {**first, **shapes}
-                               if first.get(key, lacking) != shapes.get(key, lacking))
+            key = next(key for key in {**first, **shapes}
+                       if first.get(key, lacking) != shapes.get(key, lacking))
+            return index, _held(graph, key), _held(graphs[0], key)
+        if getattr(graph.get("y"), "dtype", None) != first_y:
+            return index, f"y of dtype {graph.y.dtype}", f"y of dtype {first_y}"
     return None
 
 

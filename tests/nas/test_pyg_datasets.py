@@ -571,6 +571,7 @@ def _ring_of(nodes: int, y: int = 0) -> Data:
     (lambda graph: setattr(graph, "y", torch.tensor([0, 1])), "y of shape [2]", "y of shape [1]"),
     (lambda graph: setattr(graph, "y", torch.tensor([[1]])), "y of shape [1, 1]", "y of shape [1]"),
     (lambda graph: setattr(graph, "edge_attr", torch.ones(3, 1)), "edge_attr of shape [3, 1]", "no edge_attr"),
+    (lambda graph: setattr(graph, "y", graph.y.float()), "y of dtype torch.float32", "y of dtype torch.int64"),
 ])
 @pytest.mark.parametrize("bad", [0, 5])
 def test_a_data_task_is_refused_naming_its_first_graph_unlike_graph_0(unlike, has, graph_0_has, bad) -> None:
@@ -579,7 +580,8 @@ def test_a_data_task_is_refused_naming_its_first_graph_unlike_graph_0(unlike, ha
     failed with torch's bare size error (y of shape [2]: 'a graph task needs one class label per
     graph: 20 graphs, 21 labels'); a key graph 0 lacked was dropped from every graph: its x (the
     graphs searched on degree features), graph 5's edge_attr (graph 0 without y: 'got no y',
-    naming no graph)."""
+    naming no graph); a y of float32 among int64 ones made every y float32 (torch.cat), refused
+    as 'y of dtype torch.float32', naming no graph."""
     from nas.tasks import DataTask
 
     graphs = _graphs(None)
@@ -592,7 +594,7 @@ def test_a_data_task_is_refused_naming_its_first_graph_unlike_graph_0(unlike, ha
 
 def test_graphs_alike_but_for_their_sizes_make_a_data_task() -> None:
     """Graphs of other numbers of nodes and edges are alike; so are graphs none of which has x,
-    which get degree features as before."""
+    which get degree features as before, and graphs whose x are of other dtypes (joined as one)."""
     from nas.tasks import DataTask
 
     task = DataTask([_ring_of(3 + i % 4, i % 2) for i in range(20)], "rings")
@@ -602,6 +604,9 @@ def test_graphs_alike_but_for_their_sizes_make_a_data_task() -> None:
         graph.num_nodes = graph.x.size(0)
         del graph.x
     assert DataTask(graphs, "bare").num_features == 2  # one-hot degree 0..1 (out-degree 1)
+    graphs = [_ring_of(3, i % 2) for i in range(20)]
+    graphs[5].x = graphs[5].x.double()
+    assert DataTask(graphs, "mixed").num_features == 2
 
 
 def test_an_in_memory_dataset_is_checked_for_edges_by_its_collated_storage(monkeypatch: pytest.MonkeyPatch) -> None:
