@@ -477,7 +477,8 @@ class Task:
     :data:`~nas.pyg_classes.PYG_TRAIN_SPLITS`, val carved out of the latter's training graphs).
     The metric is accuracy; the test split is recorded but never used to select. Graphs without
     node features get one-hot degree features (:class:`DegreeFeatures`), but a ``pyg:`` class's
-    meshes their positions (:func:`~nas.pyg_classes.with_mesh_edges`). A task on graphs held
+    meshes their positions (:func:`~nas.pyg_classes.with_mesh_edges`); features of another dtype
+    are cast to float32 (:func:`with_float32_features`). A task on graphs held
     in memory rather than named: :class:`DataTask`.
 
     Args:
@@ -581,7 +582,9 @@ class DataTask(Task):
     seeded per-class split (:func:`with_node_split`); only some of the three is an error.
     Several graphs are a graph task with a seeded stratified 80/10/10 split, or the split given
     as ``splits`` (an official one: each split's graph indices). Labels ``y`` are
-    integer classes, one per node or one per graph. The split is made (and refused, naming
+    integer classes, one per node or one per graph. Node features ``x`` are float32 in the
+    task's graphs, cast there when given as float64 (numpy's), integers or bool (the caller's
+    keep theirs; :func:`with_float32_features`). The split is made (and refused, naming
     what is wrong) when the task is built. ``run_search(SearchConfig(dataset=task, ...))``
     searches it; the study records ``name`` as its dataset, so give each data set its own name.
 
@@ -735,12 +738,22 @@ def _first_graph_without_edges(graphs: Dataset | list[Data]) -> int | None:
     An in-memory dataset without a transform is answered by its collated storage, graph 0 when
     it holds none (PyG collates the keys of the first graph, and fails on a later graph that
     lacks one); any other by reading each graph."""
+    storage = _collated_storage(graphs)
+    if storage is not None:
+        return None if storage.get("edge_index") is not None else 0
+    return next((index for index, graph in enumerate(graphs) if getattr(graph, "edge_index", None) is None), None)
+
+
+def _collated_storage(graphs: Dataset | list[Data]) -> Data | None:
+    """The one ``Data`` an in-memory dataset without a transform collates its graphs into (each
+    key of every graph joined, in the dtype ``torch.cat`` promotes them to); None for any other
+    ``graphs``, whose graphs are read one by one."""
     from torch_geometric.data import Data, InMemoryDataset
 
     storage = getattr(graphs, "_data", None)
     if isinstance(graphs, InMemoryDataset) and graphs.transform is None and isinstance(storage, Data):
-        return None if storage.get("edge_index") is not None else 0
-    return next((index for index, graph in enumerate(graphs) if getattr(graph, "edge_index", None) is None), None)
+        return storage
+    return None
 
 
 def check_graphs_alike(graphs: list[Data], name: str) -> None:
@@ -762,7 +775,8 @@ def _first_graph_unlike(graphs: list[Data]) -> tuple[int, str, str] | None:
     its keys from graph 0: it fails with a bare ``KeyError`` on a later graph that lacks one, or a
     size error on other shapes, drops from every graph a key graph 0 lacks (its x too), and
     gives every y the dtype ``torch.cat`` promotes them to (int64 and float32 labels: float32,
-    no class labels). x of other dtypes are alike: collate joins them in the one they promote to."""
+    no class labels). x of other dtypes are alike: collate joins them in the one they promote to
+    (then cast to float32, :func:`with_float32_features`)."""
     first, first_y = _joined_shapes(graphs[0]), getattr(graphs[0].get("y"), "dtype", None)
     for index, graph in enumerate(graphs[1:], 1):
         shapes = _joined_shapes(graph)
@@ -804,14 +818,31 @@ def with_node_features(dataset: Dataset) -> Dataset:
     """``dataset``, or a shallow copy of it whose graphs get one-hot degree features when they
     have none (as PyG's ``OneHotDegree`` gives IMDB-BINARY; after any transform of its own),
     graphs with positions ``pos`` too: only a ``pyg:`` class's meshes get their positions as
-    features, as their faces' edges are made (:func:`~nas.pyg_classes.with_mesh_edges`)."""
+    features, as their faces' edges are made (:func:`~nas.pyg_classes.with_mesh_edges`); and
+    whose features are float32 (:func:`with_float32_features`), the dtype the networks take."""
     if dataset.num_node_features:
+        return with_float32_features(dataset)
+    return _with_transform(dataset, DegreeFeatures(_max_degree(dataset)))
+
+
+def with_float32_features(dataset: Dataset) -> Dataset:
+    """``dataset`` when its collated storage holds float32 ``x``, else a shallow copy of it whose
+    graphs' ``x`` is cast to float32 (:class:`Float32Features`): every network searched here is
+    float32, and ``x`` of float64 (numpy's), of integers (one-hot as int64) or bool failed every
+    trial of the search ('expected scalar type Float but found Double')."""
+    storage = _collated_storage(dataset)
+    x = None if storage is None else storage.get("x")
+    if x is not None and x.dtype == torch.float32:
         return dataset
+    return _with_transform(dataset, Float32Features())
+
+
+def _with_transform(dataset: Dataset, transform: Any) -> Dataset:
+    """A shallow copy of ``dataset`` whose graphs go through ``transform`` after its own."""
     from torch_geometric.transforms import Compose
 
     dataset = copy.copy(dataset)
-    degrees = DegreeFeatures(_max_degree(dataset))
-    dataset.transform = degrees if dataset.transform is None else Compose([dataset.transform, degrees])
+    dataset.transform = transform if dataset.transform is None else Compose([dataset.transform, transform])
     return dataset
 
 
@@ -845,6 +876,23 @@ class DegreeFeatures:
 
     def __repr__(self) -> str:
         return f"DegreeFeatures(max_degree={self.max_degree})"
+
+
+class Float32Features:
+    """A graph's ``x`` cast to float32, given to a shallow copy of the graph (as
+    :class:`DegreeFeatures` gives its features); a graph whose ``x`` is float32 or absent is
+    handed on as it is."""
+
+    def __call__(self, data: Data) -> Data:
+        x = data.get("x")
+        if x is None or x.dtype == torch.float32:
+            return data
+        data = copy.copy(data)
+        data.x = x.float()
+        return data
+
+    def __repr__(self) -> str:
+        return "Float32Features()"
 
 
 # image tasks ---------------------------------------------------------------------------------

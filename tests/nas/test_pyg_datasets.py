@@ -558,6 +558,24 @@ def test_the_edges_a_refusal_recommends_for_point_clouds_can_be_made() -> None:
     assert task.dataset[0].num_edges > 0
 
 
+def test_a_data_task_casts_features_to_float32_in_its_own_graphs_only() -> None:
+    """Before: a DataTask's float64 x (numpy's) stayed float64, which every trial failed on; the
+    cast is made in copies, so a dataset not in memory keeps the caller's graphs float64, and
+    the task searches (and fingerprints) the same data as the same values given as float32."""
+    from nas.tasks import DataTask, with_float32_features
+
+    graphs = _graphs(None)
+    for index, graph in enumerate(graphs):
+        graph.x = torch.full((3, 2), index / 3, dtype=torch.float64)
+    as_float32 = [Data(x=graph.x.float(), edge_index=graph.edge_index, y=graph.y) for graph in graphs]
+    task = DataTask(ListDataset(graphs), "pts")
+    assert task.dataset[0].x.dtype == torch.float32 and task.num_features == 2
+    assert all(graph.x.dtype == torch.float64 for graph in graphs)
+    assert task.fingerprint == DataTask(graphs, "pts").fingerprint == DataTask(as_float32, "pts").fingerprint
+    in_memory = DataTask(as_float32, "pts").dataset
+    assert with_float32_features(in_memory) is in_memory  # float32 storage: the dataset as it is
+
+
 def _ring_of(nodes: int, y: int = 0) -> Data:
     """A ring of ``nodes`` nodes of 2 features, of class ``y``."""
     ring = torch.arange(nodes)

@@ -6,6 +6,7 @@ import shutil
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -424,6 +425,41 @@ def test_a_search_runs_on_a_data_task_of_pygs_karate_club(sqlite_url: str) -> No
     assert study.study_name == "karate-gnn-tpe-train"
     assert study.user_attrs["dataset"] == "karate" and study.user_attrs["task_level"] == "node"
     assert study.best_trial.user_attrs["test_acc"] >= 0.0
+
+
+#: node features as users hand them over: numpy's float64, float64 mixed with float32, one-hot int64
+X_NOT_FLOAT32 = {
+    "float64": lambda i, nodes: torch.from_numpy(np.random.default_rng(i).random((nodes, 4))),
+    "mixed": lambda i, nodes: torch.rand(nodes, 4, dtype=torch.float64 if i % 2 else torch.float32),
+    "int64": lambda i, nodes: torch.nn.functional.one_hot(torch.arange(nodes) % 4, 4),
+}
+
+
+@pytest.mark.parametrize("x_of", X_NOT_FLOAT32.values(), ids=X_NOT_FLOAT32.keys())
+def test_a_data_task_of_features_not_float32_is_searched_leaving_the_callers_graphs_alone(
+    x_of, sqlite_url: str,
+) -> None:
+    """Before: a DataTask of graphs with float64 x (torch.from_numpy), or int64 x, was accepted,
+    but every trial failed ('expected scalar type Float but found Double', graph and node
+    tasks alike; int64: "result type Float can't be cast to the desired output type Long")."""
+    import optuna
+    from torch_geometric.data import Data
+
+    from nas.study import SearchConfig, run_search
+    from nas.tasks import DataTask
+
+    ring = torch.tensor([[0, 1, 2, 1, 2, 0], [1, 2, 0, 0, 1, 2]])
+    graphs = [Data(x=x_of(i, 3), edge_index=ring, y=torch.tensor([i % 2])) for i in range(20)]
+    nodes = torch.arange(30)
+    graph = Data(x=x_of(1, 30), edge_index=torch.stack([nodes, (nodes + 1) % 30]), y=nodes % 2)
+    given = [g.x for g in [*graphs, graph]]
+    for name, data in [("rings", graphs), ("ring", graph)]:
+        task = DataTask(data, name)
+        run_search(SearchConfig(task, n_trials=1, epochs=1, storage=sqlite_url, verbose=False))
+        study = optuna.load_study(study_name=f"{name}-gnn-tpe-train", storage=sqlite_url)
+        assert [t.state.name for t in study.trials] == ["COMPLETE"], study.trials[0].user_attrs
+        assert (task.data if task.level == "node" else task.dataset[0]).x.dtype == torch.float32
+    assert all(g.x is x for g, x in zip([*graphs, graph], given))  # the caller's x, its dtype kept
 
 
 @pytest.mark.parametrize("strategy", ["nac", "gradient"])
