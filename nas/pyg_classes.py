@@ -152,13 +152,16 @@ PYG_UNFIT_SPLIT = frozenset({"GeometricShapes"})
 def pyg_class(name: str) -> tuple[type, str | None]:
     """The class and NAME (None without one) of a ``pyg:CLASS[:NAME]`` name: a dataset class of
     ``torch_geometric.datasets`` (looked up by its name there, case-insensitively; nothing is
-    imported by path), built with the data root and NAME only; ``ValueError`` otherwise."""
+    imported by path) whose data a task of metanas takes (:func:`_check_pyg_fit`, checked first:
+    a class refused for its data is refused so whatever arguments it lacks, as no DataTask takes
+    its data either), built with the data root and NAME only; ``ValueError`` otherwise."""
     class_name, has_name, pyg_name = name.partition(":")[2].partition(":")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", class_name) or (
             has_name and not re.fullmatch(PYG_NAME_PATTERN, pyg_name)):
         raise ValueError(f"could not resolve dataset {name!r}: a pyg: name is {PYG_FORM} (CLASS "
                          f"letters, digits and '_'; NAME letters, digits, '_', '-', '.')")
     cls = _pyg_dataset_class(class_name, name)
+    _check_pyg_fit(cls, pyg_name if has_name else None, name)
     _check_pyg_arguments(cls, bool(has_name), name)
     return cls, pyg_name if has_name else None
 
@@ -166,10 +169,9 @@ def pyg_class(name: str) -> tuple[type, str | None]:
 def canonical_pyg_name(cls: type, pyg_name: str | None, name: str) -> str:
     """``pyg:<Class>[:NAME]``, the class as PyG spells it and NAME as given (its classes spell
     their folders differently), once its ``split`` and ``train`` are ones metanas searches
-    (:func:`_check_pyg_split`, :func:`_check_pyg_train`) and its data one a task of it takes
-    (:func:`_check_pyg_fit`), and its NAME given where it must be (:func:`_check_pyg_name_given`)."""
+    (:func:`_check_pyg_split`, :func:`_check_pyg_train`) and its NAME given where it must be
+    (:func:`_check_pyg_name_given`); its data :func:`pyg_class` checked."""
     _check_pyg_name_given(cls, pyg_name, name)
-    _check_pyg_fit(cls, pyg_name, name)
     _check_pyg_split(cls, pyg_name, name)
     _check_pyg_train(cls, name)
     return f"{PYG_PREFIX}:{cls.__name__}" + (f":{pyg_name}" if pyg_name is not None else "")

@@ -942,6 +942,39 @@ def test_a_regression_class_without_a_split_is_refused_before_it_is_read(
     assert "Traceback" not in err and sorted(root.rglob("*")) == before
 
 
+@pytest.mark.parametrize("name", ["pyg:SHREC2016", "pyg:PCPNetDataset", "pyg:MD17", "pyg:LRGBDataset",
+                                  "pyg:GEDDataset", "pyg:CornellTemporalHyperGraphDataset"])
+def test_a_class_whose_data_no_task_takes_is_refused_for_it_whatever_arguments_it_misses(
+    name, capsys, sqlite_url, tmp_path,
+) -> None:
+    """Before: the class's required arguments were checked first, so SHREC2016 and PCPNetDataset
+    were refused as needing arguments a name cannot give, to be built in Python and searched as
+    a DataTask (which cannot take their data either), and MD17, LRGBDataset, GEDDataset and
+    CornellTemporalHyperGraphDataset were asked for a name, to be refused for their data once
+    given one. Now each is refused for its data (nas.pyg_classes.PYG_UNFIT) as it is named."""
+    from nas.pyg_classes import PYG_UNFIT
+
+    why = PYG_UNFIT[name.partition(":")[2]]
+    with pytest.raises(ValueError, match=re.escape(f"dataset '{name}': {why}")):
+        resolve_dataset(name)
+    (tmp_path / "data").mkdir()
+    assert main(["search", "--dataset", name, "--trials", "1", "--data-root", str(tmp_path / "data"),
+                 "--storage", sqlite_url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert why in err and "needs" not in err and "DataTask" not in err and "Traceback" not in err
+    assert not any((tmp_path / "data").iterdir())
+
+
+def test_every_class_whose_data_no_task_takes_is_refused_for_it_without_its_arguments() -> None:
+    """Each class PYG_UNFIT names alone is refused for its data named without a NAME, whatever
+    arguments it needs; a CLASS:NAME key named so."""
+    from nas.pyg_classes import PYG_UNFIT
+
+    for key, why in PYG_UNFIT.items():
+        with pytest.raises(ValueError, match=re.escape(f"dataset 'pyg:{key}': {why}")):
+            resolve_dataset(f"pyg:{key}")
+
+
 def test_a_class_not_listed_as_regression_is_still_refused_once_read(cache, monkeypatch, tmp_path) -> None:
     """The check after loading stays for the classes nas.pyg_classes.PYG_REGRESSION misses."""
     import nas.pyg_classes
