@@ -9,6 +9,8 @@ running are terminated and joined rather than left running unsupervised. Each wo
 :func:`stop_with_parent` first: a parent killed without a chance to stop them (the OOM killer,
 ``kill -9``) takes them with it. A worker that turns SIGTERM into an interrupt too
 (:func:`sigterm_interrupts`) stops its own running trial at once and exits :data:`TERMINATED`.
+Every worker handles SIGTERM so, or ignores it, before it takes any work: one that SIGTERM's
+default action ended was still starting, and left no trial.
 """
 from __future__ import annotations
 
@@ -37,8 +39,13 @@ STOP_WAIT = 5.0
 TERMINATE_WAIT = 10.0
 #: prctl option of Linux: the signal this process gets when its parent dies
 _PR_SET_PDEATHSIG = 1
-#: exits of a worker that stopped itself on Ctrl-C or SIGTERM (its running trial failed at once)
-_CLEAN_STOP_EXITS = {0, INTERRUPTED, TERMINATED}
+#: a worker that SIGTERM's default action ended: it had not yet installed its handler (every
+#: worker handles or ignores SIGTERM before it takes any work), so it was still starting and ran
+#: no trial, as when its parent stops it while it imports torch
+_ENDED_STARTING = -signal.SIGTERM
+#: exits of a worker that left no trial running: it stopped itself on Ctrl-C or SIGTERM (its
+#: running trial failed at once), or SIGTERM ended it as it started
+_CLEAN_STOP_EXITS = {0, INTERRUPTED, TERMINATED, _ENDED_STARTING}
 #: exits that a Ctrl-C or SIGTERM sent to the whole process group gives the workers
 _GROUP_STOP_EXITS = {INTERRUPTED, TERMINATED, -signal.SIGINT, -signal.SIGTERM}
 
@@ -58,8 +65,8 @@ class WorkerExit:
 
     @property
     def stopped_itself(self) -> bool:
-        """Whether it stopped on Ctrl-C or SIGTERM, its running trial failed at once (not left
-        RUNNING for the heartbeat to fail)."""
+        """Whether it left no trial RUNNING for the heartbeat to fail: it stopped on Ctrl-C or
+        SIGTERM, its running trial failed at once, or SIGTERM ended it before it ran one."""
         return self.exitcode in _CLEAN_STOP_EXITS
 
     def __str__(self) -> str:
@@ -126,6 +133,8 @@ def _watch(workers: Mapping[int, BaseProcess], stopping: threading.Event, died: 
 
 def _left_trial(exit_: WorkerExit, grace: float) -> str:
     """What became of the trial a worker that exited abnormally was running."""
+    if exit_.exitcode == _ENDED_STARTING:
+        return "it was still starting: it had run no trial"
     if exit_.stopped_itself:
         return "its running trial, if any, was failed at once and does not count against the budget"
     return f"its running trial, if any, will be retried once its heartbeat has been silent for {grace:g} s"
@@ -134,8 +143,9 @@ def _left_trial(exit_: WorkerExit, grace: float) -> str:
 def _stop(workers: Mapping[int, BaseProcess], grace: float, wait_first: bool) -> None:
     """Terminate the workers still running (after ``STOP_WAIT`` s for them to stop by
     themselves when ``wait_first``) and join them, killing any that outlive the wait. Those
-    that did not stop themselves on SIGTERM (failing their running trials) are said on one line:
-    a trial they ran is left RUNNING until its heartbeat has been silent for ``grace`` s."""
+    that did not stop themselves on SIGTERM (failing their running trials), nor were ended by
+    it as they started, are said on one line: a trial they ran is left RUNNING until its
+    heartbeat has been silent for ``grace`` s."""
     started = {n: p for n, p in workers.items() if p.pid is not None}
     try:
         if wait_first:

@@ -63,6 +63,29 @@ def test_a_dead_worker_is_said_as_it_happens_and_the_others_finish(tmp_path: Pat
     assert started[3].exitcode == 0 and marker.read_text() == "done"  # the survivor finished
 
 
+def _terminated_while_starting() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # before any handler: SIGTERM's default action
+    time.sleep(30)
+
+
+def test_a_worker_ended_by_sigterm_as_it_starts_is_said_to_have_run_no_trial(capsys) -> None:
+    """Before: it was said to leave a running trial to be retried once its heartbeat had been
+    silent for 120 s, though it had not got so far as to handle SIGTERM, let alone run one."""
+    started = {1: SPAWN.Process(target=_terminated_while_starting)}
+    said = []
+
+    def own_work() -> None:  # still running when the exit is said
+        deadline = time.monotonic() + 60
+        while not said and time.monotonic() < deadline:
+            said.extend(capsys.readouterr().err.splitlines())
+            time.sleep(0.1)
+
+    died = supervise(started, own_work, grace=120)
+    assert said == [f"worker 1 (pid {started[1].pid}) was killed by SIGTERM; it was still starting: it had "
+                    f"run no trial"]
+    assert [d.stopped_itself for d in died] == [True]
+
+
 class _Refused(RuntimeError):
     pass
 
@@ -77,21 +100,45 @@ def _terminate_myself(config, worker: int = 0, task=None) -> None:
 
 
 def _sleeping_worker(config, worker: int, verbosity: int, fingerprint=None) -> None:
+    """Stands in for a worker still starting (importing torch): SIGTERM's default action ends it."""
     time.sleep(30)
+
+
+def _worker_deaf_to_sigterm(config, worker: int, verbosity: int, fingerprint=None) -> None:
+    """Stands in for a worker stuck in a trial: only SIGKILL ends it. Says when it is so by
+    creating the file $TEST_WORKER_DEAF."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Path(os.environ["TEST_WORKER_DEAF"]).write_text("")
+    time.sleep(600)
+
+
+def _once_the_worker_is_deaf(own_work):
+    """``own_work`` (worker 0's) once :func:`_worker_deaf_to_sigterm` ignores SIGTERM."""
+    def after(config, worker: int = 0, task=None) -> None:
+        deaf = Path(os.environ["TEST_WORKER_DEAF"])
+        deadline = time.monotonic() + 120
+        while not deaf.exists():
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        own_work(config, worker, task)
+    return after
 
 
 @pytest.mark.parametrize("own_work, raised", [(_fail_own_work, _Refused), (_terminate_myself, KeyboardInterrupt)])
 def test_workers_are_stopped_when_the_parent_fails_or_is_terminated(
-    own_work, raised, sqlite_url: str, no_data, monkeypatch, capsys,
+    own_work, raised, tmp_path: Path, sqlite_url: str, no_data, monkeypatch, capsys,
 ) -> None:
     """Before: an error in the parent's own worker waited for the workers to finish the whole
-    budget, and SIGTERM ended the parent at once, leaving them to run on unsupervised."""
+    budget, and SIGTERM ended the parent at once, leaving them to run on unsupervised. A
+    worker that outlives its SIGTERM is killed, and said."""
     import nas.study
     from nas.study import SearchConfig, run_search
 
-    monkeypatch.setattr(nas.study, "run_worker", own_work)  # worker 0, in this process
-    monkeypatch.setattr(nas.study, "_worker_process", _sleeping_worker)
+    monkeypatch.setenv("TEST_WORKER_DEAF", str(tmp_path / "deaf"))
+    monkeypatch.setattr(nas.study, "run_worker", _once_the_worker_is_deaf(own_work))  # worker 0, here
+    monkeypatch.setattr(nas.study, "_worker_process", _worker_deaf_to_sigterm)
     monkeypatch.setattr(workers, "STOP_WAIT", 0.5)
+    monkeypatch.setattr(workers, "TERMINATE_WAIT", 0.5)
     config = SearchConfig("cora", space="nasbench-graph", evaluator="table", n_trials=4, n_jobs=2,
                           storage=sqlite_url, verbose=False)
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a SIGTERM not caught must not end pytest
@@ -101,7 +148,7 @@ def test_workers_are_stopped_when_the_parent_fails_or_is_terminated(
             run_search(config)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert time.monotonic() - began < 25  # not after the worker's 30 s
+    assert time.monotonic() - began < 300  # not after the worker's 600 s
     line, = capsys.readouterr().err.splitlines()
     found = re.fullmatch(r"stopped worker 1 \(pid (\d+)\); the next run retries a trial left running "
                          r"once its heartbeat has been silent for 120 s", line)
@@ -120,7 +167,9 @@ def test_a_search_stopped_by_a_signal_exits_128_plus_its_number(
     own_work, code: int, sqlite_url: str, no_data, monkeypatch, capsys,
 ) -> None:
     """SIGTERM exited 130, as Ctrl-C does: whoever sent it could not tell its stop from a
-    user's Ctrl-C. Both still say what is kept and stop the workers."""
+    user's Ctrl-C. Both still say what is kept and stop the workers, in one line: before, a
+    worker still starting (no handler yet, so SIGTERM's default action ended it, no trial run)
+    was said as 'stopped worker 1 (pid P); the next run retries a trial left running ...'."""
     import nas.study
     from nas.cli import main
 
@@ -133,10 +182,8 @@ def test_a_search_stopped_by_a_signal_exits_128_plus_its_number(
                      "--trials", "4", "--n-jobs", "2", "--storage", sqlite_url, "--quiet"]) == code
     finally:
         signal.signal(signal.SIGTERM, previous)
-    err = capsys.readouterr().err
-    assert re.search(r"^stopped worker 1 \(pid \d+\);", err, re.M), err  # a stand-in: SIGTERM's default ended it
     stopped = "terminated (SIGTERM)" if code == 143 else "interrupted"
-    assert err.splitlines()[-1] == f"metanas: {stopped}; {SEARCH_KEPT}"
+    assert capsys.readouterr().err.splitlines() == [f"metanas: {stopped}; {SEARCH_KEPT}"]
 
 
 def _search_worker_killed_at_start(config, worker: int, verbosity: int, fingerprint=None) -> None:
