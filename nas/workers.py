@@ -225,13 +225,16 @@ def sigterm_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
+    previous = signal.getsignal(signal.SIGTERM)
+    try:  # a SIGTERM as soon as the handler is in place raises here, and the finally restores
+        signal.signal(signal.SIGTERM, _raise_terminated)
         yield
     finally:
-        fired = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
-        # an enclosing sigterm_interrupts() raised nothing yet: it ignores repeats too
-        signal.signal(signal.SIGTERM, signal.SIG_IGN if fired and previous is _raise_terminated else previous)
+        # Within an enclosing sigterm_interrupts() the handler is its own, or SIG_IGN once a
+        # SIGTERM fired, which it keeps ignoring too. Otherwise the restore is this block's first
+        # call: nothing before it can run a handler that raises and skips it.
+        if previous is not _raise_terminated:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_terminated(signum: int, frame: object) -> None:

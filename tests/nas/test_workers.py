@@ -5,6 +5,7 @@ imports nothing heavy at the top, because every spawned worker imports it to fin
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
@@ -504,6 +505,38 @@ def test_a_repeated_sigterm_does_not_cut_short_the_stop_and_the_handler_is_resto
         signal.signal(signal.SIGTERM, previous)
     assert raised == ["first"]
     assert restored is before
+
+
+@pytest.mark.parametrize("after_call", range(1, 5))
+def test_a_sigterm_as_sigterm_interrupts_begins_or_ends_leaves_the_callers_handler(after_call: int, monkeypatch) -> None:
+    """A SIGTERM right after each of its calls of signal's functions (the handler installed,
+    or its exit's check whether it fired). Before: one as the handler was installed raised
+    before the try, one between the exit's check and its restore raised in the finally, and
+    each skipped the restore: SIGTERM stayed ignored for the caller (the Python API)."""
+    before = lambda *_: None  # noqa: E731 - a SIGTERM not caught must not end pytest
+    previous = signal.signal(signal.SIGTERM, before)
+    calls = []
+
+    def then_sigterm(function):
+        def called(*args):
+            result = function(*args)
+            calls.append(function.__name__)
+            if len(calls) == after_call:
+                os.kill(os.getpid(), signal.SIGTERM)  # its handler runs as this returns
+            return result
+        return called
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(signal, "signal", then_sigterm(signal.signal))
+            patched.setattr(signal, "getsignal", then_sigterm(signal.getsignal))
+            with contextlib.suppress(workers.Terminated):
+                with workers.sigterm_interrupts():
+                    pass
+        restored = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert restored is before, calls
 
 
 #: `metanas search` (argv[3:]) whose trials wait, once they have their architecture, for the file
