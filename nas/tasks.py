@@ -27,7 +27,7 @@ import re
 import shutil
 import stat
 from pathlib import Path
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -290,14 +290,28 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
             f"cannot be trained or scored with data here"
         )
     family_root = writable_family_root(root, info)
-    raw = dataset_folder(family_root, info.pyg_name) / "raw"
-    missing = [folder for folder in (raw, *raw.parents) if not folder.exists()]
-    with processing_lock(family_root / info.pyg_name):
-        try:
-            return _load_pyg_dataset_unlocked(name, info, family_root)
-        except DatasetNotFoundError:
-            _remove_empty(missing)  # a failed download leaves no empty folders behind
-            raise
+    folder = dataset_folder(family_root, info.pyg_name)
+    with processing_lock(family_root / info.pyg_name), _no_empty_folders_left(folder):
+        return _load_pyg_dataset_unlocked(name, info, family_root)
+
+
+@contextlib.contextmanager
+def _no_empty_folders_left(folder: Path) -> Iterator[None]:
+    """A context whose failure (a failed download, a class's ``process`` that raises) leaves no
+    empty folder it made behind: ``folder`` and its parents that were not there before, and
+    the folders in ``folder`` made since (PyG makes ``processed`` before processing)."""
+    missing = [each for each in (folder, *folder.parents) if not each.exists()]
+    before = _folders_in(folder)
+    try:
+        yield
+    except BaseException:
+        _remove_empty([*missing, *(_folders_in(folder) - before)])
+        raise
+
+
+def _folders_in(folder: Path) -> set[Path]:
+    """The folders in ``folder``, at any depth (none when it does not exist)."""
+    return {Path(parent, name) for parent, names, _ in os.walk(folder) for name in names}
 
 
 def _remove_empty(folders: list[Path]) -> None:

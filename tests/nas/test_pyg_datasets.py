@@ -232,6 +232,44 @@ def test_a_missing_pyg_dataset_offline_names_the_folder_and_leaves_none(cache, m
     assert not any((tmp_path / "data").iterdir())
 
 
+class ToyUnprocessable(InMemoryDataset):
+    """Stands in for a class whose process() fails (MedShapeNet's imports a package not
+    installed); it downloads nothing, as MedShapeNet, whose process() downloads."""
+
+    def __init__(self, root: str, transform=None) -> None:
+        super().__init__(root, transform)
+        self.load(self.processed_paths[0])
+
+    @property
+    def raw_file_names(self) -> list[str]:
+        return ["graphs.json"]
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        return ["data.pt"]
+
+    def process(self) -> None:
+        raise ModuleNotFoundError("No module named 'ToyPackage'")
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_class_whose_processing_fails_leaves_no_empty_folders(raw, cache, monkeypatch, tmp_path) -> None:
+    """Before: PyG made <root>/<Class>/processed before process() failed, and it was left there
+    empty (only a failed download's folders were removed). The raw files stay."""
+    import torch_geometric.datasets as pyg_datasets
+
+    monkeypatch.setattr(pyg_datasets, "ToyUnprocessable", ToyUnprocessable, raising=False)
+    monkeypatch.setattr(pyg_datasets, "__all__", [*pyg_datasets.__all__, "ToyUnprocessable"])
+    root = tmp_path / "data"
+    root.mkdir()
+    if raw:
+        _write(root / "ToyUnprocessable", [])
+    before = sorted(root.rglob("*"))
+    with pytest.raises(ModuleNotFoundError, match="ToyPackage"):
+        load_task("pyg:ToyUnprocessable", root=root).num_features
+    assert sorted(root.rglob("*")) == before
+
+
 def test_wikics_is_loaded_as_before_without_pygs_warning_of_its_default(cache, recwarn, tmp_path) -> None:
     """Before: loading pyg:WikiCS printed PyG's UserWarning 'The WikiCS dataset now returns an
     undirected graph by default. Please explicitly specify 'is_undirected=False' ...', about an
