@@ -109,6 +109,11 @@ PYG_REGRESSION = frozenset({
 #: mesh and point classes searched, CoMA sorts its glob, FAUST reads numbered files,
 #: MNISTSuperpixels one file, and MedShapeNet what its server lists, no directory
 PYG_GLOB_ORDER = frozenset({"ModelNet"})
+#: pyg: classes whose processing imports a package metanas does not install: the module each
+#: imports, which is also its name to ``pip install``. Refused, naming it, as the name is read
+#: when it is not installed (:func:`_check_pyg_packages`): MedShapeNet's ``process`` downloads
+#: its meshes through it, so it failed there with a bare ``No module named 'MedShapeNet'``
+PYG_PACKAGES_NEEDED: dict[str, str] = {"MedShapeNet": "MedShapeNet"}
 _NODES_OF_MANY = "it classifies the nodes of many graphs (a node task here is one graph)"
 _REGRESSION = "its targets are real numbers (regression), not classes"
 _TEMPORAL = "it is a temporal knowledge graph (link prediction over time)"
@@ -170,8 +175,10 @@ def canonical_pyg_name(cls: type, pyg_name: str | None, name: str) -> str:
     """``pyg:<Class>[:NAME]``, the class as PyG spells it and NAME as given (its classes spell
     their folders differently), once its ``split`` and ``train`` are ones metanas searches
     (:func:`_check_pyg_split`, :func:`_check_pyg_train`) and its NAME given where it must be
-    (:func:`_check_pyg_name_given`); its data :func:`pyg_class` checked."""
+    (:func:`_check_pyg_name_given`) and the package its processing imports installed
+    (:func:`_check_pyg_packages`); its data :func:`pyg_class` checked."""
     _check_pyg_name_given(cls, pyg_name, name)
+    _check_pyg_packages(cls, name)
     _check_pyg_split(cls, pyg_name, name)
     _check_pyg_train(cls, name)
     return f"{PYG_PREFIX}:{cls.__name__}" + (f":{pyg_name}" if pyg_name is not None else "")
@@ -229,6 +236,18 @@ def _check_pyg_name_given(cls: type, pyg_name: str | None, name: str) -> None:
         forms = " or ".join(f"{PYG_PREFIX}:{cls.__name__}:{each}" for each in names)
         raise ValueError(f"dataset {name!r}: {cls.__name__} needs its name, one of "
                          f"{list(names)}: write {forms}")
+
+
+def _check_pyg_packages(cls: type, name: str) -> None:
+    """``ValueError``, before anything is read, for a class of :data:`PYG_PACKAGES_NEEDED` whose
+    package is not installed, naming it and how to install it."""
+    import importlib.util
+
+    module = PYG_PACKAGES_NEEDED.get(cls.__name__)
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise ValueError(f"dataset {name!r}: {cls.__name__} downloads and processes its data "
+                         f"through the {module!r} package, which is not installed (metanas does "
+                         f"not install it): pip install {module}")
 
 
 def _check_pyg_fit(cls: type, pyg_name: str | None, name: str) -> None:

@@ -232,6 +232,36 @@ def test_a_missing_pyg_dataset_offline_names_the_folder_and_leaves_none(cache, m
     assert not any((tmp_path / "data").iterdir())
 
 
+def _without_package(monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    """importlib.util.find_spec finds the MedShapeNet package when ``installed``, else not."""
+    import importlib.machinery
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda module, *args: (
+        (importlib.machinery.ModuleSpec(module, None) if installed else None)
+        if module == "MedShapeNet" else find_spec(module, *args)))
+
+
+def test_medshapenet_without_its_package_is_refused_as_it_is_named(monkeypatch, capsys, sqlite_url, tmp_path) -> None:
+    """Before: 'metanas search --dataset pyg:MedShapeNet --trials 1' on an empty data root
+    failed with a bare "error: No module named 'MedShapeNet'" (exit 1), raised by its process(),
+    and left an empty <root>/MedShapeNet/processed. Now refused as the command line is read,
+    naming the package to install (exit 2), and nothing is made in the root."""
+    _without_package(monkeypatch, installed=False)
+    said = "pip install MedShapeNet"
+    with pytest.raises(ValueError, match=re.escape("dataset 'pyg:MedShapeNet': ") + ".*" + re.escape(said)):
+        resolve_dataset("pyg:MedShapeNet")
+    (tmp_path / "data").mkdir()
+    assert main(["search", "--dataset", "pyg:MedShapeNet", "--trials", "1", "--data-root",
+                 str(tmp_path / "data"), "--storage", sqlite_url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not any((tmp_path / "data").iterdir())
+    _without_package(monkeypatch, installed=True)
+    assert resolve_dataset("pyg:MedShapeNet") == "pyg:MedShapeNet"
+
+
 class ToyUnprocessable(InMemoryDataset):
     """Stands in for a class whose process() fails (MedShapeNet's imports a package not
     installed); it downloads nothing, as MedShapeNet, whose process() downloads."""
