@@ -26,7 +26,21 @@ class UsageError(ValueError):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``metanas`` console script."""
+    """The ``metanas`` command, run in this process: its exit code. SIGTERM is handled as Ctrl-C
+    is while it runs; the caller's handler is back when it returns."""
+    return _run(argv, exiting=False)
+
+
+def console_main() -> int:
+    """Entry point of the ``metanas`` console script: :func:`main`, after which the process
+    exits. Once a SIGTERM stopped the command, a repeat is ignored until the process has gone:
+    the interpreter's teardown (hundreds of ms after torch) was ended by a job scheduler's
+    second SIGTERM, exit -15 instead of 143."""
+    return _run(None, exiting=True)
+
+
+def _run(argv: Sequence[str] | None, exiting: bool) -> int:
+    """The command, its exit code; ``exiting``: this process ends when it returns."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand's parser, with its usage (the top level's named none)
@@ -35,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nas.workers import sigterm_interrupts
 
     try:
-        with sigterm_interrupts():  # SIGTERM (a job scheduler's stop) is handled as Ctrl-C is
+        with sigterm_interrupts(keep_ignoring=exiting):  # SIGTERM (a job scheduler's stop) is handled as Ctrl-C is
             code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a reader that went away shows here, not in Python's flush at exit
         return code
@@ -1407,4 +1421,4 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

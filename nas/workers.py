@@ -214,14 +214,16 @@ def _watch_parent(sentinel: int) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts(keep_ignoring: bool = False) -> Iterator[None]:
     """SIGTERM raises :class:`Terminated`, a KeyboardInterrupt, here (its default ended the
     process at once: a search's workers went unsupervised, their trials were left RUNNING, and
     no command kept or said what a Ctrl-C keeps); only the main thread can catch signals.
 
     The first SIGTERM raises; a repeat (a job scheduler's second one, or a parent's terminate
     after the process group got one) is ignored until the context exits, so that it cannot cut
-    short the failing of the running trial and the stopping of the workers it started."""
+    short the failing of the running trial and the stopping of the workers it started.
+    ``keep_ignoring``: a process that ends when the context exits (the console script) keeps
+    ignoring it after that too, once one fired."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -232,8 +234,10 @@ def sigterm_interrupts() -> Iterator[None]:
     finally:
         # Within an enclosing sigterm_interrupts() the handler is its own, or SIG_IGN once a
         # SIGTERM fired, which it keeps ignoring too. Otherwise the restore is this block's first
-        # call: nothing before it can run a handler that raises and skips it.
-        if previous is not _raise_terminated:
+        # call: nothing before it can run a handler that raises and skips it (after the check of
+        # keep_ignoring, only one that leaves SIG_IGN, as wanted).
+        kept = keep_ignoring and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        if previous is not _raise_terminated and not kept:
             signal.signal(signal.SIGTERM, previous)
 
 

@@ -134,6 +134,35 @@ def test_console_script_entry_point() -> None:
     assert bad.returncode == 2 and "--dataset" in bad.stderr
 
 
+#: the console script that pyproject.toml names, its command stopped by SIGTERM and sent another
+#: as the interpreter tears down (a job scheduler's repeat; torch's teardown takes hundreds of ms)
+_TERMINATED_TWICE = """
+import atexit, os, re, signal, sys, time
+from importlib import import_module
+import nas.cli
+
+def stopped(args):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+
+nas.cli.cmd_studies = stopped
+atexit.register(os.kill, os.getpid(), signal.SIGTERM)
+module, name = re.search(r'^metanas = "(.+):(.+)"', open("pyproject.toml").read(), re.M).groups()
+sys.argv = ["metanas", "studies", "--storage", sys.argv[1]]
+sys.exit(getattr(import_module(module), name)())
+"""
+
+
+def test_the_console_script_stopped_by_sigterm_exits_143_though_a_repeat_comes_as_it_exits(sqlite_url: str) -> None:
+    """Before: main() restored SIGTERM's default action as it returned 143, so a second SIGTERM
+    during the interpreter's teardown killed the command (-15)."""
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", _TERMINATED_TWICE, sqlite_url], cwd=root,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.splitlines() == ["metanas: terminated (SIGTERM)"]
+
+
 @pytest.mark.parametrize(
     "option, expected",
     [
