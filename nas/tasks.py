@@ -774,34 +774,57 @@ def check_graphs_alike(graphs: list[Data], name: str) -> None:
     """``ValueError`` naming the first of ``graphs`` PyG's collate cannot join with graph 0 as
     they are, and what it has or lacks that graph 0 does not: see :func:`_first_graph_unlike`."""
     unlike = _first_graph_unlike(graphs)
-    if unlike is not None:
-        index, has, graph_0_has = unlike
-        raise ValueError(f"{name!r}: graph {index} has {has}; graph 0 has {graph_0_has}. A task's "
-                         f"graphs are joined into one dataset with graph 0's keys: every graph "
-                         f"needs the same keys, each of the same shape but for its number of "
-                         f"nodes or edges (x: of features), y of the same shape and dtype")
+    if unlike is None:
+        return
+    index, _, has, graph_0_has = unlike
+    raise ValueError(f"{name!r}: graph {index} has {has}; graph 0 has {graph_0_has}. A task's "
+                     f"graphs are joined into one dataset with graph 0's keys: every graph "
+                     f"needs the same keys, each of the same shape but for its number of "
+                     f"nodes or edges (x: of features), y of the same shape and dtype")
 
 
-def _first_graph_unlike(graphs: list[Data]) -> tuple[int, str, str] | None:
+def _first_graph_unlike(graphs: list[Data]) -> tuple[int, str, str, str] | None:
     """The index of the first of ``graphs`` whose keys or shapes (:func:`_joined_shapes`) or
-    whose y's dtype are not graph 0's, with what it and graph 0 hold there in words
-    (:func:`_held`, 'y of dtype torch.float32'); None when all are alike. PyG's collate takes
-    its keys from graph 0: it fails with a bare ``KeyError`` on a later graph that lacks one, or a
-    size error on other shapes, drops from every graph a key graph 0 lacks (its x too), and
-    gives every y the dtype ``torch.cat`` promotes them to (int64 and float32 labels: float32,
-    no class labels). x of other dtypes are alike: collate joins them in the one they promote to
-    (then cast to float32, :func:`with_float32_features`)."""
+    whose y's dtype are not graph 0's, with the first key that differs and what it and graph 0
+    hold there in words (:func:`_held`, 'y of dtype torch.float32'); None when all are alike.
+    PyG's collate takes its keys from graph 0: it fails with a bare ``KeyError`` on a later
+    graph that lacks one, or a size error on other shapes, drops from every graph a key graph 0
+    lacks (its x too), and gives every y the dtype ``torch.cat`` promotes them to (int64 and
+    float32 labels: float32, no class labels). x of other dtypes are alike: collate joins them
+    in the one they promote to (then cast to float32, :func:`with_float32_features`). A later
+    graph's ``num_nodes`` where graph 0 has none is alike too: collate drops it, and counts the
+    graph's nodes from its other keys, as graph 0's, unless they count another number."""
     first, first_y = _joined_shapes(graphs[0]), getattr(graphs[0].get("y"), "dtype", None)
     for index, graph in enumerate(graphs[1:], 1):
         shapes = _joined_shapes(graph)
+        if "num_nodes" in shapes and "num_nodes" not in first:
+            counted = _node_count(graph, without_num_nodes=True)
+            if counted != graph.num_nodes:
+                return (index, "num_nodes", f"num_nodes {graph.num_nodes}, {counted} nodes "
+                        f"without it", "no num_nodes")
+            del shapes["num_nodes"]
         if shapes != first:
             lacking = object()
             key = next(key for key in {**first, **shapes}
                        if first.get(key, lacking) != shapes.get(key, lacking))
-            return index, _held(graph, key), _held(graphs[0], key)
+            return index, key, _held(graph, key), _held(graphs[0], key)
         if getattr(graph.get("y"), "dtype", None) != first_y:
-            return index, f"y of dtype {graph.y.dtype}", f"y of dtype {first_y}"
+            return index, "y", f"y of dtype {graph.y.dtype}", f"y of dtype {first_y}"
     return None
+
+
+def _node_count(graph: Data, without_num_nodes: bool = False) -> int:
+    """``graph``'s number of nodes as PyG counts it (``num_nodes``, else from x or its other
+    keys, edge_index last), without its ``num_nodes`` when ``without_num_nodes``; PyG's warning
+    that it counted from edge_index is not shown."""
+    import warnings
+
+    if without_num_nodes and "num_nodes" in graph:
+        graph = copy.copy(graph)
+        del graph.num_nodes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return graph.num_nodes
 
 
 def _joined_shapes(graph: Data) -> dict[str, tuple[int, ...] | None]:

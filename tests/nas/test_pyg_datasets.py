@@ -695,6 +695,44 @@ def test_graphs_alike_but_for_their_sizes_make_a_data_task() -> None:
     assert DataTask(graphs, "mixed").num_features == 2
 
 
+@pytest.mark.parametrize("with_x", [True, False])
+def test_a_later_graphs_num_nodes_is_refused_only_where_collate_fails_or_changes_it(with_x) -> None:
+    """Before: a list whose graph 0 had no num_nodes and later graphs had one was refused ('graph
+    1 has num_nodes; graph 0 has no num_nodes'), though PyG's collate joins it (dropping their
+    num_nodes, counted again from x or edge_index, as graph 0's). Refused still: graph 0 with
+    num_nodes and a later graph without (collate fails with a bare KeyError), and a later graph
+    whose num_nodes is not what its other keys give (collate would change its number of nodes)."""
+    from torch_geometric.data import InMemoryDataset
+
+    from nas.tasks import DataTask
+
+    def rings() -> list[Data]:
+        graphs = [_ring_of(3 + i % 4, i % 2) for i in range(20)]
+        for graph in graphs[1:]:
+            graph.num_nodes = graph.edge_index.max().item() + 1
+        if not with_x:
+            for graph in graphs:
+                del graph.x
+        return graphs
+
+    graphs = rings()
+    InMemoryDataset.collate(graphs)  # PyG joins them
+    task = DataTask(graphs, "rings")
+    assert [graph.num_nodes for graph in task.dataset] == [3 + i % 4 for i in range(20)]
+    graphs = rings()
+    graphs[0].num_nodes = 3
+    del graphs[5].num_nodes
+    with pytest.raises(KeyError):
+        InMemoryDataset.collate(graphs)
+    with pytest.raises(ValueError, match=re.escape("'rings': graph 5 has no num_nodes; graph 0 has num_nodes")):
+        DataTask(graphs, "rings")
+    graphs = rings()
+    graphs[5].num_nodes = 9  # isolated nodes 4..8 (or x of 4): x or edge_index count 4 without num_nodes
+    with pytest.raises(ValueError, match=re.escape("'rings': graph 5 has num_nodes 9, 4 nodes without it; "
+                                                   "graph 0 has no num_nodes")):
+        DataTask(graphs, "rings")
+
+
 def test_an_in_memory_dataset_is_checked_for_edges_by_its_collated_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every graph is checked without making each one: an in-memory dataset without a transform
     by its collated storage (which holds edge_index for all graphs or for none)."""
