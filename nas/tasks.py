@@ -772,11 +772,18 @@ def _collated_storage(graphs: Dataset | list[Data]) -> Data | None:
 
 def check_graphs_alike(graphs: list[Data], name: str) -> None:
     """``ValueError`` naming the first of ``graphs`` PyG's collate cannot join with graph 0 as
-    they are, and what it has or lacks that graph 0 does not: see :func:`_first_graph_unlike`."""
+    they are, and what it has or lacks that graph 0 does not: see :func:`_first_graph_unlike`;
+    when it is their y, and both hold a label per node, that node labels are given on several
+    graphs (a node task is one graph), not that their shapes differ."""
     unlike = _first_graph_unlike(graphs)
     if unlike is None:
         return
-    index, _, has, graph_0_has = unlike
+    index, key, has, graph_0_has = unlike
+    if key == "y" and _labels_per_node(graphs[0]) and _labels_per_node(graphs[index]):
+        raise ValueError(f"{name!r}: its graphs have a class label y per node "
+                         f"({_nodes_and_labels(graphs, 0)}; {_nodes_and_labels(graphs, index)}), "
+                         f"but a node task is one graph: several graphs are a graph task, which "
+                         f"needs one class label y per graph")
     raise ValueError(f"{name!r}: graph {index} has {has}; graph 0 has {graph_0_has}. A task's "
                      f"graphs are joined into one dataset with graph 0's keys: every graph "
                      f"needs the same keys, each of the same shape but for its number of "
@@ -800,7 +807,7 @@ def _first_graph_unlike(graphs: list[Data]) -> tuple[int, str, str, str] | None:
         if "num_nodes" in shapes and "num_nodes" not in first:
             counted = _node_count(graph, without_num_nodes=True)
             if counted != graph.num_nodes:
-                return (index, "num_nodes", f"num_nodes {graph.num_nodes}, {counted} nodes "
+                return (index, "num_nodes", f"num_nodes {graph.num_nodes}, {_nodes(counted)} "
                         f"without it", "no num_nodes")
             del shapes["num_nodes"]
         if shapes != first:
@@ -825,6 +832,23 @@ def _node_count(graph: Data, without_num_nodes: bool = False) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return graph.num_nodes
+
+
+def _labels_per_node(graph: Data) -> bool:
+    """Whether ``graph``'s y holds one entry per node (node labels)."""
+    y = graph.get("y")
+    return isinstance(y, Tensor) and y.dim() > 0 and y.size(0) == _node_count(graph)
+
+
+def _nodes_and_labels(graphs: list[Data], index: int) -> str:
+    """Graph ``index``'s number of nodes and y's shape in words: 'graph 1: 5 nodes, y of shape [5]'."""
+    graph = graphs[index]
+    return f"graph {index}: {_nodes(_node_count(graph))}, y of shape {list(graph.y.shape)}"
+
+
+def _nodes(count: int) -> str:
+    """``count`` nodes in words that agree with it: '1 node', '5 nodes'."""
+    return f"{count} node" if count == 1 else f"{count} nodes"
 
 
 def _joined_shapes(graph: Data) -> dict[str, tuple[int, ...] | None]:

@@ -733,6 +733,28 @@ def test_a_later_graphs_num_nodes_is_refused_only_where_collate_fails_or_changes
         DataTask(graphs, "rings")
 
 
+@pytest.mark.parametrize("level", [None, "node"])
+def test_node_labels_on_several_graphs_are_refused_as_such(level) -> None:
+    """Before: graphs of 3 and 5 nodes whose y held a label per node were refused as 'graph 1 has
+    y of shape [5]; graph 0 has y of shape [3] ... y of the same shape', as if their shapes were
+    the problem; before 1047da8, as a node task of several graphs ('has 2 graphs; a node task is
+    one graph') or a graph task without one label per graph."""
+    from nas.tasks import DataTask
+
+    graphs = [_ring_of(3 + 2 * (i % 2), 0) for i in range(4)]
+    for graph in graphs:
+        graph.y = torch.arange(graph.num_nodes) % 2
+    with pytest.raises(ValueError, match=re.escape(
+            "'mine': its graphs have a class label y per node (graph 0: 3 nodes, y of shape [3]; "
+            "graph 1: 5 nodes, y of shape [5]), but a node task is one graph")) as refused:
+        DataTask(graphs, "mine", level=level)
+    assert "the same shape" not in str(refused.value)
+    graphs[0] = _ring_of(1, 0)  # one node, one label: '1 node'
+    graphs[0].y = torch.tensor([0])
+    with pytest.raises(ValueError, match=re.escape("(graph 0: 1 node, y of shape [1]; graph 1: 5 nodes")):
+        DataTask(graphs, "mine", level=level)
+
+
 def test_an_in_memory_dataset_is_checked_for_edges_by_its_collated_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every graph is checked without making each one: an in-memory dataset without a transform
     by its collated storage (which holds edge_index for all graphs or for none)."""
