@@ -38,7 +38,7 @@ from nas.train import resolve_device
 from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
 from nas.warm_start import describe as describe_warm_start
 from nas.workers import (
-    INTERRUPTED, TERMINATED, Terminated, WorkerExit, sigterm_interrupts, stop_with_parent, supervise,
+    INTERRUPTED, TERMINATED, Terminated, WorkerExit, sigterm_interrupts, stop_with_parent, supervise, take_ctrl_c,
 )
 from search_spaces import SearchSpace, get_space
 from storage import DEFAULT_STORAGE, ModelStore, make_optuna_storage, redact
@@ -588,6 +588,7 @@ def _worker_process(config: SearchConfig, worker: int, verbosity: int, fingerpri
     # process group got one) while it exits must not kill it, which would say it left a trial
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
+        take_ctrl_c()  # it started with Ctrl-C ignored, as it imported what its work needs
         with sigterm_interrupts():
             run_worker(config, worker, task=_worker_task(config, fingerprint))
     except KeyboardInterrupt as interrupt:  # optuna failed the running trial, as it raised

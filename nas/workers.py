@@ -97,7 +97,8 @@ def supervise(workers: Mapping[int, BaseProcess], own_work: Callable[[], None], 
     try:
         with sigterm_interrupts():
             for process in workers.values():
-                process.start()
+                with _ctrl_c_ignored():
+                    process.start()
             watcher.start()
             own_work()
             watcher.join()  # interruptible: a lock wait, on POSIX
@@ -110,6 +111,32 @@ def supervise(workers: Mapping[int, BaseProcess], own_work: Callable[[], None], 
         _stop(workers, grace, wait_first=ctrl_c)
         raise
     return died
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """SIGINT ignored here, and so in a worker started here, which keeps it across exec (Python
+    leaves an inherited SIG_IGN in place): a Ctrl-C, which a terminal sends to every process of
+    the command, reached a worker still starting (importing torch as it unpickled its work) and
+    ended it with a KeyboardInterrupt's traceback, before its own code could catch it. Each
+    worker takes Ctrl-C back when it starts (:func:`take_ctrl_c`); this parent, which gets it
+    too, stops one still starting. A Ctrl-C to this parent while it starts one is lost (one
+    process start, or until the worker has read its work)."""
+    if threading.current_thread() is not threading.main_thread():  # only it can set handlers
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+def take_ctrl_c() -> None:
+    """Have Ctrl-C raise KeyboardInterrupt in this worker, which :func:`supervise` started with
+    SIGINT ignored; a worker entry point calls it where it catches KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _watch(workers: Mapping[int, BaseProcess], stopping: threading.Event, died: list[WorkerExit],

@@ -87,6 +87,65 @@ def test_a_worker_ended_by_sigterm_as_it_starts_is_said_to_have_run_no_trial(cap
     assert [d.stopped_itself for d in died] == [True]
 
 
+class _SlowToUnpickle:
+    """A worker's argument whose unpickling there stands for its imports (torch, as it unpickles
+    a search's settings): it creates the file ``began``, then waits for the file ``go``."""
+
+    def __init__(self, began: str, go: str) -> None:
+        self.began, self.go = began, go
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state)
+        Path(self.began).write_text("")
+        deadline = time.monotonic() + 60
+        while not Path(self.go).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _take(argument) -> None:
+    pass
+
+
+def test_a_ctrl_c_to_a_worker_still_starting_prints_no_traceback(tmp_path: Path, capfd) -> None:
+    """Before: the KeyboardInterrupt escaped multiprocessing's unpickling in the worker, before
+    its own code could catch it: a normal Ctrl-C printed a traceback ending in 'import torch'."""
+    began, go = tmp_path / "began", tmp_path / "go"
+    started = {1: SPAWN.Process(target=_take, args=(_SlowToUnpickle(str(began), str(go)),))}
+
+    def own_work() -> None:  # the terminal's Ctrl-C as it reaches the worker
+        deadline = time.monotonic() + 120
+        while not began.exists():
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        os.kill(started[1].pid, signal.SIGINT)
+        go.write_text("")
+
+    died = supervise(started, own_work, grace=120)
+    assert "Traceback" not in capfd.readouterr().err
+    assert (died, started[1].exitcode) == ([], 0)
+
+
+def _search_worker_interrupted(config, worker: int, verbosity: int, fingerprint=None) -> None:
+    """Stands in for nas.study._worker_process: the real one, its trials a Ctrl-C."""
+    import nas.study
+
+    nas.study.run_worker = _interrupt_myself
+    nas.study._worker_process(config, worker, verbosity, fingerprint)
+
+
+def test_a_search_worker_takes_ctrl_c_back_as_it_starts(sqlite_url: str, no_data, monkeypatch) -> None:
+    """It starts with Ctrl-C ignored (see the test above); its trial's Ctrl-C still stops it, exit 130."""
+    import nas.study
+    from nas.study import SearchConfig, WorkersDied, run_search
+
+    monkeypatch.setattr(nas.study, "run_worker", _no_trial_finished)  # worker 0, in this process
+    monkeypatch.setattr(nas.study, "_worker_process", _search_worker_interrupted)
+    with pytest.raises(WorkersDied) as died:
+        run_search(SearchConfig("cora", space="nasbench-graph", evaluator="table", n_trials=4, n_jobs=2,
+                                storage=sqlite_url, verbose=False))
+    assert [exit_.exitcode for exit_ in died.value.exits] == [130]
+
+
 class _Refused(RuntimeError):
     pass
 
