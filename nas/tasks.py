@@ -352,10 +352,11 @@ def check_torch_files(family_root: Path, info: DatasetInfo) -> None:
     PyG writes processed files with tensors and plain containers only (they load with
     ``torch.load(weights_only=True)`` once ``torch_geometric`` registered its classes), but
     unpickles ``pre_transform.pt`` and ``pre_filter.pt`` fully, and ``data.pt`` too when its safe
-    load fails; its readers of raw ``.pt`` files (``torch_geometric.io.fs.torch_load``: QM9,
-    GNNBenchmarkDataset's MNIST, ...) also fall back to a full unpickle, though the files they
-    download hold tensors, lists and dicts only. A file planted in a writable data root would
-    run code: such a file raises ``pickle.UnpicklingError`` naming it, before PyG opens anything.
+    load fails; its readers of raw ``.pt`` files (``torch_geometric.io.fs.torch_load``:
+    MNISTSuperpixels, GNNBenchmarkDataset's MNIST, ...) also fall back to a full unpickle, though
+    the files they download hold tensors, lists and dicts only. A file planted in a writable data
+    root would run code: such a file raises ``pickle.UnpicklingError`` naming it, before PyG
+    opens anything.
     """
     importlib.import_module("torch_geometric")  # registers PyG's classes as safe to load
     processed = _processed_folders(family_root, info)

@@ -600,3 +600,24 @@ def test_any_tudataset_is_named_tu_name(tmp_path: Path, monkeypatch: pytest.Monk
             resolve_dataset(bad)
     assert main(["search", "--dataset", "tu:TOY", "--trials", "1", "--epochs", "1", "--convs", "gcn",
                  "--data-root", str(tmp_path / "data"), "--storage", sqlite_url, "--quiet"]) == 0
+
+
+def test_the_raw_pt_readers_check_torch_files_gives_are_of_classes_metanas_reads() -> None:
+    """check_torch_files' docstring gives pyg: classes whose raw .pt files PyG's reader may
+    unpickle: each must be one a pyg: name builds. It gave QM9, which is refused by name
+    (regression) before anything is read."""
+    import inspect
+
+    from torch_geometric import datasets as pyg_datasets
+
+    from nas.pyg_classes import canonical_pyg_name, pyg_class
+    from nas.tasks import check_torch_files
+
+    readers = check_torch_files.__doc__.split("torch_load``:", 1)[1].split(")", 1)[0]
+    named = [word for word in dict.fromkeys(re.findall(r"\b[A-Z][A-Za-z0-9_]+\b", readers))
+             if word in pyg_datasets.__all__]
+    assert named
+    for class_name in named:
+        takes_name = "name" in inspect.signature(getattr(pyg_datasets, class_name)).parameters
+        name = f"pyg:{class_name}" + (":MNIST" if takes_name else "")
+        canonical_pyg_name(*pyg_class(name), name)  # refused by name: ValueError
