@@ -788,21 +788,24 @@ def check_graphs_alike(graphs: list[Data], name: str) -> None:
     raise ValueError(f"{name!r}: graph {index} has {has}; graph 0 has {graph_0_has}. A task's "
                      f"graphs are joined into one dataset with graph 0's keys: every graph "
                      f"needs the same keys, each of the same shape but for its number of "
-                     f"nodes or edges (x: of features), y of the same shape and dtype")
+                     f"nodes or edges (x: of features), y of the same shape, "
+                     f"integers in all or floating-point in all")
 
 
 def _first_graph_unlike(graphs: list[Data]) -> tuple[int, str, str, str] | None:
-    """The index of the first of ``graphs`` whose keys or shapes (:func:`_joined_shapes`) or
-    whose y's dtype are not graph 0's, with the first key that differs and what it and graph 0
-    hold there in words (:func:`_held`, 'y of dtype torch.float32'); None when all are alike.
+    """The index of the first of ``graphs`` whose keys or shapes (:func:`_joined_shapes`) are
+    not graph 0's, or whose y is floating-point where graph 0's is integer or the other way
+    round (:func:`_real_valued`), with the first key that differs and what it and graph 0 hold
+    there in words (:func:`_held`, 'y of dtype torch.float32'); None when all are alike.
     PyG's collate takes its keys from graph 0: it fails with a bare ``KeyError`` on a later
     graph that lacks one, or a size error on other shapes, drops from every graph a key graph 0
     lacks (its x too), and gives every y the dtype ``torch.cat`` promotes them to (int64 and
-    float32 labels: float32, no class labels). x of other dtypes are alike: collate joins them
+    float32 labels: float32, no class labels; int32 and int64: int64, the same class labels).
+    x of other dtypes are alike: collate joins them
     in the one they promote to (then cast to float32, :func:`with_float32_features`). A later
     graph's ``num_nodes`` where graph 0 has none is alike too: collate drops it, and counts the
     graph's nodes from its other keys, as graph 0's, unless they count another number."""
-    first, first_y = _joined_shapes(graphs[0]), getattr(graphs[0].get("y"), "dtype", None)
+    first, first_y = _joined_shapes(graphs[0]), graphs[0].get("y")
     for index, graph in enumerate(graphs[1:], 1):
         shapes = _joined_shapes(graph)
         if "num_nodes" in shapes and "num_nodes" not in first:
@@ -816,9 +819,16 @@ def _first_graph_unlike(graphs: list[Data]) -> tuple[int, str, str, str] | None:
             key = next(key for key in {**first, **shapes}
                        if first.get(key, lacking) != shapes.get(key, lacking))
             return index, key, _held(graph, key), _held(graphs[0], key)
-        if getattr(graph.get("y"), "dtype", None) != first_y:
-            return index, "y", f"y of dtype {graph.y.dtype}", f"y of dtype {first_y}"
+        if _real_valued(graph.get("y")) != _real_valued(first_y):
+            return index, "y", f"y of dtype {graph.y.dtype}", f"y of dtype {first_y.dtype}"
     return None
+
+
+def _real_valued(y: Any) -> bool:
+    """Whether ``y`` is a tensor of floating-point (or complex) values: joined with integer
+    labels, ``torch.cat`` makes every label one; integers (and bool) of any width join as the
+    widest integer, class labels still."""
+    return isinstance(y, Tensor) and (y.is_floating_point() or y.is_complex())
 
 
 def _node_count(graph: Data, without_num_nodes: bool = False) -> int:

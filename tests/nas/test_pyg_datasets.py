@@ -695,6 +695,28 @@ def test_graphs_alike_but_for_their_sizes_make_a_data_task() -> None:
     assert DataTask(graphs, "mixed").num_features == 2
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8, torch.bool])
+@pytest.mark.parametrize("bad", [0, 5])
+def test_integer_labels_of_other_widths_make_a_data_task_of_the_same_data(dtype, bad) -> None:
+    """Before (ea07df2): graphs whose y were int64 but graph 5's (or graph 0's) int32, int16,
+    uint8 or bool were refused ('graph 5 has y of dtype torch.int32; graph 0 has y of dtype
+    torch.int64'), though collate joins them as int64 class labels and bbb8721 searched them as
+    the same data as all int64. Only floating-point labels among integer ones are refused."""
+    from nas.tasks import DataTask
+
+    graphs = [_ring_of(3, i % 2) for i in range(20)]
+    graphs[bad].y = graphs[bad].y.to(dtype)
+    task = DataTask(graphs, "m")
+    assert task.dataset._data.y.dtype == torch.int64
+    assert task.fingerprint == DataTask([_ring_of(3, i % 2) for i in range(20)], "m").fingerprint
+    assert task.fingerprint.startswith("3b9d649b7915")  # bbb8721's, all int64
+    graphs[bad].y = graphs[bad].y.to(torch.float64)
+    said = ("graph 5 has y of dtype torch.float64; graph 0 has y of dtype torch.int64" if bad else
+            "graph 1 has y of dtype torch.int64; graph 0 has y of dtype torch.float64")
+    with pytest.raises(ValueError, match=re.escape(f"'m': {said}. A task's graphs are joined")):
+        DataTask(graphs, "m")
+
+
 @pytest.mark.parametrize("with_x", [True, False])
 def test_a_later_graphs_num_nodes_is_refused_only_where_collate_fails_or_changes_it(with_x) -> None:
     """Before: a list whose graph 0 had no num_nodes and later graphs had one was refused ('graph
