@@ -898,15 +898,31 @@ def with_node_features(dataset: Dataset) -> Dataset:
 
 
 def with_float32_features(dataset: Dataset) -> Dataset:
-    """``dataset`` when its collated storage holds float32 ``x``, else a shallow copy of it whose
-    graphs' ``x`` is cast to float32 (:class:`Float32Features`): every network searched here is
-    float32, and ``x`` of float64 (numpy's), of integers (one-hot as int64) or bool failed every
-    trial of the search ('expected scalar type Float but found Double')."""
+    """``dataset`` when its collated storage holds float32 ``x`` (or none), else a shallow copy
+    of it whose ``x`` is float32: every network searched here is float32, and ``x`` of float64
+    (numpy's), of integers (one-hot as int64) or bool failed every trial of the search
+    ('expected scalar type Float but found Double'). An in-memory dataset without a transform
+    gets its collated storage cast once (:func:`_with_float32_storage`); any other a transform
+    that casts each graph as it is read (:class:`Float32Features`)."""
     storage = _collated_storage(dataset)
-    x = None if storage is None else storage.get("x")
-    if x is not None and x.dtype == torch.float32:
+    if storage is None:
+        return _with_transform(dataset, Float32Features())
+    x = storage.get("x")
+    if x is None or x.dtype == torch.float32:
         return dataset
-    return _with_transform(dataset, Float32Features())
+    return _with_float32_storage(dataset, storage)
+
+
+def _with_float32_storage(dataset: Dataset, storage: Data) -> Dataset:
+    """A shallow copy of the in-memory ``dataset`` whose collated ``storage`` is a shallow copy
+    with ``x`` cast to float32, and no graphs cached from the caller's (the caller's dataset
+    keeps its storage and cache): cast once, not as each graph is read (a PROTEINS-sized
+    float64 task trained 15-25% slower per epoch with :class:`Float32Features`)."""
+    dataset = copy.copy(dataset)
+    dataset._data = copy.copy(storage)
+    dataset._data.x = storage.x.float()
+    dataset._data_list = None
+    return dataset
 
 
 def _with_transform(dataset: Dataset, transform: Any) -> Dataset:

@@ -644,6 +644,36 @@ def test_a_data_task_casts_features_to_float32_in_its_own_graphs_only() -> None:
     assert with_float32_features(in_memory) is in_memory  # float32 storage: the dataset as it is
 
 
+def test_an_in_memory_data_task_casts_its_collated_features_once() -> None:
+    """Before: an in-memory dataset of float64 x got a transform (Float32Features) that cast x
+    each time a graph was read, every batch of every epoch (a PROTEINS-sized task trained 15-25%
+    slower per epoch than as float32). Now its collated storage is cast once, in the task's
+    copy: the caller's dataset keeps its float64 storage and the graphs it cached, and the task
+    has the fingerprint it had (that of the same values as float32)."""
+    from nas.tasks import DataTask
+
+    graphs = _graphs(None)
+    for index, graph in enumerate(graphs):
+        graph.x = torch.full((3, 2), index / 3, dtype=torch.float64)
+    given = InMemoryDataset()
+    given._data, given.slices = InMemoryDataset.collate(graphs)
+    assert given[3].x.dtype == torch.float64  # cached by the caller's dataset
+    task = DataTask(given, "pts")
+    assert task.dataset.transform is None and task.dataset._data.x.dtype == torch.float32
+    assert task.dataset[3].x.dtype == torch.float32 and task.dataset[3].x[0, 0] == 1.0
+    assert given.transform is None and given._data.x.dtype == torch.float64
+    assert given[3].x.dtype == given[4].x.dtype == torch.float64
+    assert task.fingerprint == DataTask(ListDataset(graphs), "pts").fingerprint  # cast as read
+    nodes = torch.arange(30)
+    graph = Data(x=torch.rand(30, 4, dtype=torch.float64), edge_index=torch.stack([nodes, (nodes + 1) % 30]),
+                 y=nodes % 2)
+    one = InMemoryDataset()
+    one._data, one.slices = InMemoryDataset.collate([graph])
+    node_task = DataTask(one, "ring")
+    assert node_task.data.x.dtype == torch.float32 and one._data.x.dtype == torch.float64
+    assert node_task.fingerprint == DataTask(ListDataset([graph]), "ring").fingerprint
+
+
 def _ring_of(nodes: int, y: int = 0) -> Data:
     """A ring of ``nodes`` nodes of 2 features, of class ``y``."""
     ring = torch.arange(nodes)
