@@ -290,9 +290,18 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
             f"cannot be trained or scored with data here"
         )
     family_root = writable_family_root(root, info)
-    folder = dataset_folder(family_root, info.pyg_name)
-    with processing_lock(family_root / info.pyg_name), _no_empty_folders_left(folder):
+    built_on = _built_on(family_root, info)
+    with processing_lock(family_root / info.pyg_name), _no_empty_folders_left(built_on):
         return _load_pyg_dataset_unlocked(name, info, family_root)
+
+
+def _built_on(family_root: Path, info: DatasetInfo) -> Path:
+    """The folder PyG builds ``info``'s dataset on: a ``pyg:`` class's :func:`_class_folder`
+    (``<root>/ModelNet`` for ModelNet10 in a ``ModelNet/raw`` filled before), else its
+    :func:`dataset_folder`."""
+    if info.family == PYG_PREFIX:
+        return _class_folder(family_root, info)
+    return dataset_folder(family_root, info.pyg_name)
 
 
 @contextlib.contextmanager

@@ -458,6 +458,22 @@ def test_each_modelnet_name_has_its_own_folder_and_one_filled_before_is_found(
     assert (_modelnet_classes("40", root), _modelnet_classes("10", root)) == (40, 10)
 
 
+def test_a_failed_modelnet_load_in_the_old_folder_layout_leaves_no_empty_folder(
+    cache, modelnet_offline, tmp_path,
+) -> None:
+    """Before: pyg:ModelNet:10 on a <root>/ModelNet/raw filled before (10 categories) with a bad
+    .off file left an empty ModelNet/processed: the folders made by a failed load were looked
+    for in ModelNet/10, while PyG was built on ModelNet, the folder that raw is in."""
+    root = tmp_path / "data"
+    _write_modelnet(root / "ModelNet" / "raw", 10)
+    (root / "ModelNet" / "raw" / "chair" / "train" / "chair_0001.off").write_text("OFF\nnot a mesh\n")
+    before = sorted(root.rglob("*"))
+    with pytest.raises(ValueError, match="invalid literal"):  # PyG's read_off
+        _modelnet_classes("10", root)
+    assert sorted(root.rglob("*")) == before
+    assert not (root / "ModelNet" / "processed").exists()
+
+
 @pytest.mark.parametrize("name", ["pyg:ModelNet", "pyg:modelnet"])
 def test_modelnet_without_its_name_is_refused_naming_its_names(
     name, cache, modelnet_offline, capsys, sqlite_url, tmp_path,
