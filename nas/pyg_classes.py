@@ -110,9 +110,10 @@ PYG_REGRESSION = frozenset({
 #: MNISTSuperpixels one file, and MedShapeNet what its server lists, no directory
 PYG_GLOB_ORDER = frozenset({"ModelNet"})
 #: pyg: classes whose processing imports a package metanas does not install: the module each
-#: imports, which is also its name to ``pip install``. Refused, naming it, as the name is read
-#: when it is not installed (:func:`_check_pyg_packages`): MedShapeNet's ``process`` downloads
-#: its meshes through it, so it failed there with a bare ``No module named 'MedShapeNet'``
+#: imports, which is also its name to ``pip install``. Its ``ModuleNotFoundError`` is refused
+#: naming it (:func:`_missing_package`): MedShapeNet's ``process`` downloads its meshes through
+#: it, and failed with a bare ``No module named 'MedShapeNet'``; its processed files load
+#: without it (``process`` does not run), so the name is not refused as it is read
 PYG_PACKAGES_NEEDED: dict[str, str] = {"MedShapeNet": "MedShapeNet"}
 _NODES_OF_MANY = "it classifies the nodes of many graphs (a node task here is one graph)"
 _REGRESSION = "its targets are real numbers (regression), not classes"
@@ -175,10 +176,8 @@ def canonical_pyg_name(cls: type, pyg_name: str | None, name: str) -> str:
     """``pyg:<Class>[:NAME]``, the class as PyG spells it and NAME as given (its classes spell
     their folders differently), once its ``split`` and ``train`` are ones metanas searches
     (:func:`_check_pyg_split`, :func:`_check_pyg_train`) and its NAME given where it must be
-    (:func:`_check_pyg_name_given`) and the package its processing imports installed
-    (:func:`_check_pyg_packages`); its data :func:`pyg_class` checked."""
+    (:func:`_check_pyg_name_given`); its data :func:`pyg_class` checked."""
     _check_pyg_name_given(cls, pyg_name, name)
-    _check_pyg_packages(cls, name)
     _check_pyg_split(cls, pyg_name, name)
     _check_pyg_train(cls, name)
     return f"{PYG_PREFIX}:{cls.__name__}" + (f":{pyg_name}" if pyg_name is not None else "")
@@ -238,16 +237,15 @@ def _check_pyg_name_given(cls: type, pyg_name: str | None, name: str) -> None:
                          f"{list(names)}: write {forms}")
 
 
-def _check_pyg_packages(cls: type, name: str) -> None:
-    """``ValueError``, before anything is read, for a class of :data:`PYG_PACKAGES_NEEDED` whose
-    package is not installed, naming it and how to install it."""
-    import importlib.util
-
-    module = PYG_PACKAGES_NEEDED.get(cls.__name__)
-    if module is not None and importlib.util.find_spec(module) is None:
-        raise ValueError(f"dataset {name!r}: {cls.__name__} downloads and processes its data "
-                         f"through the {module!r} package, which is not installed (metanas does "
-                         f"not install it): pip install {module}")
+def _missing_package(class_name: str, name: str, error: ModuleNotFoundError) -> ValueError | None:
+    """The ``ValueError`` naming how to install the package of :data:`PYG_PACKAGES_NEEDED`
+    that ``error`` (raised processing ``class_name``'s data) found missing; None for another."""
+    module = PYG_PACKAGES_NEEDED.get(class_name)
+    if module is None or error.name != module:
+        return None
+    return ValueError(f"dataset {name!r}: {class_name} downloads and processes its data through "
+                      f"the {module!r} package, which is not installed (metanas does not install "
+                      f"it): pip install {module}")
 
 
 def _check_pyg_fit(cls: type, pyg_name: str | None, name: str) -> None:
@@ -351,7 +349,8 @@ def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
     is built once per split and their graphs joined: :data:`PYG_SPLITS`' once per ``split``
     value (:func:`with_official_split`), :data:`PYG_TRAIN_SPLITS`' with ``train`` True and
     False (:func:`with_official_train_test`). A NAME the class refuses (an ``assert``) is a
-    ``ValueError``."""
+    ``ValueError``, as is processing that needs a package not installed
+    (:func:`_missing_package`)."""
     import traceback
 
     from torch_geometric import datasets as pyg_datasets
@@ -377,6 +376,11 @@ def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
         raise ValueError(f"dataset {name!r}: PyG's {class_name} refused the name {pyg_name!r} "
                          f"({line or 'AssertionError'}); see its documentation for the names it "
                          f"takes") from None
+    except ModuleNotFoundError as error:
+        refusal = _missing_package(class_name, name, error)
+        if refusal is None:
+            raise
+        raise refusal from None
 
 
 def files_in_sorted_order(cls: type) -> contextlib.AbstractContextManager[None]:

@@ -232,34 +232,43 @@ def test_a_missing_pyg_dataset_offline_names_the_folder_and_leaves_none(cache, m
     assert not any((tmp_path / "data").iterdir())
 
 
-def _without_package(monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
-    """importlib.util.find_spec finds the MedShapeNet package when ``installed``, else not."""
-    import importlib.machinery
-    import importlib.util
+def _without_medshapenet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing the MedShapeNet package fails (ModuleNotFoundError), installed or not."""
+    import sys
 
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda module, *args: (
-        (importlib.machinery.ModuleSpec(module, None) if installed else None)
-        if module == "MedShapeNet" else find_spec(module, *args)))
+    monkeypatch.setitem(sys.modules, "MedShapeNet", None)
 
 
-def test_medshapenet_without_its_package_is_refused_as_it_is_named(monkeypatch, capsys, sqlite_url, tmp_path) -> None:
-    """Before: 'metanas search --dataset pyg:MedShapeNet --trials 1' on an empty data root
-    failed with a bare "error: No module named 'MedShapeNet'" (exit 1), raised by its process(),
-    and left an empty <root>/MedShapeNet/processed. Now refused as the command line is read,
-    naming the package to install (exit 2), and nothing is made in the root."""
-    _without_package(monkeypatch, installed=False)
+def test_medshapenet_without_its_package_is_refused_naming_it(monkeypatch, capsys, cache, sqlite_url, tmp_path) -> None:
+    """Before 8343477: 'metanas search --dataset pyg:MedShapeNet --trials 1' on an empty data
+    root failed with a bare "error: No module named 'MedShapeNet'" (exit 1), raised by its
+    process(). Now refused naming the package to install (exit 2), and nothing is made in the
+    root; the name itself is valid (its processed files load without the package)."""
+    _without_medshapenet(monkeypatch)
     said = "pip install MedShapeNet"
-    with pytest.raises(ValueError, match=re.escape("dataset 'pyg:MedShapeNet': ") + ".*" + re.escape(said)):
-        resolve_dataset("pyg:MedShapeNet")
+    assert resolve_dataset("pyg:MedShapeNet") == "pyg:MedShapeNet"
     (tmp_path / "data").mkdir()
     assert main(["search", "--dataset", "pyg:MedShapeNet", "--trials", "1", "--data-root",
                  str(tmp_path / "data"), "--storage", sqlite_url, "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert said in err and "Traceback" not in err
+    assert said in err and "dataset 'pyg:MedShapeNet': " in err and "Traceback" not in err
     assert not any((tmp_path / "data").iterdir())
-    _without_package(monkeypatch, installed=True)
-    assert resolve_dataset("pyg:MedShapeNet") == "pyg:MedShapeNet"
+
+
+def test_medshapenet_processed_before_is_searched_without_its_package(monkeypatch, cache, tmp_path) -> None:
+    """Before: pyg:MedShapeNet was refused as it was named when the MedShapeNet package was not
+    installed ('... which is not installed (metanas does not install it): pip install
+    MedShapeNet') though its processed files were there: PyG imports the package only in
+    process(), which does not run on processed files, so they load without it."""
+    _without_medshapenet(monkeypatch)
+    faces = torch.tensor([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]).t()
+    meshes = [Data(pos=torch.rand(4, 3, generator=torch.Generator().manual_seed(i)), face=faces,
+                   y=torch.tensor([i % 2])) for i in range(20)]
+    processed = tmp_path / "data" / "MedShapeNet" / "processed"
+    processed.mkdir(parents=True)
+    InMemoryDataset.save(meshes, str(processed / "dataset.pt"))
+    task = load_task("pyg:MedShapeNet", root=tmp_path / "data")
+    assert len(task.dataset) == 20 and task.num_features == 3 and task.dataset[0].num_edges > 0
 
 
 class ToyUnprocessable(InMemoryDataset):
