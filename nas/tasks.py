@@ -784,16 +784,17 @@ def check_graphs_alike(graphs: list[Data], name: str) -> None:
     """``ValueError`` naming the first of ``graphs`` PyG's collate cannot join with graph 0 as
     they are, and what it has or lacks that graph 0 does not: see :func:`_first_graph_unlike`;
     when it is their y, and both hold a label per node, that node labels are given on several
-    graphs (a node task is one graph), not that their shapes differ."""
+    graphs (a node task is one graph), not that their shapes differ; graphs alike whose y all
+    hold a label per node, of more than one node (:func:`_node_labels_throughout`), are refused
+    as node labels too (not as a graph task's labels of another shape)."""
     unlike = _first_graph_unlike(graphs)
     if unlike is None:
+        if _node_labels_throughout(graphs):
+            raise _node_labels_refused(graphs, name, 1)
         return
     index, key, has, graph_0_has = unlike
     if key == "y" and _labels_per_node(graphs[0]) and _labels_per_node(graphs[index]):
-        raise ValueError(f"{name!r}: its graphs have a class label y per node "
-                         f"({_nodes_and_labels(graphs, 0)}; {_nodes_and_labels(graphs, index)}), "
-                         f"but a node task is one graph: several graphs are a graph task, which "
-                         f"needs one class label y per graph")
+        raise _node_labels_refused(graphs, name, index)
     raise ValueError(f"{name!r}: graph {index} has {has}; graph 0 has {graph_0_has}. A task's "
                      f"graphs are joined into one dataset with graph 0's keys: every graph "
                      f"needs the same keys, each of the same shape but for its number of "
@@ -858,6 +859,24 @@ def _labels_per_node(graph: Data) -> bool:
     """Whether ``graph``'s y holds one entry per node (node labels)."""
     y = graph.get("y")
     return isinstance(y, Tensor) and y.dim() > 0 and y.size(0) == _node_count(graph)
+
+
+def _node_labels_throughout(graphs: list[Data]) -> bool:
+    """Whether ``graphs``, several, alike (:func:`_first_graph_unlike`), each hold a label per
+    node (:func:`_labels_per_node`) of more than one node: y of one entry on graphs of one node
+    each is a label per graph."""
+    y = graphs[0].get("y")
+    return (len(graphs) > 1 and isinstance(y, Tensor) and y.dim() > 0 and y.size(0) > 1
+            and all(_labels_per_node(graph) for graph in graphs))
+
+
+def _node_labels_refused(graphs: list[Data], name: str, index: int) -> ValueError:
+    """The refusal of ``graphs`` whose y hold a label per node, naming graph 0's and graph
+    ``index``'s nodes and labels: a node task is one graph."""
+    return ValueError(f"{name!r}: its graphs have a class label y per node "
+                      f"({_nodes_and_labels(graphs, 0)}; {_nodes_and_labels(graphs, index)}), "
+                      f"but a node task is one graph: several graphs are a graph task, which "
+                      f"needs one class label y per graph")
 
 
 def _nodes_and_labels(graphs: list[Data], index: int) -> str:

@@ -832,6 +832,26 @@ def test_node_labels_on_several_graphs_are_refused_as_such(level) -> None:
         DataTask(graphs, "mine", level=level)
 
 
+@pytest.mark.parametrize("level", [None, "node"])
+def test_node_labels_on_several_graphs_of_one_size_are_refused_as_such(level) -> None:
+    """Before: 20 graphs of 3 nodes each whose y held a label per node (shape [3]) were alike,
+    so not refused as node labels on several graphs (as graphs of 3 and 5 nodes were, and as
+    README says), but as 'a graph task needs integer class labels y, one per graph (1 here),
+    got ... shape (3,)'. Graphs of one node, one label each, are a graph task."""
+    from nas.tasks import DataTask
+
+    graphs = [_ring_of(3, 0) for _ in range(20)]
+    for graph in graphs:
+        graph.y = torch.tensor([0, 1, 1])
+    with pytest.raises(ValueError, match=re.escape(
+            "'mine': its graphs have a class label y per node (graph 0: 3 nodes, y of shape [3]; "
+            "graph 1: 3 nodes, y of shape [3]), but a node task is one graph")):
+        DataTask(graphs, "mine", level=level)
+    singles = [Data(x=torch.ones(1, 2), edge_index=torch.tensor([[0], [0]]), y=torch.tensor([i % 2]))
+               for i in range(20)]
+    assert DataTask(singles, "singles").level == "graph"
+
+
 def test_an_in_memory_dataset_is_checked_for_edges_by_its_collated_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every graph is checked without making each one: an in-memory dataset without a transform
     by its collated storage (which holds edge_index for all graphs or for none)."""
