@@ -18,6 +18,7 @@ import functools
 import inspect
 import re
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -396,15 +397,23 @@ def files_in_sorted_order(cls: type) -> contextlib.AbstractContextManager[None]:
     return module_attribute(sys.modules[cls.__module__], "glob", sorted_glob)
 
 
+#: held while :func:`module_attribute` patches a module: a load in another thread waits for
+#: the patch to end, rather than taking it for the module's own (and restoring it, leaked) or
+#: running while it is undone
+_MODULE_PATCH_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def module_attribute(module: types.ModuleType, name: str, value: object) -> Iterator[None]:
-    """``module.name`` is ``value`` in the context, and what it was again after it."""
-    original = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
+    """``module.name`` is ``value`` in the context, and what it was again after it; one thread
+    at a time (:data:`_MODULE_PATCH_LOCK`), the same thread's patches nested."""
+    with _MODULE_PATCH_LOCK:
+        original = getattr(module, name)
+        setattr(module, name, value)
+        try:
+            yield
+        finally:
+            setattr(module, name, original)
 
 
 def with_official_split(parts: dict[str, Dataset]) -> Dataset:

@@ -13,6 +13,7 @@ import pickle
 import re
 import shutil
 import stat
+import types
 from pathlib import Path
 
 import pytest
@@ -465,6 +466,43 @@ def test_each_modelnet_name_has_its_own_folder_and_one_filled_before_is_found(
     for name in ("40", "10"):
         _write_modelnet(root / "ModelNet" / name / "raw", int(name))
     assert (_modelnet_classes("40", root), _modelnet_classes("10", root)) == (40, 10)
+
+
+def test_overlapping_module_patches_in_two_threads_neither_leak_nor_run_unpatched() -> None:
+    """Before: module_attribute (ModelNet's sorted glob, Planetoid's restricted pickle) patched
+    the module without a lock: a load in a second thread began inside the first's patch, took
+    its patch as the module's own and put it back after the first had restored the original,
+    leaking it for good (a load beside that ran with the original, unpatched). Now the second
+    waits for the first's patch to end."""
+    import threading
+    import time
+
+    from nas.pyg_classes import module_attribute
+
+    module, seen = types.ModuleType("patched"), []
+    module.value = "original"
+    first_in, second_starts = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with module_attribute(module, "value", "first"):
+            first_in.set()
+            second_starts.wait(5)
+            time.sleep(0.2)  # the second thread is trying to patch
+            seen.append(("first", module.value))
+
+    def second() -> None:
+        first_in.wait(5)
+        second_starts.set()
+        with module_attribute(module, "value", "second"):
+            seen.append(("second", module.value))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == [("first", "first"), ("second", "second")]
+    assert module.value == "original"
 
 
 def test_a_failed_modelnet_load_in_the_old_folder_layout_leaves_no_empty_folder(
