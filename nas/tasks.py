@@ -296,10 +296,12 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
 
 
 def _built_on(family_root: Path, info: DatasetInfo) -> Path:
-    """The folder PyG builds ``info``'s dataset on: a ``pyg:`` class's :func:`_class_folder`
-    (``<root>/ModelNet`` for ModelNet10 in a ``ModelNet/raw`` filled before), else its
-    :func:`dataset_folder`."""
-    if info.family == PYG_PREFIX:
+    """The folder a failed load of ``info``'s dataset is cleaned in: the :func:`_class_folder`
+    of a class that keeps one folder for all its names (``<root>/ModelNet`` for ModelNet10 in
+    a ``ModelNet/raw`` filled before), else its :func:`dataset_folder`, the folder its lock
+    guards: another name's folder of the class (``GNNBenchmarkDataset/CIFAR10/processed``) may
+    be filled by another process meanwhile."""
+    if info.family == PYG_PREFIX and info.folder in PYG_ONE_FOLDER_FOR_ALL_NAMES:
         return _class_folder(family_root, info)
     return dataset_folder(family_root, info.pyg_name)
 

@@ -521,6 +521,24 @@ def test_a_failed_modelnet_load_in_the_old_folder_layout_leaves_no_empty_folder(
     assert not (root / "ModelNet" / "processed").exists()
 
 
+def test_a_failed_load_of_one_name_leaves_another_names_folder_of_the_class(tmp_path) -> None:
+    """Before (7f8b492): a failed pyg:GNNBenchmarkDataset:MNIST load removed every empty folder
+    made in <root>/GNNBenchmarkDataset meanwhile, CIFAR10/processed too, which another process,
+    holding CIFAR10's lock (locks are per name), was filling during its process(). Only a class
+    that keeps one folder for all names in the old layout (ModelNet's shared raw) is watched."""
+    from nas.tasks import _built_on, _no_empty_folders_left, dataset_info
+
+    family = tmp_path / "GNNBenchmarkDataset"
+    info = dataset_info("pyg:GNNBenchmarkDataset:MNIST")
+    with pytest.raises(RuntimeError, match="failed"):
+        with _no_empty_folders_left(_built_on(family, info)):
+            (family / "CIFAR10" / "processed").mkdir(parents=True)
+            (family / "MNIST" / "processed").mkdir(parents=True)
+            raise RuntimeError("failed")
+    assert (family / "CIFAR10" / "processed").is_dir()
+    assert not (family / "MNIST").exists()
+
+
 @pytest.mark.parametrize("name", ["pyg:ModelNet", "pyg:modelnet"])
 def test_modelnet_without_its_name_is_refused_naming_its_names(
     name, cache, modelnet_offline, capsys, sqlite_url, tmp_path,
