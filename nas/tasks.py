@@ -924,6 +924,7 @@ def with_node_features(dataset: Dataset) -> Dataset:
     whose features are float32 (:func:`with_float32_features`), the dtype the networks take."""
     if dataset.num_node_features:
         return with_float32_features(dataset)
+    dataset = with_float32_features(dataset)  # no x: its labels' dtype alone
     return _with_transform(dataset, DegreeFeatures(_max_degree(dataset)))
 
 
@@ -931,26 +932,41 @@ def with_float32_features(dataset: Dataset) -> Dataset:
     """``dataset`` when its collated storage holds float32 ``x`` (or none), else a shallow copy
     of it whose ``x`` is float32: every network searched here is float32, and ``x`` of float64
     (numpy's), of integers (one-hot as int64) or bool failed every trial of the search
-    ('expected scalar type Float but found Double'). An in-memory dataset without a transform
-    gets its collated storage cast once (:func:`_with_float32_storage`); any other a transform
-    that casts each graph as it is read (:class:`Float32Features`)."""
+    ('expected scalar type Float but found Double'). Its integer labels ``y`` that cross-entropy
+    does not take (:func:`_labels_to_cast`: int32, int16, int8) are cast to int64 there too: every
+    trial failed ('expected target dtype to be Long or Byte, but got Int'). An in-memory
+    dataset without a transform gets its collated storage cast once
+    (:func:`_with_float32_storage`); any other a transform that casts each graph as it is read
+    (:class:`Float32Features`)."""
     storage = _collated_storage(dataset)
     if storage is None:
         return _with_transform(dataset, Float32Features())
     x = storage.get("x")
-    if x is None or x.dtype == torch.float32:
+    if (x is None or x.dtype == torch.float32) and not _labels_to_cast(storage.get("y")):
         return dataset
     return _with_float32_storage(dataset, storage)
 
 
+def _labels_to_cast(y: Any) -> bool:
+    """Whether ``y`` is integer class labels of a dtype cross-entropy refuses (int32, int16,
+    int8, unsigned ones but uint8), to be cast to int64; bool labels are refused as no
+    classes (:func:`check_class_labels`), floating-point ones are no class labels."""
+    return (isinstance(y, Tensor) and not _real_valued(y)
+            and y.dtype not in (torch.int64, torch.uint8, torch.bool))
+
+
 def _with_float32_storage(dataset: Dataset, storage: Data) -> Dataset:
     """A shallow copy of the in-memory ``dataset`` whose collated ``storage`` is a shallow copy
-    with ``x`` cast to float32, and no graphs cached from the caller's (the caller's dataset
-    keeps its storage and cache): cast once, not as each graph is read (a PROTEINS-sized
-    float64 task trained 15-25% slower per epoch with :class:`Float32Features`)."""
+    with ``x`` cast to float32 and ``y`` to int64 (:func:`_labels_to_cast`), and no graphs
+    cached from the caller's (the caller's dataset keeps its storage and cache): cast once, not
+    as each graph is read (a PROTEINS-sized float64 task trained 15-25% slower per epoch with
+    :class:`Float32Features`)."""
     dataset = copy.copy(dataset)
     dataset._data = copy.copy(storage)
-    dataset._data.x = storage.x.float()
+    if storage.get("x") is not None:
+        dataset._data.x = storage.x.float()
+    if _labels_to_cast(storage.get("y")):
+        dataset._data.y = storage.y.long()
     dataset._data_list = None
     return dataset
 
@@ -997,16 +1013,21 @@ class DegreeFeatures:
 
 
 class Float32Features:
-    """A graph's ``x`` cast to float32, given to a shallow copy of the graph (as
-    :class:`DegreeFeatures` gives its features); a graph whose ``x`` is float32 or absent is
-    handed on as it is."""
+    """A graph's ``x`` cast to float32 and its integer ``y`` to int64 where cross-entropy does
+    not take them (:func:`_labels_to_cast`), given to a shallow copy of the graph (as
+    :class:`DegreeFeatures` gives its features); a graph with neither to cast is handed on as
+    it is."""
 
     def __call__(self, data: Data) -> Data:
-        x = data.get("x")
-        if x is None or x.dtype == torch.float32:
+        x, y = data.get("x"), data.get("y")
+        cast_x, cast_y = x is not None and x.dtype != torch.float32, _labels_to_cast(y)
+        if not (cast_x or cast_y):
             return data
         data = copy.copy(data)
-        data.x = x.float()
+        if cast_x:
+            data.x = x.float()
+        if cast_y:
+            data.y = y.long()
         return data
 
     def __repr__(self) -> str:

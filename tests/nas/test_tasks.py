@@ -462,6 +462,48 @@ def test_a_data_task_of_features_not_float32_is_searched_leaving_the_callers_gra
     assert all(g.x is x for g, x in zip([*graphs, graph], given))  # the caller's x, its dtype kept
 
 
+#: integer labels as users hand them over that cross-entropy does not take: collate keeps int32
+#: where no graph's y is int64 (int32 with int16: int32)
+Y_NOT_INT64 = {
+    "int32-with-int16": lambda i: torch.int16 if i == 5 else torch.int32,
+    "int8": lambda i: torch.int8,
+    "int16-without-x": lambda i: torch.int16,
+}
+
+
+@pytest.mark.parametrize("dtype_of", Y_NOT_INT64.values(), ids=Y_NOT_INT64.keys())
+def test_a_data_task_of_integer_labels_not_int64_is_searched_leaving_the_callers_graphs_alone(
+    dtype_of, sqlite_url: str,
+) -> None:
+    """Before: a DataTask of graphs whose y were int32 (graph 5's int16), int16 or int8 was
+    accepted, but every trial failed ('expected target dtype to be Long or Byte, but got Int'),
+    graph and node tasks alike. Their y are cast to int64 in the task's graphs only."""
+    import optuna
+    from torch_geometric.data import Data
+
+    from nas.study import SearchConfig, run_search
+    from nas.tasks import DataTask, Float32Features
+
+    featureless = dtype_of(0) == torch.int16
+    ring = torch.tensor([[0, 1, 2, 1, 2, 0], [1, 2, 0, 0, 1, 2]])
+    graphs = [Data(x=None if featureless else torch.ones(3, 2), edge_index=ring,
+                   y=torch.tensor([i % 2], dtype=dtype_of(i))) for i in range(40)]
+    nodes = torch.arange(30)
+    graph = Data(x=torch.rand(30, 4), edge_index=torch.stack([nodes, (nodes + 1) % 30]),
+                 y=(nodes % 2).to(dtype_of(0)))
+    given = [g.y for g in [*graphs, graph]]
+    for name, data in [("rings", graphs), ("ring", graph)]:
+        task = DataTask(data, name)
+        run_search(SearchConfig(task, n_trials=1, epochs=1, storage=sqlite_url, verbose=False))
+        study = optuna.load_study(study_name=f"{name}-gnn-tpe-train", storage=sqlite_url)
+        assert [t.state.name for t in study.trials] == ["COMPLETE"], study.trials[0].user_attrs
+        assert (task.data if task.level == "node" else task.dataset[5]).y.dtype == torch.int64
+    assert all(g.y is y for g, y in zip([*graphs, graph], given))  # the caller's y, its dtype kept
+    assert [g.y.dtype for g in graphs[4:6]] == [dtype_of(4), dtype_of(5)]
+    assert Float32Features()(graphs[5]).y.dtype == torch.int64  # a dataset read graph by graph
+    assert graphs[5].y.dtype == dtype_of(5)
+
+
 @pytest.mark.parametrize("strategy", ["nac", "gradient"])
 def test_data_bound_strategies_search_a_data_task(strategy: str, tiny_graph, sqlite_url: str) -> None:
     """NAC and the gradient strategy reloaded the task by the study's dataset name: a DataTask's
