@@ -38,7 +38,8 @@ from nas.train import resolve_device
 from nas.warm_start import WARM_START_K, enqueue_warm_start, parse_source, warm_start_architectures
 from nas.warm_start import describe as describe_warm_start
 from nas.workers import (
-    INTERRUPTED, TERMINATED, Terminated, WorkerExit, sigterm_interrupts, stop_with_parent, supervise, take_ctrl_c,
+    INTERRUPTED, TERMINATED, Terminated, WorkerExit, ctrl_c_ignored, sigterm_interrupts, stop_with_parent, supervise,
+    take_ctrl_c,
 )
 from search_spaces import SearchSpace, get_space
 from storage import DEFAULT_STORAGE, ModelStore, make_optuna_storage, redact
@@ -435,8 +436,9 @@ def run_search(config: SearchConfig,
         return study
     context = multiprocessing.get_context("spawn")
     verbosity = optuna.logging.get_verbosity()
+    ctrl_c = not ctrl_c_ignored()  # read before supervise ignores it as it starts the workers
     workers = {  # the fingerprint checked against the study above: a worker does not hash the data again
-        i: context.Process(target=_worker_process, args=(config, i, verbosity, task.fingerprint))
+        i: context.Process(target=_worker_process, args=(config, i, verbosity, task.fingerprint, ctrl_c))
         for i in range(1, config.n_jobs)
     }
     threads = torch.get_num_threads()  # worker 0 is this process: its share is for the search only
@@ -566,14 +568,16 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
         printer.close(study)
 
 
-def _worker_process(config: SearchConfig, worker: int, verbosity: int, fingerprint: str | None = None) -> None:
+def _worker_process(config: SearchConfig, worker: int, verbosity: int, fingerprint: str | None = None,
+                    ctrl_c: bool = True) -> None:
     """A spawned worker: optuna logs as in the parent (whose experimental warnings were shown
     there), and Ctrl-C, which a terminal sends to every worker, ends it without a traceback;
     the parent reports the interruption. SIGTERM (a job scheduler's, or the parent's stopping
     it) is handled as Ctrl-C is: its running trial is failed at once, not left RUNNING until
     its heartbeat has been silent for the grace period, and it exits 143. It stops with its
     parent, even one killed by SIGKILL. ``fingerprint``: the task's data fingerprint as the
-    parent computed it (see :func:`_worker_task`)."""
+    parent computed it (see :func:`_worker_task`). ``ctrl_c``: False where the parent ignored
+    Ctrl-C (``cmd &`` in a script): this worker ignores it too, as its parent does."""
     stop_with_parent()
     import threading
 
@@ -588,7 +592,8 @@ def _worker_process(config: SearchConfig, worker: int, verbosity: int, fingerpri
     # process group got one) while it exits must not kill it, which would say it left a trial
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        take_ctrl_c()  # it started with Ctrl-C ignored, as it imported what its work needs
+        if ctrl_c:
+            take_ctrl_c()  # it started with Ctrl-C ignored, as it imported what its work needs
         with sigterm_interrupts():
             run_worker(config, worker, task=_worker_task(config, fingerprint))
     except KeyboardInterrupt as interrupt:  # optuna failed the running trial, as it raised

@@ -133,9 +133,17 @@ def _ctrl_c_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
+def ctrl_c_ignored() -> bool:
+    """Whether this process ignores SIGINT, as one started by ``cmd &`` in a script does: its
+    workers, which :func:`supervise` starts with SIGINT ignored whatever this says, keep it
+    ignored then (they did before supervise ignored it), rather than :func:`take_ctrl_c`."""
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
 def take_ctrl_c() -> None:
     """Have Ctrl-C raise KeyboardInterrupt in this worker, which :func:`supervise` started with
-    SIGINT ignored; a worker entry point calls it where it catches KeyboardInterrupt."""
+    SIGINT ignored; a worker entry point calls it where it catches KeyboardInterrupt, unless its
+    parent ignored Ctrl-C (:func:`ctrl_c_ignored`, which the parent passes it)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 

@@ -125,12 +125,12 @@ def test_a_ctrl_c_to_a_worker_still_starting_prints_no_traceback(tmp_path: Path,
     assert (died, started[1].exitcode) == ([], 0)
 
 
-def _search_worker_interrupted(config, worker: int, verbosity: int, fingerprint=None) -> None:
+def _search_worker_interrupted(config, worker: int, verbosity: int, fingerprint=None, ctrl_c: bool = True) -> None:
     """Stands in for nas.study._worker_process: the real one, its trials a Ctrl-C."""
     import nas.study
 
     nas.study.run_worker = _interrupt_myself
-    nas.study._worker_process(config, worker, verbosity, fingerprint)
+    nas.study._worker_process(config, worker, verbosity, fingerprint, ctrl_c)
 
 
 def test_a_search_worker_takes_ctrl_c_back_as_it_starts(sqlite_url: str, no_data, monkeypatch) -> None:
@@ -146,6 +146,40 @@ def test_a_search_worker_takes_ctrl_c_back_as_it_starts(sqlite_url: str, no_data
     assert [exit_.exitcode for exit_ in died.value.exits] == [130]
 
 
+def _ctrl_c_to_me(config, worker: int = 0, task=None) -> None:
+    """Stands in for nas.study.run_worker in a worker: the terminal's Ctrl-C to its group reaches it."""
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)  # where a Ctrl-C taken back arrives as KeyboardInterrupt
+
+
+def _search_worker_given_ctrl_c(config, worker: int, verbosity: int, *rest) -> None:
+    """Stands in for nas.study._worker_process: the real one, its trials a Ctrl-C to it."""
+    import nas.study
+
+    nas.study.run_worker = _ctrl_c_to_me
+    nas.study._worker_process(config, worker, verbosity, *rest)
+
+
+def test_a_search_started_with_ctrl_c_ignored_keeps_it_ignored_in_its_workers(
+    sqlite_url: str, no_data, monkeypatch,
+) -> None:
+    """`metanas search --n-jobs 2 ... &` in a script starts it with SIGINT ignored. Before: its
+    workers took Ctrl-C back regardless, so a terminal's Ctrl-C left the parent running but
+    ended its workers, 'worker 1 (pid P) exited on SIGINT (code 130)', and the search with
+    WorkersDied."""
+    import nas.study
+    from nas.study import SearchConfig, run_search
+
+    monkeypatch.setattr(nas.study, "run_worker", _no_trial_finished)  # worker 0, in this process
+    monkeypatch.setattr(nas.study, "_worker_process", _search_worker_given_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run_search(SearchConfig("cora", space="nasbench-graph", evaluator="table", n_trials=4, n_jobs=2,
+                                storage=sqlite_url, verbose=False))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Refused(RuntimeError):
     pass
 
@@ -159,12 +193,12 @@ def _terminate_myself(config, worker: int = 0, task=None) -> None:
     time.sleep(30)  # the signal arrives here
 
 
-def _sleeping_worker(config, worker: int, verbosity: int, fingerprint=None) -> None:
+def _sleeping_worker(config, worker: int, verbosity: int, fingerprint=None, ctrl_c: bool = True) -> None:
     """Stands in for a worker still starting (importing torch): SIGTERM's default action ends it."""
     time.sleep(30)
 
 
-def _worker_deaf_to_sigterm(config, worker: int, verbosity: int, fingerprint=None) -> None:
+def _worker_deaf_to_sigterm(config, worker: int, verbosity: int, fingerprint=None, ctrl_c: bool = True) -> None:
     """Stands in for a worker stuck in a trial: only SIGKILL ends it. Says when it is so by
     creating the file $TEST_WORKER_DEAF."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -246,13 +280,13 @@ def test_a_search_stopped_by_a_signal_exits_128_plus_its_number(
     assert capsys.readouterr().err.splitlines() == [f"metanas: {stopped}; {SEARCH_KEPT}"]
 
 
-def _search_worker_killed_at_start(config, worker: int, verbosity: int, fingerprint=None) -> None:
+def _search_worker_killed_at_start(config, worker: int, verbosity: int, fingerprint=None, ctrl_c: bool = True) -> None:
     """Stands in for nas.study._worker_process: worker 1 is killed before it takes a trial."""
     if worker == 1:
         _kill_myself()
     from nas.study import _worker_process
 
-    _worker_process(config, worker, verbosity, fingerprint)
+    _worker_process(config, worker, verbosity, fingerprint, ctrl_c)
 
 
 def test_search_with_a_killed_worker_finishes_and_exits_1(sqlite_url: str, no_data, monkeypatch, capsys) -> None:
@@ -407,25 +441,27 @@ def _sleep_as_trials(config, worker: int = 0, task=None) -> None:
     time.sleep(120)
 
 
-def _search_worker_sleeping(config, worker: int, verbosity: int, fingerprint=None) -> None:
+def _search_worker_sleeping(config, worker: int, verbosity: int, fingerprint=None, ctrl_c: bool = True) -> None:
     """Stands in for nas.study._worker_process: the real one, whose trials are a sleep."""
     import nas.study
 
     nas.study.run_worker = _sleep_as_trials
-    nas.study._worker_process(config, worker, verbosity, fingerprint)
+    nas.study._worker_process(config, worker, verbosity, fingerprint, ctrl_c)
 
 
-def _search_worker_sleeping_without_prctl(config, worker: int, verbosity: int, fingerprint=None) -> None:
+def _search_worker_sleeping_without_prctl(config, worker: int, verbosity: int, fingerprint=None,
+                                          ctrl_c: bool = True) -> None:
     """As :func:`_search_worker_sleeping`, where the kernel cannot signal a parent's death and
     ``os.getppid()`` stays the dead parent's pid (as on Windows): only the parent's sentinel
     says it died."""
     workers._signal_on_parent_death = lambda signum: False
     parent = os.getppid()
     os.getppid = lambda: parent
-    _search_worker_sleeping(config, worker, verbosity, fingerprint)
+    _search_worker_sleeping(config, worker, verbosity, fingerprint, ctrl_c)
 
 
-def _search_worker_started_after_its_parent_died(config, worker: int, verbosity: int, fingerprint=None) -> None:
+def _search_worker_started_after_its_parent_died(config, worker: int, verbosity: int, fingerprint=None,
+                                                 ctrl_c: bool = True) -> None:
     """As :func:`_search_worker_sleeping`, whose parent is killed before the real worker starts."""
     import nas.study
 
@@ -434,7 +470,7 @@ def _search_worker_started_after_its_parent_died(config, worker: int, verbosity:
     while os.getppid() == parent:
         time.sleep(0.05)
     nas.study.run_worker = lambda *args, **kwargs: time.sleep(120)
-    nas.study._worker_process(config, worker, verbosity, fingerprint)
+    nas.study._worker_process(config, worker, verbosity, fingerprint, ctrl_c)
 
 
 def _running(pid: int) -> bool:
@@ -627,12 +663,12 @@ def _hold_trials(hold: str) -> None:
     nas.study.Objective._evaluate = held
 
 
-def _held_search_worker(config, worker: int, verbosity: int, fingerprint=None) -> None:
+def _held_search_worker(config, worker: int, verbosity: int, fingerprint=None, ctrl_c: bool = True) -> None:
     """Stands in for nas.study._worker_process: the real one, its trials held as the parent's."""
     import nas.study
 
     _hold_trials(os.environ["TEST_HOLD_FILE"])
-    nas.study._worker_process(config, worker, verbosity, fingerprint)
+    nas.study._worker_process(config, worker, verbosity, fingerprint, ctrl_c)
 
 
 def _search_args(url: str, n_jobs: int) -> list[str]:
