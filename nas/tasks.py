@@ -210,15 +210,25 @@ def writable_family_root(root: Path, info: DatasetInfo) -> Path:
 
     If ``root/<folder>/<name>/raw`` (a ``pyg:`` class's: :func:`raw_folders`) exists but cannot
     be written next to, its raw files are copied to ``cache_dir()/mirror/<folder>/<name>/raw``
-    (once) and the mirror is returned.
+    (once) and the mirror is returned. A ``SOURCE`` file beside each mirrored ``raw`` records
+    the raw folder it was copied from; another root's raw folder of the same name is mirrored
+    apart, under ``cache_dir()/mirror/by-source/<key of its family root>/<folder>``.
     """
     family_root = root / info.folder
     raws = [raw for raw in raw_folders(family_root, info) if raw.is_dir()]
     if not raws or all(_can_write(raw.parent) for raw in raws):
         return family_root
+    from storage.store import replace_atomically
+
     mirror_root = cache_dir() / "mirror" / info.folder
+    if any(_mirrored_from(mirror_root / raw.relative_to(family_root)) not in (None, str(raw.resolve()))
+           for raw in raws):
+        mirror_root = cache_dir() / "mirror" / "by-source" / _path_key(family_root) / info.folder
     for raw in raws:
         mirror_raw = mirror_root / raw.relative_to(family_root)
+        if _mirrored_from(mirror_raw) is None:  # new, or made before mirrors recorded it
+            mirror_raw.parent.mkdir(parents=True, exist_ok=True)
+            replace_atomically(mirror_raw.with_name("SOURCE"), str(raw.resolve()).encode())
         if not mirror_raw.is_dir():
             tmp = mirror_raw.with_name(f"raw.tmp{os.getpid()}")
             shutil.copytree(raw, tmp, dirs_exist_ok=True)
@@ -227,6 +237,13 @@ def writable_family_root(root: Path, info: DatasetInfo) -> Path:
             except OSError:  # another process finished the copy first
                 shutil.rmtree(tmp, ignore_errors=True)
     return mirror_root
+
+
+def _mirrored_from(mirror_raw: Path) -> str | None:
+    """The raw folder ``mirror_raw`` was copied from, as its ``SOURCE`` file records it; None
+    where there is none (not mirrored yet, or mirrored before mirrors recorded it)."""
+    source = mirror_raw.with_name("SOURCE")
+    return source.read_text() if source.is_file() else None
 
 
 def raw_folders(family_root: Path, info: DatasetInfo) -> list[Path]:
@@ -271,14 +288,16 @@ def processing_lock(dataset_dir: Path) -> FileLock:
     file (``EOFError`` from ``torch.load``). The lock file lives under ``cache_dir()/locks``,
     named by the folder's resolved path, so a read-only data root needs no write access.
     """
-    import hashlib
-
     from filelock import FileLock
 
-    key = hashlib.sha256(str(dataset_dir.resolve()).encode()).hexdigest()[:24]
     locks = cache_dir() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(locks / f"{dataset_dir.name}-{key}.lock"))
+    return FileLock(str(locks / f"{dataset_dir.name}-{_path_key(dataset_dir)}.lock"))
+
+
+def _path_key(folder: Path) -> str:
+    """A short key naming ``folder`` by its resolved path."""
+    return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:24]
 
 
 def _load_pyg_dataset(name: str, root: Path) -> Dataset:

@@ -219,6 +219,49 @@ def test_a_read_only_root_is_mirrored_and_planted_processed_files_refused(cache,
         os.chmod(folder, stat.S_IRWXU)
 
 
+def test_two_read_only_roots_of_one_name_each_give_their_own_data(cache, monkeypatch, tmp_path) -> None:
+    """Before: every read-only root shared cache/mirror/<Class>/<name>, copied once, so a second
+    read-only root holding other raw files under the same name loaded the first root's data. A
+    mirror records the raw folder it was copied from; another root's is mirrored apart."""
+    _fake_classes(monkeypatch)
+    folders = {features: tmp_path / f"ro{features}" / "ToyNodes" / "toy_set" for features in (4, 6)}
+    for features, folder in folders.items():
+        graph = _node_graph()
+        _write(folder, [{**graph, "x": [[1.0] * features for _ in graph["x"]]}])
+        os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        for _ in range(2):  # the mirrors, once made, are each reused for their own root
+            for features, folder in folders.items():
+                assert load_task("pyg:ToyNodes:Toy-Set", root=folder.parent.parent).num_features == features
+        first = cache / "mirror" / "ToyNodes" / "toy_set"  # the first root's, where it always was
+        assert (first / "SOURCE").read_text() == str((folders[4] / "raw").resolve())
+    finally:
+        for folder in folders.values():
+            os.chmod(folder, stat.S_IRWXU)
+
+
+def test_a_mirror_made_before_mirrors_recorded_their_source_is_reused_in_place(
+    cache, monkeypatch, tmp_path
+) -> None:
+    """A mirror with no SOURCE (made before mirrors recorded one) is reused where it is, not
+    processed again, and records the root reusing it."""
+    _fake_classes(monkeypatch)
+    folder = tmp_path / "ro" / "ToyNodes" / "toy_set"
+    _write(folder, [_node_graph()])
+    os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        load_task("pyg:ToyNodes:Toy-Set", root=tmp_path / "ro").num_features
+        mirror = cache / "mirror" / "ToyNodes" / "toy_set"
+        (mirror / "SOURCE").unlink()
+        processed = (mirror / "processed" / "data.pt").stat().st_mtime_ns
+        assert load_task("pyg:ToyNodes:Toy-Set", root=tmp_path / "ro").num_features == 4
+        assert (mirror / "processed" / "data.pt").stat().st_mtime_ns == processed
+        assert (mirror / "SOURCE").read_text() == str((folder / "raw").resolve())
+        assert not (cache / "mirror" / "by-source").exists()
+    finally:
+        os.chmod(folder, stat.S_IRWXU)
+
+
 def test_a_missing_pyg_dataset_offline_names_the_folder_and_leaves_none(cache, monkeypatch, tmp_path) -> None:
     import torch_geometric.datasets as pyg_datasets
 
