@@ -427,6 +427,23 @@ def test_a_search_runs_on_a_data_task_of_pygs_karate_club(sqlite_url: str) -> No
     assert study.best_trial.user_attrs["test_acc"] >= 0.0
 
 
+def _searched_once(data_by_name: dict, sqlite_url: str) -> list:
+    """A one-trial search of a DataTask of each named data, each asserted COMPLETE; the tasks."""
+    import optuna
+
+    from nas.study import SearchConfig, run_search
+    from nas.tasks import DataTask
+
+    tasks = []
+    for name, data in data_by_name.items():
+        task = DataTask(data, name)
+        run_search(SearchConfig(task, n_trials=1, epochs=1, storage=sqlite_url, verbose=False))
+        study = optuna.load_study(study_name=f"{name}-gnn-tpe-train", storage=sqlite_url)
+        assert [t.state.name for t in study.trials] == ["COMPLETE"], study.trials[0].user_attrs
+        tasks.append(task)
+    return tasks
+
+
 #: node features as users hand them over: numpy's float64, float64 mixed with float32, one-hot int64
 X_NOT_FLOAT32 = {
     "float64": lambda i, nodes: torch.from_numpy(np.random.default_rng(i).random((nodes, 4))),
@@ -442,22 +459,14 @@ def test_a_data_task_of_features_not_float32_is_searched_leaving_the_callers_gra
     """Before: a DataTask of graphs with float64 x (torch.from_numpy), or int64 x, was accepted,
     but every trial failed ('expected scalar type Float but found Double', graph and node
     tasks alike; int64: "result type Float can't be cast to the desired output type Long")."""
-    import optuna
     from torch_geometric.data import Data
-
-    from nas.study import SearchConfig, run_search
-    from nas.tasks import DataTask
 
     ring = torch.tensor([[0, 1, 2, 1, 2, 0], [1, 2, 0, 0, 1, 2]])
     graphs = [Data(x=x_of(i, 3), edge_index=ring, y=torch.tensor([i % 2])) for i in range(20)]
     nodes = torch.arange(30)
     graph = Data(x=x_of(1, 30), edge_index=torch.stack([nodes, (nodes + 1) % 30]), y=nodes % 2)
     given = [g.x for g in [*graphs, graph]]
-    for name, data in [("rings", graphs), ("ring", graph)]:
-        task = DataTask(data, name)
-        run_search(SearchConfig(task, n_trials=1, epochs=1, storage=sqlite_url, verbose=False))
-        study = optuna.load_study(study_name=f"{name}-gnn-tpe-train", storage=sqlite_url)
-        assert [t.state.name for t in study.trials] == ["COMPLETE"], study.trials[0].user_attrs
+    for task in _searched_once({"rings": graphs, "ring": graph}, sqlite_url):
         assert (task.data if task.level == "node" else task.dataset[0]).x.dtype == torch.float32
     assert all(g.x is x for g, x in zip([*graphs, graph], given))  # the caller's x, its dtype kept
 
@@ -478,11 +487,9 @@ def test_a_data_task_of_integer_labels_not_int64_is_searched_leaving_the_callers
     """Before: a DataTask of graphs whose y were int32 (graph 5's int16), int16 or int8 was
     accepted, but every trial failed ('expected target dtype to be Long or Byte, but got Int'),
     graph and node tasks alike. Their y are cast to int64 in the task's graphs only."""
-    import optuna
     from torch_geometric.data import Data
 
-    from nas.study import SearchConfig, run_search
-    from nas.tasks import DataTask, Float32Features
+    from nas.tasks import Float32Features
 
     featureless = dtype_of(0) == torch.int16
     ring = torch.tensor([[0, 1, 2, 1, 2, 0], [1, 2, 0, 0, 1, 2]])
@@ -492,11 +499,7 @@ def test_a_data_task_of_integer_labels_not_int64_is_searched_leaving_the_callers
     graph = Data(x=torch.rand(30, 4), edge_index=torch.stack([nodes, (nodes + 1) % 30]),
                  y=(nodes % 2).to(dtype_of(0)))
     given = [g.y for g in [*graphs, graph]]
-    for name, data in [("rings", graphs), ("ring", graph)]:
-        task = DataTask(data, name)
-        run_search(SearchConfig(task, n_trials=1, epochs=1, storage=sqlite_url, verbose=False))
-        study = optuna.load_study(study_name=f"{name}-gnn-tpe-train", storage=sqlite_url)
-        assert [t.state.name for t in study.trials] == ["COMPLETE"], study.trials[0].user_attrs
+    for task in _searched_once({"rings": graphs, "ring": graph}, sqlite_url):
         assert (task.data if task.level == "node" else task.dataset[5]).y.dtype == torch.int64
     assert all(g.y is y for g, y in zip([*graphs, graph], given))  # the caller's y, its dtype kept
     assert [g.y.dtype for g in graphs[4:6]] == [dtype_of(4), dtype_of(5)]
