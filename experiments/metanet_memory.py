@@ -29,7 +29,6 @@ Writes ``experiments/results/metanet_memory_pruning.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import signal
 import subprocess
@@ -112,13 +111,14 @@ def _pruning_child(dataset: str, space: str, architecture: dict[str, Any], hidde
     import torch
 
     import metanets.pruning.metanet as pruning
+    from nas.cli import prune_metanet_config
     from nas.prune import task_loss
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     task, model, inputs = _network(dataset, space, architecture)
     args = _prune_metanet_args(dataset, hidden, layers)
-    config = _command_config(args)
+    config = prune_metanet_config(args)
     loss = task_loss(task, args.batch_size)
     held: dict[str, Any] = {}
 
@@ -158,16 +158,6 @@ def _prune_metanet_args(dataset: str, hidden: int | None = None,
     return build_parser().parse_args(
         ["prune-metanet", "--dataset", dataset, "--out", "unused",
          *(text for flag, value in flags.items() if value is not None for text in (flag, str(value)))])
-
-
-def _command_config(args: argparse.Namespace) -> Any:
-    """The ``MetanetTrainConfig`` of the command's flags (each field from its flag of that
-    name, the others at their defaults)."""
-    from metanets.pruning.metanet import MetanetTrainConfig
-
-    return MetanetTrainConfig(**{field.name: getattr(args, field.name)
-                                 for field in dataclasses.fields(MetanetTrainConfig)
-                                 if hasattr(args, field.name)})
 
 
 def _peak_bytes() -> int:
@@ -315,10 +305,11 @@ def _pruning_estimate(spec: dict[str, Any]) -> dict[str, Any]:
     """The network's edges and the refusal's estimate of a step on it, without training."""
     from metanets.graphs import to_parameter_graph
     from metanets.pruning.metanet import step_bytes
+    from nas.cli import prune_metanet_config
 
     _, model, inputs = _network(spec["dataset"], spec["space"], spec["architecture"])
     edges = int(to_parameter_graph(model, inputs).num_edges)
-    config = _command_config(_prune_metanet_args(spec["dataset"], spec["hidden"], spec["layers"]))
+    config = prune_metanet_config(_prune_metanet_args(spec["dataset"], spec["hidden"], spec["layers"]))
     return {"edges": edges, "estimate_bytes": step_bytes(edges, config)}
 
 

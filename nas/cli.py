@@ -1382,8 +1382,18 @@ def _add_prune_metanet(commands: Any) -> None:
     p.set_defaults(handler=cmd_prune_metanet)
 
 
-def cmd_prune_metanet(args: argparse.Namespace) -> int:
+def prune_metanet_config(args: argparse.Namespace) -> Any:
+    """The ``MetanetTrainConfig`` that ``metanas prune-metanet``'s flags ``args`` ask for
+    (``experiments/metanet_memory.py --fit pruning`` measures the command with it)."""
     from metanets.pruning.metanet import MetanetTrainConfig
+
+    return MetanetTrainConfig(lam=args.lam, penalty=args.penalty, fraction=args.fraction,
+                              pruned_weight=args.pruned_weight, distill=args.distill,
+                              preserve_norm=args.preserve_norm, steps=args.steps, lr=args.lr,
+                              hidden=args.hidden, layers=args.layers, seed=args.seed)
+
+
+def cmd_prune_metanet(args: argparse.Namespace) -> int:
     from nas.prune import MetanetJob, train_prune_metanet
     from nas.rerun import found_metanet, training_flags
 
@@ -1397,10 +1407,7 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit} must be >= 1")
     _require_counts(args, "batch_size", "state_every")
-    config = MetanetTrainConfig(lam=args.lam, penalty=args.penalty, fraction=args.fraction,
-                                pruned_weight=args.pruned_weight, distill=args.distill,
-                                preserve_norm=args.preserve_norm, steps=args.steps, lr=args.lr,
-                                hidden=args.hidden, layers=args.layers, seed=args.seed)
+    config = prune_metanet_config(args)
     if _already_trained(args, found_metanet(args.out), "pruning metanetwork"):
         return 0
     state = metanet_state(args.out)
