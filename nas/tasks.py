@@ -941,9 +941,9 @@ def with_node_features(dataset: Dataset) -> Dataset:
     graphs with positions ``pos`` too: only a ``pyg:`` class's meshes get their positions as
     features, as their faces' edges are made (:func:`~nas.pyg_classes.with_mesh_edges`); and
     whose features are float32 (:func:`with_float32_features`), the dtype the networks take."""
+    dataset = with_float32_features(dataset)
     if dataset.num_node_features:
-        return with_float32_features(dataset)
-    dataset = with_float32_features(dataset)  # no x: its labels' dtype alone
+        return dataset
     return _with_transform(dataset, DegreeFeatures(_max_degree(dataset)))
 
 
@@ -954,16 +954,19 @@ def with_float32_features(dataset: Dataset) -> Dataset:
     ('expected scalar type Float but found Double'). Its integer labels ``y`` that cross-entropy
     does not take (:func:`_labels_to_cast`: int32, int16, int8) are cast to int64 there too: every
     trial failed ('expected target dtype to be Long or Byte, but got Int'). An in-memory
-    dataset without a transform gets its collated storage cast once
-    (:func:`_with_float32_storage`); any other a transform that casts each graph as it is read
-    (:class:`Float32Features`)."""
+    dataset without a transform gets its collated storage cast once, in a shallow copy with no
+    graphs cached from the caller's (the caller's dataset keeps its storage and cache; cast as
+    each graph is read, a PROTEINS-sized float64 task trained 15-25% slower per epoch); any
+    other a transform that casts each graph as it is read (:class:`Float32Features`)."""
     storage = _collated_storage(dataset)
     if storage is None:
         return _with_transform(dataset, Float32Features())
-    x = storage.get("x")
-    if (x is None or x.dtype == torch.float32) and not _labels_to_cast(storage.get("y")):
+    cast = _float32_cast(storage)
+    if cast is storage:
         return dataset
-    return _with_float32_storage(dataset, storage)
+    dataset = copy.copy(dataset)
+    dataset._data, dataset._data_list = cast, None
+    return dataset
 
 
 def _labels_to_cast(y: Any) -> bool:
@@ -974,20 +977,20 @@ def _labels_to_cast(y: Any) -> bool:
             and y.dtype not in (torch.int64, torch.uint8, torch.bool))
 
 
-def _with_float32_storage(dataset: Dataset, storage: Data) -> Dataset:
-    """A shallow copy of the in-memory ``dataset`` whose collated ``storage`` is a shallow copy
-    with ``x`` cast to float32 and ``y`` to int64 (:func:`_labels_to_cast`), and no graphs
-    cached from the caller's (the caller's dataset keeps its storage and cache): cast once, not
-    as each graph is read (a PROTEINS-sized float64 task trained 15-25% slower per epoch with
-    :class:`Float32Features`)."""
-    dataset = copy.copy(dataset)
-    dataset._data = copy.copy(storage)
-    if storage.get("x") is not None:
-        dataset._data.x = storage.x.float()
-    if _labels_to_cast(storage.get("y")):
-        dataset._data.y = storage.y.long()
-    dataset._data_list = None
-    return dataset
+def _float32_cast(data: Data) -> Data:
+    """``data`` when its ``x`` is float32 (or absent) and its labels need no cast
+    (:func:`_labels_to_cast`), else a shallow copy of it with ``x`` cast to float32 and ``y`` to
+    int64 where they need it."""
+    x, y = data.get("x"), data.get("y")
+    cast_x, cast_y = x is not None and x.dtype != torch.float32, _labels_to_cast(y)
+    if not (cast_x or cast_y):
+        return data
+    data = copy.copy(data)
+    if cast_x:
+        data.x = x.float()
+    if cast_y:
+        data.y = y.long()
+    return data
 
 
 def _with_transform(dataset: Dataset, transform: Any) -> Dataset:
@@ -1038,16 +1041,7 @@ class Float32Features:
     it is."""
 
     def __call__(self, data: Data) -> Data:
-        x, y = data.get("x"), data.get("y")
-        cast_x, cast_y = x is not None and x.dtype != torch.float32, _labels_to_cast(y)
-        if not (cast_x or cast_y):
-            return data
-        data = copy.copy(data)
-        if cast_x:
-            data.x = x.float()
-        if cast_y:
-            data.y = y.long()
-        return data
+        return _float32_cast(data)
 
     def __repr__(self) -> str:
         return "Float32Features()"
