@@ -439,12 +439,12 @@ def with_official_train_test(train: Dataset, test: Dataset) -> Dataset:
 def _joined(parts: list[Dataset], split: dict[str, torch.Tensor]) -> Dataset:
     """The graphs of ``parts``, in order, in one in-memory dataset whose ``official_split`` is
     ``split`` (each split's indices among them)."""
-    dataset = _in_memory([graph for part in parts for graph in part])
+    dataset = in_memory([graph for part in parts for graph in part])
     dataset.official_split = {key: split[key] for key in SPLITS}
     return dataset
 
 
-def _in_memory(graphs: list[Data]) -> Dataset:
+def in_memory(graphs: list[Data]) -> Dataset:
     """``graphs`` collated into one in-memory dataset."""
     from torch_geometric.data import InMemoryDataset
 
@@ -468,7 +468,7 @@ def with_mesh_edges(dataset: Dataset) -> Dataset:
     from torch_geometric.transforms import FaceToEdge
 
     face_to_edge = FaceToEdge()
-    meshes = _in_memory([_mesh_as_graph(face_to_edge(graph)) for graph in dataset])
+    meshes = in_memory([_mesh_as_graph(face_to_edge(graph)) for graph in dataset])
     split = getattr(dataset, "official_split", None)
     if split is not None:
         meshes.official_split = split

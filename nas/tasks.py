@@ -35,7 +35,8 @@ from torch import Tensor
 
 from nas.pyg_classes import (
     PYG_FORM, PYG_NAME_PATTERN, PYG_ONE_FOLDER_FOR_ALL_NAMES, PYG_PREFIX, canonical_pyg_name,
-    has_official_split, module_attribute, pyg_class, pyg_class_dataset, pyg_parts, with_mesh_edges,
+    has_official_split, in_memory, module_attribute, pyg_class, pyg_class_dataset, pyg_parts,
+    with_mesh_edges,
 )
 from nas.splits import (
     GRAPH_SPLIT, MASKS, SPLITS, check_split_sizes, given_split, graph_labels, stratified_split,
@@ -720,7 +721,7 @@ def _as_dataset(data: Any, name: str) -> Dataset:
     refused when a graph has no edges (:func:`check_edges`), or, before a list is collated, when
     its graphs are not alike (:func:`check_graphs_alike`): PyG's collate fails with a bare
     ``KeyError`` or size error on such a graph, or drops from all graphs a key the first lacks."""
-    from torch_geometric.data import Data, Dataset, InMemoryDataset
+    from torch_geometric.data import Data, Dataset
 
     if isinstance(data, Dataset):
         check_edges(data, name)
@@ -731,9 +732,7 @@ def _as_dataset(data: Any, name: str) -> Dataset:
                         f"PyG Dataset, got {type(data).__name__}")
     check_edges(graphs, name)
     check_graphs_alike(graphs, name)
-    dataset = InMemoryDataset()
-    dataset._data, dataset.slices = InMemoryDataset.collate(graphs)
-    return dataset
+    return in_memory(graphs)
 
 
 def _data_level(dataset: Dataset, level: str | None, name: str) -> str:
