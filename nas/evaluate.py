@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from nas.export import PRUNED_KEY, load_exported, read_export
+from nas.export import check_fits, load_exported, read_export, recorded_dataset
 from nas.tasks import load_task, resolve_dataset
 
 
@@ -51,15 +51,6 @@ class Evaluation:
                 "macs": self.macs, "params": self.params}
 
 
-def recorded_dataset(document: dict[str, Any]) -> str | None:
-    """The dataset an export's model was last trained on: a pruned model's fine-tuning dataset,
-    else the ``dataset`` it records (None where it records none)."""
-    pruned = document.get(PRUNED_KEY)
-    named = pruned.get("dataset") if isinstance(pruned, dict) else None
-    named = named or document.get("dataset")
-    return named if isinstance(named, str) and named else None
-
-
 def dataset_to_evaluate(job: EvaluateJob, recorded: str | None) -> str:
     """The canonical name of ``job.dataset``, else of ``recorded``; ``ValueError`` naming the
     bad value and the choices, or saying that the export records no dataset metanas loads."""
@@ -75,28 +66,6 @@ def dataset_to_evaluate(job: EvaluateJob, recorded: str | None) -> str:
         raise ValueError(f"{spec} records dataset {recorded!r}, which metanas does not load by "
                          f"name (a model searched on data held in memory, a DataTask, whose "
                          f"split is not recorded): pass --dataset NAME; {error}") from None
-
-
-def check_fits(document: dict[str, Any], task: Any, trained_on: str | None) -> None:
-    """``ValueError`` naming both datasets' dimensions when ``task`` is of another level, or
-    has other input features or classes, than the model ``document`` describes (an export's
-    ``level``, ``in_channels`` and ``out_channels``), trained on ``trained_on``: the check of
-    ``metanas evaluate``, ``prune`` and ``prune-metanet``."""
-    model = (document["level"], document["in_channels"], document["out_channels"])
-    data = (task.level, task.num_features, task.num_classes)
-    if model != data:
-        trained = repr(trained_on) if trained_on else "a dataset the export does not record"
-        raise ValueError(f"dataset {task.name!r} ({_dimensions(*data)}) does not fit the model "
-                         f"trained on {trained} ({_dimensions(*model)})")
-
-
-def _dimensions(level: str, features: int, classes: int) -> str:
-    unit = "channel" if level == "image" else "feature"
-    return f"{level} level, {_count(features, 'input ' + unit)}, {_count(classes, 'class')}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("s") else f"{n} {noun}s"
 
 
 def run_evaluate(job: EvaluateJob) -> Evaluation:

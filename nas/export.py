@@ -283,3 +283,34 @@ def _load_weights(model: nn.Module, state: dict[str, Tensor], path: Path) -> Non
         raise ChecksumError(f"{path} does not hold the weights of the model {SPEC_FILE} describes "
                             f"({mismatch[0].strip()}): the file is damaged or another model's; "
                             f"export the model again") from None
+
+
+def recorded_dataset(document: dict[str, Any]) -> str | None:
+    """The dataset an export's model was last trained on: a pruned model's fine-tuning dataset,
+    else the ``dataset`` it records (None where it records none)."""
+    pruned = document.get(PRUNED_KEY)
+    named = pruned.get("dataset") if isinstance(pruned, dict) else None
+    named = named or document.get("dataset")
+    return named if isinstance(named, str) and named else None
+
+
+def check_fits(document: dict[str, Any], task: Any, trained_on: str | None) -> None:
+    """``ValueError`` naming both datasets' dimensions when ``task`` is of another level, or
+    has other input features or classes, than the model ``document`` describes (an export's
+    ``level``, ``in_channels`` and ``out_channels``), trained on ``trained_on``: the check of
+    ``metanas evaluate``, ``prune`` and ``prune-metanet``."""
+    model = (document["level"], document["in_channels"], document["out_channels"])
+    data = (task.level, task.num_features, task.num_classes)
+    if model != data:
+        trained = repr(trained_on) if trained_on else "a dataset the export does not record"
+        raise ValueError(f"dataset {task.name!r} ({_dimensions(*data)}) does not fit the model "
+                         f"trained on {trained} ({_dimensions(*model)})")
+
+
+def _dimensions(level: str, features: int, classes: int) -> str:
+    unit = "channel" if level == "image" else "feature"
+    return f"{level} level, {_count(features, 'input ' + unit)}, {_count(classes, 'class')}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("s") else f"{n} {noun}s"

@@ -14,9 +14,9 @@ from metanets.pruning.core import check_speedup, largest_speedup
 from metanets.pruning.errors import UnreachableSpeedupError
 from metanets.pruning.pipeline import PruneOutcome, prune_and_finetune, resolve_method
 from metanets.pruning.shapes import pruned_attributes
-from nas.evaluate import check_fits, recorded_dataset
 from nas.export import (
-    PRUNED_KEY, build_module, check_export_folder, export_model, load_exported, read_export,
+    PRUNED_KEY, build_module, check_export_folder, check_fits, export_model, load_exported,
+    read_export, recorded_dataset,
 )
 from nas.tasks import dataset_info, load_task, resolve_dataset
 from nas.train import TrainConfig
@@ -61,7 +61,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     fit the model, a speed-up that is no finite number above 1, and one the model cannot reach
     (image and node tasks, :data:`DATA_FREE_LEVELS`; a graph task's is refused once it is
     loaded, before any pruning); a task of another level, input features or classes than the
-    model is refused naming both (:func:`nas.evaluate.check_fits`) once it is loaded, before
+    model is refused naming both (:func:`nas.export.check_fits`) once it is loaded, before
     any pruning."""
     check_speedup(job.speedup)
     method = resolve_method(job.method)

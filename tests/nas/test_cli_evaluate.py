@@ -205,7 +205,7 @@ def test_bad_input_is_refused_naming_it(case: str, extra: list[str], code: int, 
 
 
 def test_dimensions_in_refusals_are_counted_in_words_that_agree_with_the_number():
-    from nas.evaluate import _dimensions
+    from nas.export import _dimensions
 
     assert _dimensions("image", 1, 10) == "image level, 1 input channel, 10 classes"
     assert _dimensions("node", 1433, 1) == "node level, 1433 input features, 1 class"

@@ -1,6 +1,6 @@
 """``metanas prune`` and ``prune-metanet`` refuse a dataset whose level, input features or
 classes are not the model's, naming both, as ``metanas evaluate`` does (one check,
-:func:`nas.evaluate.check_fits`), before anything is pruned or trained and with nothing written
+:func:`nas.export.check_fits`), before anything is pruned or trained and with nothing written
 to ``--out``. Before, they compared level and classes only: prune of a MUTAG export (7 input
 features) on PROTEINS (3) failed inside the model with torch's bare 'mat1 and mat2 shapes cannot
 be multiplied (2415x3 and 7x16)', exit 1."""
