@@ -81,7 +81,7 @@ def run_evaluate(job: EvaluateJob) -> Evaluation:
     document = read_export(folder)
     trained_on = recorded_dataset(document)
     name = dataset_to_evaluate(job, trained_on)
-    model = load_exported(folder)
+    model = load_exported(folder, document)
     task = load_task(name, job.data_root)  # split as a search splits it (seed 0)
     check_fits(document, task, trained_on)
     metrics = evaluate(model, task, job.device)

@@ -223,12 +223,14 @@ def read_export(folder: str | Path) -> dict[str, Any]:
     return document
 
 
-def load_exported(folder: str | Path) -> nn.Module:
+def load_exported(folder: str | Path, document: dict[str, Any] | None = None) -> nn.Module:
     """Rebuild an exported model with its weights, in eval mode for inference (as
-    :func:`load_trial_model`); call ``.train()`` on it to train it further."""
+    :func:`load_trial_model`); call ``.train()`` on it to train it further. ``document``: the
+    folder's ``architecture.json`` as :func:`read_export` read it (None: read here), so that
+    a caller that checked the spec loads the model of that spec, reading it once."""
     from storage.store import named_tensor_file, sha256
 
-    document = read_export(folder)
+    document = read_export(folder) if document is None else document
     model = build_module(document["space"], document["architecture"], document["in_channels"],
                          document["out_channels"], document["level"])
     spec_path, name = Path(folder) / SPEC_FILE, document.get(WEIGHTS_KEY)

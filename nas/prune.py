@@ -74,7 +74,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     check_export_folder(job.out, job.overwrite)
     document = read_export(job.model)
     check_prunable(document, job.model)
-    model = load_exported(job.model)
+    model = load_exported(job.model, document)
     transform = _transform(job.metanet, document, model, job.device) if method == "metanet" else None
     _refuse_unreachable(job, document, model)
     task = load_task(job.dataset, job.data_root)  # split as a search splits it (seed 0)
@@ -230,7 +230,8 @@ def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
     for folder in job.model_dirs:
         document = read_export(folder)
         check_prunable(document, folder)
-        networks.append((load_exported(folder), {**_shape(document), "source": str(folder)}))
+        module = load_exported(folder, document)
+        networks.append((module, {**_shape(document), "source": str(folder)}))
     if job.zoo:
         from metanets.zoo import build_module, completed_models
         from storage import ModelStore, reading_url

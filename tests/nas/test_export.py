@@ -239,3 +239,52 @@ def test_a_best_epoch_that_an_older_version_stored_as_a_float_is_shown_as_an_int
         assert main([command, "--storage", sqlite_url, "--study", "old", "--json"]) == 0
         shown = json.loads(capsys.readouterr().out)
         assert repr((shown[0] if command == "trials" else shown)["best_epoch"]) == "17"
+
+
+def _spec_reads(monkeypatch: pytest.MonkeyPatch, folder: Path) -> list[Path]:
+    """The reads of ``folder``'s architecture.json from now on (a list that grows)."""
+    reads, read_text = [], Path.read_text
+
+    def counted(path: Path, *args, **kwargs) -> str:
+        if path == folder / SPEC_FILE:
+            reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    return reads
+
+
+class _Measured(Exception):
+    """Raised where a command has read its export and starts the slow part (training)."""
+
+
+def _stop(*args, **kwargs) -> None:
+    raise _Measured
+
+
+@pytest.mark.parametrize("command", ["evaluate", "prune", "prune-metanet"])
+def test_each_command_reads_an_export_once(command: str, mnist_available, monkeypatch,
+                                           tmp_path: Path) -> None:
+    """evaluate, prune and prune-metanet read and parsed architecture.json twice (read_export,
+    then load_exported): their checks and the model they load could come from two specs of an
+    export replaced in between."""
+    import metanets.pruning.metanet
+    import metanets.pruning.pipeline
+    import nas.prune
+    from nas.evaluate import EvaluateJob, run_evaluate
+    from nas.prune import MetanetJob, PruneJob, run_prune, train_prune_metanet
+
+    folder = tmp_path / "model"
+    _export(folder, seed=0, trial=0)
+    monkeypatch.setattr(metanets.pruning.pipeline, "evaluate", _stop)
+    monkeypatch.setattr(nas.prune, "prune_and_finetune", _stop)
+    monkeypatch.setattr(metanets.pruning.metanet, "fit_pruning_metanet", _stop)
+    reads = _spec_reads(monkeypatch, folder)
+    with pytest.raises(_Measured):
+        if command == "evaluate":
+            run_evaluate(EvaluateJob(str(folder), "mnist"))
+        elif command == "prune":
+            run_prune(PruneJob(str(folder), "mnist", 1.5, str(tmp_path / "out")))
+        else:
+            train_prune_metanet(MetanetJob("mnist", str(tmp_path / "out"), (str(folder),)))
+    assert len(reads) == 1
