@@ -14,7 +14,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from nas.export import check_fits, load_exported, read_export, recorded_dataset
+from nas.export import (
+    check_fits, check_model_folder, load_exported, read_export, recorded_dataset,
+)
 from nas.tasks import load_task, resolve_dataset
 
 
@@ -74,10 +76,7 @@ def run_evaluate(job: EvaluateJob) -> Evaluation:
     from metanets.pruning.pipeline import evaluate, example_inputs
 
     folder = Path(job.model)
-    if not folder.is_dir():
-        what = "a file, not a folder" if folder.exists() else "no such folder"
-        raise FileNotFoundError(f"--model {job.model}: {what}; give an exported model's folder "
-                                f"(metanas export, prune or predict-params --out)")
+    check_model_folder(folder)
     document = read_export(folder)
     trained_on = recorded_dataset(document)
     name = dataset_to_evaluate(job, trained_on)

@@ -204,6 +204,16 @@ def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     return trials[number]
 
 
+def check_model_folder(folder: str | Path, option: str = "--model") -> None:
+    """``FileNotFoundError`` saying what ``folder`` (the command's ``option``) is when it is no
+    folder, missing or a file, rather than that it holds no ``architecture.json``."""
+    path = Path(folder)
+    if not path.is_dir():
+        what = "a file, not a folder" if path.exists() else "no such folder"
+        raise FileNotFoundError(f"{option} {folder}: {what}; give an exported model's folder "
+                                f"(metanas export, prune or predict-params --out)")
+
+
 def read_export(folder: str | Path) -> dict[str, Any]:
     """The ``architecture.json`` of an exported model (``FileNotFoundError`` naming it)."""
     path = Path(folder) / SPEC_FILE

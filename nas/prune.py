@@ -15,8 +15,8 @@ from metanets.pruning.errors import UnreachableSpeedupError
 from metanets.pruning.pipeline import PruneOutcome, prune_and_finetune, resolve_method
 from metanets.pruning.shapes import pruned_attributes
 from nas.export import (
-    PRUNED_KEY, build_module, check_export_folder, check_fits, export_model, load_exported,
-    read_export, recorded_dataset,
+    PRUNED_KEY, build_module, check_export_folder, check_fits, check_model_folder, export_model,
+    load_exported, read_export, recorded_dataset,
 )
 from nas.tasks import dataset_info, load_task, resolve_dataset
 from nas.train import TrainConfig
@@ -72,6 +72,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
         raise ValueError(f"--out {job.out!r} is the input model's folder; the input is never "
                          "overwritten")
     check_export_folder(job.out, job.overwrite)
+    check_model_folder(job.model)
     document = read_export(job.model)
     check_prunable(document, job.model)
     model = load_exported(job.model, document)
@@ -228,6 +229,7 @@ def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
     _check_zoo(job)
     networks = []
     for folder in job.model_dirs:
+        check_model_folder(folder, "--model-dir")
         document = read_export(folder)
         check_prunable(document, folder)
         module = load_exported(folder, document)

@@ -288,3 +288,26 @@ def test_each_command_reads_an_export_once(command: str, mnist_available, monkey
         else:
             train_prune_metanet(MetanetJob("mnist", str(tmp_path / "out"), (str(folder),)))
     assert len(reads) == 1
+
+
+@pytest.mark.parametrize("command, option", [("evaluate", "--model"), ("prune", "--model"),
+                                             ("prune-metanet", "--model-dir")])
+@pytest.mark.parametrize("what", ["no such folder", "a file, not a folder"])
+def test_each_command_refuses_a_model_that_is_no_folder_naming_it(
+    command: str, option: str, what: str, capsys, tmp_path: Path,
+) -> None:
+    """prune and prune-metanet said 'db/architecture.json not found' of a --model that is a
+    file (a storage's database, say), where evaluate said what it is."""
+    model = tmp_path / "model"
+    if what != "no such folder":
+        model.write_text("x")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    argv = {"evaluate": ["evaluate", "--model", str(model), "--dataset", "mutag"],
+            "prune": ["prune", "--model", str(model), "--dataset", "mutag", "--speedup", "2",
+                      "--out", str(tmp_path / "out")],
+            "prune-metanet": ["prune-metanet", "--model-dir", str(model), "--dataset", "mutag",
+                              "--out", str(tmp_path / "out")]}[command]
+    assert main([*argv, "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {option} {model}: {what}; give an exported model's folder" in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
