@@ -230,7 +230,18 @@ def read_export(folder: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} lacks {', '.join(map(repr, missing))} (an export records "
                          f"{', '.join(map(repr, SPEC_KEYS[:-1]))} and {SPEC_KEYS[-1]!r}): "
                          f"export the model again")
+    _check_channels(document, path)
     return document
+
+
+def _check_channels(document: dict[str, Any], path: Path) -> None:
+    """``ValueError`` naming the spec ``path`` when its ``in_channels`` or ``out_channels`` is
+    no positive integer (a spec edited by hand), not the error of the layer built with it."""
+    for key in ("in_channels", "out_channels"):
+        value = document[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{path} records {key} {value!r}, not a positive integer: export "
+                             f"the model again")
 
 
 def load_exported(folder: str | Path, document: dict[str, Any] | None = None) -> nn.Module:

@@ -165,6 +165,8 @@ def _other_models_weights_unchecked(folder: Path) -> None:
     ("spec not json", [], 2, "{model}/architecture.json is not JSON"),
     ("spec without level", [], 2, "{model}/architecture.json lacks 'level' (an export records "
                                   "'space', 'architecture', 'in_channels', 'out_channels' and 'level')"),
+    ("spec of text channels", [], 2, "{model}/architecture.json records in_channels '1', not a "
+                                     "positive integer: export the model again"),
     ("damaged weights", [], 1, "{model}/model.safetensors does not match the SHA-256 in architecture.json"),
     ("damaged unchecked weights", [], 1, "{model}/model.safetensors is damaged, not a safetensors file"),
     ("unchecked weights of another model", [], 1, "{model}/model.safetensors does not hold the "
@@ -191,6 +193,9 @@ def test_bad_input_is_refused_naming_it(case: str, extra: list[str], code: int, 
             spec = read_export(model)
             del spec["level"]
             (model / "architecture.json").write_text(json.dumps(spec))
+        elif case == "spec of text channels":
+            spec = read_export(model)
+            (model / "architecture.json").write_text(json.dumps({**spec, "in_channels": "1"}))
         elif case == "damaged weights":
             _flip_last_byte(model)
         elif case == "damaged unchecked weights":
