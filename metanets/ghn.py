@@ -740,15 +740,56 @@ class GraphHyperNetwork(nn.Module):
             ) from error
         if "config" not in header:
             raise ValueError(f"{resolved} is not a metanas GHN checkpoint (no config metadata)")
-        ghn = cls(GHNConfig.from_dict(json.loads(header["config"])))
-        ghn.load_state_dict(load_file(str(resolved)))
-        ghn.metadata = json.loads(header.get("metadata", "{}"))
+        try:
+            config = GHNConfig.from_dict(_json_object(header["config"], "config"))
+        except (TypeError, ValueError) as error:  # missing fields, values of another type
+            why = error if isinstance(error, _HeaderError) else f"its config is unusable ({error})"
+            raise ValueError(f"{resolved} is not a usable GHN checkpoint: {why}") from None
+        ghn = cls(config)
+        _check_tensors(ghn, load_file(str(resolved)), resolved)
+        try:
+            ghn.metadata = _json_object(header.get("metadata", "{}"), "metadata")
+        except _HeaderError as error:
+            raise ValueError(f"{resolved} is not a usable GHN checkpoint: {error}") from None
         return ghn.to(device).eval()
 
     def extra_repr(self) -> str:
         c = self.config
         return (f"space={c.space}, dataset={c.dataset}, hidden={c.hidden}, rank={c.rank}, "
                 f"rounds={c.rounds}, params={sum(p.numel() for p in self.parameters())}")
+
+
+class _HeaderError(ValueError):
+    """A checkpoint's JSON header entry that is no JSON object."""
+
+
+def _json_object(text: str, entry: str) -> dict[str, Any]:
+    """The JSON object of a checkpoint's header ``entry``; :class:`_HeaderError` saying what it
+    is instead."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise _HeaderError(f"its {entry} is not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise _HeaderError(f"its {entry} is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _check_tensors(ghn: GraphHyperNetwork, tensors: dict[str, Tensor], path: Path) -> None:
+    """Load ``tensors`` into ``ghn``; ``ValueError`` naming ``path`` and the tensors its config
+    lacks, does not know or needs in another shape (load_state_dict's error lists every key)."""
+    own = ghn.state_dict()
+    missing, unexpected = sorted(own.keys() - tensors.keys()), sorted(tensors.keys() - own.keys())
+    if missing or unexpected:
+        parts = [f"{label} tensors {', '.join(map(repr, names[:3]))}"
+                 + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+                 for label, names in (("missing", missing), ("unexpected", unexpected)) if names]
+        raise ValueError(f"{path} holds no GHN of its config: {'; '.join(parts)}")
+    for name, tensor in own.items():
+        if tensors[name].shape != tensor.shape:
+            raise ValueError(f"{path} holds no GHN of its config: tensor {name!r} has shape "
+                             f"{tuple(tensors[name].shape)}, its config needs {tuple(tensor.shape)}")
+    ghn.load_state_dict(tensors)
 
 
 def _op_normalise(w: Tensor, log_gain: Tensor, fan_in: int) -> Tensor:

@@ -291,6 +291,45 @@ def test_a_pickle_checkpoint_is_refused(tmp_path: Path) -> None:
         GraphHyperNetwork.load(path)
 
 
+def _checkpoint_with(path: Path, tensors: dict[str, torch.Tensor], **header: str) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=header)
+    return path
+
+
+@pytest.mark.parametrize("tensors, header, says", [
+    ({"a": torch.zeros(2)}, {"config": json.dumps({"in_channels": 3, "out_channels": 2})},
+     r"holds no GHN of its config: missing tensors 'basis', 'class_table', 'decoder.0.bias', "
+     r"\.\.\. \(30 in all\); unexpected tensors 'a'$"),
+    (None, {"config": "not json"}, r"its config is not JSON \(Expecting value"),
+    (None, {"config": "[1, 2]"}, r"its config is a JSON list, not an object"),
+    (None, {"config": json.dumps({"out_channels": 2})}, r"its config is unusable \(.*in_channels"),
+    (None, {"config": json.dumps({"in_channels": "many", "out_channels": 2})},
+     r"its config is unusable \(.*'many'"),
+    ("shape", None, r"tensor 'feature_table' has shape \(6, 8\), its config needs \(6, 32\)"),
+    (None, {"metadata": "{broken"}, r"its metadata is not JSON"),
+])
+def test_a_foreign_or_damaged_checkpoint_is_refused_naming_the_file(
+    tmp_path: Path, tensors, header, says: str,
+) -> None:
+    """Safetensors files that hold no GHN of their own config (another program's, a config or
+    metadata damaged by hand) are refused naming the file and what is wrong, as a ValueError
+    (exit 2 in the CLI): before, a raw load_state_dict RuntimeError listing 30 missing keys
+    (exit 1), json's 'Expecting value: line 1 column 1 (char 0)' or 'unknown GHN config
+    fields [1, 2]', none naming the file."""
+    ghn = _ghn()
+    good = {"config": json.dumps(ghn.config.to_dict()), "metadata": "{}", "format": "1"}
+    own = {k: v.contiguous() for k, v in ghn.state_dict().items()}
+    if tensors == "shape":  # a checkpoint of rank 8 under a config saying rank 32
+        header = {**good, "config": json.dumps({**ghn.config.to_dict(), "rank": 32})}
+        tensors = own
+    path = _checkpoint_with(tmp_path / "other.safetensors", own if tensors is None else tensors,
+                            **{**good, **header})
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + says):
+        GraphHyperNetwork.load(path)
+
+
 def test_unknown_pretrained_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="could not resolve pretrained hypernetwork 'nope'"):
         resolve_checkpoint("pretrained:nope")
