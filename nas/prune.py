@@ -54,9 +54,9 @@ DATA_FREE_LEVELS: tuple[str, ...] = ("image", "node")
 def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     """Prune, fine-tune and export; returns the outcome and the written folder.
 
-    An ``out`` that is the input model's folder is refused (``ValueError``), and one that
-    already holds files (``FileExistsError``) unless ``job.overwrite``, before anything is
-    pruned (:func:`nas.export.check_export_folder`); so are, before the task is loaded, a model
+    An ``out`` that is the input model's folder or inside it is refused (``ValueError``), and
+    one that already holds files (``FileExistsError``) unless ``job.overwrite``, before anything
+    is pruned (:func:`nas.export.check_export_folder`); so are, before the task is loaded, a model
     of a space that cannot be pruned, a metanetwork for another method, one that does not
     fit the model, a speed-up that is no finite number above 1, and one the model cannot reach
     (image and node tasks, :data:`DATA_FREE_LEVELS`; a graph task's is refused once it is
@@ -68,9 +68,7 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     if job.metanet is not None and method != "metanet":
         raise ValueError(f"--metanet is read by --method metanet only, not {method!r}: drop "
                          "it or pass --method metanet")
-    if Path(job.out).resolve() == Path(job.model).resolve():
-        raise ValueError(f"--out {job.out!r} is the input model's folder; the input is never "
-                         "overwritten")
+    _refuse_out_in_model(job)
     check_export_folder(job.out, job.overwrite)
     check_model_folder(job.model)
     document = read_export(job.model)
@@ -86,6 +84,18 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     outcome = prune_and_finetune(model, task, job.speedup, method, config, transform, job.seed)
     folder = _export(job, document, outcome)
     return outcome, folder
+
+
+def _refuse_out_in_model(job: PruneJob) -> None:
+    """``ValueError`` when ``job.out`` is the input model's folder or a folder inside it: the
+    input folder is never modified."""
+    model, out = Path(job.model).resolve(), Path(job.out).resolve()
+    if out == model:
+        raise ValueError(f"--out {job.out!r} is the input model's folder; the input is never "
+                         "overwritten")
+    if model in out.parents:
+        raise ValueError(f"--out {job.out!r} is inside the input model's folder {job.model!r}, "
+                         f"which is never modified: choose a folder outside it")
 
 
 def _refuse_unreachable(job: PruneJob, document: dict[str, Any], model: Any) -> None:

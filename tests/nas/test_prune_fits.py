@@ -69,3 +69,21 @@ def test_prune_metanet_refuses_a_zoo_of_other_input_features_naming_both(monkeyp
     assert ("dataset 'cora' (node level, 1433 input features, 7 classes) does not fit the model "
             "trained on 'citeseer' (node level, 3703 input features, 7 classes)") in err
     assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("out", ["model", "model/pruned", "model/a/b", "link"])
+def test_prune_refuses_an_out_in_the_input_folder(out: str, monkeypatch, capsys,
+                                                  tmp_path: Path) -> None:
+    """The input folder is never modified (README): an --out inside it (model/pruned) was
+    written there, two files more in the input's folder, where --out model was refused."""
+    import nas.prune
+
+    monkeypatch.setattr(nas.prune, "prune_and_finetune", _never)
+    model = _export_gnn(tmp_path / "model", "node", 1433, 7, "cora")
+    (tmp_path / "link").symlink_to(model)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["prune", "--model", str(model), "--dataset", "cora", "--speedup", "1.5",
+                 "--device", "cpu", "--out", str(tmp_path / out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(tmp_path / out)!r} is " in err and "input model's folder" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
