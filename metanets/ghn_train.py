@@ -327,21 +327,20 @@ def train_hypernet(
     """Train a GHN for ``task`` over architectures of ``space`` (see the module docstring).
 
     Args:
-        state: training-state file (see :func:`save_training_state`), written at the log steps
-            every ``state_every`` steps and at the last step. If it exists, the run resumes from
+        state: training-state file (see :func:`save_training_state`), written every
+            ``state_every`` steps and at the last step. If it exists, the run resumes from
             it and continues exactly as an uninterrupted run would (same GHN, history and kept
             state); it must hold a run of the same ``config`` (the device may differ).
-        state_every: steps between training-state writes (a multiple of ``config.log_every``).
+        state_every: steps between training-state writes (any step: the state holds the
+            loss and accuracy summed since the last log step).
 
     Raises:
-        ValueError: ``state`` holds another run's state, or ``state_every`` is not a multiple
-            of ``config.log_every``.
+        ValueError: ``state`` holds another run's state, or ``state_every`` is below 1.
     """
     from torch.func import functional_call
 
-    if state is not None and (state_every < 1 or state_every % config.log_every):
-        raise ValueError(f"state_every {state_every} must be a positive multiple of log_every "
-                         f"{config.log_every} (the state is written at log steps)")
+    if state is not None and state_every < 1:
+        raise ValueError(f"state_every must be >= 1, got {state_every}")
     if config.spatial and task.level != "image":
         raise ValueError(f"spatial (--spatial) reads the feature-map size of image networks; "
                          f"{task.name!r} is a {task.level}-level task, whose networks have none")
@@ -369,7 +368,6 @@ def train_hypernet(
     run = _Run(rng=random.Random(config.seed))
     if state is not None and Path(state).exists():
         run = load_training_state(state, config, pool, ghn, optimizer, schedule, cache, batches)
-    window_loss, window_acc, window_n = 0.0, 0.0, 0
     start = time.perf_counter() - run.seconds
     for step in range(run.step + 1, config.steps + 1):
         optimizer.zero_grad(set_to_none=True)
@@ -388,18 +386,18 @@ def train_hypernet(
             if config.param_decay:
                 loss = loss + config.param_decay / 2 * sum(p.square().sum() for p in params.values())
             total = total + loss / config.archs_per_step
-            window_acc += float((logits.argmax(-1) == target).float().mean())
-            window_n += 1
+            run.window_acc += float((logits.argmax(-1) == target).float().mean())
+            run.window_n += 1
         if not torch.isfinite(total):
             raise FloatingPointError(f"GHN training loss became {float(total)} at step {step}")
         total.backward()
         nn.utils.clip_grad_norm_(ghn.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
-        window_loss += float(total.detach()) * config.archs_per_step
+        run.window_loss += float(total.detach()) * config.archs_per_step
         if step % config.log_every == 0 or step == config.steps:
-            entry = {"step": step, "loss": window_loss / window_n, "train_acc": window_acc / window_n,
-                     "seconds": time.perf_counter() - start}
+            entry = {"step": step, "loss": run.window_loss / run.window_n,
+                     "train_acc": run.window_acc / run.window_n, "seconds": time.perf_counter() - start}
             if config.select_every and (step % config.select_every == 0 or step == config.steps):
                 score = _selection_score(ghn, pool[:config.select_archs], cache, batches,
                                          config.select_items)
@@ -411,10 +409,10 @@ def train_hypernet(
             run.history.append(entry)
             if log is not None:
                 log(step, entry)
-            window_loss, window_acc, window_n = 0.0, 0.0, 0
-            if state is not None and (step % state_every == 0 or step == config.steps):
-                run.step, run.seconds = step, time.perf_counter() - start
-                save_training_state(state, config, pool, ghn, optimizer, schedule, cache, batches, run)
+            run.window_loss, run.window_acc, run.window_n = 0.0, 0.0, 0
+        if state is not None and (step % state_every == 0 or step == config.steps):
+            run.step, run.seconds = step, time.perf_counter() - start
+            save_training_state(state, config, pool, ghn, optimizer, schedule, cache, batches, run)
     if run.best_state is not None:
         ghn.load_state_dict(run.best_state)
     ghn.eval()
@@ -441,6 +439,9 @@ class _Run:
     step: int = 0                      # last finished step
     seconds: float = 0.0               # training time up to ``step``
     resumed_from: int = 0
+    window_loss: float = 0.0           # summed since the last log step, as the next entry reports
+    window_acc: float = 0.0
+    window_n: int = 0
 
 
 def _comparable(config: HypernetTrainConfig) -> dict[str, Any]:
@@ -478,6 +479,7 @@ def save_training_state(
         "built": sorted(index[key] for key in cache.entries),
         "rng": run.rng.getstate(), "param_groups": param_groups,
         "schedule": schedule.state_dict(),
+        "window": [run.window_loss, run.window_acc, run.window_n],
     }
     write_state_file(path, tensors, meta)
 
@@ -516,9 +518,11 @@ def load_training_state(
     rng = random.Random()
     rng.setstate((version, tuple(internal), gauss))
     best = {k: v.to(device) for k, v in part("best.").items()} if meta["has_best"] else None
+    window_loss, window_acc, window_n = meta.get("window", (0.0, 0.0, 0))  # older: at log steps
     return _Run(rng=rng, order=[pool[i] for i in meta["order"]], history=meta["history"],
                 best_score=meta["best_score"], best_state=best, best_step=meta["best_step"],
-                step=meta["step"], seconds=meta["seconds"], resumed_from=meta["step"])
+                step=meta["step"], seconds=meta["seconds"], resumed_from=meta["step"],
+                window_loss=window_loss, window_acc=window_acc, window_n=window_n)
 
 
 @torch.no_grad()

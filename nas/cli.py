@@ -1125,7 +1125,6 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         tile_width=args.tile_width, spatial=args.spatial,
         log_every=math.gcd(50, args.select_every) if args.select_every else 50,
     )
-    state_every = math.lcm(config.log_every, args.state_every)  # written at log steps
     state = hypernet_state(args.out)
 
     def log(step: int, entry: dict[str, float]) -> None:
@@ -1134,7 +1133,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
 
     if state.exists():
         print(f"resuming from the training state {state}", flush=True)
-    result = train_hypernet(space, task, config, log=log, state=state, state_every=state_every)
+    result = train_hypernet(space, task, config, log=log, state=state, state_every=args.state_every)
     path = result.ghn.save(args.out, {"train_hashes": result.train_hashes,
                                       "train_config": training_flags(args),
                                       "history": result.history, "kept_step": result.best_step})

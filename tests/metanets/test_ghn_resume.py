@@ -118,10 +118,44 @@ def test_a_damaged_or_foreign_state_file_is_refused_never_unpickled(tmp_path: Pa
         train_hypernet(space, task, CONFIG, state=state, state_every=4)
 
 
-def test_state_every_must_fall_on_log_steps(tmp_path: Path) -> None:
+def test_a_state_written_between_log_steps_resumes_to_the_same_result(tmp_path: Path) -> None:
+    """A state written at a step no log entry falls on (every 3 steps, logs every 2) carries the
+    loss and accuracy summed since the last log: the resumed run logs what the whole one did.
+    Before, state_every had to be a multiple of log_every, and the CLI rounded --state-every
+    up to one (--state-every 20 wrote the state every 100 steps)."""
     space, task = _setup("node")
-    with pytest.raises(ValueError, match="state_every 3 must be a positive multiple of log_every 2"):
-        train_hypernet(space, task, CONFIG, state=tmp_path / "s", state_every=3)
+    whole = train_hypernet(space, task, CONFIG)
+    state = tmp_path / "ghn.state"
+    with pytest.raises(_Killed):  # killed at step 10: its last state is step 9's
+        train_hypernet(space, task, CONFIG, log=_kill_at(10), state=state, state_every=3)
+    resumed = train_hypernet(space, task, CONFIG, state=state, state_every=3)
+    assert resumed.resumed_from == 9
+    strip = lambda history: [{k: v for k, v in e.items() if k != "seconds"} for e in history]  # noqa: E731
+    assert strip(resumed.history) == strip(whole.history)
+    ours, theirs = resumed.ghn.state_dict(), whole.ghn.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_hypernet_train_cli_writes_the_state_every_state_every_steps(
+    cora_available: None, tmp_path: Path, monkeypatch,
+) -> None:
+    """--state-every 2 with log lines every 50 steps: the state is written at steps 2, 4 and 6
+    (before: at the least common multiple of the two, step 50, here only at the last step), so
+    a run stopped at step 5 had kept nothing."""
+    import metanets.ghn_train as ghn_train
+    from nas.cli import main
+
+    written, save = [], ghn_train.save_training_state
+
+    def recording(*args, **kwargs) -> None:
+        written.append(args[-1].step)
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(ghn_train, "save_training_state", recording)
+    assert main(["hypernet", "train", "--dataset", "cora", "--out", str(tmp_path / "ghn.safetensors"),
+                 "--steps", "6", "--pool-size", "2", "--archs-per-step", "1", "--max-depth", "1",
+                 "--max-width", "16", "--state-every", "2"]) == 0
+    assert written == [2, 4, 6]
 
 
 def test_hypernet_train_cli_resumes_a_killed_run_and_refuses_other_flags(
