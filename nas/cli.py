@@ -85,6 +85,9 @@ def _kept_on_interrupt(args: argparse.Namespace) -> str:
     worth naming)."""
     command = (args.command, getattr(args, "hypernet_command", None) or getattr(args, "supernet_command", None)
                or getattr(args, "metanet_command", None))
+    if command == ("hypernet", "train") and not hypernet_state(args.out).exists():
+        return (f"no training state was written yet (the first at step "
+                f"{min(args.state_every, args.steps)}): the same command starts again")
     if command == ("hypernet", "train"):
         return f"the training state {hypernet_state(args.out)} is kept: the same command resumes from it"
     if command in (("metanet", "train"), ("prune-metanet", None)):

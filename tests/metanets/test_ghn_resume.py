@@ -194,3 +194,25 @@ def test_hypernet_train_cli_resumes_a_killed_run_and_refuses_other_flags(
     from metanets.ghn import GraphHyperNetwork
 
     assert len(GraphHyperNetwork.load(out).metadata["train_hashes"]) == 2
+
+
+def test_an_interrupt_before_the_first_state_says_nothing_is_kept(
+    cora_available: None, tmp_path: Path, monkeypatch, capsys,
+) -> None:
+    """Ctrl-C before the first training state was written: the closing line says the command
+    starts again (before: 'the training state ... is kept: the same command resumes from it',
+    with no such file)."""
+    import metanets.ghn_train as ghn_train
+    from nas.cli import main
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ghn_train, "train_hypernet", interrupted)
+    out = tmp_path / "ghn.safetensors"
+    assert main(["hypernet", "train", "--dataset", "cora", "--out", str(out), "--steps", "60",
+                 "--state-every", "20"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "metanas: interrupted; no training state was written yet (the first at step 20): the "
+        "same command starts again")
+    assert not Path(f"{out}.state").exists()
