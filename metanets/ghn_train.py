@@ -322,7 +322,7 @@ class _ArchCache:
 def train_hypernet(
     space: SearchSpace, task: Task, config: HypernetTrainConfig, log: Logger | None = None,
     ghn: GraphHyperNetwork | None = None, state: str | Path | None = None,
-    state_every: int = 500,
+    state_every: int = 500, resuming: Callable[[int], None] | None = None,
 ) -> HypernetTrainResult:
     """Train a GHN for ``task`` over architectures of ``space`` (see the module docstring).
 
@@ -333,6 +333,7 @@ def train_hypernet(
             state); it must hold a run of the same ``config`` (the device may differ).
         state_every: steps between training-state writes (any step: the state holds the
             loss and accuracy summed since the last log step).
+        resuming: called with the state's step once ``state`` is read and accepted.
 
     Raises:
         ValueError: ``state`` holds another run's state, or ``state_every`` is below 1.
@@ -368,6 +369,8 @@ def train_hypernet(
     run = _Run(rng=random.Random(config.seed))
     if state is not None and Path(state).exists():
         run = load_training_state(state, config, pool, ghn, optimizer, schedule, cache, batches)
+        if resuming is not None:
+            resuming(run.step)
     start = time.perf_counter() - run.seconds
     for step in range(run.step + 1, config.steps + 1):
         optimizer.zero_grad(set_to_none=True)

@@ -1134,9 +1134,11 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         print(f"step {step:5d}  loss {entry['loss']:.4f}  train acc {entry['train_acc']:.3f}  "
               f"{entry['seconds']:.0f}s", flush=True)
 
-    if state.exists():
-        print(f"resuming from the training state {state}", flush=True)
-    result = train_hypernet(space, task, config, log=log, state=state, state_every=args.state_every)
+    def resuming(step: int) -> None:  # said once the state is accepted, not before it is refused
+        print(f"resuming from the training state {state} at step {step}", flush=True)
+
+    result = train_hypernet(space, task, config, log=log, state=state, state_every=args.state_every,
+                            resuming=resuming)
     path = result.ghn.save(args.out, {"train_hashes": result.train_hashes,
                                       "train_config": training_flags(args),
                                       "history": result.history, "kept_step": result.best_step})

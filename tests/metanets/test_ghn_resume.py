@@ -186,10 +186,12 @@ def test_hypernet_train_cli_resumes_a_killed_run_and_refuses_other_flags(
     monkeypatch.setattr(ghn_train, "_selection_score", score)
     capsys.readouterr()
     assert main([*argv, "--lr", "1e-3"]) == 2
-    assert "holds the state of a GHN training with lr 0.002, not 0.001" in capsys.readouterr().err
+    refused = capsys.readouterr()
+    assert "holds the state of a GHN training with lr 0.002, not 0.001" in refused.err
+    assert "resuming" not in refused.out  # it said "resuming from the training state", then refused it
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"resuming from the training state {state}" in printed and "resumed at step 2" in printed
+    assert f"resuming from the training state {state} at step 2" in printed and "resumed at step 2" in printed
     assert not state.exists()
     from metanets.ghn import GraphHyperNetwork
 
