@@ -1030,7 +1030,7 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
 
         document = read_export(folder)
         _check_metanet_dataset(metadata, document.get("dataset", ""), f"model {folder}")
-        module = load_exported(folder)
+        module = load_exported(folder, document)
         graph = network_graph(module, document["level"], document["in_channels"],
                               document.get("dataset", ""), model.config.kernel_width)
         networks = [_probed(module, document, model.config)] if model.config.probes else None

@@ -267,3 +267,34 @@ def test_a_limit_that_is_no_number_of_runs_is_refused(limit, tmp_path) -> None:
 
     with pytest.raises(ValueError, match=f"limit must be a number of runs >= 1 \\(None: all\\), got {limit}"):
         load_zoo(f"sqlite:///{tmp_path / 'z.db'}", "zoo", limit=limit)
+
+
+def test_metanet_predict_reads_an_export_once(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    """metanet predict --model-dir read and parsed architecture.json twice (read_export, then
+    load_exported): the dataset it checked and the network it predicted for could come from two
+    specs of an export replaced in between."""
+    from pathlib import Path
+
+    from metanets.gmn import GMN, GMNConfig, save_gmn
+    from nas.cli import main
+    from nas.export import SPEC_FILE, export_model
+
+    arch = CNNArchitecture(widths=(4, 6), kernel_size=5, norm="batch", residual=True)
+    exported = tmp_path / "exported"
+    export_model(exported, space="cnn", spec=json.loads(arch.to_json()), in_channels=1,
+                 out_channels=10, level="image", state_dict=_cnn(0).state_dict(),
+                 metadata={"dataset": "mnist14"})
+    save_gmn(GMN(GMNConfig(hidden=8, layers=1, kernel_width=25)), tmp_path / "gmn",
+             {"target": "test_acc", "datasets": ["mnist14"]})
+    reads, read_text = [], Path.read_text
+
+    def counted(path: Path, *args, **kwargs) -> str:  # noqa: ANN002, ANN003
+        if path == exported / SPEC_FILE:
+            reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    assert main(["metanet", "predict", "--model", str(tmp_path / "gmn"), "--model-dir",
+                 str(exported), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert isinstance(row["prediction"], float) and len(reads) == 1
