@@ -8,17 +8,24 @@ group keeping at least one channel, in small steps until the measured MACs reach
 
 MACs: half the FLOPs ``torch.utils.flop_counter`` counts for one forward pass on the example
 inputs: dense matrix products and convolutions; normalisation, activations and message passing's
-scatter operations are not counted (for a GNN the dense products dominate).
+scatter operations are not counted (for a GNN the dense products dominate). While pruning, the
+MACs of each pruned copy are counted from its weights' shapes instead (:class:`WeightMacs`,
+the same numbers without a forward pass), where every counted product multiplies by one
+weight (Linear and convolution weights, ARMA's weight tensors).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from metanets.pruning.errors import UnreachableSpeedupError
 from nas.train import kept_modes
@@ -48,15 +55,67 @@ class PruneResult:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, inputs: tuple[Any, ...]) -> int:
-    """Multiply-accumulates of one forward pass (see the module docstring)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+def count_macs(model: nn.Module, inputs: tuple[Any, ...], *under: TorchDispatchMode) -> int:
+    """Multiply-accumulates of one forward pass (see the module docstring); the ``under``
+    modes see every operation the counter runs."""
     counter = FlopCounterMode(display=False)
-    with kept_modes(model), counter:
+    with kept_modes(model), contextlib.ExitStack() as modes:
+        for mode in under:
+            modes.enter_context(mode)
+        modes.enter_context(counter)
         model.eval()
         model(*inputs)
     return int(counter.get_total_flops()) // 2
+
+
+class _WeightProducts(TorchDispatchMode):
+    """Entered before a :class:`FlopCounterMode`, which runs every operation through it: every
+    product the counter counts with one weight of ``model`` among its arguments (a parameter of
+    two or more dimensions: biases are added, not multiplied), as ``(weight path, positions)``
+    where the product costs positions x the weight's elements MACs (a Linear's input rows,
+    batch x output pixels of a convolution)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.weights = {p.untyped_storage().data_ptr(): (path, p.numel())
+                        for path, p in model.named_parameters() if p.dim() >= 2 and p.numel()}
+        self.calls: list[tuple[str, int]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            macs = formula(*args, **kwargs, out_val=out) // 2
+            owners = {self.weights.get(t.untyped_storage().data_ptr())
+                      for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)} - {None}
+            if len(owners) == 1 and macs % next(iter(owners))[1] == 0:
+                path, size = owners.pop()
+                self.calls.append((path, macs // size))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightMacs:
+    """MACs of a model and of its pruned copies from their weights' shapes, without a forward
+    pass: every product of the forward pass on the example inputs with one weight among its
+    arguments costs its positions (a Linear's input rows, batch x output pixels of a
+    convolution) times the weight's elements; pruning narrows the weights and leaves the
+    positions. It equals :func:`count_macs` where such products are all the forward pass
+    counts (:func:`pruning_macs` checks)."""
+
+    calls: tuple[tuple[str, int], ...]  # (weight path, positions) per product, in call order
+
+    def __call__(self, model: nn.Module) -> int:
+        return sum(positions * model.get_parameter(path).numel() for path, positions in self.calls)
+
+
+def counted_by_weights(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[int, WeightMacs]:
+    """:func:`count_macs` of ``model``, and the :class:`WeightMacs` of the same forward pass
+    (short of the count by the MACs of products without exactly one weight)."""
+    products = _WeightProducts(model)
+    macs = count_macs(model, inputs, products)
+    return macs, WeightMacs(tuple(products.calls))
 
 
 def count_params(model: nn.Module) -> int:
@@ -127,14 +186,33 @@ def largest_speedup(model: nn.Module, inputs: tuple[Any, ...]) -> float:
     not change the MACs)."""
     backend = backend_for(model, inputs)
     sizes = [len(s) for s in backend.scores(model)]
-    return count_macs(model, inputs) / max(_smallest_macs(backend, model, sizes, inputs), 1)
+    return count_macs(model, inputs) / max(count_macs(_smallest(backend, model, sizes), inputs), 1)
 
 
-def _smallest_macs(backend: Any, model: nn.Module, sizes: list[int], inputs: tuple[Any, ...]) -> int:
-    """MACs of a copy of ``model`` with every group (of ``sizes`` channels) at one channel."""
+def _smallest(backend: Any, model: nn.Module, sizes: list[int]) -> nn.Module:
+    """A copy of ``model`` with every group (of ``sizes`` channels) at one channel."""
     smallest = copy.deepcopy(model)
     backend.apply(smallest, [torch.arange(1, n) for n in sizes])
-    return count_macs(smallest, inputs)
+    return smallest
+
+
+#: ``measure(model) -> MACs`` of a model on the example inputs of one pruning run
+Measure = Callable[[nn.Module], int]
+
+
+def pruning_macs(
+    backend: Any, model: nn.Module, sizes: list[int], inputs: tuple[Any, ...],
+) -> tuple[int, int, Measure]:
+    """MACs of ``model`` and of its copy with every group at one channel (both counted by
+    :func:`count_macs`), and the counter of the pruned copies in between: :class:`WeightMacs`
+    where it gives both numbers (every product has a weight, and pruning changed no product's
+    positions), :func:`count_macs` otherwise."""
+    before, weights = counted_by_weights(model, inputs)
+    smallest_model = _smallest(backend, model, sizes)
+    smallest = count_macs(smallest_model, inputs)
+    if weights(model) == before and weights(smallest_model) == smallest:
+        return before, smallest, weights
+    return before, smallest, lambda pruned: count_macs(pruned, inputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,16 +224,16 @@ class _Pruned:
     macs: int
 
 
-def _without(backend: Any, state: _Pruned, channel: tuple[int, int], inputs: tuple[Any, ...]) -> _Pruned:
+def _without(backend: Any, state: _Pruned, channel: tuple[int, int], measure: Measure) -> _Pruned:
     """A copy of ``state`` with one more ``(group, channel)`` removed."""
     model, alive = copy.deepcopy(state.model), [list(a) for a in state.alive]
     backend.apply(model, _positions([channel], alive))
-    return _Pruned(model, alive, count_macs(model, inputs))
+    return _Pruned(model, alive, measure(model))
 
 
 def _last_step(
     backend: Any, short: _Pruned, order: list[tuple[int, int]], removed: int,
-    inputs: tuple[Any, ...], most_macs: float,
+    measure: Measure, most_macs: float,
 ) -> tuple[_Pruned, int]:
     """``short`` (the first ``removed`` channels of ``order`` gone, above ``most_macs``) taken
     to the target one channel at a time, least important first; the channel that reaches it is
@@ -166,13 +244,13 @@ def _last_step(
     the number of channels removed."""
     state = short
     for index in range(removed, len(order)):
-        step = _without(backend, state, order[index], inputs)
+        step = _without(backend, state, order[index], measure)
         if step.macs <= most_macs:
             groups = {order[index][0]}
             for channel in order[index + 1:]:  # the least important channel of each other group
                 if channel[0] not in groups:
                     groups.add(channel[0])
-                    other = _without(backend, state, channel, inputs)
+                    other = _without(backend, state, channel, measure)
                     if step.macs < other.macs <= most_macs:
                         step = other
             return step, index + 1
@@ -209,8 +287,8 @@ def prune_model(
     backend = backend_for(model, inputs)
     scores = channel_scores(backend, model, importance, seed)
     sizes = [len(s) for s in scores]
-    before = count_macs(model, inputs)
-    smallest = max(_smallest_macs(backend, model, sizes, inputs), 1)
+    before, smallest, measure = pruning_macs(backend, model, sizes, inputs)
+    smallest = max(smallest, 1)
     if speedup > before / smallest:  # before a pass that would end there
         raise UnreachableSpeedupError(speedup, before / smallest)
     # at the largest speed-up itself, before / (before / smallest) can round below smallest
@@ -225,10 +303,10 @@ def prune_model(
         short = _Pruned(copy.deepcopy(pruned), [list(a) for a in alive], macs)
         backend.apply(pruned, _positions(batch, alive))
         removed += len(batch)
-        macs = count_macs(pruned, inputs)
+        macs = measure(pruned)
     # the loop ran at least once: a target above 1 that one channel per group reaches leaves
     # channels to remove (else UnreachableSpeedupError above)
-    last, removed = _last_step(backend, short, order, removed - len(batch), inputs, most_macs)
+    last, removed = _last_step(backend, short, order, removed - len(batch), measure, most_macs)
     pruned, alive, macs = last.model, last.alive, last.macs
     layers = backend.layer_order(model)  # widths are reported input to output
     return PruneResult(
