@@ -349,9 +349,10 @@ def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
     :data:`PYG_DEFAULTS_PASSED` (WikiCS's ``is_undirected=True``); a class with official splits
     is built once per split and their graphs joined: :data:`PYG_SPLITS`' once per ``split``
     value (:func:`with_official_split`), :data:`PYG_TRAIN_SPLITS`' with ``train`` True and
-    False (:func:`with_official_train_test`). A NAME the class refuses (an ``assert``) is a
-    ``ValueError``, as is processing that needs a package not installed
-    (:func:`_missing_package`)."""
+    False (:func:`with_official_train_test`). Its graphs are those searched: meshes are given
+    their faces' edges as they are collated (:func:`with_mesh_edges`), once. A NAME the class
+    refuses (an ``assert``) is a ``ValueError``, as is processing that needs a package not
+    installed (:func:`_missing_package`)."""
     import traceback
 
     from torch_geometric import datasets as pyg_datasets
@@ -367,7 +368,7 @@ def pyg_class_dataset(name: str, class_root: Path) -> Dataset:
             if class_name in PYG_TRAIN_SPLITS:
                 return with_official_train_test(make(train=True), make(train=False))
             if values is None:
-                return make()
+                return with_mesh_edges(make())
             return with_official_split({split: make(split=value)
                                         for split, value in zip(SPLITS, values)})
     except AssertionError as error:
@@ -438,8 +439,9 @@ def with_official_train_test(train: Dataset, test: Dataset) -> Dataset:
 
 def _joined(parts: list[Dataset], split: dict[str, torch.Tensor]) -> Dataset:
     """The graphs of ``parts``, in order, in one in-memory dataset whose ``official_split`` is
-    ``split`` (each split's indices among them)."""
-    dataset = in_memory([graph for part in parts for graph in part])
+    ``split`` (each split's indices among them); meshes given their faces' edges as they are
+    collated (:func:`_as_searched`), so that they are collated once."""
+    dataset = in_memory(_as_searched([graph for part in parts for graph in part]))
     dataset.official_split = {key: split[key] for key in SPLITS}
     return dataset
 
@@ -454,25 +456,33 @@ def in_memory(graphs: list[Data]) -> Dataset:
 
 
 def with_mesh_edges(dataset: Dataset) -> Dataset:
-    """``dataset``, or, when its graphs are meshes (``face``, no ``edge_index``: ModelNet, FAUST,
-    CoMA, MedShapeNet), an in-memory dataset of its graphs, in order, each with the edges of its
-    faces (``torch_geometric.transforms.FaceToEdge``, which drops the faces) and, where it has no
-    ``x``, its nodes' positions ``pos`` as features (:func:`_mesh_as_graph`), its
-    ``official_split`` kept. Made in memory once loaded, not as a ``pre_transform``: the files
-    PyG processed stay as PyG keeps them. Only these meshes get their positions as features:
-    any other graph without ``x`` (a DataTask's too) gets one-hot degrees
-    (:func:`nas.tasks.with_node_features`)."""
-    first = dataset[0]
-    if getattr(first, "face", None) is None or getattr(first, "edge_index", None) is not None:
+    """``dataset``, or, when its graphs are meshes (:func:`_is_mesh`: ModelNet, FAUST, CoMA,
+    MedShapeNet), an in-memory dataset of its graphs, in order, each with the edges of its faces
+    and, where it has no ``x``, its positions as features (:func:`_as_searched`). Made in memory
+    once loaded, not as a ``pre_transform``: the files PyG processed stay as PyG keeps them.
+    Only these meshes get their positions as features: any other graph without ``x`` (a
+    DataTask's too) gets one-hot degrees (:func:`nas.tasks.with_node_features`)."""
+    if not _is_mesh(dataset[0]):
         return dataset
+    return in_memory(_as_searched(list(dataset)))
+
+
+def _is_mesh(graph: Data) -> bool:
+    """Whether ``graph`` is a mesh: it has faces (``face``) and no ``edge_index``."""
+    return getattr(graph, "face", None) is not None and getattr(graph, "edge_index", None) is None
+
+
+def _as_searched(graphs: list[Data]) -> list[Data]:
+    """``graphs`` as a search takes them: when they are meshes (the first tells,
+    :func:`_is_mesh`), each given the edges of its faces (``torch_geometric.transforms.
+    FaceToEdge``, which drops the faces) and its positions as features where it has no ``x``
+    (:func:`_mesh_as_graph`); other graphs as they are."""
+    if not graphs or not _is_mesh(graphs[0]):
+        return graphs
     from torch_geometric.transforms import FaceToEdge
 
     face_to_edge = FaceToEdge()
-    meshes = in_memory([_mesh_as_graph(face_to_edge(graph)) for graph in dataset])
-    split = getattr(dataset, "official_split", None)
-    if split is not None:
-        meshes.official_split = split
-    return meshes
+    return [_mesh_as_graph(face_to_edge(graph)) for graph in graphs]
 
 
 def _mesh_as_graph(mesh: Data) -> Data:

@@ -36,7 +36,6 @@ from torch import Tensor
 from nas.pyg_classes import (
     PYG_FORM, PYG_NAME_PATTERN, PYG_ONE_FOLDER_FOR_ALL_NAMES, PYG_PREFIX, canonical_pyg_name,
     has_official_split, in_memory, module_attribute, pyg_class, pyg_class_dataset, pyg_parts,
-    with_mesh_edges,
 )
 from nas.splits import (
     GRAPH_SPLIT, MASKS, SPLITS, check_split_sizes, given_split, graph_labels, stratified_split,
@@ -206,19 +205,50 @@ def cache_dir() -> Path:
     return Path(base) / "metanas"
 
 
-def writable_family_root(root: Path, info: DatasetInfo) -> Path:
-    """The folder to hand PyG for ``info``: ``root/<folder>`` or a writable mirror of it.
+@dataclasses.dataclass(frozen=True)
+class DatasetFolders:
+    """Where one load of a dataset finds its folders under its family root, derived once per
+    load (:func:`dataset_folders`) and handed to each of its steps: mirroring, locking, cleaning
+    up a failure, checking its torch files, building its class. They may not exist yet."""
 
-    If ``root/<folder>/<name>/raw`` (a ``pyg:`` class's: :func:`raw_folders`) exists but cannot
-    be written next to, its raw files are copied to ``cache_dir()/mirror/<folder>/<name>/raw``
-    (once) and the mirror is returned. A ``SOURCE`` file beside each mirrored ``raw`` records
-    the raw folder it was copied from; another root's raw folder of the same name is mirrored
-    apart, under ``cache_dir()/mirror/by-source/<key of its family root>/<folder>``.
+    family_root: Path      # <root>/<folder>, or its writable mirror (writable_folders)
+    named: Path            # <family_root>/<pyg_name> in the spelling found (dataset_folder)
+    class_folder: Path     # the folder a pyg: class is built on (_class_folder); else family_root
+    raw: tuple[Path, ...]  # the raw folders PyG reads the dataset from (raw_folders)
+
+    def moved_to(self, family_root: Path) -> DatasetFolders:
+        """These folders under ``family_root`` (a mirror of this family root) instead."""
+        def moved(folder: Path) -> Path:
+            return family_root / folder.relative_to(self.family_root)
+
+        return DatasetFolders(family_root, moved(self.named), moved(self.class_folder),
+                              tuple(map(moved, self.raw)))
+
+
+def dataset_folders(family_root: Path, info: DatasetInfo) -> DatasetFolders:
+    """The folders of ``info``'s dataset under ``family_root``, each derived once."""
+    named = dataset_folder(family_root, info.pyg_name)
+    class_folder = (_class_folder(family_root, info, named) if info.family == PYG_PREFIX
+                    else family_root)
+    return DatasetFolders(family_root, named, class_folder,
+                          tuple(raw_folders(info, named, class_folder)))
+
+
+def writable_folders(root: Path, info: DatasetInfo) -> DatasetFolders:
+    """The folders of ``info``'s dataset under ``root/<folder>`` (:func:`dataset_folders`), or
+    under a writable mirror of it, the folder to hand PyG.
+
+    If a raw folder there (``<name>/raw``, or a ``pyg:`` class's: :func:`raw_folders`) exists but
+    cannot be written next to, its raw files are copied to ``cache_dir()/mirror/<folder>/<name>/raw``
+    (once) and the folders are those of the mirror. A ``SOURCE`` file beside each mirrored
+    ``raw`` records the raw folder it was copied from; another root's raw folder of the same name
+    is mirrored apart, under ``cache_dir()/mirror/by-source/<key of its family root>/<folder>``.
     """
-    family_root = root / info.folder
-    raws = [raw for raw in raw_folders(family_root, info) if raw.is_dir()]
+    folders = dataset_folders(root / info.folder, info)
+    family_root = folders.family_root
+    raws = [raw for raw in folders.raw if raw.is_dir()]
     if not raws or all(_can_write(raw.parent) for raw in raws):
-        return family_root
+        return folders
     from storage.store import replace_atomically
 
     mirror_root = cache_dir() / "mirror" / info.folder
@@ -237,7 +267,7 @@ def writable_family_root(root: Path, info: DatasetInfo) -> Path:
                 tmp.rename(mirror_raw)
             except OSError:  # another process finished the copy first
                 shutil.rmtree(tmp, ignore_errors=True)
-    return mirror_root
+    return folders.moved_to(mirror_root)
 
 
 def _mirrored_from(mirror_raw: Path) -> str | None:
@@ -247,19 +277,18 @@ def _mirrored_from(mirror_raw: Path) -> str | None:
     return source.read_text() if source.is_file() else None
 
 
-def raw_folders(family_root: Path, info: DatasetInfo) -> list[Path]:
-    """The raw folders PyG reads ``info``'s dataset from: ``<name>/raw`` under ``family_root``
-    (any spelling, see :func:`dataset_folder`); for a ``pyg:`` class that keeps none there, the
-    ``raw`` of the folder it is built on (:func:`_class_folder`: a class's own, beside NAME's
+def raw_folders(info: DatasetInfo, named: Path, class_folder: Path) -> list[Path]:
+    """The raw folders PyG reads ``info``'s dataset from: ``raw`` in its folder ``named`` (see
+    :func:`dataset_folder`); for a ``pyg:`` class that keeps none there, the ``raw`` of the
+    folder it is built on, ``class_folder`` (:func:`_class_folder`: a class's own, beside NAME's
     folder, as GEDDataset's) or, without NAME, every ``raw`` under its class folder (CoraFull's
     ``cora/raw``). May not exist."""
-    named = dataset_folder(family_root, info.pyg_name) / "raw"
-    if named.is_dir() or info.family != PYG_PREFIX:
-        return [named]
-    if info.folder:  # pyg:CLASS:NAME, family_root is <root>/<Class>
-        return [_class_folder(family_root, info) / "raw"]
-    top = named.parent
-    return sorted(d for d in top.rglob("raw") if d.is_dir()) if top.is_dir() else [named]
+    raw = named / "raw"
+    if raw.is_dir() or info.family != PYG_PREFIX:
+        return [raw]
+    if info.folder:  # pyg:CLASS:NAME, built on <root>/<Class> or its NAME's folder
+        return [class_folder / "raw"]
+    return sorted(d for d in class_folder.rglob("raw") if d.is_dir()) if class_folder.is_dir() else [raw]
 
 
 def dataset_folder(family_root: Path, pyg_name: str) -> Path:
@@ -309,21 +338,21 @@ def _load_pyg_dataset(name: str, root: Path) -> Dataset:
             f"(--space nasbench-graph --evaluator table); metanas does not load its graph, so it "
             f"cannot be trained or scored with data here"
         )
-    family_root = writable_family_root(root, info)
-    built_on = _built_on(family_root, info)
-    with processing_lock(family_root / info.pyg_name), _no_empty_folders_left(built_on):
-        return _load_pyg_dataset_unlocked(name, info, family_root)
+    folders = writable_folders(root, info)
+    with (processing_lock(folders.family_root / info.pyg_name),
+          _no_empty_folders_left(_built_on(folders, info))):
+        return _load_pyg_dataset_unlocked(name, info, folders)
 
 
-def _built_on(family_root: Path, info: DatasetInfo) -> Path:
+def _built_on(folders: DatasetFolders, info: DatasetInfo) -> Path:
     """The folder a failed load of ``info``'s dataset is cleaned in: the :func:`_class_folder`
     of a class that keeps one folder for all its names (``<root>/ModelNet`` for ModelNet10 in
     a ``ModelNet/raw`` filled before), else its :func:`dataset_folder`, the folder its lock
     guards: another name's folder of the class (``GNNBenchmarkDataset/CIFAR10/processed``) may
     be filled by another process meanwhile."""
     if info.family == PYG_PREFIX and info.folder in PYG_ONE_FOLDER_FOR_ALL_NAMES:
-        return _class_folder(family_root, info)
-    return dataset_folder(family_root, info.pyg_name)
+        return folders.class_folder
+    return folders.named
 
 
 @contextlib.contextmanager
@@ -352,21 +381,22 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
 
 
-def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) -> Dataset:
+def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, folders: DatasetFolders) -> Dataset:
     from torch_geometric import datasets as pyg_datasets
 
-    check_torch_files(family_root, info)
+    family_root = folders.family_root
+    check_torch_files(folders, info)
     loaders: dict[str, Callable[[], Dataset]] = {
         "planetoid": lambda: _planetoid(str(family_root), info.pyg_name),
         "actor": lambda: pyg_datasets.Actor(str(family_root / info.pyg_name)),
-        PYG_PREFIX: lambda: pyg_class_dataset(name, _class_folder(family_root, info)),
+        PYG_PREFIX: lambda: pyg_class_dataset(name, folders.class_folder),
     }
     loader = loaders.get(info.family) or functools.partial(  # tu, webkb, airports, amazon, coauthor
         getattr(pyg_datasets, FAMILY_CLASSES[info.family]), str(family_root), info.pyg_name)
     try:
         return loader()
     except (OSError, RuntimeError) as error:
-        if any(raw.is_dir() for raw in raw_folders(family_root, info)) and not _looks_like_download(error):
+        if _has_raw_folder(family_root, info) and not _looks_like_download(error):
             raise
         raise DatasetNotFoundError(
             f"dataset {name!r} is not in {family_root / info.pyg_name} and could not be "
@@ -376,7 +406,14 @@ def _load_pyg_dataset_unlocked(name: str, info: DatasetInfo, family_root: Path) 
         ) from error
 
 
-def check_torch_files(family_root: Path, info: DatasetInfo) -> None:
+def _has_raw_folder(family_root: Path, info: DatasetInfo) -> bool:
+    """Whether a raw folder of ``info``'s dataset exists under ``family_root`` now: derived
+    again after a failed load, as the load may have made one (PyG makes ``raw/`` before it
+    downloads, in the spelling of its class)."""
+    return any(raw.is_dir() for raw in dataset_folders(family_root, info).raw)
+
+
+def check_torch_files(folders: DatasetFolders, info: DatasetInfo) -> None:
     """Refuse ``processed/*.pt`` files of a dataset, and a ``pyg:`` dataset's raw ``.pt`` and
     ``.pth`` files, that need full unpickling to load.
 
@@ -390,21 +427,23 @@ def check_torch_files(family_root: Path, info: DatasetInfo) -> None:
     opens anything.
     """
     importlib.import_module("torch_geometric")  # registers PyG's classes as safe to load
-    processed = _processed_folders(family_root, info)
-    raw = raw_folders(family_root, info) if info.family == PYG_PREFIX else []
-    for path in _files(processed, ("*.pt",)):
+    processed = _processed_folders(folders, info)
+    raw = folders.raw if info.family == PYG_PREFIX else ()
+    for path in _files(processed, (".pt",)):
         _refuse_if_unsafe(path, "PyG writes these files with tensors only",
                           f"Delete {path.parent} to rebuild it from the raw files.")
-    for path in _files(raw, ("**/*.pt", "**/*.pth")):
+    for path in _files(raw, (".pt", ".pth"), deep=True):
         _refuse_if_unsafe(path, "the raw files PyG downloads hold tensors, lists and dicts only",
                           "Replace it with the file the dataset's download holds (or delete it, "
                           "and PyG downloads it again).")
 
 
-def _files(folders: list[Path], patterns: tuple[str, ...]) -> list[Path]:
-    """The files matching ``patterns`` in those of ``folders`` that exist, sorted."""
-    return sorted({f for folder in folders if folder.is_dir() for pattern in patterns
-                   for f in folder.glob(pattern) if f.is_file()})
+def _files(folders: Iterable[Path], endings: tuple[str, ...], deep: bool = False) -> list[Path]:
+    """The files whose names end with one of ``endings`` in those of ``folders`` that exist (at
+    any depth where ``deep``), sorted; each folder is listed once, whatever ``endings`` holds."""
+    return sorted({f for folder in folders if folder.is_dir()
+                   for f in (folder.rglob("*") if deep else folder.iterdir())
+                   if f.name.endswith(endings) and f.is_file()})
 
 
 def _refuse_if_unsafe(path: Path, why_safe: str, what_to_do: str) -> None:
@@ -439,33 +478,34 @@ def _load_failure(error: Exception) -> str:
     return (refused or lines[-1:])[0][:200]
 
 
-def _processed_folders(family_root: Path, info: DatasetInfo) -> list[Path]:
+def _processed_folders(folders: DatasetFolders, info: DatasetInfo) -> list[Path]:
     """Where PyG keeps the processed files of ``info``'s dataset: ``<name>/processed`` under
     ``family_root`` in any spelling (see :func:`dataset_folder`); for a ``pyg:`` class every
     ``processed*`` folder under its class folder, as its class chooses the place: beside NAME's
     folder (ModelNet), under a name of its own (CoraFull's ``cora``), per variant (ZINC)."""
+    family_root, top = folders.family_root, folders.class_folder
     if info.family != PYG_PREFIX:
         return [d / "processed" for d in family_root.iterdir()
                 if normalize(d.name) == normalize(info.pyg_name)] if family_root.is_dir() else []
-    top = _class_folder(family_root, info)
     return [d for d in top.rglob("processed*") if d.is_dir()] if top.is_dir() else []
 
 
-def _class_folder(family_root: Path, info: DatasetInfo) -> Path:
+def _class_folder(family_root: Path, info: DatasetInfo, named: Path) -> Path:
     """The folder a ``pyg:`` dataset's class is built on: its class folder ``<root>/<Class>``
-    (``family_root`` itself with NAME, else the class's folder there in any spelling); NAME's
-    folder ``<Class>/<NAME>`` for a class that keeps one folder for all its names
-    (:data:`~nas.pyg_classes.PYG_ONE_FOLDER_FOR_ALL_NAMES`), unless that has no ``raw`` and
-    the class folder's ``raw``, filled before NAME had a folder of its own, holds NAME."""
+    (``family_root`` itself with NAME, else ``named``, the class's folder there in any
+    spelling); NAME's folder ``named`` (``<Class>/<NAME>``) for a class that keeps one folder
+    for all its names (:data:`~nas.pyg_classes.PYG_ONE_FOLDER_FOR_ALL_NAMES`), unless that has
+    no ``raw`` and the class folder's ``raw``, filled before NAME had a folder of its own, holds
+    NAME."""
     if not info.folder:
-        return dataset_folder(family_root, info.pyg_name)
+        return named
     holds = PYG_ONE_FOLDER_FOR_ALL_NAMES.get(info.folder)
     if holds is None:
         return family_root
-    own, shared_raw = dataset_folder(family_root, info.pyg_name), family_root / "raw"
-    if not (own / "raw").is_dir() and shared_raw.is_dir() and holds(shared_raw) == info.pyg_name:
+    shared_raw = family_root / "raw"
+    if not (named / "raw").is_dir() and shared_raw.is_dir() and holds(shared_raw) == info.pyg_name:
         return family_root
-    return own
+    return named
 
 
 #: the only globals Planetoid's raw files (Python 2 pickles) hold: numpy arrays, a scipy CSR
@@ -553,7 +593,7 @@ class Task:
         """Graph/node tasks: the PyG dataset; image tasks: an :class:`ImageDataset`."""
         if self.info.level == "image":
             return load_image_dataset(self.name, self.root)  # type: ignore[return-value]
-        dataset = with_mesh_edges(_load_pyg_dataset(self.name, self.root))
+        dataset = _load_pyg_dataset(self.name, self.root)  # a pyg: class's meshes with edges
         check_edges(dataset, self.name)
         dataset = with_node_features(dataset)
         if self.info.level is None:  # a pyg: dataset: class labels, checked as a DataTask's

@@ -569,12 +569,12 @@ def test_a_failed_load_of_one_name_leaves_another_names_folder_of_the_class(tmp_
     made in <root>/GNNBenchmarkDataset meanwhile, CIFAR10/processed too, which another process,
     holding CIFAR10's lock (locks are per name), was filling during its process(). Only a class
     that keeps one folder for all names in the old layout (ModelNet's shared raw) is watched."""
-    from nas.tasks import _built_on, _no_empty_folders_left, dataset_info
+    from nas.tasks import _built_on, _no_empty_folders_left, dataset_folders, dataset_info
 
     family = tmp_path / "GNNBenchmarkDataset"
     info = dataset_info("pyg:GNNBenchmarkDataset:MNIST")
     with pytest.raises(RuntimeError, match="failed"):
-        with _no_empty_folders_left(_built_on(family, info)):
+        with _no_empty_folders_left(_built_on(dataset_folders(family, info), info)):
             (family / "CIFAR10" / "processed").mkdir(parents=True)
             (family / "MNIST" / "processed").mkdir(parents=True)
             raise RuntimeError("failed")
@@ -611,9 +611,10 @@ def test_mesh_classes_are_searched_on_the_edges_of_their_faces_with_positions_as
     its faces (FaceToEdge) and its positions as node features, in memory: PyG's processed files
     keep the faces. The study records the fingerprint of the graphs searched so, the same as a
     DataTask's of those graphs and split."""
+    import torch_geometric.datasets as pyg_datasets
     from torch_geometric.transforms import FaceToEdge
 
-    from nas.tasks import DataTask, _load_pyg_dataset
+    from nas.tasks import DataTask
 
     root = tmp_path / "data"
     _write_modelnet(root / "ModelNet" / "10" / "raw", 10, (9, 2))
@@ -623,11 +624,12 @@ def test_mesh_classes_are_searched_on_the_edges_of_their_faces_with_positions_as
     assert torch.equal(graph.x, graph.pos) and graph.get("face") is None
     assert graph.edge_index.tolist() == [[0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3], [1, 2, 3, 0, 2, 3, 0, 1, 3, 0, 1, 2]]
     assert {split: len(idx) for split, idx in task.splits.items()} == {"train": 80, "val": 10, "test": 20}
-    processed = _load_pyg_dataset("pyg:ModelNet:10", root)  # as PyG keeps it
-    assert sorted(processed._data.keys()) == ["face", "pos", "y"]
+    processed = [pyg_datasets.ModelNet(str(root / "ModelNet" / "10"), "10", train=train)
+                 for train in (True, False)]  # as PyG keeps them: train, then test meshes
+    assert [sorted(part._data.keys()) for part in processed] == [["face", "pos", "y"]] * 2
     pre_transforms = list(root.rglob("pre_transform.pt"))  # PyG's record of the one it processed with
     assert pre_transforms and [torch.load(path, weights_only=True) for path in pre_transforms] == ["None"]
-    meshes = [FaceToEdge()(mesh) for mesh in processed]
+    meshes = [FaceToEdge()(mesh) for part in processed for mesh in part]
     for mesh in meshes:
         mesh.x = mesh.pos
     assert task.fingerprint == DataTask(meshes, "meshes", splits=task.splits).fingerprint
@@ -1376,6 +1378,73 @@ def test_modelnet_searches_its_official_test_meshes_as_test(cache, modelnet_offl
     _write_modelnet(tmp_path / "data" / "ModelNet" / "10" / "raw", 10)
     dataset = _load_pyg_dataset("pyg:ModelNet:10", tmp_path / "data")
     assert len(dataset) == 20 and dataset.official_split["test"].tolist() == list(range(10, 20))
+
+
+def test_meshes_searched_and_their_fingerprints_are_those_of_before_they_were_collated_once(
+    cache, modelnet_offline, monkeypatch, tmp_path,
+) -> None:
+    """Before: a mesh class with official splits (ModelNet's 12k meshes) was collated twice on
+    each load, its official splits joined, then each mesh of the join taken apart again, given
+    its faces' edges and collated anew; its meshes are now given their edges as they are joined,
+    and _load_pyg_dataset returns the graphs searched. What a study records is unchanged: the
+    fingerprints here are those of 957170d, before (the graphs searched, their features and
+    the split); a class without splits (MedShapeNet) is collated once as before."""
+    import torch_geometric.datasets as pyg_datasets
+
+    from nas.tasks import _load_pyg_dataset, data_fingerprint
+
+    root = tmp_path / "data"
+    _write_modelnet(root / "ModelNet" / "10" / "raw", 10, (9, 2))
+    _write_modelnet(root / "ModelNet" / "40" / "raw", 40, (9, 1))
+    _without_medshapenet(monkeypatch)
+    faces = torch.tensor([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]).t()
+    (root / "MedShapeNet" / "processed").mkdir(parents=True)
+    InMemoryDataset.save([Data(pos=torch.rand(4, 3, generator=torch.Generator().manual_seed(i)),
+                               face=faces, y=torch.tensor([i % 2])) for i in range(20)],
+                         str(root / "MedShapeNet" / "processed" / "dataset.pt"))
+    for name in ("pyg:ModelNet:10", "pyg:ModelNet:40"):
+        _load_pyg_dataset(name, root)  # processed by PyG, before collates are counted
+    collated = []
+    collate = InMemoryDataset.collate
+    monkeypatch.setattr(InMemoryDataset, "collate", staticmethod(
+        lambda graphs, *args, **kwargs: collated.append(len(graphs)) or collate(graphs, *args, **kwargs)))
+    fingerprints = {name: data_fingerprint(load_task(name, root=root))
+                    for name in ("pyg:ModelNet:10", "pyg:ModelNet:40", "pyg:MedShapeNet")}
+    assert fingerprints == {
+        "pyg:ModelNet:10": "facb1f8cea3733820aac77318afca26e1ba880bfdb665e99d303abe050234d60",
+        "pyg:ModelNet:40": "cb15f1769d5f9eccefd92fcaea5674c46f8a75e2a2a111f8893529416f672d47",
+        "pyg:MedShapeNet": "075a5753f8426551d2fe1d7e070a00fac6524d6163902198ac7e6a7ef952715b",
+    }
+    assert collated == [110, 400, 20]  # each load's graphs, collated once
+    graph = _load_pyg_dataset("pyg:ModelNet:10", root)[3]
+    assert graph.get("face") is None and torch.equal(graph.x, graph.pos) and graph.num_edges == 12
+    assert pyg_datasets.ModelNet(str(root / "ModelNet" / "10"), "10")[3].get("face") is not None
+
+
+def test_a_pyg_load_derives_its_folders_once_and_walks_each_raw_folder_once(
+    cache, modelnet_offline, monkeypatch, tmp_path,
+) -> None:
+    """Before: a pyg: load derived the folder its class is built on (_class_folder) up to five
+    times (to mirror, to clean up, to find processed and raw files, to build the class), each
+    time listing ModelNet/raw's categories where NAME has no folder of its own, and listed its
+    raw folders' files once per pattern (**/*.pt, then **/*.pth)."""
+    import pathlib
+
+    from nas import tasks
+
+    root = tmp_path / "data"
+    _write_modelnet(root / "ModelNet" / "raw", 10)  # ModelNet10, where metanas put it before
+    tasks._load_pyg_dataset("pyg:ModelNet:10", root)  # processed
+    derived, walked = [], []
+    class_folder = tasks._class_folder
+    monkeypatch.setattr(tasks, "_class_folder", lambda *args: derived.append(args) or class_folder(*args))
+    for method in ("glob", "rglob"):
+        listed = getattr(pathlib.Path, method)
+        monkeypatch.setattr(pathlib.Path, method, lambda self, pattern, *args, listed=listed, **kwargs: (
+            walked.append((self, pattern)), listed(self, pattern, *args, **kwargs))[1])
+    assert int(tasks._load_pyg_dataset("pyg:ModelNet:10", root).y.max()) == 9
+    assert len(derived) == 1
+    assert [pattern for folder, pattern in walked if folder == root / "ModelNet" / "raw"] == ["*"]
 
 
 def test_modelnet_is_processed_in_sorted_file_order_whatever_the_directory_lists_first(

@@ -185,7 +185,7 @@ def test_a_dataset_folder_is_processed_by_one_process_at_a_time(
     monkeypatch.setenv("METANAS_CACHE", str(tmp_path / "cache"))
     loaded = threading.Event()
 
-    def load_stub(name, info, family_root):
+    def load_stub(name, info, folders):
         loaded.set()
         return name
 
@@ -215,8 +215,8 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch) -> Non
     --data-root was left behind as a tree of empty folders."""
     import nas.tasks as tasks
 
-    def offline(name, info, family_root):
-        (family_root / info.pyg_name / "raw").mkdir(parents=True)  # what PyG does first
+    def offline(name, info, folders):
+        (folders.family_root / info.pyg_name / "raw").mkdir(parents=True)  # what PyG does first
         raise tasks.DatasetNotFoundError(f"dataset {name!r} could not be downloaded")
 
     monkeypatch.setattr(tasks, "_load_pyg_dataset_unlocked", offline)
