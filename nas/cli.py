@@ -85,13 +85,15 @@ def _kept_on_interrupt(args: argparse.Namespace) -> str:
     worth naming)."""
     command = (args.command, getattr(args, "hypernet_command", None) or getattr(args, "supernet_command", None)
                or getattr(args, "metanet_command", None))
-    if command == ("hypernet", "train") and not hypernet_state(args.out).exists():
-        return (f"no training state was written yet (the first at step "
-                f"{min(args.state_every, args.steps)}): the same command starts again")
     if command == ("hypernet", "train"):
-        return f"the training state {hypernet_state(args.out)} is kept: the same command resumes from it"
-    if command in (("metanet", "train"), ("prune-metanet", None)):
-        return f"the training state {metanet_state(args.out)} is kept: the same command resumes from it"
+        return _state_kept(hypernet_state(args.out), f"step {min(args.state_every, args.steps)}")
+    if command == ("metanet", "train"):
+        return _state_kept(metanet_state(args.out), f"epoch {min(args.state_every, args.epochs)}")
+    if command == ("prune-metanet", None):
+        return _state_kept(metanet_state(args.out), f"step {min(args.state_every, args.steps)}")
+    if command == ("supernet", "train") and not _has_supernet_checkpoint(args.out):
+        return (f"no checkpoint was written yet (the first at epoch "
+                f"{min(args.checkpoint_every, args.epochs)}): the same command starts again")
     if command == ("supernet", "train") and args.overwrite:
         return (f"the last checkpoint in {args.out} is kept: the command without --overwrite "
                 "resumes from it (with --overwrite it starts again)")
@@ -103,6 +105,20 @@ def _kept_on_interrupt(args: argparse.Namespace) -> str:
     if args.command == "zoo":
         return "finished trials are stored"
     return ""
+
+
+def _has_supernet_checkpoint(out: str) -> bool:
+    from nas.supernet import has_checkpoint
+
+    return has_checkpoint(out)
+
+
+def _state_kept(state: Path, first: str) -> str:
+    """What a training command interrupted before or after writing its training state ``state``
+    (the ``first`` write at that step or epoch) leaves for the next run."""
+    if state.exists():
+        return f"the training state {state} is kept: the same command resumes from it"
+    return f"no training state was written yet (the first at {first}): the same command starts again"
 
 
 def _quiet_optuna() -> None:

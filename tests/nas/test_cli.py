@@ -351,22 +351,67 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(sqlite_url: str) -> No
 
 @pytest.mark.parametrize("argv, said", [
     (["supernet", "train", "--dataset", "cora", "--out", "sn"],
-     "the last checkpoint in sn is kept: the same command resumes from it"),
-    (["supernet", "train", "--dataset", "cora", "--out", "sn", "--overwrite"],
-     "the last checkpoint in sn is kept: the command without --overwrite resumes from it (with "
-     "--overwrite it starts again)"),
+     "no checkpoint was written yet (the first at epoch 50): the same command starts again"),
+    (["supernet", "train", "--dataset", "cora", "--out", "sn", "--epochs", "20"],
+     "no checkpoint was written yet (the first at epoch 20): the same command starts again"),
     (["hypernet", "train", "--dataset", "cora", "--out", "g.safetensors"],
      "no training state was written yet (the first at step 500): the same command starts "
      "again"),  # with one, what is kept is said: tests/metanets/test_ghn_resume.py
+    (["metanet", "train", "--zoo", "sqlite:///z.db", "--study", "z", "--out", "m"],
+     "no training state was written yet (the first at epoch 5): the same command starts again"),
+    (["prune-metanet", "--dataset", "cora", "--model-dir", "e", "--out", "pm"],
+     "no training state was written yet (the first at step 100): the same command starts "
+     "again"),
     (["search", "--dataset", "cora"], "finished trials are stored, the interrupted ones failed (they do "
      "not count against --trials): the same command resumes the search"),
     (["zoo", "build", "--size", "2"], "finished trials are stored"),
     (["prune", "--model", "m", "--dataset", "cora", "--speedup", "2", "--out", "p"], ""),
 ])
-def test_ctrl_c_says_what_the_interrupted_command_kept(argv, said) -> None:
-    # every command said "finished trials are stored", a search's message, after Ctrl-C
+def test_ctrl_c_says_what_the_interrupted_command_kept(argv, said, tmp_path, monkeypatch) -> None:
+    # every command said "finished trials are stored", a search's message, after Ctrl-C; metanet
+    # train, prune-metanet and supernet train said their state or checkpoint "is kept" before
+    # they had written one
     from nas.cli import _kept_on_interrupt, build_parser
 
+    monkeypatch.chdir(tmp_path)
+    assert _kept_on_interrupt(build_parser().parse_args(argv)) == said
+
+
+@pytest.mark.parametrize("argv, state, said", [
+    (["metanet", "train", "--zoo", "sqlite:///z.db", "--study", "z", "--out", "m"], "m.state",
+     "the training state m.state is kept: the same command resumes from it"),
+    (["prune-metanet", "--dataset", "cora", "--model-dir", "e", "--out", "pm"], "pm.state",
+     "the training state pm.state is kept: the same command resumes from it"),
+    (["hypernet", "train", "--dataset", "cora", "--out", "g.safetensors"], "g.safetensors.state",
+     "the training state g.safetensors.state is kept: the same command resumes from it"),
+])
+def test_ctrl_c_after_a_training_state_was_written_says_it_is_kept(
+    argv, state, said, tmp_path, monkeypatch,
+) -> None:
+    from nas.cli import _kept_on_interrupt, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / state).write_bytes(b"state")
+    assert _kept_on_interrupt(build_parser().parse_args(argv)) == said
+
+
+@pytest.mark.parametrize("overwrite, said", [
+    ([], "the last checkpoint in sn is kept: the same command resumes from it"),
+    (["--overwrite"], "the last checkpoint in sn is kept: the command without --overwrite "
+                      "resumes from it (with --overwrite it starts again)"),
+])
+def test_ctrl_c_after_a_supernet_checkpoint_says_it_is_kept(overwrite, said, tmp_path,
+                                                            monkeypatch) -> None:
+    from nas.cli import _kept_on_interrupt, build_parser
+    from torch import nn
+
+    from nas.supernet import has_checkpoint
+    from nas.supernet._checkpoint import save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path / "sn", nn.Linear(2, 2), None, {"epoch": 50})
+    assert has_checkpoint("sn")
+    argv = ["supernet", "train", "--dataset", "cora", "--out", "sn", *overwrite]
     assert _kept_on_interrupt(build_parser().parse_args(argv)) == said
 
 
