@@ -404,7 +404,7 @@ def run_search(config: SearchConfig,
     one). ``on_study(study)`` is called once the study exists (created, or resumed with the
     same settings), before any trial: what names it is said then, never for a refused one."""
     resolve_device(config.device)  # cuda without CUDA: refused before any data or study
-    task = load_task(config.dataset, config.data_root, seed=0)
+    task = search_task(config)
     space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     evaluator.check_space(space)
@@ -527,7 +527,7 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
     """One worker's loop: run trials until the study's budget or the timeout is used up."""
     if config.n_jobs > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.n_jobs))
-    task = task or load_task(config.dataset, config.data_root, seed=0)
+    task = task or search_task(config)
     space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
     study = create_or_load_study(config, task)
@@ -606,7 +606,7 @@ def _worker_task(config: SearchConfig, fingerprint: str | None) -> Task:
     or computes it): each worker read and hashed every graph again for the study's check (9 s
     of hashing on a 70k-graph pyg:GNNBenchmarkDataset:MNIST, besides the reading). The task's
     data is read when a trial needs it."""
-    task = load_task(config.dataset, config.data_root, seed=0)
+    task = search_task(config)
     if fingerprint is not None:
         vars(task)["fingerprint"] = fingerprint  # where Task.fingerprint, a cached_property, keeps it
     return task
@@ -659,11 +659,17 @@ def _filtered_trial_logs(quiet_failures: bool = False) -> Iterator[None]:
         logger.removeFilter(trial_filter)
 
 
+def search_task(config: SearchConfig, dataset: str | Task | None = None) -> Task:
+    """``config``'s dataset (or ``dataset``, read from ``config``'s data root) as every search
+    splits it (seed 0: every worker and every resumption searches the same split)."""
+    return load_task(config.dataset if dataset is None else dataset, config.data_root, seed=0)
+
+
 def prescreen_task(config: SearchConfig, task: Task) -> Task:
     """The task whose data the pre-screening proxy is computed on."""
     if config.prescreen_dataset is None:
         return task
-    return load_task(config.prescreen_dataset, config.data_root, seed=0)
+    return search_task(config, config.prescreen_dataset)
 
 
 def sampler_seed(seed: int, worker: int, study: optuna.Study) -> int:
