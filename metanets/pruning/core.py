@@ -206,13 +206,25 @@ def pruning_macs(
     """MACs of ``model`` and of its copy with every group at one channel (both counted by
     :func:`count_macs`), and the counter of the pruned copies in between: :class:`WeightMacs`
     where it gives both numbers (every product has a weight, and pruning changed no product's
-    positions), :func:`count_macs` otherwise."""
+    positions) and no weight is shared (:func:`_weights_own_storage`), :func:`count_macs`
+    otherwise."""
     before, weights = counted_by_weights(model, inputs)
     smallest_model = _smallest(backend, model, sizes)
     smallest = count_macs(smallest_model, inputs)
-    if weights(model) == before and weights(smallest_model) == smallest:
+    if (_weights_own_storage(model) and weights(model) == before
+            and weights(smallest_model) == smallest):
         return before, smallest, weights
     return before, smallest, lambda pruned: count_macs(pruned, inputs)
+
+
+def _weights_own_storage(model: nn.Module) -> bool:
+    """Whether every parameter of ``model`` is one module's and on a storage of its own: a
+    weight tied to two layers (listed once by ``named_parameters``) or two weights on one
+    storage would credit every product to one path, whose width can differ from the other's
+    once pruned (both ends of the run agree, the steps between do not)."""
+    storages = [p.untyped_storage().data_ptr()
+                for _, p in model.named_parameters(remove_duplicate=False)]
+    return len(storages) == len(set(storages))
 
 
 @dataclasses.dataclass(frozen=True)
