@@ -576,8 +576,11 @@ def _worker_process(config: SearchConfig, worker: int, verbosity: int, fingerpri
     it) is handled as Ctrl-C is: its running trial is failed at once, not left RUNNING until
     its heartbeat has been silent for the grace period, and it exits 143. It stops with its
     parent, even one killed by SIGKILL. ``fingerprint``: the task's data fingerprint as the
-    parent computed it (see :func:`_worker_task`). ``ctrl_c``: False where the parent ignored
-    Ctrl-C (``cmd &`` in a script): this worker ignores it too, as its parent does."""
+    parent computed it and checked against the study (None: the task has none, or computes
+    it): each worker read and hashed every graph again for the study's check (9 s of hashing
+    on a 70k-graph pyg:GNNBenchmarkDataset:MNIST, besides the reading); its data is read when
+    a trial needs it. ``ctrl_c``: False where the parent ignored Ctrl-C (``cmd &`` in a
+    script): this worker ignores it too, as its parent does."""
     stop_with_parent()
     import threading
 
@@ -595,21 +598,9 @@ def _worker_process(config: SearchConfig, worker: int, verbosity: int, fingerpri
         if ctrl_c:
             take_ctrl_c()  # it started with Ctrl-C ignored, as it imported what its work needs
         with sigterm_interrupts():
-            run_worker(config, worker, task=_worker_task(config, fingerprint))
+            run_worker(config, worker, task=search_task(config, fingerprint=fingerprint))
     except KeyboardInterrupt as interrupt:  # optuna failed the running trial, as it raised
         sys.exit(TERMINATED if isinstance(interrupt, Terminated) else INTERRUPTED)
-
-
-def _worker_task(config: SearchConfig, fingerprint: str | None) -> Task:
-    """``config``'s task in a worker process, its data fingerprint ``fingerprint`` when the
-    parent passed the one it computed and checked against the study (None: the task has none,
-    or computes it): each worker read and hashed every graph again for the study's check (9 s
-    of hashing on a 70k-graph pyg:GNNBenchmarkDataset:MNIST, besides the reading). The task's
-    data is read when a trial needs it."""
-    task = search_task(config)
-    if fingerprint is not None:
-        vars(task)["fingerprint"] = fingerprint  # where Task.fingerprint, a cached_property, keeps it
-    return task
 
 
 class _TrialLogFilter(logging.Filter):
@@ -659,10 +650,13 @@ def _filtered_trial_logs(quiet_failures: bool = False) -> Iterator[None]:
         logger.removeFilter(trial_filter)
 
 
-def search_task(config: SearchConfig, dataset: str | Task | None = None) -> Task:
+def search_task(config: SearchConfig, dataset: str | Task | None = None,
+                fingerprint: str | None = None) -> Task:
     """``config``'s dataset (or ``dataset``, read from ``config``'s data root) as every search
-    splits it (seed 0: every worker and every resumption searches the same split)."""
-    return load_task(config.dataset if dataset is None else dataset, config.data_root, seed=0)
+    splits it (seed 0: every worker and every resumption searches the same split);
+    ``fingerprint``: its data fingerprint where known already (:func:`~nas.tasks.load_task`)."""
+    return load_task(config.dataset if dataset is None else dataset, config.data_root, seed=0,
+                     fingerprint=fingerprint)
 
 
 def prescreen_task(config: SearchConfig, task: Task) -> Task:

@@ -734,12 +734,19 @@ def _hash_tensors(digest: Any, tensors: Any, keys: tuple[str, ...]) -> None:
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
 
 
-def load_task(name: str | Task, root: str | Path | None = None, seed: int = 0) -> Task:
+def load_task(name: str | Task, root: str | Path | None = None, seed: int = 0,
+              fingerprint: str | None = None) -> Task:
     """Resolve ``name`` and return its :class:`Task` (data is read lazily); a :class:`Task`
-    (e.g. a :class:`DataTask`) is returned as it is."""
+    (e.g. a :class:`DataTask`) is returned as it is. ``fingerprint``: the task's
+    :attr:`Task.fingerprint` where it is known already (another process computed it on the same
+    data: a search's workers get their parent's), which is then not computed again; ``None``:
+    computed when asked for. A :class:`Task` given keeps its own."""
     if isinstance(name, Task):
         return name
-    return Task(name, root, seed)
+    task = Task(name, root, seed)
+    if fingerprint is not None:
+        task.fingerprint = fingerprint  # type: ignore[misc] - the cached property's value
+    return task
 
 
 def _own_dataset_name(name: str) -> str:

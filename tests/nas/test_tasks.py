@@ -32,6 +32,19 @@ def test_task_is_lazy(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+def test_load_task_takes_a_known_fingerprint_and_reads_no_data_for_it(tiny_graph, tmp_path: Path) -> None:
+    """A search's workers get the fingerprint their parent computed: they read and hashed every
+    graph again for it (tests/nas/test_workers.py pins that they no longer do)."""
+    from nas.tasks import DataTask
+
+    task = load_task("pyg:GNNBenchmarkDataset:MNIST", root=tmp_path, fingerprint="ab" * 32)
+    assert task.fingerprint == "ab" * 32
+    assert not any(tmp_path.iterdir())  # nothing read: the root holds no data at all
+    given = DataTask(tiny_graph, "mine")
+    assert load_task(given, fingerprint="ab" * 32) is given  # a task given keeps its own
+    assert given.fingerprint != "ab" * 32
+
+
 def test_offline_without_data_names_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(*args, **kwargs):
         raise OSError("Cannot connect to host github.com:443 [Name or service not known]")
