@@ -1295,11 +1295,13 @@ def _add_prune(commands: Any) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from nas.export import check_model_folder
     from nas.prune import PruneJob, format_outcome, run_prune
 
     device = _device(args)
     if args.finetune_epochs < 0:
         raise UsageError(f"--finetune-epochs {args.finetune_epochs} must be >= 0")
+    check_model_folder(args.model)  # before --out's checks, which take it for a folder
     if Path(args.out).resolve() != Path(args.model).resolve():  # that one is refused by name below
         check_out_folder(args.out, args.overwrite)
     job = PruneJob(args.model, args.dataset, args.speedup, args.out, args.method,

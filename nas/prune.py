@@ -68,9 +68,9 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     if job.metanet is not None and method != "metanet":
         raise ValueError(f"--metanet is read by --method metanet only, not {method!r}: drop "
                          "it or pass --method metanet")
+    check_model_folder(job.model)  # what --model is comes first: the --out checks call it a folder
     _refuse_out_in_model(job)
     check_export_folder(job.out, job.overwrite)
-    check_model_folder(job.model)
     document = read_export(job.model)
     check_prunable(document, job.model)
     model = load_exported(job.model, document)

@@ -311,3 +311,17 @@ def test_each_command_refuses_a_model_that_is_no_folder_naming_it(
     err = capsys.readouterr().err
     assert f"error: {option} {model}: {what}; give an exported model's folder" in err, err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("out", ["full", "m.db/pruned"])
+def test_prune_says_what_its_model_is_before_judging_out(out: str, capsys, tmp_path: Path) -> None:
+    """With --model a file, an --out holding files was refused as such, and an --out under it
+    as 'inside the input model's folder', calling the file a folder."""
+    (tmp_path / "m.db").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "architecture.json").write_text("{}")
+    argv = ["prune", "--model", str(tmp_path / "m.db"), "--dataset", "mutag", "--speedup", "2",
+            "--out", str(tmp_path / out), "--device", "cpu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"error: --model {tmp_path / 'm.db'}: a file, not a folder" in err, err
