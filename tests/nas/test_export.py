@@ -325,3 +325,17 @@ def test_prune_says_what_its_model_is_before_judging_out(out: str, capsys, tmp_p
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert f"error: --model {tmp_path / 'm.db'}: a file, not a folder" in err, err
+
+
+@pytest.mark.parametrize("key", ["in_channels", "out_channels"])
+@pytest.mark.parametrize("value", ["1", 7.0, 0, -3, True, None, [4]])
+def test_an_export_recording_channels_that_are_no_positive_integer_is_refused_naming_it(
+    key: str, value, tmp_path: Path,
+) -> None:
+    spec = {"space": "cnn", "architecture": {}, "in_channels": 1, "out_channels": 10,
+            "level": "image", key: value}
+    (tmp_path / "architecture.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError) as refused:
+        read_export(tmp_path)
+    assert str(refused.value) == (f"{tmp_path / 'architecture.json'} records {key} {value!r}, "
+                                  f"not a positive integer: export the model again")
