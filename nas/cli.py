@@ -555,10 +555,14 @@ def cmd_trials(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, sort_keys=True))
         return 0
-    print(f"{'trial':>5} {'state':>8} {'val_acc':>8} {'test_acc':>8} {'params':>10}  architecture")
+    # a training-free evaluator's trials measure a score, no accuracy: show what ranks them
+    scored = all(row["val_acc"] is None for row in rows) and any(row.get("score") is not None for row in rows)
+    measured = f"{'score':>12}" if scored else f"{'val_acc':>8} {'test_acc':>8}"
+    print(f"{'trial':>5} {'state':>8} {measured} {'params':>10}  architecture")
     for row in rows:
         print(
-            f"{row['trial']:>5} {row['state']:>8} {_fmt(row['val_acc'])} {_fmt(row['test_acc'])} "
+            f"{row['trial']:>5} {row['state']:>8} "
+            f"{_fmt_score(row.get('score')) if scored else _fmt(row['val_acc']) + ' ' + _fmt(row['test_acc'])} "
             f"{row['num_params'] or '':>10}  {row.get('summary', '')}"
             + (f"  ({row.get('fail_reason') or 'worker stopped'})" if row["state"] == "FAIL" else "")
         )
@@ -567,6 +571,10 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 def _fmt(value: float | None) -> str:
     return f"{value:8.4f}" if isinstance(value, (int, float)) else f"{'-':>8}"
+
+
+def _fmt_score(value: float | None) -> str:
+    return f"{value:12.6g}" if isinstance(value, (int, float)) else f"{'-':>12}"
 
 
 def _add_export(commands: Any) -> None:

@@ -29,7 +29,7 @@ def write_report(study: optuna.Study, out: str | Path) -> list[Path]:
     jobs = {
         "history.png": lambda: plots.plot_optimization_history(
             study, target=(lambda t: t.values[0]) if multi else None,
-            target_name="validation accuracy"),
+            target_name=objective_label(study, completed)),
     }
     if len(completed) >= 2:
         jobs["importances.png"] = lambda: plots.plot_param_importances(
@@ -51,3 +51,12 @@ def write_report(study: optuna.Study, out: str | Path) -> list[Path]:
         plt.close("all")
         written.append(path)
     return written
+
+
+def objective_label(study: optuna.Study, completed: list[optuna.trial.FrozenTrial]) -> str:
+    """What the study's (first) objective measured: validation accuracy, or, when no trial
+    measured one (a training-free evaluator), the score of the study's evaluator."""
+    if any("val_acc" in t.user_attrs for t in completed) or not any("score" in t.user_attrs for t in completed):
+        return "validation accuracy"
+    evaluator = str(study.user_attrs.get("evaluation", "")).removeprefix("evaluator ")
+    return f"score ({evaluator})" if evaluator else "score"
