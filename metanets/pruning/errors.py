@@ -1,6 +1,8 @@
 """Errors of structured pruning (both are ``ValueError``: bad input, exit code 2 in the CLI)."""
 from __future__ import annotations
 
+import math
+
 
 class UnreachableSpeedupError(ValueError):
     """The requested MACs speed-up exceeds what pruning every group to one channel gives.
@@ -12,9 +14,10 @@ class UnreachableSpeedupError(ValueError):
 
     def __init__(self, requested: float, largest: float) -> None:
         self.requested, self.largest = requested, largest
+        shown = math.floor(largest * 1000) / 1000  # rounded down: the speed-up named can be asked for
         super().__init__(
             f"speed-up {requested:g}x cannot be reached: the largest reachable speed-up is "
-            f"{largest:.3f}x (every prunable channel group at one channel)"
+            f"{shown:.3f}x (every prunable channel group at one channel)"
         )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -126,9 +128,19 @@ def test_unreachable_speedup_names_the_largest() -> None:
     with pytest.raises(UnreachableSpeedupError, match=r"largest reachable speed-up is") as info:
         prune_model(model, inputs, 1000.0, step=0.2)
     assert 1.0 < info.value.largest < 1000.0
-    assert f"{info.value.largest:.3f}x" in str(info.value)
+    assert f"{math.floor(info.value.largest * 1000) / 1000:.3f}x" in str(info.value)
     with pytest.raises(ValueError, match="must be > 1"):
         prune_model(model, inputs, 0.5)
+
+
+def test_the_largest_speedup_an_unreachable_one_names_can_be_asked_for() -> None:
+    """The largest speed-up was printed rounded to the nearest 0.001: a CNN whose largest is
+    22.2247x said 22.225x, and --speedup 22.225 was refused as unreachable, naming 22.225x."""
+    model, inputs = _cnn(), _images()
+    with pytest.raises(UnreachableSpeedupError) as info:
+        prune_model(model, inputs, 1000.0, step=0.2)
+    (printed,) = re.findall(r"largest reachable speed-up is ([0-9.]+)x", str(info.value))
+    assert prune_model(model, inputs, float(printed), step=0.2).speedup >= float(printed)
 
 
 class _Scale(nn.Module):
