@@ -1450,9 +1450,10 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
             print(f"step {step:5d}  task loss {task:.4f}  relative {args.penalty} {penalty:.4f}",
                   flush=True)
 
-    if state.exists():
-        print(f"resuming from the training state {state}", flush=True)
-    _, folder = train_prune_metanet(job, log=log)
+    def resuming(step: int) -> None:  # said once the state is accepted, not before it is refused
+        print(f"resuming from the training state {state} at step {step}", flush=True)
+
+    _, folder = train_prune_metanet(job, log=log, resuming=resuming)
     print(f"pruning metanetwork written to {folder}")
     return 0
 

@@ -294,11 +294,12 @@ def task_loss(task: Any, batch_size: int = 128, device: str = "cpu") -> Any:
                      f"metanetwork trains on one of the levels {list(METANET_LEVELS)}")
 
 
-def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
+def train_prune_metanet(job: MetanetJob, log: Any = None,
+                        resuming: Any = None) -> tuple[Any, Path]:
     """Train a pruning metanetwork on the job's zoo and save it (safetensors + JSON) for
     ``metanas prune --method metanet --metanet DIR``; returns it and the written folder. With
     ``job.state`` a killed fit resumes from that file, which is removed once the metanetwork is
-    written."""
+    written; ``resuming(step)`` is called once that state is accepted."""
     from metanets.pruning.metanet import (
         MetanetTrainConfig,
         fit_pruning_metanet,
@@ -318,7 +319,7 @@ def train_prune_metanet(job: MetanetJob, log: Any = None) -> tuple[Any, Path]:
     models = [module.eval() for module, _ in networks]
     fit = fit_pruning_metanet(models, loss, inputs, config, log=log, state=job.state,
                               state_every=job.state_every, device=job.device,
-                              names=[m["source"] for _, m in networks])
+                              names=[m["source"] for _, m in networks], resuming=resuming)
     metanet = fit.metanet
     relative = [relative_group_lasso(metanet, m, config.penalty, config.fraction) for m in models]
     folder = metanet.save(job.out, {

@@ -39,7 +39,7 @@ import copy
 import dataclasses
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -636,7 +636,7 @@ def fit_pruning_metanet(
     models: Sequence[nn.Module], task_loss: TaskLoss, inputs: Sequence[Tensor],
     config: MetanetTrainConfig = MetanetTrainConfig(), log: Any = None,
     state: str | Path | None = None, state_every: int = 100, device: str | torch.device = "cpu",
-    names: Sequence[str] | None = None,
+    names: Sequence[str] | None = None, resuming: Callable[[int], None] | None = None,
 ) -> PruningMetanetFit:
     """Fit a pruning metanetwork on a zoo of trained networks of one task.
 
@@ -659,6 +659,7 @@ def fit_pruning_metanet(
             metanetwork stays on ``device``.
         names: what messages call the networks (their folders, study/trial), in the order of
             ``models``; default "network I of the zoo".
+        resuming: called with the state's step once ``state`` is read and accepted.
 
     Raises:
         ValueError: ``state`` holds another fit, or ``state_every`` < 1.
@@ -681,6 +682,8 @@ def fit_pruning_metanet(
     data = _fit_fingerprint(models, task_loss) if state is not None else ""
     if state is not None and Path(state).exists():
         done, history = _load_fit_state(state, config, data, metanet, optimizer, rng)
+        if resuming is not None:
+            resuming(done)
     metanet.train()
     for step in range(done + 1, config.steps + 1):
         network = rng.choice(networks)

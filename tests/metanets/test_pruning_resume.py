@@ -72,11 +72,11 @@ def test_a_killed_fit_resumes_to_exactly_the_uninterrupted_metanet(
         _killed_in_step(patch, killed_in)
         with pytest.raises(KeyboardInterrupt):
             _fit(zoo, state=state, state_every=state_every)
-    logged = []
+    logged, resuming = [], []
     resumed = _fit(zoo, state=state, state_every=state_every,
-                   log=lambda step, task, penalty: logged.append(step))
+                   log=lambda step, task, penalty: logged.append(step), resuming=resuming.append)
     saved = (killed_in - 1) // state_every * state_every  # the last step a state was written at
-    assert resumed.resumed_from == saved
+    assert resumed.resumed_from == saved and resuming == [saved]
     assert logged == [s for s in (1, 8) if s > saved]  # earlier steps are not logged again
     assert resumed.history == whole.history
     assert _same_weights(resumed.metanet, whole.metanet)
@@ -124,11 +124,13 @@ def test_prune_metanet_cli_resumes_a_killed_fit(tmp_path: Path, monkeypatch, cap
         f"metanas: interrupted; the training state {state} is kept: the same command resumes from it")
     assert state.is_file() and not out.exists()
     assert main([*argv, "--out", str(out), "--lr", "0.02"]) == 2
-    assert "fit with lr 0.01, not 0.02" in capsys.readouterr().err
+    refused = capsys.readouterr()
+    assert "fit with lr 0.01, not 0.02" in refused.err
+    assert "resuming" not in refused.out  # it said "resuming from the training state", then refused it
     assert main([*argv, "--out", str(out), "--state-every", "0"]) == 2
     assert "--state-every must be >= 1, got 0" in capsys.readouterr().err
     assert main([*argv, "--out", str(out)]) == 0
-    assert f"resuming from the training state {state}" in capsys.readouterr().out
+    assert f"resuming from the training state {state} at step 2" in capsys.readouterr().out
     assert not state.exists()
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
     for name in ("metanet.safetensors", "gate.safetensors"):
