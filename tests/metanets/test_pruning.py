@@ -788,7 +788,7 @@ def test_cli_preserve_norm_reaches_the_training_config(flag: list[str], expected
 
     jobs = []
 
-    def fake_train(job, log=None):
+    def fake_train(job, log=None, resuming=None):
         jobs.append(job)
         return None, Path(job.out)
 
