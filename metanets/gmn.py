@@ -511,16 +511,55 @@ def load_gmn_files(folder: str | Path) -> tuple[GMN, dict[str, Any], dict[str, d
     if not (folder / _named_file(folder, WEIGHTS_FILE, files)).is_file():
         raise FileNotFoundError(
             f"{folder} is not a saved metanetwork: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+    config, metadata = _saved_config(spec, folder / CONFIG_FILE), spec.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{folder / CONFIG_FILE} is no usable metanetwork: its metadata is a "
+                         f"JSON {type(metadata).__name__}, not an object")
     states = _read_checked(folder, spec.get("sha256", {}), files)
-    model = GMN(GMNConfig(**spec["config"]))
+    model = GMN(config)
     weights = states.get(WEIGHTS_FILE)
-    model.load_state_dict(weights if weights is not None
-                          else decode_state_dict((folder / WEIGHTS_FILE).read_bytes()))
+    load_checked(model, weights if weights is not None
+                 else decode_state_dict((folder / WEIGHTS_FILE).read_bytes()),
+                 folder / _named_file(folder, WEIGHTS_FILE, files), "metanetwork")
     model.eval()
-    return model, spec.get("metadata", {}), states
+    return model, metadata, states
+
+
+def _saved_config(spec: dict[str, Any], path: Path) -> GMNConfig:
+    """The :class:`GMNConfig` of the ``metanet.json`` at ``path`` (``spec``); ``ValueError``
+    naming the file when there is none or it is no config a GMN can be built from."""
+    config = spec.get("config")
+    if config is None:
+        why = "its config is missing"
+    elif not isinstance(config, dict):
+        why = f"its config is a JSON {type(config).__name__}, not an object"
+    else:
+        try:
+            return GMNConfig(**config)
+        except (TypeError, ValueError) as error:  # fields missing, unknown or out of range
+            why = f"its config is unusable ({error})"
+    raise ValueError(f"{path} is no usable metanetwork: {why}")
+
+
+def load_checked(module: nn.Module, tensors: dict[str, Tensor], path: Path, what: str) -> None:
+    """Load ``tensors`` (read from ``path``) into ``module``, a ``what`` built from its saved
+    config; ``ValueError`` naming the file and the tensors the config lacks, does not know or
+    needs in another shape (load_state_dict's error lists every tensor, and exits 1)."""
+    own = module.state_dict()
+    missing, unexpected = sorted(own.keys() - tensors.keys()), sorted(tensors.keys() - own.keys())
+    wrong = [f"tensor {name!r} has shape {tuple(tensors[name].shape)}, its config needs "
+             f"{tuple(tensor.shape)}" for name, tensor in own.items()
+             if name in tensors and tensors[name].shape != tensor.shape]
+    parts = [f"{label} tensors {', '.join(map(repr, names[:3]))}"
+             + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+             for label, names in (("missing", missing), ("unexpected", unexpected)) if names]
+    if parts or wrong:
+        raise ValueError(f"{path} holds no {what} of its config: {'; '.join(parts + wrong[:1])}")
+    module.load_state_dict(tensors)
 
 
 __all__ = [
-    "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "collate", "load_gmn", "load_gmn_files",
+    "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "collate", "load_checked", "load_gmn",
+    "load_gmn_files",
     "prepare_graph", "save_gmn",
 ]

@@ -48,7 +48,9 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from metanets.accuracy import check_free_memory, pass_bytes
-from metanets.gmn import GMN, GMNConfig, _slot, load_gmn_files, prepare_graph, save_gmn
+from metanets.gmn import (
+    CONFIG_FILE, GMN, GMNConfig, _slot, load_checked, load_gmn_files, prepare_graph, save_gmn,
+)
 from metanets.graphs import EdgeFeature, EdgeType, to_parameter_graph
 from metanets.pruning._graph_units import CHANNEL_NODES, identity_components, pruner_units
 from nas.train import kept_modes, own_random_state
@@ -574,9 +576,7 @@ def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
     if metadata.get("purpose") != "pruning":
         raise ValueError(f"{folder} holds a metanetwork trained for "
                          f"{metadata.get('purpose', 'accuracy prediction')!r}, not for pruning")
-    shapes = metadata["input_shapes"]
-    dtypes = metadata.get("input_dtypes", ["float32"] * len(shapes))
-    _check_dtypes(dtypes, folder)
+    shapes, dtypes = _saved_inputs(metadata, Path(folder) / CONFIG_FILE)
     # tracing needs shapes only; a zero edge_index (self-loops of node 0) is a valid graph
     inputs = [torch.zeros(shape, dtype=getattr(torch, dtype))
               for shape, dtype in zip(shapes, dtypes, strict=True)]
@@ -592,7 +592,7 @@ def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
                 raise FileNotFoundError(f"{path} not found: the metanetwork was saved with a gate")
             gate_state = decode_state_dict(path.read_bytes())
         gate = _gate_head(gmn.config.hidden)
-        gate.load_state_dict(gate_state)
+        load_checked(gate, gate_state, Path(folder) / GATE_FILE, "gate head")
         gate.eval()
     preserve = metadata.get("preserve_norm", False)
     if not isinstance(preserve, bool):
@@ -602,6 +602,26 @@ def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
 
 
 _INPUT_DTYPES = ("float32", "float64", "int64", "int32")
+
+
+def _saved_inputs(metadata: dict[str, Any], path: Path) -> tuple[list[list[int]], list[str]]:
+    """The example inputs' shapes and dtypes the metanetwork at ``path`` (its ``metanet.json``)
+    traces networks with; ``ValueError`` naming the file and the entry that is no such list."""
+    where = f"{path} is no usable metanetwork"
+    if "input_shapes" not in metadata:
+        raise ValueError(f"{where}: its metadata records no input_shapes")
+    shapes = metadata["input_shapes"]
+    if not (isinstance(shapes, list) and shapes and all(
+            isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)
+            for shape in shapes)):
+        raise ValueError(f"{where}: input_shapes {shapes!r} must be a list of shapes (lists of "
+                         f"integers >= 0)")
+    dtypes = metadata.get("input_dtypes", ["float32"] * len(shapes))
+    if not isinstance(dtypes, list) or len(dtypes) != len(shapes):
+        raise ValueError(f"{where}: {len(shapes)} input_shapes but input_dtypes {dtypes!r} "
+                         f"(one dtype each)")
+    _check_dtypes(dtypes, path.parent)
+    return shapes, dtypes
 
 
 def _check_dtypes(dtypes: list[str], folder: str | Path) -> None:

@@ -780,6 +780,68 @@ def test_saved_preserve_norm_must_be_a_boolean(tmp_path: Path) -> None:
         load_pruning_metanet(folder)
 
 
+def _edited(document: dict[str, Any], edit: str) -> None:
+    config, metadata = document["config"], document["metadata"]
+    {"no config": lambda: document.pop("config"),
+     "config a list": lambda: document.__setitem__("config", [1]),
+     "unknown config field": lambda: config.__setitem__("bogus", 1),
+     "other kernel width": lambda: config.update(kernel_width=4, out_edge=4),
+     "other hidden": lambda: config.__setitem__("hidden", 16),
+     "metadata a list": lambda: document.__setitem__("metadata", []),
+     "no input shapes": lambda: metadata.pop("input_shapes"),
+     "input shapes a string": lambda: metadata.__setitem__("input_shapes", "abc"),
+     "more shapes than dtypes": lambda: metadata.__setitem__("input_shapes",
+                                                            [[2, 1, 14, 14], [3]]),
+     }[edit]()
+
+
+@pytest.mark.parametrize("edit, why", [
+    ("no config", "its config is missing"),
+    ("config a list", "its config is a JSON list, not an object"),
+    ("unknown config field", r"its config is unusable \(.*'bogus'"),
+    ("other kernel width", r"holds no metanetwork of its config: tensor 'edge_in.weight' has "
+                           r"shape \(8, 11\), its config needs \(8, 6\)"),
+    ("other hidden", r"holds no metanetwork of its config: tensor 'node_type_emb.weight' has "
+                     r"shape \(11, 8\), its config needs \(11, 16\)"),
+    ("metadata a list", "its metadata is a JSON list, not an object"),
+    ("no input shapes", "its metadata records no input_shapes"),
+    ("input shapes a string", r"input_shapes 'abc' must be a list of shapes \(lists of "
+                              r"integers >= 0\)"),
+    ("more shapes than dtypes", r"2 input_shapes but input_dtypes \['float32'\] \(one dtype "
+                                r"each\)"),
+])
+def test_prune_refuses_a_metanetwork_whose_json_was_edited_naming_what_is_wrong(
+    edit: str, why: str, tmp_path: Path, capsys,
+) -> None:
+    """A metanet.json edited by hand (or another program's) failed with 'input_shapes', 'config',
+    "'list' object has no attribute 'get'" or load_state_dict's list of every tensor (exit 1)."""
+    from metanets.pruning.metanet import PruningMetanet
+    from nas.cli import main
+
+    folder = PruningMetanet.create((torch.zeros(2, 1, 14, 14),), hidden=8, gate=True).save(
+        tmp_path / "m", {"level": "image", "dataset": "mnist14"})
+    document = json.loads((folder / "metanet.json").read_text())
+    _edited(document, edit)
+    (folder / "metanet.json").write_text(json.dumps(document))
+    model = tmp_path / "model"
+    export_model(model, space="cnn", spec={"widths": [4, 4]}, in_channels=1, out_channels=10,
+                 level="image", state_dict=_cnn_of((4, 4)).state_dict(),
+                 metadata={"dataset": "mnist14"})
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(["prune", "--model", str(model), "--dataset", "mnist14", "--speedup", "2",
+                 "--out", str(tmp_path / "out"), "--method", "metanet", "--metanet", str(folder),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(f"error: {re.escape(str(folder))}/metanet[.a-z]* (is no usable metanetwork: "
+                     f")?{why}", err), err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def _cnn_of(widths: tuple[int, ...]) -> nn.Module:
+    torch.manual_seed(0)
+    return CNN(CNNArchitecture(widths=widths), 1, 10)
+
+
 @pytest.mark.parametrize("flag, expected", [([], False), (["--preserve-norm"], True)])
 def test_cli_preserve_norm_reaches_the_training_config(flag: list[str], expected: bool,
                                                        tmp_path: Path, monkeypatch) -> None:
