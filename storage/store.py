@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 
 class ChecksumError(ValueError):
-    """Stored weights whose bytes no longer match their SHA-256."""
+    """Stored weights that are damaged: their bytes no longer match their SHA-256, or they are
+    not a safetensors blob (never unpickled)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,12 +390,7 @@ class ModelStore:
         with self.session() as session:
             row = self._row(session, study_name, trial_number)
             blob, expected = bytes(row.weights), row.weights_sha256
-        if sha256(blob) != expected:
-            raise ChecksumError(
-                f"weights of trial {trial_number} of study {study_name!r} are corrupt: SHA-256 "
-                f"{sha256(blob)[:16]}... does not match the stored {expected[:16]}..."
-            )
-        return decode_state_dict(blob)
+        return _checked(blob, expected, f"trial {trial_number} of study {study_name!r}")
 
     def list_models(self, study_name: str | None = None) -> list[StoredModel]:
         """Records of every stored model (of one study, if given), by study and trial number."""
@@ -487,9 +483,19 @@ def record_to_dict(record: StoredModel) -> dict[str, Any]:
 
 
 def _checked(blob: bytes, expected: str, what: str) -> dict[str, Tensor]:
+    """The tensors of the stored weights ``blob`` of ``what`` ("trial 3 of study 's'"); a
+    :class:`ChecksumError` naming it when they fail their SHA-256 ``expected`` or are no
+    safetensors blob (a row written or changed by something else), never safetensors' bare
+    "Error while deserializing"."""
+    from safetensors import SafetensorError
+
     if sha256(blob) != expected:
         raise ChecksumError(
             f"weights of {what} are corrupt: SHA-256 {sha256(blob)[:16]}... does not match the "
             f"stored {expected[:16]}..."
         )
-    return decode_state_dict(blob)
+    try:
+        return decode_state_dict(blob)
+    except SafetensorError as error:
+        raise ChecksumError(f"weights of {what} are damaged, not a safetensors blob ({error}); "
+                            f"they are never unpickled") from None

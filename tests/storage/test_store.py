@@ -51,6 +51,48 @@ def test_corrupt_blob_raises_checksum_error(sqlite_url: str) -> None:
         store.load_state_dict("s", 0)
 
 
+class _Payload:
+    """Unpickling it writes the file it names: proof that stored weights were unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle"])
+def test_weights_that_pass_their_checksum_but_are_no_safetensors_are_refused_naming_the_trial(
+    sqlite_url: str, tmp_path, capsys, damage: str,
+) -> None:
+    """A blob whose SHA-256 was written with it (by another writer, or recomputed) but which
+    is no safetensors gave safetensors' bare "Error while deserializing: header too large",
+    naming neither the trial nor the study; a pickle in its place is never unpickled."""
+    import hashlib
+    import pickle
+
+    import optuna
+
+    from nas.cli import main
+
+    study = optuna.create_study(storage=sqlite_url, study_name="s", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    store = ModelStore(sqlite_url)
+    _save(store, 0)
+    opened = tmp_path / "unpickled"
+    with store.session() as session:
+        row = session.scalar(sqlalchemy.select(TrainedModelModel))
+        blob = row.weights[: len(row.weights) // 2] if damage == "truncated" else pickle.dumps(_Payload(str(opened)))
+        row.weights, row.weights_sha256 = blob, hashlib.sha256(blob).hexdigest()
+    with pytest.raises(ChecksumError, match="weights of trial 0 of study 's' are damaged, not a safetensors blob"):
+        store.load_state_dict("s", 0)
+    out = tmp_path / "export"
+    assert main(["export", "--storage", sqlite_url, "--study", "s", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "metanas export: error: weights of trial 0 of study 's' are damaged" in err, err
+    assert not out.exists() and not opened.exists()
+
+
 def test_missing_model_is_a_clear_key_error(sqlite_url: str) -> None:
     with pytest.raises(KeyError, match="no stored model for trial 3 of study 'x'"):
         ModelStore(sqlite_url).load_state_dict("x", 3)
