@@ -170,9 +170,12 @@ class ReinforceSampler(ProposalSampler):
             if finite_values(distribution) is not None
         }
 
-    def _propose_new(self, study: Study, trial: FrozenTrial, archive: Archive, rng: random.Random) -> Params:
+    def archive(self, study: Study, current: int) -> Archive:
+        """The study's archive with the controller attached as its ``state``: what every
+        proposal samples from, the trial's own and a pre-screen's further candidates alike."""
+        archive = super().archive(study, current)
         archive.state = self.controller(study)
-        return super()._propose_new(study, trial, archive, rng)
+        return archive
 
     def after_trial(
         self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None

@@ -35,10 +35,10 @@ def _widths(study: optuna.Study) -> list[float]:
     return [_width(space.suggest(optuna.trial.FixedTrial(t.params))) for t in study.trials]
 
 
-@pytest.mark.parametrize("strategy", ["random", "tpe", "evolution", "predictor"])
+@pytest.mark.parametrize("strategy", ["random", "tpe", "evolution", "predictor", "reinforce"])
 def test_prescreen_takes_the_best_scored_proposal(strategy):
     space = get_space("gnn")
-    options = {"space": space} if strategy in ("evolution", "predictor") else {}
+    options = {"space": space} if strategy in ("evolution", "predictor", "reinforce") else {}
     plain = _run(get_sampler(strategy, seed=0, **options))
     screened = _run(PrescreenSampler(get_sampler(strategy, seed=0, **options), space, _width, candidates=8))
     assert _widths(screened) != _widths(plain)  # the wrapper changes which candidate is evaluated
@@ -123,7 +123,7 @@ def test_candidates_the_space_refuses_are_dropped_not_fatal():
 
 def _veto(strategy: str, score, seed: int = 0, candidates: int = 4, **options) -> PrescreenSampler:
     space = get_space("gnn")
-    extra = {"space": space} if strategy in ("evolution", "predictor") else {}
+    extra = {"space": space} if strategy in ("evolution", "predictor", "reinforce") else {}
     base = get_sampler(strategy, seed=seed, **extra)
     return PrescreenSampler(base, space, score, candidates, "veto", **options)
 
@@ -138,7 +138,7 @@ def test_veto_threshold_is_the_quantile_of_the_reference_sample():
     assert again.veto_threshold() == sampler.veto_threshold()
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution", "predictor"])
+@pytest.mark.parametrize("strategy", ["random", "evolution", "predictor", "reinforce"])
 def test_veto_removes_only_low_tail_candidates(strategy):
     sampler = _veto(strategy, _width)
     threshold = sampler.veto_threshold()
