@@ -1315,7 +1315,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     job = PruneJob(args.model, args.dataset, args.speedup, args.out, args.method,
                    args.finetune_epochs, args.metanet, args.seed, device, args.overwrite,
                    args.data_root)
-    outcome, folder = run_prune(job)
+    outcome, folder = run_prune(job, say=lambda note: print(note, file=sys.stderr if args.json
+                                                             else sys.stdout, flush=True))
     if args.json:
         print(json.dumps({**outcome.summary(), "out": str(folder)}))
     else:
@@ -1339,11 +1340,12 @@ def _add_evaluate(commands: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from nas.evaluate import EvaluateJob, dataset_note, format_evaluation, run_evaluate
+    from nas.evaluate import EvaluateJob, format_evaluation, run_evaluate
+    from nas.export import dataset_note
 
     device = _device(args)
     evaluation = run_evaluate(EvaluateJob(args.model, args.dataset, device, args.data_root))
-    note = dataset_note(evaluation)
+    note = dataset_note("evaluating", evaluation.dataset, evaluation.trained_on)
     if note is not None:
         print(note, file=sys.stderr if args.json else sys.stdout)
     print(json.dumps(evaluation.summary()) if args.json else format_evaluation(evaluation))

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.export import (
-    check_fits, check_model_folder, load_exported, read_export, recorded_dataset,
+    canonical_dataset, check_fits, check_model_folder, load_exported, read_export,
+    recorded_dataset,
 )
 from nas.tasks import load_task, resolve_dataset
 
@@ -85,16 +86,8 @@ def run_evaluate(job: EvaluateJob) -> Evaluation:
     check_fits(document, task, trained_on)
     metrics = evaluate(model, task, job.device)
     macs = count_macs(model, example_inputs(task))
-    return Evaluation(str(job.model), task.name, _canonical(trained_on), task.metric, metrics,
+    return Evaluation(str(job.model), task.name, canonical_dataset(trained_on), task.metric, metrics,
                       macs, count_params(model))
-
-
-def _canonical(name: str | None) -> str | None:
-    """``name`` resolved where metanas loads it by name, else as it is (a DataTask's)."""
-    try:
-        return None if name is None else resolve_dataset(name)
-    except ValueError:
-        return name
 
 
 def format_evaluation(evaluation: Evaluation) -> str:
@@ -107,14 +100,3 @@ def format_evaluation(evaluation: Evaluation) -> str:
     lines.append(f"MACs {evaluation.macs:,}, params {evaluation.params:,}")
     return "\n".join(lines)
 
-
-def dataset_note(evaluation: Evaluation) -> str | None:
-    """A line saying that ``evaluation`` is on a dataset other than the one the model was
-    trained on, or that the export records none (None: on the recorded one)."""
-    if evaluation.trained_on is None:
-        return (f"note: evaluating on {evaluation.dataset!r}; the export records no dataset "
-                f"the model was trained on")
-    if evaluation.other_dataset:
-        return (f"note: evaluating on {evaluation.dataset!r}, a dataset other than the one "
-                f"the model was trained on ({evaluation.trained_on!r})")
-    return None

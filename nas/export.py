@@ -50,10 +50,10 @@ def load_study(storage: str, study_name: str) -> optuna.Study:
     created), :class:`storage.UnknownStudyError` (a ``KeyError``) naming the studies the storage
     holds for an unknown name. An SQLite file in a folder this user cannot write is opened
     read-only (:func:`storage.reading_url`)."""
-    from storage import check_study
+    from storage import check_study, reading_storage
 
     try:
-        return optuna.load_study(study_name=study_name, storage=reading_url(storage))
+        return optuna.load_study(study_name=study_name, storage=reading_storage(storage))
     except KeyError:
         check_study(storage, study_name)  # names the studies there
         raise
@@ -315,6 +315,29 @@ def recorded_dataset(document: dict[str, Any]) -> str | None:
     named = pruned.get("dataset") if isinstance(pruned, dict) else None
     named = named or document.get("dataset")
     return named if isinstance(named, str) and named else None
+
+
+def canonical_dataset(name: str | None) -> str | None:
+    """``name`` (a dataset an export records) resolved where metanas loads it by name, else as
+    it is (a DataTask's)."""
+    from nas.tasks import resolve_dataset
+
+    try:
+        return None if name is None else resolve_dataset(name)
+    except ValueError:
+        return name
+
+
+def dataset_note(doing: str, dataset: str, trained_on: str | None) -> str | None:
+    """A line saying that ``doing`` ("evaluating", "pruning") is on ``dataset``, a dataset other
+    than ``trained_on`` (canonical, :func:`canonical_dataset`), the one the model was trained
+    on, or that the export records none (None: on the recorded one)."""
+    if trained_on is None:
+        return f"note: {doing} on {dataset!r}; the export records no dataset the model was trained on"
+    if trained_on != dataset:
+        return (f"note: {doing} on {dataset!r}, a dataset other than the one the model was "
+                f"trained on ({trained_on!r})")
+    return None
 
 
 def check_fits(document: dict[str, Any], task: Any, trained_on: str | None) -> None:

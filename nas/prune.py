@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from metanets.pruning.core import check_speedup, largest_speedup
 from metanets.pruning.errors import UnreachableSpeedupError
 from metanets.pruning.pipeline import PruneOutcome, prune_and_finetune, resolve_method
 from metanets.pruning.shapes import pruned_attributes
 from nas.export import (
-    PRUNED_KEY, build_module, check_export_folder, check_fits, check_model_folder, export_model,
-    load_exported, read_export, recorded_dataset,
+    PRUNED_KEY, build_module, canonical_dataset, check_export_folder, check_fits,
+    check_model_folder, dataset_note, export_model, load_exported, read_export, recorded_dataset,
 )
 from nas.tasks import dataset_info, load_task, resolve_dataset
 from nas.train import TrainConfig
@@ -51,8 +51,11 @@ METANET_LEVELS: tuple[str, ...] = ("image", "node")
 DATA_FREE_LEVELS: tuple[str, ...] = ("image", "node")
 
 
-def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
-    """Prune, fine-tune and export; returns the outcome and the written folder.
+def run_prune(job: PruneJob, say: Callable[[str], None] = lambda line: None,
+              ) -> tuple[PruneOutcome, Path]:
+    """Prune, fine-tune and export; returns the outcome and the written folder. ``say`` gets
+    a note, before any pruning, when ``job.dataset`` is not the one the model was trained on
+    (as ``metanas evaluate`` notes it; :func:`nas.export.dataset_note`).
 
     An ``out`` that is the input model's folder or inside it is refused (``ValueError``), and
     one that already holds files (``FileExistsError``) unless ``job.overwrite``, before anything
@@ -77,7 +80,11 @@ def run_prune(job: PruneJob) -> tuple[PruneOutcome, Path]:
     transform = _transform(job.metanet, document, model, job.device) if method == "metanet" else None
     _refuse_unreachable(job, document, model)
     task = load_task(job.dataset, job.data_root)  # split as a search splits it (seed 0)
-    check_fits(document, task, recorded_dataset(document))
+    trained_on = recorded_dataset(document)
+    check_fits(document, task, trained_on)
+    note = dataset_note("pruning", task.name, canonical_dataset(trained_on))
+    if note is not None:
+        say(note)
     defaults = _training_defaults(document)
     config = TrainConfig(epochs=job.finetune_epochs, patience=0, seed=job.seed,
                          device=job.device, **defaults)

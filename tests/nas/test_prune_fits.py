@@ -87,3 +87,52 @@ def test_prune_refuses_an_out_in_the_input_folder(out: str, monkeypatch, capsys,
     err = capsys.readouterr().err
     assert f"--out {str(tmp_path / out)!r} is " in err and "input model's folder" in err, err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def _export_mnist14_cnn(folder: Path) -> Path:
+    from search_spaces.cnn import CNN, CNNArchitecture
+
+    arch = CNNArchitecture(widths=(4,), norm="batch")
+    return export_model(folder, space="cnn", spec=arch.to_dict(), in_channels=1, out_channels=10,
+                        level="image", state_dict=CNN(arch, 1, 10).state_dict(),
+                        metadata={"dataset": "mnist14"})
+
+
+class _Pruned(Exception):
+    """Raised where pruning would start: what was said before it is what the test reads."""
+
+
+@pytest.mark.parametrize("dataset, said", [
+    ("MNIST", ["note: pruning on 'mnist', a dataset other than the one the model was trained on "
+               "('mnist14')"]),
+    ("mnist14", []),
+])
+def test_prune_notes_a_dataset_other_than_the_models_before_pruning(
+    dataset: str, said: list[str], mnist_available, monkeypatch, tmp_path: Path,
+) -> None:
+    """As evaluate notes it: prune of a mnist14 CNN on mnist (28x28 images, which the CNN takes)
+    said nothing while its accuracy before pruning fell to 0.13."""
+    import nas.prune
+    from nas.prune import PruneJob, run_prune
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise _Pruned
+
+    monkeypatch.setattr(nas.prune, "prune_and_finetune", stop)
+    model = _export_mnist14_cnn(tmp_path / "m")
+    notes: list[str] = []
+    with pytest.raises(_Pruned):
+        run_prune(PruneJob(str(model), dataset, 1.5, str(tmp_path / "out")), say=notes.append)
+    assert notes == said
+
+
+def test_prune_prints_the_note_on_stderr_with_json(mnist_available, monkeypatch, capsys,
+                                                   tmp_path: Path) -> None:
+    import nas.prune
+
+    monkeypatch.setattr(nas.prune, "prune_and_finetune", _never)
+    model = _export_mnist14_cnn(tmp_path / "m")
+    main(["prune", "--model", str(model), "--dataset", "mnist", "--speedup", "1.5", "--json",
+          "--device", "cpu", "--out", str(tmp_path / "out")])
+    said = capsys.readouterr()
+    assert said.out == "" and said.err.startswith("note: pruning on 'mnist', a dataset other")
