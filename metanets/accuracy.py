@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,6 +96,7 @@ def fit_gmn(
     train_networks: Sequence[ProbedNetwork] | None = None,
     val_networks: Sequence[ProbedNetwork] | None = None, probe_start: Tensor | None = None,
     state: str | Path | None = None, state_every: int = 1, device: str | torch.device = "cpu",
+    resuming: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Fit a GMN predicting ``targets`` from parameter graphs (raw or prepared), and from the
     networks' answers to learned probes when ``config.probes`` is set (then the networks
@@ -112,6 +113,8 @@ def fit_gmn(
             device; resolve ``"auto"`` with :func:`nas.train.resolve_device` first). The model
             is initialised and its feature scaler fitted on the CPU before it moves, so a fit
             starts alike on every device; the fitted model stays on ``device``.
+        resuming: called with the state's last finished epoch once ``state`` is read and
+            accepted.
 
     Shapes:
         ``train_targets``: ``(N,)`` or ``(N, T)``; ``val_targets`` likewise.
@@ -157,6 +160,8 @@ def fit_gmn(
     data = _data_fingerprint(train, y, val, val_targets) if state is not None else ""
     if state is not None and Path(state).exists():
         run = _load_fit_state(state, config, data, model, optimizer, schedule, generator)
+        if resuming is not None:
+            resuming(run.epoch)
     by_tau, by_loss, history = run.by_tau, run.by_loss, run.history
     start -= run.seconds
     for epoch in range(run.epoch + 1, config.epochs + 1):
@@ -409,10 +414,11 @@ def train_accuracy_predictor(
     zoo: Zoo, config: FitConfig = FitConfig(), target: str = "test_acc",
     val_fraction: float = 0.1, verbose: bool = False, probe_start: Tensor | None = None,
     state: str | Path | None = None, state_every: int = 1, device: str | torch.device = "cpu",
+    resuming: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Fit a GMN on a whole zoo (``val_fraction`` of its runs held out to select the epoch),
-    what ``metanas metanet train`` does; ``state``, ``state_every`` and ``device`` as in
-    :func:`fit_gmn`."""
+    what ``metanas metanet train`` does; ``state``, ``state_every``, ``device`` and ``resuming``
+    as in :func:`fit_gmn`."""
     from metanets.zoo import split_by_run
 
     if len(set(zoo.runs)) < 3:
@@ -424,4 +430,5 @@ def train_accuracy_predictor(
     networks = (train.networks(), val.networks()) if config.probes else (None, None)
     return fit_gmn(train.graphs(), train.targets(target), val.graphs(), val.targets(target),
                    config, verbose=verbose, train_networks=networks[0], val_networks=networks[1],
-                   probe_start=probe_start, state=state, state_every=state_every, device=device)
+                   probe_start=probe_start, state=state, state_every=state_every, device=device,
+                   resuming=resuming)

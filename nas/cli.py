@@ -953,11 +953,13 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     start = (task_probe_inputs(zoo[0].dataset, args.probes, seed=args.seed, data_root=args.data_root)
              if args.probes and args.probe_init == "data" else None)
     state = metanet_state(args.out)
-    if state.exists():
-        print(f"resuming from the training state {state}", flush=True)
+
+    def resuming(epoch: int) -> None:  # said once the state is accepted, not before it is refused
+        print(f"resuming from the training state {state} at epoch {epoch}", flush=True)
+
     result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose,
                                       probe_start=start, state=state, state_every=args.state_every,
-                                      device=device)
+                                      device=device, resuming=resuming)
     best = next(h for h in result.history if h[0] == result.best_epoch)
     validated = result.selected_on == "val_tau"
     save_gmn(result.model, args.out, metadata={

@@ -99,9 +99,11 @@ def test_metanet_train_cli_resumes_a_killed_fit(sqlite_url: str, tmp_path: Path,
         f"metanas: interrupted; the training state {state} is kept: the same command resumes from it")
     assert state.is_file() and not out.exists()
     assert main([*argv, "--lr", "1e-3"]) == 2
-    assert "holds the state of a metanetwork fit with lr 0.002, not 0.001" in capsys.readouterr().err
+    refused = capsys.readouterr()
+    assert "holds the state of a metanetwork fit with lr 0.002, not 0.001" in refused.err
+    assert "resuming" not in refused.out  # it said "resuming from the training state", then refused it
     assert main(argv) == 0
-    assert f"resuming from the training state {state}" in capsys.readouterr().out
+    assert f"resuming from the training state {state} at epoch 2" in capsys.readouterr().out
     assert not state.exists()
     resumed = load_gmn(out)[0].state_dict()
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
