@@ -640,10 +640,10 @@ def _add_studies(commands: Any) -> None:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from storage import reading_url
+    from storage import reading_storage
 
     rows = []
-    for summary in optuna.get_all_study_summaries(reading_url(args.storage), include_best_trial=False):
+    for summary in optuna.get_all_study_summaries(reading_storage(args.storage), include_best_trial=False):
         rows.append({
             "study": summary.study_name, "trials": summary.n_trials,
             "dataset": summary.user_attrs.get("dataset"), "space": summary.user_attrs.get("space"),

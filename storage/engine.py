@@ -20,6 +20,9 @@ T = TypeVar("T")
 DEFAULT_STORAGE = "sqlite:///metanas.db"
 #: seconds a SQLite writer waits for a lock held by another worker before failing
 SQLITE_BUSY_TIMEOUT = 60
+#: seconds a PostgreSQL connection may take to open (libpq's default is to wait for ever on a
+#: server that accepts but does not answer); a URL's own ``?connect_timeout=`` wins
+CONNECT_TIMEOUT = 30
 
 
 class StorageURLError(ValueError):
@@ -165,8 +168,11 @@ def is_sqlite(url: str | URL) -> bool:
 
 def engine_kwargs(url: str | URL) -> dict[str, Any]:
     """Keyword arguments for ``create_engine`` that suit the backend (also given to optuna)."""
-    if is_sqlite(url):
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
     return {"pool_pre_ping": True}
 
 

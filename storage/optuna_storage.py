@@ -43,6 +43,16 @@ def make_optuna_storage(
     return storage
 
 
+def reading_storage(url: str) -> RDBStorage:
+    """``RDBStorage`` for a command that only reads ``url``: opened as :func:`storage.reading_url`
+    says (no SQLite file created, one in a folder this user cannot write read-only), with the
+    engine arguments of :func:`storage.engine_kwargs` (PostgreSQL's connection timeout, SQLite's
+    lock timeout), which optuna given a URL alone goes without."""
+    from storage.engine import reading_url
+
+    return RDBStorage(reading_url(url), engine_kwargs=engine_kwargs(url))
+
+
 class UnknownStudyError(KeyError, ValueError):
     """A study name the storage does not hold: a failed lookup (``KeyError``) and bad input
     (``ValueError``: the CLI exits 2), naming the studies the storage holds."""
@@ -56,10 +66,10 @@ def check_study(url: str, name: str, also: Iterable[str] = ()) -> None:
     is one of ``also``, names that count as studies too); it names the studies there, as
     ``metanas studies`` lists them, then those of ``also``. An SQLite file that does not exist
     is ``FileNotFoundError`` (none is created), one in a folder this user cannot write is read
-    read-only (:func:`storage.reading_url`)."""
-    from storage.engine import reading_url, redact
+    read-only (:func:`reading_storage`)."""
+    from storage.engine import redact
 
-    names = optuna.get_all_study_names(reading_url(url))
+    names = optuna.get_all_study_names(reading_storage(url))
     names += [other for other in also if other not in names]
     if name not in names:
         raise UnknownStudyError(f"no study {name!r} in {redact(url)}; studies there: {names}")

@@ -351,3 +351,30 @@ def test_what_a_killed_write_leaves_is_no_model(tmp_path, files: list[str], left
         (tmp_path / name).write_bytes(b"x")
     assert holds_only_leftovers(tmp_path, "spec.json", ["model.safetensors"]) is leftovers
     assert holds_only_leftovers(tmp_path / "missing", "spec.json", ["model.safetensors"])
+
+
+def test_a_postgresql_server_that_accepts_but_never_answers_fails_the_command_in_time(
+    capsys, monkeypatch,
+) -> None:
+    """libpq waits for ever by default: a hung server (or a firewall that lets the connection
+    open) kept every command waiting with no word. Now it fails after CONNECT_TIMEOUT seconds,
+    password hidden; a URL's own connect_timeout is kept."""
+    import socket
+    import time
+
+    from nas.cli import main
+    from storage import engine, engine_kwargs
+
+    pytest.importorskip("psycopg")
+    assert engine_kwargs("postgresql://u@h/db")["connect_args"] == {"connect_timeout": engine.CONNECT_TIMEOUT}
+    assert "connect_args" not in engine_kwargs("postgresql://u@h/db?connect_timeout=5")
+    monkeypatch.setattr(engine, "CONNECT_TIMEOUT", 1)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections open, and nothing answers them
+        url = f"postgresql://alice:s3cret@127.0.0.1:{silent.getsockname()[1]}/metanas"
+        start = time.monotonic()
+        assert main(["studies", "--storage", url]) == 1
+    assert time.monotonic() - start < 20
+    err = capsys.readouterr().err
+    assert "postgresql://alice:***@127.0.0.1" in err and "s3cret" not in err and "timeout" in err, err
