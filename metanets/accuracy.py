@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -391,6 +391,20 @@ def edge_bounded_chunks(graphs: Sequence[Data], keys: Sequence[int],
         edges += graph.num_edges
     if chunk:
         yield chunk
+
+
+def load_accuracy_predictor(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
+    """A metanetwork saved by ``metanas metanet train`` and its metadata
+    (:func:`metanets.gmn.load_gmn`); ``ValueError`` for a pruning metanetwork, whose
+    regression head was never trained to predict a metric."""
+    from metanets.gmn import load_gmn
+
+    model, metadata = load_gmn(folder)
+    if metadata.get("purpose", "accuracy prediction") != "accuracy prediction":
+        raise ValueError(f"{folder} holds a metanetwork trained for {metadata['purpose']!r} "
+                         "(metanas prune-metanet), not for accuracy prediction (metanas metanet "
+                         "train)")
+    return model, metadata
 
 
 @torch.no_grad()

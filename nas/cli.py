@@ -1030,12 +1030,11 @@ def _check_metanet_dataset(metadata: dict[str, Any], dataset: str, what: str) ->
 
 
 def cmd_metanet_predict(args: argparse.Namespace) -> int:
-    from metanets.accuracy import predict
-    from metanets.gmn import load_gmn
+    from metanets.accuracy import load_accuracy_predictor, predict
     from metanets.zoo import load_zoo, network_graph
 
     device = _device(args)
-    model, metadata = load_gmn(args.model)
+    model, metadata = load_accuracy_predictor(args.model)
     model.to(device)
     rows: list[dict[str, Any]] = []
     if args.zoo or args.study:
