@@ -60,9 +60,24 @@ def parse_url(url: str | URL) -> URL:
             f"{parsed.drivername!r}, which is not installed; use sqlite, or postgresql with "
             f"pip install -e '.[postgres]'"
         ) from None
+    _check_sqlite_host(parsed, url)
     _check_sqlite_folder(parsed)
     _check_sqlite_query(parsed)
     return parsed
+
+
+def _check_sqlite_host(url: URL, text: str) -> None:
+    """``sqlite://metanas.db`` (two slashes) reads ``metanas.db`` as a host name, which SQLite
+    has none of: SQLAlchemy refused it only when connecting, in four lines; refused here,
+    naming the URL meant."""
+    if url.get_backend_name() != "sqlite" or not (url.host or url.username or url.port):
+        return
+    path = "/".join(part for part in (url.host, url.database) if part)
+    raise StorageURLError(
+        f"storage URL {redact(text)!r} names a host, which SQLite has none of: a file is "
+        f"sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH (three slashes, then the path), "
+        f"here {'sqlite:///' + path!r}"
+    )
 
 
 def _sqlite_file(url: URL) -> Path | None:

@@ -378,3 +378,21 @@ def test_a_postgresql_server_that_accepts_but_never_answers_fails_the_command_in
     assert time.monotonic() - start < 20
     err = capsys.readouterr().err
     assert "postgresql://alice:***@127.0.0.1" in err and "s3cret" not in err and "timeout" in err, err
+
+
+@pytest.mark.parametrize("url, meant", [
+    ("sqlite://metanas.db", "sqlite:///metanas.db"),
+    ("sqlite://runs/metanas.db", "sqlite:///runs/metanas.db"),
+    ("sqlite://alice:s3cret@runs/metanas.db", "sqlite:///runs/metanas.db"),
+])
+def test_an_sqlite_url_with_two_slashes_is_bad_input_naming_the_url_meant(capsys, url: str, meant: str) -> None:
+    """SQLAlchemy refused a host in an SQLite URL only on connecting: four lines ("Invalid
+    SQLite URL: ... Valid SQLite URL forms are: ...") and exit 1."""
+    from nas.cli import main
+
+    with pytest.raises(StorageURLError, match=f"names a host, which SQLite has none of.*here '{meant}'"):
+        parse_url(url)
+    assert main(["studies", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and meant in err and "s3cret" not in err
+
