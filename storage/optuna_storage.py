@@ -9,7 +9,10 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from storage.engine import engine_kwargs, is_sqlite, parse_url, retry_schema_race, sqlite_journal_pragmas
+from storage.engine import (
+    DEFAULT_STORAGE, StorageURLError, engine_kwargs, is_sqlite, parse_url, redact, retry_schema_race,
+    sqlite_journal_pragmas,
+)
 
 #: seconds between a running trial's heartbeats
 HEARTBEAT_INTERVAL = 30
@@ -32,6 +35,12 @@ def make_optuna_storage(
     """``RDBStorage`` for ``url`` with heartbeats and retries of trials of dead workers; on
     SQLite its connections journal as :func:`storage.engine.sqlite_journal_pragmas` says."""
     parsed = parse_url(url)  # checked once; the URL object is not parsed again below
+    if is_sqlite(parsed) and (parsed.database or "") in ("", ":memory:"):
+        raise StorageURLError(
+            f"storage URL {redact(parsed)!r} is an SQLite database in memory: the study and its "
+            f"trials would be gone when the command ends, and its workers could not share it; "
+            f"name a file, e.g. {DEFAULT_STORAGE!r}"
+        )
     storage = retry_schema_race(lambda: RDBStorage(
         url, engine_kwargs=engine_kwargs(parsed), heartbeat_interval=heartbeat_interval,
         grace_period=grace_seconds(heartbeat_interval, grace_period),
@@ -67,8 +76,6 @@ def check_study(url: str, name: str, also: Iterable[str] = ()) -> None:
     ``metanas studies`` lists them, then those of ``also``. An SQLite file that does not exist
     is ``FileNotFoundError`` (none is created), one in a folder this user cannot write is read
     read-only (:func:`reading_storage`)."""
-    from storage.engine import redact
-
     names = optuna.get_all_study_names(reading_storage(url))
     names += [other for other in also if other not in names]
     if name not in names:

@@ -396,3 +396,16 @@ def test_an_sqlite_url_with_two_slashes_is_bad_input_naming_the_url_meant(capsys
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and meant in err and "s3cret" not in err
 
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_a_search_in_an_sqlite_database_in_memory_is_refused(url: str, capsys, cora_available: None) -> None:
+    """A search's trials in memory would be lost when it ends (and its workers each had a
+    database of their own): it failed with "no such table: studies"."""
+    from nas.cli import main
+    from storage import make_optuna_storage
+
+    with pytest.raises(StorageURLError, match="is an SQLite database in memory: the study and its trials would be gone"):
+        make_optuna_storage(url)
+    assert main(["search", "--dataset", "cora", "--trials", "1", "--epochs", "1", "--storage", url,
+                 "--study", "s", "--quiet"]) == 2
+    assert "name a file, e.g. 'sqlite:///metanas.db'" in capsys.readouterr().err
