@@ -48,6 +48,8 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         check_counts(self, epochs=1, batch_size=1, hidden=1, layers=0, eval_every=1, max_inputs=0, probes=0)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
 
 
 @dataclasses.dataclass
@@ -120,7 +122,8 @@ def fit_gmn(
         ``train_targets``: ``(N,)`` or ``(N, T)``; ``val_targets`` likewise.
 
     Raises:
-        ValueError: ``state`` holds another fit, or ``state_every`` < 1.
+        ValueError: ``state`` holds another fit, ``state_every`` < 1, or the fit diverged (no
+            validated epoch with a finite training loss: nothing worth keeping).
     """
     if state_every < 1:
         raise ValueError(f"state_every must be >= 1 (epochs), got {state_every}")
@@ -173,13 +176,16 @@ def fit_gmn(
             history.append((epoch, loss, tau))
             if verbose:
                 print(f"epoch {epoch:3d} loss {loss:.4f} val tau {tau:.4f}", flush=True)
-            if not math.isnan(tau) and tau > by_tau[0]:
+            if math.isfinite(loss) and not math.isnan(tau) and tau > by_tau[0]:
                 by_tau = (tau, epoch, copy.deepcopy(model.state_dict()))
-            if by_tau[2] is None and (by_loss[2] is None or loss < by_loss[0]):
+            if by_tau[2] is None and math.isfinite(loss) and (by_loss[2] is None or loss < by_loss[0]):
                 by_loss = (loss, epoch, copy.deepcopy(model.state_dict()))
         if state is not None and (epoch % state_every == 0 or epoch == config.epochs):
             _save_fit_state(state, config, data, model, optimizer, schedule, generator, _FitRun(
                 epoch, time.perf_counter() - start, history, by_tau, by_loss))
+    if by_tau[2] is None and by_loss[2] is None:
+        raise ValueError(f"the fit diverged: its training loss was {history[-1][1]} at every "
+                         f"validated epoch (lr {config.lr}); lower the learning rate (--lr)")
     chosen, selected_on = (by_tau, "val_tau") if by_tau[2] is not None else (by_loss, "train_loss")
     model.load_state_dict(chosen[2])
     model.eval()

@@ -919,6 +919,8 @@ def _add_metanet(commands: Any) -> None:
 
 
 def cmd_metanet_train(args: argparse.Namespace) -> int:
+    import math
+
     from metanets.accuracy import FitConfig, train_accuracy_predictor
     from metanets.gmn import save_gmn
     from metanets.zoo import load_zoo
@@ -933,6 +935,8 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
     if args.max_inputs < 0:
         raise UsageError(f"--max-inputs must be >= 0 (0: never summarise), got {args.max_inputs}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
     if args.probe_init not in PROBE_INITS:
         raise UsageError(f"--probe-init {args.probe_init!r} is not among {list(PROBE_INITS)}")
     if _already_trained(args, found_metanet(args.out), "metanetwork"):

@@ -1,8 +1,13 @@
 """``metanas metanet train|predict`` as a user runs them: what each refuses, and by name."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import pytest
+import torch
+
+from metanets.accuracy import FitConfig
 from metanets.gmn import GMN, GMNConfig, save_gmn
 from nas.cli import main
 
@@ -20,3 +25,39 @@ def test_predict_refuses_a_pruning_metanetwork(tmp_path: Path, capsys, export_im
     assert captured.out == ""
     assert (f"{pruning} holds a metanetwork trained for 'pruning' (metanas prune-metanet), not "
             "for accuracy prediction (metanas metanet train)") in captured.err
+
+
+@pytest.mark.parametrize("lr", ["inf", "nan", "0", "-1"])
+def test_train_refuses_an_lr_that_cannot_fit_by_its_flag(lr: str, sqlite_url: str, tmp_path: Path,
+                                                         capsys, store_image_networks) -> None:
+    """--lr inf trained to NaN weights and wrote them as a metanetwork (exit 0) whose every
+    prediction was NaN (and `predict --json` printed NaN, no JSON); nan and -1 failed inside
+    the optimizer ('Invalid learning rate: nan', no flag named), 0 trained nothing."""
+    store_image_networks(sqlite_url)
+    out = tmp_path / "gmn"
+    argv = ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out", str(out), *TRAIN]
+    assert main([*argv, "--lr", lr]) == 2
+    assert f"--lr must be a finite number > 0, got {float(lr)}" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "gmn.state").exists()
+
+
+@pytest.mark.parametrize("lr", [math.inf, math.nan, 0.0, -1.0])
+def test_a_fit_config_refuses_an_lr_that_cannot_fit(lr: float) -> None:
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        FitConfig(lr=lr)
+
+
+def test_a_diverged_fit_is_refused_not_kept(monkeypatch) -> None:
+    """A fit whose training loss was NaN at every validated epoch kept the first one (the
+    'lowest' NaN loss) and returned a model predicting NaN for every network."""
+    import metanets.accuracy as accuracy
+    from metanets.graphs import to_parameter_graph
+    from search_spaces.cnn import CNNArchitecture, CNNSpace
+
+    graphs = [to_parameter_graph(CNNSpace().build(CNNArchitecture(widths=(4,)), 1, 10),
+                                 (torch.zeros(2, 1, 12, 12),)) for _ in range(4)]
+    y = torch.linspace(0.1, 0.9, 4)
+    monkeypatch.setattr(accuracy, "_train_epoch", lambda *args: math.nan)
+    with pytest.raises(ValueError, match="the fit diverged: its training loss was nan at every "
+                                         r"validated epoch \(lr 0.002\); lower the learning rate"):
+        accuracy.fit_gmn(graphs, y, graphs[:1], y[:1], FitConfig(epochs=2, hidden=8, layers=1))
