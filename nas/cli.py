@@ -910,7 +910,8 @@ def _add_metanet(commands: Any) -> None:
     q = sub.add_parser("predict", help="predict for stored or exported networks")
     q.add_argument("--model", required=True, help="folder written by `metanet train`")
     q.add_argument("--zoo", default=None, help="storage URL of stored networks")
-    q.add_argument("--study", default=None, help="study whose networks to predict for (with --zoo)")
+    q.add_argument("--study", default=None, action="append",
+                   help="zoo/study whose networks to predict for (with --zoo; repeatable)")
     q.add_argument("--model-dir", action="append", default=[],
                    help="exported model folder (`metanas export`), repeatable")
     q.add_argument("--json", action="store_true")
@@ -1044,11 +1045,11 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
     if args.zoo or args.study:
         if not (args.zoo and args.study):
             raise UsageError("--zoo and --study go together")
-        _check_studies(args.zoo, [args.study])
+        _check_studies(args.zoo, args.study)
         zoo = load_zoo(args.zoo, args.study, kernel_width=model.config.kernel_width,
                        keep_state_dicts=bool(model.config.probes))
-        for dataset in sorted({entry.dataset for entry in zoo}):
-            _check_metanet_dataset(metadata, dataset, f"zoo/study {args.study!r}")
+        for study, dataset in sorted({(entry.study, entry.dataset) for entry in zoo}):
+            _check_metanet_dataset(metadata, dataset, f"zoo/study {study!r}")
         networks = zoo.networks() if model.config.probes else None
         preds = predict(model, zoo.graphs(), networks)[:, 0].tolist()
         for entry, value in zip(zoo, preds):

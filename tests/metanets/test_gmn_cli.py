@@ -61,3 +61,23 @@ def test_a_diverged_fit_is_refused_not_kept(monkeypatch) -> None:
     with pytest.raises(ValueError, match="the fit diverged: its training loss was nan at every "
                                          r"validated epoch \(lr 0.002\); lower the learning rate"):
         accuracy.fit_gmn(graphs, y, graphs[:1], y[:1], FitConfig(epochs=2, hidden=8, layers=1))
+
+
+def test_predict_takes_every_study_given(sqlite_url: str, tmp_path: Path, capsys,
+                                         store_image_networks) -> None:
+    """--study was a plain option: `--study a --study b` (as metanet train takes them) predicted
+    for b only, saying nothing of a."""
+    import json
+
+    store_image_networks(sqlite_url, study="a", runs=3)
+    store_image_networks(sqlite_url, study="b", runs=4)
+    out = tmp_path / "gmn"
+    zoo = ["--zoo", sqlite_url, "--study", "a", "--study", "b"]
+    assert main(["metanet", "train", *zoo, "--out", str(out), *TRAIN]) == 0
+    capsys.readouterr()
+    assert main(["metanet", "predict", "--model", str(out), *zoo, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["study"], row["trial"]) for row in rows] == [
+        ("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2), ("b", 3)]
+    assert main(["metanet", "predict", "--model", str(out), *zoo, "--study", "c"]) == 2
+    assert "no study 'c'" in capsys.readouterr().err
