@@ -1073,7 +1073,8 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
     else:
         target = metadata.get("target", "value")
         for row in rows:
-            where = row.get("model_dir") or f"{row['study']} trial {row['trial']} epoch {row['epoch']}"
+            epoch = "" if row.get("epoch") is None else f" epoch {row['epoch']}"  # None: final weights
+            where = row.get("model_dir") or f"{row['study']} trial {row['trial']}{epoch}"
             measured = "" if row.get("measured") is None else f" (measured {row['measured']:.4f})"
             print(f"{where}: predicted {target} {row['prediction']:.4f}{measured}")
     return 0

@@ -81,3 +81,17 @@ def test_predict_takes_every_study_given(sqlite_url: str, tmp_path: Path, capsys
         ("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2), ("b", 3)]
     assert main(["metanet", "predict", "--model", str(out), *zoo, "--study", "c"]) == 2
     assert "no study 'c'" in capsys.readouterr().err
+
+
+def test_predict_names_a_network_without_checkpoints_by_its_trial(
+        sqlite_url: str, tmp_path: Path, capsys, store_image_networks) -> None:
+    """A search's networks (no checkpoints, epoch None) were printed as 'z trial 0 epoch None'."""
+    store_image_networks(sqlite_url, runs=3)
+    out = tmp_path / "gmn"
+    zoo = ["--zoo", sqlite_url, "--study", "z"]
+    assert main(["metanet", "train", *zoo, "--out", str(out), *TRAIN]) == 0
+    capsys.readouterr()
+    assert main(["metanet", "predict", "--model", str(out), *zoo]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["z trial 0", "z trial 1", "z trial 2"]
+    assert all("(measured 0." in line for line in lines)
