@@ -948,10 +948,12 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     if args.probes and levels != ["image"]:
         raise UsageError(f"--probes needs a zoo of image networks; this one holds {levels} "
                          f"networks (use --probes 0)")
-    missing = [e.trial for e in zoo if args.target not in e.metrics]
+    missing = sorted({entry.run for entry in zoo if args.target not in entry.metrics})
     if missing:
-        raise UsageError(f"--target {args.target!r} was not measured for trials {missing[:5]}; "
-                         f"metrics there: {sorted(zoo[0].metrics)}")
+        common = sorted(set.intersection(*(set(entry.metrics) for entry in zoo)))
+        raise UsageError(f"--target {args.target!r} was not measured for {len(missing)} of the "
+                         f"{len(set(zoo.runs))} runs (study {missing[0][0]!r} trial "
+                         f"{missing[0][1]} first); metrics of every network: {common}")
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        hidden=args.hidden, layers=args.layers, probes=args.probes,
                        probe_init=args.probe_init, max_inputs=args.max_inputs)

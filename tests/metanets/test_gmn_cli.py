@@ -95,3 +95,15 @@ def test_predict_names_a_network_without_checkpoints_by_its_trial(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["z trial 0", "z trial 1", "z trial 2"]
     assert all("(measured 0." in line for line in lines)
+
+
+def test_train_names_a_missing_target_and_the_metrics_it_could_use(
+        sqlite_url: str, tmp_path: Path, capsys, store_image_networks) -> None:
+    """It listed a trial once per checkpoint ('trials [0, 0, 1, 1, 2]') and the metrics of the
+    first network only, which others may lack."""
+    store_image_networks(sqlite_url, runs=3)
+    argv = ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out", str(tmp_path / "g"),
+            *TRAIN, "--target", "val_acc"]
+    assert main(argv) == 2
+    assert ("--target 'val_acc' was not measured for 3 of the 3 runs (study 'z' trial 0 first); "
+            "metrics of every network: ['test_acc']") in capsys.readouterr().err
