@@ -14,11 +14,18 @@ class UnreachableSpeedupError(ValueError):
 
     def __init__(self, requested: float, largest: float) -> None:
         self.requested, self.largest = requested, largest
-        shown = math.floor(largest * 1000) / 1000  # rounded down: the speed-up named can be asked for
+        shown = _rounded_down(largest)  # the speed-up named can be asked for
         super().__init__(
             f"speed-up {requested:g}x cannot be reached: the largest reachable speed-up is "
             f"{shown:.3f}x (every prunable channel group at one channel)"
         )
+
+
+def _rounded_down(largest: float) -> float:
+    """The largest multiple of 0.001 at most ``largest``: ``floor(largest * 1000)`` alone lands
+    one step low where the product falls just below an integer (4.02 * 1000 = 4019.9999...)."""
+    steps = math.floor(largest * 1000)
+    return (steps + 1) / 1000 if (steps + 1) / 1000 <= largest else steps / 1000
 
 
 class UnsupportedLayerError(ValueError):

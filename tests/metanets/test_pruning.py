@@ -143,6 +143,18 @@ def test_the_largest_speedup_an_unreachable_one_names_can_be_asked_for() -> None
     assert prune_model(model, inputs, float(printed), step=0.2).speedup >= float(printed)
 
 
+@pytest.mark.parametrize("largest, named", [(402 / 100, "4.020"), (201 / 25, "8.040"),
+                                             (22.2247, "22.224"), (3.0, "3.000")])
+def test_the_largest_speedup_named_is_the_largest_multiple_of_a_thousandth_below_it(
+    largest: float, named: str,
+) -> None:
+    """floor(largest * 1000) went one step low where the product falls just below an integer
+    (4.02 * 1000 = 4019.99...): 4.02x was named 4.019x."""
+    message = str(UnreachableSpeedupError(1000.0, largest))
+    assert f"the largest reachable speed-up is {named}x" in message, message
+    assert float(named) <= largest
+
+
 class _Scale(nn.Module):
     """A layer with a parameter torch-pruning has no pruning function for."""
 
