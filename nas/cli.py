@@ -108,9 +108,15 @@ def _kept_on_interrupt(args: argparse.Namespace) -> str:
 
 
 def _has_supernet_checkpoint(out: str) -> bool:
+    """Whether ``out`` holds a supernet checkpoint to resume from; False for a damaged one
+    (``--overwrite`` lets one through), which reading must not turn into a traceback after
+    Ctrl-C."""
     from nas.supernet import has_checkpoint
 
-    return has_checkpoint(out)
+    try:
+        return has_checkpoint(out)
+    except (ValueError, AttributeError, TypeError, OSError):
+        return False
 
 
 def _state_kept(state: Path, first: str) -> str:

@@ -395,6 +395,21 @@ def test_ctrl_c_after_a_training_state_was_written_says_it_is_kept(
     assert _kept_on_interrupt(build_parser().parse_args(argv)) == said
 
 
+@pytest.mark.parametrize("meta", ["{broken", "[1]"])
+def test_ctrl_c_over_a_damaged_supernet_checkpoint_says_none_was_written(meta: str, tmp_path,
+                                                                         monkeypatch) -> None:
+    """Reading a damaged supernet.json (which --overwrite lets through) after Ctrl-C raised
+    out of the interrupt handler: a traceback, not exit 130."""
+    from nas.cli import _kept_on_interrupt, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sn").mkdir()
+    (tmp_path / "sn" / "supernet.json").write_text(meta)
+    argv = ["supernet", "train", "--dataset", "cora", "--out", "sn", "--overwrite"]
+    assert _kept_on_interrupt(build_parser().parse_args(argv)) == (
+        "no checkpoint was written yet (the first at epoch 50): the same command starts again")
+
+
 @pytest.mark.parametrize("overwrite, said", [
     ([], "the last checkpoint in sn is kept: the same command resumes from it"),
     (["--overwrite"], "the last checkpoint in sn is kept: the command without --overwrite "
