@@ -241,7 +241,24 @@ class GHNConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown GHN config fields {unknown}; known: {sorted(names)}")
+        for field in dataclasses.fields(cls):
+            if field.name in data and not _of_type(data[field.name], str(field.type)):
+                raise ValueError(f"GHN config field {field.name} is {data[field.name]!r}, not "
+                                 f"of type {field.type}")
         return cls(**data)
+
+
+def _of_type(value: Any, annotation: str) -> bool:
+    """Whether ``value`` (read from JSON) is of a :class:`GHNConfig` field's ``annotation``
+    (``int``, ``str``, ``bool``, ``int | None``, ``tuple[str, ...]``): a saved config's
+    ``"hidden": 8.5`` failed inside torch as the GHN was built, and ``"level": 7`` not at all."""
+    if annotation.endswith(" | None"):
+        return value is None or _of_type(value, annotation[:-len(" | None")])
+    if annotation == "tuple[str, ...]":
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    kinds = {"int": int, "str": str, "bool": bool}
+    return (isinstance(value, kinds[annotation])
+            and (annotation == "bool" or not isinstance(value, bool)))
 
 
 # --------------------------------------------------------------------------- plans

@@ -330,6 +330,25 @@ def test_a_foreign_or_damaged_checkpoint_is_refused_naming_the_file(
         GraphHyperNetwork.load(path)
 
 
+@pytest.mark.parametrize("field, value", [("hidden", 8.5), ("level", 7), ("image_size", 2.5),
+                                          ("spatial", 1), ("op_types", ["conv", 3])])
+def test_a_checkpoint_whose_config_holds_a_value_of_another_type_is_refused_naming_it(
+    tmp_path: Path, field: str, value,
+) -> None:
+    """'"hidden": 8.5' failed inside torch as the GHN was built ("empty(): argument 'size'
+    ...", exit 1, no file named); '"level": 7' and '"image_size": 2.5' loaded."""
+    ghn = _ghn()
+    config = json.dumps({**ghn.config.to_dict(), field: value})
+    path = _checkpoint_with(tmp_path / "edited.safetensors",
+                            {k: v.contiguous() for k, v in ghn.state_dict().items()},
+                            config=config, metadata="{}", format="1")
+    with pytest.raises(ValueError) as refused:
+        GraphHyperNetwork.load(path)
+    assert str(refused.value).startswith(f"{path} is not a usable GHN checkpoint: its config is "
+                                         f"unusable (GHN config field {field} is {value!r}, not "
+                                         f"of type "), refused.value
+
+
 def test_unknown_pretrained_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="could not resolve pretrained hypernetwork 'nope'"):
         resolve_checkpoint("pretrained:nope")
