@@ -154,7 +154,12 @@ class GradientSampler(BaseSampler):
         payload["supernet"] = supernet.config()
         return json.loads(json.dumps(payload))  # JSON-clean (tuples -> lists)
 
-    def _sampled(self, study: Study, result: dict[str, Any], number: int) -> dict[str, Any]:
+    def candidate(self, study: Study, trial: FrozenTrial, j: int) -> dict[str, Any]:
+        """The parameters of the trial's further candidate ``j`` (>= 1), for a pre-screen: an
+        architecture drawn from the logits with a generator of its own."""
+        return self._sampled(study, self.result(study), f"{trial.number}-{j}")
+
+    def _sampled(self, study: Study, result: dict[str, Any], number: int | str) -> dict[str, Any]:
         from nas.supernet._gradient import sample_from_logits
 
         rng = random.Random(f"gradient-{self.seed}-{number}")

@@ -21,6 +21,7 @@ earlier trial's result); the study keeps the one with the best validation accura
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -214,6 +215,12 @@ class NACSampler(optuna.samplers.BaseSampler):
         self._chosen.set(trial, architecture_params(arch))
         record = {"convs": list(self.convs), "alpha": [[round(float(a), 6) for a in row] for row in alpha]}
         study._storage.set_trial_system_attr(trial._trial_id, NAC_ATTR, json.dumps(record))
+
+    def candidate(self, study: optuna.Study, trial: FrozenTrial, j: int) -> dict[str, Any]:
+        """The parameters of the trial's further candidate ``j`` (>= 1), for a pre-screen: the
+        architecture a restart from a random initialisation of its own derives."""
+        seed = zlib.crc32(f"nac:{self.seed}:{trial.number}:{j}".encode())
+        return architecture_params(self.derive(self._task(study), seed=seed)[0])
 
     def derive(self, task: Task, seed: int = 0) -> tuple[GNNArchitecture, Tensor]:
         """Run NAC on ``task`` and return the derived architecture and the fitted ``alpha``."""

@@ -230,6 +230,13 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
             replay = ReplayTrial(params, rng)
             arch = self.space.suggest(replay)  # type: ignore[arg-type]
             return replay.params, arch
+        if j > 0 and hasattr(self.base, "candidate"):
+            # a strategy that fixes one architecture per trial (NAC, gradient) draws its further
+            # candidates itself: asked again, it would answer its own proposal k times
+            rng = random.Random(f"prescreen:{trial.number}:{j}")
+            replay = ReplayTrial(self.base.candidate(study, trial, j), rng)
+            arch = self.space.suggest(replay)  # type: ignore[arg-type]
+            return replay.params, arch
         proposal = _ProposalTrial(study, trial, self.base)
         arch = self.space.suggest(proposal)  # type: ignore[arg-type]
         return proposal.params, arch

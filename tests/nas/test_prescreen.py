@@ -9,7 +9,7 @@ import pytest
 
 from nas.samplers import PrescreenSampler, get_sampler
 from nas.samplers._prescreen import PRESCREEN_ATTR
-from search_spaces import get_space
+from search_spaces import GNNSpace, get_space
 
 
 def _width(arch) -> float:
@@ -235,3 +235,40 @@ def test_quantile_matches_numpy(q):
     values = [3.0, -1.0, 7.5, 2.0, 2.0, 10.0, 0.5]
     assert quantile(values, q) == pytest.approx(float(np.quantile(values, q)))
     assert quantile([4.0], q) == 4.0
+
+
+class _TinyTask:
+    """A node task around the ``tiny_graph`` fixture, for the data-bound strategies."""
+
+    name, level, num_features, num_classes = "tiny", "node", 4, 3
+
+    def __init__(self, data) -> None:
+        self.data = data
+
+
+def _arch_score(arch) -> float:
+    """A score that tells every architecture apart."""
+    return float(int(arch.arch_hash[:8], 16))
+
+
+@pytest.mark.parametrize("strategy", ["gradient", "nac"])
+def test_strategies_that_fix_one_architecture_per_trial_screen_distinct_candidates(strategy, tiny_graph):
+    # --strategy gradient|nac --prescreen synflow: the k candidates were k copies of the
+    # strategy's own proposal (k equal scores, chosen 0), so nothing was screened
+    from nas.supernet import GradientConfig
+
+    space = GNNSpace(convs=("gcn", "gat", "sage"))
+    options = (dict(config=GradientConfig(epochs=6, warmup_epochs=2)) if strategy == "gradient"
+               else dict(width=16, steps=3))
+    base = get_sampler(strategy, seed=0, space=space, task=_TinyTask(tiny_graph), device="cpu", **options)
+    sampler = PrescreenSampler(base, space, _arch_score, candidates=4)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.set_user_attr("space", "gnn")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(lambda t: float(space.suggest(t).depth), n_trials=3)
+    records = [json.loads(t.system_attrs[PRESCREEN_ATTR]) for t in study.trials]
+    assert all(len(r["scores"]) == 4 for r in records)
+    assert any(len(set(r["scores"])) > 1 for r in records)
+    for trial, record in zip(study.trials, records):  # the trial evaluates the best candidate
+        arch = space.suggest(optuna.trial.FixedTrial(trial.params))
+        assert _arch_score(arch) == max(record["scores"]) == record["scores"][record["chosen"]]
