@@ -54,6 +54,7 @@ from metanets.graphs import (
     UnsupportedOperationError,
     to_computation_graph,
 )
+from metanets.saved import built, config_from_json, load_checked
 from nas.train import kept_modes
 
 #: ``pretrained:<name>`` checkpoints shipped with the package (see experiments/train_hypernets.py)
@@ -237,28 +238,7 @@ class GHNConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GHNConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown GHN config fields {unknown}; known: {sorted(names)}")
-        for field in dataclasses.fields(cls):
-            if field.name in data and not _of_type(data[field.name], str(field.type)):
-                raise ValueError(f"GHN config field {field.name} is {data[field.name]!r}, not "
-                                 f"of type {field.type}")
-        return cls(**data)
-
-
-def _of_type(value: Any, annotation: str) -> bool:
-    """Whether ``value`` (read from JSON) is of a :class:`GHNConfig` field's ``annotation``
-    (``int``, ``str``, ``bool``, ``int | None``, ``tuple[str, ...]``): a saved config's
-    ``"hidden": 8.5`` failed inside torch as the GHN was built, and ``"level": 7`` not at all."""
-    if annotation.endswith(" | None"):
-        return value is None or _of_type(value, annotation[:-len(" | None")])
-    if annotation == "tuple[str, ...]":
-        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-    kinds = {"int": int, "str": str, "bool": bool}
-    return (isinstance(value, kinds[annotation])
-            and (annotation == "bool" or not isinstance(value, bool)))
+        return config_from_json(cls, data, "GHN")
 
 
 # --------------------------------------------------------------------------- plans
@@ -762,8 +742,8 @@ class GraphHyperNetwork(nn.Module):
         except (TypeError, ValueError) as error:  # missing fields, values of another type
             why = error if isinstance(error, _HeaderError) else f"its config is unusable ({error})"
             raise ValueError(f"{resolved} is not a usable GHN checkpoint: {why}") from None
-        ghn = cls(config)
-        _check_tensors(ghn, load_file(str(resolved)), resolved)
+        ghn = built(cls, config, resolved, "GHN")
+        load_checked(ghn, load_file(str(resolved)), resolved, "GHN")
         try:
             ghn.metadata = _json_object(header.get("metadata", "{}"), "metadata")
         except _HeaderError as error:
@@ -790,23 +770,6 @@ def _json_object(text: str, entry: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _HeaderError(f"its {entry} is a JSON {type(value).__name__}, not an object")
     return value
-
-
-def _check_tensors(ghn: GraphHyperNetwork, tensors: dict[str, Tensor], path: Path) -> None:
-    """Load ``tensors`` into ``ghn``; ``ValueError`` naming ``path`` and the tensors its config
-    lacks, does not know or needs in another shape (load_state_dict's error lists every key)."""
-    own = ghn.state_dict()
-    missing, unexpected = sorted(own.keys() - tensors.keys()), sorted(tensors.keys() - own.keys())
-    if missing or unexpected:
-        parts = [f"{label} tensors {', '.join(map(repr, names[:3]))}"
-                 + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
-                 for label, names in (("missing", missing), ("unexpected", unexpected)) if names]
-        raise ValueError(f"{path} holds no GHN of its config: {'; '.join(parts)}")
-    for name, tensor in own.items():
-        if tensors[name].shape != tensor.shape:
-            raise ValueError(f"{path} holds no GHN of its config: tensor {name!r} has shape "
-                             f"{tuple(tensors[name].shape)}, its config needs {tuple(tensor.shape)}")
-    ghn.load_state_dict(tensors)
 
 
 def _op_normalise(w: Tensor, log_gain: Tensor, fan_in: int) -> Tensor:

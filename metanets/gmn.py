@@ -38,6 +38,7 @@ from torch_geometric.utils import degree, scatter
 
 from metanets.graphs.features import EdgeFeature, EdgeType, NodeFeature, NodeType
 from metanets.probes import PROBE_INITS, ProbedNetwork, ProbeEncoder
+from metanets.saved import built, config_from_json, load_checked
 from nas.train import check_counts
 
 if TYPE_CHECKING:
@@ -516,7 +517,7 @@ def load_gmn_files(folder: str | Path) -> tuple[GMN, dict[str, Any], dict[str, d
         raise ValueError(f"{folder / CONFIG_FILE} is no usable metanetwork: its metadata is a "
                          f"JSON {type(metadata).__name__}, not an object")
     states = _read_checked(folder, spec.get("sha256", {}), files)
-    model = GMN(config)
+    model = built(GMN, config, folder / CONFIG_FILE, "metanetwork")
     weights = states.get(WEIGHTS_FILE)
     load_checked(model, weights if weights is not None
                  else decode_state_dict((folder / WEIGHTS_FILE).read_bytes()),
@@ -535,31 +536,13 @@ def _saved_config(spec: dict[str, Any], path: Path) -> GMNConfig:
         why = f"its config is a JSON {type(config).__name__}, not an object"
     else:
         try:
-            return GMNConfig(**config)
-        except (TypeError, ValueError) as error:  # fields missing, unknown or out of range
+            return config_from_json(GMNConfig, config, "metanetwork")
+        except (TypeError, ValueError) as error:  # fields missing, unknown, mistyped, out of range
             why = f"its config is unusable ({error})"
     raise ValueError(f"{path} is no usable metanetwork: {why}")
 
 
-def load_checked(module: nn.Module, tensors: dict[str, Tensor], path: Path, what: str) -> None:
-    """Load ``tensors`` (read from ``path``) into ``module``, a ``what`` built from its saved
-    config; ``ValueError`` naming the file and the tensors the config lacks, does not know or
-    needs in another shape (load_state_dict's error lists every tensor, and exits 1)."""
-    own = module.state_dict()
-    missing, unexpected = sorted(own.keys() - tensors.keys()), sorted(tensors.keys() - own.keys())
-    wrong = [f"tensor {name!r} has shape {tuple(tensors[name].shape)}, its config needs "
-             f"{tuple(tensor.shape)}" for name, tensor in own.items()
-             if name in tensors and tensors[name].shape != tensor.shape]
-    parts = [f"{label} tensors {', '.join(map(repr, names[:3]))}"
-             + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
-             for label, names in (("missing", missing), ("unexpected", unexpected)) if names]
-    if parts or wrong:
-        raise ValueError(f"{path} holds no {what} of its config: {'; '.join(parts + wrong[:1])}")
-    module.load_state_dict(tensors)
-
-
 __all__ = [
-    "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "collate", "load_checked", "load_gmn",
-    "load_gmn_files",
+    "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "collate", "load_gmn", "load_gmn_files",
     "prepare_graph", "save_gmn",
 ]

@@ -49,10 +49,11 @@ from torch_geometric.utils import scatter
 
 from metanets.accuracy import check_free_memory, pass_bytes
 from metanets.gmn import (
-    CONFIG_FILE, GMN, GMNConfig, _slot, load_checked, load_gmn_files, prepare_graph, save_gmn,
+    CONFIG_FILE, GMN, GMNConfig, _slot, load_gmn_files, prepare_graph, save_gmn,
 )
 from metanets.graphs import EdgeFeature, EdgeType, to_parameter_graph
 from metanets.pruning._graph_units import CHANNEL_NODES, identity_components, pruner_units
+from metanets.saved import load_checked
 from nas.train import kept_modes, own_random_state
 
 #: edge types whose weights the metanetwork rewrites (dense, convolution, and the weight matrices

@@ -799,6 +799,8 @@ def _edited(document: dict[str, Any], edit: str) -> None:
      "unknown config field": lambda: config.__setitem__("bogus", 1),
      "other kernel width": lambda: config.update(kernel_width=4, out_edge=4),
      "other hidden": lambda: config.__setitem__("hidden", 16),
+     "dropout a string": lambda: config.__setitem__("dropout", "x"),
+     "dropout above 1": lambda: config.__setitem__("dropout", 2),
      "metadata a list": lambda: document.__setitem__("metadata", []),
      "no input shapes": lambda: metadata.pop("input_shapes"),
      "input shapes a string": lambda: metadata.__setitem__("input_shapes", "abc"),
@@ -815,6 +817,10 @@ def _edited(document: dict[str, Any], edit: str) -> None:
                            r"shape \(8, 11\), its config needs \(8, 6\)"),
     ("other hidden", r"holds no metanetwork of its config: tensor 'node_type_emb.weight' has "
                      r"shape \(11, 8\), its config needs \(11, 16\)"),
+    ("dropout a string", r"its config is unusable \(metanetwork config field dropout is 'x', "
+                         r"not of type float\)"),
+    ("dropout above 1", r"its config builds no metanetwork \(dropout probability has to be "
+                        r"between 0 and 1, but got 2"),
     ("metadata a list", "its metadata is a JSON list, not an object"),
     ("no input shapes", "its metadata records no input_shapes"),
     ("input shapes a string", r"input_shapes 'abc' must be a list of shapes \(lists of "
@@ -844,8 +850,8 @@ def test_prune_refuses_a_metanetwork_whose_json_was_edited_naming_what_is_wrong(
                  "--out", str(tmp_path / "out"), "--method", "metanet", "--metanet", str(folder),
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert re.search(f"error: {re.escape(str(folder))}/metanet[.a-z]* (is no usable metanetwork: "
-                     f")?{why}", err), err
+    assert re.search(f"error: {re.escape(str(folder))}/metanet[.a-z]*(: | is no usable "
+                     f"metanetwork: | ){why}", err), err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
