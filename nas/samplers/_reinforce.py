@@ -84,8 +84,11 @@ class Controller:
         return rng.choices(values, weights=self.probabilities(name, distribution))[0]
 
     def learn(self, trial: FrozenTrial, reward: float, learning_rate: float, decay: float) -> None:
-        """One REINFORCE step on the choices of ``trial`` that earned ``reward``."""
+        """One REINFORCE step on the choices of ``trial`` that earned ``reward`` (none for an
+        infinite reward, which has no advantage to step by: it would make every logit NaN)."""
         self.seen.add(trial.number)
+        if not math.isfinite(reward):
+            return
         if self.baseline is None:
             self.baseline = reward
             return

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import statistics
@@ -236,6 +237,23 @@ def test_reinforce_keeps_its_policy_in_storage(sqlite_url: str) -> None:
     continued = json.loads(resumed._storage.get_study_system_attrs(resumed._study_id)[POLICY_ATTR])
     assert continued["seen"] == list(range(16))
     assert continued["baseline"] != stored["baseline"]
+
+
+@pytest.mark.parametrize("bad", [-math.inf, math.inf])
+def test_reinforce_skips_an_infinite_reward(bad: float, sqlite_url: str) -> None:
+    # an objective that returned -inf (optuna completes such a trial) made every logit NaN in
+    # the stored policy: each later trial, and every resumed search, failed with "Total of
+    # weights must be finite"
+    def objective(trial: optuna.Trial) -> float:
+        value = synthetic(trial)
+        return bad if trial.number == 2 else value
+
+    study = run(new_study(sqlite_url, "inf", make_sampler("reinforce", 0)), 8, objective)
+    assert all(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    stored = json.loads(study._storage.get_study_system_attrs(study._study_id)[POLICY_ATTR])
+    assert stored["seen"] == list(range(8))
+    assert math.isfinite(stored["baseline"]) and math.isfinite(stored["variance"])
+    assert all(math.isfinite(v) for entry in stored["params"].values() for v in entry["logits"])
 
 
 def test_reinforce_learns_the_rewarded_choice() -> None:
