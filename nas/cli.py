@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -679,8 +680,8 @@ def _add_supernet(commands: Any) -> None:
     t.add_argument("--space", default="gnn", help="search space (default gnn)")
     t.add_argument("--out", required=True, help="checkpoint folder (resumed if it holds one)")
     t.add_argument("--epochs", type=int, default=300, help="training epochs (default 300)")
-    t.add_argument("--lr", type=float, default=5e-3)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--lr", type=_positive_number, default=5e-3)
+    t.add_argument("--weight-decay", type=_non_negative_number, default=5e-4)
     t.add_argument("--batch-size", type=int, default=64, help="graphs per batch (graph tasks)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -890,7 +891,7 @@ def _add_metanet(commands: Any) -> None:
     t.add_argument("--epochs", type=int, default=60)
     t.add_argument("--hidden", type=int, default=64)
     t.add_argument("--layers", type=int, default=3)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--lr", type=_positive_number, default=2e-3)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--kernel-width", type=int, default=9, help="edge feature columns (kernel entries)")
     t.add_argument("--max-inputs", type=int, default=0,
@@ -926,8 +927,6 @@ def _add_metanet(commands: Any) -> None:
 
 
 def cmd_metanet_train(args: argparse.Namespace) -> int:
-    import math
-
     from metanets.accuracy import FitConfig, train_accuracy_predictor
     from metanets.gmn import save_gmn
     from metanets.zoo import load_zoo
@@ -942,8 +941,6 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--probes must be >= 0, got {args.probes}")
     if args.max_inputs < 0:
         raise UsageError(f"--max-inputs must be >= 0 (0: never summarise), got {args.max_inputs}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
     if args.probe_init not in PROBE_INITS:
         raise UsageError(f"--probe-init {args.probe_init!r} is not among {list(PROBE_INITS)}")
     if _already_trained(args, found_metanet(args.out), "metanetwork"):
@@ -1101,8 +1098,8 @@ def _add_hypernet(commands: Any) -> None:
     t.add_argument("--pool-size", type=int, default=200, help="distinct training architectures")
     t.add_argument("--max-depth", type=int, default=None, help="deepest training architecture")
     t.add_argument("--max-width", type=int, default=None, help="widest training layer")
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--lr", type=_positive_number, default=2e-3)
+    t.add_argument("--weight-decay", type=_non_negative_number, default=5e-4)
     t.add_argument("--batch-size", type=int, default=128, help="images/graphs per step")
     t.add_argument("--seed", type=int, default=0,
                    help="seeds the GHN's initialisation, batches and the training pool, not "
@@ -1111,7 +1108,7 @@ def _add_hypernet(commands: Any) -> None:
     t.add_argument("--pool-seed", type=int, default=None,
                    help="seeds the training pool instead of --seed (two runs with one "
                         "--pool-seed and different --seed: same architectures, other init)")
-    t.add_argument("--param-decay", type=float, default=0.0,
+    t.add_argument("--param-decay", type=_non_negative_number, default=0.0,
                    help="L2 penalty on the predicted parameters (as SGD's weight decay)")
     t.add_argument("--feature-basis", default="learned", choices=["learned", "data"],
                    help="input-feature rows: learned, or fixed from the task's features (few labels)")
@@ -1142,8 +1139,6 @@ def _add_hypernet(commands: Any) -> None:
 
 
 def cmd_hypernet_train(args: argparse.Namespace) -> int:
-    import math
-
     from metanets.ghn_train import HypernetTrainConfig, train_hypernet
     from nas.rerun import found_ghn, training_flags
     from nas.tasks import load_task
@@ -1367,6 +1362,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_number(text: str) -> float:
+    """A flag's finite number above 0 (``--lr``), refused as the command line is read (exit 2):
+    ``--lr inf`` trained a model of NaN weights and wrote it as finished."""
+    return _finite_number(text, above=0.0)
+
+
+def _non_negative_number(text: str) -> float:
+    """A flag's finite number >= 0 (a decay or a loss weight), refused as the command line is
+    read (exit 2) otherwise."""
+    return _finite_number(text, at_least=0.0)
+
+
+def _finite_number(text: str, above: float | None = None, at_least: float | None = None) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value) or (above is not None and not value > above) or (
+            at_least is not None and not value >= at_least):
+        bound = f"> {above:g}" if above is not None else f">= {at_least:g}"
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+    return value
+
+
 def _speedup(text: str) -> float:
     """``--speedup``'s value, refused as the command line is read (exit 2) unless it is a
     finite number above 1 (:func:`metanets.pruning.core.check_speedup`)."""
@@ -1400,21 +1419,21 @@ def _add_prune_metanet(commands: Any) -> None:
     p.add_argument("--fraction", type=float, default=0.45,
                    help="penalty lowest: fraction of every group's channels to empty (default "
                         "0.45; about 1 - 1/sqrt(speed-up) for CNNs)")
-    p.add_argument("--lam", type=float, default=0.0,
+    p.add_argument("--lam", type=_non_negative_number, default=0.0,
                    help="weight of the relative penalty (default 0: with --pruned-weight 1, what "
                         "experiments/pruning.py chose on validation for MNIST and Cora)")
-    p.add_argument("--pruned-weight", type=float, default=1.0,
+    p.add_argument("--pruned-weight", type=_non_negative_number, default=1.0,
                    help="weight of the task loss with the --fraction lowest channels dropped "
                         "(0: none; default 1)")
     p.add_argument("--preserve-norm", action="store_true",
                    help="rescale every rewritten weight tensor to its original Frobenius norm "
                         "(in training and when rewriting; the pruning benchmark chose it for the "
                         "GCNs on Cora, not for the MNIST CNNs)")
-    p.add_argument("--distill", type=float, default=0.0,
+    p.add_argument("--distill", type=_non_negative_number, default=0.0,
                    help="weight of KL(original || rewritten) on unlabelled inputs (every node of a "
                         "node task), and times --pruned-weight of KL(original || dropped); 0: none")
     p.add_argument("--steps", type=int, default=1000, help="optimisation steps (one network each)")
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=_positive_number, default=3e-3)
     p.add_argument("--hidden", type=int, default=32, help="metanetwork width")
     p.add_argument("--layers", type=int, default=2, help="metanetwork layers")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (image tasks)")

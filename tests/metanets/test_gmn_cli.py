@@ -36,8 +36,10 @@ def test_train_refuses_an_lr_that_cannot_fit_by_its_flag(lr: str, sqlite_url: st
     store_image_networks(sqlite_url)
     out = tmp_path / "gmn"
     argv = ["metanet", "train", "--zoo", sqlite_url, "--study", "z", "--out", str(out), *TRAIN]
-    assert main([*argv, "--lr", lr]) == 2
-    assert f"--lr must be a finite number > 0, got {float(lr)}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main([*argv, "--lr", lr])
+    assert refused.value.code == 2
+    assert f"argument --lr: must be a finite number > 0, got {lr}" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "gmn.state").exists()
 
 

@@ -888,3 +888,39 @@ def test_metanet_train_reads_its_probe_images_from_data_root(
                  "--hidden", "8", "--layers", "1", "--device", "cpu",
                  "--data-root", str(tmp_path / "data")]) == 0, capsys.readouterr().err
     assert (tmp_path / "m").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+_TRAINING_COMMANDS = {
+    "supernet train": ["supernet", "train", "--dataset", "cora", "--out", "sn"],
+    "hypernet train": ["hypernet", "train", "--dataset", "cora", "--out", "g.safetensors"],
+    "metanet train": ["metanet", "train", "--zoo", "sqlite:///z.db", "--study", "z", "--out", "m"],
+    "prune-metanet": ["prune-metanet", "--dataset", "cora", "--model-dir", "e", "--out", "pm"],
+}
+
+
+@pytest.mark.parametrize("command, flag, bound", [
+    ("supernet train", "--lr", "> 0"), ("hypernet train", "--lr", "> 0"),
+    ("metanet train", "--lr", "> 0"), ("prune-metanet", "--lr", "> 0"),
+    ("supernet train", "--weight-decay", ">= 0"), ("hypernet train", "--weight-decay", ">= 0"),
+    ("hypernet train", "--param-decay", ">= 0"), ("prune-metanet", "--lam", ">= 0"),
+    ("prune-metanet", "--pruned-weight", ">= 0"), ("prune-metanet", "--distill", ">= 0"),
+])
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_numbers_a_training_cannot_take_are_refused_as_the_command_line_is_read(
+    command: str, flag: str, bound: str, value: str, capsys, tmp_path, monkeypatch,
+) -> None:
+    """--lr inf trained supernet, hypernet and prune-metanet to NaN weights, written as finished
+    models (exit 0); nan failed inside the optimizer naming no flag."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as refused:
+        main([*_TRAINING_COMMANDS[command], f"{flag}={value}"])
+    assert refused.value.code == 2
+    assert f"argument {flag}: must be a finite number {bound}, got {value}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "0"), ("--lam", "-0.5")])
+def test_zero_lr_and_negative_weights_are_refused_too(flag: str, value: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([*_TRAINING_COMMANDS["prune-metanet"], flag, value])
+    assert f"argument {flag}: must be a finite number" in capsys.readouterr().err
