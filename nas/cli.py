@@ -120,6 +120,16 @@ def _has_supernet_checkpoint(out: str) -> bool:
         return False
 
 
+def _resuming_said(state: Path, unit: str) -> Any:
+    """A training command's ``resuming(at)``: says where it resumes from its training state
+    ``state`` (at that ``unit``, "step" or "epoch"), called once the state is accepted, not
+    before a state of other flags is refused."""
+    def resuming(at: int) -> None:
+        print(f"resuming from the training state {state} at {unit} {at}", flush=True)
+
+    return resuming
+
+
 def _state_kept(state: Path, first: str) -> str:
     """What a training command interrupted before or after writing its training state ``state``
     (the ``first`` write at that step or epoch) leaves for the next run."""
@@ -963,13 +973,9 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     start = (task_probe_inputs(zoo[0].dataset, args.probes, seed=args.seed, data_root=args.data_root)
              if args.probes and args.probe_init == "data" else None)
     state = metanet_state(args.out)
-
-    def resuming(epoch: int) -> None:  # said once the state is accepted, not before it is refused
-        print(f"resuming from the training state {state} at epoch {epoch}", flush=True)
-
     result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose,
                                       probe_start=start, state=state, state_every=args.state_every,
-                                      device=device, resuming=resuming)
+                                      device=device, resuming=_resuming_said(state, "epoch"))
     best = next(h for h in result.history if h[0] == result.best_epoch)
     validated = result.selected_on == "val_tau"
     save_gmn(result.model, args.out, metadata={
@@ -1168,11 +1174,8 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
         print(f"step {step:5d}  loss {entry['loss']:.4f}  train acc {entry['train_acc']:.3f}  "
               f"{entry['seconds']:.0f}s", flush=True)
 
-    def resuming(step: int) -> None:  # said once the state is accepted, not before it is refused
-        print(f"resuming from the training state {state} at step {step}", flush=True)
-
     result = train_hypernet(space, task, config, log=log, state=state, state_every=args.state_every,
-                            resuming=resuming)
+                            resuming=_resuming_said(state, "step"))
     path = result.ghn.save(args.out, {"train_hashes": result.train_hashes,
                                       "train_config": training_flags(args),
                                       "history": result.history, "kept_step": result.best_step})
@@ -1486,10 +1489,7 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
             print(f"step {step:5d}  task loss {task:.4f}  relative {args.penalty} {penalty:.4f}",
                   flush=True)
 
-    def resuming(step: int) -> None:  # said once the state is accepted, not before it is refused
-        print(f"resuming from the training state {state} at step {step}", flush=True)
-
-    _, folder = train_prune_metanet(job, log=log, resuming=resuming)
+    _, folder = train_prune_metanet(job, log=log, resuming=_resuming_said(state, "step"))
     print(f"pruning metanetwork written to {folder}")
     return 0
 
