@@ -210,8 +210,8 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except Exception as error:  # diverged, out of memory, a bad model: the trial fails with
-            _record_failure(trial, error)  # its reason and traceback stored, the search goes on
-            raise
+            _record_failure(trial.storage, trial._trial_id, error)  # its reason and traceback
+            raise  # stored, the search goes on
 
     def _run(self, trial: optuna.Trial) -> float | Sequence[float]:
         arch = self.space.suggest(trial)
@@ -275,19 +275,69 @@ def _completed_with_hash(study: optuna.Study, arch_hash: str) -> optuna.trial.Fr
     return None
 
 
-def _record_failure(trial: optuna.Trial, error: Exception) -> None:
-    """Store why ``trial`` failed (``FAIL_REASON``: the error in one line; ``FAIL_TRACEBACK``:
+def _record_failure(storage: optuna.storages.BaseStorage, trial_id: int, error: Exception) -> None:
+    """Store why the trial ``trial_id`` failed (``FAIL_REASON``: the error in one line; ``FAIL_TRACEBACK``:
     where) and mark ``error`` as recorded, so the search's trial printer can state the failure
     in one line in place of optuna's logged traceback (:class:`_TrialLogFilter`). If the storage
     cannot take them, ``error`` stays unmarked and optuna logs it in full."""
     import traceback
 
     try:
-        trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}"[:1000])
-        trial.set_user_attr(FAIL_TRACEBACK, "".join(traceback.format_exception(error))[-4000:])
+        storage.set_trial_user_attr(trial_id, FAIL_REASON, f"{type(error).__name__}: {error}"[:1000])
+        storage.set_trial_user_attr(trial_id, FAIL_TRACEBACK, "".join(traceback.format_exception(error))[-4000:])
     except Exception:  # noqa: BLE001 - the trial's own error is the one to raise and log
         return
     error.metanas_failure_recorded = True  # type: ignore[attr-defined]
+
+
+class _TrialFailingSampler(optuna.samplers.BaseSampler):
+    """The search's strategy, whose error as it prepares a trial (``before_trial``, where GDAS
+    and NAC search and a pre-screen scores its candidates, or the relative sample) fails that
+    trial at once, its reason and traceback stored as an objective's failure's are, and is
+    raised: optuna creates the trial first and leaves it RUNNING without a heartbeat, which a
+    re-run waited on for two grace periods. A Ctrl-C or SIGTERM there fails it without a
+    reason: it does not count against the budget (a retry runs it again)."""
+
+    def __init__(self, strategy: optuna.samplers.BaseSampler) -> None:
+        self.strategy = strategy
+
+    @contextlib.contextmanager
+    def _failing(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Iterator[None]:
+        try:
+            yield
+        except BaseException as error:
+            if isinstance(error, Exception):
+                _record_failure(study._storage, trial._trial_id, error)
+            with contextlib.suppress(Exception):  # the strategy's error is the one to raise
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            raise
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with self._failing(study, trial):
+            self.strategy.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
+        with self._failing(study, trial):
+            return self.strategy.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict) -> dict:
+        with self._failing(study, trial):
+            return self.strategy.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        # called by the objective's suggest, which records a failure itself
+        return self.strategy.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.strategy.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.strategy.reseed_rng()
+
+    def __repr__(self) -> str:
+        return repr(self.strategy)
 
 
 def counts_against_budget(trial: optuna.trial.FrozenTrial) -> bool:
@@ -543,6 +593,7 @@ def run_worker(config: SearchConfig, worker: int = 0, task: Task | None = None) 
             ), config.prescreen_candidates, config.prescreen_rule,
             veto_quantile=config.prescreen_veto_quantile,
         )
+    study.sampler = _TrialFailingSampler(study.sampler)
     store = ModelStore(config.storage)
     objective = Objective(space, task, evaluator, store, config)
     printer = TrialPrinter(config, worker) if config.verbose else None

@@ -429,3 +429,46 @@ def test_search_config_refuses_what_it_would_misread() -> None:
     with pytest.raises(ValueError, match=r"seed must be an integer, got 'a'"):
         SearchConfig("cora", seed="a")
     assert SearchConfig("cora", space=GNNSpace(convs=("gcn",))).make_space().convs == ("gcn",)
+
+
+class _FailingStrategy(optuna.samplers.RandomSampler):
+    """Fails as it prepares its first trial, as a GDAS search out of memory does."""
+
+    def before_trial(self, study, trial) -> None:
+        raise RuntimeError("CUDA out of memory (simulated) in the strategy's search")
+
+
+@pytest.mark.timeout(60)
+def test_a_strategy_error_fails_its_trial_and_the_rerun_goes_on(sqlite_url: str, no_data) -> None:
+    """optuna creates the trial before the strategy prepares it: the error left it RUNNING
+    without a heartbeat, and a re-run waited for it ("waiting for trial 0 running in other
+    workers") for two grace periods."""
+    def config(strategy) -> SearchConfig:
+        return SearchConfig("cora", space="nasbench-graph", evaluator="table", strategy=strategy,
+                            n_trials=2, storage=sqlite_url, study_name="s", verbose=False)
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_search(config(_FailingStrategy()))
+    (trial,) = optuna.load_study(study_name="s", storage=sqlite_url).trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs[FAIL_REASON] == "RuntimeError: CUDA out of memory (simulated) in the strategy's search"
+    assert "in before_trial" in trial.user_attrs[FAIL_TRACEBACK]
+    study = run_search(config("random"))  # the re-run goes on, at once
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+@pytest.mark.timeout(60)
+def test_a_prescreen_that_scores_nothing_fails_its_trial(cora_available: None, sqlite_url: str, monkeypatch) -> None:
+    """The veto threshold's "not finite on any reference architecture" left the trial RUNNING."""
+    import math
+
+    import nas.study
+
+    monkeypatch.setattr(nas.study, "proxy_scorer", lambda *args, **kwargs: lambda arch: math.nan)
+    config = SearchConfig("cora", space="nasbench-graph", evaluator="table", strategy="random", n_trials=2,
+                          storage=sqlite_url, study_name="v", prescreen="naswot", prescreen_rule="veto",
+                          verbose=False)
+    with pytest.raises(ValueError, match="not finite on any reference architecture"):
+        run_search(config)
+    (trial,) = optuna.load_study(study_name="v", storage=sqlite_url).trials
+    assert trial.state == TrialState.FAIL and "not finite" in trial.user_attrs[FAIL_REASON]
