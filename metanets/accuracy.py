@@ -184,8 +184,11 @@ def fit_gmn(
             _save_fit_state(state, config, data, model, optimizer, schedule, generator, _FitRun(
                 epoch, time.perf_counter() - start, history, by_tau, by_loss))
     if by_tau[2] is None and by_loss[2] is None:
+        if state is not None:  # a diverged fit's state is no fit to resume, and would refuse a lower lr
+            Path(state).unlink(missing_ok=True)
         raise ValueError(f"the fit diverged: its training loss was {history[-1][1]} at every "
-                         f"validated epoch (lr {config.lr}); lower the learning rate (--lr)")
+                         f"validated epoch (lr {config.lr}); lower the learning rate (--lr)"
+                         + ("; its training state was removed" if state is not None else ""))
     chosen, selected_on = (by_tau, "val_tau") if by_tau[2] is not None else (by_loss, "train_loss")
     model.load_state_dict(chosen[2])
     model.eval()

@@ -65,6 +65,29 @@ def test_a_diverged_fit_is_refused_not_kept(monkeypatch) -> None:
         accuracy.fit_gmn(graphs, y, graphs[:1], y[:1], FitConfig(epochs=2, hidden=8, layers=1))
 
 
+def test_a_diverged_fit_leaves_no_training_state_to_refuse_a_lower_lr(monkeypatch,
+                                                                      tmp_path: Path) -> None:
+    """The state of the diverged fit was written at its last epoch: the same command resumed it
+    and diverged again, and the lower --lr the error advised was refused as another fit's."""
+    import metanets.accuracy as accuracy
+    from metanets.graphs import to_parameter_graph
+    from search_spaces.cnn import CNNArchitecture, CNNSpace
+
+    graphs = [to_parameter_graph(CNNSpace().build(CNNArchitecture(widths=(4,)), 1, 10),
+                                 (torch.zeros(2, 1, 12, 12),)) for _ in range(4)]
+    y, state = torch.linspace(0.1, 0.9, 4), tmp_path / "gmn.state"
+    with monkeypatch.context() as patched:
+        patched.setattr(accuracy, "_train_epoch", lambda *args: math.nan)
+        with pytest.raises(ValueError, match="lower the learning rate \\(--lr\\); its training "
+                                             "state was removed"):
+            accuracy.fit_gmn(graphs, y, graphs[:2], y[:2], FitConfig(epochs=2, hidden=8, layers=1),
+                             state=state)
+    assert not state.exists()
+    result = accuracy.fit_gmn(graphs, y, graphs[:2], y[:2],
+                              FitConfig(epochs=2, hidden=8, layers=1, lr=1e-3), state=state)
+    assert result.best_epoch in (1, 2)
+
+
 def test_predict_takes_every_study_given(sqlite_url: str, tmp_path: Path, capsys,
                                          store_image_networks) -> None:
     """--study was a plain option: `--study a --study b` (as metanet train takes them) predicted
