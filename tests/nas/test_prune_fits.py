@@ -132,7 +132,8 @@ def test_prune_prints_the_note_on_stderr_with_json(mnist_available, monkeypatch,
 
     monkeypatch.setattr(nas.prune, "prune_and_finetune", _never)
     model = _export_mnist14_cnn(tmp_path / "m")
-    main(["prune", "--model", str(model), "--dataset", "mnist", "--speedup", "1.5", "--json",
-          "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert main(["prune", "--model", str(model), "--dataset", "mnist", "--speedup", "1.5",
+                 "--json", "--device", "cpu", "--out", str(tmp_path / "out")]) == 1  # _never
     said = capsys.readouterr()
     assert said.out == "" and said.err.startswith("note: pruning on 'mnist', a dataset other")
+    assert "pruned or trained a model that does not fit the dataset" in said.err
