@@ -94,6 +94,8 @@ def named_counts(resolve: Callable[[str], str]) -> Callable[[str], dict[str, int
 
 
 def machine() -> dict[str, Any]:
+    """The machine and its load when the results are written (the end of the run: a benchmark
+    that wants its load at the start records it in its payload)."""
     import torch
 
     return {
@@ -101,7 +103,7 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_average_at_start": list(os.getloadavg()),
+        "load_average_when_written": list(os.getloadavg()),
     }
 
 

@@ -41,7 +41,7 @@ def test_fit_pruning_records_a_steps_measured_peak_its_estimate_and_their_ratio(
         cora_available: None, memory, monkeypatch: pytest.MonkeyPatch) -> None:
     document, table = _run(memory, monkeypatch, "--hidden", "8")
     assert {"command", "date", "machine"} <= document.keys()
-    assert "load_average_at_start" in document["machine"]
+    assert "load_average_when_written" in document["machine"]
     [row] = document["rows"]
     edges = _edges(memory)
     assert (row["network"], row["hidden"], row["layers"], row["edges"]) == ("Cora GCN 4", 8, 2, edges)
