@@ -347,10 +347,12 @@ def _add_search(commands: Any) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
+    from nas.evaluators import evaluator_name
     from nas.study import SearchConfig, WorkersDied, run_search
     from storage import parse_url, redact
 
     parse_url(args.storage)
+    args.evaluator = evaluator_name(args.evaluator)  # `--evaluator Supernet` reads --supernet too
     # SearchConfig checks these too, under its own field names (n_trials, ...): a user of the
     # command should read the flag they typed
     _require_counts(args, "trials", "n_jobs", "warm_start_k", "prescreen_k", "epochs")

@@ -28,7 +28,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from nas.evaluators import Evaluation, Evaluator, get_evaluator
+from nas.evaluators import Evaluation, Evaluator, evaluator_name, get_evaluator
 from nas.evaluators.base import COUNT_METRICS
 from nas.pyg_classes import PYG_PREFIX, searched_before_official_splits
 from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
@@ -150,6 +150,8 @@ class SearchConfig:
             raise ValueError(f"objectives {list(self.objectives)} must start with 'accuracy' (the "
                              f"others are traded against it: accuracy,params or accuracy,latency)")
         check_dataset(self.dataset)
+        if isinstance(self.evaluator, str):  # one spelling for the study's name and identity:
+            self.evaluator = evaluator_name(self.evaluator)  # `Train` is `train`, with its epochs
         if isinstance(self.study_name, str) and not self.study_name.strip():
             raise ValueError(f"study name {self.study_name!r} is empty: name the study, or "
                              f"leave the name out for the default one")
@@ -423,8 +425,9 @@ def _check_not_made_on_a_training_split(study: optuna.Study, config: SearchConfi
 
 
 def _evaluation_identity(config: SearchConfig) -> str:
-    """The evaluator as given, and for the ``train`` evaluator its epochs, patience, init and
-    (when not the default, so that older studies keep their identity) its epoch selection."""
+    """The evaluator's canonical name (:func:`~nas.evaluators.evaluator_name`), and for the
+    ``train`` evaluator its epochs, patience, init and (when not the default, so that older
+    studies keep their identity) its epoch selection."""
     evaluator = config.evaluator
     name = evaluator if isinstance(evaluator, str) else getattr(evaluator, "name", type(evaluator).__name__)
     if name != "train":

@@ -9,7 +9,7 @@ from nas.evaluators._table import TableEvaluator
 from nas.evaluators._train import TrainEvaluator
 from nas.evaluators._zero_cost import ZeroCostEvaluator
 from nas.evaluators.base import Evaluation, Evaluator
-from search_spaces.resolver import require_name, resolve
+from search_spaces.resolver import require_name, resolve, resolve_name
 
 #: canonical evaluator name -> class
 EVALUATORS: dict[str, type[Evaluator]] = {
@@ -42,6 +42,20 @@ def get_evaluator(name: str | Evaluator, **options: Any) -> Evaluator:
     return cls(**accepted)
 
 
+def evaluator_name(name: str) -> str:
+    """The canonical spelling of evaluator ``name`` and its variant (``"Zero_Cost:NASWOT"`` ->
+    ``"zero-cost:naswot"``, ``"Train"`` -> ``"train"``): what names a study and its identity.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        ValueError: no evaluator has that name (the choices are listed).
+    """
+    require_name(name, EVALUATORS, "evaluator")
+    base, _, variant = name.partition(":")
+    canonical = resolve_name(base, EVALUATORS, "evaluator")
+    return f"{canonical}:{EVALUATORS[canonical].variant_name(variant)}" if variant else canonical
+
+
 def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     import inspect
 
@@ -53,5 +67,6 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "EVALUATORS", "Evaluation", "Evaluator", "HypernetEvaluator", "SupernetEvaluator",
-    "TableEvaluator", "TrainEvaluator", "ZeroCostEvaluator", "finetune_config", "get_evaluator",
+    "TableEvaluator", "TrainEvaluator", "ZeroCostEvaluator", "evaluator_name", "finetune_config",
+    "get_evaluator",
 ]

@@ -52,6 +52,10 @@ class ZeroCostEvaluator(Evaluator):
         self.num_batches, self.batch_size, self.data_seed = num_batches, batch_size, data_seed
         self._batches: dict[tuple[str, str], list[ProxyBatch]] = {}
 
+    @classmethod
+    def variant_name(cls, variant: str) -> str:
+        return proxy_name(variant)  # "NASWOT" -> "naswot"
+
     def batches(self, task: Task, device: str = "cpu") -> list[ProxyBatch]:
         """The task's proxy batches on ``device`` (made once per task and device)."""
         key = (task.name, str(device))

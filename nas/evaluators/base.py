@@ -61,6 +61,11 @@ class Evaluator(abc.ABC):
     #: whether :meth:`evaluate` measures ``latency`` (the objective of that name needs it)
     measures_latency: ClassVar[bool] = False
 
+    @classmethod
+    def variant_name(cls, variant: str) -> str:
+        """The canonical spelling of ``variant`` (of ``"name:variant"``); as given by default."""
+        return variant
+
     @abc.abstractmethod
     def evaluate(
         self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int = 0,

@@ -472,3 +472,48 @@ def test_a_prescreen_that_scores_nothing_fails_its_trial(cora_available: None, s
         run_search(config)
     (trial,) = optuna.load_study(study_name="v", storage=sqlite_url).trials
     assert trial.state == TrialState.FAIL and "not finite" in trial.user_attrs[FAIL_REASON]
+
+
+def test_evaluator_names_are_resolved_before_the_study_is_named_and_checked(sqlite_url: str) -> None:
+    """`zero_cost:NASWOT` was refused on a study of `zero-cost:naswot` (or named another study),
+    and `Train` was stored as 'evaluator Train' without its epochs: a study made with 2 epochs
+    resumed with 9. Studies stored with canonical names resume as before."""
+    from nas.study import create_or_load_study
+    from nas.tasks import load_task
+
+    task = load_task("cora")  # lazy: reads no data
+
+    def config(study: str | None = None, **options) -> SearchConfig:
+        return SearchConfig("cora", storage=sqlite_url, study_name=study, verbose=False, **options)
+
+    assert config(evaluator="Zero_Cost:NASWOT").study_name == "cora-gnn-tpe-zero-cost:naswot"
+    assert config(evaluator="Train").study_name == "cora-gnn-tpe-train"
+    create_or_load_study(config("zz", evaluator="zero-cost:naswot"), task)
+    create_or_load_study(config("zz", evaluator="zero_cost:NASWOT"), task)
+    create_or_load_study(config("t", evaluator="Train", epochs=2), task)
+    with pytest.raises(ValueError, match="created with evaluation 'evaluator train, epochs 2, .*epochs 9"):
+        create_or_load_study(config("t", evaluator="Train", epochs=9), task)
+    create_or_load_study(config("t", evaluator="train", epochs=2), task)
+    with pytest.raises(ValueError, match=r"could not resolve evaluator 'trian' among choices \['hypernet'"):
+        config(evaluator="trian")
+
+    # identities as the code before stored them (the evaluator's name as given)
+    made_before = {"old-zc": "evaluator zero-cost:naswot",
+                   "old-train": "evaluator train, epochs 2, patience 50, init random"}
+    for name, evaluation in made_before.items():
+        old = optuna.create_study(storage=sqlite_url, study_name=name, direction="maximize")
+        identity = {"dataset": "cora", "space": "gnn", "objectives": ["accuracy"],
+                    "space_choices": repr(config().make_space()), "evaluation": evaluation}
+        for key, value in identity.items():
+            old.set_user_attr(key, value)
+    create_or_load_study(config("old-zc", evaluator="ZERO-COST:NASWOT"), task)
+    create_or_load_study(config("old-train", evaluator="Train", epochs=2), task)
+
+
+def test_the_search_command_reads_the_evaluator_in_any_spelling(tmp_path: Path, capsys) -> None:
+    """`--evaluator Supernet --supernet DIR` was refused: '--supernet is read by --evaluator supernet'."""
+    missing = tmp_path / "no-supernet"
+    code = main(["search", "--dataset", "mutag", "--evaluator", "Supernet", "--supernet", str(missing),
+                 "--storage", f"sqlite:///{tmp_path / 'db.sqlite'}", "--trials", "1"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--supernet is read by" not in err and str(missing) in err
