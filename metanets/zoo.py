@@ -214,9 +214,7 @@ def load_zoo(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a number of runs >= 1 (None: all), got {limit!r}")
     if isinstance(store, str):
-        from storage import reading_url
-
-        store = ModelStore(reading_url(store))  # a mistyped SQLite path is not created
+        store = ModelStore(store, read_only=True)  # a mistyped SQLite path is not created
     runs = [run for name in _study_names(study) for run in _study_runs(store, name, checkpoints, limit)]
     entries: list[ZooEntry] = []
     for done, (record, epochs) in enumerate(runs, 1):

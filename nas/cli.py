@@ -659,10 +659,15 @@ def _add_studies(commands: Any) -> None:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from storage import reading_storage
+    from storage import NoStudiesError, reading_storage
 
+    try:
+        storage = reading_storage(args.storage)
+    except NoStudiesError as error:  # an empty file, another application's database: not written
+        print("[]" if args.json else error)
+        return 0
     rows = []
-    for summary in optuna.get_all_study_summaries(reading_storage(args.storage), include_best_trial=False):
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         rows.append({
             "study": summary.study_name, "trials": summary.n_trials,
             "dataset": summary.user_attrs.get("dataset"), "space": summary.user_attrs.get("space"),
@@ -867,10 +872,10 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 def cmd_zoo_info(args: argparse.Namespace) -> int:
     from metanets.zoo import completed_models
-    from storage import ModelStore, reading_url, redact
+    from storage import ModelStore, redact
 
     _check_studies(args.storage, [args.study])
-    store = ModelStore(reading_url(args.storage))
+    store = ModelStore(args.storage, read_only=True)
     models = completed_models(store, args.study)
     if not models:  # a study whose trials stored no network (yet)
         raise KeyError(f"no stored networks in zoo/study {args.study!r} in {redact(args.storage)}")
@@ -1002,9 +1007,9 @@ def _check_studies(url: str, names: list[str]) -> None:
     that ``url`` does not hold, naming those it does: its optuna studies, and the names it
     stored networks under without one (they are zoos too, see
     :func:`metanets.zoo.completed_models`)."""
-    from storage import ModelStore, check_study, reading_url
+    from storage import ModelStore, check_study
 
-    stored = ModelStore(reading_url(url)).study_names()  # a missing SQLite file is not created
+    stored = ModelStore(url, read_only=True).study_names()  # a missing SQLite file is not created
     for name in names:
         check_study(url, name, also=stored)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from search_spaces import get_space
-from storage import ChecksumError, ModelStore, StoredModel, reading_url
+from storage import ChecksumError, ModelStore, StoredModel
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -85,7 +85,7 @@ def _stored_model(storage: str, study: optuna.Study,
                   trial: optuna.trial.FrozenTrial) -> tuple[ModelStore, StoredModel]:
     """The store (opened to read) and the record of the model ``trial`` trained (a duplicate
     trial's: the one it duplicates); ``KeyError`` saying why there is none."""
-    store = ModelStore(reading_url(storage))
+    store = ModelStore(storage, read_only=True)
     try:
         return store, store.get(study.study_name, _stored_trial_number(trial))
     except KeyError as error:

@@ -253,9 +253,9 @@ def zoo_networks(job: MetanetJob) -> list[tuple[Any, dict[str, Any]]]:
         networks.append((module, {**_shape(document), "source": str(folder)}))
     if job.zoo:
         from metanets.zoo import build_module, completed_models
-        from storage import ModelStore, reading_url
+        from storage import ModelStore
 
-        store = ModelStore(reading_url(job.zoo))
+        store = ModelStore(job.zoo, read_only=True)
         for study in job.studies:
             records = completed_models(store, study)[:job.limit]
             if not records:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import os
 import random
 import re
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -156,6 +157,45 @@ def reading_url(url: str) -> str:
     return parsed.set(
         database=f"file:{quote(str(path.resolve()))}", query={**parsed.query, **access, "uri": "true"},
     ).render_as_string(hide_password=False)
+
+
+class _QueryOnlyConnection(sqlite3.Connection):
+    """An SQLite connection that cannot change its database (``PRAGMA query_only``): a write
+    fails ("attempt to write a readonly database") instead of changing a file only read."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute("PRAGMA query_only=ON")
+
+
+def reading_engine_kwargs(url: str | URL) -> dict[str, Any]:
+    """:func:`engine_kwargs` for connections that cannot write: SQLite's ``query_only``,
+    PostgreSQL's read-only transactions (``default_transaction_read_only``, after any
+    ``?options=`` of the URL's own)."""
+    parsed = parse_url(url)
+    kwargs = engine_kwargs(parsed)
+    connect_args = dict(kwargs.get("connect_args", {}))
+    if parsed.get_backend_name() == "sqlite":
+        connect_args["factory"] = _QueryOnlyConnection
+    elif parsed.get_backend_name() == "postgresql":
+        options = parsed.query.get("options", "")
+        own = " ".join(options) if isinstance(options, tuple) else options
+        connect_args["options"] = f"{own} -c default_transaction_read_only=on".strip()
+    return {**kwargs, "connect_args": connect_args}
+
+
+def reading_engine(url: str) -> Engine:
+    """An engine for a command that only reads ``url``: opened as :func:`reading_url` says,
+    on connections that cannot write (:func:`reading_engine_kwargs`), and, unlike
+    :func:`create_engine`, leaving SQLite's journal mode as it is (turning WAL on rewrites the
+    file's header)."""
+    return sqlalchemy.create_engine(reading_url(url), **reading_engine_kwargs(url))
+
+
+def missing_tables(engine: Engine, names: Iterable[str]) -> list[str]:
+    """Those of the tables ``names`` that the database of ``engine`` lacks (read, never made)."""
+    held = set(sqlalchemy.inspect(engine).get_table_names())
+    return [name for name in names if name not in held]
 
 
 def redact(url: str | URL) -> str:

@@ -10,8 +10,8 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from storage.engine import (
-    DEFAULT_STORAGE, StorageURLError, engine_kwargs, is_sqlite, parse_url, redact, retry_schema_race,
-    sqlite_journal_pragmas,
+    DEFAULT_STORAGE, StorageURLError, engine_kwargs, is_sqlite, parse_url, reading_engine_kwargs, redact,
+    retry_schema_race, sqlite_journal_pragmas,
 )
 
 #: seconds between a running trial's heartbeats
@@ -52,14 +52,28 @@ def make_optuna_storage(
     return storage
 
 
+#: tables of optuna's that a database of studies holds; RDBStorage writes them into one that
+#: lacks them (its version table even with ``skip_table_creation``)
+OPTUNA_TABLES = ("studies", "version_info")
+
+
 def reading_storage(url: str) -> RDBStorage:
     """``RDBStorage`` for a command that only reads ``url``: opened as :func:`storage.reading_url`
-    says (no SQLite file created, one in a folder this user cannot write read-only), with the
-    engine arguments of :func:`storage.engine_kwargs` (PostgreSQL's connection timeout, SQLite's
-    lock timeout), which optuna given a URL alone goes without."""
-    from storage.engine import reading_url
+    says (no SQLite file created, one in a folder this user cannot write read-only), on
+    connections that cannot write (:func:`storage.engine.reading_engine_kwargs`, with the
+    connection and lock timeouts of :func:`storage.engine_kwargs`, which optuna given a URL
+    alone goes without). :class:`NoStudiesError` for a database without optuna's tables (an
+    empty file, another application's database), which is left as it is."""
+    from storage.engine import missing_tables, reading_engine, reading_url
 
-    return RDBStorage(reading_url(url), engine_kwargs=engine_kwargs(url))
+    engine = reading_engine(url)
+    try:
+        missing = missing_tables(engine, OPTUNA_TABLES)
+    finally:
+        engine.dispose()
+    if missing:
+        raise NoStudiesError(url, missing)
+    return RDBStorage(reading_url(url), engine_kwargs=reading_engine_kwargs(url), skip_table_creation=True)
 
 
 class UnknownStudyError(KeyError, ValueError):
@@ -76,7 +90,24 @@ def check_study(url: str, name: str, also: Iterable[str] = ()) -> None:
     ``metanas studies`` lists them, then those of ``also``. An SQLite file that does not exist
     is ``FileNotFoundError`` (none is created), one in a folder this user cannot write is read
     read-only (:func:`reading_storage`)."""
-    names = optuna.get_all_study_names(reading_storage(url))
+    try:
+        names = optuna.get_all_study_names(reading_storage(url))
+    except NoStudiesError as error:
+        if name in also:
+            return
+        raise UnknownStudyError(
+            f"no study {name!r} in {error.url}: {error.why}; studies there: {list(also)}") from None
     names += [other for other in also if other not in names]
     if name not in names:
         raise UnknownStudyError(f"no study {name!r} in {redact(url)}; studies there: {names}")
+
+
+class NoStudiesError(UnknownStudyError):
+    """A database without optuna's tables (:data:`OPTUNA_TABLES`): it holds no study, and a
+    command that only reads it leaves it as it is."""
+
+    def __init__(self, url: str, missing: Iterable[str]) -> None:
+        self.url = redact(url)
+        self.why = (f"it lacks optuna's tables {', '.join(missing)}: not a metanas or optuna "
+                    f"database (left unchanged)")
+        super().__init__(f"no studies in {self.url}: {self.why}")

@@ -15,7 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.engine import DEFAULT_STORAGE, create_engine, redact, retry_schema_race
+from storage.engine import (
+    DEFAULT_STORAGE, create_engine, missing_tables, reading_engine, redact, retry_schema_race,
+)
 from storage.models import ArchitectureModel, BaseModel, TrainedModelModel, ZooCheckpointModel
 
 if TYPE_CHECKING:
@@ -316,12 +318,24 @@ class ModelStore:
 
     Args:
         url: SQLAlchemy URL, or an engine.
+        read_only: for a command that only reads the URL ``url``: its database is opened as
+            :func:`storage.engine.reading_engine` says (nothing can be written, no SQLite file
+            is created) and its tables are not created; a table it lacks reads as empty.
     """
 
-    def __init__(self, url: str | Engine = DEFAULT_STORAGE) -> None:
-        self.engine = create_engine(url) if isinstance(url, str) else url
-        retry_schema_race(lambda: BaseModel.metadata.create_all(self.engine))
+    def __init__(self, url: str | Engine = DEFAULT_STORAGE, *, read_only: bool = False) -> None:
+        if read_only:
+            self.engine = reading_engine(url)
+            self._absent = frozenset(missing_tables(self.engine, BaseModel.metadata.tables))
+        else:
+            self.engine = create_engine(url) if isinstance(url, str) else url
+            retry_schema_race(lambda: BaseModel.metadata.create_all(self.engine))
+            self._absent = frozenset()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _lacks(self, model: type[BaseModel]) -> bool:
+        """Whether the database lacks ``model``'s table (a read-only store reads it as empty)."""
+        return model.__tablename__ in self._absent
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -369,7 +383,7 @@ class ModelStore:
                 return session.scalar(query)
 
     def _row(self, session: Session, study_name: str, trial_number: int) -> TrainedModelModel:
-        row = session.scalar(
+        row = None if self._lacks(TrainedModelModel) else session.scalar(
             select(TrainedModelModel).filter_by(study_name=study_name, trial_number=trial_number)
         )
         if row is None:
@@ -399,17 +413,23 @@ class ModelStore:
         )
         if study_name is not None:
             query = query.filter_by(study_name=study_name)
+        if self._lacks(TrainedModelModel):
+            return []
         with self.session() as session:
             return [_record(row) for row in session.scalars(query)]
 
     def study_names(self) -> list[str]:
         """The names of the studies that stored models, sorted."""
         query = select(TrainedModelModel.study_name).distinct().order_by(TrainedModelModel.study_name)
+        if self._lacks(TrainedModelModel):
+            return []
         with self.session() as session:
             return list(session.scalars(query))
 
     def trial_numbers(self, study_name: str) -> list[int]:
         query = select(TrainedModelModel.trial_number).filter_by(study_name=study_name)
+        if self._lacks(TrainedModelModel):
+            return []
         with self.session() as session:
             return sorted(session.scalars(query))
 
@@ -432,6 +452,8 @@ class ModelStore:
         """Records of a study's checkpoints, by trial and epoch."""
         query = select(ZooCheckpointModel).filter_by(study_name=study_name).order_by(
             ZooCheckpointModel.trial_number, ZooCheckpointModel.epoch)
+        if self._lacks(ZooCheckpointModel):
+            return []
         with self.session() as session:
             return [
                 StoredCheckpoint(row.study_name, row.trial_number, row.epoch, dict(row.metrics),
@@ -444,7 +466,7 @@ class ModelStore:
         query = select(ZooCheckpointModel).filter_by(
             study_name=study_name, trial_number=trial_number, epoch=epoch)
         with self.session() as session:
-            row = session.scalar(query)
+            row = None if self._lacks(ZooCheckpointModel) else session.scalar(query)
             if row is None:
                 raise KeyError(
                     f"no checkpoint at epoch {epoch} of trial {trial_number} of study "
@@ -459,6 +481,8 @@ class ModelStore:
             ZooCheckpointModel.weights_sha256,
         ).filter_by(study_name=study_name).order_by(
             ZooCheckpointModel.trial_number, ZooCheckpointModel.epoch)
+        if self._lacks(ZooCheckpointModel):
+            return
         with self.session() as session:
             rows = session.execute(query).all()
         for trial, epoch, blob, expected in rows:
