@@ -22,13 +22,14 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from nas.evaluators import Evaluation, Evaluator, evaluator_name, get_evaluator
+from nas.evaluators import Evaluation, Evaluator, SupernetEvaluator, evaluator_name, get_evaluator
 from nas.evaluators.base import COUNT_METRICS
 from nas.pyg_classes import PYG_PREFIX, searched_before_official_splits
 from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
@@ -61,6 +62,8 @@ PRUNERS: tuple[str, ...] = ("none", "median")
 FAIL_REASON = "fail_reason"
 #: user attribute holding the traceback of a failed trial (its last lines)
 FAIL_TRACEBACK = "fail_traceback"
+#: study user attribute: the folder of the supernet it was first scored with (for messages)
+_SUPERNET_FOLDER = "supernet_folder"
 #: trial states that use up budget (FAIL only with a FAIL_REASON: a dead worker's is retried)
 _BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -383,6 +386,9 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
         # a DataTask's graphs, labels and split: its name alone let a study resumed with other
         # data under the same name mix trials measured on both (None for a dataset loaded by name)
         "data_fingerprint": task.fingerprint,
+        # the supernet whose weights score the trials (by content: its folder may move);
+        # recorded from this key's introduction on, as "training" is
+        "supernet": _supernet_identity(config),
     }
     identity = {key: value for key, value in identity.items() if value is not None}
     stored = {key: study.user_attrs.get(key) for key in identity}
@@ -393,8 +399,17 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
             if key == "data_fingerprint":
                 _check_not_made_on_a_training_split(study, config, task)
             study.set_user_attr(key, value)
+            if key == "supernet":  # where it was then: the message of a refused resume says it
+                study.set_user_attr(_SUPERNET_FOLDER, str(Path(config.supernet).resolve()))
         elif stored[key] == value:
             continue
+        elif key == "supernet":
+            raise ValueError(
+                f"study {config.study_name!r} was scored with the supernet whose weights have "
+                f"SHA-256 {stored[key][:12]}... (from {study.user_attrs.get(_SUPERNET_FOLDER)}), "
+                f"not with --supernet {config.supernet} ({value[:12]}...); resume it with that "
+                f"supernet, or choose another --study name"
+            )
         elif key == "data_fingerprint":
             raise ValueError(
                 f"study {config.study_name!r} was created with data fingerprint {stored[key][:12]}..., "
@@ -436,6 +451,12 @@ def _evaluation_identity(config: SearchConfig) -> str:
     chosen = getattr(made, "select", "val_acc")
     select = "" if chosen == "val_acc" else f", select {chosen}"
     return f"evaluator train, epochs {made.epochs}, patience {made.patience}, init {made.init}{select}"
+
+
+def _supernet_identity(config: SearchConfig) -> str | None:
+    """For the ``supernet`` evaluator, the SHA-256 of its checkpoint's weights (None for others)."""
+    made = config.make_evaluator()
+    return made.weights_sha256() if isinstance(made, SupernetEvaluator) else None
 
 
 def _training_identity(config: SearchConfig) -> str | None:

@@ -119,6 +119,13 @@ def load_weights(
     return load_file(str(_path(Path(folder), meta, "weights")), device=str(device))
 
 
+def weights_sha256(folder: str | Path) -> str:
+    """SHA-256 of the checkpoint's weights file: the supernet's identity wherever its folder is."""
+    from storage.store import sha256
+
+    return sha256(_path(Path(folder), read_meta(folder), "weights").read_bytes())
+
+
 def load_optimizer_state(folder: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
     """The optimizer state dict saved with ``meta`` (for ``optimizer.load_state_dict``)."""
     from safetensors.torch import load_file

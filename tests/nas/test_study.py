@@ -517,3 +517,28 @@ def test_the_search_command_reads_the_evaluator_in_any_spelling(tmp_path: Path, 
                  "--storage", f"sqlite:///{tmp_path / 'db.sqlite'}", "--trials", "1"])
     err = capsys.readouterr().err
     assert code != 0 and "--supernet is read by" not in err and str(missing) in err
+
+
+def test_a_study_scored_by_a_supernet_resumes_with_it_only(sqlite_url: str, tmp_path: Path) -> None:
+    """A study scored with one supernet resumed with another one (--supernet sn2), silently
+    mixing the scores of both; the same supernet moved to another folder resumes it."""
+    import shutil
+
+    from nas.study import create_or_load_study
+    from nas.tasks import load_task
+
+    for name, seed in (("sn", "0"), ("sn2", "1")):
+        assert main(["supernet", "train", "--dataset", "mutag", "--out", str(tmp_path / name),
+                     "--epochs", "1", "--seed", seed]) == 0
+    task = load_task("mutag")
+
+    def config(supernet: Path) -> SearchConfig:
+        return SearchConfig("mutag", evaluator="supernet", supernet=str(supernet), storage=sqlite_url,
+                            study_name="s", verbose=False)
+
+    create_or_load_study(config(tmp_path / "sn"), task)
+    with pytest.raises(ValueError, match=rf"scored with the supernet whose weights .*\(from {tmp_path / 'sn'}\), "
+                                         rf"not with --supernet {tmp_path / 'sn2'} "):
+        create_or_load_study(config(tmp_path / "sn2"), task)
+    shutil.move(tmp_path / "sn", tmp_path / "moved")
+    create_or_load_study(config(tmp_path / "moved"), task)
