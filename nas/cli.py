@@ -507,6 +507,24 @@ def _print_best(study: Any) -> None:
     )
 
 
+def _json(value: Any, **options: Any) -> str:
+    """``json.dumps(value, **options)`` as strict JSON, what every ``--json`` prints: a float that
+    is nan or infinite becomes ``null``, where json.dumps wrote NaN or Infinity, which JSON
+    parsers refuse."""
+    return json.dumps(_finite(value), allow_nan=False, **options)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float in it (in dicts, lists and tuples) made ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _num(value: float | None) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "null"
 
@@ -527,7 +545,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     if len(study.directions) > 1:
         return _print_pareto_front(study, best, args.json)
     if args.json:
-        print(json.dumps(best, sort_keys=True))
+        print(_json(best, sort_keys=True))
         return 0
     for key in ("trial", "val_acc", "test_acc", "score", "num_params", "summary"):
         if key == "score" and best.get(key) is None:
@@ -547,8 +565,8 @@ def _print_pareto_front(study: Any, best: dict[str, Any], as_json: bool) -> int:
     front = sorted(study.best_trials, key=lambda t: (-t.values[0] if directions[0] == "maximize" else t.values[0], t.number))
     rows = [trial_summary(t) for t in front]
     if as_json:
-        print(json.dumps({**best, "objectives": objectives, "directions": directions,
-                          "pareto_front": rows}, sort_keys=True))
+        print(_json({**best, "objectives": objectives, "directions": directions,
+                     "pareto_front": rows}, sort_keys=True))
         return 0
     names = [f"{name} ({direction[:3]})" for name, direction in zip(objectives, directions)]
     print(f"Pareto front of {study.study_name!r}: {len(rows)} trials")
@@ -572,7 +590,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
     study = _load_study(args)
     rows = [trial_summary(t) for t in study.get_trials(deepcopy=False)]
     if args.json:
-        print(json.dumps(rows, sort_keys=True))
+        print(_json(rows, sort_keys=True))
         return 0
     # a training-free evaluator's trials measure a score, no accuracy: show what ranks them
     scored = all(row["val_acc"] is None for row in rows) and any(row.get("score") is not None for row in rows)
@@ -673,7 +691,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
             "dataset": summary.user_attrs.get("dataset"), "space": summary.user_attrs.get("space"),
         })
     if args.json:
-        print(json.dumps(rows, sort_keys=True))
+        print(_json(rows, sort_keys=True))
         return 0
     for row in rows:
         print(f"{row['study']}  ({row['trials']} trials, dataset {row['dataset']}, space {row['space']})")
@@ -889,7 +907,7 @@ def cmd_zoo_info(args: argparse.Namespace) -> int:
         "test_acc_max": accs[-1],
     }
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(_json(info, indent=2))
     else:
         print(" ".join(f"{key}={value}" for key, value in info.items()))
     return 0
@@ -1087,7 +1105,7 @@ def cmd_metanet_predict(args: argparse.Namespace) -> int:
     if not rows:
         raise UsageError("nothing to predict: give --zoo and --study, or --model-dir")
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(_json(rows, indent=2))
     else:
         target = metadata.get("target", "value")
         for row in rows:
@@ -1338,7 +1356,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     outcome, folder = run_prune(job, say=lambda note: print(note, file=sys.stderr if args.json
                                                              else sys.stdout, flush=True))
     if args.json:
-        print(json.dumps({**outcome.summary(), "out": str(folder)}))
+        print(_json({**outcome.summary(), "out": str(folder)}))
     else:
         print(format_outcome(outcome))
         print(f"pruned model written to {folder}")
@@ -1368,7 +1386,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     note = dataset_note("evaluating", evaluation.dataset, evaluation.trained_on)
     if note is not None:
         print(note, file=sys.stderr if args.json else sys.stdout)
-    print(json.dumps(evaluation.summary()) if args.json else format_evaluation(evaluation))
+    print(_json(evaluation.summary()) if args.json else format_evaluation(evaluation))
     return 0
 
 
