@@ -11,6 +11,10 @@ Proposals:
 - every further trial draws an architecture from the softmax of the logits (``"sampled"``;
   the study's duplicate check reuses a repeated architecture's result).
 
+A pre-screen (:class:`~nas.samplers.PrescreenSampler`) screens the sampled trials only: its
+further candidates are drawn from the logits too, so the label holds whichever it picks; the
+derived architecture, the one the search exists to evaluate, is never screened away.
+
 Each proposal is trained by the study's evaluator (from scratch with the default ``train``), so
 its accuracy compares directly with every other strategy's trials. Parameters the proposal does
 not fix (none for the GNN space) fall back to random sampling.
@@ -75,6 +79,7 @@ class GradientSampler(BaseSampler):
         self.device = None if device is None else str(resolve_device(device))
         self._fallback = RandomSampler(seed=seed)
         self._proposals: dict[int, dict[str, Any]] = {}
+        self._kinds: dict[int, str] = {}  # trial number -> "derived" or "sampled"
 
     def reseed_rng(self) -> None:
         self._fallback.reseed_rng()
@@ -97,6 +102,12 @@ class GradientSampler(BaseSampler):
         params = result["derived_params"] if kind == "derived" else self._sampled(study, result, trial.number)
         study._storage.set_trial_user_attr(trial._trial_id, PROPOSAL_ATTR, kind)
         self._proposals[trial.number] = params
+        self._kinds[trial.number] = kind
+
+    def screens(self, study: Study, trial: FrozenTrial) -> bool:
+        """Whether a pre-screen may evaluate another candidate in place of this trial's proposal:
+        not in place of the derived architecture."""
+        return self._kinds.get(trial.number) != "derived"
 
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution,
@@ -108,6 +119,7 @@ class GradientSampler(BaseSampler):
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: Any, values: Any) -> None:
         self._proposals.pop(trial.number, None)
+        self._kinds.pop(trial.number, None)
 
     # -- the search, once per study -----------------------------------------------------------
 

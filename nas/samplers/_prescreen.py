@@ -100,7 +100,8 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
     first (when some remain), so that a deterministic score does not pick the same architecture
     again and again. Proposals the space refuses (its ``suggest`` raises ``optuna.TrialPruned``)
     are dropped under both rules. Trials with fixed parameters (``study.enqueue_trial``) are
-    left alone.
+    left alone, and so is a trial whose base says its proposal must be evaluated as it is
+    (its ``screens(study, trial)`` is False: the gradient strategy's derived architecture).
     """
 
     def __init__(
@@ -130,7 +131,7 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.base.before_trial(study, trial)
-        if "fixed_params" in trial.system_attrs:
+        if "fixed_params" in trial.system_attrs or not self._screens(study, trial):
             return
         pick = (self._pick_best if self.rule == "best" else self._pick_unvetoed)(study, trial)
         if pick is None:  # every candidate refused: the trial samples (and is pruned) as usual
@@ -138,6 +139,12 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         params, record = pick
         self._chosen.set(trial, params)
         study._storage.set_trial_system_attr(trial._trial_id, PRESCREEN_ATTR, json.dumps(record))
+
+    def _screens(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """Whether the base strategy lets this trial's proposal be screened (the gradient
+        strategy's derived architecture is evaluated as it is: see its ``screens``)."""
+        screens = getattr(self.base, "screens", None)
+        return screens is None or bool(screens(study, trial))
 
     def _pick_best(self, study: optuna.Study, trial: FrozenTrial) -> Pick | None:
         """Rule "best": the parameters of the highest-scoring candidate, and the record."""

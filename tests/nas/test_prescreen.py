@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import optuna
@@ -266,9 +267,36 @@ def test_strategies_that_fix_one_architecture_per_trial_screen_distinct_candidat
     study.set_user_attr("space", "gnn")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(lambda t: float(space.suggest(t).depth), n_trials=3)
-    records = [json.loads(t.system_attrs[PRESCREEN_ATTR]) for t in study.trials]
+    screened = [t for t in study.trials if t.user_attrs.get("gradient_proposal") != "derived"]
+    assert len(screened) == (2 if strategy == "gradient" else 3)  # the derived one is evaluated as it is
+    records = [json.loads(t.system_attrs[PRESCREEN_ATTR]) for t in screened]
     assert all(len(r["scores"]) == 4 for r in records)
     assert any(len(set(r["scores"])) > 1 for r in records)
-    for trial, record in zip(study.trials, records):  # the trial evaluates the best candidate
+    for trial, record in zip(screened, records):  # the trial evaluates the best candidate
         arch = space.suggest(optuna.trial.FixedTrial(trial.params))
         assert _arch_score(arch) == max(record["scores"]) == record["scores"][record["chosen"]]
+
+
+def test_the_gradient_strategys_derived_architecture_is_never_screened_away(tiny_graph):
+    """With --prescreen, the trial labelled gradient_proposal="derived" evaluated whichever
+    candidate the proxy preferred: the label was wrong, the derived architecture never trained."""
+    from nas.supernet import GradientConfig
+
+    space = GNNSpace(convs=("gcn", "gat", "sage"))
+    base = get_sampler("gradient", seed=0, space=space, task=_TinyTask(tiny_graph), device="cpu",
+                       config=GradientConfig(epochs=6, warmup_epochs=2))
+    study = optuna.create_study(direction="maximize")
+
+    def derived_scores_lowest(arch) -> float:
+        derived = space.suggest(optuna.trial.FixedTrial(study.user_attrs["gradient_search"]["derived_params"]))
+        return -math.inf if arch.arch_hash == derived.arch_hash else _arch_score(arch)
+
+    study.sampler = PrescreenSampler(base, space, derived_scores_lowest, candidates=4)
+    study.set_user_attr("space", "gnn")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(lambda t: float(space.suggest(t).depth), n_trials=3)
+    (derived,) = [t for t in study.trials if t.user_attrs["gradient_proposal"] == "derived"]
+    assert derived.params == study.user_attrs["gradient_search"]["derived_params"]
+    assert PRESCREEN_ATTR not in derived.system_attrs
+    sampled = [t for t in study.trials if t.user_attrs["gradient_proposal"] == "sampled"]
+    assert len(sampled) == 2 and all(PRESCREEN_ATTR in t.system_attrs for t in sampled)
