@@ -28,6 +28,17 @@ def grace_seconds(heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: in
     return grace_period if grace_period is not None else max(GRACE_PERIOD, 2 * heartbeat_interval)
 
 
+def _in_memory(parsed: sqlalchemy.engine.URL) -> bool:
+    """Whether an SQLite URL names a database in memory: no file (``sqlite://``),
+    ``:memory:``, or an SQLite URI ``file::memory:`` or ``file:NAME?mode=memory`` (with
+    ``uri=true``)."""
+    database = parsed.database or ""
+    if database in ("", ":memory:"):
+        return True
+    uri = str(parsed.query.get("uri", "")).lower() in ("true", "1")
+    return uri and (database.startswith("file::memory:") or parsed.query.get("mode") == "memory")
+
+
 def make_optuna_storage(
     url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = None,
     max_retry: int = MAX_RETRY,
@@ -35,7 +46,7 @@ def make_optuna_storage(
     """``RDBStorage`` for ``url`` with heartbeats and retries of trials of dead workers; on
     SQLite its connections journal as :func:`storage.engine.sqlite_journal_pragmas` says."""
     parsed = parse_url(url)  # checked once; the URL object is not parsed again below
-    if is_sqlite(parsed) and (parsed.database or "") in ("", ":memory:"):
+    if is_sqlite(parsed) and _in_memory(parsed):
         raise StorageURLError(
             f"storage URL {redact(parsed)!r} is an SQLite database in memory: the study and its "
             f"trials would be gone when the command ends, and its workers could not share it; "

@@ -397,10 +397,12 @@ def test_an_sqlite_url_with_two_slashes_is_bad_input_naming_the_url_meant(capsys
     assert len(err.strip().splitlines()) == 1 and meant in err and "s3cret" not in err
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?uri=true",
+                                 "sqlite:///file:mem1?mode=memory&cache=shared&uri=true"])
 def test_a_search_in_an_sqlite_database_in_memory_is_refused(url: str, capsys, cora_available: None) -> None:
     """A search's trials in memory would be lost when it ends (and its workers each had a
-    database of their own): it failed with "no such table: studies"."""
+    database of their own): it failed with "no such table: studies", and so did SQLite URIs
+    in memory after the first two forms were refused."""
     from nas.cli import main
     from storage import make_optuna_storage
 
@@ -409,3 +411,12 @@ def test_a_search_in_an_sqlite_database_in_memory_is_refused(url: str, capsys, c
     assert main(["search", "--dataset", "cora", "--trials", "1", "--epochs", "1", "--storage", url,
                  "--study", "s", "--quiet"]) == 2
     assert "name a file, e.g. 'sqlite:///metanas.db'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["sqlite:///file:x.db?uri=true", "sqlite:///memory.db"])
+def test_sqlite_files_are_not_taken_for_databases_in_memory(url: str, tmp_path, monkeypatch) -> None:
+    from storage import make_optuna_storage
+
+    monkeypatch.chdir(tmp_path)
+    make_optuna_storage(url)
+    assert len(list(tmp_path.iterdir())) >= 1
