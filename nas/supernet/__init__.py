@@ -90,12 +90,16 @@ _MULTI_VALUED = ("widths", "convs", "heads", "ops", "dropouts", "split")
 
 def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:
     """The trained supernet of a checkpoint folder (on ``device``) and its JSON metadata."""
-    from nas.supernet._checkpoint import load_weights
+    from nas.supernet._checkpoint import META, load_weights_into
 
     meta = read_meta(folder)
     cls = resolve(meta["space"], SUPERNETS, "supernet space")
-    supernet = cls(**meta["supernet"])
-    supernet.load_state_dict(load_weights(folder, "cpu", meta))
+    try:
+        supernet = cls(**meta["supernet"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{Path(folder) / META} holds no {meta['space']!r} supernet config "
+                         f"({error})") from None
+    load_weights_into(supernet, folder, meta)
     return supernet.to(device).eval(), meta
 
 

@@ -74,9 +74,37 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not JSON ({error}): not a supernet checkpoint") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a {FORMAT} checkpoint (it holds {json.dumps(meta)[:40]}, "
+                         f"not a JSON object)")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} checkpoint (format {meta.get('format')!r})")
+    _check_fields(path, meta)
     return meta
+
+
+#: the fields of a supernet.json (those written since ``files`` and ``train`` may be absent:
+#: older checkpoints) and the JSON types they must have
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "space": (str,), "supernet": (dict,), "dataset": (str,), "epoch": (int,), "step": (int,),
+    "seconds": (int, float), "history": (list,), "param_groups": (list,),
+}
+_OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"files": (dict,), "train": (dict,)}
+_JSON_TYPES = {str: "string", dict: "object", int: "number", list: "array"}
+
+
+def _check_fields(path: Path, meta: dict[str, Any]) -> None:
+    """``ValueError`` naming ``path`` and the first field of a supernet.json that is missing or
+    of another type: a damaged or hand-written file failed later with a bare ``'space'`` or
+    ``'list' object has no attribute 'get'``, naming no file."""
+    for name, types in {**_FIELDS, **_OPTIONAL_FIELDS}.items():
+        if name not in meta and name in _OPTIONAL_FIELDS:
+            continue
+        if name not in meta:
+            raise ValueError(f"{path} is a damaged {FORMAT} checkpoint: it has no {name!r}")
+        if not isinstance(meta[name], types) or isinstance(meta[name], bool):
+            raise ValueError(f"{path} is a damaged {FORMAT} checkpoint: its {name!r} is "
+                             f"{meta[name]!r}, not a JSON {_JSON_TYPES[types[0]]}")
 
 
 def save_checkpoint(
@@ -109,14 +137,31 @@ def _path(folder: Path, meta: dict[str, Any], kind: str) -> Path:
     return named_tensor_file(folder / META, _FILES[kind], meta.get("files", {}).get(kind))
 
 
-def load_weights(
-    folder: str | Path, device: str | torch.device = "cpu", meta: dict[str, Any] | None = None,
-) -> dict[str, Tensor]:
-    """The supernet weights of the checkpoint ``meta`` (default: the folder's JSON) names."""
+def load_weights_into(
+    supernet: nn.Module, folder: str | Path, meta: dict[str, Any], device: str | torch.device = "cpu",
+) -> None:
+    """Load the weights of the checkpoint ``meta`` names into ``supernet`` (built from
+    ``meta["supernet"]``); ``ValueError`` naming the weights file when they are another
+    supernet's (missing, unexpected or reshaped tensors)."""
+    from metanets.saved import load_checked
+
+    path = _path(Path(folder), meta, "weights")
+    load_checked(supernet, _read_tensors(path, device), path, "supernet")
+
+
+def _read_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """The tensors of a checkpoint's safetensors file ``path``; a damaged one (truncated, or not
+    safetensors at all) is a :class:`~storage.store.ChecksumError` naming it, never unpickled."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    meta = read_meta(folder) if meta is None else meta
-    return load_file(str(_path(Path(folder), meta, "weights")), device=str(device))
+    from storage.store import ChecksumError
+
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as error:
+        raise ChecksumError(f"{path} is damaged, not a safetensors file ({error}); it is never "
+                            f"unpickled: train the supernet again (--overwrite)") from None
 
 
 def weights_sha256(folder: str | Path) -> str:
@@ -128,10 +173,11 @@ def weights_sha256(folder: str | Path) -> str:
 
 def load_optimizer_state(folder: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
     """The optimizer state dict saved with ``meta`` (for ``optimizer.load_state_dict``)."""
-    from safetensors.torch import load_file
-
     from storage.store import unflatten_optimizer_state
 
     path = _path(Path(folder), meta, "optimizer")
-    return unflatten_optimizer_state(load_file(str(path)) if path.is_file() else {},
+    if not path.is_file() and "optimizer" in meta.get("files", {}):
+        raise FileNotFoundError(f"{path}, the optimizer state {Path(folder) / META} names, is "
+                                f"missing: resuming without it would not continue the run")
+    return unflatten_optimizer_state(_read_tensors(path) if path.is_file() else {},
                                      meta["param_groups"])

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from nas.supernet._checkpoint import (
-    check_checkpoint_folder, has_checkpoint, load_optimizer_state, load_weights, read_meta,
+    check_checkpoint_folder, has_checkpoint, load_optimizer_state, load_weights_into, read_meta,
     save_checkpoint,
 )
 from nas.train import own_random_state, resolve_device
@@ -357,7 +357,7 @@ def _resume(
             f"{out} holds a supernet {describe_differences(differ)}; resume it with the settings "
             f"it was trained with, choose another --out folder, or {_OVERWRITE_HINT}"
         )
-    supernet.load_state_dict(load_weights(out, device, saved))
+    load_weights_into(supernet, out, saved, device)
     optimizer.load_state_dict(load_optimizer_state(out, saved))
     return int(saved["epoch"]), int(saved["step"]), float(saved["seconds"]), list(saved["history"])
 

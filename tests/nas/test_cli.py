@@ -292,7 +292,9 @@ def test_a_supernet_of_another_dataset_fails_the_search_before_any_trial(
     from nas.supernet._checkpoint import FORMAT, META
 
     (tmp_path / "sn").mkdir()
-    (tmp_path / "sn" / META).write_text(json.dumps({"format": FORMAT, "space": "gnn", "dataset": "mutag"}))
+    (tmp_path / "sn" / META).write_text(json.dumps({
+        "format": FORMAT, "space": "gnn", "dataset": "mutag", "supernet": {}, "epoch": 1, "step": 1,
+        "seconds": 0.0, "history": [0.0], "param_groups": []}))
     argv = ["search", "--dataset", "cora", "--trials", "1", "--quiet", "--storage", sqlite_url,
             "--evaluator", "supernet", "--supernet", str(tmp_path / "sn")]
     assert main(argv) == 2
@@ -424,7 +426,9 @@ def test_ctrl_c_after_a_supernet_checkpoint_says_it_is_kept(overwrite, said, tmp
     from nas.supernet._checkpoint import save_checkpoint
 
     monkeypatch.chdir(tmp_path)
-    save_checkpoint(tmp_path / "sn", nn.Linear(2, 2), None, {"epoch": 50})
+    save_checkpoint(tmp_path / "sn", nn.Linear(2, 2), None, {
+        "space": "gnn", "supernet": {}, "dataset": "cora", "epoch": 50, "step": 50, "seconds": 1.0,
+        "history": [1.0]})
     assert has_checkpoint("sn")
     argv = ["supernet", "train", "--dataset", "cora", "--out", "sn", *overwrite]
     assert _kept_on_interrupt(build_parser().parse_args(argv)) == said

@@ -611,3 +611,59 @@ def test_supernet_train_cli_refuses_other_files_before_the_data_loads(tmp_path, 
     assert {path.name: path.read_bytes() for path in out.iterdir()} == users
     assert main(["supernet", "train", "--dataset", "cora", "--out", str(out / "notes.txt")]) == 2
     assert f"--out {out / 'notes.txt'} is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda meta: [], "is not a metanas-supernet/1 checkpoint (it holds [], not a JSON object)"),
+    (lambda meta: {k: v for k, v in meta.items() if k != "space"},
+     "is a damaged metanas-supernet/1 checkpoint: it has no 'space'"),
+    (lambda meta: {**meta, "epoch": "x"},
+     "is a damaged metanas-supernet/1 checkpoint: its 'epoch' is 'x', not a JSON number"),
+    (lambda meta: {**meta, "files": []},
+     "is a damaged metanas-supernet/1 checkpoint: its 'files' is [], not a JSON object"),
+])
+def test_a_damaged_supernet_json_is_refused_naming_the_file(damage, message, tiny_graph, tmp_path) -> None:
+    """A supernet.json that is no JSON object, lacks a field or holds one of another type failed
+    with "'list' object has no attribute 'get'", "'space'" or "invalid literal for int()",
+    naming no file (exit 1); now it is no checkpoint, named with the reason."""
+    import json
+
+    out = tmp_path / "b"
+    _train(TinyTask(tiny_graph), out, epochs=2)
+    meta = json.loads((out / "supernet.json").read_text())
+    (out / "supernet.json").write_text(json.dumps(damage(meta)))
+    with pytest.raises(ValueError, match=re.escape(f"{out}/supernet.json {message}")):
+        load_supernet(out)
+    with pytest.raises(ValueError, match=re.escape(f"no supernet checkpoint ({out}/supernet.json {message})")):
+        _train(TinyTask(tiny_graph), out, epochs=4)
+
+
+def test_damaged_or_foreign_checkpoint_tensors_are_refused_naming_the_file(tiny_graph, tmp_path) -> None:
+    """A truncated weights file failed with safetensors' bare "Error while deserializing
+    header", another supernet's weights with load_state_dict's list of every tensor, and a
+    missing optimizer file resumed silently with a fresh Adam state (a run unlike the
+    uninterrupted one); each now names the file."""
+    from storage import ChecksumError
+
+    task = TinyTask(tiny_graph)
+    out = tmp_path / "b"
+    _train(task, out, epochs=2)
+    files = read_meta(out)["files"]
+    weights = (out / files["weights"]).read_bytes()
+    (out / files["weights"]).write_bytes(weights[:100])
+    with pytest.raises(ChecksumError, match=re.escape(f"{out / files['weights']} is damaged, not a safetensors file")):
+        load_supernet(out)
+    with pytest.raises(ChecksumError, match=re.escape(f"{out / files['weights']} is damaged")):
+        _train(task, out, epochs=4)
+    other = tmp_path / "other"
+    torch.manual_seed(0)
+    train_supernet(GNNSupernet(4, 3, "node", max_depth=1, widths=(32,), convs=("gcn",)), task,
+                   SupernetTrainConfig(epochs=1, device="cpu"), out=other)
+    (out / files["weights"]).write_bytes((other / read_meta(other)["files"]["weights"]).read_bytes())
+    with pytest.raises(ValueError, match=re.escape(f"{out / files['weights']} holds no supernet of its config: missing tensors")):
+        load_supernet(out)
+    (out / files["weights"]).write_bytes(weights)
+    (out / files["optimizer"]).unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{out / files['optimizer']}, the optimizer state")):
+        _train(task, out, epochs=4)
+    assert load_supernet(out)[1]["epoch"] == 2  # the weights alone still load for scoring
