@@ -745,7 +745,7 @@ def _add_supernet(commands: Any) -> None:
 def cmd_supernet_train(args: argparse.Namespace) -> int:
     from nas.supernet import (
         SupernetTrainConfig, build_supernet, check_checkpoint_folder, init_distributed,
-        parse_options, train_supernet,
+        is_rank_zero, parse_options, train_supernet,
     )
     from nas.tasks import load_task
 
@@ -767,8 +767,12 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, seed=args.seed, device=device,
         checkpoint_every=args.checkpoint_every, amp=args.amp, sampling=args.sampling,
     )
-    print(f"metanas supernet train: {supernet} on {task.name} ({config.device})", flush=True)
+    speaks = is_rank_zero()  # under torchrun, one process speaks for the run (its loss: rank 0's share)
+    if speaks:
+        print(f"metanas supernet train: {supernet} on {task.name} ({config.device})", flush=True)
     result = train_supernet(supernet, task, config, out=args.out, overwrite=args.overwrite)
+    if not speaks:
+        return 0
     resumed = f", resumed from epoch {result.resumed_from}" if result.resumed_from else ""
     loss = f"{result.history[-1]:.4f}" if result.history else "-"
     if result.resumed_from == result.epochs:

@@ -18,7 +18,7 @@ from nas.supernet._gnn import GNNSupernet, gnn_trial_params
 from nas.supernet._nasbench import NasBenchGraphSupernet, nasbench_trial_params
 from nas.supernet._train import (
     RESUME_SETTINGS, SAMPLINGS, SupernetTrainConfig, SupernetTrainResult, describe_differences,
-    init_distributed, path_rng, train_supernet, training_differences,
+    init_distributed, is_rank_zero, path_rng, train_supernet, training_differences,
 )
 from search_spaces import get_space
 from search_spaces.resolver import resolve
@@ -105,6 +105,6 @@ def load_supernet(folder: str | Path, device: str | torch.device = "cpu") -> tup
 
 __all__ = [
     "GNNSupernet", "Gates", "NasBenchGraphSupernet", "nasbench_trial_params", "GradientConfig", "GradientResult", "derive", "gradient_search", "SUPERNETS", "Supernet", "SAMPLINGS", "SupernetTrainConfig", "SupernetTrainResult",
-    "DEFAULT_REFINE_EVALUATOR", "FINAL_SUFFIX", "REFINE_SUFFIX", "build_supernet", "check_checkpoint_folder", "check_options", "final_train", "refine", "init_distributed", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
+    "DEFAULT_REFINE_EVALUATOR", "FINAL_SUFFIX", "REFINE_SUFFIX", "build_supernet", "check_checkpoint_folder", "check_options", "final_train", "refine", "init_distributed", "is_rank_zero", "gnn_trial_params", "has_checkpoint", "load_supernet", "parse_options", "path_rng",
     "read_meta", "train_supernet", "RESUME_SETTINGS", "describe_differences", "training_differences",
 ]

@@ -215,6 +215,12 @@ class _Batch:
     scale: float            # world_size / examples in the global batch
 
 
+def is_rank_zero() -> bool:
+    """Whether this process writes checkpoints and speaks for the run: rank 0 of a
+    torch.distributed run, or the one process without it."""
+    return _world()[0] == 0
+
+
 def _world() -> tuple[int, int]:
     """(rank, world size); (0, 1) without torch.distributed."""
     import torch.distributed as dist
@@ -366,7 +372,7 @@ def _save(
     out: str | Path, supernet: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any],
     epoch: int, step: int, seconds: float, history: list[float],
 ) -> None:
-    if _world()[0] != 0:
+    if not is_rank_zero():
         return
     state = {**meta, "epoch": epoch, "step": step, "seconds": seconds, "history": history}
     save_checkpoint(out, supernet, optimizer, state)

@@ -667,3 +667,22 @@ def test_damaged_or_foreign_checkpoint_tensors_are_refused_naming_the_file(tiny_
     with pytest.raises(FileNotFoundError, match=re.escape(f"{out / files['optimizer']}, the optimizer state")):
         _train(task, out, epochs=4)
     assert load_supernet(out)[1]["epoch"] == 2  # the weights alone still load for scoring
+
+
+def test_under_torchrun_only_rank_zero_prints_the_run(tiny_graph, tmp_path, monkeypatch, capsys) -> None:
+    """Every torchrun process printed the model line and its own 'trained ... last loss' (each
+    its share's loss, so two lines disagreed on the loss of one run); now rank 0 speaks alone."""
+    import nas.supernet
+    import nas.tasks
+    from nas.cli import main
+
+    monkeypatch.setattr(nas.tasks, "load_task", lambda *a, **k: TinyTask(tiny_graph))
+    argv = ["supernet", "train", "--dataset", "tiny", "--out", str(tmp_path / "sn"), "--epochs", "1",
+            "--device", "cpu", "--option", "widths=16", "--option", "convs=gcn,sage"]
+    monkeypatch.setattr(nas.supernet, "is_rank_zero", lambda: False, raising=False)
+    assert main(argv) == 0
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(nas.supernet, "is_rank_zero", lambda: True, raising=False)
+    assert main([*argv[:7], "2", *argv[8:]]) == 0
+    out = capsys.readouterr().out
+    assert "metanas supernet train: GNNSupernet" in out and "trained 2 epochs" in out
