@@ -351,12 +351,18 @@ def _resume(
     meta: dict[str, Any], device: torch.device,
 ) -> tuple[int, int, float, list[float]]:
     saved = read_meta(out)
-    for key in ("space", "supernet", "dataset"):
+    for key in ("space", "dataset"):
         if saved[key] != meta[key]:
             raise ValueError(
                 f"{out} holds a supernet checkpoint with {key} {saved[key]!r}, not {meta[key]!r}; "
                 f"choose another --out folder, or {_OVERWRITE_HINT}"
             )
+    options = _option_differences(saved["supernet"], meta["supernet"])
+    if options:
+        raise ValueError(
+            f"{out} holds a supernet checkpoint of other options, {describe_differences(options)}; "
+            f"choose another --out folder, or {_OVERWRITE_HINT}"
+        )
     differ = training_differences(saved.get("train", {}), meta["train"])
     if differ:
         raise ValueError(
@@ -366,6 +372,13 @@ def _resume(
     load_weights_into(supernet, out, saved, device)
     optimizer.load_state_dict(load_optimizer_state(out, saved))
     return int(saved["epoch"]), int(saved["step"]), float(saved["seconds"]), list(saved["history"])
+
+
+def _option_differences(trained: dict[str, Any], requested: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{option: (trained with, requested)}`` for the supernet options (constructor config) in
+    which a checkpoint and the requested supernet differ: those alone, not both whole configs."""
+    return {key: (trained.get(key), requested.get(key)) for key in sorted({*trained, *requested})
+            if trained.get(key) != requested.get(key)}
 
 
 def _save(

@@ -234,8 +234,20 @@ def test_resume_refuses_another_supernet(tiny_graph, tmp_path) -> None:
     _train(TinyTask(tiny_graph), tmp_path, epochs=1)
     assert has_checkpoint(tmp_path) and read_meta(tmp_path)["supernet"]["widths"] == [16]
     other = GNNSupernet(4, 3, widths=(32,), convs=("gcn", "gat", "sage", "linear"))
-    with pytest.raises(ValueError, match="holds a supernet checkpoint with supernet"):
+    with pytest.raises(ValueError, match=re.escape(
+            "holds a supernet checkpoint of other options, trained with widths [16], not widths [32]; ")):
         train_supernet(other, TinyTask(tiny_graph), SupernetTrainConfig(epochs=2, device="cpu"), out=tmp_path)
+
+
+def test_resume_on_another_dataset_names_the_dataset_not_both_supernet_configs(tiny_graph, tmp_path) -> None:
+    """Another --dataset (other feature and class counts) was refused with both supernets' whole
+    configs ('with supernet {...'in_channels': 4...}, not {...}'), naming no dataset."""
+    _train(TinyTask(tiny_graph), tmp_path, epochs=1)
+    other = GNNSupernet(5, 2, widths=(16,), convs=("gcn", "gat", "sage", "linear"))
+    task = TinyTask(tiny_graph, name="other", num_features=5, num_classes=2)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path} holds a supernet checkpoint with dataset 'tiny', not 'other'; ")):
+        train_supernet(other, task, SupernetTrainConfig(epochs=2, device="cpu"), out=tmp_path)
 
 
 def test_resume_refuses_other_training_settings_but_not_more_epochs_or_another_device(
