@@ -529,8 +529,6 @@ def test_cli_trains_a_pruning_metanet_used_by_prune(tmp_path: Path, capsys) -> N
     (["--penalty", "l0"], "penalty 'l0'"),
     (["--fraction", "1.5"], "fraction 1.5"),
     (["--steps", "0"], "steps 0"),
-    (["--pruned-weight", "-1"], "pruned_weight -1.0"),
-    (["--distill", "-1"], "distill -1.0"),
     ([], "no zoo"),
     (["--zoo", "sqlite:///x.db"], "--zoo and --study go together"),
 ])

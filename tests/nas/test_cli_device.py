@@ -99,10 +99,11 @@ def test_each_command_passes_the_device_on(tmp_path: Path, monkeypatch, capsys,
     _spy(monkeypatch, metanets.ghn_train, "train_hypernet", seen,
          lambda space, task, config, **_: config.device)
     _spy(monkeypatch, GraphHyperNetwork, "load", seen, lambda path, device="cpu": device)
-    _spy(monkeypatch, nas.prune, "run_prune", seen, lambda job: job.device)
+    _spy(monkeypatch, nas.prune, "run_prune", seen, lambda job, **_: job.device)
     _spy(monkeypatch, nas.prune, "train_prune_metanet", seen, lambda job, **_: job.device)
     _spy(monkeypatch, nas.evaluate, "run_evaluate", seen, lambda job: job.device)
     commands = _commands(tmp_path, url)
+    (tmp_path / "model").mkdir()  # prune says first what --model is (nas.export.check_model_folder)
     commands["hypernet train"][commands["hypernet train"].index("nope")] = "cora"
     cora = (Path(os.environ.get("METANAS_DATA", "")) / "Planetoid" / "Cora" / "raw").is_dir()
     for command in [c for c in COMMANDS if c != "metanet predict"]:  # below: it runs
