@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,7 @@ def _has_supernet_checkpoint(out: str) -> bool:
         return False
 
 
-def _resuming_said(state: Path, unit: str) -> Any:
+def _say_resuming(state: Path, unit: str) -> Callable[[int], None]:
     """A training command's ``resuming(at)``: says where it resumes from its training state
     ``state`` (at that ``unit``, "step" or "epoch"), called once the state is accepted, not
     before a state of other flags is refused."""
@@ -1004,7 +1004,7 @@ def cmd_metanet_train(args: argparse.Namespace) -> int:
     state = metanet_state(args.out)
     result = train_accuracy_predictor(zoo, config, target=args.target, verbose=args.verbose,
                                       probe_start=start, state=state, state_every=args.state_every,
-                                      device=device, resuming=_resuming_said(state, "epoch"))
+                                      device=device, resuming=_say_resuming(state, "epoch"))
     best = next(h for h in result.history if h[0] == result.best_epoch)
     validated = result.selected_on == "val_tau"
     save_gmn(result.model, args.out, metadata={
@@ -1204,7 +1204,7 @@ def cmd_hypernet_train(args: argparse.Namespace) -> int:
               f"{entry['seconds']:.0f}s", flush=True)
 
     result = train_hypernet(space, task, config, log=log, state=state, state_every=args.state_every,
-                            resuming=_resuming_said(state, "step"))
+                            resuming=_say_resuming(state, "step"))
     path = result.ghn.save(args.out, {"train_hashes": result.train_hashes,
                                       "train_config": training_flags(args),
                                       "history": result.history, "kept_step": result.best_step})
@@ -1518,7 +1518,7 @@ def cmd_prune_metanet(args: argparse.Namespace) -> int:
             print(f"step {step:5d}  task loss {task:.4f}  relative {args.penalty} {penalty:.4f}",
                   flush=True)
 
-    _, folder = train_prune_metanet(job, log=log, resuming=_resuming_said(state, "step"))
+    _, folder = train_prune_metanet(job, log=log, resuming=_say_resuming(state, "step"))
     print(f"pruning metanetwork written to {folder}")
     return 0
 
