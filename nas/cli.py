@@ -315,12 +315,12 @@ def _add_search(commands: Any) -> None:
         help="trained supernet checkpoint folder, for --evaluator supernet",
     )
     p.add_argument(
-        "--final-train", nargs="?", type=int, const=1, default=0, metavar="K",
+        "--final-train", nargs="?", type=int, const=1, default=None, metavar="K",
         help="afterwards train the best architecture (or the K best) from scratch as trials of "
              "study <study>-final; the best of them by validation accuracy is the answer",
     )
     p.add_argument(
-        "--refine", type=int, default=0, metavar="N",
+        "--refine", type=int, default=None, metavar="N",
         help="afterwards re-score the N best architectures with --refine-evaluator as trials of "
              "study <study>-refine; --final-train then takes its best from those",
     )
@@ -356,10 +356,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     # SearchConfig checks these too, under its own field names (n_trials, ...): a user of the
     # command should read the flag they typed
     _require_counts(args, "trials", "n_jobs", "warm_start_k", "prescreen_k", "epochs")
-    if args.final_train < 0:
-        raise UsageError(f"--final-train takes a number of architectures >= 1, got {args.final_train}")
-    if args.refine < 0:
-        raise UsageError(f"--refine takes a number of architectures >= 1, got {args.refine}")
+    for flag, value in (("--final-train", args.final_train), ("--refine", args.refine)):
+        if value is not None and value < 1:  # 0 ran the search and silently skipped the step
+            raise UsageError(f"{flag} takes a number of architectures >= 1, got {value}")
     _refuse_unused_options(args)
     if args.select != "val_acc" and args.evaluator.partition(":")[0] != "train" and not args.final_train:
         raise UsageError(f"--select {args.select} chooses the epoch a trained trial keeps; "

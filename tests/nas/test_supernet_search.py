@@ -215,3 +215,14 @@ def test_a_fine_tune_that_diverges_scores_its_best_epoch_before_the_nan(
     monkeypatch.setattr(nas.train._NodeLoop, "train_epoch", nan_at_epoch_4)
     result = SupernetEvaluator(str(cora_supernet), finetune_epochs=10).evaluate(arch, space, task, device="cpu")
     assert len(calls) == 4 and result.metrics["val_acc"] > 0.45  # chance: ~0.14
+
+
+@pytest.mark.parametrize("flag", ["--refine", "--final-train"])
+def test_refine_or_final_train_of_zero_is_refused_before_the_search(flag, cora_available, sqlite_url, capsys) -> None:
+    """0 was taken as the flag left out: the search ran and the step was skipped without a word
+    (exit 0), while -1 was refused as a number of architectures below 1."""
+    argv = ["search", "--dataset", "cora", "--storage", sqlite_url, "--quiet", "--trials", "1",
+            "--evaluator", "zero-cost:naswot", flag, "0"]
+    assert main(argv) == 2
+    assert f"{flag} takes a number of architectures >= 1, got 0" in capsys.readouterr().err
+    assert optuna.study.get_all_study_names(sqlite_url) == []
