@@ -750,6 +750,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
 
     from nas.train import resolve_device
 
+    _require_counts(args, "epochs", "batch_size", "checkpoint_every")  # by flag, before the data loads
     if args.amp and resolve_device(args.device).type != "cuda":  # recorded, then refused on resume
         raise UsageError(f"--amp is bfloat16 autocast on CUDA; on the CPU (--device {args.device}) it "
                          "does nothing: drop it")

@@ -698,3 +698,16 @@ def test_under_torchrun_only_rank_zero_prints_the_run(tiny_graph, tmp_path, monk
     assert main([*argv[:7], "2", *argv[8:]]) == 0
     out = capsys.readouterr().out
     assert "metanas supernet train: GNNSupernet" in out and "trained 2 epochs" in out
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--checkpoint-every"])
+def test_supernet_train_names_a_count_below_one_by_its_flag(flag, monkeypatch, capsys, tmp_path) -> None:
+    """They were refused after the data loaded, as 'checkpoint_every must be >= 1, got 0'
+    (SupernetTrainConfig's field, not the flag typed)."""
+    import nas.tasks
+    from nas.cli import main
+
+    monkeypatch.setattr(nas.tasks, "load_task", lambda *a, **k: pytest.fail("the data loaded"))
+    argv = ["supernet", "train", "--dataset", "cora", "--out", str(tmp_path / "sn"), "--device", "cpu", flag, "0"]
+    assert main(argv) == 2
+    assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
