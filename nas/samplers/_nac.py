@@ -14,7 +14,9 @@ the candidate of largest :math:`|\\alpha|` in each layer.
 As an optuna strategy (:class:`NACSampler`, ``--strategy nac``): before each trial it runs the
 search on a supernet initialised with ``seed + trial number`` and hands the derived
 architecture's parameters to the trial, so the study's normal objective trains, scores and
-stores it like any other trial. Several trials are restarts from different random
+stores it like any other trial; the trial's :data:`NAC_ATTR` records that search (its seed,
+candidates and fitted ``alpha``). Under a pre-screen, further candidates are restarts from
+seeds of their own, and the record is that of the candidate the trial evaluates. Several trials are restarts from different random
 initialisations (an architecture derived twice is not trained twice: the objective reuses the
 earlier trial's result); the study keeps the one with the best validation accuracy.
 """
@@ -195,6 +197,7 @@ class NACSampler(optuna.samplers.BaseSampler):
         self.task, self.data_root, self.device = task, data_root, resolve_device(device)
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
         self._chosen = ChosenParams()
+        self._candidate_records: dict[int, dict[int, dict[str, Any]]] = {}  # pre-screen's, by trial
 
     def reseed_rng(self) -> None:
         self._fallback.reseed_rng()
@@ -211,16 +214,32 @@ class NACSampler(optuna.samplers.BaseSampler):
         space = study.user_attrs.get("space", "gnn")
         if space != "gnn":
             raise ValueError(f"strategy 'nac' searches space 'gnn', not {space!r}")
-        arch, alpha = self.derive(self._task(study), seed=self.seed + trial.number)
+        seed = self.seed + trial.number
+        arch, alpha = self.derive(self._task(study), seed=seed)
         self._chosen.set(trial, architecture_params(arch))
-        record = {"convs": list(self.convs), "alpha": [[round(float(a), 6) for a in row] for row in alpha]}
-        study._storage.set_trial_system_attr(trial._trial_id, NAC_ATTR, json.dumps(record))
+        self._store_record(study, trial, self._record(seed, alpha))
 
     def candidate(self, study: optuna.Study, trial: FrozenTrial, j: int) -> dict[str, Any]:
         """The parameters of the trial's further candidate ``j`` (>= 1), for a pre-screen: the
         architecture a restart from a random initialisation of its own derives."""
         seed = zlib.crc32(f"nac:{self.seed}:{trial.number}:{j}".encode())
-        return architecture_params(self.derive(self._task(study), seed=seed)[0])
+        arch, alpha = self.derive(self._task(study), seed=seed)
+        self._candidate_records.setdefault(trial.number, {})[j] = self._record(seed, alpha)
+        return architecture_params(arch)
+
+    def screened(self, study: optuna.Study, trial: FrozenTrial, j: int) -> None:
+        """A pre-screen evaluates the trial's candidate ``j``: the trial's record becomes the
+        search that derived it (candidate 0's is stored already)."""
+        if j > 0:
+            self._store_record(study, trial, self._candidate_records[trial.number][j])
+
+    def _record(self, seed: int, alpha: Tensor) -> dict[str, Any]:
+        return {"seed": seed, "convs": list(self.convs),
+                "alpha": [[round(float(a), 6) for a in row] for row in alpha]}
+
+    @staticmethod
+    def _store_record(study: optuna.Study, trial: FrozenTrial, record: dict[str, Any]) -> None:
+        study._storage.set_trial_system_attr(trial._trial_id, NAC_ATTR, json.dumps(record))
 
     def derive(self, task: Task, seed: int = 0) -> tuple[GNNArchitecture, Tensor]:
         """Run NAC on ``task`` and return the derived architecture and the fitted ``alpha``."""
@@ -245,6 +264,7 @@ class NACSampler(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None,
     ) -> None:
         self._chosen.forget(trial)
+        self._candidate_records.pop(trial.number, None)
 
     def _task(self, study: optuna.Study) -> Task:
         if self.task is None:

@@ -37,7 +37,7 @@ import json
 import math
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import optuna
 from optuna.distributions import (
@@ -56,8 +56,19 @@ if TYPE_CHECKING:
 
 #: system attribute of a trial: the proxy scores of its candidates and the index chosen
 PRESCREEN_ATTR = "prescreen"
-#: a candidate's parameters and the record stored in the trial's PRESCREEN_ATTR
-Pick = tuple[dict[str, Any], dict[str, Any]]
+
+
+class Candidate(NamedTuple):
+    """One of a trial's candidates: its number (0: the base strategy's own proposal), its
+    parameters and its architecture."""
+
+    number: int
+    params: dict[str, Any]
+    arch: Architecture
+
+
+#: the chosen candidate and the record stored in the trial's PRESCREEN_ATTR
+Pick = tuple[Candidate, dict[str, Any]]
 #: how a pre-screen picks the evaluated candidate (see the module docstring)
 RULES: tuple[str, ...] = ("best", "veto")
 #: rule "veto": candidates scoring below this quantile of the reference sample are removed
@@ -101,7 +112,9 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
     again and again. Proposals the space refuses (its ``suggest`` raises ``optuna.TrialPruned``)
     are dropped under both rules. Trials with fixed parameters (``study.enqueue_trial``) are
     left alone, and so is a trial whose base says its proposal must be evaluated as it is
-    (its ``screens(study, trial)`` is False: the gradient strategy's derived architecture).
+    (its ``screens(study, trial)`` is False: the gradient strategy's derived architecture). A
+    base with a ``screened(study, trial, j)`` is told which candidate the trial evaluates (NAC
+    then stores that candidate's search as the trial's record).
     """
 
     def __init__(
@@ -136,9 +149,12 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         pick = (self._pick_best if self.rule == "best" else self._pick_unvetoed)(study, trial)
         if pick is None:  # every candidate refused: the trial samples (and is pruned) as usual
             return
-        params, record = pick
-        self._chosen.set(trial, params)
+        candidate, record = pick
+        self._chosen.set(trial, candidate.params)
         study._storage.set_trial_system_attr(trial._trial_id, PRESCREEN_ATTR, json.dumps(record))
+        screened = getattr(self.base, "screened", None)
+        if screened is not None:
+            screened(study, trial, candidate.number)
 
     def _screens(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Whether the base strategy lets this trial's proposal be screened (the gradient
@@ -152,15 +168,15 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         if not proposals:
             return None
         proposals = _unseen(study, proposals) or proposals
-        scores = [self._safe_score(arch) for _, arch in proposals]
+        scores = [self._safe_score(candidate.arch) for candidate in proposals]
         best = max(range(len(proposals)), key=lambda i: (scores[i], -i))
-        return proposals[best][0], {"rule": "best", "scores": _finite(scores), "chosen": best}
+        return proposals[best], {"rule": "best", "scores": _finite(scores), "chosen": best}
 
     def _pick_unvetoed(self, study: optuna.Study, trial: FrozenTrial) -> Pick | None:
         """Rule "veto": the first candidate in the base's order not scoring below the threshold
         (the first candidate when all are vetoed), and the record."""
         threshold = self.veto_threshold()
-        proposals: list[tuple[dict[str, Any], Architecture]] = []
+        proposals: list[Candidate] = []
         scores: list[float] = []
         chosen = None
         for j in range(self.candidates):
@@ -168,7 +184,7 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
             if proposal is None:
                 continue
             proposals.append(proposal)
-            scores.append(self._safe_score(proposal[1]))
+            scores.append(self._safe_score(proposal.arch))
             if scores[-1] >= threshold:
                 chosen = len(proposals) - 1
                 break
@@ -178,7 +194,7 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
         chosen = 0 if chosen is None else chosen
         record = {"rule": "veto", "scores": _finite(scores), "chosen": chosen,
                   "threshold": threshold, "all_vetoed": vetoed}
-        return proposals[chosen][0], record
+        return proposals[chosen], record
 
     def veto_threshold(self) -> float:
         """The ``veto_quantile`` quantile of the reference sample's finite scores (computed once;
@@ -205,11 +221,9 @@ class PrescreenSampler(optuna.samplers.BaseSampler):
                 continue
         return archs
 
-    def _try_propose(
-        self, study: optuna.Study, trial: FrozenTrial, j: int
-    ) -> tuple[dict[str, Any], Architecture] | None:
+    def _try_propose(self, study: optuna.Study, trial: FrozenTrial, j: int) -> Candidate | None:
         try:
-            return self._propose(study, trial, j)
+            return Candidate(j, *self._propose(study, trial, j))
         except optuna.TrialPruned:  # a candidate the space refuses (NAS-Bench-Graph's all-skip
             return None  # cell): not a candidate
 
@@ -313,16 +327,14 @@ class _ProposalTrial:
         return value
 
 
-def _unseen(
-    study: optuna.Study, proposals: list[tuple[dict[str, Any], Architecture]]
-) -> list[tuple[dict[str, Any], Architecture]]:
+def _unseen(study: optuna.Study, proposals: list[Candidate]) -> list[Candidate]:
     """The proposals whose architecture no finished or running trial of the study has."""
     seen = {
         t.user_attrs.get("arch_hash")
         for t in study.get_trials(deepcopy=False)
         if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
     }
-    return [(params, arch) for params, arch in proposals if arch.arch_hash not in seen]
+    return [candidate for candidate in proposals if candidate.arch.arch_hash not in seen]
 
 
 def proxy_scorer(

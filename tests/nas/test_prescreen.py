@@ -277,6 +277,27 @@ def test_strategies_that_fix_one_architecture_per_trial_screen_distinct_candidat
         assert _arch_score(arch) == max(record["scores"]) == record["scores"][record["chosen"]]
 
 
+def test_a_screened_nac_trial_records_the_search_of_the_candidate_it_evaluates(tiny_graph):
+    """With --strategy nac --prescreen, a trial evaluating candidate j > 0 stored the alpha of
+    candidate 0's search (seed + trial number), which derives another architecture."""
+    from nas.samplers._nac import NAC_ATTR
+
+    space = GNNSpace(convs=("gcn", "gat", "sage"))
+    base = get_sampler("nac", seed=0, space=space, task=_TinyTask(tiny_graph), device="cpu", width=16, steps=3)
+    study = optuna.create_study(direction="maximize", sampler=PrescreenSampler(base, space, _arch_score, candidates=4))
+    study.set_user_attr("space", "gnn")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(lambda t: float(space.suggest(t).depth), n_trials=4)
+    assert any(json.loads(t.system_attrs[PRESCREEN_ATTR])["chosen"] > 0 for t in study.trials)
+    for trial in study.trials:
+        record = json.loads(trial.system_attrs[NAC_ATTR])
+        derived = [record["convs"][max(range(len(row)), key=lambda i: abs(row[i]))] for row in record["alpha"]]
+        evaluated = space.suggest(optuna.trial.FixedTrial(trial.params))
+        assert [layer.conv for layer in evaluated.layers] == derived
+        arch, _ = base.derive(_TinyTask(tiny_graph), seed=record["seed"])  # the search it is of
+        assert arch.layers == evaluated.layers
+
+
 def test_the_gradient_strategys_derived_architecture_is_never_screened_away(tiny_graph):
     """With --prescreen, the trial labelled gradient_proposal="derived" evaluated whichever
     candidate the proxy preferred: the label was wrong, the derived architecture never trained."""
