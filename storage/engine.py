@@ -81,12 +81,26 @@ def _check_sqlite_host(url: URL, text: str) -> None:
     )
 
 
+def sqlite_in_memory(url: URL) -> bool:
+    """Whether an SQLite URL names a database in memory: no file (``sqlite://``), ``:memory:``,
+    or an SQLite URI (``uri=`` true, yes, on or 1, as SQLAlchemy reads it) ``file::memory:``,
+    ``file:NAME?mode=memory`` or ``file:`` (an empty name: SQLite's private temporary database)."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    if database in ("", ":memory:"):
+        return True
+    if not (database.startswith("file:") and asbool(url.query.get("uri", False))):
+        return False
+    name = database[len("file:"):]
+    return name == "" or name.startswith(":memory:") or url.query.get("mode") == "memory"
+
+
 def _sqlite_file(url: URL) -> Path | None:
     """The file of an SQLite URL (``None``: another backend, in memory, or a ``file:`` URI)."""
-    database = url.database or ""
-    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+    if url.get_backend_name() != "sqlite" or sqlite_in_memory(url) or (url.database or "").startswith("file:"):
         return None
-    return Path(database)
+    return Path(url.database or "")
 
 
 def _check_sqlite_folder(url: URL) -> None:

@@ -11,7 +11,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from storage.engine import (
     DEFAULT_STORAGE, StorageURLError, engine_kwargs, is_sqlite, parse_url, reading_engine_kwargs, redact,
-    retry_schema_race, sqlite_journal_pragmas,
+    retry_schema_race, sqlite_in_memory, sqlite_journal_pragmas,
 )
 
 #: seconds between a running trial's heartbeats
@@ -28,17 +28,6 @@ def grace_seconds(heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: in
     return grace_period if grace_period is not None else max(GRACE_PERIOD, 2 * heartbeat_interval)
 
 
-def _in_memory(parsed: sqlalchemy.engine.URL) -> bool:
-    """Whether an SQLite URL names a database in memory: no file (``sqlite://``),
-    ``:memory:``, or an SQLite URI ``file::memory:`` or ``file:NAME?mode=memory`` (with
-    ``uri=true``)."""
-    database = parsed.database or ""
-    if database in ("", ":memory:"):
-        return True
-    uri = str(parsed.query.get("uri", "")).lower() in ("true", "1")
-    return uri and (database.startswith("file::memory:") or parsed.query.get("mode") == "memory")
-
-
 def make_optuna_storage(
     url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int | None = None,
     max_retry: int = MAX_RETRY,
@@ -46,7 +35,7 @@ def make_optuna_storage(
     """``RDBStorage`` for ``url`` with heartbeats and retries of trials of dead workers; on
     SQLite its connections journal as :func:`storage.engine.sqlite_journal_pragmas` says."""
     parsed = parse_url(url)  # checked once; the URL object is not parsed again below
-    if is_sqlite(parsed) and _in_memory(parsed):
+    if sqlite_in_memory(parsed):
         raise StorageURLError(
             f"storage URL {redact(parsed)!r} is an SQLite database in memory: the study and its "
             f"trials would be gone when the command ends, and its workers could not share it; "
