@@ -19,7 +19,8 @@ Distributed: when ``torch.distributed`` is initialised (``torchrun``), the super
 sampling a few, whose gradients add up locally and are all-reduced once), each process
 takes a strided share of the training nodes (node tasks) or of each mini-batch's graphs (graph
 tasks), its loss is scaled by ``world_size / total`` so averaged gradients equal single-process
-gradients, and only rank 0 writes checkpoints.
+gradients (on graph tasks but for BatchNorm statistics and dropout masks, which each process
+draws over its share of a mini-batch), and only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
