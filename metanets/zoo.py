@@ -255,14 +255,18 @@ def completed_models(store: ModelStore, study: str) -> list[StoredModel]:
 
     A run killed (or interrupted) after storing its weights but before its trial completed is
     retried under another trial number, so its row is not a network of the zoo: counting it
-    would count that run twice. Rows of a study that optuna does not know all count.
+    would count that run twice. Rows of a study that optuna does not know all count, and so do
+    those of a database without optuna's tables, which is read as it is
+    (:func:`storage.reading_storage`).
     """
     import optuna
 
+    from storage import reading_storage
+
     records = store.list_models(study)
     url = store.engine.url.render_as_string(hide_password=False)
-    try:
-        trials = optuna.load_study(study_name=study, storage=url).get_trials(
+    try:  # NoStudiesError (no optuna tables) is a KeyError too
+        trials = optuna.load_study(study_name=study, storage=reading_storage(url)).get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     except KeyError:
         return records

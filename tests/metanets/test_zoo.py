@@ -298,3 +298,38 @@ def test_metanet_predict_reads_an_export_once(tmp_path, monkeypatch, capsys) -> 
                  str(exported), "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert isinstance(row["prediction"], float) and len(reads) == 1
+
+
+
+def _table_names(database) -> list[str]:  # noqa: ANN001
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+        return sorted(row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+
+
+@pytest.mark.parametrize("folder_writable", [True, False])
+def test_zoo_info_on_stored_networks_without_a_study_writes_nothing(
+    folder_writable: bool, tmp_path, store_image_networks, monkeypatch, capsys,  # noqa: ANN001
+) -> None:
+    """completed_models gave optuna the bare URL: zoo info on a database of stored networks and
+    no optuna study wrote optuna's 13 tables into it, and in a folder this user cannot write
+    failed with "attempt to write a readonly database"."""
+    import os
+
+    from nas.cli import main
+
+    folder = (tmp_path / "db").resolve()
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'zoo.db'}"
+    store_image_networks(url, "z", runs=3)
+    before = _table_names(folder / "zoo.db")
+    if not folder_writable:
+        writable = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+            False if str(path) == str(folder) and mode == os.W_OK else writable(path, mode, **kw)))
+    assert main(["zoo", "info", "--storage", url, "--study", "z"]) == 0
+    out, err = capsys.readouterr()
+    assert "runs=3" in out, err
+    assert _table_names(folder / "zoo.db") == before
