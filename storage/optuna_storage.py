@@ -66,13 +66,16 @@ def reading_storage(url: str) -> RDBStorage:
     empty file, another application's database), which is left as it is."""
     from storage.engine import missing_tables, reading_engine, reading_url
 
+    from storage.models import BaseModel
+
     engine = reading_engine(url)
     try:
         missing = missing_tables(engine, OPTUNA_TABLES)
+        networks = len(missing_tables(engine, BaseModel.metadata.tables)) < len(BaseModel.metadata.tables)
     finally:
         engine.dispose()
     if missing:
-        raise NoStudiesError(url, missing)
+        raise NoStudiesError(url, missing, networks)
     return RDBStorage(reading_url(url), engine_kwargs=reading_engine_kwargs(url), skip_table_creation=True)
 
 
@@ -103,11 +106,12 @@ def check_study(url: str, name: str, also: Iterable[str] = ()) -> None:
 
 
 class NoStudiesError(UnknownStudyError):
-    """A database without optuna's tables (:data:`OPTUNA_TABLES`): it holds no study, and a
-    command that only reads it leaves it as it is."""
+    """A database without optuna's tables (:data:`OPTUNA_TABLES`): it holds no study (``networks``:
+    only networks metanas stored), and a command that only reads it leaves it as it is."""
 
-    def __init__(self, url: str, missing: Iterable[str]) -> None:
+    def __init__(self, url: str, missing: Iterable[str], networks: bool = False) -> None:
         self.url = redact(url)
-        self.why = (f"it lacks optuna's tables {', '.join(missing)}: not a metanas or optuna "
-                    f"database (left unchanged)")
+        what = ("it holds networks stored by metanas but no optuna study" if networks
+                else "not a metanas or optuna database")
+        self.why = f"it lacks optuna's tables {', '.join(missing)}: {what} (left unchanged)"
         super().__init__(f"no studies in {self.url}: {self.why}")

@@ -152,3 +152,18 @@ def test_reading_commands_write_nothing_into_a_postgres_database(
     with reading.connect() as connection, pytest.raises(sqlalchemy.exc.InternalError, match="read-only"):
         connection.execute(sqlalchemy.text("INSERT INTO accounts VALUES ('a')"))
     reading.dispose()
+
+
+def test_a_database_of_stored_networks_only_is_said_to_hold_no_optuna_study(
+    tmp_path: Path, capsys, store_image_networks,
+) -> None:
+    """Said of a database holding metanas's stored networks, "not a metanas or optuna database"
+    contradicted the "studies there: ['z']" that followed it."""
+    url = f"sqlite:///{tmp_path / 'zoo.db'}"
+    store_image_networks(url, "z", runs=2)
+    assert main(["studies", "--storage", url]) == 0
+    assert "it holds networks stored by metanas but no optuna study" in capsys.readouterr().out
+    assert main(["zoo", "info", "--storage", url, "--study", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "holds networks stored by metanas but no optuna study" in err and "studies there: ['z']" in err
+    assert "not a metanas" not in err
