@@ -14,7 +14,9 @@ accuracies and parameter counts alike).
 The controller lives in the study's storage: its logits, baseline and the set of trials it has
 learned from are a JSON study system attribute, updated after each trial. A resumed search or a
 second worker loads it and continues the same policy; if two workers race, a trial missing from
-the stored state is learned from at the next update, so each completed trial is used once.
+the stored state is learned from at the next update, so each completed trial is used once. A
+stored policy that is not finite (stored before infinite rewards were skipped) is relearned
+from the study's completed trials.
 """
 from __future__ import annotations
 
@@ -60,6 +62,14 @@ class Controller:
             "params": self.params, "baseline": self.baseline, "variance": self.variance,
             "seen": sorted(self.seen),
         }
+
+    def is_finite(self) -> bool:
+        """Whether the baseline, variance and every logit are finite (a policy stored before
+        infinite rewards were skipped may hold a baseline of -inf and NaN logits)."""
+        numbers = [self.variance, *(v for entry in self.params.values() for v in entry["logits"])]
+        if self.baseline is not None:
+            numbers.append(self.baseline)
+        return all(math.isfinite(v) for v in numbers)
 
     def logits(self, name: str, distribution: BaseDistribution) -> list[float]:
         """The logits of ``name``, reset to uniform if its distribution changed."""
@@ -146,9 +156,15 @@ class ReinforceSampler(ProposalSampler):
         self, study: Study, finished: FrozenTrial | None = None, value: float | None = None
     ) -> Controller:
         """The stored controller, brought up to date with every completed trial (and with
-        ``finished``, a trial being told ``value`` that storage does not yet show COMPLETE)."""
+        ``finished``, a trial being told ``value`` that storage does not yet show COMPLETE).
+
+        A stored controller that is not finite (see :meth:`Controller.is_finite`) is relearned
+        from the study's completed trials, infinite rewards skipped, and stored again."""
         text = study._storage.get_study_system_attrs(study._study_id).get(POLICY_ATTR)
         controller = Controller(json.loads(text) if text else None)
+        relearn = not controller.is_finite()
+        if relearn:
+            controller = Controller()
         sign = 1.0 if study.direction.name == "MAXIMIZE" else -1.0
         fresh = [
             (t, t.values[0])
@@ -159,7 +175,7 @@ class ReinforceSampler(ProposalSampler):
             fresh.append((finished, value))
         for trial, reward in sorted(fresh, key=lambda pair: pair[0].number):
             controller.learn(trial, sign * reward, self.learning_rate, self.baseline_decay)
-        if fresh:
+        if fresh or relearn:
             study._storage.set_study_system_attr(
                 study._study_id, POLICY_ATTR, json.dumps(controller.to_dict())
             )

@@ -256,6 +256,28 @@ def test_reinforce_skips_an_infinite_reward(bad: float, sqlite_url: str) -> None
     assert all(math.isfinite(v) for entry in stored["params"].values() for v in entry["logits"])
 
 
+@pytest.mark.parametrize("poison", [{"baseline": -math.inf}, {"variance": math.nan}, {"logits": math.nan}])
+def test_reinforce_relearns_a_stored_policy_that_is_not_finite(poison: dict, sqlite_url: str) -> None:
+    # a policy stored before 0cceee2 (baseline -inf, NaN logits after a -inf reward) still
+    # failed every resumed search with "Total of weights must be finite"
+    def objective(trial: optuna.Trial) -> float:
+        value = synthetic(trial)
+        return -math.inf if trial.number == 2 else value
+
+    study = run(new_study(sqlite_url, "poisoned", make_sampler("reinforce", 0)), 6, objective)
+    learned = study._storage.get_study_system_attrs(study._study_id)[POLICY_ATTR]
+    state = json.loads(learned)
+    if "logits" in poison:
+        for entry in state["params"].values():
+            entry["logits"] = [poison["logits"]] * len(entry["logits"])
+    state.update({k: v for k, v in poison.items() if k != "logits"})
+    study._storage.set_study_system_attr(study._study_id, POLICY_ATTR, json.dumps(state))
+    resumed = optuna.load_study(study_name="poisoned", storage=sqlite_url, sampler=make_sampler("reinforce", 0))
+    assert json.dumps(resumed.sampler.controller(resumed).to_dict()) == learned  # relearned from the trials
+    run(resumed, 2)
+    assert all(t.state == TrialState.COMPLETE for t in resumed.get_trials(deepcopy=False))
+
+
 def test_reinforce_learns_the_rewarded_choice() -> None:
     sampler = get_sampler("reinforce", 0, space=SPACE, learning_rate=0.5)
     study = optuna.create_study(direction="maximize", sampler=sampler)
