@@ -7,12 +7,12 @@ from storage.engine import (
     parse_url, reading_url, redact,
 )
 from storage.optuna_storage import (
-    NoStudiesError, UnknownStudyError, check_study, make_optuna_storage, reading_storage,
+    NoStudiesError, UnknownStudyError, UnstampedSchemaError, check_study, make_optuna_storage, reading_storage,
 )
 from storage.store import ChecksumError, ModelStore, StoredCheckpoint, StoredModel
 
 __all__ = [
     "ChecksumError", "DEFAULT_STORAGE", "ModelStore", "NoStudiesError", "StorageURLError", "StoredCheckpoint", "StoredModel",
-    "UnknownStudyError", "check_study", "create_engine", "engine_kwargs", "existing_database", "is_sqlite", "make_optuna_storage", "parse_url",
+    "UnknownStudyError", "UnstampedSchemaError", "check_study", "create_engine", "engine_kwargs", "existing_database", "is_sqlite", "make_optuna_storage", "parse_url",
     "reading_storage", "reading_url", "redact",
 ]

@@ -57,13 +57,27 @@ def make_optuna_storage(
 OPTUNA_TABLES = ("studies", "version_info")
 
 
+def _missing_stamps(engine: sqlalchemy.engine.Engine) -> list[str]:
+    """What the database of ``engine`` lacks of optuna's schema version stamps (its table
+    ``alembic_version`` and the rows of it and ``version_info``), which ``RDBStorage`` writes
+    into a database that lacks them, even with ``skip_table_creation``."""
+    from storage.engine import missing_tables
+
+    absent = missing_tables(engine, ("alembic_version",))
+    with engine.connect() as connection:
+        empty = [name for name in ("alembic_version", "version_info") if name not in absent and
+                 connection.execute(sqlalchemy.text(f"SELECT COUNT(*) FROM {name}")).scalar() == 0]
+    return [f"the table {name}" for name in absent] + [f"a row in {name}" for name in empty]
+
+
 def reading_storage(url: str) -> RDBStorage:
     """``RDBStorage`` for a command that only reads ``url``: opened as :func:`storage.reading_url`
     says (no SQLite file created, one in a folder this user cannot write read-only), on
     connections that cannot write (:func:`storage.engine.reading_engine_kwargs`, with the
     connection and lock timeouts of :func:`storage.engine_kwargs`, which optuna given a URL
     alone goes without). :class:`NoStudiesError` for a database without optuna's tables (an
-    empty file, another application's database), which is left as it is."""
+    empty file, another application's database), :class:`UnstampedSchemaError` for one without
+    optuna's schema version stamps; either is left as it is."""
     from storage.engine import missing_tables, reading_engine, reading_url
 
     from storage.models import BaseModel
@@ -72,10 +86,13 @@ def reading_storage(url: str) -> RDBStorage:
     try:
         missing = missing_tables(engine, OPTUNA_TABLES)
         networks = len(missing_tables(engine, BaseModel.metadata.tables)) < len(BaseModel.metadata.tables)
+        unstamped = [] if missing else _missing_stamps(engine)
     finally:
         engine.dispose()
     if missing:
         raise NoStudiesError(url, missing, networks)
+    if unstamped:
+        raise UnstampedSchemaError(url, unstamped)
     return RDBStorage(reading_url(url), engine_kwargs=reading_engine_kwargs(url), skip_table_creation=True)
 
 
@@ -115,3 +132,20 @@ class NoStudiesError(UnknownStudyError):
                 else "not a metanas or optuna database")
         self.why = f"it lacks optuna's tables {', '.join(missing)}: {what} (left unchanged)"
         super().__init__(f"no studies in {self.url}: {self.why}")
+
+
+class UnstampedSchemaError(RuntimeError):
+    """An optuna database without its schema version stamps (:func:`_missing_stamps`): optuna
+    before 1.2 wrote none, and a search killed while creating the schema leaves them out.
+    Optuna writes them whenever it opens a database, so a command that only reads refuses it."""
+
+    def __init__(self, url: str, missing: Iterable[str]) -> None:
+        shown = redact(url)
+        super().__init__(
+            f"cannot read the studies in {shown}: optuna's schema there lacks {', '.join(missing)} "
+            f"(its version stamp; optuna before 1.2 wrote none, and a search killed while creating "
+            f"the schema leaves it out), which optuna would write into a database this command only "
+            f"reads (left unchanged); a search on it (metanas search --storage {shown} ...) completes "
+            f"the schema, and 'optuna storage upgrade --storage {shown}' then upgrades one of optuna "
+            f"before 1.2"
+        )

@@ -167,3 +167,31 @@ def test_a_database_of_stored_networks_only_is_said_to_hold_no_optuna_study(
     err = capsys.readouterr().err
     assert "holds networks stored by metanas but no optuna study" in err and "studies there: ['z']" in err
     assert "not a metanas" not in err
+
+
+@pytest.mark.parametrize("unstamp", ["DROP TABLE alembic_version", "DELETE FROM version_info"])
+def test_an_optuna_database_without_its_version_stamp_is_refused_naming_it_and_left_as_it_is(
+    tmp_path: Path, capsys, unstamp: str,
+) -> None:
+    """Optuna before 1.2 wrote no alembic_version, and a search killed while creating the schema
+    leaves the stamps out: `studies` blamed permissions ("attempt to write a readonly database
+    (the file (or its folder) cannot be written)") when optuna tried to write them."""
+    from storage import make_optuna_storage
+
+    database = tmp_path / "optuna.db"
+    url = f"sqlite:///{database}"
+    study = optuna.create_study(storage=url, study_name="s")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    del study
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(unstamp))
+    engine.dispose()
+    before = _digest(database)
+    assert main(["studies", "--storage", url]) == 1
+    err = capsys.readouterr().err
+    assert "optuna's schema there lacks" in err and unstamp.split()[-1] in err and "a search on it" in err
+    assert "cannot be written" not in err and _digest(database) == before
+    make_optuna_storage(url).engine.dispose()  # what a search opens completes the schema
+    assert main(["studies", "--storage", url, "--json"]) == 0
+    assert '"s"' in capsys.readouterr().out
