@@ -22,14 +22,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from nas.evaluators import Evaluation, Evaluator, SupernetEvaluator, evaluator_name, get_evaluator
+from nas.evaluators import Evaluation, Evaluator, evaluator_name, get_evaluator
 from nas.evaluators.base import COUNT_METRICS
 from nas.pyg_classes import PYG_PREFIX, searched_before_official_splits
 from nas.samplers import PrescreenSampler, check_strategy, get_sampler, proxy_scorer
@@ -62,8 +61,8 @@ PRUNERS: tuple[str, ...] = ("none", "median")
 FAIL_REASON = "fail_reason"
 #: user attribute holding the traceback of a failed trial (its last lines)
 FAIL_TRACEBACK = "fail_traceback"
-#: study user attribute: the folder of the supernet it was first scored with (for messages)
-_SUPERNET_FOLDER = "supernet_folder"
+#: study user attribute: where the weights it was first scored with were (for messages)
+_SCORING_WEIGHTS_FROM = "scoring_weights_from"
 #: trial states that use up budget (FAIL only with a FAIL_REASON: a dead worker's is retried)
 _BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -371,6 +370,7 @@ def create_or_load_study(config: SearchConfig, task: Task) -> optuna.Study:
 
 def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task) -> None:
     space = config.make_space()
+    scoring = config.make_evaluator().scoring_weights(space, task)
     identity = {
         "dataset": task.name, "space": space.name, "objectives": list(config.objectives),
         # the space's choices (--convs, zoo --space-options): a resumed study whose choices
@@ -386,9 +386,10 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
         # a DataTask's graphs, labels and split: its name alone let a study resumed with other
         # data under the same name mix trials measured on both (None for a dataset loaded by name)
         "data_fingerprint": task.fingerprint,
-        # the supernet whose weights score the trials (by content: its folder may move);
+        # the trained weights that score the trials or start them, a supernet's or a GHN's
+        # (by content: their folder may move, a GHN may be retrained into the same file);
         # recorded from this key's introduction on, as "training" is
-        "supernet": _supernet_identity(config),
+        "scoring_weights": scoring[0] if scoring else None,
     }
     identity = {key: value for key, value in identity.items() if value is not None}
     stored = {key: study.user_attrs.get(key) for key in identity}
@@ -399,16 +400,16 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
             if key == "data_fingerprint":
                 _check_not_made_on_a_training_split(study, config, task)
             study.set_user_attr(key, value)
-            if key == "supernet":  # where it was then: the message of a refused resume says it
-                study.set_user_attr(_SUPERNET_FOLDER, str(Path(config.supernet).resolve()))
+            if key == "scoring_weights":  # where they were then: a refused resume says it
+                study.set_user_attr(_SCORING_WEIGHTS_FROM, scoring[1])
         elif stored[key] == value:
             continue
-        elif key == "supernet":
+        elif key == "scoring_weights":
             raise ValueError(
-                f"study {config.study_name!r} was scored with the supernet whose weights have "
-                f"SHA-256 {stored[key][:12]}... (from {study.user_attrs.get(_SUPERNET_FOLDER)}), "
-                f"not with --supernet {config.supernet} ({value[:12]}...); resume it with that "
-                f"supernet, or choose another --study name"
+                f"study {config.study_name!r} was scored with weights of SHA-256 "
+                f"{stored[key][:12]}... ({study.user_attrs.get(_SCORING_WEIGHTS_FROM)}), not with "
+                f"those of {scoring[1]} ({value[:12]}...); resume it with those weights, or "
+                f"choose another --study name"
             )
         elif key == "data_fingerprint":
             raise ValueError(
@@ -451,12 +452,6 @@ def _evaluation_identity(config: SearchConfig) -> str:
     chosen = getattr(made, "select", "val_acc")
     select = "" if chosen == "val_acc" else f", select {chosen}"
     return f"evaluator train, epochs {made.epochs}, patience {made.patience}, init {made.init}{select}"
-
-
-def _supernet_identity(config: SearchConfig) -> str | None:
-    """For the ``supernet`` evaluator, the SHA-256 of its checkpoint's weights (None for others)."""
-    made = config.make_evaluator()
-    return made.weights_sha256() if isinstance(made, SupernetEvaluator) else None
 
 
 def _training_identity(config: SearchConfig) -> str | None:

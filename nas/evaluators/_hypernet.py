@@ -38,6 +38,9 @@ class HypernetEvaluator(Evaluator):
 
         load_hypernet(self.checkpoint(space, task), task)
 
+    def scoring_weights(self, space: SearchSpace, task: Task) -> tuple[str, str]:
+        return ghn_file_identity(self.checkpoint(space, task))
+
     def evaluate(
         self, arch: Architecture, space: SearchSpace, task: Task, *, seed: int = 0,
         device: str = "cpu", report: Reporter | None = None,
@@ -62,3 +65,12 @@ class HypernetEvaluator(Evaluator):
 
     def __repr__(self) -> str:
         return f"HypernetEvaluator(hypernet={self.hypernet!r})"
+
+
+def ghn_file_identity(checkpoint: str) -> tuple[str, str]:
+    """``(SHA-256, where)`` of a GHN checkpoint file (a path or ``pretrained:<name>``): a GHN
+    retrained into the same file is other weights."""
+    from metanets.ghn import resolve_checkpoint
+    from storage.store import sha256
+
+    return sha256(resolve_checkpoint(checkpoint).read_bytes()), f"GHN {checkpoint}"

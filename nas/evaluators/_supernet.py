@@ -71,13 +71,13 @@ class SupernetEvaluator(Evaluator):
             raise ValueError("evaluator 'supernet' needs a checkpoint: pass --supernet PATH")
         return read_meta(self.path)
 
-    def weights_sha256(self) -> str:
-        """SHA-256 of the checkpoint's weights: what a study scored by it records, so that
-        another supernet is refused on resume (the same one moved elsewhere is not)."""
+    def scoring_weights(self, space: SearchSpace, task: Task) -> tuple[str, str]:
+        """The checkpoint's weights, by content: the same supernet moved elsewhere resumes a
+        study, another is refused."""
         from nas.supernet._checkpoint import weights_sha256
 
         self.meta()  # no folder given: the error naming --supernet
-        return weights_sha256(self.path)
+        return weights_sha256(self.path), f"--supernet {self.path}"
 
     def check_space(self, space: SearchSpace) -> None:
         meta = self.meta()

@@ -100,6 +100,15 @@ class TrainEvaluator(Evaluator):
         if self.init == "hypernet":
             self._hypernet(space, task)
 
+    def scoring_weights(self, space: SearchSpace, task: Task) -> tuple[str, str] | None:
+        """With ``init="hypernet"``, the GHN whose predicted parameters every trial starts from."""
+        if self.init != "hypernet":
+            return None
+        from metanets.ghn_train import default_hypernet
+        from nas.evaluators._hypernet import ghn_file_identity
+
+        return ghn_file_identity(self.hypernet or default_hypernet(space, task))
+
     def _predicted(self, arch: Architecture, space: SearchSpace, task: Task) -> nn.Module:
         """The model with GHN-predicted parameters (BatchNorm statistics from training data)."""
         from metanets.ghn_train import predicted_model

@@ -84,5 +84,11 @@ class Evaluator(abc.ABC):
         """Load what every trial needs (may read the task's data), so that bad input such as a
         missing checkpoint fails the search once, before any trial, not every trial."""
 
+    def scoring_weights(self, space: SearchSpace, task: Task) -> tuple[str, str] | None:
+        """``(SHA-256, where)`` of the trained weights besides the architecture's own that this
+        evaluator's numbers depend on (a supernet's, a graph hypernetwork's), which a study
+        records so that a resume with other weights is refused; None where there are none."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -537,8 +537,33 @@ def test_a_study_scored_by_a_supernet_resumes_with_it_only(sqlite_url: str, tmp_
                             study_name="s", verbose=False)
 
     create_or_load_study(config(tmp_path / "sn"), task)
-    with pytest.raises(ValueError, match=rf"scored with the supernet whose weights .*\(from {tmp_path / 'sn'}\), "
-                                         rf"not with --supernet {tmp_path / 'sn2'} "):
+    with pytest.raises(ValueError, match=rf"scored with weights of SHA-256 .*\(--supernet {tmp_path / 'sn'}\), "
+                                         rf"not with those of --supernet {tmp_path / 'sn2'} "):
         create_or_load_study(config(tmp_path / "sn2"), task)
     shutil.move(tmp_path / "sn", tmp_path / "moved")
     create_or_load_study(config(tmp_path / "moved"), task)
+
+
+@pytest.mark.parametrize("evaluator, init", [("hypernet", "random"), ("train", "hypernet")])
+def test_a_study_whose_trials_a_ghn_scores_or_starts_refuses_another_ghn_in_its_file(
+    evaluator: str, init: str, sqlite_url: str, tmp_path: Path, cora_available: None,
+) -> None:
+    """The hypernet evaluator's GHN (and the train evaluator's with --init hypernet) was part of
+    a study's identity by path only: a GHN retrained into the same file resumed the study and
+    mixed the two GHNs' trials. By content, as a supernet's weights are."""
+    import shutil
+
+    from metanets.ghn import resolve_checkpoint
+    from nas.study import create_or_load_study
+    from nas.tasks import load_task
+
+    task, ghn = load_task("cora"), tmp_path / "ghn.safetensors"
+    shutil.copy(resolve_checkpoint("pretrained:gnn-cora"), ghn)
+    config = SearchConfig("cora", evaluator=evaluator, init=init, hypernet=str(ghn),
+                          storage=sqlite_url, study_name="s", verbose=False)
+    create_or_load_study(config, task)
+    create_or_load_study(config, task)  # the same GHN resumes it
+    ghn.write_bytes(ghn.read_bytes()[:-4] + b"\0\0\0\0")  # "retrained" in place
+    with pytest.raises(ValueError, match=rf"scored with weights of SHA-256 .*\(GHN {ghn}\), not "
+                                         rf"with those of GHN {ghn} "):
+        create_or_load_study(config, task)
