@@ -190,6 +190,11 @@ class SupernetEvaluator(Evaluator):
             metrics[f"{split}_acc"] = float((predicted[mask] == data.y[mask]).sum()) / count if count else math.nan
         return metrics
 
+    def prepare(self, space: SearchSpace, task: Task) -> None:
+        """Load the supernet once before any trial: a damaged or foreign checkpoint failed
+        every trial, and the search exited 0 with none completed."""
+        self.supernet("cpu")
+
     def check_task(self, task: Task) -> None:
         trained = self.meta()["dataset"]
         if trained != task.name:

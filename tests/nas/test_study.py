@@ -544,6 +544,22 @@ def test_a_study_scored_by_a_supernet_resumes_with_it_only(sqlite_url: str, tmp_
     create_or_load_study(config(tmp_path / "moved"), task)
 
 
+def test_a_search_scored_by_a_damaged_supernet_fails_once_naming_its_file(sqlite_url: str,
+                                                                         tmp_path: Path, capsys) -> None:
+    """Its weights were first loaded inside a trial: every trial failed and the search exited 0
+    saying 'no completed trial yet'."""
+    folder = tmp_path / "sn"
+    assert main(["supernet", "train", "--dataset", "mutag", "--out", str(folder), "--epochs", "1"]) == 0
+    weights = max(folder.glob("*.safetensors"), key=lambda p: p.stat().st_size)
+    weights.write_bytes(weights.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["search", "--dataset", "mutag", "--evaluator", "supernet", "--supernet", str(folder),
+                 "--trials", "2", "--storage", sqlite_url, "--study", "s", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert weights.name in err, err
+    assert "s" not in optuna.get_all_study_names(storage=sqlite_url)  # refused before any trial
+
+
 @pytest.mark.parametrize("evaluator, init", [("hypernet", "random"), ("train", "hypernet")])
 def test_a_study_whose_trials_a_ghn_scores_or_starts_refuses_another_ghn_in_its_file(
     evaluator: str, init: str, sqlite_url: str, tmp_path: Path, cora_available: None,
