@@ -73,4 +73,6 @@ def ghn_file_identity(checkpoint: str) -> tuple[str, str]:
     from metanets.ghn import resolve_checkpoint
     from storage.store import sha256
 
-    return sha256(resolve_checkpoint(checkpoint).read_bytes()), f"GHN {checkpoint}"
+    path = resolve_checkpoint(checkpoint)
+    where = checkpoint if checkpoint.startswith("pretrained:") else path.resolve()
+    return sha256(path.read_bytes()), f"GHN {where}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -77,7 +78,7 @@ class SupernetEvaluator(Evaluator):
         from nas.supernet._checkpoint import weights_sha256
 
         self.meta()  # no folder given: the error naming --supernet
-        return weights_sha256(self.path), f"--supernet {self.path}"
+        return weights_sha256(self.path), f"--supernet {Path(self.path).resolve()}"
 
     def check_space(self, space: SearchSpace) -> None:
         meta = self.meta()

@@ -226,3 +226,23 @@ def test_refine_or_final_train_of_zero_is_refused_before_the_search(flag, cora_a
     assert main(argv) == 2
     assert f"{flag} takes a number of architectures >= 1, got 0" in capsys.readouterr().err
     assert optuna.study.get_all_study_names(sqlite_url) == []
+
+
+def test_the_weights_a_study_records_are_named_by_absolute_paths(tmp_path, monkeypatch) -> None:
+    """A study resumed from another folder with a relative --supernet sn was refused saying
+    '(--supernet sn), not with those of --supernet sn': both named by the path as typed."""
+    import shutil
+
+    from metanets.ghn import resolve_checkpoint
+    from nas.evaluators import HypernetEvaluator
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["supernet", "train", "--dataset", "mutag", "--out", "sn", "--epochs", "1"]) == 0
+    shutil.copy(resolve_checkpoint("pretrained:gnn-cora"), "ghn.safetensors")
+    space, task = GNNSpace(), load_task("mutag")
+    _, where = SupernetEvaluator(supernet="sn").scoring_weights(space, task)
+    assert where == f"--supernet {tmp_path / 'sn'}"
+    _, where = HypernetEvaluator(hypernet="ghn.safetensors").scoring_weights(space, task)
+    assert where == f"GHN {tmp_path / 'ghn.safetensors'}"
+    _, where = HypernetEvaluator(hypernet="pretrained:gnn-cora").scoring_weights(space, task)
+    assert where == "GHN pretrained:gnn-cora"
