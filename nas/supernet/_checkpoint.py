@@ -176,8 +176,14 @@ def load_optimizer_state(folder: str | Path, meta: dict[str, Any]) -> dict[str, 
     from storage.store import unflatten_optimizer_state
 
     path = _path(Path(folder), meta, "optimizer")
-    if not path.is_file() and "optimizer" in meta.get("files", {}):
-        raise FileNotFoundError(f"{path}, the optimizer state {Path(folder) / META} names, is "
+    if not path.is_file() and _saved_optimizer(meta):
+        raise FileNotFoundError(f"{path}, the optimizer state of {Path(folder) / META}, is "
                                 f"missing: resuming without it would not continue the run")
     return unflatten_optimizer_state(_read_tensors(path) if path.is_file() else {},
                                      meta["param_groups"])
+
+
+def _saved_optimizer(meta: dict[str, Any]) -> bool:
+    """Whether the checkpoint ``meta`` was committed with an optimizer state file: ``files``
+    names it, or (written before ``files`` existed) it has the optimizer's param groups."""
+    return "optimizer" in meta.get("files", {}) or ("files" not in meta and bool(meta["param_groups"]))

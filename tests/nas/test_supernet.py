@@ -711,3 +711,23 @@ def test_supernet_train_names_a_count_below_one_by_its_flag(flag, monkeypatch, c
     argv = ["supernet", "train", "--dataset", "cora", "--out", str(tmp_path / "sn"), "--device", "cpu", flag, "0"]
     assert main(argv) == 2
     assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_checkpoint_written_before_files_without_its_optimizer_file_is_refused(tiny_graph, tmp_path) -> None:
+    """A checkpoint written before supernet.json had 'files' (supernet.safetensors,
+    optimizer.safetensors) whose optimizer file was deleted resumed silently on a fresh Adam
+    state: the refusal looked only at 'files'. Its param_groups say an optimizer was saved."""
+    import json
+
+    task = TinyTask(tiny_graph)
+    out = tmp_path / "b"
+    _train(task, out, epochs=2)
+    meta = read_meta(out)
+    (out / meta["files"]["weights"]).rename(out / "supernet.safetensors")
+    (out / meta["files"]["optimizer"]).unlink()
+    del meta["files"]
+    (out / "supernet.json").write_text(json.dumps(meta))
+    assert meta["param_groups"]
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{out / 'optimizer.safetensors'}, the optimizer state")):
+        _train(task, out, epochs=4)
+    assert load_supernet(out)[1]["epoch"] == 2
