@@ -84,27 +84,32 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
 
 
 #: the fields of a supernet.json (those written since ``files`` and ``train`` may be absent:
-#: older checkpoints) and the JSON types they must have
+#: older checkpoints) and the JSON types they must have (``int``: an integer, which a JSON
+#: writer may write as ``2.0``)
 _FIELDS: dict[str, tuple[type, ...]] = {
     "space": (str,), "supernet": (dict,), "dataset": (str,), "epoch": (int,), "step": (int,),
-    "seconds": (int, float), "history": (list,), "param_groups": (list,),
+    "seconds": (float, int), "history": (list,), "param_groups": (list,),
 }
 _OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"files": (dict,), "train": (dict,)}
-_JSON_TYPES = {str: "string", dict: "object", int: "number", list: "array"}
+_JSON_TYPES = {str: "a JSON string", dict: "a JSON object", int: "an integer",
+               float: "a JSON number", list: "a JSON array"}
 
 
 def _check_fields(path: Path, meta: dict[str, Any]) -> None:
     """``ValueError`` naming ``path`` and the first field of a supernet.json that is missing or
     of another type: a damaged or hand-written file failed later with a bare ``'space'`` or
-    ``'list' object has no attribute 'get'``, naming no file."""
+    ``'list' object has no attribute 'get'``, naming no file. An integer field holding an
+    integral number (``2.0``) is made that integer in ``meta``."""
     for name, types in {**_FIELDS, **_OPTIONAL_FIELDS}.items():
         if name not in meta and name in _OPTIONAL_FIELDS:
             continue
         if name not in meta:
             raise ValueError(f"{path} is a damaged {FORMAT} checkpoint: it has no {name!r}")
+        if types == (int,) and isinstance(meta[name], float) and meta[name].is_integer():
+            meta[name] = int(meta[name])
         if not isinstance(meta[name], types) or isinstance(meta[name], bool):
             raise ValueError(f"{path} is a damaged {FORMAT} checkpoint: its {name!r} is "
-                             f"{meta[name]!r}, not a JSON {_JSON_TYPES[types[0]]}")
+                             f"{meta[name]!r}, not {_JSON_TYPES[types[0]]}")
 
 
 def save_checkpoint(

@@ -630,7 +630,11 @@ def test_supernet_train_cli_refuses_other_files_before_the_data_loads(tmp_path, 
     (lambda meta: {k: v for k, v in meta.items() if k != "space"},
      "is a damaged metanas-supernet/1 checkpoint: it has no 'space'"),
     (lambda meta: {**meta, "epoch": "x"},
-     "is a damaged metanas-supernet/1 checkpoint: its 'epoch' is 'x', not a JSON number"),
+     "is a damaged metanas-supernet/1 checkpoint: its 'epoch' is 'x', not an integer"),
+    (lambda meta: {**meta, "step": 2.5},
+     "is a damaged metanas-supernet/1 checkpoint: its 'step' is 2.5, not an integer"),
+    (lambda meta: {**meta, "seconds": "1"},
+     "is a damaged metanas-supernet/1 checkpoint: its 'seconds' is '1', not a JSON number"),
     (lambda meta: {**meta, "files": []},
      "is a damaged metanas-supernet/1 checkpoint: its 'files' is [], not a JSON object"),
 ])
@@ -731,3 +735,18 @@ def test_a_checkpoint_written_before_files_without_its_optimizer_file_is_refused
     with pytest.raises(FileNotFoundError, match=re.escape(f"{out / 'optimizer.safetensors'}, the optimizer state")):
         _train(task, out, epochs=4)
     assert load_supernet(out)[1]["epoch"] == 2
+
+
+def test_integer_fields_written_as_integral_json_numbers_still_resume(tiny_graph, tmp_path) -> None:
+    """A supernet.json whose 'epoch' and 'step' are 2.0 (JSON numbers, as any JSON writer may
+    write them) resumed before fa46327, which refused it as "its 'epoch' is 2.0, not a JSON
+    number"; they are read as the integers they are."""
+    import json
+
+    task = TinyTask(tiny_graph)
+    out = tmp_path / "b"
+    _train(task, out, epochs=2)
+    meta = json.loads((out / "supernet.json").read_text())
+    (out / "supernet.json").write_text(json.dumps({**meta, "epoch": 2.0, "step": 2.0}))
+    assert load_supernet(out)[1]["epoch"] == 2 and isinstance(read_meta(out)["epoch"], int)
+    assert _train(task, out, epochs=3)[1].resumed_from == 2
