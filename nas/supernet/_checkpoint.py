@@ -61,8 +61,23 @@ def check_checkpoint_folder(folder: str | Path, overwrite: bool) -> None:
         why = str(error)
     reason = f" ({why})" if (folder / META).exists() else ""
     raise ValueError(f"--out {folder} already holds {held_files(folder)} and no supernet "
-                     f"checkpoint{reason}; choose another --out folder, or pass --overwrite to "
-                     f"train a supernet there (the folder's other files are kept)")
+                     f"checkpoint{reason}; choose another --out folder, or "
+                     f"{_overwrite_advice(folder)} (the folder's other files are kept)")
+
+
+def _overwrite_advice(folder: Path) -> str:
+    """How to train into ``folder`` that holds no readable checkpoint, saying which tensor files
+    ``--overwrite`` deletes when a damaged ``supernet.json`` sits beside them (its weights may
+    be intact: fixing the JSON keeps them)."""
+    from storage.store import tensor_file_names
+
+    patterns = [tensor_file_names(name) for name in _FILES.values()]
+    tensors = sorted(path.name for path in folder.iterdir()
+                     if any(pattern.fullmatch(path.name) for pattern in patterns))
+    if not tensors or not (folder / META).exists():
+        return "pass --overwrite to train a supernet there"
+    return (f"fix {META} to resume the supernet its weights hold: --overwrite would train a new "
+            f"one there from scratch, deleting {', '.join(tensors)}")
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:

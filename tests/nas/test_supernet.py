@@ -750,3 +750,25 @@ def test_integer_fields_written_as_integral_json_numbers_still_resume(tiny_graph
     (out / "supernet.json").write_text(json.dumps({**meta, "epoch": 2.0, "step": 2.0}))
     assert load_supernet(out)[1]["epoch"] == 2 and isinstance(read_meta(out)["epoch"], int)
     assert _train(task, out, epochs=3)[1].resumed_from == 2
+
+
+def test_a_damaged_supernet_json_beside_its_weights_is_not_advised_away(tiny_graph, tmp_path, capsys) -> None:
+    """For a damaged supernet.json beside intact weights the CLI advised "pass --overwrite to
+    train a supernet there (the folder's other files are kept)", which deletes those weights;
+    it says so, and that fixing supernet.json keeps them."""
+    import json
+
+    from nas.cli import main
+
+    out = tmp_path / "b"
+    _train(TinyTask(tiny_graph), out, epochs=2)
+    files = read_meta(out)["files"]
+    meta = json.loads((out / "supernet.json").read_text())
+    (out / "supernet.json").write_text(json.dumps({**meta, "epoch": 2.5}))
+    held = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert main(["supernet", "train", "--dataset", "cora", "--out", str(out), "--device", "cpu"]) == 2
+    assert (f"its 'epoch' is 2.5, not an integer); choose another --out folder, or fix "
+            f"supernet.json to resume the supernet its weights hold: --overwrite would train a "
+            f"new one there from scratch, deleting {files['optimizer']}, {files['weights']} (the "
+            f"folder's other files are kept)") in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == held
