@@ -160,6 +160,16 @@ def sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """:func:`sha256` of the file ``path``, read in chunks of ``chunk`` bytes (a weights file
+    may be larger than the memory to spare)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def replace_atomically(path: Path, content: bytes | Callable[[Path], object]) -> None:
     """Write ``path`` through a temporary name in its folder (``content``: the bytes, or a function
     that writes the file it is given) and rename it: a killed process leaves the old file whole,

@@ -186,9 +186,9 @@ def _read_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, T
 
 def weights_sha256(folder: str | Path) -> str:
     """SHA-256 of the checkpoint's weights file: the supernet's identity wherever its folder is."""
-    from storage.store import sha256
+    from storage.store import file_sha256
 
-    return sha256(_path(Path(folder), read_meta(folder), "weights").read_bytes())
+    return file_sha256(_path(Path(folder), read_meta(folder), "weights"))
 
 
 def load_optimizer_state(folder: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
