@@ -10,8 +10,8 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from storage.engine import (
-    DEFAULT_STORAGE, StorageURLError, engine_kwargs, is_sqlite, parse_url, reading_engine_kwargs, redact,
-    retry_schema_race, sqlite_in_memory, sqlite_journal_pragmas,
+    DEFAULT_STORAGE, StorageURLError, engine_kwargs, is_sqlite, missing_tables, parse_url,
+    reading_engine_kwargs, redact, retry_schema_race, sqlite_in_memory, sqlite_journal_pragmas,
 )
 
 #: seconds between a running trial's heartbeats
@@ -85,15 +85,27 @@ def reading_storage(url: str) -> RDBStorage:
     engine = reading_engine(url)
     try:
         missing = missing_tables(engine, OPTUNA_TABLES)
-        networks = len(missing_tables(engine, BaseModel.metadata.tables)) < len(BaseModel.metadata.tables)
+        metanas = _held_rows(engine, BaseModel.metadata.tables) if missing else None
         unstamped = [] if missing else _missing_stamps(engine)
     finally:
         engine.dispose()
     if missing:
-        raise NoStudiesError(url, missing, networks)
+        raise NoStudiesError(url, missing, metanas)
     if unstamped:
         raise UnstampedSchemaError(url, unstamped)
     return RDBStorage(reading_url(url), engine_kwargs=reading_engine_kwargs(url), skip_table_creation=True)
+
+
+def _held_rows(engine: sqlalchemy.Engine, tables: Iterable[str]) -> int | None:
+    """How many rows those of ``tables`` that the database holds have together (read, never
+    made); None when it holds none of them."""
+    absent = missing_tables(engine, tables)
+    held = [name for name in tables if name not in absent]
+    if not held:
+        return None
+    with engine.connect() as connection:
+        return sum(connection.execute(sqlalchemy.text(f"SELECT COUNT(*) FROM {name}")).scalar()
+                   for name in held)
 
 
 class UnknownStudyError(KeyError, ValueError):
@@ -123,13 +135,15 @@ def check_study(url: str, name: str, also: Iterable[str] = ()) -> None:
 
 
 class NoStudiesError(UnknownStudyError):
-    """A database without optuna's tables (:data:`OPTUNA_TABLES`): it holds no study (``networks``:
-    only networks metanas stored), and a command that only reads it leaves it as it is."""
+    """A database without optuna's tables (:data:`OPTUNA_TABLES`): it holds no study (``metanas``:
+    the rows of metanas's tables there, None without them), and a command that only reads it
+    leaves it as it is."""
 
-    def __init__(self, url: str, missing: Iterable[str], networks: bool = False) -> None:
+    def __init__(self, url: str, missing: Iterable[str], metanas: int | None = None) -> None:
         self.url = redact(url)
-        what = ("it holds networks stored by metanas but no optuna study" if networks
-                else "not a metanas or optuna database")
+        what = ("not a metanas or optuna database" if metanas is None
+                else "it holds metanas's tables but no stored network and no optuna study"
+                if metanas == 0 else "it holds networks stored by metanas but no optuna study")
         self.why = f"it lacks optuna's tables {', '.join(missing)}: {what} (left unchanged)"
         super().__init__(f"no studies in {self.url}: {self.why}")
 

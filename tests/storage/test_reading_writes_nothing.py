@@ -169,6 +169,17 @@ def test_a_database_of_stored_networks_only_is_said_to_hold_no_optuna_study(
     assert "not a metanas" not in err
 
 
+def test_a_metanas_database_of_no_network_is_not_said_to_hold_networks(tmp_path: Path, capsys) -> None:
+    """A database whose metanas tables are empty (a ModelStore opened on it, nothing stored) was
+    said to hold "networks stored by metanas": the tables, not a stored network, were tested."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    ModelStore(url).engine.dispose()
+    assert main(["studies", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "it holds metanas's tables but no stored network and no optuna study" in out
+    assert "holds networks" not in out
+
+
 @pytest.mark.parametrize("unstamp", ["DROP TABLE alembic_version", "DELETE FROM version_info"])
 def test_an_optuna_database_without_its_version_stamp_is_refused_naming_it_and_left_as_it_is(
     tmp_path: Path, capsys, unstamp: str,
