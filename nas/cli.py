@@ -352,6 +352,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from storage import parse_url, redact
 
     parse_url(args.storage)
+    typed_evaluator = args.evaluator  # SearchConfig keeps it: it named studies made before 1566c8b
     args.evaluator = evaluator_name(args.evaluator)  # `--evaluator Supernet` reads --supernet too
     # SearchConfig checks these too, under its own field names (n_trials, ...): a user of the
     # command should read the flag they typed
@@ -365,7 +366,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                          f"--evaluator {args.evaluator} trains none (use --evaluator train, or "
                          f"--final-train for the final training)")
     config = SearchConfig(
-        dataset=args.dataset, space=args.space, strategy=args.strategy, evaluator=args.evaluator,
+        dataset=args.dataset, space=args.space, strategy=args.strategy, evaluator=typed_evaluator,
         convs=tuple(c.strip() for c in args.convs.split(",")) if args.convs is not None else None,
         n_trials=args.trials, timeout=args.timeout, storage=args.storage, study_name=args.study,
         seed=args.seed, device=args.device, data_root=args.data_root, n_jobs=args.n_jobs,

@@ -108,6 +108,13 @@ class SearchConfig:
     # ("study:NAME,..." or "nasbench-graph:DATASET,...") as the study's first trials
     warm_start: str | None = None
     warm_start_k: int = WARM_START_K
+    # the evaluator as the user spelled it (`Zero_Cost:NASWOT`; None for an Evaluator object),
+    # which names and identified studies made before names were canonical (1566c8b); set from
+    # ``evaluator`` unless given, and reset where it names another evaluator (dataclasses.replace)
+    evaluator_as_typed: str | None = dataclasses.field(default=None, compare=False, repr=False)
+    # the default study name as the code before 1566c8b made it from evaluator_as_typed, where
+    # it differs (see resume_study_named_before)
+    _study_name_before: str | None = dataclasses.field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("n_trials", "n_jobs", "seed"):
@@ -152,19 +159,34 @@ class SearchConfig:
             raise ValueError(f"objectives {list(self.objectives)} must start with 'accuracy' (the "
                              f"others are traded against it: accuracy,params or accuracy,latency)")
         check_dataset(self.dataset)
-        if isinstance(self.evaluator, str):  # one spelling for the study's name and identity:
-            self.evaluator = evaluator_name(self.evaluator)  # `Train` is `train`, with its epochs
+        self._canonicalise_evaluator()
         if isinstance(self.study_name, str) and not self.study_name.strip():
             raise ValueError(f"study name {self.study_name!r} is empty: name the study, or "
                              f"leave the name out for the default one")
         if self.study_name is None:  # canonical names: `--dataset Cora` resumes `cora-...`
-            from nas.samplers import strategy_name
-            from nas.tasks import resolve_dataset
+            self.study_name = self._default_study_name(getattr(self.evaluator, "name", self.evaluator))
+            if self.evaluator_as_typed not in (None, self.evaluator):
+                self._study_name_before = self._default_study_name(self.evaluator_as_typed)
 
-            space = getattr(self.space, "name", None) or get_space(self.space).name
-            strategy = self.strategy if not isinstance(self.strategy, str) else strategy_name(self.strategy)
-            evaluator = getattr(self.evaluator, "name", self.evaluator)
-            self.study_name = f"{resolve_dataset(self.dataset)}-{space}-{strategy}-{evaluator}"
+    def _canonicalise_evaluator(self) -> None:
+        """One spelling of the evaluator for the study's name and identity (`Train` is `train`,
+        with its epochs), the typed one kept in ``evaluator_as_typed``."""
+        if not isinstance(self.evaluator, str):
+            self.evaluator_as_typed = None
+            return
+        canonical = evaluator_name(self.evaluator)
+        typed = self.evaluator_as_typed
+        if typed is None or evaluator_name(typed) != canonical:  # a replace() for another evaluator
+            self.evaluator_as_typed = self.evaluator
+        self.evaluator = canonical
+
+    def _default_study_name(self, evaluator: str) -> str:
+        from nas.samplers import strategy_name
+        from nas.tasks import resolve_dataset
+
+        space = getattr(self.space, "name", None) or get_space(self.space).name
+        strategy = self.strategy if not isinstance(self.strategy, str) else strategy_name(self.strategy)
+        return f"{resolve_dataset(self.dataset)}-{space}-{strategy}-{evaluator}"
 
     def make_space(self) -> SearchSpace:
         return get_space(self.space, convs=self.convs)
@@ -393,6 +415,10 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
     }
     identity = {key: value for key, value in identity.items() if value is not None}
     stored = {key: study.user_attrs.get(key) for key in identity}
+    before = _evaluation_identity_before(config)
+    made_before = before is not None and stored["evaluation"] == before
+    if made_before:  # checked as the canonical identity; stored as it once all keys passed
+        stored["evaluation"] = identity["evaluation"]
     if all(value is None for value in stored.values()):
         study.set_user_attr("task_level", task.level)
     for key, value in identity.items():
@@ -423,6 +449,8 @@ def _check_or_set_identity(study: optuna.Study, config: SearchConfig, task: Task
                 f"{value!r}; resume it with the options it was created with, or choose another "
                 f"--study name"
             )
+    if made_before:
+        study.set_user_attr("evaluation", identity["evaluation"])
 
 
 def _check_not_made_on_a_training_split(study: optuna.Study, config: SearchConfig, task: Task) -> None:
@@ -454,6 +482,28 @@ def _evaluation_identity(config: SearchConfig) -> str:
     return f"evaluator train, epochs {made.epochs}, patience {made.patience}, init {made.init}{select}"
 
 
+def _evaluation_identity_before(config: SearchConfig) -> str | None:
+    """The evaluation identity the code before 1566c8b stored for the evaluator as typed, where
+    it differs from the canonical one: the name as given (so `Train`'s lacks its epochs, and is
+    accepted only when typed `Train` again)."""
+    typed = config.evaluator_as_typed
+    return None if typed in (None, config.evaluator) else f"evaluator {typed}"
+
+
+def resume_study_named_before(config: SearchConfig) -> None:
+    """Name ``config``'s study by the default name the code before 1566c8b made from the
+    evaluator as typed (`mutag-gnn-tpe-zero_cost:naswot`) where the storage holds a study of
+    that name and none of the canonical one, saying so: the same command resumes it."""
+    before = config._study_name_before
+    if before is None:
+        return
+    names = _study_names(config)
+    if before in names and config.study_name not in names:
+        print(f"metanas search: resuming study {before!r}, named before evaluator names were "
+              f"canonical (no study {config.study_name!r} exists)", flush=True)
+        config.study_name = before
+
+
 def _training_identity(config: SearchConfig) -> str | None:
     """For the ``train`` evaluator, its batch size and checkpoint epochs (None for others)."""
     evaluator = config.evaluator
@@ -473,6 +523,7 @@ def run_search(config: SearchConfig,
     one). ``on_study(study)`` is called once the study exists (created, or resumed with the
     same settings), before any trial: what names it is said then, never for a refused one."""
     resolve_device(config.device)  # cuda without CUDA: refused before any data or study
+    resume_study_named_before(config)  # before anything reads config.study_name
     task = search_task(config)
     space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
@@ -565,14 +616,19 @@ def check_objectives(objectives: Sequence[str], evaluator: Evaluator) -> None:
 
 def study_exists(config: SearchConfig) -> bool:
     """Whether ``config``'s storage holds its study (a missing SQLite file is not created)."""
+    return config.study_name in _study_names(config)
+
+
+def _study_names(config: SearchConfig) -> list[str]:
+    """The studies in ``config``'s storage (none where its SQLite file is missing: not created)."""
     from storage.engine import existing_database
 
     try:
         existing_database(config.storage)
     except FileNotFoundError:
-        return False
+        return []
     storage = make_optuna_storage(config.storage, config.heartbeat, config.grace_period)
-    return config.study_name in optuna.get_all_study_names(storage)
+    return optuna.get_all_study_names(storage)
 
 
 def warm_start(study: optuna.Study, space: SearchSpace, config: SearchConfig, task: Task,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -501,13 +502,73 @@ def test_evaluator_names_are_resolved_before_the_study_is_named_and_checked(sqli
     made_before = {"old-zc": "evaluator zero-cost:naswot",
                    "old-train": "evaluator train, epochs 2, patience 50, init random"}
     for name, evaluation in made_before.items():
-        old = optuna.create_study(storage=sqlite_url, study_name=name, direction="maximize")
-        identity = {"dataset": "cora", "space": "gnn", "objectives": ["accuracy"],
-                    "space_choices": repr(config().make_space()), "evaluation": evaluation}
-        for key, value in identity.items():
-            old.set_user_attr(key, value)
+        _cora_study_made_before(sqlite_url, name, evaluation)
     create_or_load_study(config("old-zc", evaluator="ZERO-COST:NASWOT"), task)
     create_or_load_study(config("old-train", evaluator="Train", epochs=2), task)
+
+
+def _cora_study_made_before(url: str, name: str, evaluation: str) -> optuna.Study:
+    """A study of cora's default gnn space as the code before 1566c8b stored it, with one trial."""
+    old = optuna.create_study(storage=url, study_name=name, direction="maximize")
+    identity = {"dataset": "cora", "space": "gnn", "objectives": ["accuracy"],
+                "space_choices": repr(SearchConfig("cora").make_space()), "evaluation": evaluation}
+    for key, value in identity.items():
+        old.set_user_attr(key, value)
+    old.enqueue_trial({})
+    return old
+
+
+def test_studies_named_by_an_evaluator_spelled_otherwise_before_1566c8b_resume(sqlite_url: str, capsys) -> None:
+    """Since 1566c8b resolved evaluator names, a study made with `zero_cost:naswot` or `Train`
+    (stored as 'evaluator zero_cost:naswot', 'evaluator Train') was refused for good with any
+    spelling, and the same command without --study started a new, empty study
+    'cora-gnn-tpe-zero-cost:naswot' beside it. Another evaluator is still refused."""
+    from nas.study import create_or_load_study, resume_study_named_before
+    from nas.tasks import load_task
+
+    task = load_task("cora")  # lazy: reads no data
+
+    def config(study: str | None = None, **options) -> SearchConfig:
+        return SearchConfig("cora", storage=sqlite_url, study_name=study, verbose=False, **options)
+
+    def resumed(config: SearchConfig) -> dict:
+        study = create_or_load_study(config, task)
+        assert len(study.trials) == 1  # the old study's, not a new one's
+        return study.user_attrs
+
+    for name in ("mine", "other"):
+        _cora_study_made_before(sqlite_url, name, "evaluator zero_cost:naswot")
+    for other in ("zero_cost:synflow", "zero-cost:naswot", "Zero_Cost:naswot"):
+        with pytest.raises(ValueError, match="created with evaluation 'evaluator zero_cost:naswot'"):
+            create_or_load_study(config("other", evaluator=other), task)
+    assert resumed(config("mine", evaluator="zero_cost:naswot"))["evaluation"] == "evaluator zero-cost:naswot"
+    resumed(config("mine", evaluator="zero-cost:NASWOT"))  # stored canonical: any spelling now
+
+    _cora_study_made_before(sqlite_url, "t", "evaluator Train")  # no epochs: only `Train` again
+    with pytest.raises(ValueError, match="created with evaluation 'evaluator Train'"):
+        create_or_load_study(config("t", evaluator="train", epochs=2), task)
+    assert resumed(config("t", evaluator="Train", epochs=2))["evaluation"] == \
+        "evaluator train, epochs 2, patience 50, init random"
+    with pytest.raises(ValueError, match="epochs 2, .*not 'evaluator train, epochs 9"):
+        create_or_load_study(config("t", evaluator="Train", epochs=9), task)
+
+    default = config(evaluator="zero_cost:naswot")
+    assert default.study_name == "cora-gnn-tpe-zero-cost:naswot"
+    resume_study_named_before(default)  # nothing of either name yet: the canonical one
+    assert default.study_name == "cora-gnn-tpe-zero-cost:naswot"
+    _cora_study_made_before(sqlite_url, "cora-gnn-tpe-zero_cost:naswot", "evaluator zero_cost:naswot")
+    capsys.readouterr()
+    resume_study_named_before(default)
+    assert default.study_name == "cora-gnn-tpe-zero_cost:naswot"
+    assert "resuming study 'cora-gnn-tpe-zero_cost:naswot'" in capsys.readouterr().out
+    resumed(default)
+    replaced = dataclasses.replace(default, study_name=None, n_trials=3)  # keeps the typed spelling
+    resume_study_named_before(replaced)
+    assert replaced.study_name == "cora-gnn-tpe-zero_cost:naswot"
+    assert dataclasses.replace(default, evaluator="Train").evaluator_as_typed == "Train"
+    typed_as_canonical = config(evaluator="zero-cost:naswot")  # names no study made before
+    resume_study_named_before(typed_as_canonical)
+    assert typed_as_canonical.study_name == "cora-gnn-tpe-zero-cost:naswot"
 
 
 def test_the_search_command_reads_the_evaluator_in_any_spelling(tmp_path: Path, capsys) -> None:
