@@ -84,7 +84,8 @@ def _check_sqlite_host(url: URL, text: str) -> None:
 def sqlite_in_memory(url: URL) -> bool:
     """Whether an SQLite URL names a database in memory: no file (``sqlite://``), ``:memory:``,
     or an SQLite URI (``uri=`` true, yes, on or 1, as SQLAlchemy reads it) ``file::memory:``,
-    ``file:NAME?mode=memory`` or ``file:`` (an empty name: SQLite's private temporary database)."""
+    ``file:NAME?mode=memory``, ``file:NAME?vfs=memdb`` (SQLite's in-memory file system) or
+    ``file:`` (an empty name: SQLite's private temporary database)."""
     if url.get_backend_name() != "sqlite":
         return False
     database = url.database or ""
@@ -93,7 +94,8 @@ def sqlite_in_memory(url: URL) -> bool:
     if not (database.startswith("file:") and asbool(url.query.get("uri", False))):
         return False
     name = database[len("file:"):]
-    return name == "" or name.startswith(":memory:") or url.query.get("mode") == "memory"
+    return (name == "" or name.startswith(":memory:") or url.query.get("mode") == "memory"
+            or url.query.get("vfs") == "memdb")
 
 
 def _sqlite_file(url: URL) -> Path | None:

@@ -400,12 +400,13 @@ def test_an_sqlite_url_with_two_slashes_is_bad_input_naming_the_url_meant(capsys
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?uri=true",
                                  "sqlite:///file:mem1?mode=memory&cache=shared&uri=true",
                                  "sqlite:///file::memory:?uri=yes", "sqlite:///file:mem2?mode=memory&uri=on",
-                                 "sqlite:///file:?uri=true"])
+                                 "sqlite:///file:?uri=true", "sqlite:///file:/mem3?vfs=memdb&uri=true"])
 def test_a_search_in_an_sqlite_database_in_memory_is_refused(url: str, capsys, cora_available: None) -> None:
     """A search's trials in memory would be lost when it ends (and its workers each had a
     database of their own): it failed with "no such table: studies", and so did SQLite URIs
     in memory after the first two forms were refused, and then those with uri=yes or uri=on
-    (which SQLAlchemy honours as uri=true) and ``file:`` (SQLite's private temporary database)."""
+    (which SQLAlchemy honours as uri=true) and ``file:`` (SQLite's private temporary database),
+    and then ``vfs=memdb`` (SQLite's in-memory file system)."""
     from nas.cli import main
     from storage import make_optuna_storage
 
