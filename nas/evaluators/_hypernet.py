@@ -71,8 +71,8 @@ def ghn_file_identity(checkpoint: str) -> tuple[str, str]:
     """``(SHA-256, where)`` of a GHN checkpoint file (a path or ``pretrained:<name>``): a GHN
     retrained into the same file is other weights."""
     from metanets.ghn import resolve_checkpoint
-    from storage.store import sha256
+    from storage.store import file_sha256
 
     path = resolve_checkpoint(checkpoint)
     where = checkpoint if checkpoint.startswith("pretrained:") else path.resolve()
-    return sha256(path.read_bytes()), f"GHN {where}"
+    return file_sha256(path), f"GHN {where}"
