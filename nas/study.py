@@ -523,7 +523,6 @@ def run_search(config: SearchConfig,
     one). ``on_study(study)`` is called once the study exists (created, or resumed with the
     same settings), before any trial: what names it is said then, never for a refused one."""
     resolve_device(config.device)  # cuda without CUDA: refused before any data or study
-    resume_study_named_before(config)  # before anything reads config.study_name
     task = search_task(config)
     space = config.make_space().for_dataset(task.name)
     evaluator = config.make_evaluator()
@@ -540,6 +539,9 @@ def run_search(config: SearchConfig,
         prescreen_task(config, task).num_features  # the proxy's data, likewise
     if config.n_jobs > 1:
         check_sendable(config)  # a DataTask's graphs go to the spawned workers with it
+    # the study's name, once nothing is refused: it opens (and on SQLite creates the schema of)
+    # the storage, and says which study resumes (every read of config.study_name comes after)
+    resume_study_named_before(config)
     queued = None
     if config.warm_start and not study_exists(config):  # a bad source fails before the study exists
         queued = warm_start_architectures(

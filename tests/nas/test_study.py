@@ -518,6 +518,31 @@ def _cora_study_made_before(url: str, name: str, evaluation: str) -> optuna.Stud
     return old
 
 
+@pytest.mark.parametrize("old_study", [False, True])
+def test_a_refused_search_under_an_old_spelling_writes_nothing_and_names_no_study(
+    old_study: bool, tmp_path: Path, capsys,
+) -> None:
+    """The old-name lookup ran first in run_search: a search refused afterwards (here an
+    objective the evaluator does not measure) had written optuna's 13 tables into the database,
+    and said 'resuming study ...' before its refusal."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'z.db'}"
+    if old_study:
+        _cora_study_made_before(url, "cora-gnn-tpe-zero_cost:params", "evaluator zero_cost:params")
+    else:
+        with contextlib.closing(sqlite3.connect(tmp_path / "z.db")) as db:
+            db.execute("create table notes (x)")
+            db.commit()
+    before = (tmp_path / "z.db").read_bytes()
+    assert main(["search", "--dataset", "cora", "--evaluator", "zero_cost:params", "--trials", "1",
+                 "--objectives", "accuracy,latency", "--storage", url]) == 2
+    said = capsys.readouterr()
+    assert "is not measured by evaluator 'zero-cost'" in said.err
+    assert "resuming" not in said.out + said.err
+    assert (tmp_path / "z.db").read_bytes() == before
+
+
 def test_studies_named_by_an_evaluator_spelled_otherwise_before_1566c8b_resume(sqlite_url: str, capsys) -> None:
     """Since 1566c8b resolved evaluator names, a study made with `zero_cost:naswot` or `Train`
     (stored as 'evaluator zero_cost:naswot', 'evaluator Train') was refused for good with any
