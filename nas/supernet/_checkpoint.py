@@ -76,8 +76,11 @@ def _overwrite_advice(folder: Path) -> str:
                      if any(pattern.fullmatch(path.name) for pattern in patterns))
     if not tensors or not (folder / META).exists():
         return "pass --overwrite to train a supernet there"
-    return (f"fix {META} to resume the supernet its weights hold: --overwrite would train a new "
-            f"one there from scratch, deleting {', '.join(tensors)}")
+    deleting = f"--overwrite would train a new one there from scratch, deleting {', '.join(tensors)}"
+    weights = tensor_file_names(_FILES["weights"])
+    if not any(weights.fullmatch(name) for name in tensors):  # nothing a fixed JSON could resume
+        return f"pass --overwrite to train a supernet there ({deleting})"
+    return f"fix {META} to resume the supernet its weights hold: {deleting}"
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:

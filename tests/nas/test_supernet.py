@@ -774,6 +774,28 @@ def test_a_damaged_supernet_json_beside_its_weights_is_not_advised_away(tiny_gra
     assert {path.name: path.read_bytes() for path in out.iterdir()} == held
 
 
+def test_a_damaged_supernet_json_without_its_weights_file_is_not_advised_to_be_fixed(
+    tiny_graph, tmp_path, capsys,
+) -> None:
+    """With the weights file supernet.json names gone (only the optimizer's left), the advice
+    said 'fix supernet.json to resume the supernet its weights hold': there are none."""
+    import json
+
+    from nas.cli import main
+
+    out = tmp_path / "b"
+    _train(TinyTask(tiny_graph), out, epochs=2)
+    files = read_meta(out)["files"]
+    (out / files["weights"]).unlink()
+    meta = json.loads((out / "supernet.json").read_text())
+    (out / "supernet.json").write_text(json.dumps({**meta, "epoch": 2.5}))
+    assert main(["supernet", "train", "--dataset", "cora", "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "fix supernet.json" not in err, err
+    assert (f"pass --overwrite to train a supernet there (--overwrite would train a new one there "
+            f"from scratch, deleting {files['optimizer']})") in err, err
+
+
 def test_weights_sha256_hashes_the_weights_file_without_reading_it_whole(tmp_path) -> None:
     """weights_sha256 read the whole weights file into memory (a 1.5 GB file took 1.78 GB of
     RSS); it hashes it in chunks, to the same digest."""
