@@ -133,7 +133,18 @@ def _search_worker_interrupted(config, worker: int, verbosity: int, fingerprint=
     nas.study._worker_process(config, worker, verbosity, fingerprint, ctrl_c)
 
 
-def test_a_search_worker_takes_ctrl_c_back_as_it_starts(sqlite_url: str, no_data, monkeypatch) -> None:
+@pytest.fixture
+def terminal_ctrl_c():
+    """SIGINT as a program started from a terminal has it (KeyboardInterrupt), whatever this test
+    process inherited: pytest started by `cmd &` in a script ignores it, and then its own Ctrl-C
+    never arrived and these tests failed (the search ignores Ctrl-C then, as it should)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_search_worker_takes_ctrl_c_back_as_it_starts(sqlite_url: str, no_data, monkeypatch,
+                                                        terminal_ctrl_c) -> None:
     """It starts with Ctrl-C ignored (see the test above); its trial's Ctrl-C still stops it, exit 130."""
     import nas.study
     from nas.study import SearchConfig, WorkersDied, run_search
@@ -258,7 +269,7 @@ def _interrupt_myself(config, worker: int = 0, task=None) -> None:
 
 @pytest.mark.parametrize("own_work, code", [(_interrupt_myself, 130), (_terminate_myself, 143)])
 def test_a_search_stopped_by_a_signal_exits_128_plus_its_number(
-    own_work, code: int, sqlite_url: str, no_data, monkeypatch, capsys,
+    own_work, code: int, sqlite_url: str, no_data, monkeypatch, capsys, terminal_ctrl_c,
 ) -> None:
     """SIGTERM exited 130, as Ctrl-C does: whoever sent it could not tell its stop from a
     user's Ctrl-C. Both still say what is kept and stop the workers, in one line: before, a
