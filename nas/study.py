@@ -112,9 +112,6 @@ class SearchConfig:
     # which names and identified studies made before names were canonical (1566c8b); set from
     # ``evaluator`` unless given, and reset where it names another evaluator (dataclasses.replace)
     evaluator_as_typed: str | None = dataclasses.field(default=None, compare=False, repr=False)
-    # the default study name as the code before 1566c8b made it from evaluator_as_typed, where
-    # it differs (see resume_study_named_before)
-    _study_name_before: str | None = dataclasses.field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("n_trials", "n_jobs", "seed"):
@@ -165,8 +162,6 @@ class SearchConfig:
                              f"leave the name out for the default one")
         if self.study_name is None:  # canonical names: `--dataset Cora` resumes `cora-...`
             self.study_name = self._default_study_name(getattr(self.evaluator, "name", self.evaluator))
-            if self.evaluator_as_typed not in (None, self.evaluator):
-                self._study_name_before = self._default_study_name(self.evaluator_as_typed)
 
     def _canonicalise_evaluator(self) -> None:
         """One spelling of the evaluator for the study's name and identity (`Train` is `train`,
@@ -493,10 +488,12 @@ def _evaluation_identity_before(config: SearchConfig) -> str | None:
 def resume_study_named_before(config: SearchConfig) -> None:
     """Name ``config``'s study by the default name the code before 1566c8b made from the
     evaluator as typed (`mutag-gnn-tpe-zero_cost:naswot`) where the storage holds a study of
-    that name and none of the canonical one, saying so: the same command resumes it."""
-    before = config._study_name_before
-    if before is None:
+    that name and none of the canonical one, saying so: the same command resumes it. Only a
+    study named by default looks (its name is the canonical default one)."""
+    typed = config.evaluator_as_typed
+    if typed in (None, config.evaluator) or config.study_name != config._default_study_name(config.evaluator):
         return
+    before = config._default_study_name(typed)
     names = _study_names(config)
     if before in names and config.study_name not in names:
         print(f"metanas search: resuming study {before!r}, named before evaluator names were "
