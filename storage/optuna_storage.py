@@ -61,13 +61,10 @@ def _missing_stamps(engine: sqlalchemy.engine.Engine) -> list[str]:
     """What the database of ``engine`` lacks of optuna's schema version stamps (its table
     ``alembic_version`` and the rows of it and ``version_info``), which ``RDBStorage`` writes
     into a database that lacks them, even with ``skip_table_creation``."""
-    from storage.engine import missing_tables
-
     absent = missing_tables(engine, ("alembic_version",))
-    with engine.connect() as connection:
-        empty = [name for name in ("alembic_version", "version_info") if name not in absent and
-                 connection.execute(sqlalchemy.text(f"SELECT COUNT(*) FROM {name}")).scalar() == 0]
-    return [f"the table {name}" for name in absent] + [f"a row in {name}" for name in empty]
+    rows = _row_counts(engine, ("alembic_version", "version_info"))
+    return ([f"the table {name}" for name in absent]
+            + [f"a row in {name}" for name, count in rows.items() if count == 0])
 
 
 def reading_storage(url: str) -> RDBStorage:
@@ -78,8 +75,7 @@ def reading_storage(url: str) -> RDBStorage:
     alone goes without). :class:`NoStudiesError` for a database without optuna's tables (an
     empty file, another application's database), :class:`UnstampedSchemaError` for one without
     optuna's schema version stamps; either is left as it is."""
-    from storage.engine import missing_tables, reading_engine, reading_url
-
+    from storage.engine import reading_engine, reading_url
     from storage.models import BaseModel
 
     engine = reading_engine(url)
@@ -99,13 +95,17 @@ def reading_storage(url: str) -> RDBStorage:
 def _held_rows(engine: sqlalchemy.Engine, tables: Iterable[str]) -> int | None:
     """How many rows those of ``tables`` that the database holds have together (read, never
     made); None when it holds none of them."""
+    rows = _row_counts(engine, tables)
+    return sum(rows.values()) if rows else None
+
+
+def _row_counts(engine: sqlalchemy.Engine, tables: Iterable[str]) -> dict[str, int]:
+    """The rows of each of ``tables`` that the database holds (a table it lacks is left out)."""
+    tables = list(tables)
     absent = missing_tables(engine, tables)
-    held = [name for name in tables if name not in absent]
-    if not held:
-        return None
     with engine.connect() as connection:
-        return sum(connection.execute(sqlalchemy.text(f"SELECT COUNT(*) FROM {name}")).scalar()
-                   for name in held)
+        return {name: connection.execute(sqlalchemy.text(f"SELECT COUNT(*) FROM {name}")).scalar()
+                for name in tables if name not in absent}
 
 
 class UnknownStudyError(KeyError, ValueError):

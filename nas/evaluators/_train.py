@@ -104,10 +104,9 @@ class TrainEvaluator(Evaluator):
         """With ``init="hypernet"``, the GHN whose predicted parameters every trial starts from."""
         if self.init != "hypernet":
             return None
-        from metanets.ghn_train import default_hypernet
         from nas.evaluators._hypernet import ghn_file_identity
 
-        return ghn_file_identity(self.hypernet or default_hypernet(space, task))
+        return ghn_file_identity(self.checkpoint(space, task))
 
     def _predicted(self, arch: Architecture, space: SearchSpace, task: Task) -> nn.Module:
         """The model with GHN-predicted parameters (BatchNorm statistics from training data)."""
@@ -115,10 +114,16 @@ class TrainEvaluator(Evaluator):
 
         return predicted_model(self._hypernet(space, task), space, arch, task).train()
 
-    def _hypernet(self, space: SearchSpace, task: Task) -> GraphHyperNetwork:
-        from metanets.ghn_train import default_hypernet, load_hypernet
+    def checkpoint(self, space: SearchSpace, task: Task) -> str:
+        """The GHN of ``init="hypernet"``: ``hypernet``, else the default for the task."""
+        from metanets.ghn_train import default_hypernet
 
-        return load_hypernet(self.hypernet or default_hypernet(space, task), task)
+        return self.hypernet or default_hypernet(space, task)
+
+    def _hypernet(self, space: SearchSpace, task: Task) -> GraphHyperNetwork:
+        from metanets.ghn_train import load_hypernet
+
+        return load_hypernet(self.checkpoint(space, task), task)
 
     def __repr__(self) -> str:
         init = "" if self.init == "random" else f", init={self.init!r}"
