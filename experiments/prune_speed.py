@@ -63,12 +63,10 @@ def speedups(text: str) -> list[float]:
     values = []
     for part in text.split(","):
         try:
-            value = float(part)
+            values.append(float(part))
+            core.check_speedup(values[-1])
         except ValueError:
-            value = float("nan")
-        if not 1 < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"speed-up {part!r} must be a finite number > 1")
-        values.append(value)
+            raise argparse.ArgumentTypeError(f"speed-up {part!r} must be a finite number > 1") from None
     return values
 
 

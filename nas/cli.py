@@ -1398,25 +1398,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _positive_number(text: str) -> float:
     """A flag's finite number above 0 (``--lr``), refused as the command line is read (exit 2):
     ``--lr inf`` trained a model of NaN weights and wrote it as finished."""
-    return _finite_number(text, above=0.0)
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def _non_negative_number(text: str) -> float:
     """A flag's finite number >= 0 (a decay or a loss weight), refused as the command line is
     read (exit 2) otherwise."""
-    return _finite_number(text, at_least=0.0)
+    value = _float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
-def _finite_number(text: str, above: float | None = None, at_least: float | None = None) -> float:
+def _float(text: str) -> float:
+    """A float flag's value, as argparse's ``type=float`` refuses one that is none."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not math.isfinite(value) or (above is not None and not value > above) or (
-            at_least is not None and not value >= at_least):
-        bound = f"> {above:g}" if above is not None else f">= {at_least:g}"
-        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
-    return value
 
 
 def _speedup(text: str) -> float:
@@ -1424,10 +1426,7 @@ def _speedup(text: str) -> float:
     finite number above 1 (:func:`metanets.pruning.core.check_speedup`)."""
     from metanets.pruning.core import check_speedup
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    value = _float(text)
     try:
         check_speedup(value)
     except ValueError as error:
