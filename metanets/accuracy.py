@@ -406,10 +406,10 @@ def load_accuracy_predictor(folder: str | Path) -> tuple[GMN, dict[str, Any]]:
     """A metanetwork saved by ``metanas metanet train`` and its metadata
     (:func:`metanets.gmn.load_gmn`); ``ValueError`` for a pruning metanetwork, whose
     regression head was never trained to predict a metric."""
-    from metanets.gmn import load_gmn
+    from metanets.gmn import ACCURACY_PREDICTION, load_gmn, purpose
 
     model, metadata = load_gmn(folder)
-    if metadata.get("purpose", "accuracy prediction") != "accuracy prediction":
+    if purpose(metadata) != ACCURACY_PREDICTION:
         raise ValueError(f"{folder} holds a metanetwork trained for {metadata['purpose']!r} "
                          "(metanas prune-metanet), not for accuracy prediction (metanas metanet "
                          "train)")

@@ -54,6 +54,9 @@ STRUCT_COLUMNS = 5
 #: global weight statistics the readout sees besides the pooled features (see GMN.global_stats)
 GLOBAL_STATS = 4
 CONFIG_FILE, WEIGHTS_FILE = "metanet.json", "metanet.safetensors"
+#: what a saved metanetwork was trained for, as its metadata's ``purpose`` records it (a
+#: metanetwork saved without one predicts accuracy: ``metanas metanet train``)
+ACCURACY_PREDICTION, PRUNING = "accuracy prediction", "pruning"
 
 
 def prepare_graph(data: Data, max_inputs: int = 0) -> Data:
@@ -446,6 +449,12 @@ def save_gmn(
     return folder
 
 
+def purpose(metadata: dict[str, Any]) -> str:
+    """What the metanetwork of ``metadata`` (a saved one's) was trained for: :data:`PRUNING` or
+    :data:`ACCURACY_PREDICTION`, which one saved without a purpose was."""
+    return metadata.get("purpose", ACCURACY_PREDICTION)
+
+
 def _saved_checksums(folder: Path) -> dict[str, str]:
     """The tensor files (by name) of the metanetwork ``folder`` holds (none: it holds none)."""
     if not (folder / CONFIG_FILE).is_file():
@@ -543,6 +552,6 @@ def _saved_config(spec: dict[str, Any], path: Path) -> GMNConfig:
 
 
 __all__ = [
-    "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "collate", "load_gmn", "load_gmn_files",
-    "prepare_graph", "save_gmn",
+    "ACCURACY_PREDICTION", "FeatureScaler", "GMN", "GMNConfig", "GMNLayer", "PRUNING", "collate",
+    "load_gmn", "load_gmn_files", "prepare_graph", "purpose", "save_gmn",
 ]

@@ -129,7 +129,7 @@ def found_metanet(out: str) -> FoundModel | None:
     """The metanetwork in the folder ``out`` (None: an absent or empty folder, or one holding
     only what a killed first save left; kind None: a folder of files that load as no
     metanetwork); ``ValueError`` for a file."""
-    from metanets.gmn import load_gmn
+    from metanets.gmn import PRUNING, load_gmn, purpose
     from storage.store import held_files
 
     folder = Path(out)
@@ -142,7 +142,7 @@ def found_metanet(out: str) -> FoundModel | None:
         _, metadata = load_gmn(folder)
     except (OSError, ValueError) as error:  # ChecksumError is a ValueError
         return FoundModel(None, None, f"{held_files(folder)} (no metanetwork: {error})")
-    if metadata.get("purpose") == "pruning":
+    if purpose(metadata) == PRUNING:
         return FoundModel("pruning metanetwork", metadata.get(FLAGS_KEY), _pruning_summary(metadata))
     return FoundModel("metanetwork", metadata.get(FLAGS_KEY), _accuracy_summary(metadata))
 

@@ -49,7 +49,7 @@ from torch_geometric.utils import scatter
 
 from metanets.accuracy import check_free_memory, pass_bytes
 from metanets.gmn import (
-    CONFIG_FILE, GMN, GMNConfig, _slot, load_gmn_files, prepare_graph, save_gmn,
+    CONFIG_FILE, GMN, PRUNING, GMNConfig, _slot, load_gmn_files, prepare_graph, purpose, save_gmn,
 )
 from metanets.graphs import EdgeFeature, EdgeType, to_parameter_graph
 from metanets.pruning._graph_units import CHANNEL_NODES, identity_components, pruner_units
@@ -544,7 +544,7 @@ class PruningMetanet(nn.Module):
         dtypes = [str(t.dtype).removeprefix("torch.") for t in self.inputs]
         gate = {GATE_FILE: self.gate.state_dict()} if self.gate is not None else {}
         folder = save_gmn(self.gmn, folder, {
-            "purpose": "pruning", "input_shapes": shapes, "input_dtypes": dtypes,
+            "purpose": PRUNING, "input_shapes": shapes, "input_dtypes": dtypes,
             "gate": self.gate is not None, "preserve_norm": self.preserve_norm,
             **(metadata or {})}, extra_files=gate)  # the gate before the JSON that names it
         return Path(folder)
@@ -574,9 +574,9 @@ def _gate_head(hidden: int) -> nn.Module:
 def load_pruning_metanet(folder: str | Path) -> PruningMetanet:
     """A saved pruning metanetwork (safetensors + JSON, see :func:`metanets.gmn.load_gmn`)."""
     gmn, metadata, states = load_gmn_files(folder)
-    if metadata.get("purpose") != "pruning":
-        raise ValueError(f"{folder} holds a metanetwork trained for "
-                         f"{metadata.get('purpose', 'accuracy prediction')!r}, not for pruning")
+    if purpose(metadata) != PRUNING:
+        raise ValueError(f"{folder} holds a metanetwork trained for {purpose(metadata)!r}, not "
+                         f"for pruning")
     shapes, dtypes = _saved_inputs(metadata, Path(folder) / CONFIG_FILE)
     # tracing needs shapes only; a zero edge_index (self-loops of node 0) is a valid graph
     inputs = [torch.zeros(shape, dtype=getattr(torch, dtype))
